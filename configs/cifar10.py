@@ -1,0 +1,62 @@
+r"""CIFAR-10 with a CIFAR ResNet (ResNet-20 by default; `--config.model.kwargs.width=4` for a wide ResNet).
+
+Needs CIFAR-10 prepared by TFDS in `data_dir` (nothing is downloaded unless `--config.data.download=True`):
+
+  python -m train.population --config=configs/cifar10.py --config.data.data_dir=/path/to/tfds \
+      --workdir=studies/cifar10 --num_workers=1 --analyze
+
+The paper trained 30 models per level; 10 seeds are the default here (raise with --config.num_seeds=30).
+"""
+import ml_collections
+
+
+def get_config():
+  config = ml_collections.ConfigDict()
+  config.name = "cifar10"
+
+  config.data = ml_collections.ConfigDict()
+  config.data.name = "cifar10"
+  config.data.data_dir = None
+  config.data.download = False
+  config.data.train_split = "train"
+  config.data.eval_split = "test"
+  config.data.preprocess = "cifar"
+  config.data.image_size = None  # 32x32
+  config.data.shuffle_buffer = 50_000
+
+  config.model = ml_collections.ConfigDict()
+  config.model.name = "cifar_resnet"
+  config.model.kwargs = ml_collections.ConfigDict({"depth": 20, "width": 1, "weight_decay": 5e-4})
+
+  config.optimizer = "sgd"
+  config.momentum = 0.9
+  config.nesterov = True
+  config.learning_rate = 0.1
+  config.lr_scale_by_batch = True  # 0.1 x batch / 256
+  config.lr_schedule = "piecewise"
+  config.lr_boundaries_epochs = (91, 136)
+  config.lr_decay_factor = 0.1
+  config.warmup_epochs = 1
+  config.batch_size = 128
+  config.num_epochs = 182
+  config.steps_per_epoch = None
+  config.label_smoothing = 0.0
+  config.deterministic = False
+
+  config.pruning = ml_collections.ConfigDict()
+  config.pruning.scope = "all_but_classifier"
+  config.pruning.begin_step = None
+  config.pruning.end_step = None
+  config.pruning.begin_fraction = 0.1
+  config.pruning.end_fraction = 0.5
+  config.pruning.frequency = 100
+
+  config.sparsity = 0.0
+  config.seed = 0
+  config.sparsity_levels = (0.0, 0.1, 0.3, 0.5, 0.7, 0.9)
+  config.num_seeds = 10
+
+  config.top_k = 5
+  config.export_logits = False
+  config.eval_batch_size = 1000
+  return config

@@ -1,0 +1,75 @@
+r"""ImageNet with ResNet-50, the paper's setting (batch 4096, 32,000 steps, pruning steps 5000-8000 every 500).
+
+ImageNet must be prepared by TFDS in a bucket or folder you own (`imagenet2012` needs a manual download).
+
+One model on a Cloud TPU (v3-32 or larger for batch 4096); rerunning the same command resumes after preemption:
+
+  python -m train.train --config=configs/imagenet_resnet50.py \
+      --config.data.data_dir=gs://BUCKET/tensorflow_datasets \
+      --config.sparsity=0.9 --config.seed=3 \
+      --workdir=gs://BUCKET/studies/imagenet/sparsity90_seed3 \
+      --strategy=tpu --tpu=TPU_NAME
+
+The whole grid (6 levels x 30 seeds): print one command per model and launch them on your TPUs, e.g.
+
+  python -m train.population --config=configs/imagenet_resnet50.py \
+      --config.data.data_dir=gs://BUCKET/tensorflow_datasets --workdir=gs://BUCKET/studies/imagenet \
+      --dry_run --strategy=tpu --tpu='{tpu}'
+
+then analyse:
+
+  python -m analysis.analyze --study_dir=gs://BUCKET/studies/imagenet
+"""
+import ml_collections
+
+_TRAIN_EXAMPLES = 1_281_167
+
+
+def get_config():
+  config = ml_collections.ConfigDict()
+  config.name = "imagenet_resnet50"
+
+  config.data = ml_collections.ConfigDict()
+  config.data.name = "imagenet2012"
+  config.data.data_dir = None
+  config.data.download = False
+  config.data.train_split = "train"
+  config.data.eval_split = "validation"
+  config.data.preprocess = "imagenet"
+  config.data.image_size = 224
+  config.data.shuffle_buffer = 16_384
+
+  config.model = ml_collections.ConfigDict()
+  config.model.name = "resnet50"
+  config.model.kwargs = ml_collections.ConfigDict({"weight_decay": 1e-4, "bn_momentum": 0.9, "bn_epsilon": 1e-5})
+
+  config.batch_size = 4096
+  config.steps_per_epoch = _TRAIN_EXAMPLES // 4096  # 312
+  config.num_epochs = 103  # 32,136 steps, the paper's 32,000 rounded up to whole epochs
+  config.optimizer = "sgd"
+  config.momentum = 0.9
+  config.nesterov = True
+  config.learning_rate = 0.1
+  config.lr_scale_by_batch = True  # 0.1 x 4096 / 256 = 1.6
+  config.lr_schedule = "piecewise"
+  config.lr_boundaries_epochs = (30, 60, 80)
+  config.lr_decay_factor = 0.1
+  config.warmup_epochs = 5
+  config.label_smoothing = 0.1
+  config.deterministic = False
+
+  config.pruning = ml_collections.ConfigDict()
+  config.pruning.scope = "all_but_classifier"  # every conv incl. the 7x7 stem and projections; not the classifier
+  config.pruning.begin_step = 5000
+  config.pruning.end_step = 8000
+  config.pruning.frequency = 500
+
+  config.sparsity = 0.0
+  config.seed = 0
+  config.sparsity_levels = (0.0, 0.1, 0.3, 0.5, 0.7, 0.9)
+  config.num_seeds = 30
+
+  config.top_k = 5
+  config.export_logits = False
+  config.eval_batch_size = 1000
+  return config

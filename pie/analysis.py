@@ -1,0 +1,193 @@
+"""The analysis of a study: PIEs, class-level tests and PIE accuracy per pruned level, written to one folder.
+
+Outputs (each written to a temporary name, then renamed):
+  pies.csv          one row per PIE per level
+  class_stats.csv   one row per class per level
+  pie_accuracy.csv  top-1 of both populations on PIEs, a random sample of the same size, and non-PIEs
+  summary.json      per level: models, top-1, measured sparsity, PIEs, significant classes
+  pies.tfrecord     the PIE images with their labels (unless images are skipped)
+  report.html       the report (pie.report)
+Columns are described in the README.
+"""
+import io
+import os
+
+import ml_collections
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+
+from pie import io_utils
+from pie import stats
+from pie.errors import PieError
+
+OUTPUT_FILES = ("pies.csv", "class_stats.csv", "pie_accuracy.csv", "summary.json", "pies.tfrecord", "report.html")
+
+
+def _names(class_names, ids):
+  return [class_names[i] for i in ids]
+
+
+def pie_table(sparsity, dense_predictions, pruned_predictions, labels, class_names):
+  """Rows of pies.csv for one level, plus the tie counts of both populations."""
+  dense_modal, dense_share, dense_tied = stats.modal_labels(dense_predictions, return_details=True)
+  pruned_modal, pruned_share, pruned_tied = stats.modal_labels(pruned_predictions, return_details=True)
+  pies = dense_modal != pruned_modal
+  ids = np.nonzero(pies)[0]
+  table = pd.DataFrame({
+      "sparsity": sparsity, "example_id": ids, "label": labels[ids], "dense_modal": dense_modal[ids],
+      "pruned_modal": pruned_modal[ids], "dense_modal_share": dense_share[ids],
+      "pruned_modal_share": pruned_share[ids], "modal_tie": (dense_tied | pruned_tied)[ids],
+      "label_name": _names(class_names, labels[ids]), "dense_modal_name": _names(class_names, dense_modal[ids]),
+      "pruned_modal_name": _names(class_names, pruned_modal[ids])})
+  ties = {"num_ties_dense": int(dense_tied.sum()), "num_ties_pruned": int(pruned_tied.sum()),
+          "num_pies_with_tie": int((dense_tied | pruned_tied)[pies].sum())}
+  return pies, table, ties
+
+
+def pie_accuracy_table(sparsity, dense_predictions, pruned_predictions, labels, pies, rng):
+  """Rows of pie_accuracy.csv: per population, top-1 mean/std over models on PIEs, random sample, non-PIEs."""
+  n_pies = int(pies.sum())
+  subsets = {"pie": pies,
+             "random": np.isin(np.arange(len(labels)), rng.choice(len(labels), n_pies, replace=False)),
+             "non_pie": ~pies}
+  rows = []
+  for population, predictions in (("dense", dense_predictions), ("pruned", pruned_predictions)):
+    for subset, mask in subsets.items():
+      if mask.any():
+        acc = (predictions[:, mask] == labels[mask]).mean(axis=1)
+        mean, std = float(acc.mean()), float(acc.std(ddof=1)) if len(acc) > 1 else float("nan")
+      else:
+        mean = std = float("nan")
+      rows.append({"sparsity": sparsity, "population": population, "subset": subset,
+                   "num_examples": int(mask.sum()), "top1_mean": mean, "top1_std": std})
+  return pd.DataFrame(rows)
+
+
+def _level_entry(sparsity, study):
+  acc = study.top1_accuracy(sparsity)
+  models = study.levels[sparsity]
+  return {"sparsity": sparsity, "role": "dense" if sparsity == 0 else "pruned", "num_models": len(models),
+          "top1_mean": float(acc.mean()), "top1_std": float(acc.std(ddof=1)),
+          "measured_sparsity_mean": float(np.mean([m.measured_sparsity for m in models])),
+          "num_pies": None, "pie_fraction": None, "num_significant_classes": None, "num_ties_dense": None,
+          "num_ties_pruned": None, "models": [m.name for m in models]}
+
+
+def analyze(study, alpha=0.05, seed=0, log=print):
+  """Computes every table of the analysis in memory: dict of DataFrames, the summary, and the PIE ids per level."""
+  if not 0 < alpha < 1:
+    raise PieError(f"--alpha must be in (0, 1), got {alpha}")
+  rng = np.random.default_rng(seed)
+  labels = study.labels
+  dense = study.predictions(0.0)
+  levels = [_level_entry(0.0, study)]
+  pies_parts, class_parts, accuracy_parts, pie_ids = [], [], [], {}
+  for sparsity in study.pruned_levels:
+    pruned = study.predictions(sparsity)
+    pies, table, ties = pie_table(sparsity, dense, pruned, labels, study.class_names)
+    classes = stats.class_ttest(dense, pruned, labels, study.num_classes, alpha=alpha,
+                                class_names=study.class_names)
+    classes.insert(0, "sparsity", sparsity)
+    accuracy_parts.append(pie_accuracy_table(sparsity, dense, pruned, labels, pies, rng))
+    pies_parts.append(table)
+    class_parts.append(classes)
+    pie_ids[sparsity] = np.nonzero(pies)[0]
+    entry = _level_entry(sparsity, study)
+    entry.update(ties, num_pies=int(pies.sum()), pie_fraction=float(pies.mean()),
+                 num_significant_classes=int(classes["significant"].sum()))
+    levels.append(entry)
+    log(f"level {sparsity:g}: {len(study.levels[sparsity])} models, top-1 {entry['top1_mean']:.4f}, "
+        f"{entry['num_pies']} PIEs ({entry['pie_fraction']:.2%}), "
+        f"{entry['num_significant_classes']} significant classes")
+  summary = {
+      "study": {"name": study.config.get("name", study.dataset), "dataset": study.dataset,
+                "eval_split": study.split, "num_classes": study.num_classes, "class_names": study.class_names,
+                "num_examples": study.num_examples, "model": study.config.get("model", {}).get("name", ""),
+                "config": study.config, "config_hash": study.config_hash, "study_dir": study.study_dir,
+                "incomplete_exports_skipped": study.incomplete},
+      "alpha": alpha, "seed": seed, "tie_rule": stats.TIE_RULE, "levels": levels}
+  tables = {"pies.csv": pd.concat(pies_parts, ignore_index=True),
+            "class_stats.csv": pd.concat(class_parts, ignore_index=True),
+            "pie_accuracy.csv": pd.concat(accuracy_parts, ignore_index=True)}
+  return tables, summary, pie_ids
+
+
+def _csv_text(frame):
+  buffer = io.StringIO()
+  frame.to_csv(buffer, index=False, float_format="%.6g")
+  return buffer.getvalue()
+
+
+def _png(image):
+  return tf.io.encode_png(tf.convert_to_tensor(image, tf.uint8)).numpy()
+
+
+def write_pie_images(path, pies_table, images):
+  """pies.tfrecord: one tf.train.Example per PIE per level, the image PNG-encoded with its labels."""
+  with io_utils.atomic_path(path) as tmp:
+    with tf.io.TFRecordWriter(tmp) as writer:
+      for row in pies_table.itertuples(index=False):
+        feature = {
+            "sparsity": tf.train.Feature(float_list=tf.train.FloatList(value=[row.sparsity])),
+            "image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[_png(images[row.example_id])])),
+            "dense_modal_share": tf.train.Feature(float_list=tf.train.FloatList(value=[row.dense_modal_share])),
+            "pruned_modal_share": tf.train.Feature(float_list=tf.train.FloatList(value=[row.pruned_modal_share])),
+        }
+        for key in ("example_id", "label", "dense_modal", "pruned_modal"):
+          feature[key] = tf.train.Feature(int64_list=tf.train.Int64List(value=[int(getattr(row, key))]))
+        writer.write(tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString())
+
+
+def read_pie_images(path):
+  """Reads pies.tfrecord back as a list of dicts (image decoded to uint8 numpy)."""
+  spec = {"sparsity": tf.io.FixedLenFeature([], tf.float32), "image": tf.io.FixedLenFeature([], tf.string),
+          "dense_modal_share": tf.io.FixedLenFeature([], tf.float32),
+          "pruned_modal_share": tf.io.FixedLenFeature([], tf.float32)}
+  for key in ("example_id", "label", "dense_modal", "pruned_modal"):
+    spec[key] = tf.io.FixedLenFeature([], tf.int64)
+  rows = []
+  try:
+    for record in tf.data.TFRecordDataset(path):
+      row = {k: v.numpy() for k, v in tf.io.parse_single_example(record, spec).items()}
+      row["image"] = tf.io.decode_png(row["image"]).numpy()
+      rows.append(row)
+  except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as e:
+    raise PieError(f"{path}: not a readable PIE image file ({e.message.splitlines()[0]})") from None
+  return rows
+
+
+def load_eval_images(config_dict, example_ids, log=print):
+  """Display images of the given eval examples, from the dataset named in the study's config."""
+  from pie import data as data_lib  # pylint: disable=g-import-not-at-top
+  data_config = ml_collections.ConfigDict(config_dict["data"])
+  dataset = data_lib.load_dataset(data_config)
+  log(f"reading {len(np.unique(example_ids))} PIE images from {data_config.name}/{data_config.eval_split}")
+  return dataset.eval_display_images(example_ids)
+
+
+def analyze_study(study, out_dir, alpha=0.05, seed=0, images=True, report=True, log=print):
+  """Runs the analysis and writes every output file into `out_dir`; returns the summary dict."""
+  tables, summary, pie_ids = analyze(study, alpha=alpha, seed=seed, log=log)
+  io_utils.makedirs(out_dir)
+  if images:
+    all_ids = np.unique(np.concatenate(list(pie_ids.values()))) if pie_ids else np.zeros(0, np.int64)
+    try:
+      found = load_eval_images(study.config, all_ids, log=log)
+    except PieError as e:
+      raise PieError(f"{e} (the PIE images come from the study's eval split; pass --nopie_images to skip them)")
+    missing = sorted(set(all_ids.tolist()) - set(found))
+    if missing:
+      raise PieError(f"the eval split of {study.dataset} lacks example ids {missing[:5]}...: it is not the split "
+                     "the models predicted")
+    write_pie_images(os.path.join(out_dir, "pies.tfrecord"), tables["pies.csv"], found)
+  elif tf.io.gfile.exists(os.path.join(out_dir, "pies.tfrecord")):
+    tf.io.gfile.remove(os.path.join(out_dir, "pies.tfrecord"))  # an earlier run's images would not match
+  for name, frame in tables.items():
+    io_utils.write_text(os.path.join(out_dir, name), _csv_text(frame))
+  io_utils.write_json(os.path.join(out_dir, "summary.json"), summary)
+  if report:
+    from pie import report as report_lib  # pylint: disable=g-import-not-at-top
+    path = report_lib.write_report(out_dir)
+    log(f"report: {path}")
+  return summary

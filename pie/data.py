@@ -1,0 +1,224 @@
+"""Datasets: the embedded handwritten digits and any TFDS image-classification dataset, behind one interface.
+
+Every dataset serves raw uint8 images and integer labels; a named preprocessing turns them into model inputs.
+Evaluation examples are read in a fixed order and numbered by their position: that `example_id` is the key that
+joins the predictions of all models of a study.
+"""
+import abc
+import dataclasses
+from typing import Optional, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from pie import preprocess
+from pie.errors import PieError
+
+EMBEDDED_DATASET = "digits"
+# The last 500 of sklearn's 1797 digit images are the test split: a fixed, documented split that needs no random
+# state. The file is ordered by writer, so the test images come from writers the training set never saw.
+DIGITS_NUM_TEST = 500
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+  name: str
+  num_classes: int
+  class_names: Sequence[str]
+  image_shape: Sequence[int]  # of the raw uint8 images; None entries for variable sizes
+  num_train: Optional[int]    # None when the split size is unknown (e.g. mocked TFDS data)
+  num_eval: Optional[int]
+  train_split: str
+  eval_split: str
+
+
+class Dataset(abc.ABC):
+  """Train and eval pipelines of one dataset; subclasses provide the raw examples."""
+
+  info: DatasetInfo
+
+  def __init__(self, data_config):
+    self.config = data_config
+
+  @abc.abstractmethod
+  def _raw_train(self, seed):
+    """Training split as tf.data of {"image": uint8 [H,W,C], "label": int64}."""
+
+  @abc.abstractmethod
+  def _raw_eval(self):
+    """Eval split in its fixed order, as tf.data of {"image": uint8 [H,W,C], "label": int64}."""
+
+  def steps_per_epoch(self, batch_size, override=None):
+    if override:
+      return int(override)
+    if not self.info.num_train:
+      raise PieError(f"dataset {self.info.name!r}: the size of split {self.info.train_split!r} is unknown; "
+                     "set config.steps_per_epoch")
+    steps = self.info.num_train // batch_size
+    if steps < 1:
+      raise PieError(f"dataset {self.info.name!r}: batch size {batch_size} is larger than the "
+                     f"{self.info.num_train} training examples")
+    return steps
+
+  def train_batches(self, batch_size, seed, start_epoch, num_epochs, steps_per_epoch):
+    """Batches of (image, one-hot label) for epochs [start_epoch, num_epochs).
+
+    Epoch e is shuffled with a seed derived from (seed, e) and its augmentations use stateless per-example seeds, so
+    a run resumed at epoch e sees exactly the batches an uninterrupted run would have seen.
+    """
+    raw = self._raw_train(seed)
+    fn = preprocess.get(self.config.preprocess)
+    num_classes = self.info.num_classes
+    image_size = self.config.get("image_size")
+    buffer = self.config.get("shuffle_buffer", 10_000)
+
+    def one_epoch(epoch):
+      epoch_seed = int(seed) * 100_003 + epoch  # a Python int: tf.data needs static shuffle seeds
+      ds = raw.shuffle(buffer, seed=epoch_seed, reshuffle_each_iteration=False)
+      ds = ds.take(steps_per_epoch * batch_size).enumerate()
+
+      def prep(index, ex):
+        example_seed = tf.stack([tf.constant(epoch_seed, tf.int64), index])
+        image = fn(ex["image"], training=True, seed=example_seed, image_size=image_size)
+        return image, tf.one_hot(ex["label"], num_classes)
+
+      return ds.map(prep, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).batch(
+          batch_size, drop_remainder=True)
+
+    epochs = [one_epoch(e) for e in range(start_epoch, num_epochs)]
+    if not epochs:
+      raise PieError(f"no epoch left to train: start epoch {start_epoch}, {num_epochs} epochs")
+    ds = epochs[0]
+    for more in epochs[1:]:
+      ds = ds.concatenate(more)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+  def eval_batches(self, batch_size):
+    """Batches of {"example_id", "image", "label"} in the split's fixed order."""
+    fn = preprocess.get(self.config.preprocess)
+    image_size = self.config.get("image_size")
+
+    def prep(index, ex):
+      return {"example_id": index,
+              "image": fn(ex["image"], training=False, seed=None, image_size=image_size),
+              "label": tf.cast(ex["label"], tf.int64)}
+
+    ds = self._raw_eval().enumerate().map(prep, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+  def eval_display_images(self, example_ids):
+    """uint8 images as a model sees them at eval (resized and cropped, not normalized), keyed by example_id."""
+    wanted = np.unique(np.asarray(example_ids, np.int64))
+    image_size = self.config.get("image_size")
+    display = preprocess.get_display(self.config.preprocess)
+    found = {}
+    if not len(wanted):
+      return found
+    ds = self._raw_eval().enumerate()
+    ds = ds.filter(lambda i, ex: tf.reduce_any(tf.equal(i, wanted)))
+    ds = ds.map(lambda i, ex: (i, display(ex["image"], image_size=image_size)))
+    for index, image in ds.as_numpy_iterator():
+      found[int(index)] = image
+      if len(found) == len(wanted):
+        break
+    return found
+
+
+class DigitsDataset(Dataset):
+  """scikit-learn's bundled UCI handwritten digits: 1797 8x8 images, 10 classes, no download."""
+
+  def __init__(self, data_config):
+    super().__init__(data_config)
+    from sklearn.datasets import load_digits  # pylint: disable=g-import-not-at-top
+    digits = load_digits()
+    # Pixel values are 0..16; stored as uint8 0..255 like every other dataset's raw images.
+    images = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)[..., None]
+    labels = digits.target.astype(np.int64)
+    n_train = len(labels) - DIGITS_NUM_TEST
+    self._splits = {"train": (images[:n_train], labels[:n_train]),
+                    "test": (images[n_train:], labels[n_train:])}
+    for split in (data_config.train_split, data_config.eval_split):
+      if split not in self._splits:
+        raise PieError(f"dataset 'digits' has splits 'train' and 'test', not {split!r}")
+    self.info = DatasetInfo(
+        name=EMBEDDED_DATASET, num_classes=10, class_names=[str(d) for d in range(10)], image_shape=(8, 8, 1),
+        num_train=len(self._splits[data_config.train_split][1]),
+        num_eval=len(self._splits[data_config.eval_split][1]),
+        train_split=data_config.train_split, eval_split=data_config.eval_split)
+
+  def _from_split(self, split):
+    images, labels = self._splits[split]
+    return tf.data.Dataset.from_tensor_slices({"image": images, "label": labels})
+
+  def _raw_train(self, seed):
+    return self._from_split(self.config.train_split)
+
+  def _raw_eval(self):
+    return self._from_split(self.config.eval_split)
+
+  def eval_arrays(self):
+    """The raw eval split as numpy (images uint8, labels int64): cheap here, so analysis can skip tf.data."""
+    return self._splits[self.config.eval_split]
+
+
+class TfdsDataset(Dataset):
+  """Any TFDS image-classification dataset, read from a user-given data_dir; never downloads unless asked."""
+
+  def __init__(self, data_config):
+    super().__init__(data_config)
+    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+    self._tfds = tfds
+    name = data_config.name
+    try:
+      self._builder = tfds.builder(name, data_dir=data_config.get("data_dir"))
+    except tfds.core.registered.DatasetNotFoundError as e:
+      raise PieError(f"unknown dataset {name!r}: neither the embedded {EMBEDDED_DATASET!r} nor a TFDS dataset "
+                     f"({str(e).splitlines()[0]})") from None
+    info = self._builder.info
+    features = info.features
+    image_key, label_key = data_config.get("image_key", "image"), data_config.get("label_key", "label")
+    if image_key not in features or label_key not in features:
+      raise PieError(f"dataset {name!r} has features {sorted(features.keys())}: no {image_key!r}/{label_key!r} "
+                     "image classification pair (set config.data.image_key / label_key)")
+    label_feature = features[label_key]
+    splits = info.splits
+
+    def split_size(split):
+      try:
+        return splits[split].num_examples
+      except (KeyError, ValueError):
+        return None
+
+    self.info = DatasetInfo(
+        name=name, num_classes=label_feature.num_classes, class_names=list(label_feature.names),
+        image_shape=tuple(features[image_key].shape), num_train=split_size(data_config.train_split),
+        num_eval=split_size(data_config.eval_split), train_split=data_config.train_split,
+        eval_split=data_config.eval_split)
+
+  def _load(self, split, shuffle_files, seed=None):
+    cfg = self.config
+    read_config = self._tfds.ReadConfig(
+        shuffle_seed=seed, interleave_cycle_length=None if shuffle_files else 1)
+    try:
+      ds = self._tfds.load(cfg.name, split=split, data_dir=cfg.get("data_dir"), download=cfg.get("download", False),
+                           shuffle_files=shuffle_files, read_config=read_config)
+    except (AssertionError, FileNotFoundError, self._tfds.core.registered.DatasetNotFoundError) as e:
+      where = cfg.get("data_dir") or "the default TFDS data_dir (~/tensorflow_datasets)"
+      raise PieError(f"dataset {cfg.name!r} split {split!r} is not prepared in {where}: prepare it there (or set "
+                     f"config.data.data_dir to where it is; config.data.download=True lets TFDS download it). "
+                     f"TFDS said: {str(e).splitlines()[0]}") from None
+    image_key, label_key = cfg.get("image_key", "image"), cfg.get("label_key", "label")
+    return ds.map(lambda ex: {"image": ex[image_key], "label": tf.cast(ex[label_key], tf.int64)})
+
+  def _raw_train(self, seed):
+    return self._load(self.config.train_split, shuffle_files=True, seed=seed)
+
+  def _raw_eval(self):
+    return self._load(self.config.eval_split, shuffle_files=False)
+
+
+def load_dataset(data_config):
+  """The dataset named by `data_config.name`: "digits" (embedded) or any registered TFDS name."""
+  if data_config.name == EMBEDDED_DATASET:
+    return DigitsDataset(data_config)
+  return TfdsDataset(data_config)

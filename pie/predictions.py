@@ -1,0 +1,147 @@
+"""The predictions export: the contract between training and analysis.
+
+One file per model, `<name>.tfrecord`, with `<name>.json` beside it (the model's metadata). The JSON is written
+last, after the TFRecord is complete and renamed into place, so a TFRecord without its JSON is an unfinished export.
+
+Each record is a `tf.train.Example` for one eval example:
+  example_id     int64         position of the example in the eval split (the join key across models)
+  label          int64         true label
+  top_k_classes  int64 list    the k most probable classes, best first (k = 5 by default)
+  top_k_probs    float list    their softmax probabilities, same order
+  logits         float list    optional, num_classes values
+"""
+import dataclasses
+from typing import Optional
+
+import numpy as np
+import tensorflow as tf
+
+from pie import io_utils
+from pie.errors import PieError
+
+SCHEMA_VERSION = 1
+REQUIRED_METADATA = ("dataset", "split", "num_classes", "class_names", "target_sparsity", "measured_sparsity", "seed",
+                     "config_hash", "num_examples", "top_k")
+
+
+def _int64(values):
+  return tf.train.Feature(int64_list=tf.train.Int64List(value=values))
+
+
+def _float(values):
+  return tf.train.Feature(float_list=tf.train.FloatList(value=values))
+
+
+def serialize_example(example_id, label, top_k_classes, top_k_probs, logits=None):
+  features = {"example_id": _int64([int(example_id)]), "label": _int64([int(label)]),
+              "top_k_classes": _int64(top_k_classes), "top_k_probs": _float(top_k_probs)}
+  if logits is not None:
+    features["logits"] = _float(logits)
+  return tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString()
+
+
+def metadata_path(tfrecord_path):
+  if not tfrecord_path.endswith(".tfrecord"):
+    raise PieError(f"{tfrecord_path}: prediction files must end in .tfrecord")
+  return tfrecord_path[:-len(".tfrecord")] + ".json"
+
+
+def write_predictions(path, example_ids, labels, top_k_classes, top_k_probs, metadata, logits=None):
+  """Writes `<name>.tfrecord` then `<name>.json`, each atomically. Arrays are [n] or [n, k] / [n, num_classes]."""
+  example_ids = np.asarray(example_ids, np.int64)
+  top_k_probs = np.asarray(top_k_probs, np.float32)
+  if not np.all(np.isfinite(top_k_probs)) or (logits is not None and not np.all(np.isfinite(logits))):
+    raise PieError(f"{path}: the model produced NaN or infinite outputs; refusing to export them")
+  with io_utils.atomic_path(path) as tmp:
+    with tf.io.TFRecordWriter(tmp) as writer:
+      for i in range(len(example_ids)):
+        writer.write(serialize_example(example_ids[i], labels[i], top_k_classes[i], top_k_probs[i],
+                                       None if logits is None else logits[i]))
+  metadata = dict(metadata, num_examples=int(len(example_ids)), top_k=int(np.shape(top_k_classes)[1]),
+                  has_logits=logits is not None, schema_version=SCHEMA_VERSION,
+                  file_bytes=int(tf.io.gfile.stat(path).length))
+  io_utils.write_json(metadata_path(path), metadata)
+  return metadata
+
+
+@dataclasses.dataclass
+class Predictions:
+  """One model's predictions, sorted by example_id."""
+  path: str
+  metadata: dict
+  example_ids: np.ndarray      # int64 [n]
+  labels: np.ndarray           # int64 [n]
+  top_k_classes: np.ndarray    # int64 [n, k]
+  top_k_probs: np.ndarray      # float32 [n, k]
+  logits: Optional[np.ndarray] = None  # float32 [n, num_classes]
+
+  @property
+  def top1(self):
+    return self.top_k_classes[:, 0]
+
+
+def read_metadata(path):
+  """The JSON beside a prediction file, checked for the required fields."""
+  meta_path = metadata_path(path)
+  if not tf.io.gfile.exists(meta_path):
+    raise PieError(f"{path}: no metadata file {meta_path} beside it (an unfinished export?)")
+  try:
+    metadata = io_utils.read_json(meta_path)
+  except ValueError as e:
+    raise PieError(f"{meta_path}: not valid JSON ({e})") from None
+  missing = [k for k in REQUIRED_METADATA if k not in metadata]
+  if missing:
+    raise PieError(f"{meta_path}: missing metadata fields {missing}")
+  return metadata
+
+
+def read_predictions(path, with_logits=False, batch_size=4096):
+  """Reads and checks one prediction file; every problem is a PieError naming the file."""
+  metadata = read_metadata(path)
+  if not tf.io.gfile.exists(path):
+    raise PieError(f"{path}: prediction file missing (its metadata {metadata_path(path)} exists)")
+  k = int(metadata["top_k"])
+  num_classes = int(metadata["num_classes"])
+  spec = {"example_id": tf.io.FixedLenFeature([], tf.int64), "label": tf.io.FixedLenFeature([], tf.int64),
+          "top_k_classes": tf.io.FixedLenFeature([k], tf.int64),
+          "top_k_probs": tf.io.FixedLenFeature([k], tf.float32)}
+  if with_logits:
+    if not metadata.get("has_logits"):
+      raise PieError(f"{path}: logits were requested but this export has none (config.export_logits)")
+    spec["logits"] = tf.io.FixedLenFeature([num_classes], tf.float32)
+  parts = {key: [] for key in spec}
+  ds = tf.data.TFRecordDataset(path).batch(batch_size).map(lambda x: tf.io.parse_example(x, spec))
+  try:
+    for batch in ds.as_numpy_iterator():
+      for key, value in batch.items():
+        parts[key].append(value)
+  except tf.errors.DataLossError:
+    raise PieError(f"{path}: truncated or corrupt TFRecord") from None
+  except tf.errors.InvalidArgumentError as e:
+    raise PieError(f"{path}: records do not match the prediction schema ({e.message.splitlines()[0]})") from None
+  arrays = {key: (np.concatenate(v) if v else np.zeros((0,) + tuple(spec[key].shape), spec[key].dtype.as_numpy_dtype))
+            for key, v in parts.items()}
+  return _checked(path, metadata, arrays)
+
+
+def _checked(path, metadata, arrays):
+  ids = arrays["example_id"]
+  n = int(metadata["num_examples"])
+  if len(ids) != n:
+    raise PieError(f"{path}: holds {len(ids)} records, its metadata says {n} (truncated or overwritten?)")
+  order = np.argsort(ids, kind="stable")
+  arrays = {key: value[order] for key, value in arrays.items()}
+  ids = arrays["example_id"]
+  if n and (ids[0] != 0 or ids[-1] != n - 1 or np.any(np.diff(ids) != 1)):
+    dupes = int(n - len(np.unique(ids)))
+    raise PieError(f"{path}: example ids are not 0..{n - 1} exactly once each ({dupes} duplicates)")
+  num_classes = int(metadata["num_classes"])
+  for key in ("label", "top_k_classes"):
+    if arrays[key].size and (arrays[key].min() < 0 or arrays[key].max() >= num_classes):
+      raise PieError(f"{path}: {key} outside [0, {num_classes})")
+  for key in ("top_k_probs", "logits"):
+    if key in arrays and not np.all(np.isfinite(arrays[key])):
+      raise PieError(f"{path}: NaN or infinite values in {key}")
+  return Predictions(path=path, metadata=metadata, example_ids=ids, labels=arrays["label"],
+                     top_k_classes=arrays["top_k_classes"], top_k_probs=arrays["top_k_probs"],
+                     logits=arrays.get("logits"))

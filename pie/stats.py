@@ -1,0 +1,160 @@
+"""The paper's statistics on plain arrays: modal labels, PIEs, per-class recall and the class-level Welch t-test.
+
+Conventions shared by every function here:
+  * a population's predictions are top-1 labels, int array [n_models, n_examples];
+  * labels are int [n_examples]; recalls and accuracies are fractions in [0, 1].
+
+Modal label rule: the label most models predict; ties go to the SMALLEST class id. The paper's authors broke ties
+toward the largest id (pandas `mode().max()`); either choice is arbitrary, so `modal_labels` can also return which
+examples were tied, and the analysis reports how many there were.
+"""
+import numpy as np
+import pandas as pd
+import scipy.stats
+
+TIE_RULE = "most votes; ties broken toward the smallest class id"
+
+
+def _as_predictions(predictions, name="predictions"):
+  predictions = np.asarray(predictions)
+  if predictions.ndim != 2 or predictions.shape[0] < 1:
+    raise ValueError(f"{name} must be an int array [n_models, n_examples], got shape {predictions.shape}")
+  if not np.issubdtype(predictions.dtype, np.integer):
+    raise ValueError(f"{name} must hold integer class ids, got dtype {predictions.dtype}")
+  return predictions
+
+
+def vote_counts(predictions, num_classes=None):
+  """Votes per (example, class): int32 [n_examples, num_classes]."""
+  predictions = _as_predictions(predictions)
+  if num_classes is None:
+    num_classes = int(predictions.max()) + 1
+  if predictions.min() < 0 or predictions.max() >= num_classes:
+    raise ValueError(f"predictions hold class ids outside [0, {num_classes})")
+  n_examples = predictions.shape[1]
+  counts = np.zeros((n_examples, num_classes), np.int32)
+  rows = np.broadcast_to(np.arange(n_examples), predictions.shape)
+  np.add.at(counts, (rows.ravel(), predictions.ravel()), 1)
+  return counts
+
+
+def modal_labels(predictions, return_details=False):
+  """Most frequent label per example over a population's models.
+
+  Args:
+    predictions: int [n_models, n_examples], each model's top-1 label.
+    return_details: also return the modal share and the tie mask.
+
+  Returns:
+    int64 [n_examples] modal labels (ties toward the smallest class id); with `return_details`, a tuple
+    (modal, share, tied): share = fraction of models voting for the modal label, tied = another label had as many
+    votes.
+  """
+  predictions = _as_predictions(predictions)
+  n_models = predictions.shape[0]
+  # Sorting each example's votes makes equal labels adjacent; runs give the counts without a [n, classes] table,
+  # so memory stays O(models x examples) even with 1000 classes.
+  ordered = np.sort(predictions, axis=0)
+  starts = np.ones_like(ordered, dtype=bool)
+  starts[1:] = ordered[1:] != ordered[:-1]
+  run_id = np.cumsum(starts, axis=0) - 1  # run index within each column
+  n_examples = predictions.shape[1]
+  run_counts = np.zeros((n_models, n_examples), np.int32)
+  cols = np.broadcast_to(np.arange(n_examples), ordered.shape)
+  np.add.at(run_counts, (run_id.ravel(), cols.ravel()), 1)
+  # Runs are in ascending label order, so argmax (first maximum) is the smallest of the tied labels.
+  best_run = np.argmax(run_counts, axis=0)
+  best_count = run_counts[best_run, np.arange(n_examples)]
+  run_label = np.zeros((n_models, n_examples), ordered.dtype)
+  run_label[run_id[starts], np.nonzero(starts)[1]] = ordered[starts]
+  modal = run_label[best_run, np.arange(n_examples)].astype(np.int64)
+  if not return_details:
+    return modal
+  tied = (run_counts == best_count).sum(axis=0) > 1
+  return modal, best_count / n_models, tied
+
+
+def find_pies(dense_predictions, pruned_predictions):
+  """PIE mask: examples whose modal label differs between the pruned and the dense population.
+
+  Args:
+    dense_predictions: int [n_dense_models, n_examples].
+    pruned_predictions: int [n_pruned_models, n_examples].
+
+  Returns:
+    bool [n_examples]. The true label plays no part in the rule.
+  """
+  dense_predictions = _as_predictions(dense_predictions, "dense_predictions")
+  pruned_predictions = _as_predictions(pruned_predictions, "pruned_predictions")
+  if dense_predictions.shape[1] != pruned_predictions.shape[1]:
+    raise ValueError(f"the populations cover different numbers of examples: {dense_predictions.shape[1]} dense, "
+                     f"{pruned_predictions.shape[1]} pruned")
+  return modal_labels(dense_predictions) != modal_labels(pruned_predictions)
+
+
+def top1_accuracy(predictions, labels):
+  """Per-model top-1 accuracy: float [n_models]."""
+  predictions = _as_predictions(predictions)
+  labels = np.asarray(labels)
+  if labels.shape != predictions.shape[1:]:
+    raise ValueError(f"labels have shape {labels.shape}, predictions cover {predictions.shape[1]} examples")
+  return (predictions == labels).mean(axis=1)
+
+
+def per_class_recall(predictions, labels, num_classes):
+  """Per-model per-class recall: float [n_models, num_classes]; NaN for a class with no example."""
+  predictions = _as_predictions(predictions)
+  labels = np.asarray(labels)
+  if labels.shape != predictions.shape[1:]:
+    raise ValueError(f"labels have shape {labels.shape}, predictions cover {predictions.shape[1]} examples")
+  if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+    raise ValueError(f"labels hold class ids outside [0, {num_classes})")
+  support = np.bincount(labels, minlength=num_classes)
+  correct = predictions == labels
+  hits = np.zeros((predictions.shape[0], num_classes))
+  for m in range(predictions.shape[0]):  # a loop over models only: each bincount is vectorized over examples
+    hits[m] = np.bincount(labels, weights=correct[m], minlength=num_classes)
+  with np.errstate(invalid="ignore", divide="ignore"):
+    return np.where(support > 0, hits / support, np.nan)
+
+
+def class_ttest(dense_predictions, pruned_predictions, labels, num_classes, alpha=0.05, class_names=None):
+  """The paper's class-level test: Welch t-test of normalized recall, dense vs pruned, per class.
+
+  Each model's recall on a class is normalized by subtracting its population's mean top-1 accuracy, so the null
+  hypothesis is "this class moves by as much as overall top-1". Per class, a two-sided Welch test
+  `scipy.stats.ttest_ind(dense, pruned, equal_var=False)`; a positive t means the class does relatively worse in the
+  pruned population. No multiple-testing correction, as in the paper (`pie.significance` adds FDR control).
+
+  Returns:
+    DataFrame, one row per class: class_id, class_name, num_examples, dense_recall_mean, pruned_recall_mean,
+    recall_change (pruned - dense), normalized_change (recall_change minus the change in mean top-1), t_statistic,
+    p_value, significant (p < alpha). A class with no example, or whose statistic is undefined (e.g. zero variance
+    in both populations), gets p_value NaN and is not significant.
+  """
+  labels = np.asarray(labels)
+  dense_recall = per_class_recall(dense_predictions, labels, num_classes)
+  pruned_recall = per_class_recall(pruned_predictions, labels, num_classes)
+  dense_top1 = top1_accuracy(dense_predictions, labels).mean()
+  pruned_top1 = top1_accuracy(pruned_predictions, labels).mean()
+  dense_norm = dense_recall - dense_top1
+  pruned_norm = pruned_recall - pruned_top1
+  with np.errstate(invalid="ignore", divide="ignore"):
+    result = scipy.stats.ttest_ind(dense_norm, pruned_norm, axis=0, equal_var=False)
+    dense_mean = dense_recall.mean(axis=0)
+    pruned_mean = pruned_recall.mean(axis=0)
+  p_value = np.asarray(result.pvalue, float)
+  if class_names is None:
+    class_names = [str(c) for c in range(num_classes)]
+  return pd.DataFrame({
+      "class_id": np.arange(num_classes),
+      "class_name": list(class_names),
+      "num_examples": np.bincount(labels, minlength=num_classes),
+      "dense_recall_mean": dense_mean,
+      "pruned_recall_mean": pruned_mean,
+      "recall_change": pruned_mean - dense_mean,
+      "normalized_change": (pruned_mean - dense_mean) - (pruned_top1 - dense_top1),
+      "t_statistic": np.asarray(result.statistic, float),
+      "p_value": p_value,
+      "significant": np.nan_to_num(p_value, nan=1.0) < alpha,
+  })

@@ -1,0 +1,145 @@
+"""A study: the prediction files of dense and pruned populations, loaded and cross-checked.
+
+Layout written by train/population.py: one folder per model, `<study_dir>/<name>/<name>.tfrecord` with
+`<name>.json` beside it. Any list of prediction files can be loaded too.
+
+Only what the analysis needs is kept in memory: per model, its top-1 labels (int32 [n_examples]). Files are read
+one at a time, so memory grows with models x examples, not with the size of the records.
+"""
+import collections
+import dataclasses
+import os
+import time
+from typing import Dict, List, Optional
+
+import numpy as np
+import tensorflow as tf
+
+from pie import predictions as predictions_lib
+from pie.errors import PieError
+
+_CHECKED_FIELDS = ("dataset", "split", "num_classes", "num_examples")
+
+
+@dataclasses.dataclass
+class ModelRecord:
+  name: str
+  path: str
+  sparsity: float          # the level it belongs to (target sparsity)
+  measured_sparsity: float
+  seed: int
+  top1: np.ndarray         # int32 [n_examples]
+
+
+@dataclasses.dataclass
+class Study:
+  """Loaded populations. `levels` maps target sparsity (0.0 = dense) to its models, sorted by seed."""
+  study_dir: Optional[str]
+  dataset: str
+  split: str
+  num_classes: int
+  class_names: List[str]
+  labels: np.ndarray                      # int64 [n_examples], indexed by example_id
+  levels: Dict[float, List[ModelRecord]]
+  config: dict                            # the first model's config, minus its per-model fields
+  config_hash: str
+  incomplete: List[str] = dataclasses.field(default_factory=list)  # exports skipped as unfinished
+
+  @property
+  def num_examples(self):
+    return len(self.labels)
+
+  @property
+  def pruned_levels(self):
+    return sorted(s for s in self.levels if s > 0)
+
+  def predictions(self, sparsity):
+    """Top-1 labels of a level's models: int32 [n_models, n_examples]."""
+    return np.stack([m.top1 for m in self.levels[sparsity]])
+
+  def top1_accuracy(self, sparsity):
+    return (self.predictions(sparsity) == self.labels).mean(axis=1)
+
+
+def find_prediction_files(study_dir):
+  """Prediction files under a study directory (model folders one level down, or files at the top)."""
+  if not tf.io.gfile.isdir(study_dir):
+    raise PieError(f"--study_dir {study_dir}: no such directory")
+  files = sorted(set(tf.io.gfile.glob(os.path.join(study_dir, "*", "*.tfrecord")) +
+                     tf.io.gfile.glob(os.path.join(study_dir, "*.tfrecord"))))
+  return [f for f in files if ".tmp-" not in os.path.basename(f)]
+
+
+def load_study(study_dir=None, prediction_files=None, allow_mixed_configs=False, log=print):
+  """Loads and checks a study; every inconsistency is a PieError naming the file.
+
+  Args:
+    study_dir: directory written by the population launcher (or any directory of prediction files).
+    prediction_files: an explicit list of `.tfrecord` prediction files instead.
+    allow_mixed_configs: accept models whose config hashes differ (normally an error: a study must compare
+      populations trained alike).
+    log: progress printer.
+  """
+  if prediction_files is None:
+    if study_dir is None:
+      raise PieError("give a study directory or a list of prediction files")
+    prediction_files = find_prediction_files(study_dir)
+  if not prediction_files:
+    raise PieError(f"{study_dir}: no prediction files (*.tfrecord) found")
+
+  incomplete, ready = [], []
+  for path in prediction_files:
+    if tf.io.gfile.exists(predictions_lib.metadata_path(path)):
+      ready.append(path)
+    else:
+      incomplete.append(path)
+  for path in incomplete:
+    log(f"warning: skipping {path}: no metadata beside it, the export did not finish")
+  if not ready:
+    raise PieError(f"{study_dir or 'the prediction files'}: no finished prediction file (every one lacks its .json)")
+
+  reference = None
+  levels = collections.defaultdict(list)
+  labels = None
+  start = time.time()
+  for i, path in enumerate(ready):
+    pred = predictions_lib.read_predictions(path)
+    meta = pred.metadata
+    if reference is None:
+      reference, labels = (path, meta), pred.labels
+    else:
+      ref_path, ref_meta = reference
+      for field in _CHECKED_FIELDS:
+        if meta[field] != ref_meta[field]:
+          raise PieError(f"{path}: {field} is {meta[field]!r} but {ref_path} has {ref_meta[field]!r}; "
+                         "a study must predict one eval split of one dataset")
+      if not np.array_equal(pred.labels, labels):
+        raise PieError(f"{path}: labels differ from those of {ref_path} for the same example ids")
+      if meta["config_hash"] != ref_meta["config_hash"] and not allow_mixed_configs:
+        raise PieError(f"{path}: config hash {meta['config_hash']} differs from {ref_meta['config_hash']} of "
+                       f"{ref_path}: the models were trained with different settings (allow with "
+                       "--allow_mixed_configs)")
+    sparsity = round(float(meta["target_sparsity"]), 6)
+    levels[sparsity].append(ModelRecord(
+        name=meta.get("name", os.path.basename(path)), path=path, sparsity=sparsity,
+        measured_sparsity=float(meta["measured_sparsity"]), seed=int(meta["seed"]),
+        top1=pred.top1.astype(np.int32)))
+    if (i + 1) % 20 == 0 or i + 1 == len(ready):
+      log(f"read {i + 1}/{len(ready)} prediction files ({time.time() - start:.1f}s)")
+
+  where = study_dir or "the prediction files"
+  if 0.0 not in levels:
+    raise PieError(f"{where}: no dense population (no model with target_sparsity 0); found levels {sorted(levels)}")
+  for sparsity, models in sorted(levels.items()):
+    if len(models) < 2:
+      raise PieError(f"{where}: level {sparsity:g} has {len(models)} model ({models[0].path}); a population "
+                     "needs at least two models for modal labels and t-tests")
+    models.sort(key=lambda m: (m.seed, m.name))
+  if len(levels) < 2:
+    raise PieError(f"{where}: only the dense population was found; a study needs at least one pruned level")
+  ref_meta = reference[1]
+  config = {k: v for k, v in ref_meta.get("config", {}).items() if k not in ("seed", "sparsity")}
+  return Study(study_dir=study_dir, dataset=ref_meta["dataset"], split=ref_meta["split"],
+               num_classes=int(ref_meta["num_classes"]), class_names=list(ref_meta["class_names"]),
+               labels=labels, levels=dict(levels), config=config, config_hash=ref_meta["config_hash"],
+               incomplete=incomplete)
