@@ -16,6 +16,9 @@ def _tmp_name(path):
 def atomic_path(path):
   """Yields a temporary path; on success it is renamed to `path`, on error removed."""
   tmp = _tmp_name(path)
+  parent = os.path.dirname(path)
+  if parent:
+    tf.io.gfile.makedirs(parent)
   try:
     yield tmp
     tf.io.gfile.rename(tmp, path, overwrite=True)

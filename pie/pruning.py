@@ -5,6 +5,7 @@ polynomial schedule s(t) = s_f + (0 - s_f)(1 - p)^3 between begin_step and end_s
 steps.
 """
 import numpy as np
+import tensorflow as tf
 import tensorflow_model_optimization as tfmot
 import tf_keras as keras
 
@@ -69,6 +70,14 @@ def apply_pruning(model, target_sparsity, begin_step, end_step, frequency, scope
 
 
 def strip_pruning(model):
+  """Plain Keras layers with the pruning masks applied to their kernels.
+
+  The wrapped model keeps dense kernels and masks side by side (a restored checkpoint can hold unmasked kernels),
+  so the masks are multiplied in before TF-MOT's strip_pruning unwraps the layers.
+  """
+  for layer in model.layers:
+    for weight, mask, _ in getattr(layer, "pruning_vars", ()):
+      weight.assign(weight * tf.cast(mask, weight.dtype))
   return tfmot.sparsity.keras.strip_pruning(model)
 
 

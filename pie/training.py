@@ -283,3 +283,29 @@ def train_and_export(config, workdir, strategy=None, log=print):
   log(f"{paths['name']}: top-1 {metrics['top1']:.4f}, sparsity {sparsity_report['overall']:.4f}, "
       f"{metrics['wall_seconds']:.1f}s")
   return metrics
+
+
+def export_from_checkpoint(config, checkpoint_dir, out_path, dataset=None, log=print):
+  """Exports the predictions of the latest checkpoint in `checkpoint_dir` (a model still training, say)."""
+  dataset = dataset or data_lib.load_dataset(config.data)
+  info = dataset.info
+  latest = tf.train.latest_checkpoint(checkpoint_dir)
+  if latest is None:
+    raise PieError(f"{checkpoint_dir}: no checkpoint there")
+  scope = config.pruning.get("scope", "all_but_classifier")
+  model = models.build_model(config.model, models.input_shape_for(info, config.data), info.num_classes)
+  if config.sparsity > 0:
+    steps_per_epoch = dataset.steps_per_epoch(config.batch_size, config.get("steps_per_epoch"))
+    begin, end, frequency = pruning.schedule_steps(config.pruning, config.num_epochs * steps_per_epoch)
+    model = pruning.apply_pruning(model, config.sparsity, begin, end, frequency, scope)
+  epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+  tf.train.Checkpoint(model=model, epoch=epoch_var).restore(latest).expect_partial()
+  stripped = pruning.strip_pruning(model) if config.sparsity > 0 else model
+  sparsity_report = pruning.measure_sparsity(stripped, pruning.prunable_layer_names(stripped, scope))
+  log(f"{latest}: epoch {int(epoch_var.numpy())}, measured sparsity {sparsity_report['overall']:.4f}")
+  metadata = prediction_metadata(config, info, sparsity_report,
+                                 {"checkpoint": latest, "epoch": int(epoch_var.numpy())})
+  metadata, _ = export_lib.export_predictions(
+      stripped, dataset, out_path, metadata, batch_size=config.get("eval_batch_size", 256),
+      top_k=config.get("top_k", 5), with_logits=config.get("export_logits", False), log=log)
+  return metadata
