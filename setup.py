@@ -1,0 +1,33 @@
+"""pie: populations of dense and compressed image classifiers, and what compression costs class by class."""
+import setuptools
+
+setuptools.setup(
+    name="pie",
+    version="0.1.0",
+    description="Pruning identified exemplars: measure the disparate impact of model compression.",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=setuptools.find_packages(include=["pie", "pie.*", "train", "analysis"]),
+    install_requires=[
+        # TF-MOT 0.8.1 needs Keras 2 models: tf-keras pinned to the TensorFlow release it was built for.
+        "tensorflow>=2.21,<2.22",
+        "tf-keras>=2.21,<2.22",
+        "tensorflow-model-optimization==0.8.1",
+        "tensorflow-datasets>=4.9.10",
+        "importlib_resources",  # tfds 4.9.10 needs it when it builds a dataset
+        "tensorboard>=2.21",    # TF-MOT's PruningSummaries write sparsity to TensorBoard
+        "ml_collections",
+        "absl-py",
+        "numpy>=1.26",
+        "scipy>=1.11",          # stats.false_discovery_control
+        "pandas>=2.0",
+        "scikit-learn",         # the embedded digits dataset (load_digits)
+        "matplotlib",
+        "pillow",
+    ],
+    extras_require={
+        "test": ["pytest>=8", "hypothesis>=6", "playwright>=1.40"],
+        "litert": ["ai-edge-litert>=2.3"],
+    },
+)

@@ -1,0 +1,46 @@
+"""Prediction files in the export schema without training, for tests of readers and analysis."""
+import os
+
+import numpy as np
+
+from pie import predictions as predictions_lib
+from pie import training
+
+
+def fake_metadata(sparsity, seed, num_classes, num_examples, **overrides):
+  metadata = {"dataset": "digits", "split": "test", "num_classes": num_classes,
+              "class_names": [str(c) for c in range(num_classes)], "target_sparsity": float(sparsity),
+              "measured_sparsity": float(sparsity), "seed": int(seed), "config_hash": "feedfacecafebeef",
+              "model": "small_cnn", "name": training.model_name(sparsity, seed),
+              "config": {"name": "fake", "data": {"name": "digits", "train_split": "train", "eval_split": "test",
+                                                  "preprocess": "digits", "image_size": None},
+                         "model": {"name": "small_cnn"}}}
+  metadata.update(overrides)
+  return metadata
+
+
+def write_model(study_dir, sparsity, seed, top1, labels, num_classes, k=3, **metadata_overrides):
+  """Writes <study_dir>/<name>/<name>.tfrecord (+ .json) whose top-1 is `top1`; returns the tfrecord path."""
+  top1 = np.asarray(top1, np.int64)
+  n = len(top1)
+  # Top-k: the given top-1 first, then the next classes in cyclic order; probabilities decreasing.
+  classes = (top1[:, None] + np.arange(k)[None, :]) % num_classes
+  probs = np.tile(np.linspace(0.6, 0.1, k, dtype=np.float32), (n, 1))
+  name = training.model_name(sparsity, seed)
+  path = os.path.join(study_dir, name, f"{name}.tfrecord")
+  predictions_lib.write_predictions(path, np.arange(n), labels, classes, probs,
+                                    fake_metadata(sparsity, seed, num_classes, n, **metadata_overrides))
+  return path
+
+
+def write_study(study_dir, levels=(0.0, 0.5), seeds=3, num_examples=60, num_classes=4, flip=0.1, seed=0):
+  """A study whose models are noisy copies of the labels (more noise at higher sparsity)."""
+  rng = np.random.default_rng(seed)
+  labels = np.arange(num_examples) % num_classes
+  paths = []
+  for sparsity in levels:
+    for s in range(seeds):
+      noise = rng.random(num_examples) < flip * (1 + 3 * sparsity)
+      top1 = np.where(noise, rng.integers(0, num_classes, num_examples), labels)
+      paths.append(write_model(study_dir, sparsity, s, top1, labels, num_classes))
+  return labels, paths
