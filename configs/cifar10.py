@@ -16,12 +16,12 @@ def get_config():
 
   config.data = ml_collections.ConfigDict()
   config.data.name = "cifar10"
-  config.data.data_dir = None
+  config.data.data_dir = ml_collections.config_dict.placeholder(str)  # TFDS data_dir
   config.data.download = False
   config.data.train_split = "train"
   config.data.eval_split = "test"
   config.data.preprocess = "cifar"
-  config.data.image_size = None  # 32x32
+  config.data.image_size = ml_collections.config_dict.placeholder(int)  # 32x32
   config.data.shuffle_buffer = 50_000
 
   config.model = ml_collections.ConfigDict()
@@ -39,14 +39,14 @@ def get_config():
   config.warmup_epochs = 1
   config.batch_size = 128
   config.num_epochs = 182
-  config.steps_per_epoch = None
+  config.steps_per_epoch = ml_collections.config_dict.placeholder(int)
   config.label_smoothing = 0.0
   config.deterministic = False
 
   config.pruning = ml_collections.ConfigDict()
   config.pruning.scope = "all_but_classifier"
-  config.pruning.begin_step = None
-  config.pruning.end_step = None
+  config.pruning.begin_step = ml_collections.config_dict.placeholder(int)
+  config.pruning.end_step = ml_collections.config_dict.placeholder(int)
   config.pruning.begin_fraction = 0.1
   config.pruning.end_fraction = 0.5
   config.pruning.frequency = 100

@@ -24,7 +24,7 @@ def get_config():
   config.data.train_split = "train"
   config.data.eval_split = "test"
   config.data.preprocess = "digits"
-  config.data.image_size = None  # keep 8x8
+  config.data.image_size = ml_collections.config_dict.placeholder(int)  # keep 8x8
   config.data.shuffle_buffer = 2000
 
   config.model = ml_collections.ConfigDict()
@@ -36,14 +36,14 @@ def get_config():
   config.lr_schedule = "constant"
   config.batch_size = 32
   config.num_epochs = 20
-  config.steps_per_epoch = None  # derived from the training split: 1297 // 32 = 40
+  config.steps_per_epoch = ml_collections.config_dict.placeholder(int)  # derived from the training split: 1297 // 32 = 40
   config.label_smoothing = 0.0
   config.deterministic = True  # TF op determinism: same seed, same predictions on CPU
 
   config.pruning = ml_collections.ConfigDict()
   config.pruning.scope = "all_but_classifier"  # every conv and hidden dense layer; not the classifier
-  config.pruning.begin_step = None  # None: taken from the fractions below
-  config.pruning.end_step = None
+  config.pruning.begin_step = ml_collections.config_dict.placeholder(int)  # None: taken from the fractions below
+  config.pruning.end_step = ml_collections.config_dict.placeholder(int)
   config.pruning.begin_fraction = 0.0
   config.pruning.end_fraction = 0.6  # pruning ends at 60% of training, then the sparse model fine-tunes
   config.pruning.frequency = 10

@@ -31,7 +31,7 @@ def get_config():
 
   config.data = ml_collections.ConfigDict()
   config.data.name = "imagenet2012"
-  config.data.data_dir = None
+  config.data.data_dir = ml_collections.config_dict.placeholder(str)  # TFDS data_dir
   config.data.download = False
   config.data.train_split = "train"
   config.data.eval_split = "validation"

@@ -194,6 +194,9 @@ class TfdsDataset(Dataset):
         image_shape=tuple(features[image_key].shape), num_train=split_size(data_config.train_split),
         num_eval=split_size(data_config.eval_split), train_split=data_config.train_split,
         eval_split=data_config.eval_split)
+    # Fail now, with the data_dir in the message, rather than deep inside training: tfds.load checks that the data
+    # is prepared without reading it.
+    self._load(data_config.eval_split, shuffle_files=False)
 
   def _load(self, split, shuffle_files, seed=None):
     cfg = self.config

@@ -1,0 +1,65 @@
+"""Bad input through the binaries: a clear message naming the file or flag, exit code 1, no half-written output."""
+import os
+import shutil
+
+import numpy as np
+
+from tests import fake_study
+from tests.conftest import run_binary
+
+
+def _fails(module, *args, match):
+  proc = run_binary(module, *args, check=False)
+  assert proc.returncode == 1, (proc.returncode, proc.stdout, proc.stderr[-2000:])
+  assert match in proc.stderr, proc.stderr[-2000:]
+  assert "Traceback" not in proc.stderr
+  return proc
+
+
+def test_unknown_dataset(tmp_path):
+  _fails("train.train", "--config=configs/digits.py", "--config.data.name=no_such_dataset",
+         f"--workdir={tmp_path}/m", match="unknown dataset 'no_such_dataset'")
+
+
+def test_missing_data_dir(tmp_path):
+  _fails("train.train", "--config=configs/cifar10.py", f"--config.data.data_dir={tmp_path}/empty",
+         f"--workdir={tmp_path}/m", match=f"is not prepared in {tmp_path}/empty")
+  assert not os.path.exists(tmp_path / "m" / "model.h5")
+
+
+def test_study_without_dense_population(tmp_path):
+  fake_study.write_study(str(tmp_path), levels=(0.5, 0.9))
+  _fails("analysis.analyze", f"--study_dir={tmp_path}", match="no dense population")
+  assert not os.path.exists(tmp_path / "analysis")
+
+
+def test_truncated_record_and_nan(tmp_path):
+  _, paths = fake_study.write_study(str(tmp_path / "a"), seeds=2)
+  data = open(paths[1], "rb").read()
+  open(paths[1], "wb").write(data[:-7])
+  _fails("analysis.analyze", f"--study_dir={tmp_path}/a", match=f"{paths[1]}: truncated or corrupt TFRecord")
+  assert not os.path.exists(tmp_path / "a" / "analysis")
+
+  labels = np.arange(60) % 4
+  fake_study.write_study(str(tmp_path / "b"), seeds=2)
+  bad = fake_study.write_model(str(tmp_path / "b"), 0.5, 5, labels, labels, 4)
+  with open(bad, "ab"):
+    pass
+  from pie import predictions as predictions_lib  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  with tf.io.TFRecordWriter(bad) as writer:
+    for i in range(60):
+      writer.write(predictions_lib.serialize_example(i, labels[i], [0, 1, 2], [float("nan"), 0.2, 0.1]))
+  _fails("analysis.analyze", f"--study_dir={tmp_path}/b", match=f"{bad}: NaN or infinite values in top_k_probs")
+
+
+def test_mismatched_num_classes(tmp_path):
+  labels, _ = fake_study.write_study(str(tmp_path), seeds=2)
+  bad = fake_study.write_model(str(tmp_path), 0.5, 9, labels, labels, 7)
+  _fails("analysis.analyze", f"--study_dir={tmp_path}", match=f"{bad}: num_classes is 7")
+
+
+def test_level_with_a_single_model(tmp_path):
+  fake_study.write_study(str(tmp_path), levels=(0.0, 0.5), seeds=2)
+  shutil.rmtree(tmp_path / "sparsity50_seed1")
+  _fails("analysis.analyze", f"--study_dir={tmp_path}", match="level 0.5 has 1 model")

@@ -1,0 +1,107 @@
+"""A tiny study through the real binaries: train the populations, export, analyse, report; rerun; dry run."""
+import json
+import os
+
+import numpy as np
+import pandas as pd
+
+from pie import analysis
+from tests.conftest import TINY_STUDY_FLAGS, run_binary
+
+PIES_COLUMNS = ["sparsity", "example_id", "label", "dense_modal", "pruned_modal", "dense_modal_share",
+                "pruned_modal_share"]
+CLASS_COLUMNS = ["sparsity", "class_id", "class_name", "dense_recall_mean", "pruned_recall_mean", "recall_change",
+                 "normalized_change", "t_statistic", "p_value", "significant"]
+
+
+def _analysis_dir(tiny_study):
+  return os.path.join(tiny_study["dir"], "analysis")
+
+
+def test_study_runs_and_prints_the_report_path(tiny_study):
+  assert "models done 6/6" in tiny_study["stdout"]
+  report = os.path.join(_analysis_dir(tiny_study), "report.html")
+  assert f"Report: {report}" in tiny_study["stdout"]
+  assert os.path.getsize(report) > 1000
+
+
+def test_every_model_has_its_files(tiny_study):
+  names = sorted(d for d in os.listdir(tiny_study["dir"]) if d.startswith("sparsity"))
+  assert names == [f"sparsity{s}_seed{k}" for s in (0, 90) for k in range(3)]
+  for name in names:
+    folder = os.path.join(tiny_study["dir"], name)
+    for file in (f"{name}.tfrecord", f"{name}.json", "model.h5", "metrics.json", "train.log"):
+      assert os.path.exists(os.path.join(folder, file)), (name, file)
+    assert os.listdir(os.path.join(folder, "checkpoints"))
+    assert os.listdir(os.path.join(folder, "tensorboard"))
+    assert not os.path.exists(os.path.join(folder, ".claim"))
+    log = open(os.path.join(folder, "train.log")).read()
+    assert "epoch 2/2" in log  # epochs and steps are shown
+    metadata = json.load(open(os.path.join(folder, f"{name}.json")))
+    assert metadata["dataset"] == "digits" and metadata["split"] == "test" and metadata["num_classes"] == 10
+    assert metadata["class_names"] == [str(d) for d in range(10)]
+    assert metadata["num_examples"] == 500 and metadata["top_k"] == 5
+    target = metadata["target_sparsity"]
+    assert abs(metadata["measured_sparsity"] - target) <= 0.005
+
+
+def test_summary(tiny_study):
+  summary = json.load(open(os.path.join(_analysis_dir(tiny_study), "summary.json")))
+  dense, pruned = summary["levels"]
+  assert (dense["sparsity"], pruned["sparsity"]) == (0.0, 0.9)
+  assert dense["num_models"] == pruned["num_models"] == 3
+  assert abs(pruned["measured_sparsity_mean"] - 0.9) <= 0.005
+  pies = pd.read_csv(os.path.join(_analysis_dir(tiny_study), "pies.csv"))
+  assert pruned["num_pies"] == len(pies) and pruned["pie_fraction"] == len(pies) / 500
+  classes = pd.read_csv(os.path.join(_analysis_dir(tiny_study), "class_stats.csv"))
+  assert pruned["num_significant_classes"] == int(classes.significant.sum())
+  assert summary["study"]["num_examples"] == 500 and summary["tie_rule"]
+
+
+def test_output_columns_and_pie_images(tiny_study):
+  out = _analysis_dir(tiny_study)
+  pies = pd.read_csv(os.path.join(out, "pies.csv"))
+  assert list(pies.columns[:len(PIES_COLUMNS)]) == PIES_COLUMNS
+  assert (pies.dense_modal != pies.pruned_modal).all()
+  classes = pd.read_csv(os.path.join(out, "class_stats.csv"))
+  assert set(CLASS_COLUMNS) <= set(classes.columns) and len(classes) == 10
+  accuracy = pd.read_csv(os.path.join(out, "pie_accuracy.csv"))
+  assert list(accuracy.columns) == ["sparsity", "population", "subset", "num_examples", "top1_mean", "top1_std"]
+  assert set(accuracy.subset) == {"pie", "random", "non_pie"} and set(accuracy.population) == {"dense", "pruned"}
+  images = analysis.read_pie_images(os.path.join(out, "pies.tfrecord"))
+  assert len(images) == len(pies)
+  if images:
+    first = images[0]
+    assert first["image"].shape == (8, 8, 1) and first["image"].dtype == np.uint8
+    row = pies[pies.example_id == first["example_id"]].iloc[0]
+    assert (first["label"], first["dense_modal"], first["pruned_modal"]) == (
+        row.label, row.dense_modal, row.pruned_modal)
+
+
+def test_rerun_skips_finished_models(tiny_study):
+  folder = os.path.join(tiny_study["dir"], "sparsity90_seed1")
+  before = os.path.getmtime(os.path.join(folder, "sparsity90_seed1.tfrecord"))
+  proc = run_binary("train.population", *TINY_STUDY_FLAGS, f"--workdir={tiny_study['dir']}", "--num_workers=2")
+  assert "all 6 models" in proc.stdout and "are finished" in proc.stdout
+  assert os.path.getmtime(os.path.join(folder, "sparsity90_seed1.tfrecord")) == before
+
+
+def test_dry_run_prints_one_command_per_model(tmp_path):
+  proc = run_binary("train.population", *TINY_STUDY_FLAGS, f"--workdir={tmp_path}", "--dry_run",
+                    "--strategy=tpu", "--tpu=my-tpu")
+  commands = proc.stdout.strip().splitlines()
+  assert len(commands) == 6
+  assert all(c.startswith("python -m train.train --config=configs/digits.py") for c in commands)
+  assert all("--config.num_epochs=2" in c and "--strategy=tpu --tpu=my-tpu" in c for c in commands)
+  assert "--config.sparsity=0.9 --config.seed=2" in commands[-1]
+  assert f"--workdir={tmp_path}/sparsity90_seed2" in commands[-1]
+
+
+def test_analysis_of_an_explicit_file_list(tiny_study, tmp_path):
+  files = [os.path.join(tiny_study["dir"], n, f"{n}.tfrecord") for n in
+           ("sparsity0_seed0", "sparsity0_seed1", "sparsity90_seed0", "sparsity90_seed1")]
+  run_binary("analysis.analyze", f"--predictions={','.join(files)}", f"--out_dir={tmp_path}", "--nopie_images",
+             "--noreport")
+  summary = json.load(open(tmp_path / "summary.json"))
+  assert [level["num_models"] for level in summary["levels"]] == [2, 2]
+  assert not os.path.exists(tmp_path / "pies.tfrecord")
