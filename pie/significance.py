@@ -1,0 +1,774 @@
+"""Statistics of disparate impact between a dense and a compressed population of models.
+
+Everything here is a pure function over numpy arrays; nothing imports TensorFlow.
+
+Shared conventions (the same as ``pie.stats``):
+
+* A population's predictions are integer top-1 labels in an array ``[n_models, n_examples]``;
+  ``labels`` is an integer array ``[n_examples]``; ``num_classes`` is an int.
+* Modal label of an example: the label with the most votes among the models of a population, ties
+  broken toward the smallest class id.  A PIE (pruning identified exemplar) is an example whose modal
+  label differs between the pruned and the dense population; the true label plays no part.
+* ``recall[m, c]`` is the fraction of the examples of class ``c`` that model ``m`` predicts correctly
+  (NaN when the eval set has no example of class ``c``).  Normalized recall subtracts the population's
+  mean top-1 accuracy ("population", the paper's default) or each model's own top-1 ("per_model").
+* Class test: two-sided Welch t-test ``scipy.stats.ttest_ind(dense_norm[:, c], pruned_norm[:, c],
+  equal_var=False)``, significant when ``p < alpha``.
+
+The formulas, the degenerate-case table and the references are in ``docs/statistics.md``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import pandas as pd
+from scipy import special, stats
+
+__all__ = [
+  "NORMALIZATIONS",
+  "NOTE_ABSENT",
+  "NOTE_SINGLE_MODEL",
+  "NOTE_CONSTANT_EQUAL",
+  "NOTE_CONSTANT_SEPARATED",
+  "NOTE_DENSE_CONSTANT",
+  "NOTE_PRUNED_CONSTANT",
+  "NOTE_NO_VARIANCE",
+  "NOTE_OVER_CAP",
+  "BootstrapResult",
+  "SampleSizePlan",
+  "normalized_recall",
+  "class_tests",
+  "welch_power",
+  "models_needed",
+  "bootstrap_stability",
+  "exemplar_scores",
+]
+
+NORMALIZATIONS = ("population", "per_model")
+
+# Notes written in the ``note`` column of class_tests / models_needed.  Empty string: regular case.
+NOTE_ABSENT = "class absent from the eval split (no recall in at least one population): test undefined"
+NOTE_SINGLE_MODEL = "a population has fewer than 2 models: no variance estimate, test undefined"
+NOTE_CONSTANT_EQUAL = "both populations constant and equal: no difference (t=0, p=1)"
+NOTE_CONSTANT_SEPARATED = (
+  "both populations constant with different values (complete separation): Welch t is infinite; "
+  "p is the exact permutation p-value of complete separation"
+)
+NOTE_DENSE_CONSTANT = "dense population constant: Welch df comes from the pruned population alone"
+NOTE_PRUNED_CONSTANT = "pruned population constant: Welch df comes from the dense population alone"
+NOTE_NO_VARIANCE = "no variance in either population: sample size cannot be planned"
+NOTE_OVER_CAP = "more models needed than max_models"
+
+# Internal case codes of the vectorized Welch test.
+_REGULAR, _ABSENT, _SINGLE, _CONST_EQUAL, _CONST_SEPARATED = 0, 1, 2, 3, 4
+
+
+# --------------------------------------------------------------------------------------------------
+# Input validation
+# --------------------------------------------------------------------------------------------------
+
+
+def _check_num_classes(num_classes) -> int:
+  if isinstance(num_classes, (bool, np.bool_)) or not isinstance(num_classes, (int, np.integer)):
+    raise ValueError(f"num_classes must be an int, got {num_classes!r}")
+  if num_classes < 1:
+    raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+  return int(num_classes)
+
+
+def _check_int_array(values, ndim: int, name: str, num_classes: int) -> np.ndarray:
+  arr = np.asarray(values)
+  if arr.ndim != ndim:
+    layout = "[n_models, n_examples]" if ndim == 2 else "[n_examples]"
+    raise ValueError(f"{name} must be a {ndim}-D array {layout}, got shape {arr.shape}")
+  if arr.size == 0:
+    raise ValueError(f"{name} is empty (shape {arr.shape})")
+  if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.integer):
+    raise ValueError(f"{name} must hold integer class ids, got dtype {arr.dtype}")
+  low, high = arr.min(), arr.max()
+  if low < 0 or high >= num_classes:
+    raise ValueError(
+      f"{name} holds class ids outside [0, {num_classes - 1}] (min {low}, max {high})"
+    )
+  return arr
+
+
+def _check_predictions(predictions, num_classes: int, name: str) -> np.ndarray:
+  return _check_int_array(predictions, 2, name, num_classes)
+
+
+def _check_labels(labels, num_examples: int, num_classes: int) -> np.ndarray:
+  arr = _check_int_array(labels, 1, "labels", num_classes)
+  if arr.shape[0] != num_examples:
+    raise ValueError(
+      f"labels has {arr.shape[0]} examples but the predictions have {num_examples}"
+    )
+  return arr
+
+
+def _check_probability(value, name: str) -> float:
+  value = float(value)
+  if not 0.0 < value < 1.0:
+    raise ValueError(f"{name} must be in (0, 1), got {value}")
+  return value
+
+
+def _check_normalization(normalization: str) -> str:
+  if normalization not in NORMALIZATIONS:
+    raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
+  return normalization
+
+
+def _check_recall_pair(dense_norm, pruned_norm) -> tuple[np.ndarray, np.ndarray]:
+  dense = np.asarray(dense_norm, dtype=np.float64)
+  pruned = np.asarray(pruned_norm, dtype=np.float64)
+  for name, arr in (("dense_norm", dense), ("pruned_norm", pruned)):
+    if arr.ndim != 2:
+      raise ValueError(f"{name} must be a 2-D array [n_models, n_classes], got shape {arr.shape}")
+    if arr.shape[0] < 1 or arr.shape[1] < 1:
+      raise ValueError(f"{name} is empty (shape {arr.shape})")
+    if np.isinf(arr).any():
+      raise ValueError(f"{name} contains infinite values")
+    nan = np.isnan(arr)
+    mixed = nan.any(axis=0) & ~nan.all(axis=0)
+    if mixed.any():
+      raise ValueError(
+        f"{name} has classes with NaN for some models but not all (classes "
+        f"{np.flatnonzero(mixed)[:10].tolist()}): a class is either absent from the eval split "
+        "(NaN for every model) or present for every model"
+      )
+  if dense.shape[1] != pruned.shape[1]:
+    raise ValueError(
+      f"dense_norm has {dense.shape[1]} classes but pruned_norm has {pruned.shape[1]}"
+    )
+  return dense, pruned
+
+
+# --------------------------------------------------------------------------------------------------
+# Recall
+# --------------------------------------------------------------------------------------------------
+
+
+def _recall_matrix(predictions: np.ndarray, labels: np.ndarray, num_classes: int):
+  """Per-model per-class recall [n_models, C] (NaN for absent classes) and per-model top-1 [n_models]."""
+  n_models = predictions.shape[0]
+  correct = predictions == labels[None, :]
+  class_count = np.bincount(labels, minlength=num_classes)
+  cells = (np.arange(n_models)[:, None] * num_classes + labels[None, :])[correct]
+  hits = np.bincount(cells, minlength=n_models * num_classes).reshape(n_models, num_classes)
+  recall = np.full((n_models, num_classes), np.nan)
+  present = class_count > 0
+  recall[:, present] = hits[:, present] / class_count[present]
+  top1 = correct.mean(axis=1)
+  return recall, top1
+
+
+def normalized_recall(predictions, labels, num_classes: int, normalization: str = "population") -> np.ndarray:
+  """Per-model per-class recall minus a top-1 baseline, shape [n_models, num_classes].
+
+  The paper's null hypothesis is that compression moves every class by the same amount as overall
+  top-1.  Subtracting top-1 from each class recall turns that null into "the normalized recall has
+  the same mean in both populations", which a two-sample test can check class by class.
+
+  normalization:
+    "population" (default, the paper's): subtract the population's mean top-1 accuracy (the mean
+    over its models) from every entry.  Between-model spread of recall is kept as is.
+    "per_model": subtract each model's own top-1 accuracy from its row; this also removes
+    between-model differences in overall skill from the class comparison.
+
+  Classes with no example in the eval set are NaN for every model.
+  """
+  num_classes = _check_num_classes(num_classes)
+  predictions = _check_predictions(predictions, num_classes, "predictions")
+  labels = _check_labels(labels, predictions.shape[1], num_classes)
+  normalization = _check_normalization(normalization)
+  recall, top1 = _recall_matrix(predictions, labels, num_classes)
+  if normalization == "population":
+    return recall - top1.mean()
+  return recall - top1[:, None]
+
+
+# --------------------------------------------------------------------------------------------------
+# Vectorized Welch test
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class _Welch:
+  mean_dense: np.ndarray
+  mean_pruned: np.ndarray
+  var_dense: np.ndarray
+  var_pruned: np.ndarray
+  n_dense: int
+  n_pruned: int
+  t: np.ndarray
+  df: np.ndarray
+  p: np.ndarray
+  case: np.ndarray
+  dense_constant: np.ndarray
+  pruned_constant: np.ndarray
+
+
+def _complete_separation_p(n_dense: int, n_pruned: int) -> float:
+  """Exact two-sided permutation p-value when each population is constant and the constants differ.
+
+  Only the observed split (and, when the populations have the same size, its mirror image) reaches
+  the observed absolute difference of means, so p = k / C(n_dense + n_pruned, n_dense), k = 2 if the
+  sizes are equal, else 1.
+  """
+  log_splits = (
+    special.gammaln(n_dense + n_pruned + 1) - special.gammaln(n_dense + 1) - special.gammaln(n_pruned + 1)
+  )
+  extreme = 2.0 if n_dense == n_pruned else 1.0
+  return float(min(1.0, extreme * math.exp(-log_splits)))
+
+
+def _welch(dense: np.ndarray, pruned: np.ndarray) -> _Welch:
+  """Welch t-test along axis -2 (models) of arrays [..., n_models, n_classes], all classes at once.
+
+  Statistic sign follows scipy.stats.ttest_ind(dense, pruned): t > 0 when the dense mean is higher.
+  Degenerate columns get the documented values (see docs/statistics.md), never a 0/0.
+  """
+  n_d, n_p = dense.shape[-2], pruned.shape[-2]
+  absent = np.isnan(dense).all(axis=-2) | np.isnan(pruned).all(axis=-2)
+  with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+    first_d, first_p = dense[..., 0, :], pruned[..., 0, :]
+    const_d = dense.max(axis=-2) == dense.min(axis=-2)
+    const_p = pruned.max(axis=-2) == pruned.min(axis=-2)
+    # A constant column's mean is its value exactly (a float sum could drift by an ulp and turn
+    # "equal" into "different").
+    mean_d = np.where(const_d, first_d, dense.mean(axis=-2))
+    mean_p = np.where(const_p, first_p, pruned.mean(axis=-2))
+    nan = np.full(mean_d.shape, np.nan)
+    var_d = np.where(const_d, 0.0, dense.var(axis=-2, ddof=1)) if n_d >= 2 else nan.copy()
+    var_p = np.where(const_p, 0.0, pruned.var(axis=-2, ddof=1)) if n_p >= 2 else nan.copy()
+    se_d, se_p = var_d / n_d, var_p / n_p
+    se2 = se_d + se_p
+    diff = mean_d - mean_p
+    t = diff / np.sqrt(se2)
+    df = se2**2 / (se_d**2 / (n_d - 1) + se_p**2 / (n_p - 1)) if min(n_d, n_p) >= 2 else nan.copy()
+    p = 2.0 * stats.t.sf(np.abs(t), df)
+
+  case = np.full(mean_d.shape, _REGULAR, dtype=np.int8)
+  both_constant = (se2 == 0) & ~absent
+  if min(n_d, n_p) < 2:
+    case[...] = _SINGLE
+  else:
+    equal = both_constant & (diff == 0)
+    separated = both_constant & (diff != 0)
+    case[equal] = _CONST_EQUAL
+    case[separated] = _CONST_SEPARATED
+    t = np.where(equal, 0.0, np.where(separated, np.copysign(np.inf, diff), t))
+    p = np.where(equal, 1.0, np.where(separated, _complete_separation_p(n_d, n_p), p))
+    df = np.where(both_constant, np.nan, df)
+  case[absent] = _ABSENT
+  undefined = (case == _ABSENT) | (case == _SINGLE)
+  t = np.where(undefined, np.nan, t)
+  df = np.where(undefined, np.nan, df)
+  p = np.where(undefined, np.nan, np.clip(p, 0.0, 1.0))
+  return _Welch(mean_d, mean_p, var_d, var_p, n_d, n_p, t, df, p, case, const_d, const_p)
+
+
+def _hedges_correction(df: np.ndarray) -> np.ndarray:
+  """Exact small-sample bias correction J(df) = Gamma(df/2) / (sqrt(df/2) Gamma((df-1)/2))."""
+  df = np.asarray(df, dtype=np.float64)
+  with np.errstate(invalid="ignore", divide="ignore"):
+    return np.exp(special.gammaln(df / 2.0) - 0.5 * np.log(df / 2.0) - special.gammaln((df - 1.0) / 2.0))
+
+
+def class_tests(dense_norm, pruned_norm, alpha: float = 0.05, confidence: float = 0.95) -> pd.DataFrame:
+  """Per-class Welch test of normalized recall, dense vs pruned population.
+
+  Arguments are normalized recall matrices [n_models, n_classes] (see ``normalized_recall``); the
+  populations may have different sizes.  Returns one row per class (index ``class_id``) with:
+
+    n_dense, n_pruned            population sizes
+    dense_mean, pruned_mean      mean normalized recall of each population
+    normalized_change            pruned_mean - dense_mean (negative: the class lost more than top-1)
+    t_statistic                  Welch t with scipy's sign: ttest_ind(dense, pruned), so t > 0 when
+                                 the class is hurt by pruning
+    df                           Welch-Satterthwaite degrees of freedom
+    p_value, significant         two-sided p and p < alpha (the paper's uncorrected rule)
+    q_value, significant_fdr     Benjamini-Hochberg q over the classes with a defined p, q < alpha
+    ci_low, ci_high              Welch confidence interval (level ``confidence``) of pruned - dense
+    hedges_g                     standardized pruned - dense difference with the exact small-sample
+                                 correction
+    note                         empty for a regular test, else the degenerate case met
+
+  Degenerate cases (never a crash, never "significant" from 0/0):
+    class absent (NaN recall) or a population with < 2 models -> t, df, p, q, CI, g are NaN and the
+    class is not significant; both populations constant and equal -> t = 0, p = 1; both constant
+    and different -> t = +-inf and p is the exact permutation p-value of complete separation,
+    1/C(n_d + n_p, n_d) (2/C(...) when the sizes are equal), CI collapsed on the difference,
+    g = +-inf.  Each case is named in ``note``.
+  """
+  alpha = _check_probability(alpha, "alpha")
+  confidence = _check_probability(confidence, "confidence")
+  dense, pruned = _check_recall_pair(dense_norm, pruned_norm)
+  w = _welch(dense, pruned)
+  n_d, n_p = w.n_dense, w.n_pruned
+  change = w.mean_pruned - w.mean_dense
+
+  # Confidence interval of pruned - dense.
+  with np.errstate(invalid="ignore"):
+    half = stats.t.ppf(0.5 + confidence / 2.0, w.df) * np.sqrt(w.var_dense / n_d + w.var_pruned / n_p)
+  ci_low, ci_high = change - half, change + half
+  constant = (w.case == _CONST_EQUAL) | (w.case == _CONST_SEPARATED)
+  ci_low = np.where(constant, change, ci_low)
+  ci_high = np.where(constant, change, ci_high)
+
+  # Hedges' g: Cohen's d on the pooled standard deviation times J(n_d + n_p - 2).
+  if min(n_d, n_p) >= 2:
+    pooled_df = n_d + n_p - 2
+    with np.errstate(invalid="ignore", divide="ignore"):
+      pooled_sd = np.sqrt(((n_d - 1) * w.var_dense + (n_p - 1) * w.var_pruned) / pooled_df)
+      g = change / pooled_sd * _hedges_correction(pooled_df)
+    g = np.where(w.case == _CONST_EQUAL, np.nan, g)
+    g = np.where(w.case == _CONST_SEPARATED, np.copysign(np.inf, change), g)
+  else:
+    g = np.full(change.shape, np.nan)
+
+  defined = ~np.isnan(w.p)
+  q = np.full(w.p.shape, np.nan)
+  if defined.any():
+    q[defined] = stats.false_discovery_control(w.p[defined], method="bh")
+
+  notes = np.full(change.shape, "", dtype=object)
+  notes[w.dense_constant & ~w.pruned_constant & (w.case == _REGULAR)] = NOTE_DENSE_CONSTANT
+  notes[w.pruned_constant & ~w.dense_constant & (w.case == _REGULAR)] = NOTE_PRUNED_CONSTANT
+  for code, text in (
+    (_ABSENT, NOTE_ABSENT),
+    (_SINGLE, NOTE_SINGLE_MODEL),
+    (_CONST_EQUAL, NOTE_CONSTANT_EQUAL),
+    (_CONST_SEPARATED, NOTE_CONSTANT_SEPARATED),
+  ):
+    notes[w.case == code] = text
+
+  frame = pd.DataFrame(
+    {
+      "n_dense": n_d,
+      "n_pruned": n_p,
+      "dense_mean": w.mean_dense,
+      "pruned_mean": w.mean_pruned,
+      "normalized_change": change,
+      "t_statistic": w.t,
+      "df": w.df,
+      "p_value": w.p,
+      "significant": defined & (w.p < alpha),
+      "q_value": q,
+      "significant_fdr": defined & (q < alpha),
+      "ci_low": ci_low,
+      "ci_high": ci_high,
+      "hedges_g": g,
+      "note": notes,
+    },
+    index=pd.RangeIndex(change.shape[0], name="class_id"),
+  )
+  return frame
+
+
+# --------------------------------------------------------------------------------------------------
+# Power and sample size
+# --------------------------------------------------------------------------------------------------
+
+
+def welch_power(var_dense, var_pruned, n_dense, n_pruned, effect, alpha: float = 0.05) -> np.ndarray:
+  """Power of the two-sided Welch test to detect a true mean difference ``effect``.
+
+  The statistic under the alternative is approximated by a noncentral t with Welch-Satterthwaite
+  degrees of freedom nu and noncentrality delta = |effect| / sqrt(var_d/n_d + var_p/n_p):
+  power = P(T > t_crit) + P(T < -t_crit), T ~ nct(nu, delta), t_crit = t_{1 - alpha/2, nu}.
+  Broadcasts over its array arguments; NaN where a variance is NaN or both are zero.
+  """
+  alpha = _check_probability(alpha, "alpha")
+  var_d = np.asarray(var_dense, dtype=np.float64)
+  var_p = np.asarray(var_pruned, dtype=np.float64)
+  n_d = np.asarray(n_dense, dtype=np.float64)
+  n_p = np.asarray(n_pruned, dtype=np.float64)
+  if np.any(n_d < 2) or np.any(n_p < 2):
+    raise ValueError("population sizes must be >= 2 for a Welch test")
+  if np.any(var_d < 0) or np.any(var_p < 0):
+    raise ValueError("variances must be >= 0")
+  effect = np.abs(np.asarray(effect, dtype=np.float64))
+  with np.errstate(invalid="ignore", divide="ignore"):
+    se_d, se_p = var_d / n_d, var_p / n_p
+    se2 = se_d + se_p
+    df = se2**2 / (se_d**2 / (n_d - 1) + se_p**2 / (n_p - 1))
+    ncp = effect / np.sqrt(se2)
+    crit = stats.t.ppf(1.0 - alpha / 2.0, df)
+    power = stats.nct.sf(crit, df, ncp) + stats.nct.cdf(-crit, df, ncp)
+  return np.where(se2 > 0, power, np.nan)
+
+
+@dataclasses.dataclass(frozen=True)
+class SampleSizePlan:
+  """Result of ``models_needed``.
+
+  per_class: one row per class (index ``class_id``) with dense_var, pruned_var, effect,
+    current_power (power of the Welch test at the populations' current sizes), models_needed
+    (models per population, equal sizes; NaN when it cannot be planned, inf above max_models),
+    power_at_needed and note.
+  summary: median, p90 and max of models_needed over the planned classes (inverted-CDF quantiles:
+    with ``median`` models per population at least half of those classes reach the target power),
+    and counts of planned, unplannable and over-cap classes.
+  """
+
+  per_class: pd.DataFrame
+  summary: dict
+
+
+def models_needed(
+  dense_norm,
+  pruned_norm,
+  effect,
+  alpha: float = 0.05,
+  power: float = 0.8,
+  max_models: int = 100_000,
+) -> SampleSizePlan:
+  """Models per population (equal sizes) needed to detect a normalized change of size ``effect``.
+
+  Uses each class's observed variances of normalized recall in the two populations as the true
+  variances, and the noncentral-t power of the two-sided Welch test (``welch_power``), and finds
+  for each class the smallest n >= 2 with power(n, n) >= ``power`` (power is increasing in n).
+  ``effect`` is a scalar or an array [n_classes] in normalized-recall units; its sign is ignored.
+
+  Unplannable classes (NaN): absent from the eval split, a population with < 2 models (no variance
+  estimate), or zero variance in both populations.  Classes needing more than ``max_models`` get inf.
+  """
+  alpha = _check_probability(alpha, "alpha")
+  power = _check_probability(power, "power")
+  if isinstance(max_models, bool) or not isinstance(max_models, (int, np.integer)) or max_models < 2:
+    raise ValueError(f"max_models must be an int >= 2, got {max_models!r}")
+  dense, pruned = _check_recall_pair(dense_norm, pruned_norm)
+  num_classes = dense.shape[1]
+  effect = np.broadcast_to(np.abs(np.asarray(effect, dtype=np.float64)), (num_classes,)).copy()
+  if not np.all(np.isfinite(effect)) or np.any(effect == 0):
+    raise ValueError("effect must be finite and non-zero (a zero effect needs infinitely many models)")
+
+  w = _welch(dense, pruned)
+  var_d, var_p = w.var_dense, w.var_pruned
+  plannable = (w.case != _ABSENT) & (w.case != _SINGLE) & ((var_d + var_p) > 0)
+
+  current = np.full(num_classes, np.nan)
+  needed = np.full(num_classes, np.nan)
+  achieved = np.full(num_classes, np.nan)
+  idx = np.flatnonzero(plannable)
+  if idx.size:
+    vd, vp, eff = var_d[idx], var_p[idx], effect[idx]
+    current[idx] = welch_power(vd, vp, w.n_dense, w.n_pruned, eff, alpha)
+
+    def power_at(n):
+      return welch_power(vd, vp, n, n, eff, alpha)
+
+    lo = np.full(idx.size, 2, dtype=np.int64)
+    hi = np.full(idx.size, 2, dtype=np.int64)
+    done = power_at(hi) >= power
+    # Invariant for unfinished classes: power(lo) < target; grow hi until power(hi) >= target.
+    while not done.all():
+      grow = ~done & (hi < max_models)
+      if not grow.any():
+        break
+      lo = np.where(grow, hi, lo)
+      hi = np.where(grow, np.minimum(hi * 2, max_models), hi)
+      done = done | (grow & (power_at(hi) >= power))
+    over = ~done
+    search = done & (hi > 2)
+    lo = np.where(search, lo, hi)
+    while np.any(hi - lo > 1):
+      mid = (lo + hi) // 2
+      open_ = hi - lo > 1
+      ok = power_at(mid) >= power
+      hi = np.where(open_ & ok, mid, hi)
+      lo = np.where(open_ & ~ok, mid, lo)
+    result = hi.astype(np.float64)
+    result[over] = np.inf
+    needed[idx] = result
+    achieved[idx] = np.where(over, np.nan, power_at(hi))
+
+  notes = np.full(num_classes, "", dtype=object)
+  notes[~plannable & (w.case != _ABSENT) & (w.case != _SINGLE)] = NOTE_NO_VARIANCE
+  notes[w.case == _SINGLE] = NOTE_SINGLE_MODEL
+  notes[w.case == _ABSENT] = NOTE_ABSENT
+  notes[np.isinf(needed)] = NOTE_OVER_CAP
+
+  per_class = pd.DataFrame(
+    {
+      "dense_var": var_d,
+      "pruned_var": var_p,
+      "effect": effect,
+      "current_power": current,
+      "models_needed": needed,
+      "power_at_needed": achieved,
+      "note": notes,
+    },
+    index=pd.RangeIndex(num_classes, name="class_id"),
+  )
+  planned = needed[~np.isnan(needed)]
+  summary = {
+    "effect_median": float(np.median(effect)),
+    "alpha": alpha,
+    "power": power,
+    "current_models": (w.n_dense, w.n_pruned),
+    "classes_planned": int(np.isfinite(planned).sum()),
+    "classes_over_cap": int(np.isinf(planned).sum()),
+    "classes_unplannable": int(np.isnan(needed).sum()),
+    "median": float(np.quantile(planned, 0.5, method="inverted_cdf")) if planned.size else math.nan,
+    "p90": float(np.quantile(planned, 0.9, method="inverted_cdf")) if planned.size else math.nan,
+    "max": float(planned.max()) if planned.size else math.nan,
+  }
+  return SampleSizePlan(per_class=per_class, summary=summary)
+
+
+# --------------------------------------------------------------------------------------------------
+# Weighted modal labels on a sorted vote table
+# --------------------------------------------------------------------------------------------------
+
+
+class _SortedVotes:
+  """A population's votes sorted per example, so that any weighting of its models is tallied fast.
+
+  Each column (example) of the [n_models, n_examples] label matrix is sorted once; equal labels then
+  form runs.  For a vector of model weights w (resampling multiplicities), a running sum of w that
+  restarts at every run start, read at the run's last position, is that label's weighted vote count.
+  The sum walks the n_models sorted rows one at a time, so each step is a contiguous vector
+  operation over the examples and memory stays O(n_models x n_examples), never
+  O(n_examples x n_classes).
+  """
+
+  def __init__(self, predictions: np.ndarray, num_classes: int):
+    n_models, n_examples = predictions.shape
+    self.shape = (n_models, n_examples)
+    self.num_classes = num_classes
+    self.order = np.argsort(predictions, axis=0, kind="stable").astype(np.intp)
+    sorted_labels = np.take_along_axis(predictions, self.order, axis=0)
+    # same_run[j] = 1 when sorted position j continues the run of position j - 1.
+    self.same_run = np.zeros((n_models, n_examples), dtype=np.int64)
+    self.same_run[1:] = sorted_labels[1:] == sorted_labels[:-1]
+    self.run_end = np.ones((n_models, n_examples), dtype=bool)
+    self.run_end[:-1] = self.same_run[1:] == 0
+    # Key = count * num_classes + (num_classes - 1 - label): its maximum picks the largest count,
+    # then the smallest label.
+    self.key_dtype = np.int32 if (n_models + 1) * num_classes < np.iinfo(np.int32).max else np.int64
+    self.same_run = self.same_run.astype(self.key_dtype)
+    self.label_key = (num_classes - 1 - sorted_labels).astype(self.key_dtype)
+
+  def modal(self, weights: np.ndarray) -> np.ndarray:
+    """Modal label per example for non-negative integer model weights (ties: smallest id).
+
+    Inside a run the running total only grows, so the maximum key over all positions equals the
+    maximum over run ends.
+    """
+    weights = np.asarray(weights).astype(self.key_dtype)
+    total = weights[self.order[0]]
+    best = total * self.num_classes + self.label_key[0]
+    key = np.empty_like(best)
+    for j in range(1, self.shape[0]):
+      np.multiply(total, self.same_run[j], out=total)
+      np.add(total, weights[self.order[j]], out=total)
+      np.multiply(total, self.num_classes, out=key)
+      np.add(key, self.label_key[j], out=key)
+      np.maximum(best, key, out=best)
+    return (self.num_classes - 1 - best % self.num_classes).astype(np.int64)
+
+  def abs_run_totals(self, weights: np.ndarray) -> np.ndarray:
+    """Sum over runs of |weighted run total| per example, for signed integer weights (int64)."""
+    weights = np.asarray(weights, dtype=np.int64)
+    same = self.same_run.astype(np.int64)
+    total = np.zeros(self.shape[1], dtype=np.int64)
+    result = np.zeros(self.shape[1], dtype=np.int64)
+    for j in range(self.shape[0]):
+      total = total * same[j] + weights[self.order[j]]
+      result += np.where(self.run_end[j], np.abs(total), 0)
+    return result
+
+
+def _modal_labels(predictions: np.ndarray, num_classes: int) -> np.ndarray:
+  votes = _SortedVotes(predictions, num_classes)
+  return votes.modal(np.ones(predictions.shape[0], dtype=np.int64))
+
+
+# --------------------------------------------------------------------------------------------------
+# Bootstrap stability
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class BootstrapResult:
+  """Result of ``bootstrap_stability``.
+
+  pie_stability: [n_examples] fraction of resamples in which the example is a PIE.
+  class_significance: [n_classes] fraction of resamples in which the class test is significant
+    (uncorrected, p < alpha); NaN where the test is undefined (absent class, < 2 models).
+  observed_pie: [n_examples] PIE flags of the full populations.
+  observed_significant: [n_classes] uncorrected significance of the full populations.
+  dense_resamples, pruned_resamples: [num_resamples, n_models] model indices drawn for each
+    resample, kept so any resample can be recomputed.
+  """
+
+  pie_stability: np.ndarray
+  class_significance: np.ndarray
+  observed_pie: np.ndarray
+  observed_significant: np.ndarray
+  dense_resamples: np.ndarray
+  pruned_resamples: np.ndarray
+  num_resamples: int
+  seed: int
+  alpha: float
+  normalization: str
+
+
+def _resampled_normalized(recall: np.ndarray, top1: np.ndarray, rows: np.ndarray, normalization: str):
+  """Normalized recall of resampled populations, [n_resamples, n_models, n_classes]."""
+  values = recall[rows]
+  if normalization == "population":
+    return values - top1[rows].mean(axis=1)[:, None, None]
+  return values - top1[rows][:, :, None]
+
+
+def bootstrap_stability(
+  dense_preds,
+  pruned_preds,
+  labels,
+  num_classes: int,
+  num_resamples: int = 200,
+  seed: int = 0,
+  alpha: float = 0.05,
+  normalization: str = "population",
+  chunk_size: int = 25,
+) -> BootstrapResult:
+  """How stable are PIEs and significant classes when the populations are resampled?
+
+  Each of ``num_resamples`` resamples draws, independently for both populations, as many models
+  as the population has, uniformly with replacement (``np.random.default_rng(seed)``).  For every
+  resample the modal labels are recomputed with the models' multiplicities as vote weights, and
+  the per-class Welch tests are recomputed on the resampled normalized recall (normalized by the
+  resample's own mean top-1 under "population").
+
+  Cost: recall matrices are computed once; each resample's tests are array indexing plus one
+  vectorized Welch test over [chunk, n_models, n_classes]; its modal labels are a cumulative sum
+  over each population's pre-sorted [n_models, n_examples] label matrix restricted to the examples
+  where some model disagrees (unanimous examples have a fixed outcome).
+  """
+  num_classes = _check_num_classes(num_classes)
+  dense_preds = _check_predictions(dense_preds, num_classes, "dense_preds")
+  pruned_preds = _check_predictions(pruned_preds, num_classes, "pruned_preds")
+  if dense_preds.shape[1] != pruned_preds.shape[1]:
+    raise ValueError(
+      f"dense_preds has {dense_preds.shape[1]} examples but pruned_preds has {pruned_preds.shape[1]}"
+    )
+  labels = _check_labels(labels, dense_preds.shape[1], num_classes)
+  if isinstance(num_resamples, bool) or not isinstance(num_resamples, (int, np.integer)) or num_resamples < 1:
+    raise ValueError(f"num_resamples must be an int >= 1, got {num_resamples!r}")
+  if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
+    raise ValueError(f"chunk_size must be an int >= 1, got {chunk_size!r}")
+  alpha = _check_probability(alpha, "alpha")
+  normalization = _check_normalization(normalization)
+
+  n_d, n_p = dense_preds.shape[0], pruned_preds.shape[0]
+  rng = np.random.default_rng(seed)
+  dense_rows = rng.integers(0, n_d, size=(num_resamples, n_d))
+  pruned_rows = rng.integers(0, n_p, size=(num_resamples, n_p))
+
+  # Class part.
+  recall_d, top1_d = _recall_matrix(dense_preds, labels, num_classes)
+  recall_p, top1_p = _recall_matrix(pruned_preds, labels, num_classes)
+  if normalization == "population":
+    observed = _welch(recall_d - top1_d.mean(), recall_p - top1_p.mean())
+  else:
+    observed = _welch(recall_d - top1_d[:, None], recall_p - top1_p[:, None])
+  observed_significant = ~np.isnan(observed.p) & (observed.p < alpha)
+  hits = np.zeros(num_classes, dtype=np.int64)
+  for start in range(0, num_resamples, chunk_size):
+    stop = min(start + chunk_size, num_resamples)
+    res = _welch(
+      _resampled_normalized(recall_d, top1_d, dense_rows[start:stop], normalization),
+      _resampled_normalized(recall_p, top1_p, pruned_rows[start:stop], normalization),
+    )
+    hits += (~np.isnan(res.p) & (res.p < alpha)).sum(axis=0)
+  testable = ~np.isnan(observed.p)
+  class_significance = np.where(testable, hits / num_resamples, np.nan)
+
+  # PIE part.
+  observed_pie = _modal_labels(dense_preds, num_classes) != _modal_labels(pruned_preds, num_classes)
+  unanimous = (dense_preds == dense_preds[0]).all(axis=0) & (pruned_preds == pruned_preds[0]).all(axis=0)
+  pie_stability = observed_pie.astype(np.float64)  # exact for unanimous examples
+  contested = np.flatnonzero(~unanimous)
+  if contested.size:
+    votes_d = _SortedVotes(dense_preds[:, contested], num_classes)
+    votes_p = _SortedVotes(pruned_preds[:, contested], num_classes)
+    pie_count = np.zeros(contested.size, dtype=np.int64)
+    for b in range(num_resamples):
+      w_d = np.bincount(dense_rows[b], minlength=n_d)
+      w_p = np.bincount(pruned_rows[b], minlength=n_p)
+      pie_count += votes_d.modal(w_d) != votes_p.modal(w_p)
+    pie_stability[contested] = pie_count / num_resamples
+
+  return BootstrapResult(
+    pie_stability=pie_stability,
+    class_significance=class_significance,
+    observed_pie=observed_pie,
+    observed_significant=observed_significant,
+    dense_resamples=dense_rows,
+    pruned_resamples=pruned_rows,
+    num_resamples=int(num_resamples),
+    seed=seed,
+    alpha=alpha,
+    normalization=normalization,
+  )
+
+
+# --------------------------------------------------------------------------------------------------
+# Compression identified exemplars
+# --------------------------------------------------------------------------------------------------
+
+
+def exemplar_scores(baseline_preds, compressed_preds, num_classes: int) -> pd.DataFrame:
+  """Per-example comparison of a baseline and a compressed population (CIE, arXiv 2010.03058).
+
+  Returns a DataFrame indexed by ``example_id`` with:
+    baseline_modal, compressed_modal  modal labels (ties toward the smallest class id)
+    is_cie                            modal labels differ (the PIE rule for any compression)
+    l1_distance                       sum over labels of |f_baseline(label) - f_compressed(label)|,
+                                      f = fraction of the population's votes; 0 (same vote
+                                      distribution) to 2 (disjoint labels)
+    rank                              1 = largest l1_distance; ties broken by example id ascending
+
+  The L1 distance is computed exactly in integers (weights n_compressed and -n_baseline on a
+  sorted, concatenated vote table) so ties are exact, then divided by n_baseline * n_compressed.
+  """
+  num_classes = _check_num_classes(num_classes)
+  baseline = _check_predictions(baseline_preds, num_classes, "baseline_preds")
+  compressed = _check_predictions(compressed_preds, num_classes, "compressed_preds")
+  if baseline.shape[1] != compressed.shape[1]:
+    raise ValueError(
+      f"baseline_preds has {baseline.shape[1]} examples but compressed_preds has {compressed.shape[1]}"
+    )
+  n_b, n_c = baseline.shape[0], compressed.shape[0]
+  n_examples = baseline.shape[1]
+  baseline_modal = _modal_labels(baseline, num_classes)
+  compressed_modal = _modal_labels(compressed, num_classes)
+
+  common = np.result_type(baseline.dtype, compressed.dtype)
+  votes = _SortedVotes(np.concatenate([baseline.astype(common), compressed.astype(common)]), num_classes)
+  signed = np.concatenate([np.full(n_b, n_c, dtype=np.int64), np.full(n_c, -n_b, dtype=np.int64)])
+  l1_int = votes.abs_run_totals(signed)
+  l1 = l1_int / float(n_b * n_c)
+
+  example_id = np.arange(n_examples)
+  order = np.lexsort((example_id, -l1_int))
+  rank = np.empty(n_examples, dtype=np.int64)
+  rank[order] = np.arange(1, n_examples + 1)
+  return pd.DataFrame(
+    {
+      "baseline_modal": baseline_modal,
+      "compressed_modal": compressed_modal,
+      "is_cie": baseline_modal != compressed_modal,
+      "l1_distance": l1,
+      "rank": rank,
+    },
+    index=pd.RangeIndex(n_examples, name="example_id"),
+  )
+

@@ -1,0 +1,339 @@
+"""Synthetic dense and compressed populations with planted ground truth.
+
+Used to check that the statistics in ``pie.significance`` find what was planted (planted classes,
+planted PIEs), flag the expected fraction of classes when nothing was planted, and to benchmark them
+at ImageNet scale without training 60 networks.
+
+Generative model (all draws from ``np.random.default_rng(seed)``):
+
+* Labels are balanced: ``arange(num_examples) % num_classes``, shuffled.  Every example has a fixed
+  *confuser* label, different from its true label, that receives every wrong vote.
+* Every example has a type.  *Planted PIEs* (a ``pie_fraction`` of the examples, spread evenly over
+  the classes and chosen at random inside each): at least 3/4 of the dense models predict the true
+  label and at most 1/4 of the pruned models do.  Every other example is *easy* (the true label has
+  a strict majority in both populations), with a class-specific probability, or *hard* (the
+  confuser has a strict majority in both populations).
+* For one example and one population, the number k of models that are right is a binomial count
+  conditioned on the type's range (e.g. k > n/2 for easy examples), and the k models are a uniformly
+  random subset.  The models are exchangeable and differ example by example, and no draw can move a
+  modal label across the majority line.  The conditioning makes the models of one example slightly
+  dependent; ``SimulatedStudy.conditioning_mass`` reports how much binomial mass it removed (about
+  1e-3 with 20 models per population and the default accuracies, where the class test is
+  calibrated; with 10 or fewer models the test is conservative on these data).
+* The binomial parameters are solved so that the expected vote fraction of the true label is
+  ``easy_accuracy`` for easy and ``hard_accuracy`` for hard examples in the dense population, hard
+  examples keep their expected accuracy after pruning, and the easy examples of class c move by the
+  amount that makes the class's expected recall change exactly ``-accuracy_drop + effect_c``
+  (``effect_c`` = the planted ``class_effect`` for impacted classes, 0 otherwise) given the planted
+  PIEs it contains.  With no planted effect, every class moves by exactly the overall drop in
+  expectation: the class-level null of the paper holds by construction.
+
+Consequences the tests rely on: the modal labels differ between the populations exactly on the
+planted PIEs (strict majorities on both sides); the L1 distance between the two vote distributions
+is >= 1 on planted PIEs and < 1 elsewhere; ``expected_normalized_change`` is the exact expectation
+of the normalized change of every class.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence, Union
+
+import numpy as np
+from scipy import stats
+
+__all__ = ["SimulatedStudy", "simulate_populations"]
+
+_BISECTION_STEPS = 64
+
+
+@dataclasses.dataclass(frozen=True)
+class SimulatedStudy:
+  """A simulated study and its ground truth.
+
+  labels: int [n_examples].
+  dense_predictions, pruned_predictions: int [n_models, n_examples] top-1 labels.
+  num_classes: number of classes.
+  impacted_classes: sorted class ids with a planted effect; class_effects: the planted extra change
+    of their expected recall (accuracy units; negative = hurt more than the rest), aligned.
+  expected_dense_recall, expected_pruned_recall: [n_classes] exact expected recall of each class.
+  expected_normalized_change: [n_classes] exact expected normalized change (pruned - dense) of each
+    class under either normalization; 0 for every class when nothing is planted.
+  planted_pies: sorted example ids planted as PIEs (exactly the examples whose modal labels differ).
+  confusers: [n_examples] the label that receives the wrong votes of each example.
+  easy: bool [n_examples], True for easy examples (planted PIEs are False, see ``planted_pies``).
+  conditioning_mass: the largest binomial probability that the vote-range conditioning removed for
+    any example.  The conditioning makes the models of one example slightly (negatively)
+    dependent, which makes the class test conservative: with the defaults and 20 models per
+    population it is about 1e-3 and the uncorrected rule flags 4.75% of null classes at alpha =
+    0.05 (6,000 tests); with 10 models it is about 0.026 and the rule flags 3.9%.
+  seed: the seed used.
+  """
+
+  labels: np.ndarray
+  dense_predictions: np.ndarray
+  pruned_predictions: np.ndarray
+  num_classes: int
+  impacted_classes: np.ndarray
+  class_effects: np.ndarray
+  expected_dense_recall: np.ndarray
+  expected_pruned_recall: np.ndarray
+  expected_normalized_change: np.ndarray
+  planted_pies: np.ndarray
+  confusers: np.ndarray
+  easy: np.ndarray
+  conditioning_mass: float
+  seed: int
+
+
+def _check_count(value, name: str, minimum: int) -> int:
+  if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < minimum:
+    raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+  return int(value)
+
+
+def _truncated_pmf(q: np.ndarray, n: int, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+  """Binomial(n, q) pmf conditioned on low <= k <= high, rows [len(q), n + 1]."""
+  k = np.arange(n + 1)
+  pmf = stats.binom.pmf(k[None, :], n, np.asarray(q, dtype=np.float64)[:, None])
+  pmf = np.where((k >= np.asarray(low)[:, None]) & (k <= np.asarray(high)[:, None]), pmf, 0.0)
+  total = pmf.sum(axis=1, keepdims=True)
+  if np.any(total <= 0):
+    raise ValueError("internal error: empty truncated binomial range")
+  return pmf / total
+
+
+def _truncated_mean(q, n: int, low, high) -> np.ndarray:
+  """Expected vote fraction k / n of a Binomial(n, q) count conditioned on low <= k <= high."""
+  q = np.atleast_1d(np.asarray(q, dtype=np.float64))
+  low = np.broadcast_to(low, q.shape)
+  high = np.broadcast_to(high, q.shape)
+  return _truncated_pmf(q, n, low, high) @ np.arange(n + 1) / n
+
+
+def _solve_q(target: np.ndarray, n: int, low: int, high: int, what: str) -> np.ndarray:
+  """Binomial parameters whose truncated mean vote fraction equals ``target`` (bisection).
+
+  The truncated mean is strictly increasing in q and spans the open interval (low/n, high/n).
+  """
+  target = np.atleast_1d(np.asarray(target, dtype=np.float64))
+  lowest, highest = low / n, high / n
+  bad = ~((target > lowest) & (target < highest))
+  if bad.any():
+    raise ValueError(
+      f"{what}: expected vote fraction {target[bad][0]:.4f} is outside ({lowest:.4f}, {highest:.4f}), the "
+      f"range reachable with {n} models while keeping the modal label fixed; adjust the accuracies, "
+      "accuracy_drop, class_effect or pie_fraction, or use more models"
+    )
+  lo = np.zeros_like(target)
+  hi = np.ones_like(target)
+  for _ in range(_BISECTION_STEPS):
+    mid = 0.5 * (lo + hi)
+    above = _truncated_mean(mid, n, low, high) > target
+    hi = np.where(above, mid, hi)
+    lo = np.where(above, lo, mid)
+  return 0.5 * (lo + hi)
+
+
+def _draw_correct(rng, q, low, high, n_models: int):
+  """Which models are right (bool [n_examples, n_models]), per-example truncated binomial count.
+
+  ``q``, ``low``, ``high`` are per-example arrays; examples sharing a (q, low, high) triple share a
+  pmf row, so the table stays small.  Also returns the largest binomial mass that the conditioning
+  removed for any example: the size of the dependence it creates between models.
+  """
+  triples = np.stack([q, low.astype(np.float64), high.astype(np.float64)], axis=1)
+  unique, kind = np.unique(triples, axis=0, return_inverse=True)
+  kind = kind.reshape(-1)
+  low_u, high_u = unique[:, 1].astype(int), unique[:, 2].astype(int)
+  removed = 1.0 - (stats.binom.cdf(high_u, n_models, unique[:, 0]) - stats.binom.cdf(low_u - 1, n_models, unique[:, 0]))
+  pmf = _truncated_pmf(unique[:, 0], n_models, low_u, high_u)
+  cdf = np.cumsum(pmf, axis=1)
+  cdf[:, -1] = 1.0
+  u = 1.0 - rng.random(q.shape[0])  # in (0, 1]: k lands inside [low, high] even at the ends
+  count = (cdf[kind] < u[:, None]).sum(axis=1)
+  keys = rng.random((q.shape[0], n_models))
+  ranks = np.argsort(np.argsort(keys, axis=1), axis=1)
+  return ranks < count[:, None], float(max(0.0, removed.max()))
+
+
+def simulate_populations(
+  num_examples: int,
+  num_classes: int,
+  num_dense: int,
+  num_pruned: int,
+  *,
+  base_accuracy: float = 0.75,
+  accuracy_drop: float = 0.02,
+  impacted_classes: Union[int, Sequence[int]] = (),
+  class_effect: Union[float, Sequence[float]] = 0.0,
+  pie_fraction: float = 0.0,
+  pie_strength: float = 0.97,
+  easy_accuracy: float = 0.85,
+  hard_accuracy: float = 0.15,
+  class_spread: float = 0.1,
+  seed: int = 0,
+) -> SimulatedStudy:
+  """Simulate a dense and a pruned population of classifiers on one eval set (see the module doc).
+
+  Args:
+    num_examples, num_classes: eval set size (>= num_classes, so every class is present) and classes.
+    num_dense, num_pruned: models per population (>= 3: strict majorities must be reachable).
+    base_accuracy: expected mean top-1 of the dense population.
+    accuracy_drop: expected drop of every class without a planted effect (and of top-1 when nothing
+      is planted).
+    impacted_classes: how many classes get a planted effect (chosen at random) or their ids.
+    class_effect: the extra change of the expected recall of each impacted class (scalar or one per
+      impacted class; -0.1 means the class loses 10 points more than the others).
+    pie_fraction: fraction of the examples planted as PIEs (dense right, pruned wrong, by 3/4
+      super-majorities).
+    pie_strength: probability that a dense model is right on a planted PIE (and that a pruned
+      model is wrong on it) before conditioning on the super-majorities.
+    easy_accuracy, hard_accuracy: expected dense vote fraction of the true label on easy (> 1/2)
+      and hard (< 1/2) examples.
+    class_spread: half-width of the uniform spread of the classes' share of easy examples around
+      the share that gives ``base_accuracy`` (classes differ in difficulty).
+    seed: seed of ``np.random.default_rng``.
+  """
+  num_classes = _check_count(num_classes, "num_classes", 2)
+  num_examples = _check_count(num_examples, "num_examples", num_classes)
+  n_d = _check_count(num_dense, "num_dense", 3)
+  n_p = _check_count(num_pruned, "num_pruned", 3)
+  for name, value in (("base_accuracy", base_accuracy), ("easy_accuracy", easy_accuracy),
+                      ("hard_accuracy", hard_accuracy), ("pie_strength", pie_strength)):
+    if not 0.0 < float(value) < 1.0:
+      raise ValueError(f"{name} must be in (0, 1), got {value}")
+  if not pie_strength > 0.5:
+    raise ValueError(f"pie_strength must be > 0.5, got {pie_strength}")
+  if not hard_accuracy < 0.5 < easy_accuracy:
+    raise ValueError(f"need hard_accuracy < 0.5 < easy_accuracy, got {hard_accuracy} and {easy_accuracy}")
+  if not -1.0 < float(accuracy_drop) < 1.0:
+    raise ValueError(f"accuracy_drop must be in (-1, 1), got {accuracy_drop}")
+  if not 0.0 <= float(pie_fraction) < 1.0:
+    raise ValueError(f"pie_fraction must be in [0, 1), got {pie_fraction}")
+  if not 0.0 <= float(class_spread) <= 0.5:
+    raise ValueError(f"class_spread must be in [0, 0.5], got {class_spread}")
+
+  rng = np.random.default_rng(seed)
+  labels = rng.permutation(np.arange(num_examples) % num_classes)
+  confusers = (labels + rng.integers(1, num_classes, size=num_examples)) % num_classes
+  class_size = np.bincount(labels, minlength=num_classes)
+
+  # Impacted classes and their planted effects.
+  if isinstance(impacted_classes, (int, np.integer)) and not isinstance(impacted_classes, (bool, np.bool_)):
+    if not 0 <= impacted_classes <= num_classes:
+      raise ValueError(f"impacted_classes must be between 0 and {num_classes}, got {impacted_classes}")
+    impacted = np.sort(rng.choice(num_classes, size=int(impacted_classes), replace=False))
+  else:
+    impacted = np.asarray(impacted_classes, dtype=np.int64).reshape(-1)
+    if impacted.size and (impacted.min() < 0 or impacted.max() >= num_classes):
+      raise ValueError(f"impacted_classes must be class ids in [0, {num_classes - 1}]")
+    if np.unique(impacted).size != impacted.size:
+      raise ValueError("impacted_classes has repeated class ids")
+  effect_in = np.asarray(class_effect, dtype=np.float64).reshape(-1)
+  if effect_in.size == 1:
+    effects = np.full(impacted.size, effect_in[0])
+  elif effect_in.size == impacted.size:
+    effects = effect_in.copy()
+  else:
+    raise ValueError(
+      f"class_effect must be a scalar or have one value per impacted class ({impacted.size}), got {effect_in.size}"
+    )
+  if impacted.size and not isinstance(impacted_classes, (int, np.integer)):
+    order = np.argsort(impacted)
+    impacted, effects = impacted[order], effects[order]
+  class_effect_all = np.zeros(num_classes)
+  class_effect_all[impacted] = effects
+
+  # Vote-count ranges of each example type.
+  maj_d, maj_p = n_d // 2 + 1, n_p // 2 + 1  # strict majority for the true label
+  min_d, min_p = (n_d - 1) // 2, (n_p - 1) // 2  # strict majority for the confuser
+  super_d, sub_p = -(-3 * n_d // 4), n_p // 4  # planted PIEs: >= 3/4 right in dense, <= 1/4 in pruned
+
+  q_easy_d = _solve_q(easy_accuracy, n_d, maj_d, n_d, "dense easy examples")[0]
+  q_hard_d = _solve_q(hard_accuracy, n_d, 0, min_d, "dense hard examples")[0]
+  q_hard_p = _solve_q(hard_accuracy, n_p, 0, min_p, "pruned hard examples")[0]
+  mean_easy_d = easy_accuracy
+  mean_hard = hard_accuracy
+  mean_pie_d = _truncated_mean(pie_strength, n_d, super_d, n_d)[0]
+  mean_pie_p = _truncated_mean(1.0 - pie_strength, n_p, 0, sub_p)[0]
+
+  # Planted PIEs and the easy/hard split of the other examples.
+  # PIEs are spread evenly over the classes (floor or ceil of pie_fraction x class size), so that
+  # no class has to absorb an unusually large share of them.
+  num_pies = int(round(pie_fraction * num_examples))
+  per_class = np.floor(pie_fraction * class_size).astype(np.int64)
+  extra = num_pies - int(per_class.sum())
+  if extra > 0:
+    room = np.flatnonzero(per_class < class_size)
+    per_class[rng.choice(room, size=min(extra, room.size), replace=False)] += 1
+  shuffled = rng.permutation(num_examples)
+  by_class = shuffled[np.argsort(labels[shuffled], kind="stable")]
+  class_start = np.concatenate([[0], np.cumsum(class_size)[:-1]])
+  rank_in_class = np.arange(num_examples) - class_start[labels[by_class]]
+  planted = np.sort(by_class[rank_in_class < per_class[labels[by_class]]])
+  is_pie = np.zeros(num_examples, dtype=bool)
+  is_pie[planted] = True
+  num_pies = planted.size
+  pie_share = num_pies / num_examples
+  easy_share = ((base_accuracy - pie_share * mean_pie_d) / (1.0 - pie_share) - mean_hard) / (mean_easy_d - mean_hard)
+  if not 0.0 <= easy_share <= 1.0:
+    raise ValueError(
+      f"base_accuracy {base_accuracy} cannot be reached with easy_accuracy {easy_accuracy}, hard_accuracy "
+      f"{hard_accuracy} and pie_fraction {pie_fraction}"
+    )
+  class_easy_share = np.clip(easy_share + rng.uniform(-class_spread, class_spread, num_classes), 0.0, 1.0)
+  easy = ~is_pie & (rng.random(num_examples) < class_easy_share[labels])
+
+  # Per-class shift of the easy examples' pruned accuracy that makes the class move by exactly
+  # -accuracy_drop + effect, given its planted PIEs (hard examples do not move).
+  easy_count = np.bincount(labels[easy], minlength=num_classes)
+  pie_count = np.bincount(labels[is_pie], minlength=num_classes)
+  target_change = class_size * (-accuracy_drop + class_effect_all)
+  shift_total = target_change - pie_count * (mean_pie_p - mean_pie_d)
+  if np.any((easy_count == 0) & (shift_total != 0)):
+    bad = int(np.flatnonzero((easy_count == 0) & (shift_total != 0))[0])
+    raise ValueError(f"class {bad} has no easy example to carry its accuracy change; use more examples per class")
+  with np.errstate(invalid="ignore", divide="ignore"):
+    shift = np.where(easy_count > 0, shift_total / np.maximum(easy_count, 1), 0.0)
+  q_easy_p = _solve_q(mean_easy_d + shift, n_p, maj_p, n_p, "pruned easy examples")
+  mean_easy_p = _truncated_mean(q_easy_p, n_p, maj_p, n_p)
+
+  # Per-example binomial parameters and ranges.
+  q_d = np.where(is_pie, pie_strength, np.where(easy, q_easy_d, q_hard_d))
+  low_d = np.where(is_pie, super_d, np.where(easy, maj_d, 0))
+  high_d = np.where(easy | is_pie, n_d, min_d)
+  q_p = np.where(is_pie, 1.0 - pie_strength, np.where(easy, q_easy_p[labels], q_hard_p))
+  low_p = np.where(easy, maj_p, 0)
+  high_p = np.where(is_pie, sub_p, np.where(easy, n_p, min_p))
+
+  dtype = np.int16 if num_classes <= np.iinfo(np.int16).max else np.int32
+  right_d, removed_d = _draw_correct(rng, q_d, low_d, high_d, n_d)
+  right_p, removed_p = _draw_correct(rng, q_p, low_p, high_p, n_p)
+  dense = np.where(right_d, labels[:, None], confusers[:, None]).T.astype(dtype)
+  pruned = np.where(right_p, labels[:, None], confusers[:, None]).T.astype(dtype)
+
+  # Exact expectations.
+  mean_d = np.where(is_pie, mean_pie_d, np.where(easy, mean_easy_d, mean_hard))
+  mean_p = np.where(is_pie, mean_pie_p, np.where(easy, mean_easy_p[labels], mean_hard))
+  expected_dense = np.bincount(labels, weights=mean_d, minlength=num_classes) / class_size
+  expected_pruned = np.bincount(labels, weights=mean_p, minlength=num_classes) / class_size
+  change = expected_pruned - expected_dense
+  overall_change = float(np.sum(class_size * change) / num_examples)
+
+  return SimulatedStudy(
+    labels=labels.astype(dtype),
+    dense_predictions=dense,
+    pruned_predictions=pruned,
+    num_classes=num_classes,
+    impacted_classes=impacted,
+    class_effects=effects,
+    expected_dense_recall=expected_dense,
+    expected_pruned_recall=expected_pruned,
+    expected_normalized_change=change - overall_change,
+    planted_pies=planted,
+    confusers=confusers.astype(dtype),
+    easy=easy,
+    conditioning_mass=max(removed_d, removed_p),
+    seed=seed,
+  )

@@ -1,0 +1,516 @@
+"""Tests of pie.significance: every statistic against scipy or a hand computation, the degenerate cases,
+power, the bootstrap and the compression-identified-exemplar scores."""
+
+import math
+
+import numpy as np
+import pytest
+from scipy import special, stats
+
+import pie  # noqa: F401  (sets the TensorFlow environment before anything else)
+from pie import significance as sig
+from pie import simulate
+from pie import stats as pie_stats
+
+
+def _random_pair(seed, n_d=7, n_p=9, c=6):
+  rng = np.random.default_rng(seed)
+  dense = rng.normal(0.0, 0.05, size=(n_d, c)) + rng.normal(0, 0.02, size=c)
+  pruned = rng.normal(-0.02, 0.08, size=(n_p, c)) + rng.normal(0, 0.02, size=c)
+  return dense, pruned
+
+
+# ------------------------------------------------------------------------------------------------
+# normalized_recall
+# ------------------------------------------------------------------------------------------------
+
+
+def test_normalized_recall_by_hand():
+  labels = np.array([0, 0, 1, 1, 1, 2])
+  preds = np.array([
+    [0, 1, 1, 1, 0, 2],  # recall (1/2, 2/3, 1), top1 4/6
+    [0, 0, 1, 0, 0, 0],  # recall (1, 1/3, 0), top1 3/6
+  ])
+  recall = np.array([[0.5, 2 / 3, 1.0], [1.0, 1 / 3, 0.0]])
+  top1 = np.array([4 / 6, 3 / 6])
+  np.testing.assert_allclose(sig.normalized_recall(preds, labels, 3), recall - top1.mean())
+  np.testing.assert_allclose(sig.normalized_recall(preds, labels, 3, "per_model"), recall - top1[:, None])
+
+
+def test_normalized_recall_absent_class_is_nan_and_matches_stats_module():
+  rng = np.random.default_rng(0)
+  labels = rng.integers(0, 5, size=200)
+  labels[labels == 3] = 4  # class 3 absent
+  preds = rng.integers(0, 5, size=(4, 200))
+  norm = sig.normalized_recall(preds, labels, 5)
+  assert np.isnan(norm[:, 3]).all() and not np.isnan(np.delete(norm, 3, axis=1)).any()
+  expected = pie_stats.per_class_recall(preds, labels, 5) - pie_stats.top1_accuracy(preds, labels).mean()
+  np.testing.assert_allclose(norm, expected)
+
+
+@pytest.mark.parametrize("preds, labels, message", [
+  (np.zeros((2, 3)), np.zeros(3, int), "integer"),
+  (np.zeros(3, int), np.zeros(3, int), "2-D"),
+  (np.full((2, 3), 4), np.zeros(3, int), "outside"),
+  (np.zeros((2, 3), int), np.zeros(4, int), "labels has 4"),
+  (np.zeros((2, 3), int), np.full(3, -1), "outside"),
+])
+def test_normalized_recall_rejects_bad_input(preds, labels, message):
+  with pytest.raises(ValueError, match=message):
+    sig.normalized_recall(preds, labels, 4)
+
+
+def test_normalized_recall_rejects_unknown_normalization():
+  with pytest.raises(ValueError, match="normalization"):
+    sig.normalized_recall(np.zeros((2, 3), int), np.zeros(3, int), 2, "global")
+
+
+# ------------------------------------------------------------------------------------------------
+# class_tests: regular cases
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_class_tests_match_scipy(seed):
+  dense, pruned = _random_pair(seed)
+  table = sig.class_tests(dense, pruned)
+  ref = stats.ttest_ind(dense, pruned, axis=0, equal_var=False)
+  np.testing.assert_allclose(table["t_statistic"], ref.statistic, rtol=1e-12)
+  np.testing.assert_allclose(table["p_value"], ref.pvalue, rtol=1e-10)
+  np.testing.assert_allclose(table["df"], ref.df, rtol=1e-12)
+  np.testing.assert_allclose(table["dense_mean"], dense.mean(axis=0))
+  np.testing.assert_allclose(table["normalized_change"], pruned.mean(axis=0) - dense.mean(axis=0))
+  np.testing.assert_array_equal(table["significant"], ref.pvalue < 0.05)
+  q = stats.false_discovery_control(ref.pvalue, method="bh")
+  np.testing.assert_allclose(table["q_value"], q, rtol=1e-12)
+  np.testing.assert_array_equal(table["significant_fdr"], q < 0.05)
+  assert (table["note"] == "").all()
+  assert table.index.name == "class_id" and list(table.index) == list(range(dense.shape[1]))
+
+
+def test_confidence_interval_by_hand():
+  dense = np.array([[0.10], [0.14], [0.09], [0.12]])
+  pruned = np.array([[0.02], [0.05], [0.01], [0.08], [0.04]])
+  table = sig.class_tests(dense, pruned)
+  v_d, v_p = dense[:, 0].var(ddof=1), pruned[:, 0].var(ddof=1)
+  se = math.sqrt(v_d / 4 + v_p / 5)
+  df = (v_d / 4 + v_p / 5) ** 2 / ((v_d / 4) ** 2 / 3 + (v_p / 5) ** 2 / 4)
+  diff = pruned.mean() - dense.mean()
+  half = stats.t.ppf(0.975, df) * se
+  assert table.loc[0, "ci_low"] == pytest.approx(diff - half, rel=1e-12)
+  assert table.loc[0, "ci_high"] == pytest.approx(diff + half, rel=1e-12)
+  assert table.loc[0, "df"] == pytest.approx(df, rel=1e-12)
+  # A 95% CI excludes 0 exactly when the two-sided p < 0.05.
+  assert (table.loc[0, "ci_high"] < 0) == (table.loc[0, "p_value"] < 0.05)
+  wide = sig.class_tests(dense, pruned, confidence=0.99)
+  assert wide.loc[0, "ci_low"] < table.loc[0, "ci_low"] and wide.loc[0, "ci_high"] > table.loc[0, "ci_high"]
+
+
+def test_ci_excludes_zero_iff_significant():
+  dense, pruned = _random_pair(3, c=40)
+  table = sig.class_tests(dense, pruned)
+  excludes = (table["ci_low"] > 0) | (table["ci_high"] < 0)
+  np.testing.assert_array_equal(excludes, table["significant"])
+
+
+def test_hedges_g_by_hand():
+  dense = np.array([[0.10], [0.14], [0.09], [0.12]])
+  pruned = np.array([[0.02], [0.05], [0.01], [0.08], [0.04]])
+  g = sig.class_tests(dense, pruned).loc[0, "hedges_g"]
+  n_d, n_p = 4, 5
+  pooled = math.sqrt(((n_d - 1) * dense.var(ddof=1) + (n_p - 1) * pruned.var(ddof=1)) / (n_d + n_p - 2))
+  d = (pruned.mean() - dense.mean()) / pooled
+  df = n_d + n_p - 2
+  j_exact = math.gamma(df / 2) / (math.sqrt(df / 2) * math.gamma((df - 1) / 2))
+  assert g == pytest.approx(d * j_exact, rel=1e-12)
+  # The usual approximation J ~ 1 - 3 / (4 df - 1) is within 0.1% at df = 7.
+  assert g == pytest.approx(d * (1 - 3 / (4 * df - 1)), rel=1e-3)
+  assert g < 0  # pruned lower: negative, like normalized_change
+
+
+def test_t_sign_follows_scipy_dense_minus_pruned():
+  dense = np.array([[0.3], [0.31], [0.29]])
+  pruned = np.array([[0.1], [0.12], [0.11]])
+  row = sig.class_tests(dense, pruned).loc[0]
+  assert row["t_statistic"] > 0 and row["normalized_change"] < 0 and row["significant"]
+
+
+def test_alpha_controls_the_flag():
+  dense, pruned = _random_pair(4, c=30)
+  loose = sig.class_tests(dense, pruned, alpha=0.2)
+  strict = sig.class_tests(dense, pruned, alpha=0.01)
+  np.testing.assert_array_equal(loose["significant"], loose["p_value"] < 0.2)
+  np.testing.assert_array_equal(strict["significant"], strict["p_value"] < 0.01)
+  assert loose["significant"].sum() > strict["significant"].sum()
+
+
+# ------------------------------------------------------------------------------------------------
+# class_tests: degenerate cases
+# ------------------------------------------------------------------------------------------------
+
+
+def test_constant_and_equal_populations():
+  dense = np.full((5, 1), 0.2)
+  pruned = np.full((7, 1), 0.2)
+  row = sig.class_tests(dense, pruned).loc[0]
+  assert row["t_statistic"] == 0 and row["p_value"] == 1 and not row["significant"]
+  assert row["q_value"] == 1 and row["ci_low"] == 0 and row["ci_high"] == 0
+  assert np.isnan(row["hedges_g"]) and row["note"] == sig.NOTE_CONSTANT_EQUAL
+
+
+def test_constant_values_that_do_not_sum_exactly_are_still_equal():
+  # 0.1 summed 7 or 5 times and divided does not give back 0.1 bit for bit; the test must say "equal".
+  row = sig.class_tests(np.full((7, 1), 0.1), np.full((5, 1), 0.1)).loc[0]
+  assert row["p_value"] == 1 and row["note"] == sig.NOTE_CONSTANT_EQUAL
+
+
+@pytest.mark.parametrize("n_d, n_p, extreme", [(6, 6, 2), (4, 7, 1), (2, 2, 2)])
+def test_constant_and_separated_populations_use_exact_permutation_p(n_d, n_p, extreme):
+  dense = np.full((n_d, 1), 0.3)
+  pruned = np.full((n_p, 1), 0.1)
+  row = sig.class_tests(dense, pruned).loc[0]
+  expected = extreme / special.comb(n_d + n_p, n_d, exact=True)
+  assert row["p_value"] == pytest.approx(expected, rel=1e-12)
+  assert row["t_statistic"] == np.inf and np.isnan(row["df"])
+  assert row["significant"] == (expected < 0.05)
+  assert row["ci_low"] == pytest.approx(-0.2) and row["ci_high"] == pytest.approx(-0.2)
+  assert row["hedges_g"] == -np.inf and row["note"] == sig.NOTE_CONSTANT_SEPARATED
+
+
+def test_permutation_p_by_enumeration():
+  # Enumerate every split of the pooled values for a small case: the exact p equals the formula.
+  from itertools import combinations
+  values = np.array([1.0] * 3 + [0.0] * 4)
+  observed = abs(values[:3].mean() - values[3:].mean())
+  count = total = 0
+  for group in combinations(range(7), 3):
+    mask = np.zeros(7, bool)
+    mask[list(group)] = True
+    total += 1
+    count += abs(values[mask].mean() - values[~mask].mean()) >= observed - 1e-12
+  row = sig.class_tests(values[:3, None], values[3:, None]).loc[0]
+  assert row["p_value"] == pytest.approx(count / total)
+
+
+@pytest.mark.filterwarnings("ignore:Precision loss occurred:RuntimeWarning")  # scipy, on the constant sample
+def test_one_constant_population_is_a_regular_welch_test():
+  dense = np.full((5, 1), 0.2)
+  pruned = np.array([[0.1], [0.15], [0.12], [0.05]])
+  row = sig.class_tests(dense, pruned).loc[0]
+  ref = stats.ttest_ind(dense[:, 0], pruned[:, 0], equal_var=False)
+  assert row["p_value"] == pytest.approx(ref.pvalue, rel=1e-10)
+  assert row["df"] == pytest.approx(3.0)
+  assert row["note"] == sig.NOTE_DENSE_CONSTANT
+
+
+def test_absent_class_is_nan_and_excluded_from_fdr():
+  dense, pruned = _random_pair(5, c=5)
+  dense[:, 2] = np.nan
+  pruned[:, 2] = np.nan
+  table = sig.class_tests(dense, pruned)
+  row = table.loc[2]
+  for column in ("t_statistic", "p_value", "q_value", "ci_low", "ci_high", "hedges_g", "df"):
+    assert np.isnan(row[column]), column
+  assert not row["significant"] and not row["significant_fdr"] and row["note"] == sig.NOTE_ABSENT
+  others = [0, 1, 3, 4]
+  ref = stats.ttest_ind(dense[:, others], pruned[:, others], axis=0, equal_var=False)
+  np.testing.assert_allclose(table.loc[others, "q_value"], stats.false_discovery_control(ref.pvalue))
+
+
+def test_single_model_population_has_no_p_value():
+  dense, pruned = _random_pair(6, n_d=1, n_p=5, c=3)
+  table = sig.class_tests(dense, pruned)
+  assert table["p_value"].isna().all() and table["q_value"].isna().all()
+  assert not table["significant"].any() and not table["significant_fdr"].any()
+  assert (table["note"] == sig.NOTE_SINGLE_MODEL).all()
+  np.testing.assert_allclose(table["dense_mean"], dense[0])
+
+
+def test_single_model_in_both_populations_with_equal_values_is_not_significant():
+  table = sig.class_tests(np.array([[0.1, 0.2]]), np.array([[0.1, 0.3]]))
+  assert table["p_value"].isna().all() and not table["significant"].any()
+
+
+def test_class_tests_reject_bad_input():
+  with pytest.raises(ValueError, match="NaN for some models"):
+    sig.class_tests(np.array([[0.1], [np.nan]]), np.array([[0.1], [0.2]]))
+  with pytest.raises(ValueError, match="classes"):
+    sig.class_tests(np.zeros((3, 2)), np.zeros((3, 3)))
+  with pytest.raises(ValueError, match="2-D"):
+    sig.class_tests(np.zeros(3), np.zeros((3, 3)))
+  with pytest.raises(ValueError, match="alpha"):
+    sig.class_tests(np.zeros((3, 2)), np.zeros((3, 2)), alpha=1.5)
+  with pytest.raises(ValueError, match="infinite"):
+    sig.class_tests(np.full((3, 2), np.inf), np.zeros((3, 2)))
+
+
+def test_vectorized_welch_over_resamples_matches_scipy():
+  rng = np.random.default_rng(7)
+  dense = rng.normal(size=(4, 6, 5))
+  pruned = rng.normal(0.3, 2.0, size=(4, 8, 5))
+  result = sig._welch(dense, pruned)
+  ref = stats.ttest_ind(dense, pruned, axis=1, equal_var=False)
+  np.testing.assert_allclose(result.t, ref.statistic, rtol=1e-12)
+  np.testing.assert_allclose(result.p, ref.pvalue, rtol=1e-10)
+
+
+# ------------------------------------------------------------------------------------------------
+# Power and models_needed
+# ------------------------------------------------------------------------------------------------
+
+
+def test_welch_power_by_hand():
+  v_d, v_p, n_d, n_p, effect = 0.004, 0.009, 12, 15, 0.05
+  se2 = v_d / n_d + v_p / n_p
+  df = se2**2 / ((v_d / n_d) ** 2 / (n_d - 1) + (v_p / n_p) ** 2 / (n_p - 1))
+  crit = stats.t.ppf(0.975, df)
+  ncp = effect / math.sqrt(se2)
+  expected = stats.nct.sf(crit, df, ncp) + stats.nct.cdf(-crit, df, ncp)
+  assert sig.welch_power(v_d, v_p, n_d, n_p, effect) == pytest.approx(expected, rel=1e-12)
+  assert sig.welch_power(v_d, v_p, n_d, n_p, -effect) == pytest.approx(expected, rel=1e-12)
+
+
+def test_welch_power_approaches_normal_approximation_for_large_samples():
+  v, n, effect = 0.01, 2000, 0.01
+  z = effect / math.sqrt(2 * v / n)
+  normal = stats.norm.sf(1.959963984540054 - z) + stats.norm.cdf(-1.959963984540054 - z)
+  assert sig.welch_power(v, v, n, n, effect) == pytest.approx(normal, abs=2e-3)
+  assert sig.welch_power(v, v, 10, 10, 0.0) == pytest.approx(0.05, rel=1e-9)
+
+
+def test_models_needed_is_the_smallest_sufficient_size():
+  dense, pruned = _random_pair(8, n_d=20, n_p=20, c=12)
+  plan = sig.models_needed(dense, pruned, effect=0.05, power=0.8)
+  table = plan.per_class
+  v_d, v_p = dense.var(axis=0, ddof=1), pruned.var(axis=0, ddof=1)
+  np.testing.assert_allclose(table["dense_var"], v_d)
+  for c in range(12):
+    n = int(table.loc[c, "models_needed"])
+    assert sig.welch_power(v_d[c], v_p[c], n, n, 0.05) >= 0.8
+    if n > 2:
+      assert sig.welch_power(v_d[c], v_p[c], n - 1, n - 1, 0.05) < 0.8
+    assert table.loc[c, "power_at_needed"] == pytest.approx(sig.welch_power(v_d[c], v_p[c], n, n, 0.05))
+    assert table.loc[c, "current_power"] == pytest.approx(sig.welch_power(v_d[c], v_p[c], 20, 20, 0.05))
+  needed = table["models_needed"].to_numpy()
+  assert plan.summary["median"] == np.quantile(needed, 0.5, method="inverted_cdf")
+  assert plan.summary["p90"] == np.quantile(needed, 0.9, method="inverted_cdf")
+  assert plan.summary["max"] == needed.max() and plan.summary["classes_planned"] == 12
+  # A larger effect or a lower power never needs more models.
+  assert (sig.models_needed(dense, pruned, 0.1).per_class["models_needed"] <= needed).all()
+  assert (sig.models_needed(dense, pruned, 0.05, power=0.5).per_class["models_needed"] <= needed).all()
+
+
+def test_models_needed_degenerate_classes_and_cap():
+  dense, pruned = _random_pair(9, n_d=6, n_p=6, c=4)
+  dense[:, 0] = pruned[:, 0] = np.nan
+  dense[:, 1] = 0.1
+  pruned[:, 1] = 0.1
+  plan = sig.models_needed(dense, pruned, effect=1e-4, max_models=50)
+  table = plan.per_class
+  assert np.isnan(table.loc[0, "models_needed"]) and table.loc[0, "note"] == sig.NOTE_ABSENT
+  assert np.isnan(table.loc[1, "models_needed"]) and table.loc[1, "note"] == sig.NOTE_NO_VARIANCE
+  assert np.isinf(table.loc[2, "models_needed"]) and table.loc[2, "note"] == sig.NOTE_OVER_CAP
+  assert plan.summary["classes_unplannable"] == 2 and plan.summary["classes_over_cap"] == 2
+  with pytest.raises(ValueError, match="non-zero"):
+    sig.models_needed(dense, pruned, effect=0.0)
+
+
+def test_models_needed_delivers_the_predicted_power_on_normal_data():
+  # Known variances, the size models_needed picks, many simulated studies: rejection rate = power.
+  rng = np.random.default_rng(10)
+  v_d, v_p, effect = 0.002, 0.005, 0.04
+  pilot_d = rng.normal(0, 1, size=(4000, 1))
+  pilot_p = rng.normal(0, 1, size=(4000, 1))
+  pilot_d = (pilot_d - pilot_d.mean()) / pilot_d.std(ddof=1) * math.sqrt(v_d)
+  pilot_p = (pilot_p - pilot_p.mean()) / pilot_p.std(ddof=1) * math.sqrt(v_p)
+  plan = sig.models_needed(pilot_d, pilot_p, effect)
+  n = int(plan.per_class.loc[0, "models_needed"])
+  predicted = plan.per_class.loc[0, "power_at_needed"]
+  reps = 4000
+  dense = rng.normal(0, math.sqrt(v_d), size=(reps, n))
+  pruned = rng.normal(-effect, math.sqrt(v_p), size=(reps, n))
+  rate = (stats.ttest_ind(dense, pruned, axis=1, equal_var=False).pvalue < 0.05).mean()
+  assert abs(rate - predicted) < 0.03, (n, rate, predicted)
+
+
+def test_models_needed_predicts_the_power_on_planted_classes():
+  # One eval set, many i.i.d. models: disjoint groups of n models are independent replicate studies.
+  study = simulate.simulate_populations(
+    2000, 40, 360, 360, impacted_classes=[3, 11, 17, 25, 31, 38], class_effect=[-0.06, 0.06] * 3,
+    class_spread=0.0, seed=11)
+  impacted = study.impacted_classes
+  effect = np.abs(study.expected_normalized_change[impacted])
+  full_d = sig.normalized_recall(study.dense_predictions, study.labels, 40)
+  full_p = sig.normalized_recall(study.pruned_predictions, study.labels, 40)
+  plan = sig.models_needed(full_d[:, impacted], full_p[:, impacted], effect)
+  detections = trials = 0
+  predicted = []
+  for column, c in enumerate(impacted):
+    n = int(plan.per_class.loc[column, "models_needed"])
+    assert 4 <= n <= 40, n
+    for g in range(360 // n):
+      rows = slice(g * n, (g + 1) * n)
+      d = sig.normalized_recall(study.dense_predictions[rows], study.labels, 40)
+      p = sig.normalized_recall(study.pruned_predictions[rows], study.labels, 40)
+      detections += bool(sig.class_tests(d[:, [c]], p[:, [c]]).loc[0, "significant"])
+      trials += 1
+      predicted.append(plan.per_class.loc[column, "power_at_needed"])
+  rate = detections / trials
+  # Stated tolerance: 0.1 (binomial SE about 0.02 on ~250 trials, plus pilot-variance error).
+  assert abs(rate - np.mean(predicted)) < 0.1, (rate, np.mean(predicted), trials)
+
+
+# ------------------------------------------------------------------------------------------------
+# Modal labels on the sorted vote table
+# ------------------------------------------------------------------------------------------------
+
+
+def _brute_modal(preds, num_classes, weights=None):
+  weights = np.ones(preds.shape[0]) if weights is None else weights
+  counts = np.zeros((preds.shape[1], num_classes))
+  for m in range(preds.shape[0]):
+    counts[np.arange(preds.shape[1]), preds[m]] += weights[m]
+  return counts.argmax(axis=1)  # first maximum = smallest id
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_modal_labels_match_brute_force_and_stats_module(seed):
+  rng = np.random.default_rng(seed)
+  preds = rng.integers(0, 4, size=(6, 500))  # 4 classes, 6 models: many ties
+  modal = sig._modal_labels(preds, 4)
+  np.testing.assert_array_equal(modal, _brute_modal(preds, 4))
+  np.testing.assert_array_equal(modal, pie_stats.modal_labels(preds))
+
+
+def test_weighted_modal_labels_match_brute_force():
+  rng = np.random.default_rng(2)
+  preds = rng.integers(0, 5, size=(7, 400))
+  votes = sig._SortedVotes(preds, 5)
+  for _ in range(5):
+    weights = np.bincount(rng.integers(0, 7, size=7), minlength=7)
+    np.testing.assert_array_equal(votes.modal(weights), _brute_modal(preds, 5, weights))
+
+
+# ------------------------------------------------------------------------------------------------
+# bootstrap_stability
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def small_study():
+  return simulate.simulate_populations(600, 12, 8, 9, pie_fraction=0.05, impacted_classes=2, class_effect=-0.2,
+                                       seed=3)
+
+
+def test_bootstrap_equals_a_brute_force_recomputation(small_study):
+  s = small_study
+  result = sig.bootstrap_stability(s.dense_predictions, s.pruned_predictions, s.labels, 12, num_resamples=15,
+                                   seed=4)
+  assert result.dense_resamples.shape == (15, 8) and result.pruned_resamples.shape == (15, 9)
+  pie_hits = np.zeros(600)
+  class_hits = np.zeros(12)
+  for b in range(15):
+    d_preds = s.dense_predictions[result.dense_resamples[b]]
+    p_preds = s.pruned_predictions[result.pruned_resamples[b]]
+    pie_hits += _brute_modal(d_preds, 12) != _brute_modal(p_preds, 12)
+    d = sig.normalized_recall(d_preds, s.labels, 12)
+    p = sig.normalized_recall(p_preds, s.labels, 12)
+    with np.errstate(all="ignore"):
+      pvalue = stats.ttest_ind(d, p, axis=0, equal_var=False).pvalue
+    class_hits += np.nan_to_num(pvalue, nan=1.0) < 0.05
+  np.testing.assert_allclose(result.pie_stability, pie_hits / 15)
+  np.testing.assert_allclose(result.class_significance, class_hits / 15)
+  observed = sig.class_tests(sig.normalized_recall(s.dense_predictions, s.labels, 12),
+                             sig.normalized_recall(s.pruned_predictions, s.labels, 12))
+  np.testing.assert_array_equal(result.observed_significant, observed["significant"])
+  np.testing.assert_array_equal(result.observed_pie, pie_stats.find_pies(s.dense_predictions, s.pruned_predictions))
+
+
+def test_bootstrap_per_model_normalization_matches_brute_force(small_study):
+  s = small_study
+  result = sig.bootstrap_stability(s.dense_predictions, s.pruned_predictions, s.labels, 12, num_resamples=6,
+                                   seed=5, normalization="per_model", chunk_size=4)
+  hits = np.zeros(12)
+  for b in range(6):
+    d = sig.normalized_recall(s.dense_predictions[result.dense_resamples[b]], s.labels, 12, "per_model")
+    p = sig.normalized_recall(s.pruned_predictions[result.pruned_resamples[b]], s.labels, 12, "per_model")
+    hits += sig.class_tests(d, p)["significant"].to_numpy()
+  np.testing.assert_allclose(result.class_significance, hits / 6)
+
+
+def test_bootstrap_is_reproducible_and_seed_dependent(small_study):
+  s = small_study
+  args = (s.dense_predictions, s.pruned_predictions, s.labels, 12)
+  first = sig.bootstrap_stability(*args, num_resamples=20, seed=1)
+  again = sig.bootstrap_stability(*args, num_resamples=20, seed=1)
+  other = sig.bootstrap_stability(*args, num_resamples=20, seed=2)
+  np.testing.assert_array_equal(first.pie_stability, again.pie_stability)
+  np.testing.assert_array_equal(first.class_significance, again.class_significance)
+  np.testing.assert_array_equal(first.dense_resamples, again.dense_resamples)
+  assert not np.array_equal(first.dense_resamples, other.dense_resamples)
+  assert not np.array_equal(first.pie_stability, other.pie_stability)
+
+
+def test_bootstrap_unanimous_examples_and_absent_classes():
+  labels = np.array([0, 0, 1, 1, 2, 2])
+  dense = np.array([[0, 0, 1, 1, 2, 0], [0, 0, 1, 1, 2, 2], [0, 0, 1, 1, 2, 2]])
+  pruned = np.array([[0, 1, 1, 1, 2, 2], [0, 1, 1, 1, 2, 2], [0, 1, 1, 0, 2, 2]])
+  result = sig.bootstrap_stability(dense, pruned, labels, 4, num_resamples=30, seed=0)
+  assert result.pie_stability[0] == 0.0  # unanimous, same label
+  assert result.pie_stability[1] == 1.0  # unanimous, different labels
+  assert 0.0 <= result.pie_stability[5] < 1.0
+  assert np.isnan(result.class_significance[3])  # class 3 has no example
+  assert not np.isnan(result.class_significance[:3]).any()
+
+
+def test_bootstrap_rejects_bad_input(small_study):
+  s = small_study
+  with pytest.raises(ValueError, match="examples"):
+    sig.bootstrap_stability(s.dense_predictions[:, :10], s.pruned_predictions, s.labels, 12)
+  with pytest.raises(ValueError, match="num_resamples"):
+    sig.bootstrap_stability(s.dense_predictions, s.pruned_predictions, s.labels, 12, num_resamples=0)
+
+
+# ------------------------------------------------------------------------------------------------
+# exemplar_scores
+# ------------------------------------------------------------------------------------------------
+
+
+def test_exemplar_scores_by_hand():
+  baseline = np.array([[0, 1, 2, 3], [0, 1, 2, 3], [0, 2, 2, 1], [1, 2, 2, 1]])  # 4 models
+  compressed = np.array([[0, 1, 3, 0], [0, 2, 3, 0]])  # 2 models
+  table = sig.exemplar_scores(baseline, compressed, 4)
+  # Example 0: baseline {0: 3/4, 1: 1/4}, compressed {0: 1} -> 1/4 + 1/4 = 0.5
+  # Example 1: baseline {1: 1/2, 2: 1/2} (tie -> 1), compressed {1: 1/2, 2: 1/2} -> 0
+  # Example 2: baseline {2: 1}, compressed {3: 1} -> 2
+  # Example 3: baseline {3: 1/2, 1: 1/2} (tie -> 1), compressed {0: 1} -> 2
+  np.testing.assert_allclose(table["l1_distance"], [0.5, 0.0, 2.0, 2.0])
+  np.testing.assert_array_equal(table["baseline_modal"], [0, 1, 2, 1])
+  np.testing.assert_array_equal(table["compressed_modal"], [0, 1, 3, 0])
+  np.testing.assert_array_equal(table["is_cie"], [False, False, True, True])
+  np.testing.assert_array_equal(table["rank"], [3, 4, 1, 2])  # the tie at 2.0 goes to the smaller id
+
+
+def test_exemplar_scores_match_a_dense_computation():
+  rng = np.random.default_rng(12)
+  baseline = rng.integers(0, 6, size=(5, 300))
+  compressed = rng.integers(0, 6, size=(8, 300))
+
+  def fractions(preds):
+    out = np.zeros((300, 6))
+    for row in preds:
+      out[np.arange(300), row] += 1
+    return out / preds.shape[0]
+
+  l1 = np.abs(fractions(baseline) - fractions(compressed)).sum(axis=1)
+  table = sig.exemplar_scores(baseline, compressed, 6)
+  np.testing.assert_allclose(table["l1_distance"], l1, atol=1e-12)
+  assert table["l1_distance"].between(0, 2).all()
+  order = sorted(range(300), key=lambda i: (-round(l1[i], 9), i))
+  np.testing.assert_array_equal(table["rank"].to_numpy()[order], np.arange(1, 301))
+  np.testing.assert_array_equal(table["is_cie"], pie_stats.find_pies(baseline, compressed))
+
+
+def test_exemplar_scores_reject_mismatched_populations():
+  with pytest.raises(ValueError, match="examples"):
+    sig.exemplar_scores(np.zeros((2, 3), int), np.zeros((2, 4), int), 2)
