@@ -1,0 +1,458 @@
+"""Tests of pie.report: chart data against the CSVs, self-containment, triage export, optional and bad inputs."""
+import base64
+import dataclasses
+import io
+import json
+import os
+import re
+import sys
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+from PIL import Image  # noqa: E402
+
+import pie  # noqa: E402,F401  (sets the TensorFlow environment first)
+from pie import report  # noqa: E402
+from report_fixture import write_analysis_fixture  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def full_dir(tmp_path_factory):
+  """The fixture study with every optional file and column, and its report written once."""
+  directory = write_analysis_fixture(tmp_path_factory.mktemp("full") / "analysis")
+  report.write_report(directory)
+  return directory
+
+
+@pytest.fixture(scope="module")
+def minimal_dir(tmp_path_factory):
+  """The fixture study without images, robustness, optional columns or FDR counts, and its report."""
+  directory = write_analysis_fixture(tmp_path_factory.mktemp("minimal") / "analysis", images=False,
+                                     robustness=False, optional_columns=False)
+  report.write_report(directory)
+  return directory
+
+
+@pytest.fixture(scope="module")
+def full_data(full_dir):
+  return report.load_analysis(full_dir)
+
+
+def _csv(directory, name):
+  return pd.read_csv(directory / name, dtype={"class_name": str, "label_name": str, "dense_modal_name": str,
+                                                "pruned_modal_name": str}, keep_default_na=False, na_values=[""])
+
+
+def _summary(directory):
+  return json.loads((directory / "summary.json").read_text())
+
+
+def _gallery_json(html_text):
+  match = re.search(r"<script type='application/json' id='pie-data'>(.*?)</script>", html_text, re.S)
+  assert match, "gallery data block missing"
+  return json.loads(match.group(1))
+
+
+def _png_pixels(png_bytes):
+  with Image.open(io.BytesIO(png_bytes)) as image:
+    return np.asarray(image)
+
+
+# --- chart series equal the files they come from ---------------------------------------------------------------------
+
+
+def test_accuracy_series_and_plot_match_summary(full_dir, full_data):
+  levels = sorted(_summary(full_dir)["levels"], key=lambda l: l["sparsity"])
+  series = report.accuracy_series(full_data.levels)
+  np.testing.assert_allclose(series["sparsity"], [l["sparsity"] for l in levels])
+  np.testing.assert_allclose(series["top1_mean"], [l["top1_mean"] for l in levels])
+  np.testing.assert_allclose(series["top1_std"], [l["top1_std"] for l in levels])
+
+  figure = report.plot_accuracy(series)
+  container = figure.axes[0].containers[0]
+  line, _, (bars,) = container
+  np.testing.assert_allclose(line.get_xdata(), [100 * l["sparsity"] for l in levels])
+  np.testing.assert_allclose(line.get_ydata(), [100 * l["top1_mean"] for l in levels])
+  half_heights = [(seg[1][1] - seg[0][1]) / 2 for seg in bars.get_segments()]
+  np.testing.assert_allclose(half_heights, [100 * l["top1_std"] for l in levels])
+
+
+def test_significance_series_and_plot_match_summary(full_dir, full_data, minimal_dir):
+  pruned = [l for l in _summary(full_dir)["levels"] if l["role"] == "pruned"]
+  series = report.significance_series(full_data.levels)
+  np.testing.assert_allclose(series["num_significant"], [l["num_significant_classes"] for l in pruned])
+  np.testing.assert_allclose(series["num_significant_fdr"], [l["num_significant_classes_fdr"] for l in pruned])
+  lines = report.plot_significance(series, 0.05).axes[0].get_lines()
+  assert len(lines) == 2
+  np.testing.assert_allclose(lines[0].get_ydata(), [l["num_significant_classes"] for l in pruned])
+  np.testing.assert_allclose(lines[1].get_ydata(), [l["num_significant_classes_fdr"] for l in pruned])
+
+  # Without FDR counts the chart has only the uncorrected line.
+  minimal = report.significance_series(report.load_analysis(minimal_dir).levels)
+  assert minimal["num_significant_fdr"].isna().all()
+  assert len(report.plot_significance(minimal, 0.05).axes[0].get_lines()) == 1
+
+
+def test_class_impact_series_shows_every_class_of_a_small_study_sorted_by_effect(full_dir, full_data):
+  stats = _csv(full_dir, "class_stats.csv")
+  for sparsity in full_data.pruned_sparsities:
+    series = report.class_impact_series(full_data.class_stats, sparsity, top_n=25)
+    expected = stats.loc[np.isclose(stats["sparsity"], sparsity)].sort_values("normalized_change")
+    assert list(series["class_name"]) == list(expected["class_name"])
+    np.testing.assert_allclose(series["recall_change"], expected["recall_change"])
+    np.testing.assert_allclose(series["normalized_change"], expected["normalized_change"])
+    assert list(series["significant"]) == list(expected["significant"])
+    assert list(series["significant_fdr"]) == list(expected["significant_fdr"])
+
+
+def test_class_impact_plot_draws_the_series(full_data):
+  sparsity = full_data.pruned_sparsities[-1]
+  series = report.class_impact_series(full_data.class_stats, sparsity)
+  ax = report.plot_class_impact(series, "t").axes[0]
+  bars = ax.patches[:len(series)]
+  np.testing.assert_allclose([b.get_width() for b in bars], 100 * series["recall_change"])
+  np.testing.assert_allclose(ax.collections[0].get_offsets()[:, 0], 100 * series["normalized_change"])
+  assert [t.get_text() for t in ax.get_yticklabels()] == list(series["class_name"])
+  grey = np.array(Image.new("RGB", (1, 1), report.COLOR_NEUTRAL).getpixel((0, 0))) / 255
+  for bar, significant in zip(bars, series["significant"]):
+    assert np.allclose(bar.get_facecolor()[:3], grey) != bool(significant)
+
+
+def test_class_impact_series_keeps_the_most_impacted_of_many_classes():
+  rng = np.random.default_rng(3)
+  n = 1000
+  change = rng.normal(0, 0.05, n)
+  stats = pd.DataFrame({"sparsity": 0.9, "class_id": np.arange(n), "class_name": [f"c{i}" for i in range(n)],
+                        "recall_change": change - 0.02, "normalized_change": change, "significant": rng.random(n) < 0.3,
+                        "p_value": rng.random(n)})
+  series = report.class_impact_series(stats, 0.9, top_n=25)
+  assert len(series) == 50
+  assert (np.diff(series["normalized_change"]) >= 0).all()
+  hurt, helped = series.iloc[:25], series.iloc[25:]
+  rest = stats.loc[~stats["class_id"].isin(series["class_id"])]
+  assert hurt["normalized_change"].max() <= rest.loc[rest["normalized_change"] < 0, "normalized_change"].min()
+  assert helped["normalized_change"].min() >= rest.loc[rest["normalized_change"] > 0, "normalized_change"].max()
+  ax = report.plot_class_impact(series, "t", num_total=n).axes[0]
+  assert "950 less affected classes not shown" in [t.get_text() for t in ax.texts]
+  with pytest.raises(ValueError, match="top_n"):
+    report.class_impact_series(stats, 0.9, top_n=0)
+  with pytest.raises(ValueError, match="no row at sparsity 0.5"):
+    report.class_impact_series(stats, 0.5)
+
+
+def test_pie_accuracy_series_and_plot_match_csv(full_dir, full_data):
+  table = _csv(full_dir, "pie_accuracy.csv")
+  for sparsity in full_data.pruned_sparsities:
+    series = report.pie_accuracy_series(full_data.pie_accuracy, sparsity)
+    assert len(series) == 6
+    for row in series.itertuples(index=False):
+      match = table.loc[np.isclose(table["sparsity"], sparsity) & (table["population"] == row.population) &
+                        (table["subset"] == row.subset)]
+      assert len(match) == 1
+      assert row.top1_mean == pytest.approx(match["top1_mean"].item())
+      assert row.top1_std == pytest.approx(match["top1_std"].item())
+  all_series = {s: report.pie_accuracy_series(full_data.pie_accuracy, s) for s in full_data.pruned_sparsities}
+  figure = report.plot_pie_accuracy(all_series)
+  for ax, sparsity in zip(figure.axes, full_data.pruned_sparsities):
+    heights = [b.get_height() for b in ax.patches]
+    series = all_series[sparsity]
+    expected = [100 * series.loc[(series["population"] == p) & (series["subset"] == s), "top1_mean"].item()
+                for p in ("dense", "pruned") for s in ("pie", "random", "non_pie")]
+    np.testing.assert_allclose(heights, expected)
+
+
+def test_robustness_series_match_csv(full_dir, full_data):
+  table = pd.read_csv(full_dir / "robustness.csv")
+  for sparsity in full_data.pruned_sparsities:
+    rows = table.loc[np.isclose(table["sparsity"], sparsity)]
+    severity = report.robustness_severity_series(full_data.robustness, sparsity)
+    for r in severity.itertuples(index=False):
+      at = rows.loc[rows["severity"] == r.severity]
+      assert r.dense_top1 == pytest.approx(at["dense_top1_mean"].mean())
+      assert r.pruned_top1 == pytest.approx(at["pruned_top1_mean"].mean())
+      assert r.num_significant == int(at["significant"].sum())
+      assert r.num_corruptions == at["corruption"].nunique()
+    drop = report.robustness_drop_series(full_data.robustness, sparsity)
+    assert sorted(drop["corruption"]) == sorted(rows["corruption"].unique())
+    for r in drop.itertuples(index=False):
+      at = rows.loc[rows["corruption"] == r.corruption]
+      assert r.dense_drop == pytest.approx(at["dense_drop"].mean())
+      assert r.pruned_drop == pytest.approx(at["pruned_drop"].mean())
+      assert r.num_significant == int(at["significant"].sum())
+    assert (np.diff(drop["extra_drop"]) <= 0).all()
+    ax = report.plot_robustness_drop(drop, "t").axes[0]
+    np.testing.assert_allclose([b.get_width() for b in ax.patches],
+                               100 * np.concatenate([drop["dense_drop"], drop["pruned_drop"]]))
+
+
+# --- the HTML page ---------------------------------------------------------------------------------------------------
+
+
+def test_report_is_self_contained(full_dir):
+  page = (full_dir / "report.html").read_text(encoding="utf-8")
+  assert not re.search(r"""\b(?:src|href|action)\s*=\s*["']?\s*(?:https?:)?//""", page, re.I)
+  assert not re.search(r"<link\b", page, re.I)
+  assert not re.search(r"<script\b[^>]*\bsrc\s*=", page, re.I)
+  assert not re.search(r"@import|url\(\s*['\"]?(?:https?:)?//", page, re.I)
+  srcs = re.findall(r"""\bsrc\s*=\s*["']([^"']*)""", page)
+  assert all(s.startswith("data:") for s in srcs)
+  # Every figure is inline, and ids stay unique although matplotlib reuses them across figures.
+  figure_names = sorted(p.stem for p in (full_dir / "figures").glob("*.svg"))
+  assert sorted(p.stem for p in (full_dir / "figures").glob("*.png")) == figure_names
+  assert page.count("<svg") == len(figure_names) >= 7
+  ids = re.findall(r'\bid="([^"]+)"', page)
+  assert len(ids) == len(set(ids))
+  for reference in re.findall(r'href="#([^"]+)"', page):
+    assert reference in ids
+  for png in (full_dir / "figures").glob("*.png"):
+    assert _png_pixels(png.read_bytes()).ndim == 3
+
+
+def test_report_header_and_tables_show_the_summary(full_dir):
+  page = (full_dir / "report.html").read_text(encoding="utf-8")
+  summary = _summary(full_dir)
+  for value in (summary["study"]["name"], summary["study"]["dataset"], summary["study"]["model"],
+                summary["study"]["config_hash"]):
+    assert value in page
+  for level in summary["levels"]:
+    assert f"{100 * level['top1_mean']:.2f}%" in page
+    if level["role"] == "pruned":
+      assert f"{level['num_pies']} ({100 * level['pie_fraction']:.2f}%)" in page
+  stats = _csv(full_dir, "class_stats.csv")
+  top = max(l["sparsity"] for l in summary["levels"])
+  hurt = stats.loc[np.isclose(stats["sparsity"], top) & stats["significant"] & (stats["normalized_change"] < 0)]
+  assert len(hurt) > 0, "fixture should have significantly hurt classes"
+  findings = re.search(r"<section id=\"findings\">(.*?)</section>", page, re.S).group(1)
+  for name in hurt["class_name"]:
+    assert f"<b>{name}</b>" in findings
+  # Each level's full class table lists every class.
+  for sparsity in (l["sparsity"] for l in summary["levels"] if l["role"] == "pruned"):
+    key = report.level_key(sparsity)
+    table = re.search(rf"<table class='data sortable' id='classes-{key}'>(.*?)</table>", page, re.S).group(1)
+    assert table.count("<tr") == 1 + int(np.isclose(stats["sparsity"], sparsity).sum())
+
+
+def test_gallery_data_matches_pies_csv_and_images(full_dir, full_data):
+  payload = _gallery_json((full_dir / "report.html").read_text(encoding="utf-8"))
+  pies = _csv(full_dir, "pies.csv")
+  assert len(payload["pies"]) == len(pies)
+  by_key = {(e["level"], e["id"]): e for e in payload["pies"]}
+  records = {(report.level_key(s), r["example_id"]): r for s, r in
+             zip(report._canonical_sparsity([r["sparsity"] for r in report.read_pie_records(
+                 full_dir / "pies.tfrecord")], full_data.pruned_sparsities, "t"),
+                 report.read_pie_records(full_dir / "pies.tfrecord"))}
+  for row in pies.itertuples(index=False):
+    entry = by_key[(report.level_key(row.sparsity), row.example_id)]
+    assert (entry["y"], entry["d"], entry["p"]) == (row.label, row.dense_modal, row.pruned_modal)
+    assert (entry["yn"], entry["dn"], entry["pn"]) == (row.label_name, row.dense_modal_name, row.pruned_modal_name)
+    assert entry["ds"] == pytest.approx(row.dense_modal_share, abs=1e-4)
+    assert entry["ps"] == pytest.approx(row.pruned_modal_share, abs=1e-4)
+    assert entry["st"] == pytest.approx(row.pie_stability, abs=1e-4)
+    assert entry["tie"] == row.modal_tie
+    prefix = "data:image/png;base64,"
+    assert entry["img"].startswith(prefix)
+    shown = _png_pixels(base64.b64decode(entry["img"][len(prefix):]))
+    original = _png_pixels(records[(report.level_key(row.sparsity), row.example_id)]["image"])
+    np.testing.assert_array_equal(shown, original)
+    assert shown.shape == (8, 8)
+  assert [l["count"] for l in payload["levels"]] == [
+      int(np.isclose(pies["sparsity"], s).sum()) for s in full_data.pruned_sparsities]
+
+
+def test_large_images_are_shrunk_then_spread_over_levels_and_classes(full_data):
+  big = Image.fromarray(np.random.default_rng(0).integers(0, 255, (400, 300, 3), dtype=np.uint8))
+  buffer = io.BytesIO()
+  big.save(buffer, format="PNG")
+  image = report.PieImage(png=buffer.getvalue(), width=300, height=400, channels=3)
+  data = dataclasses.replace(full_data, images={k: image for k in full_data.images})
+  n = len(data.images)
+
+  def embedded(payload):
+    return [e for e in payload["pies"] if e["img"] is not None]
+
+  def side(entry):
+    return max(_png_pixels(base64.b64decode(entry["img"].split(",", 1)[1])).shape[:2])
+
+  roomy = report.gallery_payload(data, max_image_bytes=10**9)
+  assert len(embedded(roomy)) == n and {side(e) for e in embedded(roomy)} == {2 * report.GALLERY_TILE_PX}
+  big_uri = len(embedded(roomy)[0]["img"])
+
+  # Not enough room at twice the tile size: every image at the tile size.
+  tight = report.gallery_payload(data, max_image_bytes=n * big_uri - 1)
+  assert len(embedded(tight)) == n and {side(e) for e in embedded(tight)} == {report.GALLERY_TILE_PX}
+  small_uri = len(embedded(tight)[0]["img"])
+
+  # Room for one image per (level, class): exactly the first PIE of each group, none omitted silently.
+  groups = data.pies.groupby(["sparsity", "label"])
+  capped = report.gallery_payload(data, max_image_bytes=groups.ngroups * small_uri)
+  chosen = sorted((e["level"], e["id"]) for e in embedded(capped))
+  first = sorted((report.level_key(s), int(g.sort_values("example_id")["example_id"].iloc[0]))
+                 for (s, _), g in groups)
+  assert chosen == first
+  assert capped["omitted_images"] == n - groups.ngroups
+  with pytest.raises(ValueError, match="max_image_bytes"):
+    report.gallery_payload(data, max_image_bytes=-1)
+
+
+def test_json_for_script_cannot_close_the_script_element():
+  obj = {"name": "</script><script>alert(1)</script>", "x": "<!-- & -->"}
+  text = report._json_for_script(obj)
+  assert "<" not in text and ">" not in text
+  assert json.loads(text) == obj
+
+
+def test_inline_svg_prefixes_ids_and_references():
+  svg = ('<?xml version="1.0"?>\n<svg width="100pt" height="50pt" viewBox="0 0 100 50">'
+         '<defs><path id="g1" d="M0 0"/><clipPath id="c1"><rect/></clipPath></defs>'
+         '<use xlink:href="#g1"/><g clip-path="url(#c1)"/></svg>')
+  out = report.inline_svg(svg, "fig a")
+  assert out.startswith("<svg")
+  assert 'id="fig-a-g1"' in out and 'xlink:href="#fig-a-g1"' in out and "url(#fig-a-c1)" in out
+  assert 'width="100pt"' not in out and "max-width:133px" in out
+  with pytest.raises(ValueError, match="no <svg>"):
+    report.inline_svg("<html/>", "x")
+
+
+# --- triage export ---------------------------------------------------------------------------------------------------
+
+
+def test_triage_export_matches_pies_and_images(full_dir):
+  triage = full_dir / "triage"
+  pies = _csv(full_dir, "pies.csv")
+  table = pd.read_csv(triage / "pies.csv", dtype={"label_name": str, "dense_modal_name": str,
+                                                  "pruned_modal_name": str})
+  records = json.loads((triage / "pies.json").read_text())
+  assert list(table.columns) == list(report.TRIAGE_FIELDS)
+  assert len(table) == len(records) == len(pies)
+  tf_images = report.read_pie_records(full_dir / "pies.tfrecord")
+  by_key = {(round(r["sparsity"], 4), r["example_id"]): r["image"] for r in tf_images}
+  for row, record, csv_row in zip(pies.itertuples(index=False), records, table.itertuples(index=False)):
+    assert record["example_id"] == row.example_id == csv_row.example_id
+    assert record["sparsity"] == pytest.approx(row.sparsity)
+    for name in ("label", "dense_modal", "pruned_modal", "label_name", "dense_modal_name", "pruned_modal_name",
+                 "modal_tie"):
+      assert record[name] == getattr(row, name) == getattr(csv_row, name)
+    for name in ("dense_modal_share", "pruned_modal_share", "pie_stability"):
+      assert record[name] == pytest.approx(getattr(row, name)) == pytest.approx(getattr(csv_row, name))
+    assert record["image"] == csv_row.image and not os.path.isabs(record["image"])
+    written = (triage / record["image"]).read_bytes()
+    assert written == by_key[(round(row.sparsity, 4), row.example_id)]
+  assert len(list((triage / "images").glob("*.png"))) == len(pies)
+
+
+def test_triage_removes_images_of_an_earlier_run(full_dir):
+  stale = full_dir / "triage" / "images" / "s0p5_ex999999.png"
+  stale.write_bytes(b"old")
+  report.write_triage(full_dir)
+  assert not stale.exists()
+  assert len(list((full_dir / "triage" / "images").glob("*.png"))) == len(_csv(full_dir, "pies.csv"))
+
+
+# --- optional inputs -------------------------------------------------------------------------------------------------
+
+
+def test_missing_optional_files_and_columns(minimal_dir):
+  page = (minimal_dir / "report.html").read_text(encoding="utf-8")
+  assert "id='gallery-noimages'" in page and "run without images" in page
+  assert "<section id='robustness'>" not in page and "href='#robustness'" not in page
+  assert "Significant classes (FDR)" not in page
+  payload = _gallery_json(page)
+  assert payload["has_images"] is False
+  assert all(e["img"] is None and "st" not in e for e in payload["pies"])
+  assert len(payload["pies"]) == len(_csv(minimal_dir, "pies.csv"))
+  assert not list((minimal_dir / "figures").glob("robustness*"))
+  records = json.loads((minimal_dir / "triage" / "pies.json").read_text())
+  assert records and all(r["image"] is None and r["pie_stability"] is None for r in records)
+  assert not list((minimal_dir / "triage" / "images").iterdir())
+  table = pd.read_csv(minimal_dir / "triage" / "pies.csv")
+  assert table["image"].isna().all() and table["pie_stability"].isna().all()
+
+
+def test_rerun_removes_figures_it_no_longer_draws(tmp_path):
+  directory = write_analysis_fixture(tmp_path / "a", images=False)
+  report.write_report(directory)
+  assert list((directory / "figures").glob("robustness_*.svg"))
+  unrelated = directory / "figures" / "my_notes.png"
+  unrelated.write_bytes(b"kept")
+  (directory / "robustness.csv").unlink()
+  report.write_report(directory)
+  assert not list((directory / "figures").glob("robustness_*"))
+  assert unrelated.exists()
+  assert (directory / "figures" / "pie_accuracy.svg").exists()
+
+
+def test_report_with_no_pies(tmp_path):
+  directory = write_analysis_fixture(tmp_path / "a", images=False, robustness=False)
+  pies = pd.read_csv(directory / "pies.csv")
+  pies.iloc[0:0].to_csv(directory / "pies.csv", index=False)
+  page = report.write_report(directory).read_text(encoding="utf-8")
+  assert _gallery_json(page)["pies"] == []
+  assert json.loads((directory / "triage" / "pies.json").read_text()) == []
+
+
+# --- bad inputs and atomic output ------------------------------------------------------------------------------------
+
+
+@pytest.fixture()
+def scratch_dir(tmp_path):
+  return write_analysis_fixture(tmp_path / "analysis", images=False, robustness=False)
+
+
+def test_missing_required_file_is_named(scratch_dir):
+  (scratch_dir / "class_stats.csv").unlink()
+  with pytest.raises(ValueError, match="class_stats.csv is missing"):
+    report.load_analysis(scratch_dir)
+  with pytest.raises(ValueError, match="does not exist"):
+    report.load_analysis(scratch_dir / "nope")
+
+
+def test_missing_column_is_named(scratch_dir):
+  pd.read_csv(scratch_dir / "pies.csv").drop(columns=["pruned_modal_share"]).to_csv(scratch_dir / "pies.csv",
+                                                                                    index=False)
+  with pytest.raises(ValueError, match="pies.csv lacks column.*pruned_modal_share"):
+    report.load_analysis(scratch_dir)
+
+
+def test_sparsity_outside_the_summary_levels_is_rejected(scratch_dir):
+  stats = pd.read_csv(scratch_dir / "class_stats.csv")
+  stats.loc[0, "sparsity"] = 0.7
+  stats.to_csv(scratch_dir / "class_stats.csv", index=False)
+  with pytest.raises(ValueError, match="class_stats.csv: sparsity 0.7 is not one of the levels"):
+    report.load_analysis(scratch_dir)
+
+
+def test_bad_boolean_is_rejected(scratch_dir):
+  stats = pd.read_csv(scratch_dir / "class_stats.csv")
+  stats["significant"] = stats["significant"].astype(str)
+  stats.loc[0, "significant"] = "maybe"
+  stats.to_csv(scratch_dir / "class_stats.csv", index=False)
+  with pytest.raises(ValueError, match="'maybe' is not a boolean"):
+    report.load_analysis(scratch_dir)
+
+
+def test_tfrecord_disagreeing_with_pies_csv_is_rejected(tmp_path):
+  directory = write_analysis_fixture(tmp_path / "a", robustness=False)
+  pies = pd.read_csv(directory / "pies.csv")
+  pies.loc[0, "label"] = (pies.loc[0, "label"] + 1) % 10
+  pies.to_csv(directory / "pies.csv", index=False)
+  with pytest.raises(ValueError, match="has label=.* but pies.csv says"):
+    report.load_analysis(directory)
+
+
+def test_failed_run_leaves_the_previous_report_whole(scratch_dir, monkeypatch):
+  first = report.write_report(scratch_dir)
+  before = first.read_bytes()
+
+  def broken(*args, **kwargs):
+    raise RuntimeError("figure failed")
+
+  monkeypatch.setattr(report, "plot_pie_accuracy", broken)
+  with pytest.raises(RuntimeError, match="figure failed"):
+    report.write_report(scratch_dir)
+  assert first.read_bytes() == before
+  leftovers = [p for p in scratch_dir.rglob("*") if ".tmp" in p.name]
+  assert not leftovers

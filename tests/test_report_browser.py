@@ -1,0 +1,217 @@
+"""The report in a real headless browser: it loads offline without errors, and the PIE gallery's filters and pages work.
+
+Drives Debian's /usr/bin/chromium with the playwright package (its own browser download is never used). Without
+either, the tests are skipped on a developer machine and fail under CI (CI=true), where .ci/install_browser.sh must
+have installed Chromium. Screenshots go to $PIE_TEST_ARTIFACTS (default: a pytest temporary folder).
+"""
+import os
+import shutil
+import sys
+from pathlib import Path
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+PAGE_SIZE = 10  # small, so that the fixture's levels span several gallery pages
+
+
+def _browser_missing_reason():
+  if not os.path.exists(CHROMIUM):
+    return f"{CHROMIUM} is missing (run .ci/install_browser.sh as root)"
+  try:
+    import playwright.sync_api  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
+  except ImportError:
+    return "the playwright Python package is missing (pip install playwright; never `playwright install`)"
+  return None
+
+
+_MISSING = _browser_missing_reason()
+if _MISSING:
+  if os.environ.get("CI"):
+    pytest.fail(f"browser test cannot run under CI: {_MISSING}", pytrace=False)
+  pytest.skip(f"browser test skipped: {_MISSING}", allow_module_level=True)
+
+from playwright.sync_api import sync_playwright  # noqa: E402
+
+import pie  # noqa: E402,F401  (sets the TensorFlow environment first)
+from pie import report  # noqa: E402
+from report_fixture import write_analysis_fixture  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory):
+  folder = os.environ.get("PIE_TEST_ARTIFACTS")
+  path = Path(folder) if folder else tmp_path_factory.mktemp("artifacts")
+  path.mkdir(parents=True, exist_ok=True)
+  return path
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+  directory = write_analysis_fixture(tmp_path_factory.mktemp("browser") / "analysis")
+  path = report.write_report(directory, page_size=PAGE_SIZE)
+  pies = pd.read_csv(directory / "pies.csv", dtype={"label_name": str, "dense_modal_name": str,
+                                                    "pruned_modal_name": str})
+  levels = sorted(pies["sparsity"].unique())
+  return {"dir": directory, "url": path.resolve().as_uri(), "pies": pies, "levels": levels}
+
+
+@pytest.fixture(scope="module")
+def browser():
+  with sync_playwright() as playwright:
+    instance = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    yield instance
+    instance.close()
+
+
+@pytest.fixture()
+def page(browser, study):
+  """A fresh page on the report, recording console errors, page errors and every request."""
+  context = browser.new_context(viewport={"width": 1280, "height": 900})
+  # Anything that tries the network is blocked and recorded; the report must not try.
+  context.route("http*://**", lambda route: route.abort())
+  tab = context.new_page()
+  tab.errors, tab.requests = [], []
+  tab.on("console", lambda m: tab.errors.append(m.text) if m.type in ("error", "warning") else None)
+  tab.on("pageerror", lambda e: tab.errors.append(str(e)))
+  tab.on("request", lambda r: tab.requests.append(r.url))
+  tab.goto(study["url"])
+  tab.wait_for_selector("#gal-grid .card")
+  yield tab
+  context.close()
+
+
+def _cards(tab):
+  return tab.eval_on_selector_all(
+      "#gal-grid .card", "cs => cs.map(c => [c.dataset.level, Number(c.dataset.exampleId), Number(c.dataset.label)])")
+
+
+def _pct(share):
+  """A share as the gallery shows it: whole percent, halves rounded up (JavaScript's Math.round)."""
+  return f"{int(np.floor(100 * share + 0.5))}%"
+
+
+def _at_level(study, sparsity):
+  return study["pies"].loc[np.isclose(study["pies"]["sparsity"], sparsity)]
+
+
+def test_loads_offline_without_errors(page, study):
+  assert page.errors == []
+  assert page.requests == [study["url"]]
+  assert page.title().startswith("Pruning impact")
+
+
+def test_gallery_starts_on_the_highest_level(page, study):
+  top = study["levels"][-1]
+  expected = _at_level(study, top)
+  cards = _cards(page)
+  assert len(cards) == min(PAGE_SIZE, len(expected))
+  assert {c[0] for c in cards} == {report.level_key(top)}
+  assert page.inner_text("#gal-status") == f"Showing 1–{len(cards)} of {len(expected)} PIEs"
+  loaded = page.eval_on_selector_all("#gal-grid img", "is => is.map(i => i.complete && i.naturalWidth)")
+  assert loaded == [8] * len(cards)
+  rendering = page.eval_on_selector("#gal-grid img", "i => getComputedStyle(i).imageRendering")
+  assert rendering == "pixelated"
+
+
+def test_known_example_shows_its_three_labels_and_shares(page, study):
+  top = study["levels"][-1]
+  row = _at_level(study, top).iloc[-1]
+  page.select_option("#gal-class", str(int(row["label"])))
+  card = page.locator(f".card[data-level='{report.level_key(top)}'][data-example-id='{int(row['example_id'])}']")
+  assert card.count() == 1
+  assert card.locator(".lab-true").inner_text() == row["label_name"]
+  assert card.locator(".lab-dense").inner_text() == (
+      f"{row['dense_modal_name']} · {_pct(row['dense_modal_share'])}")
+  assert card.locator(".lab-pruned").inner_text() == (
+      f"{row['pruned_modal_name']} · {_pct(row['pruned_modal_share'])}")
+  dense_ok = row["dense_modal"] == row["label"]
+  assert ("right" if dense_ok else "wrong") in card.locator(".lab-dense").get_attribute("class")
+  assert "wrong" in card.locator(".lab-pruned").get_attribute("class") or row["pruned_modal"] == row["label"]
+
+
+def test_level_filter_changes_what_is_shown(page, study):
+  low = study["levels"][0]
+  expected = _at_level(study, low)
+  page.select_option("#gal-level", report.level_key(low))
+  cards = _cards(page)
+  assert {c[0] for c in cards} == {report.level_key(low)}
+  assert len(cards) == min(PAGE_SIZE, len(expected))
+  assert {c[1] for c in cards} <= set(expected["example_id"])
+  page.select_option("#gal-level", "all")
+  assert page.inner_text("#gal-status").endswith(f"of {len(study['pies'])} PIEs")
+
+
+def test_class_filter_shows_only_that_class(page, study):
+  top = study["levels"][-1]
+  at_top = _at_level(study, top)
+  label = int(at_top["label"].value_counts().index[0])
+  page.select_option("#gal-class", str(label))
+  cards = _cards(page)
+  expected = at_top.loc[at_top["label"] == label]
+  assert len(cards) == min(PAGE_SIZE, len(expected)) > 0
+  assert {c[2] for c in cards} == {label}
+  assert page.inner_text("#gal-status").endswith(f"of {len(expected)} PIEs")
+
+
+def test_class_link_in_findings_opens_its_pies(page, study):
+  link = page.locator("#findings a.to-gallery").first
+  level, label = link.get_attribute("data-level"), int(link.get_attribute("data-class"))
+  link.click()
+  sparsity = next(s for s in study["levels"] if report.level_key(s) == level)
+  expected = _at_level(study, sparsity)
+  expected = expected.loc[expected["label"] == label]
+  assert page.input_value("#gal-level") == level
+  assert page.input_value("#gal-class") == str(label)
+  cards = _cards(page)
+  assert len(cards) == min(PAGE_SIZE, len(expected))
+  assert {(c[0], c[2]) for c in cards} <= {(level, label)}
+  assert page.evaluate("window.location.hash") == "#gallery"
+
+
+def test_paging_walks_through_every_pie_once(page, study):
+  top = study["levels"][-1]
+  expected = _at_level(study, top)
+  pages = -(-len(expected) // PAGE_SIZE)
+  assert pages >= 2, "fixture should need several pages"
+  seen = []
+  for number in range(1, pages + 1):
+    assert page.inner_text("#gal-page") == f"Page {number} of {pages}"
+    seen += [c[1] for c in _cards(page)]
+    if number < pages:
+      page.click("#gal-next")
+  assert page.is_disabled("#gal-next")
+  assert sorted(seen) == sorted(expected["example_id"])
+  page.click("#gal-prev")
+  assert page.inner_text("#gal-page") == f"Page {pages - 1} of {pages}"
+
+
+def test_class_table_sorts_on_click(page, study):
+  key = report.level_key(study["levels"][-1])
+  page.click(f"#impact-{key} details.table > summary")
+  header = page.locator(f"#classes-{key} thead th", has_text="Class")
+  header.click()
+  names = page.eval_on_selector_all(f"#classes-{key} tbody tr", "rs => rs.map(r => r.cells[1].textContent)")
+  assert names == sorted(names)
+  header.click()
+  names = page.eval_on_selector_all(f"#classes-{key} tbody tr", "rs => rs.map(r => r.cells[1].textContent)")
+  assert names == sorted(names, reverse=True)
+
+
+def test_screenshot_is_written(page, study, artifacts):
+  full = artifacts / "report_full.png"
+  gallery = artifacts / "report_gallery.png"
+  page.screenshot(path=str(full), full_page=True)
+  page.locator("#gallery").screenshot(path=str(gallery))
+  for shot in (full, gallery):
+    assert shot.stat().st_size > 20_000
+  assert page.errors == []
+  if os.environ.get("PIE_TEST_ARTIFACTS"):
+    shutil.copy(study["dir"] / "report.html", artifacts / "report.html")
