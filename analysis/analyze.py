@@ -24,10 +24,18 @@ _SEED = flags.DEFINE_integer("seed", 0, "Seed of the random sample in pie_accura
 _PIE_IMAGES = flags.DEFINE_bool("pie_images", True, "Read the PIE images from the eval split (pies.tfrecord).")
 _REPORT = flags.DEFINE_bool("report", True, "Write report.html.")
 _ALLOW_MIXED = flags.DEFINE_bool("allow_mixed_configs", False, "Accept models trained with different configs.")
+_NORMALIZATION = flags.DEFINE_enum("normalization", "population", ["population", "per_model"],
+                                   "Recall normalization: minus the population's mean top-1 (the paper) or each "
+                                   "model's own top-1.")
+_BOOTSTRAP = flags.DEFINE_integer("bootstrap_resamples", 200, "Bootstrap resamples of the models for PIE and class "
+                                  "stability (0: skip).")
+_POWER_EFFECT = flags.DEFINE_float("power_effect", analysis.DEFAULT_POWER_EFFECT, "Normalized recall change that "
+                                   "summary.json's models_needed plan is sized to detect (80% power).")
 
 
 def run(study_dir=None, predictions=None, out_dir=None, alpha=0.05, seed=0, pie_images=True, report=True,
-        allow_mixed_configs=False, log=print):
+        allow_mixed_configs=False, normalization="population", bootstrap_resamples=200,
+        power_effect=analysis.DEFAULT_POWER_EFFECT, log=print):
   """Loads the study and writes the analysis; returns (out_dir, summary)."""
   if bool(study_dir) == bool(predictions):
     raise PieError("give exactly one of --study_dir or --predictions")
@@ -36,7 +44,9 @@ def run(study_dir=None, predictions=None, out_dir=None, alpha=0.05, seed=0, pie_
       raise PieError("--out_dir is required with --predictions")
     out_dir = os.path.join(study_dir, "analysis")
   study = study_lib.load_study(study_dir, predictions, allow_mixed_configs=allow_mixed_configs, log=log)
-  summary = analysis.analyze_study(study, out_dir, alpha=alpha, seed=seed, images=pie_images, report=report, log=log)
+  summary = analysis.analyze_study(study, out_dir, alpha=alpha, seed=seed, images=pie_images, report=report,
+                                   normalization=normalization, bootstrap_resamples=bootstrap_resamples,
+                                   power_effect=power_effect, log=log)
   return out_dir, summary
 
 
@@ -45,7 +55,8 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   out_dir, _ = run(_STUDY_DIR.value, _PREDICTIONS.value, _OUT_DIR.value, _ALPHA.value, _SEED.value,
-                   _PIE_IMAGES.value, _REPORT.value, _ALLOW_MIXED.value, log=lambda m: print(m, flush=True))
+                   _PIE_IMAGES.value, _REPORT.value, _ALLOW_MIXED.value, _NORMALIZATION.value, _BOOTSTRAP.value,
+                   _POWER_EFFECT.value, log=lambda m: print(m, flush=True))
   print(f"analysis written to {out_dir}", flush=True)
 
 

@@ -1,10 +1,11 @@
 """The analysis of a study: PIEs, class-level tests and PIE accuracy per pruned level, written to one folder.
 
 Outputs (each written to a temporary name, then renamed):
-  pies.csv          one row per PIE per level
-  class_stats.csv   one row per class per level
-  pie_accuracy.csv  top-1 of both populations on PIEs, a random sample of the same size, and non-PIEs
-  summary.json      per level: models, top-1, measured sparsity, PIEs, significant classes
+  pies.csv            one row per PIE per level (with its bootstrap stability)
+  class_stats.csv     one row per class per level (Welch test, FDR, CI, effect size, bootstrap stability)
+  exemplar_scores.csv one row per example per level: modal labels and the L1 "taxicab" score, ranked
+  pie_accuracy.csv    top-1 of both populations on PIEs, a random sample of the same size, and non-PIEs
+  summary.json        per level: models, top-1, measured sparsity, PIEs, significant classes, models needed
   pies.tfrecord     the PIE images with their labels (unless images are skipped)
   report.html       the report (pie.report)
 Columns are described in the README.
@@ -18,10 +19,15 @@ import pandas as pd
 import tensorflow as tf
 
 from pie import io_utils
+from pie import significance
 from pie import stats
 from pie.errors import PieError
 
-OUTPUT_FILES = ("pies.csv", "class_stats.csv", "pie_accuracy.csv", "summary.json", "pies.tfrecord", "report.html")
+OUTPUT_FILES = ("pies.csv", "class_stats.csv", "exemplar_scores.csv", "pie_accuracy.csv", "summary.json",
+                "pies.tfrecord", "report.html")
+# The normalized change that the "models needed" plan is sized to detect (5 points of recall beyond the overall
+# change), unless the caller asks for another.
+DEFAULT_POWER_EFFECT = 0.05
 
 
 def _names(class_names, ids):
@@ -74,42 +80,78 @@ def _level_entry(sparsity, study):
           "num_ties_pruned": None, "models": [m.name for m in models]}
 
 
-def analyze(study, alpha=0.05, seed=0, log=print):
+def exemplar_table(sparsity, dense_predictions, pruned_predictions, labels, num_classes):
+  """Rows of exemplar_scores.csv: every example with both modal labels and its L1 score, most different first."""
+  scores = significance.exemplar_scores(dense_predictions, pruned_predictions, num_classes)
+  table = pd.DataFrame({
+      "sparsity": sparsity, "example_id": scores.index.to_numpy(), "label": labels,
+      "dense_modal": scores["baseline_modal"].to_numpy(), "pruned_modal": scores["compressed_modal"].to_numpy(),
+      "is_pie": scores["is_cie"].to_numpy(bool), "l1_distance": scores["l1_distance"].to_numpy(),
+      "rank": scores["rank"].to_numpy()})
+  return table.sort_values("rank", kind="stable")
+
+
+def _power_plan(dense, pruned, labels, num_classes, normalization, alpha, effect):
+  plan = significance.models_needed(
+      significance.normalized_recall(dense, labels, num_classes, normalization),
+      significance.normalized_recall(pruned, labels, num_classes, normalization), effect=effect, alpha=alpha)
+  summary = {k: (None if v is None or not np.isfinite(v) else float(v)) if isinstance(v, (float, np.floating))
+             else v for k, v in plan.summary.items()}
+  return {"effect": effect, "alpha": alpha, "power": 0.8, **summary}
+
+
+def analyze(study, alpha=0.05, seed=0, normalization="population", bootstrap_resamples=200,
+            power_effect=DEFAULT_POWER_EFFECT, log=print):
   """Computes every table of the analysis in memory: dict of DataFrames, the summary, and the PIE ids per level."""
   if not 0 < alpha < 1:
     raise PieError(f"--alpha must be in (0, 1), got {alpha}")
+  if normalization not in significance.NORMALIZATIONS:
+    raise PieError(f"--normalization must be one of {significance.NORMALIZATIONS}, got {normalization!r}")
+  if bootstrap_resamples < 0:
+    raise PieError(f"--bootstrap_resamples must be >= 0, got {bootstrap_resamples}")
   rng = np.random.default_rng(seed)
   labels = study.labels
   dense = study.predictions(0.0)
   levels = [_level_entry(0.0, study)]
-  pies_parts, class_parts, accuracy_parts, pie_ids = [], [], [], {}
+  parts = {"pies.csv": [], "class_stats.csv": [], "exemplar_scores.csv": [], "pie_accuracy.csv": []}
+  pie_ids = {}
   for sparsity in study.pruned_levels:
     pruned = study.predictions(sparsity)
     pies, table, ties = pie_table(sparsity, dense, pruned, labels, study.class_names)
     classes = stats.class_ttest(dense, pruned, labels, study.num_classes, alpha=alpha,
-                                class_names=study.class_names)
+                                class_names=study.class_names, normalization=normalization)
     classes.insert(0, "sparsity", sparsity)
-    accuracy_parts.append(pie_accuracy_table(sparsity, dense, pruned, labels, pies, rng))
-    pies_parts.append(table)
-    class_parts.append(classes)
-    pie_ids[sparsity] = np.nonzero(pies)[0]
     entry = _level_entry(sparsity, study)
+    if bootstrap_resamples:
+      boot = significance.bootstrap_stability(dense, pruned, labels, study.num_classes,
+                                              num_resamples=bootstrap_resamples, seed=seed, alpha=alpha,
+                                              normalization=normalization)
+      table["pie_stability"] = boot.pie_stability[table.example_id.to_numpy()]
+      classes["significant_stability"] = boot.class_significance
+      entry["num_pies_stable_90"] = int((table["pie_stability"] >= 0.9).sum())
+    parts["pies.csv"].append(table)
+    parts["class_stats.csv"].append(classes)
+    parts["exemplar_scores.csv"].append(exemplar_table(sparsity, dense, pruned, labels, study.num_classes))
+    parts["pie_accuracy.csv"].append(pie_accuracy_table(sparsity, dense, pruned, labels, pies, rng))
+    pie_ids[sparsity] = np.nonzero(pies)[0]
     entry.update(ties, num_pies=int(pies.sum()), pie_fraction=float(pies.mean()),
-                 num_significant_classes=int(classes["significant"].sum()))
+                 num_significant_classes=int(classes["significant"].sum()),
+                 num_significant_classes_fdr=int(classes["significant_fdr"].sum()),
+                 models_needed=_power_plan(dense, pruned, labels, study.num_classes, normalization, alpha,
+                                           power_effect))
     levels.append(entry)
     log(f"level {sparsity:g}: {len(study.levels[sparsity])} models, top-1 {entry['top1_mean']:.4f}, "
-        f"{entry['num_pies']} PIEs ({entry['pie_fraction']:.2%}), "
-        f"{entry['num_significant_classes']} significant classes")
+        f"{entry['num_pies']} PIEs ({entry['pie_fraction']:.2%}), {entry['num_significant_classes']} significant "
+        f"classes ({entry['num_significant_classes_fdr']} after FDR control)")
   summary = {
       "study": {"name": study.config.get("name", study.dataset), "dataset": study.dataset,
                 "eval_split": study.split, "num_classes": study.num_classes, "class_names": study.class_names,
                 "num_examples": study.num_examples, "model": study.config.get("model", {}).get("name", ""),
                 "config": study.config, "config_hash": study.config_hash, "study_dir": study.study_dir,
                 "incomplete_exports_skipped": study.incomplete},
-      "alpha": alpha, "seed": seed, "tie_rule": stats.TIE_RULE, "levels": levels}
-  tables = {"pies.csv": pd.concat(pies_parts, ignore_index=True),
-            "class_stats.csv": pd.concat(class_parts, ignore_index=True),
-            "pie_accuracy.csv": pd.concat(accuracy_parts, ignore_index=True)}
+      "alpha": alpha, "seed": seed, "normalization": normalization, "bootstrap_resamples": bootstrap_resamples,
+      "tie_rule": stats.TIE_RULE, "levels": levels}
+  tables = {name: pd.concat(frames, ignore_index=True) for name, frames in parts.items()}
   return tables, summary, pie_ids
 
 
@@ -166,9 +208,11 @@ def load_eval_images(config_dict, example_ids, log=print):
   return dataset.eval_display_images(example_ids)
 
 
-def analyze_study(study, out_dir, alpha=0.05, seed=0, images=True, report=True, log=print):
+def analyze_study(study, out_dir, alpha=0.05, seed=0, images=True, report=True, normalization="population",
+                  bootstrap_resamples=200, power_effect=DEFAULT_POWER_EFFECT, log=print):
   """Runs the analysis and writes every output file into `out_dir`; returns the summary dict."""
-  tables, summary, pie_ids = analyze(study, alpha=alpha, seed=seed, log=log)
+  tables, summary, pie_ids = analyze(study, alpha=alpha, seed=seed, normalization=normalization,
+                                     bootstrap_resamples=bootstrap_resamples, power_effect=power_effect, log=log)
   io_utils.makedirs(out_dir)
   if images:
     all_ids = np.unique(np.concatenate(list(pie_ids.values()))) if pie_ids else np.zeros(0, np.int64)

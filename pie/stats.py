@@ -10,7 +10,6 @@ examples were tied, and the analysis reports how many there were.
 """
 import numpy as np
 import pandas as pd
-import scipy.stats
 
 TIE_RULE = "most votes; ties broken toward the smallest class id"
 
@@ -118,32 +117,34 @@ def per_class_recall(predictions, labels, num_classes):
     return np.where(support > 0, hits / support, np.nan)
 
 
-def class_ttest(dense_predictions, pruned_predictions, labels, num_classes, alpha=0.05, class_names=None):
+def class_ttest(dense_predictions, pruned_predictions, labels, num_classes, alpha=0.05, class_names=None,
+                normalization="population"):
   """The paper's class-level test: Welch t-test of normalized recall, dense vs pruned, per class.
 
-  Each model's recall on a class is normalized by subtracting its population's mean top-1 accuracy, so the null
-  hypothesis is "this class moves by as much as overall top-1". Per class, a two-sided Welch test
-  `scipy.stats.ttest_ind(dense, pruned, equal_var=False)`; a positive t means the class does relatively worse in the
-  pruned population. No multiple-testing correction, as in the paper (`pie.significance` adds FDR control).
+  Each model's recall on a class is normalized by subtracting its population's mean top-1 accuracy (the paper's
+  rule; normalization="per_model" subtracts each model's own top-1), so the null hypothesis is "this class moves by
+  as much as overall top-1". Per class, a two-sided Welch test equal to
+  `scipy.stats.ttest_ind(dense, pruned, equal_var=False)`; a positive t means the class does relatively worse in
+  the pruned population. `significant` is the paper's uncorrected rule (p < alpha); `significant_fdr` controls the
+  false discovery rate over the classes (Benjamini-Hochberg). Degenerate classes (absent from the eval split, zero
+  variance in both populations, a population of one model) get the documented results of
+  `pie.significance.class_tests`, named in `note`, and are never significant from a 0/0.
 
   Returns:
     DataFrame, one row per class: class_id, class_name, num_examples, dense_recall_mean, pruned_recall_mean,
     recall_change (pruned - dense), normalized_change (recall_change minus the change in mean top-1), t_statistic,
-    p_value, significant (p < alpha). A class with no example, or whose statistic is undefined (e.g. zero variance
-    in both populations), gets p_value NaN and is not significant.
+    p_value, significant, q_value, significant_fdr, ci_low, ci_high (95% Welch interval of normalized_change),
+    hedges_g, df, note.
   """
+  from pie import significance  # pylint: disable=g-import-not-at-top
   labels = np.asarray(labels)
   dense_recall = per_class_recall(dense_predictions, labels, num_classes)
   pruned_recall = per_class_recall(pruned_predictions, labels, num_classes)
-  dense_top1 = top1_accuracy(dense_predictions, labels).mean()
-  pruned_top1 = top1_accuracy(pruned_predictions, labels).mean()
-  dense_norm = dense_recall - dense_top1
-  pruned_norm = pruned_recall - pruned_top1
-  with np.errstate(invalid="ignore", divide="ignore"):
-    result = scipy.stats.ttest_ind(dense_norm, pruned_norm, axis=0, equal_var=False)
-    dense_mean = dense_recall.mean(axis=0)
-    pruned_mean = pruned_recall.mean(axis=0)
-  p_value = np.asarray(result.pvalue, float)
+  tests = significance.class_tests(
+      significance.normalized_recall(dense_predictions, labels, num_classes, normalization),
+      significance.normalized_recall(pruned_predictions, labels, num_classes, normalization), alpha=alpha)
+  dense_mean = dense_recall.mean(axis=0)  # NaN for a class with no example
+  pruned_mean = pruned_recall.mean(axis=0)
   if class_names is None:
     class_names = [str(c) for c in range(num_classes)]
   return pd.DataFrame({
@@ -153,8 +154,15 @@ def class_ttest(dense_predictions, pruned_predictions, labels, num_classes, alph
       "dense_recall_mean": dense_mean,
       "pruned_recall_mean": pruned_mean,
       "recall_change": pruned_mean - dense_mean,
-      "normalized_change": (pruned_mean - dense_mean) - (pruned_top1 - dense_top1),
-      "t_statistic": np.asarray(result.statistic, float),
-      "p_value": p_value,
-      "significant": np.nan_to_num(p_value, nan=1.0) < alpha,
+      "normalized_change": tests["normalized_change"].to_numpy(),
+      "t_statistic": tests["t_statistic"].to_numpy(),
+      "p_value": tests["p_value"].to_numpy(),
+      "significant": tests["significant"].to_numpy(bool),
+      "q_value": tests["q_value"].to_numpy(),
+      "significant_fdr": tests["significant_fdr"].to_numpy(bool),
+      "ci_low": tests["ci_low"].to_numpy(),
+      "ci_high": tests["ci_high"].to_numpy(),
+      "hedges_g": tests["hedges_g"].to_numpy(),
+      "df": tests["df"].to_numpy(),
+      "note": tests["note"].to_numpy(),
   })

@@ -62,11 +62,15 @@ class Study:
 
 
 def find_prediction_files(study_dir):
-  """Prediction files under a study directory (model folders one level down, or files at the top)."""
+  """Prediction files of a study: `<study_dir>/<name>/<name>.tfrecord` (the launcher's layout) or top-level files.
+
+  Other TFRecords below the study (e.g. the analysis folder's pies.tfrecord) are not predictions and are ignored.
+  """
   if not tf.io.gfile.isdir(study_dir):
     raise PieError(f"--study_dir {study_dir}: no such directory")
-  files = sorted(set(tf.io.gfile.glob(os.path.join(study_dir, "*", "*.tfrecord")) +
-                     tf.io.gfile.glob(os.path.join(study_dir, "*.tfrecord"))))
+  in_model_dirs = [f for f in tf.io.gfile.glob(os.path.join(study_dir, "*", "*.tfrecord"))
+                   if os.path.basename(f)[:-len(".tfrecord")] == os.path.basename(os.path.dirname(f))]
+  files = sorted(set(in_model_dirs + tf.io.gfile.glob(os.path.join(study_dir, "*.tfrecord"))))
   return [f for f in files if ".tmp-" not in os.path.basename(f)]
 
 

@@ -61,7 +61,8 @@ def test_class_ttest_matches_scipy_on_normalized_recall():
   pruned = np.where(rng.random((6, 200)) < 0.7, labels, rng.integers(0, 4, size=(6, 200)))
   table = pie.class_ttest(dense, pruned, labels, num_classes=4, alpha=0.05)
   assert list(table.columns) == ["class_id", "class_name", "num_examples", "dense_recall_mean", "pruned_recall_mean",
-                                 "recall_change", "normalized_change", "t_statistic", "p_value", "significant"]
+                                 "recall_change", "normalized_change", "t_statistic", "p_value", "significant",
+                                 "q_value", "significant_fdr", "ci_low", "ci_high", "hedges_g", "df", "note"]
   dense_top1 = (dense == labels).mean()
   pruned_top1 = (pruned == labels).mean()
   for c in range(4):
@@ -74,6 +75,7 @@ def test_class_ttest_matches_scipy_on_normalized_recall():
     assert row.t_statistic == pytest.approx(expected.statistic)
     assert row.p_value == pytest.approx(expected.pvalue)
     assert row.significant == (expected.pvalue < 0.05)
+    assert row.ci_low < row.normalized_change < row.ci_high
     assert row.recall_change == pytest.approx(pruned_recall.mean() - dense_recall.mean())
     assert row.normalized_change == pytest.approx(
         (pruned_recall.mean() - pruned_top1) - (dense_recall.mean() - dense_top1))
@@ -115,3 +117,27 @@ def test_class_names_are_used():
 def test_vote_counts():
   counts = stats.vote_counts(np.array([[0, 2], [0, 1], [1, 1]]), num_classes=3)
   np.testing.assert_array_equal(counts, [[2, 1, 0], [0, 2, 1]])
+
+
+def test_class_ttest_fdr_matches_scipy():
+  rng = np.random.default_rng(3)
+  labels = rng.integers(0, 8, size=400)
+  dense = np.where(rng.random((6, 400)) < 0.9, labels, rng.integers(0, 8, size=(6, 400)))
+  pruned = np.where(rng.random((6, 400)) < 0.6 + 0.04 * labels, labels, rng.integers(0, 8, size=(6, 400)))
+  table = pie.class_ttest(dense, pruned, labels, 8)
+  np.testing.assert_allclose(table.q_value, scipy.stats.false_discovery_control(table.p_value))
+  np.testing.assert_array_equal(table.significant_fdr, table.q_value < 0.05)
+  assert table.significant_fdr.sum() <= table.significant.sum()
+
+
+def test_class_ttest_per_model_normalization():
+  rng = np.random.default_rng(4)
+  labels = rng.integers(0, 3, size=90)
+  dense = np.where(rng.random((4, 90)) < 0.9, labels, 0)
+  pruned = np.where(rng.random((5, 90)) < 0.7, labels, 0)
+  table = pie.class_ttest(dense, pruned, labels, 3, normalization="per_model")
+  c = 2
+  mask = labels == c
+  d = (dense[:, mask] == c).mean(1) - (dense == labels).mean(1)
+  p = (pruned[:, mask] == c).mean(1) - (pruned == labels).mean(1)
+  assert table.p_value[c] == pytest.approx(scipy.stats.ttest_ind(d, p, equal_var=False).pvalue)
