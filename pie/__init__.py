@@ -37,11 +37,13 @@ _LAZY = {
     "write_report": "pie.report",
     "write_triage": "pie.report",
     "corrupt": "pie.corruptions",
+    "run_robustness": "pie.robustness",
     "quantize_model": "pie.quantization",
     "TFLiteClassifier": "pie.quantization",
 }
 _SUBMODULES = ("analysis", "data", "devices", "errors", "export", "models", "predictions", "pruning", "report",
-               "stats", "study", "training", "significance", "simulate", "corruptions", "quantization")
+               "stats", "study", "training", "significance", "simulate", "corruptions", "quantization", "robustness",
+               "validate", "variants")
 
 
 def __getattr__(name):
