@@ -74,7 +74,11 @@ class Dataset(abc.ABC):
 
     def one_epoch(epoch):
       epoch_seed = int(seed) * 100_003 + epoch  # a Python int: tf.data needs static shuffle seeds
-      ds = raw.shuffle(buffer, seed=epoch_seed, reshuffle_each_iteration=False)
+      # Repeated so that every epoch has its steps_per_epoch full batches even when the split is smaller than that
+      # (a steps_per_epoch override, an unknown split size): a short epoch would let fit() read the next epoch's
+      # batches and then run out, silently training fewer steps than recorded. On a large enough split the first
+      # pass alone is read, so the batches are unchanged; an empty split still ends (tf.data stops repeating it).
+      ds = raw.shuffle(buffer, seed=epoch_seed, reshuffle_each_iteration=False).repeat()
       ds = ds.take(steps_per_epoch * batch_size).enumerate()
 
       def prep(index, ex):
