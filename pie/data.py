@@ -110,6 +110,10 @@ class Dataset(abc.ABC):
     ds = self._raw_eval().enumerate().map(prep, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
+  def raw_eval(self):
+    """The eval split's raw examples {"image": uint8, "label": int64} in their fixed order (position = example_id)."""
+    return self._raw_eval()
+
   def eval_display_images(self, example_ids):
     """uint8 images as a model sees them at eval (resized and cropped, not normalized), keyed by example_id."""
     wanted = np.unique(np.asarray(example_ids, np.int64))

@@ -91,6 +91,22 @@ def imagenet_display(image, image_size):
   return _imagenet_eval_uint8(image, image_size)
 
 
+def normalize_display(name, images):
+  """Model inputs from display images (the uint8 eval images that `get_display(name)` returns).
+
+  Eval preprocessing = display (resize/crop) then this normalization, so corrupted or otherwise edited display
+  images can be fed to a model exactly as clean ones are.
+  """
+  if name == "digits":
+    return tf.cast(images, tf.float32) / 255.0
+  if name == "cifar":
+    return _normalize(images, _CIFAR_MEAN, _CIFAR_STD)
+  if name == "imagenet":
+    return _normalize(images, _IMAGENET_MEAN, _IMAGENET_STD)
+  _lookup(name)  # raises the clear error for an unknown name
+  raise PieError(f"preprocessing {name!r} has no display normalization")
+
+
 _PREPROCESS = {"digits": (digits, digits_display), "cifar": (cifar, cifar_display),
                "imagenet": (imagenet, imagenet_display)}
 

@@ -140,17 +140,7 @@ def display_to_input(preprocess_name, images):
   `display_to_input(name, display(raw)) == preprocess(raw, training=False)` (tests/test_robustness.py checks it).
   Works on one image or a batch.
   """
-  images = tf.convert_to_tensor(images)
-  if preprocess_name == "digits":
-    return preprocess.digits(images, training=False, seed=None, image_size=None)
-  if preprocess_name == "cifar":
-    # Without image_size the CIFAR eval path is the per-channel standardization alone.
-    return preprocess.cifar(images, training=False, seed=None, image_size=None)
-  if preprocess_name == "imagenet":
-    # The ImageNet eval path resizes and crops first; display images already are, so only normalize.
-    # pylint: disable-next=protected-access
-    return preprocess._normalize(images, preprocess._IMAGENET_MEAN, preprocess._IMAGENET_STD)
-  raise PieError(f"unknown preprocessing {preprocess_name!r}: choose one of digits, cifar, imagenet")
+  return preprocess.normalize_display(preprocess_name, tf.convert_to_tensor(images))
 
 
 def to_uint8(images):
@@ -438,7 +428,7 @@ def _resize_to(image, image_size):
 
 def _display_batches(dataset, to_display, batch_size):
   """(display uint8 images, labels) numpy batches of a dataset's eval split, in its fixed order."""
-  ds = dataset._raw_eval()  # pylint: disable=protected-access  (the raw images; eval_batches normalizes them)
+  ds = dataset.raw_eval()  # raw images: eval_batches would normalize them
   ds = ds.map(lambda ex: (to_display(ex["image"]), ex["label"]), num_parallel_calls=tf.data.AUTOTUNE,
               deterministic=True)
   return ds.batch(batch_size).prefetch(2).as_numpy_iterator()
