@@ -33,7 +33,8 @@ def digits_display(image, image_size):
 
 def _maybe_resize(image, image_size):
   if image_size:
-    image = tf.cast(tf.image.resize(image, [image_size, image_size]), tf.uint8)
+    image = tf.cast(tf.clip_by_value(tf.math.round(tf.image.resize(image, [image_size, image_size])), 0, 255),
+                    tf.uint8)
   return image
 
 
