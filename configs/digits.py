@@ -51,10 +51,13 @@ def get_config():
   # This model's place in the study: overridden per model by the launcher.
   config.sparsity = 0.0
   config.seed = 0
+  config.method = "magnitude"  # compression method of this model (see pie/variants.py); dense when sparsity is 0
 
   # The study grid (read by train/population.py).
   config.sparsity_levels = (0.0, 0.1, 0.3, 0.5, 0.7, 0.9)
   config.num_seeds = 10
+  config.variants = ("magnitude",)  # compression methods of the study, each a population against the dense one
+  config.size_report = False  # record each model's compressed size (a TFLite conversion per model)
 
   config.top_k = 5
   config.export_logits = False

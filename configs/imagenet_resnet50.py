@@ -66,8 +66,11 @@ def get_config():
 
   config.sparsity = 0.0
   config.seed = 0
+  config.method = "magnitude"  # compression method of this model (see pie/variants.py); dense when sparsity is 0
   config.sparsity_levels = (0.0, 0.1, 0.3, 0.5, 0.7, 0.9)
   config.num_seeds = 30
+  config.variants = ("magnitude",)  # compression methods of the study, each a population against the dense one
+  config.size_report = False  # record each model's compressed size (a TFLite conversion per model)
 
   config.top_k = 5
   config.export_logits = False

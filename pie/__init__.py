@@ -38,6 +38,7 @@ _LAZY = {
     "write_triage": "pie.report",
     "corrupt": "pie.corruptions",
     "run_robustness": "pie.robustness",
+    "validate_study": "pie.validate",
     "quantize_model": "pie.quantization",
     "TFLiteClassifier": "pie.quantization",
 }

@@ -9,6 +9,12 @@ Outputs (each written to a temporary name, then renamed):
   pies.tfrecord     the PIE images with their labels (unless images are skipped)
   report.html       the report (pie.report)
 Columns are described in the README.
+
+Compression methods (pie/variants.py): every population (method, level) other than the dense one is compared with
+the dense one. When a study holds any method besides magnitude pruning, every CSV gains a last column `method`
+(`sparsity` stays the level), and pies.tfrecord holds the PIEs of the report's per-level view (dense against the
+primary pruning method, `variants.primary_method`). summary.json levels always carry `method`, `bits_per_weight` and
+`compressed_bytes` (means over the population's models; None for exports that do not record them).
 """
 import io
 import os
@@ -21,6 +27,7 @@ import tensorflow as tf
 from pie import io_utils
 from pie import significance
 from pie import stats
+from pie import variants
 from pie.errors import PieError
 
 OUTPUT_FILES = ("pies.csv", "class_stats.csv", "exemplar_scores.csv", "pie_accuracy.csv", "summary.json",
@@ -70,14 +77,23 @@ def pie_accuracy_table(sparsity, dense_predictions, pruned_predictions, labels, 
   return pd.DataFrame(rows)
 
 
-def _level_entry(sparsity, study):
-  acc = study.top1_accuracy(sparsity)
-  models = study.levels[sparsity]
-  return {"sparsity": sparsity, "role": "dense" if sparsity == 0 else "pruned", "num_models": len(models),
+def _mean_or_none(values):
+  values = [v for v in values if v is not None]
+  return float(np.mean(values)) if values else None
+
+
+def _level_entry(key, study):
+  """The summary entry of a population: `key` is a sparsity (dense/magnitude) or a (method, level) pair."""
+  acc = study.top1_accuracy(key)
+  models = study.models(key)
+  method, sparsity = key if isinstance(key, tuple) else ("dense" if key == 0 else "magnitude", key)
+  return {"sparsity": sparsity, "role": "dense" if method == "dense" else "pruned", "num_models": len(models),
           "top1_mean": float(acc.mean()), "top1_std": float(acc.std(ddof=1)),
           "measured_sparsity_mean": float(np.mean([m.measured_sparsity for m in models])),
           "num_pies": None, "pie_fraction": None, "num_significant_classes": None, "num_ties_dense": None,
-          "num_ties_pruned": None, "models": [m.name for m in models]}
+          "num_ties_pruned": None, "models": [m.name for m in models], "method": method,
+          "bits_per_weight": _mean_or_none([m.bits_per_weight for m in models]),
+          "compressed_bytes": _mean_or_none([m.compressed_bytes for m in models])}
 
 
 def exemplar_table(sparsity, dense_predictions, pruned_predictions, labels, num_classes):
@@ -111,17 +127,23 @@ def analyze(study, alpha=0.05, seed=0, normalization="population", bootstrap_res
     raise PieError(f"--bootstrap_resamples must be >= 0, got {bootstrap_resamples}")
   rng = np.random.default_rng(seed)
   labels = study.labels
+  populations = study.populations or {("dense", 0.0): study.levels[0.0],
+                                      **{("magnitude", s): study.levels[s] for s in study.pruned_levels}}
+  compressed = sorted((k for k in populations if k[0] != "dense"), key=lambda k: (variants.method_rank(k[0]), k[1]))
+  with_method = any(method not in ("dense", "magnitude") for method, _ in populations)
+  primary = variants.primary_method(method for method, _ in compressed)
   dense = study.predictions(0.0)
-  levels = [_level_entry(0.0, study)]
+  levels = [_level_entry(("dense", 0.0), study) if study.populations else _level_entry(0.0, study)]
   parts = {"pies.csv": [], "class_stats.csv": [], "exemplar_scores.csv": [], "pie_accuracy.csv": []}
   pie_ids = {}
-  for sparsity in study.pruned_levels:
-    pruned = study.predictions(sparsity)
+  for method, sparsity in compressed:
+    key = (method, sparsity) if study.populations else sparsity
+    pruned = study.predictions(key)
     pies, table, ties = pie_table(sparsity, dense, pruned, labels, study.class_names)
     classes = stats.class_ttest(dense, pruned, labels, study.num_classes, alpha=alpha,
                                 class_names=study.class_names, normalization=normalization)
     classes.insert(0, "sparsity", sparsity)
-    entry = _level_entry(sparsity, study)
+    entry = _level_entry(key, study)
     if bootstrap_resamples:
       boot = significance.bootstrap_stability(dense, pruned, labels, study.num_classes,
                                               num_resamples=bootstrap_resamples, seed=seed, alpha=alpha,
@@ -129,18 +151,22 @@ def analyze(study, alpha=0.05, seed=0, normalization="population", bootstrap_res
       table["pie_stability"] = boot.pie_stability[table.example_id.to_numpy()]
       classes["significant_stability"] = boot.class_significance
       entry["num_pies_stable_90"] = int((table["pie_stability"] >= 0.9).sum())
-    parts["pies.csv"].append(table)
-    parts["class_stats.csv"].append(classes)
-    parts["exemplar_scores.csv"].append(exemplar_table(sparsity, dense, pruned, labels, study.num_classes))
-    parts["pie_accuracy.csv"].append(pie_accuracy_table(sparsity, dense, pruned, labels, pies, rng))
-    pie_ids[sparsity] = np.nonzero(pies)[0]
+    level_tables = {"pies.csv": table, "class_stats.csv": classes,
+                    "exemplar_scores.csv": exemplar_table(sparsity, dense, pruned, labels, study.num_classes),
+                    "pie_accuracy.csv": pie_accuracy_table(sparsity, dense, pruned, labels, pies, rng)}
+    for name, frame in level_tables.items():
+      if with_method:
+        frame["method"] = method
+      parts[name].append(frame)
+    if method == primary:
+      pie_ids[sparsity] = np.nonzero(pies)[0]
     entry.update(ties, num_pies=int(pies.sum()), pie_fraction=float(pies.mean()),
                  num_significant_classes=int(classes["significant"].sum()),
                  num_significant_classes_fdr=int(classes["significant_fdr"].sum()),
                  models_needed=_power_plan(dense, pruned, labels, study.num_classes, normalization, alpha,
                                            power_effect))
     levels.append(entry)
-    log(f"level {sparsity:g}: {len(study.levels[sparsity])} models, top-1 {entry['top1_mean']:.4f}, "
+    log(f"{'' if method == 'magnitude' else method + ' '}level {sparsity:g}: {entry['num_models']} models, top-1 {entry['top1_mean']:.4f}, "
         f"{entry['num_pies']} PIEs ({entry['pie_fraction']:.2%}), {entry['num_significant_classes']} significant "
         f"classes ({entry['num_significant_classes_fdr']} after FDR control)")
   summary = {
@@ -156,8 +182,12 @@ def analyze(study, alpha=0.05, seed=0, normalization="population", bootstrap_res
 
 
 def _csv_text(frame):
+  # Float columns are formatted here ("%.6g", NaN as an empty field): the same text as to_csv(float_format="%.6g"),
+  # whose per-value formatter takes seconds on the 250,000-row exemplar table.
+  frame = frame.assign(**{name: ["" if v != v else "%.6g" % v for v in frame[name].tolist()]
+                          for name in frame.columns if frame[name].dtype.kind == "f"})
   buffer = io.StringIO()
-  frame.to_csv(buffer, index=False, float_format="%.6g")
+  frame.to_csv(buffer, index=False)
   return buffer.getvalue()
 
 
@@ -224,7 +254,12 @@ def analyze_study(study, out_dir, alpha=0.05, seed=0, images=True, report=True, 
     if missing:
       raise PieError(f"the eval split of {study.dataset} lacks example ids {missing[:5]}...: it is not the split "
                      "the models predicted")
-    write_pie_images(os.path.join(out_dir, "pies.tfrecord"), tables["pies.csv"], found)
+    pies = tables["pies.csv"]
+    if "method" in pies:
+      # The images of the report's per-level view: dense against the primary pruning method.
+      primary = variants.primary_method(pies["method"].unique())
+      pies = pies.loc[pies["method"] == primary]
+    write_pie_images(os.path.join(out_dir, "pies.tfrecord"), pies, found)
   elif tf.io.gfile.exists(os.path.join(out_dir, "pies.tfrecord")):
     tf.io.gfile.remove(os.path.join(out_dir, "pies.tfrecord"))  # an earlier run's images would not match
   for name, frame in tables.items():

@@ -5,8 +5,14 @@ not once per model). Workers take models through an atomic claim file per model 
 with O_EXCL), so several workers, or several launchers on one study directory, never train the same model twice. A
 claim whose process is gone (same host) is stale and is taken over. Finished models are skipped, so rerunning
 the launcher completes an interrupted study.
+
+A study can compare several compression methods (`config.variants`, see pie/variants.py): every trained variant's
+models are jobs of the same grid, and the post-training-quantization variants are derived from each finished dense
+model after training (a worker that reaches one whose dense model is still training waits for it).
 """
+import contextlib
 import copy
+import fcntl
 import os
 import socket
 import time
@@ -15,6 +21,7 @@ from pie import io_utils
 from pie.errors import PieError
 
 CLAIM_FILE = ".claim"
+CLAIM_LOCK_FILE = ".claim.lock"
 STUDY_FILE = "study.json"
 
 
@@ -30,17 +37,35 @@ def grid(config):
   return [(s, seed) for s in levels for seed in range(int(config.num_seeds))]
 
 
-def model_config(config, sparsity, seed):
+def jobs(config):
+  """Every model of the study (`pie.variants.Job`): dense first, then each trained variant, then derived ones."""
+  from pie import variants  # pylint: disable=g-import-not-at-top
+  return variants.study_jobs(config, grid(config))
+
+
+def model_config(config, sparsity, seed, method=None):
+  """One model's config. `method` (a variant name) is set only when given and not the default, so magnitude
+  studies keep exactly today's configs; "dense" leaves config.method as it is (sparsity 0 makes the model dense)."""
   cfg = copy.deepcopy(config)
   with cfg.unlocked():
     cfg.sparsity = float(sparsity)
     cfg.seed = int(seed)
+    if method not in (None, "dense") and (method != "magnitude" or "method" in cfg):
+      cfg.method = method
   return cfg
 
 
-def model_dir(study_dir, sparsity, seed):
+def job_config(config, job):
+  return model_config(config, job.sparsity, job.seed, job.method)
+
+
+def model_dir(study_dir, sparsity, seed, method="magnitude"):
   from pie import training  # pylint: disable=g-import-not-at-top
-  return os.path.join(study_dir, training.model_name(sparsity, seed))
+  return os.path.join(study_dir, training.model_name(sparsity, seed, method))
+
+
+def job_dir(study_dir, job):
+  return os.path.join(study_dir, job.name)
 
 
 def _pid_alive(pid):
@@ -53,30 +78,47 @@ def _pid_alive(pid):
   return True
 
 
+@contextlib.contextmanager
+def _claim_lock(directory):
+  """Serializes claim checks on one model directory among processes (an flock, freed by the kernel on death).
+
+  O_EXCL alone makes creating a claim atomic, but not taking over a stale one: two processes that both read the same
+  dead owner could each remove the claim, and the second would delete the fresh claim of the first, so both would
+  train the model. Holding this lock while reading, judging and replacing a claim closes that window.
+  """
+  with open(os.path.join(directory, CLAIM_LOCK_FILE), "a") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    try:
+      yield
+    finally:
+      fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def claim(directory):
   """Atomically claims a model directory for this process; False if a live process holds it."""
   os.makedirs(directory, exist_ok=True)
   path = os.path.join(directory, CLAIM_FILE)
   me = f"{socket.gethostname()} {os.getpid()}"
-  for _ in range(2):
-    try:
-      fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-    except FileExistsError:
+  with _claim_lock(directory):
+    for _ in range(2):
       try:
-        with open(path) as f:
-          host, pid = f.read().split()
-      except (OSError, ValueError):
-        return False  # being written right now by its owner
-      if host == socket.gethostname() and not _pid_alive(int(pid)):
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+      except FileExistsError:
         try:
-          os.remove(path)  # stale: its process is gone
-        except FileNotFoundError:
-          pass
-        continue
-      return False
-    with os.fdopen(fd, "w") as f:
-      f.write(me)
-    return True
+          with open(path) as f:
+            host, pid = f.read().split()
+        except (OSError, ValueError):
+          return False  # being written right now by its owner (on a host that does not share the lock)
+        if host == socket.gethostname() and not _pid_alive(int(pid)):
+          try:
+            os.remove(path)  # stale: its process is gone
+          except FileNotFoundError:
+            pass
+          continue
+        return False
+      with os.fdopen(fd, "w") as f:
+        f.write(me)
+      return True
   return False
 
 
@@ -92,13 +134,19 @@ def write_study_file(config, study_dir):
   io_utils.makedirs(study_dir)
   io_utils.write_json(os.path.join(study_dir, STUDY_FILE), {
       "config": training.config_to_dict(config), "config_hash": training.config_hash(config),
-      "models": [training.model_name(s, seed) for s, seed in grid(config)]})
+      "models": [job.name for job in jobs(config)]})
 
 
 def finished_models(config, study_dir):
   from pie import training  # pylint: disable=g-import-not-at-top
   return [(s, seed) for s, seed in grid(config)
           if training.is_finished(model_dir(study_dir, s, seed), model_config(config, s, seed))]
+
+
+def finished_jobs(config, study_dir):
+  """The jobs of the study whose export is complete."""
+  from pie import training  # pylint: disable=g-import-not-at-top
+  return [job for job in jobs(config) if training.is_finished(job_dir(study_dir, job), job_config(config, job))]
 
 
 class _Tee:
@@ -118,16 +166,36 @@ def run_worker(config, study_dir, worker_id=0, strategy=None, log=print):
   """Trains every unfinished, unclaimed model of the grid in this process; returns the names that failed."""
   from pie import training  # pylint: disable=g-import-not-at-top
   import tf_keras  # pylint: disable=g-import-not-at-top
+  from pie import variants  # pylint: disable=g-import-not-at-top
   failed = []
-  for sparsity, seed in grid(config):
-    cfg = model_config(config, sparsity, seed)
-    directory = model_dir(study_dir, sparsity, seed)
-    name = training.model_name(sparsity, seed)
-    if training.is_finished(directory, cfg) or not claim(directory):
+  representative = {}
+  for job in jobs(config):
+    cfg = job_config(config, job)
+    directory = job_dir(study_dir, job)
+    name = job.name
+    if training.is_finished(directory, cfg):
+      continue
+    if job.kind == "derive":
+      source_dir = os.path.join(study_dir, job.source)
+      if not _wait_for(source_dir, training.dense_config(cfg), log):
+        log(f"[worker {worker_id}] {name}: its dense model {job.source} did not finish; not derived")
+        failed.append(name)
+        continue
+    if not claim(directory):
+      continue
+    if training.is_finished(directory, cfg):
+      # Another launcher finished it between our check and our claim: not ours to redo (or to report as trained).
+      release(directory)
       continue
     model_log = _Tee(os.path.join(directory, "train.log"))
     try:
-      metrics = training.train_and_export(cfg, directory, strategy=strategy, log=model_log)
+      if job.kind == "derive":
+        if "images" not in representative and variants.VARIANTS[job.method].ptq_mode == "full_int8":
+          representative["images"] = variants.representative_images(cfg.data)
+        metrics = variants.derive_ptq(cfg, source_dir, directory, representative=representative.get("images"),
+                                      log=model_log)
+      else:
+        metrics = training.train_and_export(cfg, directory, strategy=strategy, log=model_log)
       log(f"[worker {worker_id}] {name}: top-1 {metrics['top1']:.4f}, sparsity "
           f"{metrics['measured_sparsity']:.4f}, {metrics['wall_seconds']:.1f}s")
     except Exception as e:  # pylint: disable=broad-except
@@ -140,6 +208,29 @@ def run_worker(config, study_dir, worker_id=0, strategy=None, log=print):
       release(directory)
       tf_keras.backend.clear_session()
   return failed
+
+
+def _wait_for(source_dir, source_config, log, poll_seconds=1.0):
+  """Waits while another live process holds the claim of an unfinished source model; True once it is finished."""
+  from pie import training  # pylint: disable=g-import-not-at-top
+  announced = False
+  while not training.is_finished(source_dir, source_config):
+    if not _claimed_by_live_process(source_dir):
+      return False
+    if not announced:
+      log(f"waiting for {os.path.basename(source_dir)} to finish before deriving from it")
+      announced = True
+    time.sleep(poll_seconds)
+  return True
+
+
+def _claimed_by_live_process(directory):
+  try:
+    with open(os.path.join(directory, CLAIM_FILE)) as f:
+      host, pid = f.read().split()
+  except (OSError, ValueError):
+    return os.path.exists(os.path.join(directory, CLAIM_FILE))  # being written right now
+  return host != socket.gethostname() or _pid_alive(int(pid))
 
 
 def _format_seconds(seconds):
@@ -157,8 +248,8 @@ def launch(config, study_dir, num_workers, worker_argv, threads=None, log=print,
   """
   import subprocess  # pylint: disable=g-import-not-at-top
   write_study_file(config, study_dir)
-  total = len(grid(config))
-  done_before = len(finished_models(config, study_dir))
+  total = len(jobs(config))
+  done_before = len(finished_jobs(config, study_dir))
   if done_before == total:
     log(f"all {total} models of {study_dir} are finished")
     return 0
@@ -173,7 +264,7 @@ def launch(config, study_dir, num_workers, worker_argv, threads=None, log=print,
   try:
     while any(p.poll() is None for p in procs):
       time.sleep(poll_seconds)
-      done = len(finished_models(config, study_dir))
+      done = len(finished_jobs(config, study_dir))
       if done != last_done:
         last_done = done
         elapsed = time.time() - start
@@ -184,7 +275,8 @@ def launch(config, study_dir, num_workers, worker_argv, threads=None, log=print,
     for p in procs:
       p.terminate()
     raise
-  remaining = total - len(finished_models(config, study_dir))
+  _wait_for_other_launchers(config, study_dir, log, poll_seconds)
+  remaining = total - len(finished_jobs(config, study_dir))
   codes = [p.returncode for p in procs]
   if remaining or any(codes):
     log(f"{remaining} of {total} models unfinished; worker exit codes {codes}. Rerun the same command to retry.")
@@ -193,16 +285,55 @@ def launch(config, study_dir, num_workers, worker_argv, threads=None, log=print,
   return remaining or int(any(codes))
 
 
+def _held_on_this_host(directory):
+  """True if a live process of this host claims the model directory (a claim from elsewhere cannot be checked)."""
+  try:
+    with open(os.path.join(directory, CLAIM_FILE)) as f:
+      host, pid = f.read().split()
+    return host == socket.gethostname() and _pid_alive(int(pid))
+  except (OSError, ValueError):
+    return False
+
+
+def _wait_for_other_launchers(config, study_dir, log, poll_seconds):
+  """Waits while unfinished models are claimed by live processes of this host (another launcher's workers).
+
+  Our workers skip the models another launcher holds, so they can be done before the study is; without this wait
+  the launcher would report those models as unfinished, and exit 1, while they are still being trained.
+  """
+  done = {job.name for job in finished_jobs(config, study_dir)}
+  held = [job_dir(study_dir, job) for job in jobs(config) if job.name not in done]
+  held = [d for d in held if _held_on_this_host(d)]
+  if held:
+    log(f"waiting for {len(held)} model(s) being trained by another process: "
+        + ", ".join(os.path.basename(d) for d in held))
+  while held:
+    time.sleep(poll_seconds)
+    held = [d for d in held if _held_on_this_host(d)]
+
+
 def dry_run_commands(config, study_dir, config_args, extra_args=()):
-  """One `python -m train.train` command per unfinished model, for launching on a cluster or TPUs."""
+  """One `python -m train.train` command per unfinished model, for launching on a cluster or TPUs.
+
+  Derived (post-training-quantization) models are not trained: when some are unfinished, the last command is the
+  launcher itself, which derives them once the dense models are done.
+  """
   import shlex  # pylint: disable=g-import-not-at-top
-  done = set(finished_models(config, study_dir)) if os.path.isdir(study_dir) else set()
+  done = {job.name for job in finished_jobs(config, study_dir)} if os.path.isdir(study_dir) else set()
   commands = []
-  for sparsity, seed in grid(config):
-    if (sparsity, seed) in done:
+  derive = False
+  for job in jobs(config):
+    if job.name in done:
       continue
-    argv = ["python", "-m", "train.train", *config_args, f"--config.sparsity={sparsity}", f"--config.seed={seed}",
-            f"--workdir={model_dir(study_dir, sparsity, seed)}", *extra_args]
+    if job.kind == "derive":
+      derive = True
+      continue
+    method_args = [] if job.method in ("dense", "magnitude") else [f"--config.method={job.method}"]
+    argv = ["python", "-m", "train.train", *config_args, *method_args, f"--config.sparsity={job.sparsity}",
+            f"--config.seed={job.seed}", f"--workdir={job_dir(study_dir, job)}", *extra_args]
+    commands.append(" ".join(shlex.quote(a) for a in argv))
+  if derive:
+    argv = ["python", "-m", "train.population", *config_args, f"--workdir={study_dir}", "--num_workers=1"]
     commands.append(" ".join(shlex.quote(a) for a in argv))
   return commands
 

@@ -80,8 +80,44 @@ class Predictions:
     return self.top_k_classes[:, 0]
 
 
+def _is_int(value):
+  return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value):
+  return isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value)
+
+
+def _metadata_problem(metadata):
+  """What is wrong with the fields of a metadata dict, or None.
+
+  The reader builds its parsing spec and its checks from these fields, so a damaged value must be refused here:
+  otherwise it surfaces later as a TensorFlow or Python error that names no file (e.g. a top_k of "5").
+  """
+  for key in ("dataset", "split", "config_hash"):
+    if not isinstance(metadata[key], str) or not metadata[key]:
+      return f"{key} must be a non-empty string, got {metadata[key]!r}"
+  for key, low in (("num_classes", 1), ("num_examples", 0), ("top_k", 1)):
+    if not _is_int(metadata[key]) or metadata[key] < low:
+      return f"{key} must be an integer >= {low}, got {metadata[key]!r}"
+  names = metadata["class_names"]
+  if (not isinstance(names, list) or len(names) != metadata["num_classes"]
+      or not all(isinstance(n, str) for n in names)):
+    return f"class_names must be a list of num_classes ({metadata['num_classes']}) strings"
+  for key in ("target_sparsity", "measured_sparsity"):
+    if not _is_number(metadata[key]) or not 0.0 <= metadata[key] <= 1.0:
+      return f"{key} must be a number in [0, 1], got {metadata[key]!r}"
+  if not _is_int(metadata["seed"]):
+    return f"seed must be an integer, got {metadata['seed']!r}"
+  if "file_bytes" in metadata and (not _is_int(metadata["file_bytes"]) or metadata["file_bytes"] < 0):
+    return f"file_bytes must be an integer >= 0, got {metadata['file_bytes']!r}"
+  if "has_logits" in metadata and not isinstance(metadata["has_logits"], bool):
+    return f"has_logits must be true or false, got {metadata['has_logits']!r}"
+  return None
+
+
 def read_metadata(path):
-  """The JSON beside a prediction file, checked for the required fields."""
+  """The JSON beside a prediction file, checked for the required fields and their types."""
   meta_path = metadata_path(path)
   if not tf.io.gfile.exists(meta_path):
     raise PieError(f"{path}: no metadata file {meta_path} beside it (an unfinished export?)")
@@ -89,9 +125,14 @@ def read_metadata(path):
     metadata = io_utils.read_json(meta_path)
   except ValueError as e:
     raise PieError(f"{meta_path}: not valid JSON ({e})") from None
+  if not isinstance(metadata, dict):
+    raise PieError(f"{meta_path}: not a metadata object (a JSON {type(metadata).__name__})")
   missing = [k for k in REQUIRED_METADATA if k not in metadata]
   if missing:
     raise PieError(f"{meta_path}: missing metadata fields {missing}")
+  problem = _metadata_problem(metadata)
+  if problem:
+    raise PieError(f"{meta_path}: {problem}")
   return metadata
 
 
@@ -100,6 +141,11 @@ def read_predictions(path, with_logits=False, batch_size=4096):
   metadata = read_metadata(path)
   if not tf.io.gfile.exists(path):
     raise PieError(f"{path}: prediction file missing (its metadata {metadata_path(path)} exists)")
+  size = tf.io.gfile.stat(path).length
+  if "file_bytes" in metadata and size != metadata["file_bytes"]:
+    # Checked before parsing: a file cut at a record boundary, or with records appended, parses cleanly.
+    raise PieError(f"{path}: truncated or corrupt TFRecord ({size} bytes, its metadata records "
+                   f"{metadata['file_bytes']}; rerun the launcher or the export to redo this model)")
   k = int(metadata["top_k"])
   num_classes = int(metadata["num_classes"])
   spec = {"example_id": tf.io.FixedLenFeature([], tf.int64), "label": tf.io.FixedLenFeature([], tf.int64),
@@ -119,6 +165,9 @@ def read_predictions(path, with_logits=False, batch_size=4096):
     raise PieError(f"{path}: truncated or corrupt TFRecord") from None
   except tf.errors.InvalidArgumentError as e:
     raise PieError(f"{path}: records do not match the prediction schema ({e.message.splitlines()[0]})") from None
+  except UnicodeDecodeError:
+    # TensorFlow quotes the unparsable bytes in its error message and then fails to decode that message.
+    raise PieError(f"{path}: records do not match the prediction schema (not tf.train.Example records)") from None
   arrays = {key: (np.concatenate(v) if v else np.zeros((0,) + tuple(spec[key].shape), spec[key].dtype.as_numpy_dtype))
             for key, v in parts.items()}
   return _checked(path, metadata, arrays)
@@ -142,6 +191,9 @@ def _checked(path, metadata, arrays):
   for key in ("top_k_probs", "logits"):
     if key in arrays and not np.all(np.isfinite(arrays[key])):
       raise PieError(f"{path}: NaN or infinite values in {key}")
+  probs = arrays["top_k_probs"]
+  if probs.size and (probs.min() < 0 or probs.max() > 1 + 1e-6):
+    raise PieError(f"{path}: top_k_probs outside [0, 1] (not softmax probabilities)")
   return Predictions(path=path, metadata=metadata, example_ids=ids, labels=arrays["label"],
                      top_k_classes=arrays["top_k_classes"], top_k_probs=arrays["top_k_probs"],
                      logits=arrays.get("logits"))

@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from pie import io_utils
+from pie import variants
 from pie.errors import PieError
 
 SUMMARY_JSON = "summary.json"
@@ -70,7 +71,7 @@ GALLERY_TILE_PX = 112
 
 # Names of the figures this module writes into figures/ (stale ones are removed on a rerun).
 _FIGURE_PREFIXES = ("accuracy_vs_sparsity", "significant_classes_vs_sparsity", "class_impact_", "pie_accuracy",
-                    "robustness_")
+                    "robustness_", "methods_vs_size")
 
 COLOR_DENSE = "#4a6fa5"
 COLOR_PRUNED = "#d9822b"
@@ -104,6 +105,11 @@ class AnalysisData:
   pie_accuracy: pd.DataFrame
   robustness: pd.DataFrame | None
   images: dict | None
+  # Studies comparing compression methods (see pie/variants.py): one row per population of summary.json (every
+  # method), and class_stats.csv with its `method` column. The per-level sections above show dense against the
+  # primary pruning method only; these feed the "Methods compared" section. None for single-method studies.
+  methods: pd.DataFrame | None = None
+  method_class_stats: pd.DataFrame | None = None
 
   @property
   def study(self):
@@ -124,16 +130,17 @@ def load_analysis(analysis_dir):
   directory = Path(analysis_dir)
   if not directory.is_dir():
     raise PieError(f"analysis folder {directory} does not exist or is not a folder")
-  summary = _read_summary(directory / SUMMARY_JSON)
+  summary, methods = _methods_view(_read_summary(directory / SUMMARY_JSON))
   levels = _levels_frame(summary)
   known = levels["sparsity"].to_numpy(dtype=float)
   pruned = levels.loc[levels["role"] == "pruned", "sparsity"].to_numpy(dtype=float)
   num_classes = int(summary["study"]["num_classes"])
 
-  pies = _read_csv(directory / PIES_CSV, PIES_COLUMNS, PIES_OPTIONAL,
+  pies = _read_csv(directory / PIES_CSV, PIES_COLUMNS, PIES_OPTIONAL + ("method",),
                    int_columns=("example_id", "label", "dense_modal", "pruned_modal"),
                    float_columns=("sparsity", "dense_modal_share", "pruned_modal_share", "pie_stability"),
                    bool_columns=("modal_tie",), str_columns=("label_name", "dense_modal_name", "pruned_modal_name"))
+  pies = _only_view(pies, methods)
   pies["sparsity"] = _canonical_sparsity(pies["sparsity"], pruned, PIES_CSV)
   for column in ("label", "dense_modal", "pruned_modal"):
     _check_class_ids(pies[column], num_classes, f"{PIES_CSV} column {column}")
@@ -142,18 +149,21 @@ def load_analysis(analysis_dir):
     row = pies.loc[duplicated].iloc[0]
     raise PieError(f"{PIES_CSV}: example {int(row['example_id'])} is listed twice at sparsity {row['sparsity']:g}")
 
-  class_stats = _read_csv(directory / CLASS_STATS_CSV, CLASS_STATS_COLUMNS, CLASS_STATS_OPTIONAL,
+  class_stats = _read_csv(directory / CLASS_STATS_CSV, CLASS_STATS_COLUMNS, CLASS_STATS_OPTIONAL + ("method",),
                           int_columns=("class_id", "num_examples"),
                           float_columns=("sparsity", "dense_recall_mean", "pruned_recall_mean", "recall_change",
                                          "normalized_change", "t_statistic", "p_value", "q_value", "ci_low",
                                          "ci_high", "hedges_g"),
                           bool_columns=("significant", "significant_fdr"), str_columns=("class_name", "note"))
+  method_class_stats = class_stats if methods is not None and "method" in class_stats else None
+  class_stats = _only_view(class_stats, methods)
   class_stats["sparsity"] = _canonical_sparsity(class_stats["sparsity"], pruned, CLASS_STATS_CSV)
   _check_class_ids(class_stats["class_id"], num_classes, f"{CLASS_STATS_CSV} column class_id")
 
-  pie_accuracy = _read_csv(directory / PIE_ACCURACY_CSV, PIE_ACCURACY_COLUMNS, (), int_columns=("num_examples",),
-                           float_columns=("sparsity", "top1_mean", "top1_std"),
+  pie_accuracy = _read_csv(directory / PIE_ACCURACY_CSV, PIE_ACCURACY_COLUMNS, ("method",),
+                           int_columns=("num_examples",), float_columns=("sparsity", "top1_mean", "top1_std"),
                            str_columns=("population", "subset"))
+  pie_accuracy = _only_view(pie_accuracy, methods)
   pie_accuracy["sparsity"] = _canonical_sparsity(pie_accuracy["sparsity"], pruned, PIE_ACCURACY_CSV)
   _check_values(pie_accuracy["population"], POPULATIONS, f"{PIE_ACCURACY_CSV} column population")
   _check_values(pie_accuracy["subset"], SUBSETS, f"{PIE_ACCURACY_CSV} column subset")
@@ -170,7 +180,47 @@ def load_analysis(analysis_dir):
   if (directory / PIES_TFRECORD).exists():
     images = _match_images(read_pie_records(directory / PIES_TFRECORD), pies, known)
   return AnalysisData(directory=directory, summary=summary, levels=levels, pies=pies, class_stats=class_stats,
-                      pie_accuracy=pie_accuracy, robustness=robustness, images=images)
+                      pie_accuracy=pie_accuracy, robustness=robustness, images=images, methods=methods,
+                      method_class_stats=method_class_stats)
+
+
+METHOD_LEVEL_KEYS = ("method", "sparsity", "num_models", "top1_mean", "top1_std", "measured_sparsity_mean",
+                     "num_pies", "pie_fraction", "num_significant_classes", "num_significant_classes_fdr",
+                     "bits_per_weight", "compressed_bytes")
+
+
+def _level_method(level):
+  return level.get("method") or ("dense" if level["role"] == "dense" else "magnitude")
+
+
+def _methods_view(summary):
+  """(summary restricted to the per-level view, frame of every population) for a study comparing methods.
+
+  A study with only dense and magnitude populations is returned as it is, with None. Otherwise the per-level
+  sections see the dense level and the levels of the primary pruning method (`variants.primary_method`), and the
+  frame lists every population for the methods section.
+  """
+  methods = [_level_method(level) for level in summary["levels"]]
+  if all(m in ("dense", "magnitude") for m in methods):
+    return summary, None
+  primary = variants.primary_method(methods)
+  view = [level for level, m in zip(summary["levels"], methods) if m == "dense" or m == primary]
+  rows = [{k: (m if k == "method" else level.get(k)) for k in METHOD_LEVEL_KEYS}
+          for level, m in zip(summary["levels"], methods)]
+  frame = pd.DataFrame(rows)
+  for column in METHOD_LEVEL_KEYS[1:]:
+    frame[column] = pd.to_numeric(frame[column], errors="raise").astype(float)
+  return dict(summary, levels=view), frame
+
+
+def _only_view(table, methods):
+  """The rows of a table that belong to the per-level view (see `_methods_view`), without the method column."""
+  if "method" not in table:
+    return table
+  if methods is None:
+    return table.drop(columns="method")
+  primary = variants.primary_method(methods["method"])
+  return table.loc[table["method"] == primary].drop(columns="method").reset_index(drop=True)
 
 
 def _read_summary(path):
@@ -954,6 +1004,118 @@ def _robustness_table(rows, table_id):
           "</tbody></table></div>")
 
 
+def methods_series(methods, method_class_stats, max_classes=3):
+  """One row per compressed population, smallest compressed model first, with what it costs (the methods section).
+
+  Columns: method, sparsity, num_models, bits_per_weight, compressed_bytes, size_ratio (compressed size over the
+  dense model's), top1_mean, top1_std, top1_change (vs dense), num_significant_classes, num_significant_classes_fdr,
+  num_pies (the CIEs), pie_fraction, harm_rank (1 = most harm: most CIEs, then most significant classes, then the
+  largest top-1 loss) and hurt_classes: up to `max_classes` (name, normalized change) of the classes it hurts
+  significantly, most hurt first.
+  """
+  dense = methods.loc[methods["method"] == "dense"]
+  if len(dense) != 1:
+    raise PieError(f"{SUMMARY_JSON}: expected one dense population, found {len(dense)}")
+  dense = dense.iloc[0]
+  rows = methods.loc[methods["method"] != "dense"].copy()
+  rows["size_ratio"] = rows["compressed_bytes"] / dense["compressed_bytes"]
+  rows["top1_change"] = rows["top1_mean"] - dense["top1_mean"]
+  order = rows.sort_values(["num_pies", "num_significant_classes", "top1_change"], ascending=[False, False, True],
+                           kind="stable")
+  rows["harm_rank"] = pd.Series(np.arange(1, len(order) + 1), index=order.index)
+  hurt = []
+  for row in rows.itertuples(index=False):
+    classes = pd.DataFrame()
+    if method_class_stats is not None:
+      classes = method_class_stats.loc[(method_class_stats["method"] == row.method)
+                                       & ((method_class_stats["sparsity"] - row.sparsity).abs() < SPARSITY_TOLERANCE)
+                                       & method_class_stats["significant"]
+                                       & (method_class_stats["normalized_change"] < 0)]
+    classes = classes.sort_values("normalized_change", kind="stable").head(max_classes)
+    hurt.append([(str(n), float(c)) for n, c in zip(classes["class_name"], classes["normalized_change"])])
+  rows["hurt_classes"] = hurt
+  return rows.sort_values(["compressed_bytes", "method"], kind="stable").reset_index(drop=True)
+
+
+def _method_label(method, sparsity):
+  return f"{method} {100 * sparsity:.4g}%" if method in ("magnitude", "2:4", "random") else method
+
+
+def plot_methods(series, dense):
+  """Top-1, significant classes and CIEs of each population against its compressed size (log scale).
+
+  One colour and marker per method (legend below the panels); pruning levels are written beside their points.
+  """
+  import matplotlib.ticker as ticker  # pylint: disable=import-outside-toplevel
+  figure = _new_figure(11.0, 4.0)
+  axes = figure.subplots(1, 3)
+  methods = list(dict.fromkeys(series["method"]))
+  markers = "o^vDP*Xh<>"
+  palette = ("#d9822b", "#8e44ad", "#27ae60", "#c0392b", "#16a085", "#7f8c8d", "#2c3e50", "#b7950b")
+  panels = (("top1_mean", "top-1 (%)", 100.0, dense["top1_mean"]),
+            ("num_significant_classes", "significantly changed classes", 1.0, 0.0),
+            ("num_pies", "CIEs (examples)", 1.0, 0.0))
+  positive = bool((series["compressed_bytes"] > 0).all()) and np.isfinite(dense["compressed_bytes"])
+  for ax, (column, label, scale, dense_value) in zip(axes, panels):
+    for i, method in enumerate(methods):
+      rows = series.loc[series["method"] == method]
+      kb = rows["compressed_bytes"].to_numpy(dtype=float) / 1024
+      values = scale * rows[column].to_numpy(dtype=float)
+      ax.scatter(kb, values, color=palette[i % len(palette)], marker=markers[i % len(markers)], zorder=3,
+                 label=method, alpha=0.85)
+      if method in ("magnitude", "2:4", "random"):
+        for x, y, level in zip(kb, values, rows["sparsity"]):
+          ax.annotate(f"{100 * level:.4g}%", (x, y), textcoords="offset points", xytext=(5, 3), fontsize=7)
+    if np.isfinite(dense["compressed_bytes"]):
+      ax.scatter([dense["compressed_bytes"] / 1024], [scale * dense_value], color=COLOR_DENSE, marker="s", zorder=3,
+                 label="dense")
+    if positive:
+      ax.set_xscale("log")
+      ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+      ax.xaxis.set_minor_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+      ax.tick_params(axis="x", which="minor", labelsize=7)
+    ax.set_xlabel("compressed size (KB, gzip)")
+    ax.set_ylabel(label)
+    if column != "top1_mean":
+      ax.set_ylim(bottom=0)
+      ax.yaxis.get_major_locator().set_params(integer=True)
+    _style_axes(ax)
+  handles, labels = axes[0].get_legend_handles_labels()
+  figure.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 8), frameon=False, fontsize=8)
+  figure.suptitle("What each compression method costs, against the size it reaches", fontsize=11)
+  return figure
+
+
+def _methods_section(data, save):
+  dense = data.methods.loc[data.methods["method"] == "dense"].iloc[0]
+  series = methods_series(data.methods, data.method_class_stats)
+  svg = save(plot_methods(series, dense), "methods_vs_size")
+  head = ["Method", "Level", "Models", "Bits / weight", "Compressed (KB)", "Size vs dense", "Top-1", "Change (pts)",
+          "Significant classes (FDR)", "CIEs (fraction)", "Harm rank", "Most hurt classes (normalized pts)"]
+  body = []
+  for row in series.itertuples(index=False):
+    hurt = ", ".join(f"{_esc(name)} ({100 * change:+.1f})" for name, change in row.hurt_classes) or "none significant"
+    fdr = "" if pd.isna(row.num_significant_classes_fdr) else f" ({int(row.num_significant_classes_fdr)})"
+    cells = [_esc(row.method), _esc(f"{100 * row.sparsity:.4g}%"), _count(row.num_models),
+             "–" if pd.isna(row.bits_per_weight) else f"{row.bits_per_weight:.2f}",
+             "–" if pd.isna(row.compressed_bytes) else f"{row.compressed_bytes / 1024:.1f}",
+             "–" if pd.isna(row.size_ratio) else f"{row.size_ratio:.2f}×",
+             _pct(row.top1_mean, 2), _pp(row.top1_change, 2), f"{int(row.num_significant_classes)}{fdr}",
+             f"{int(row.num_pies)} ({_pct(row.pie_fraction, 2)})", str(int(row.harm_rank)), hurt]
+    body.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+  dense_kb = "–" if pd.isna(dense["compressed_bytes"]) else f"{dense['compressed_bytes'] / 1024:.1f} KB"
+  table = ("<table id='methods-table'><thead><tr>" + "".join(f"<th scope='col'>{h}</th>" for h in head)
+           + "</tr></thead><tbody>" + "".join(body) + "</tbody></table>")
+  return ("<section id='methods'><h2>Methods compared</h2><p class='note'>Every compressed population against the "
+          f"same dense population (top-1 {_pct(dense['top1_mean'], 2)}, {dense_kb} compressed). Compressed size: gzip "
+          "of the exported TFLite model (sparse storage for pruned ones), measured per model and averaged. CIEs "
+          "(compression-identified exemplars) are the PIEs of each method: examples whose modal prediction differs "
+          "from the dense population's. Rows run from the smallest model to the largest; the harm rank orders the "
+          "methods by CIEs, then significantly changed classes, then top-1 loss (1 = most harm). Most hurt classes: "
+          "significantly hurt, most negative change in recall beyond the overall change.</p>"
+          f"<figure>{svg}</figure><div class='scroll'>{table}</div></section>")
+
+
 def write_report(analysis_dir, top_n=25, page_size=60, max_image_bytes=20 * 2**20):
   """Writes report.html, figures/ and triage/ into the analysis folder and returns the path of report.html.
 
@@ -989,6 +1151,9 @@ def write_report(analysis_dir, top_n=25, page_size=60, max_image_bytes=20 * 2**2
       "how many classes' recall changed significantly more or less than overall top-1 (two-sided Welch t-test over "
       f"the models, α = {alpha:g}); the FDR line corrects for testing every class (Benjamini–Hochberg).</p>"
       f"<div class='figrow'><figure>{accuracy_svg}</figure><figure>{significance_svg}</figure></div></section>")
+
+  if data.methods is not None:
+    sections.append(_methods_section(data, save))
 
   # Class impact per level, highest sparsity open.
   parts = []
@@ -1095,6 +1260,8 @@ def _page(data, sections):
   config = json.dumps(study["config"], indent=2, sort_keys=True, default=str)
   nav = [("findings", "Findings"), ("populations", "Populations"), ("overview", "Accuracy"),
          ("classes", "Class impact"), ("gallery", "PIE gallery"), ("pie-accuracy", "PIE accuracy")]
+  if data.methods is not None:
+    nav.insert(3, ("methods", "Methods compared"))
   if data.robustness is not None and not data.robustness.empty:
     nav.append(("robustness", "Robustness"))
   has_triage_images = data.images is not None

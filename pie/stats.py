@@ -58,9 +58,9 @@ def modal_labels(predictions, return_details=False):
   starts[1:] = ordered[1:] != ordered[:-1]
   run_id = np.cumsum(starts, axis=0) - 1  # run index within each column
   n_examples = predictions.shape[1]
-  run_counts = np.zeros((n_models, n_examples), np.int32)
-  cols = np.broadcast_to(np.arange(n_examples), ordered.shape)
-  np.add.at(run_counts, (run_id.ravel(), cols.ravel()), 1)
+  # bincount over flat (run, example) cells: the same tally as np.add.at, an order of magnitude faster.
+  cells = (run_id * n_examples + np.arange(n_examples)).ravel()
+  run_counts = np.bincount(cells, minlength=n_models * n_examples).astype(np.int32).reshape(n_models, n_examples)
   # Runs are in ascending label order, so argmax (first maximum) is the smallest of the tied labels.
   best_run = np.argmax(run_counts, axis=0)
   best_count = run_counts[best_run, np.arange(n_examples)]

@@ -10,7 +10,7 @@ import collections
 import dataclasses
 import os
 import time
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -29,6 +29,9 @@ class ModelRecord:
   measured_sparsity: float
   seed: int
   top1: np.ndarray         # int32 [n_examples]
+  method: str = "magnitude"               # compression method ("dense" for the baseline); see pie/variants.py
+  bits_per_weight: Optional[float] = None  # measured storage of the exported model, when the export records it
+  compressed_bytes: Optional[int] = None
 
 
 @dataclasses.dataclass
@@ -44,6 +47,9 @@ class Study:
   config: dict                            # the first model's config, minus its per-model fields
   config_hash: str
   incomplete: List[str] = dataclasses.field(default_factory=list)  # exports skipped as unfinished
+  # Every population by (method, level): ("dense", 0.0), ("magnitude", 0.9), ("2:4", 0.5), ("ptq_full_int8", 0.0)...
+  # `levels` is the dense and magnitude part of it, keyed by sparsity as before.
+  populations: Dict[Tuple[str, float], List[ModelRecord]] = dataclasses.field(default_factory=dict)
 
   @property
   def num_examples(self):
@@ -53,9 +59,20 @@ class Study:
   def pruned_levels(self):
     return sorted(s for s in self.levels if s > 0)
 
+  @property
+  def compressed_populations(self):
+    """(method, level) of every population but the dense one, in registry order then by level."""
+    from pie import variants  # pylint: disable=g-import-not-at-top
+    return sorted((k for k in self.populations if k[0] != variants.DENSE),
+                  key=lambda k: (variants.method_rank(k[0]), k[1]))
+
+  def models(self, key):
+    """The models of a level (a sparsity: dense or magnitude) or of a population ((method, level))."""
+    return self.populations[key] if isinstance(key, tuple) else self.levels[key]
+
   def predictions(self, sparsity):
-    """Top-1 labels of a level's models: int32 [n_models, n_examples]."""
-    return np.stack([m.top1 for m in self.levels[sparsity]])
+    """Top-1 labels of a level's (or a (method, level) population's) models: int32 [n_models, n_examples]."""
+    return np.stack([m.top1 for m in self.models(sparsity)])
 
   def top1_accuracy(self, sparsity):
     return (self.predictions(sparsity) == self.labels).mean(axis=1)
@@ -124,26 +141,33 @@ def load_study(study_dir=None, prediction_files=None, allow_mixed_configs=False,
                        f"{ref_path}: the models were trained with different settings (allow with "
                        "--allow_mixed_configs)")
     sparsity = round(float(meta["target_sparsity"]), 6)
-    levels[sparsity].append(ModelRecord(
+    # Exports written before compression methods existed have no `method`: dense at 0, magnitude pruning otherwise.
+    method = meta.get("method") or ("dense" if sparsity == 0 else "magnitude")
+    levels[(method, sparsity)].append(ModelRecord(
         name=meta.get("name", os.path.basename(path)), path=path, sparsity=sparsity,
         measured_sparsity=float(meta["measured_sparsity"]), seed=int(meta["seed"]),
-        top1=pred.top1.astype(np.int32)))
+        top1=pred.top1.astype(np.int32), method=method, bits_per_weight=meta.get("bits_per_weight"),
+        compressed_bytes=meta.get("compressed_bytes")))
     if (i + 1) % 20 == 0 or i + 1 == len(ready):
       log(f"read {i + 1}/{len(ready)} prediction files ({time.time() - start:.1f}s)")
 
   where = study_dir or "the prediction files"
-  if 0.0 not in levels:
-    raise PieError(f"{where}: no dense population (no model with target_sparsity 0); found levels {sorted(levels)}")
-  for sparsity, models in sorted(levels.items()):
+  populations = dict(levels)
+  if ("dense", 0.0) not in populations:
+    raise PieError(f"{where}: no dense population (no model with target_sparsity 0); found levels "
+                   f"{sorted({s for _, s in populations})}")
+  for (method, sparsity), models in sorted(populations.items()):
     if len(models) < 2:
-      raise PieError(f"{where}: level {sparsity:g} has {len(models)} model ({models[0].path}); a population "
+      what = f"level {sparsity:g}" if method in ("dense", "magnitude") else f"method {method} level {sparsity:g}"
+      raise PieError(f"{where}: {what} has {len(models)} model ({models[0].path}); a population "
                      "needs at least two models for modal labels and t-tests")
     models.sort(key=lambda m: (m.seed, m.name))
-  if len(levels) < 2:
+  levels = {s: models for (method, s), models in populations.items() if method in ("dense", "magnitude")}
+  if len(populations) < 2:
     raise PieError(f"{where}: only the dense population was found; a study needs at least one pruned level")
   ref_meta = reference[1]
-  config = {k: v for k, v in ref_meta.get("config", {}).items() if k not in ("seed", "sparsity")}
+  config = {k: v for k, v in ref_meta.get("config", {}).items() if k not in ("seed", "sparsity", "method")}
   return Study(study_dir=study_dir, dataset=ref_meta["dataset"], split=ref_meta["split"],
                num_classes=int(ref_meta["num_classes"]), class_names=list(ref_meta["class_names"]),
                labels=labels, levels=dict(levels), config=config, config_hash=ref_meta["config_hash"],
-               incomplete=incomplete)
+               incomplete=incomplete, populations=populations)

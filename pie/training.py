@@ -26,16 +26,33 @@ from pie import models
 from pie import predictions as predictions_lib
 from pie import pruning
 from pie import stats
+from pie import variants
 from pie.errors import PieError
 
 # Fields that differ between the models of one study; everything else must match (see config_hash).
-PER_MODEL_FIELDS = ("seed", "sparsity")
+PER_MODEL_FIELDS = ("seed", "sparsity", "method")
 SPARSITY_TOLERANCE = 0.005  # measured overall sparsity must be within 0.5 percentage points of the target
 
 
-def model_name(sparsity, seed):
-  """File-system name of one model of a study, e.g. "sparsity90_seed3"."""
-  return f"sparsity{round(float(sparsity) * 100, 2):g}_seed{int(seed)}"
+def model_name(sparsity, seed, method=variants.DEFAULT_METHOD):
+  """File-system name of one model of a study, e.g. "sparsity90_seed3" (dense or magnitude pruning), or with its
+  compression method in it for other methods, e.g. "2of4_sparsity50_seed3", "ptq_dynamic_int8_seed3"."""
+  return variants.model_name(method, sparsity, seed)
+
+
+def dense_config(config):
+  """The config of the dense model of the same seed (the source of a derived post-training-quantized model)."""
+  cfg = config_copy(config)
+  with cfg.unlocked():
+    cfg.sparsity = 0.0
+    if "method" in cfg:
+      cfg.method = variants.DEFAULT_METHOD
+  return cfg
+
+
+def config_copy(config):
+  import copy  # pylint: disable=g-import-not-at-top
+  return copy.deepcopy(config)
 
 
 def config_to_dict(config):
@@ -49,7 +66,7 @@ def config_hash(config):
 
 
 def model_paths(workdir, config):
-  name = model_name(config.sparsity, config.seed)
+  name = model_name(config.sparsity, config.seed, config.get("method", variants.DEFAULT_METHOD))
   return {"name": name, "checkpoints": os.path.join(workdir, "checkpoints"),
           "tensorboard": os.path.join(workdir, "tensorboard"), "model": os.path.join(workdir, "model.h5"),
           "metrics": os.path.join(workdir, "metrics.json"),
@@ -171,7 +188,9 @@ def prediction_metadata(config, info, sparsity_report, extra=None):
       "dataset": info.name, "split": info.eval_split, "num_classes": info.num_classes,
       "class_names": list(info.class_names), "target_sparsity": float(config.sparsity),
       "measured_sparsity": sparsity_report["overall"], "seed": int(config.seed), "config_hash": config_hash(config),
-      "model": config.model.name, "name": model_name(config.sparsity, config.seed), "config": config_to_dict(config),
+      "model": config.model.name, "config": config_to_dict(config),
+      "name": model_name(config.sparsity, config.seed, config.get("method", variants.DEFAULT_METHOD)),
+      "method": variants.config_method(config),
   }
   metadata.update(extra or {})
   return metadata
@@ -211,13 +230,19 @@ def train_and_export(config, workdir, strategy=None, log=print):
   total_steps = config.num_epochs * steps_per_epoch
   input_shape = models.input_shape_for(info, config.data)
   scope = config.pruning.get("scope", "all_but_classifier")
-  pruned = config.sparsity > 0
+  method = variants.config_method(config)
+  pruned = method == "magnitude"
 
   with strategy.scope():
     model = models.build_model(config.model, input_shape, info.num_classes)
+    scope_layers = pruning.prunable_layer_names(model, scope)
+    # Magnitude pruning wraps the model here as it always has; other methods wrap it through the variant registry.
+    method_callbacks = []
     if pruned:
       begin, end, frequency = pruning.schedule_steps(config.pruning, total_steps)
       model = pruning.apply_pruning(model, config.sparsity, begin, end, frequency, scope)
+    elif method != variants.DENSE:
+      model, method_callbacks = variants.wrap_for_training(model, config, method, total_steps)
     optimizer = make_optimizer(config, steps_per_epoch)
     model.compile(optimizer=optimizer, metrics=["accuracy"],
                   loss=keras.losses.CategoricalCrossentropy(
@@ -226,6 +251,8 @@ def train_and_export(config, workdir, strategy=None, log=print):
     epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
   checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=epoch_var)
   ckpt_dir = paths["checkpoints"] if chief else tempfile.mkdtemp(prefix="pie-worker-ckpt-")
+  # Only the chief writes into the workdir: other workers' summaries go to a temporary folder too.
+  tensorboard_dir = paths["tensorboard"] if chief else tempfile.mkdtemp(prefix="pie-worker-tb-")
   manager = tf.train.CheckpointManager(checkpoint, ckpt_dir, max_to_keep=2)
   if manager.latest_checkpoint:
     checkpoint.restore(manager.latest_checkpoint).expect_partial()
@@ -243,30 +270,56 @@ def train_and_export(config, workdir, strategy=None, log=print):
                            lambda msg: log(f"{paths['name']}: {msg}"))]
     if pruned:
       callbacks += [tfmot.sparsity.keras.UpdatePruningStep(),
-                    tfmot.sparsity.keras.PruningSummaries(log_dir=paths["tensorboard"], write_graph=False)]
+                    tfmot.sparsity.keras.PruningSummaries(log_dir=tensorboard_dir, write_graph=False)]
+    elif method == "2:4":
+      callbacks += method_callbacks + [
+          tfmot.sparsity.keras.PruningSummaries(log_dir=tensorboard_dir, write_graph=False)]
     else:
-      callbacks.append(keras.callbacks.TensorBoard(log_dir=paths["tensorboard"], write_graph=False))
+      callbacks += method_callbacks + [keras.callbacks.TensorBoard(log_dir=tensorboard_dir, write_graph=False)]
     model.fit(train, epochs=config.num_epochs, initial_epoch=initial_epoch, steps_per_epoch=steps_per_epoch,
               callbacks=callbacks, verbose=0)
   train_seconds = time.time() - start_time
 
   with strategy.scope():
-    stripped = pruning.strip_pruning(model) if pruned else model
-  sparsity_report = pruning.measure_sparsity(stripped, pruning.prunable_layer_names(stripped, scope))
-  if pruned and abs(sparsity_report["overall"] - config.sparsity) > SPARSITY_TOLERANCE:
+    if pruned:
+      stripped = pruning.strip_pruning(model)
+    else:
+      stripped = variants.finalize(model, method, method_callbacks)
+  sparsity_report = variants.measure_sparsity(stripped, scope_layers)
+  structure = variants.structure_report(stripped, method, scope_layers)
+  if method in ("magnitude", "random") and abs(sparsity_report["overall"] - config.sparsity) > SPARSITY_TOLERANCE:
     raise PieError(f"{paths['name']}: measured sparsity {sparsity_report['overall']:.4f} is more than "
                    f"{SPARSITY_TOLERANCE:.1%} away from the target {config.sparsity}; check config.pruning "
                    "(the pruning window must end before training does)")
   if not chief:
     return {"name": paths["name"], "chief": False}
-  save_model(stripped, paths["model"])
+  if method == "qat":
+    # The deployed model is the int8 TFLite conversion: save it, measure it and export its predictions.
+    tflite_bytes = variants.qat_to_tflite(stripped)
+    io_utils.write_bytes(os.path.join(workdir, "model.tflite"), tflite_bytes)
+    from pie import quantization  # pylint: disable=g-import-not-at-top
+    compression = variants.compression_fields(quantization.model_size_report(tflite_bytes))
+  else:
+    save_model(stripped, paths["model"])
+    # The size report converts the model to TFLite (about a second for a small CNN, far more for ResNet-50): only
+    # studies that compare compression methods by size ask for it.
+    compression = (variants.compression_fields(variants.compression_of_keras(stripped, method))
+                   if config.get("size_report", False) else {"bits_per_weight": None, "compressed_bytes": None})
+  if structure:
+    compression["structure"] = structure
 
   log(f"{paths['name']}: exporting predictions on {info.name}/{info.eval_split}")
   metadata = prediction_metadata(config, info, sparsity_report,
-                                 {"steps": int(total_steps), "train_seconds": round(train_seconds, 2)})
-  arrays = export_lib.predict_eval(stripped, dataset, config.get("eval_batch_size", 256),
-                                   top_k=config.get("top_k", 5), with_logits=config.get("export_logits", False),
-                                   log=log)
+                                 {"steps": int(total_steps), "train_seconds": round(train_seconds, 2),
+                                  **compression})
+  if method == "qat":
+    arrays = variants.predict_tflite(tflite_bytes, dataset, config.get("eval_batch_size", 256),
+                                     top_k=config.get("top_k", 5), with_logits=config.get("export_logits", False),
+                                     log=log)
+  else:
+    arrays = export_lib.predict_eval(stripped, dataset, config.get("eval_batch_size", 256),
+                                     top_k=config.get("top_k", 5), with_logits=config.get("export_logits", False),
+                                     log=log)
   top1 = arrays["top_k_classes"][:, :1].T
   metrics = {
       "name": paths["name"], "top1": float(stats.top1_accuracy(top1, arrays["labels"])[0]),
@@ -274,7 +327,8 @@ def train_and_export(config, workdir, strategy=None, log=print):
       "target_sparsity": float(config.sparsity), "measured_sparsity": sparsity_report["overall"],
       "per_layer_sparsity": sparsity_report["per_layer"], "steps": int(total_steps),
       "wall_seconds": round(time.time() - start_time, 2), "train_seconds": round(train_seconds, 2),
-      "config_hash": metadata["config_hash"], "seed": int(config.seed),
+      "config_hash": metadata["config_hash"], "seed": int(config.seed), "method": method,
+      "bits_per_weight": compression["bits_per_weight"], "compressed_bytes": compression["compressed_bytes"],
   }
   io_utils.write_json(paths["metrics"], metrics)
   # Last: the predictions' metadata JSON marks the model as finished.
@@ -293,6 +347,9 @@ def export_from_checkpoint(config, checkpoint_dir, out_path, dataset=None, log=p
   if latest is None:
     raise PieError(f"{checkpoint_dir}: no checkpoint there")
   scope = config.pruning.get("scope", "all_but_classifier")
+  if variants.config_method(config) not in (variants.DENSE, "magnitude"):
+    raise PieError(f"exporting from a checkpoint supports dense and magnitude-pruned models, not method "
+                   f"{config.method!r}: let train.train finish and export it")
   model = models.build_model(config.model, models.input_shape_for(info, config.data), info.num_classes)
   if config.sparsity > 0:
     steps_per_epoch = dataset.steps_per_epoch(config.batch_size, config.get("steps_per_epoch"))

@@ -1,0 +1,284 @@
+"""Checking a study directory before trusting it: every model present, complete and consistent with the others.
+
+`validate_study(study_dir)` reads every prediction file of a study and returns a `ValidationReport`: one row per
+model (status, target and measured sparsity, top-1) and every problem found, each naming the model or file:
+  - a model the launcher's study.json expects is missing, still being trained, or its export is incomplete (a
+    TFRecord without its metadata, or of another size than the metadata records);
+  - a prediction file is unreadable or breaks the schema (truncated, corrupt, bad ids, bad metadata);
+  - models disagree on the dataset, split, classes, example count or labels;
+  - a model's measured sparsity is more than the tolerance (0.5 percentage points) from its target;
+  - models were trained with different configs (config hashes differ, or differ from study.json's), unless allowed;
+  - a population is missing or has fewer than two models (the analysis needs a dense and a pruned population).
+Nothing is written or repaired: rerunning the launcher redoes unfinished models, and `report.ok` says whether the
+analysis can go ahead.
+"""
+import dataclasses
+import os
+import socket
+from typing import List, Optional
+
+import numpy as np
+import tensorflow as tf
+
+from pie import io_utils
+from pie import population
+from pie import predictions as predictions_lib
+from pie import study as study_lib
+from pie.errors import PieError
+
+SPARSITY_TOLERANCE = 0.005  # the launcher's own limit: 0.5 percentage points
+# Fields that every model of a study must share (the analysis joins models by example id on one eval split).
+SHARED_FIELDS = ("dataset", "split", "num_classes", "num_examples", "class_names")
+
+OK = "ok"
+MISSING = "missing"            # expected by study.json, nothing exported
+RUNNING = "running"            # not exported yet, claimed by a live process
+INCOMPLETE = "incomplete"      # export started but not finished (no metadata, or the TFRecord's size is wrong)
+CORRUPT = "corrupt"            # finished but unreadable or outside the schema
+INCONSISTENT = "inconsistent"  # readable, but disagrees with the study (dataset, labels, sparsity, config)
+UNEXPECTED = "unexpected"      # readable, but not a model of study.json's grid
+
+
+@dataclasses.dataclass
+class ModelCheck:
+  """The verdict on one model of a study."""
+  name: str
+  path: str                                   # its .tfrecord (which may not exist)
+  status: str
+  target_sparsity: Optional[float] = None
+  measured_sparsity: Optional[float] = None
+  top1: Optional[float] = None
+  config_hash: Optional[str] = None
+  method: Optional[str] = None                # compression method (dense for the dense population)
+  problems: List[str] = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass
+class ValidationReport:
+  """The result of `validate_study`. `problems` holds every problem, each a sentence naming its model or file."""
+  study_dir: str
+  expected: Optional[List[str]]               # model names from study.json; None without one
+  models: List[ModelCheck]
+  problems: List[str]
+
+  @property
+  def ok(self):
+    return not self.problems
+
+  def table(self):
+    """One line per model: name, status, target / measured sparsity, top-1; then the problems."""
+    def num(value, width, digits):
+      return f"{'-':>{width}}" if value is None else f"{value:{width}.{digits}f}"
+
+    width = max([len("model")] + [len(m.name) for m in self.models])
+    lines = [f"{'model':<{width}}  {'status':<12}  {'target':>6}  {'measured':>8}  {'top-1':>6}"]
+    for m in self.models:
+      lines.append(f"{m.name:<{width}}  {m.status:<12}  {num(m.target_sparsity, 6, 3)}  "
+                   f"{num(m.measured_sparsity, 8, 4)}  {num(m.top1, 6, 4)}")
+    n_ok = sum(m.status == OK for m in self.models)
+    expected = f" of {len(self.expected)} expected" if self.expected is not None else ""
+    lines.append(f"{n_ok} model(s) ok{expected}; {len(self.problems)} problem(s)")
+    lines += [f"problem: {p}" for p in self.problems]
+    return "\n".join(lines)
+
+
+def _model_name_of(path):
+  return os.path.basename(path)[:-len(".tfrecord")]
+
+
+def _claim_owner(directory):
+  """'host pid' of a live claim on a model directory, or None (no claim, or its process is gone)."""
+  try:
+    with open(os.path.join(directory, population.CLAIM_FILE)) as f:
+      host, pid = f.read().split()
+  except (OSError, ValueError):
+    return None
+  if host == socket.gethostname() and not population._pid_alive(int(pid)):  # pylint: disable=protected-access
+    return None
+  return f"{host} {pid}"
+
+
+def _read_study_file(study_dir, problems):
+  path = os.path.join(study_dir, population.STUDY_FILE)
+  if not tf.io.gfile.exists(path):
+    return None, None
+  try:
+    study = io_utils.read_json(path)
+    names = [str(n) for n in study["models"]]
+    return names, study.get("config_hash")
+  except (ValueError, KeyError, TypeError) as e:
+    problems.append(f"{path}: unreadable study file ({type(e).__name__}: {e}); the expected models are unknown")
+    return None, None
+
+
+def _check_model(name, path, read_records=True):
+  """Checks one model's export; returns its ModelCheck and, when its records were read, its Predictions."""
+  check = ModelCheck(name=name, path=path, status=OK)
+  has_record = tf.io.gfile.exists(path)
+  has_metadata = tf.io.gfile.exists(predictions_lib.metadata_path(path))
+  if not has_record and not has_metadata:
+    owner = _claim_owner(os.path.dirname(path))
+    check.status = RUNNING if owner else MISSING
+    check.problems.append(f"{name}: being trained (claimed by {owner})" if owner else
+                          f"{name}: not trained (no {path}); rerun the launcher")
+    return check, None
+  if not has_metadata:
+    check.status = INCOMPLETE
+    check.problems.append(f"{path}: export unfinished (no metadata {predictions_lib.metadata_path(path)}); rerun "
+                          "the launcher to redo it")
+    return check, None
+  try:
+    metadata = predictions_lib.read_metadata(path)
+  except PieError as e:
+    check.status = CORRUPT
+    check.problems.append(str(e))
+    return check, None
+  check.target_sparsity = float(metadata["target_sparsity"])
+  check.measured_sparsity = float(metadata["measured_sparsity"])
+  check.config_hash = metadata["config_hash"]
+  check.method = metadata.get("method") or ("dense" if check.target_sparsity == 0 else "magnitude")
+  if not has_record:
+    check.status = INCOMPLETE
+    check.problems.append(f"{path}: missing, but its metadata exists; rerun the launcher to redo it")
+    return check, None
+  size = tf.io.gfile.stat(path).length
+  if "file_bytes" in metadata and size != metadata["file_bytes"]:
+    check.status = INCOMPLETE
+    check.problems.append(f"{path}: {size} bytes, its metadata records {metadata['file_bytes']} (truncated or "
+                          "overwritten); rerun the launcher to redo it")
+    return check, None
+  if metadata.get("name", name) != name:
+    check.status = INCONSISTENT
+    check.problems.append(f"{path}: its metadata names the model {metadata['name']!r}: a file copied or renamed?")
+  if not read_records:
+    return check, None
+  try:
+    pred = predictions_lib.read_predictions(path)
+  except PieError as e:
+    check.status = CORRUPT
+    check.problems.append(str(e))
+    return check, None
+  check.top1 = float(np.mean(pred.top1 == pred.labels)) if len(pred.labels) else None
+  return check, pred
+
+
+def validate_study(study_dir, sparsity_tolerance=SPARSITY_TOLERANCE, allow_mixed_configs=False, read_records=True):
+  """Checks every model of a study directory; returns a ValidationReport (see the module docstring).
+
+  Args:
+    study_dir: a directory written by the population launcher (or any directory of prediction files).
+    sparsity_tolerance: largest accepted |measured - target| sparsity, as a fraction (0.005 = 0.5 points).
+    allow_mixed_configs: accept models whose config hashes differ.
+    read_records: also read every record (schema, ids, labels, NaN). The analysis passes False: it reads and
+      checks the records itself while loading, so the files are read once; presence, completeness, sparsity and
+      config hashes are still checked here from the metadata.
+  Raises:
+    PieError: if `study_dir` is not a directory or the tolerance is negative.
+  """
+  if sparsity_tolerance < 0:
+    raise PieError(f"sparsity tolerance must be >= 0, got {sparsity_tolerance}")
+  problems = []
+  expected, study_hash = _read_study_file(study_dir, problems)
+  found = {_model_name_of(p): p for p in study_lib.find_prediction_files(study_dir)}
+  # Exports still being written (or abandoned): `<name>/<name>.json` without its TFRecord.
+  for meta in tf.io.gfile.glob(os.path.join(study_dir, "*", "*.json")):
+    name = os.path.basename(meta)[:-len(".json")]
+    if name == os.path.basename(os.path.dirname(meta)) and name not in found:
+      found[name] = meta[:-len(".json")] + ".tfrecord"
+  names = list(expected) if expected is not None else []
+  names += sorted(n for n in found if n not in set(names))
+  if not names:
+    problems.append(f"{study_dir}: no prediction files and no {population.STUDY_FILE}: not a study directory")
+
+  checks, readable = [], {}
+  for name in names:
+    path = found.get(name, os.path.join(study_dir, name, f"{name}.tfrecord"))
+    check, pred = _check_model(name, path, read_records)
+    if expected is not None and name not in expected and check.status == OK:
+      check.status = UNEXPECTED
+      check.problems.append(f"{path}: not a model of {population.STUDY_FILE}'s grid (left from another study?); "
+                            "the analysis would include it")
+    if pred is not None:
+      readable[name] = pred
+    checks.append(check)
+  by_name = {c.name: c for c in checks}
+
+  def flag(name, status, problem):
+    check = by_name[name]
+    if check.status == OK:
+      check.status = status
+    check.problems.append(problem)
+
+  # Agreement with the first readable model: one dataset, one eval split, the same labels.
+  reference = next(iter(readable.items()), None)
+  if reference:
+    ref_name, ref = reference
+    for name, pred in list(readable.items())[1:]:
+      for field in SHARED_FIELDS:
+        if pred.metadata[field] != ref.metadata[field]:
+          flag(name, INCONSISTENT, f"{pred.path}: {field} is {pred.metadata[field]!r}, {ref.path} has "
+                                   f"{ref.metadata[field]!r}")
+          break
+      else:
+        if not np.array_equal(pred.labels, ref.labels):
+          flag(name, INCONSISTENT, f"{pred.path}: labels differ from those of {ref.path} for the same example ids")
+
+  for check in checks:
+    # Only methods that promise an exact sparsity are held to it (2:4 cannot prune layers with under 4 input
+    # channels; quantization and clustering have no sparsity target).
+    if (check.measured_sparsity is not None and check.method in ("magnitude", "random") and
+        abs(check.measured_sparsity - check.target_sparsity) > sparsity_tolerance):
+      flag(check.name, INCONSISTENT, f"{check.path}: measured sparsity {check.measured_sparsity:.4f} is more than "
+                                     f"{sparsity_tolerance * 100:g} points from the target "
+                                     f"{check.target_sparsity:g}")
+
+  if not allow_mixed_configs:
+    hashes = {c.config_hash for c in checks if c.config_hash is not None}
+    if study_hash is not None:
+      for check in checks:
+        if check.config_hash is not None and check.config_hash != study_hash:
+          flag(check.name, INCONSISTENT, f"{check.path}: config hash {check.config_hash} differs from "
+                                         f"{study_hash} in {population.STUDY_FILE} (trained with other settings; "
+                                         "allow with --allow_mixed_configs)")
+    elif len(hashes) > 1:
+      first = next(c for c in checks if c.config_hash is not None)
+      for check in checks:
+        if check.config_hash is not None and check.config_hash != first.config_hash:
+          flag(check.name, INCONSISTENT, f"{check.path}: config hash {check.config_hash} differs from "
+                                         f"{first.config_hash} of {first.path} (trained with other settings; "
+                                         "allow with --allow_mixed_configs)")
+
+  for check in checks:
+    problems.extend(check.problems)
+  problems.extend(_population_problems(study_dir, [c for c in checks if c.status == OK]))
+  return ValidationReport(study_dir=study_dir, expected=expected, models=checks, problems=problems)
+
+
+def _population_problems(study_dir, good):
+  """The analysis needs a dense population and a compressed one, each of at least two usable models."""
+  populations = {}
+  for check in good:
+    populations.setdefault((check.method, round(check.target_sparsity, 6)), []).append(check.name)
+  problems = []
+  if good and not any(method == "dense" for method, _ in populations):
+    problems.append(f"{study_dir}: no usable dense model (target sparsity 0)")
+  if good and all(method == "dense" for method, _ in populations):
+    problems.append(f"{study_dir}: no usable pruned or compressed model")
+  for (method, sparsity), names in sorted(populations.items()):
+    if len(names) < 2:
+      what = f"level {sparsity:g}" if method in ("dense", "magnitude") else f"{method} at level {sparsity:g}"
+      problems.append(f"{study_dir}: {what} has {len(names)} usable model ({names[0]}); a population needs at "
+                      "least two")
+  return problems
+
+
+def require_valid(study_dir, allow_mixed_configs=False, sparsity_tolerance=SPARSITY_TOLERANCE, read_records=True,
+                  log=print):
+  """Validates a study and raises a PieError listing every problem; returns the report when there is none."""
+  report = validate_study(study_dir, sparsity_tolerance=sparsity_tolerance, allow_mixed_configs=allow_mixed_configs,
+                          read_records=read_records)
+  if not report.ok:
+    listed = "\n  ".join(report.problems)
+    raise PieError(f"{study_dir}: {len(report.problems)} problem(s) found by validation:\n  {listed}")
+  log(f"validated {len(report.models)} models of {study_dir}")
+  return report

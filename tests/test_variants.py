@@ -1,0 +1,279 @@
+"""Compression methods as study variants: the registry, each variant's real compression, and a study end to end."""
+import gzip
+import json
+import os
+
+import pie  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+import numpy as np
+import pandas as pd
+import pytest
+
+from pie import analysis
+from pie import population
+from pie import predictions as predictions_lib
+from pie import quantization
+from pie import study as study_lib
+from pie import training
+from pie import variants
+from pie.errors import PieError
+from tests.conftest import digits_config, run_binary
+
+SEEDS = (0, 1)
+# Tiny but real: 2 epochs of 10 steps, the pruning window ends at step 10.
+TINY = {"num_epochs": 2, "steps_per_epoch": 10, "pruning.end_fraction": 0.5}
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The registry and the numpy checks.
+
+
+def test_model_names_keep_magnitude_names_and_name_the_others():
+  assert variants.model_name("magnitude", 0.9, 3) == training.model_name(0.9, 3) == "sparsity90_seed3"
+  assert variants.model_name("2:4", 0.0, 3) == "sparsity0_seed3"  # level 0 of a pruning method is the dense model
+  assert variants.model_name("2:4", 0.5, 3) == "2of4_sparsity50_seed3"
+  assert variants.model_name("random", 0.9, 3) == "random_sparsity90_seed3"
+  assert variants.model_name("ptq_full_int8", 0.0, 3) == "ptq_full_int8_seed3"
+  assert variants.model_name("qat", 0.0, 1) == "qat_seed1" and variants.model_name("cluster", 0.0, 1) == "cluster_seed1"
+
+
+def test_bad_methods_are_refused():
+  with pytest.raises(PieError, match="unknown compression method"):
+    variants.check_variants(["magnitude", "8:16"])
+  with pytest.raises(PieError, match="more than once"):
+    variants.check_variants(["2:4", "2:4"])
+  with pytest.raises(PieError, match="list of method names"):
+    variants.check_variants("magnitude")
+  with pytest.raises(PieError, match="sparsity 0.5 by construction"):
+    variants.effective_method("2:4", 0.9)
+  with pytest.raises(PieError, match="must be 0"):
+    variants.effective_method("qat", 0.5)
+
+
+def test_study_jobs_default_is_todays_grid():
+  config = digits_config()
+  jobs = population.jobs(config)
+  assert [(j.sparsity, j.seed) for j in jobs] == population.grid(config)
+  assert [j.name for j in jobs] == [training.model_name(s, seed) for s, seed in population.grid(config)]
+  assert {j.method for j in jobs} == {"dense", "magnitude"}
+
+
+def test_study_jobs_with_variants():
+  config = digits_config(**{"sparsity_levels": (0.0, 0.9), "num_seeds": 2})
+  with config.unlocked():
+    config.variants = ("random", "2:4", "ptq_dynamic_int8")
+  jobs = population.jobs(config)
+  assert [j.name for j in jobs] == ["sparsity0_seed0", "sparsity0_seed1", "random_sparsity90_seed0",
+                                    "random_sparsity90_seed1", "2of4_sparsity50_seed0", "2of4_sparsity50_seed1",
+                                    "ptq_dynamic_int8_seed0", "ptq_dynamic_int8_seed1"]
+  derived = [j for j in jobs if j.kind == "derive"]
+  assert [j.source for j in derived] == ["sparsity0_seed0", "sparsity0_seed1"]
+  commands = population.dry_run_commands(config, "/nonexistent", ["--config=configs/digits_methods.py"])
+  assert sum("--config.method=random" in c for c in commands) == 2
+  assert sum("--config.method=2:4 --config.sparsity=0.5" in c for c in commands) == 2
+  assert commands[-1].startswith("python -m train.population")  # derives the PTQ models once dense ones exist
+
+
+def test_m_by_n_report_finds_a_broken_block():
+  kernel = np.arange(1, 3 * 3 * 8 * 4 + 1, dtype=np.float32).reshape(3, 3, 8, 4)
+  kernel[:, :, 0:2, :] = 0  # first block of every (kh, kw, out): 2 zeros of 4
+  kernel[:, :, 4:6, :] = 0
+  good = variants.m_by_n_report(kernel)
+  assert good == {"input_channels": 8, "applies": True, "num_blocks": 3 * 3 * 4 * 2, "blocks_violating": 0,
+                  "sparsity": 0.5}
+  kernel[1, 2, 4, 3] = 7.0  # one block now has a single zero
+  assert variants.m_by_n_report(kernel)["blocks_violating"] == 1
+  # Dense kernels [in, out] group along axis 0; one input channel cannot hold a 2:4 block.
+  dense = np.ones((6, 5), np.float32)
+  dense[[0, 1, 4], :] = 0  # full block 0..3 has 2 zeros; the partial block 4..5 (2 padding) needs none
+  assert variants.m_by_n_report(dense)["blocks_violating"] == 0
+  assert not variants.m_by_n_report(np.ones((3, 3, 1, 8)))["applies"]
+
+
+def test_random_masks_follow_the_magnitude_schedule_and_nest():
+  import tensorflow_model_optimization as tfmot  # pylint: disable=g-import-not-at-top
+  schedule = tfmot.sparsity.keras.PolynomialDecay(0.0, 0.9, begin_step=0, end_step=40, power=3, frequency=10)
+  for step in (0, 5, 10, 19, 20, 39, 40, 41, 100):
+    should_prune, sparsity = schedule(step)
+    if bool(should_prune):
+      assert variants.polynomial_sparsity(step, 0.9, 0, 40, 10) == pytest.approx(float(sparsity), abs=1e-6)
+  assert variants.polynomial_sparsity(15, 0.9, 0, 40, 10) == variants.polynomial_sparsity(10, 0.9, 0, 40, 10)
+  order = variants.random_order(1000, seed=3, layer_index=1)
+  np.testing.assert_array_equal(order, variants.random_order(1000, seed=3, layer_index=1))
+  assert not np.array_equal(order, variants.random_order(1000, seed=4, layer_index=1))
+  low, high = variants.random_mask((10, 100), 0.3, order), variants.random_mask((10, 100), 0.9, order)
+  assert (low == 0).mean() == pytest.approx(0.3) and (high == 0).mean() == pytest.approx(0.9)
+  assert np.all(high[low == 0] == 0)  # nested: what was removed stays removed
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Each variant trained (or derived) for real on digits, in this process.
+
+
+def _train(root, method, sparsity, seed):
+  config = digits_config(**TINY)
+  with config.unlocked():
+    config.method, config.sparsity, config.seed = method, sparsity, seed
+  workdir = os.path.join(root, variants.model_name(method, sparsity, seed))
+  training.train_and_export(config, workdir, log=lambda m: None)
+  return config, workdir
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+  """Dense, random (90%), QAT and cluster populations of 2 models, and the three PTQ modes derived from the dense."""
+  root = str(tmp_path_factory.mktemp("variants"))
+  out = {}
+  for method, sparsity in (("dense", 0.0), ("random", 0.9), ("qat", 0.0), ("cluster", 0.0)):
+    for seed in SEEDS:
+      out[(method, seed)] = _train(root, method, sparsity, seed)
+  representative = variants.representative_images(digits_config().data)
+  for mode in ("ptq_float16", "ptq_dynamic_int8", "ptq_full_int8"):
+    for seed in SEEDS:
+      config = population.model_config(digits_config(**TINY), 0.0, seed, mode)
+      workdir = os.path.join(root, variants.model_name(mode, 0.0, seed))
+      variants.derive_ptq(config, out[("dense", seed)][1], workdir, representative=representative,
+                          log=lambda m: None)
+      out[(mode, seed)] = (config, workdir)
+  return {"root": root, "models": out}
+
+
+def _metadata(workdir):
+  name = os.path.basename(workdir)
+  return predictions_lib.read_predictions(os.path.join(workdir, f"{name}.tfrecord"))
+
+
+def test_every_variant_exports_the_schema_with_its_method(trained):
+  for (method, seed), (_, workdir) in trained["models"].items():
+    pred = _metadata(workdir)
+    meta = pred.metadata
+    assert meta["method"] == method and meta["seed"] == seed
+    assert meta["num_examples"] == 500 and pred.top_k_classes.shape == (500, 5)
+    assert meta["compressed_bytes"] > 0 and meta["bits_per_weight"] > 0
+    # All variants of the study share the config hash (method, sparsity and seed are per-model fields).
+    assert meta["config_hash"] == _metadata(trained["models"][("dense", 0)][1]).metadata["config_hash"]
+
+
+def test_random_pruning_zeros_are_real_and_random(trained):
+  config, workdir = trained["models"][("random", 0)]
+  model = training.load_model(os.path.join(workdir, "model.h5"))
+  meta = _metadata(workdir).metadata
+  for name in ("conv1", "conv2", "hidden"):
+    kernel = model.get_layer(name).kernel.numpy()
+    assert (kernel == 0).mean() == pytest.approx(0.9, abs=0.01)  # same per-layer fraction as magnitude
+    # The mask is the seeded random order, not the magnitudes.
+    layer_index = ("conv1", "conv2", "hidden").index(name)
+    expected = variants.random_mask(kernel.shape, 0.9, variants.random_order(kernel.size, 0, layer_index))
+    np.testing.assert_array_equal(kernel == 0, expected == 0)
+  assert abs(meta["measured_sparsity"] - 0.9) <= 0.005
+  dense_bytes = _metadata(trained["models"][("dense", 0)][1]).metadata["compressed_bytes"]
+  assert meta["compressed_bytes"] < 0.5 * dense_bytes
+
+
+def test_cluster_kernels_hold_at_most_16_values(trained):
+  _, workdir = trained["models"][("cluster", 0)]
+  model = training.load_model(os.path.join(workdir, "model.h5"))
+  for name in ("conv1", "conv2", "hidden"):
+    assert variants.unique_values(model.get_layer(name).kernel.numpy()) <= 16
+  assert variants.unique_values(model.get_layer("classifier").kernel.numpy()) > 16  # the classifier is left alone
+  assert _metadata(workdir).metadata["structure"]["max_unique_values"] <= 16
+
+
+def _tensor_types(tflite_bytes):
+  from tensorflow.lite.tools import flatbuffer_utils  # pylint: disable=g-import-not-at-top
+  model = flatbuffer_utils.read_model_from_bytearray(bytearray(tflite_bytes))
+  return [flatbuffer_utils.type_to_name(t.type) for g in model.subgraphs for t in g.tensors]
+
+
+@pytest.mark.parametrize("method,int8_weights", [("qat", True), ("ptq_full_int8", True), ("ptq_dynamic_int8", True),
+                                                 ("ptq_float16", False)])
+def test_quantized_variants_hold_what_they_claim(trained, method, int8_weights):
+  _, workdir = trained["models"][(method, 0)]
+  with open(os.path.join(workdir, "model.tflite"), "rb") as f:
+    tflite_bytes = f.read()
+  types = _tensor_types(tflite_bytes)
+  assert ("INT8" in types) == int8_weights
+  if method == "ptq_float16":
+    assert "FLOAT16" in types
+  meta = _metadata(workdir).metadata
+  report = quantization.model_size_report(tflite_bytes)
+  assert meta["bits_per_weight"] == pytest.approx(report["bits_per_weight"])
+  assert meta["compressed_bytes"] == len(gzip.compress(tflite_bytes, compresslevel=9, mtime=0))
+  assert meta["bits_per_weight"] < (17 if method == "ptq_float16" else 12)
+
+
+def test_ptq_predictions_come_from_the_quantized_model(trained):
+  _, dense_dir = trained["models"][("dense", 0)]
+  _, ptq_dir = trained["models"][("ptq_float16", 0)]
+  dense, ptq = _metadata(dense_dir), _metadata(ptq_dir)
+  assert ptq.metadata["source_model"] == "sparsity0_seed0"
+  # float16 weights barely move the logits: the same labels almost everywhere, and probabilities not bit-equal.
+  assert (dense.top1 == ptq.top1).mean() > 0.97
+  assert not np.array_equal(dense.top_k_probs, ptq.top_k_probs)
+
+
+def test_rerunning_a_derivation_reuses_it(trained):
+  config, workdir = trained["models"][("ptq_dynamic_int8", 1)]
+  path = os.path.join(workdir, f"{os.path.basename(workdir)}.tfrecord")
+  before = os.path.getmtime(path)
+  variants.derive_ptq(config, trained["models"][("dense", 1)][1], workdir, log=lambda m: None)
+  assert os.path.getmtime(path) == before
+
+
+def test_the_analysis_runs_on_every_variant(trained):
+  study = study_lib.load_study(trained["root"], log=lambda m: None)
+  expected = {("dense", 0.0), ("random", 0.9), ("qat", 0.0), ("cluster", 0.0), ("ptq_float16", 0.0),
+              ("ptq_dynamic_int8", 0.0), ("ptq_full_int8", 0.0)}
+  assert set(study.populations) == expected
+  assert sorted(study.levels) == [0.0]  # the magnitude view: dense only here
+  tables, summary, _ = analysis.analyze(study, bootstrap_resamples=0, log=lambda m: None)
+  methods = [level["method"] for level in summary["levels"]]
+  assert methods == ["dense", "random", "qat", "cluster", "ptq_float16", "ptq_dynamic_int8", "ptq_full_int8"]
+  for level in summary["levels"]:
+    assert level["bits_per_weight"] > 0 and level["compressed_bytes"] > 0
+  for name, frame in tables.items():
+    assert frame.columns[-1] == "method", name
+    assert set(frame["method"]) == {m for m in methods if m != "dense"}, name
+  classes = tables["class_stats.csv"]
+  for level in summary["levels"][1:]:
+    rows = classes.loc[classes["method"] == level["method"]]
+    assert len(rows) == 10 and level["num_significant_classes"] == int(rows["significant"].sum())
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Two variants through the real binaries.
+
+
+def test_study_with_variants_end_to_end(tmp_path):
+  study_dir = str(tmp_path / "study")
+  flags = ["--config=configs/digits_methods.py", "--config.sparsity_levels=(0.0,0.5)", "--config.num_seeds=2",
+           "--config.num_epochs=2", "--config.steps_per_epoch=10", "--config.pruning.end_fraction=0.5",
+           "--config.variants=('2:4','ptq_dynamic_int8')"]
+  proc = run_binary("train.population", *flags, f"--workdir={study_dir}", "--num_workers=2", "--analyze")
+  assert "models done 6/6" in proc.stdout
+  names = sorted(d for d in os.listdir(study_dir) if os.path.isdir(os.path.join(study_dir, d)) and d != "analysis")
+  assert names == ["2of4_sparsity50_seed0", "2of4_sparsity50_seed1", "ptq_dynamic_int8_seed0",
+                   "ptq_dynamic_int8_seed1", "sparsity0_seed0", "sparsity0_seed1"]
+  # 2:4: the pattern holds in every block of the layers with >= 4 input channels; conv1 (1 channel) stays dense.
+  model = training.load_model(os.path.join(study_dir, "2of4_sparsity50_seed0", "model.h5"))
+  for name in ("conv2", "hidden"):
+    report = variants.m_by_n_report(model.get_layer(name).kernel.numpy())
+    assert report["applies"] and report["blocks_violating"] == 0 and report["sparsity"] == pytest.approx(0.5)
+  assert variants.m_by_n_report(model.get_layer("conv1").kernel.numpy())["sparsity"] == 0.0
+  meta = json.load(open(os.path.join(study_dir, "2of4_sparsity50_seed0", "2of4_sparsity50_seed0.json")))
+  assert meta["method"] == "2:4" and meta["structure"]["layers_left_dense_or_partly"] == ["conv1"]
+  assert 0.45 < meta["measured_sparsity"] < 0.5  # below 0.5 because conv1 is dense: measured, not assumed
+
+  out = os.path.join(study_dir, "analysis")
+  summary = json.load(open(os.path.join(out, "summary.json")))
+  assert [(lv["method"], lv["sparsity"]) for lv in summary["levels"]] == [
+      ("dense", 0.0), ("2:4", 0.5), ("ptq_dynamic_int8", 0.0)]
+  pies = pd.read_csv(os.path.join(out, "pies.csv"))
+  assert list(pies.columns[:2]) == ["sparsity", "example_id"] and pies.columns[-1] == "method"
+  # The report's per-level sections show dense vs 2:4 (the primary pruning method); its images are those PIEs.
+  assert len(analysis.read_pie_images(os.path.join(out, "pies.tfrecord"))) == int((pies["method"] == "2:4").sum())
+  html = open(os.path.join(out, "report.html"), encoding="utf-8").read()
+  assert "<section id='methods'>" in html and "ptq_dynamic_int8" in html
+  assert os.path.exists(os.path.join(out, "figures", "methods_vs_size.svg"))
+  # A rerun finds everything finished and derives nothing again.
+  proc = run_binary("train.population", *flags, f"--workdir={study_dir}", "--num_workers=2")
+  assert "all 6 models" in proc.stdout and "are finished" in proc.stdout
