@@ -27,7 +27,7 @@ setuptools.setup(
         "pillow",
     ],
     extras_require={
-        "test": ["pytest>=8", "hypothesis>=6", "playwright>=1.40"],
+        "test": ["pytest>=8", "pytest-xdist>=3", "hypothesis>=6", "playwright>=1.40"],
         "litert": ["ai-edge-litert>=2.3"],
     },
 )

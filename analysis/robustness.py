@@ -59,6 +59,10 @@ def run(study_dir, out_dir=None, corruptions=None, severities=(1, 2, 3, 4, 5), a
   study = study_lib.load_study(study_dir, allow_mixed_configs=allow_mixed_configs, log=log)
   summary = robustness.run_robustness(study, out_dir, corruption_names=corruptions, severities=severities, log=log,
                                       **kwargs)
+  if os.path.exists(os.path.join(out_dir, "summary.json")):
+    # The analysis has run: rebuild its report so that it gains the robustness section.
+    from pie import report  # pylint: disable=g-import-not-at-top
+    log(f"report: {report.write_report(out_dir)}")
   return out_dir, summary
 
 

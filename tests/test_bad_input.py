@@ -3,6 +3,10 @@ import os
 import shutil
 
 import numpy as np
+import pytest
+
+from analysis import analyze
+from pie.errors import PieError
 
 from tests import fake_study
 from tests.conftest import run_binary
@@ -29,7 +33,9 @@ def test_missing_data_dir(tmp_path):
 
 def test_study_without_dense_population(tmp_path):
   fake_study.write_study(str(tmp_path), levels=(0.5, 0.9))
-  _fails("analysis.analyze", f"--study_dir={tmp_path}", match="no dense population")
+  _fails("analysis.analyze", f"--study_dir={tmp_path}", match="no usable dense model")
+  with pytest.raises(PieError, match="no dense population"):  # the loader's own check, without validation
+    analyze.run(study_dir=str(tmp_path), validate_first=False, log=lambda m: None)
   assert not os.path.exists(tmp_path / "analysis")
 
 
@@ -37,7 +43,11 @@ def test_truncated_record_and_nan(tmp_path):
   _, paths = fake_study.write_study(str(tmp_path / "a"), seeds=2)
   data = open(paths[1], "rb").read()
   open(paths[1], "wb").write(data[:-7])
-  _fails("analysis.analyze", f"--study_dir={tmp_path}/a", match=f"{paths[1]}: truncated or corrupt TFRecord")
+  # Validation sees the size differ from the metadata's; the reader itself finds the damage too.
+  _fails("analysis.analyze", f"--study_dir={tmp_path}/a",
+         match=f"{paths[1]}: {len(data) - 7} bytes, its metadata records {len(data)}")
+  with pytest.raises(PieError, match=f"{paths[1]}: truncated or corrupt TFRecord"):
+    analyze.run(study_dir=str(tmp_path / "a"), validate_first=False, log=lambda m: None)
   assert not os.path.exists(tmp_path / "a" / "analysis")
 
   labels = np.arange(60) % 4
@@ -62,4 +72,4 @@ def test_mismatched_num_classes(tmp_path):
 def test_level_with_a_single_model(tmp_path):
   fake_study.write_study(str(tmp_path), levels=(0.0, 0.5), seeds=2)
   shutil.rmtree(tmp_path / "sparsity50_seed1")
-  _fails("analysis.analyze", f"--study_dir={tmp_path}", match="level 0.5 has 1 model")
+  _fails("analysis.analyze", f"--study_dir={tmp_path}", match="level 0.5 has 1 usable model")

@@ -19,8 +19,8 @@ from pie.errors import PieError
 from tests.conftest import digits_config, run_binary
 
 SEEDS = (0, 1)
-# Tiny but real: 2 epochs of 10 steps, the pruning window ends at step 10.
-TINY = {"num_epochs": 2, "steps_per_epoch": 10, "pruning.end_fraction": 0.5}
+# Tiny but real: 2 epochs of 10 steps, the pruning window ends at step 10; sizes recorded, as studies of methods do.
+TINY = {"num_epochs": 2, "steps_per_epoch": 10, "pruning.end_fraction": 0.5, "size_report": True}
 
 
 # ---------------------------------------------------------------------------------------------------------------------
