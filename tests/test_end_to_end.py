@@ -4,7 +4,6 @@ import os
 
 import numpy as np
 import pandas as pd
-import pytest
 
 from pie import analysis
 from tests.conftest import TINY_STUDY_FLAGS, run_binary
