@@ -33,7 +33,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import pie  # noqa: E402,F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
-from pie import export  # noqa: E402
+from bench import fast_records  # noqa: E402
 from pie import io_utils  # noqa: E402
 from pie import predictions as predictions_lib  # noqa: E402
 from pie import training  # noqa: E402
@@ -90,7 +90,7 @@ def generate(data_dir, num_examples, num_classes, num_seeds, top_k, seed=0):
       path = os.path.join(data_dir, name, f"{name}.tfrecord")
       os.makedirs(os.path.dirname(path), exist_ok=True)
       with tf.io.TFRecordWriter(path) as writer:
-        export.write_examples(writer, np.arange(num_examples), labels, classes, probs)
+        fast_records.write_examples(writer, np.arange(num_examples), labels, classes, probs)
       metadata = {"dataset": "synthetic", "split": "validation", "num_classes": num_classes,
                   "class_names": class_names, "target_sparsity": float(sparsity), "measured_sparsity": float(sparsity),
                   "seed": s, "config_hash": "bench0000000000", "model": "resnet50", "name": name,
