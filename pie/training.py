@@ -320,23 +320,31 @@ def train_and_export(config, workdir, strategy=None, log=print):
     arrays = export_lib.predict_eval(stripped, dataset, config.get("eval_batch_size", 256),
                                      top_k=config.get("top_k", 5), with_logits=config.get("export_logits", False),
                                      log=log)
-  top1 = arrays["top_k_classes"][:, :1].T
   metrics = {
-      "name": paths["name"], "top1": float(stats.top1_accuracy(top1, arrays["labels"])[0]),
-      "per_class_recall": stats.per_class_recall(top1, arrays["labels"], info.num_classes)[0].tolist(),
-      "target_sparsity": float(config.sparsity), "measured_sparsity": sparsity_report["overall"],
+      "name": paths["name"], **eval_metrics(arrays, info.num_classes), "target_sparsity": float(config.sparsity), "measured_sparsity": sparsity_report["overall"],
       "per_layer_sparsity": sparsity_report["per_layer"], "steps": int(total_steps),
       "wall_seconds": round(time.time() - start_time, 2), "train_seconds": round(train_seconds, 2),
       "config_hash": metadata["config_hash"], "seed": int(config.seed), "method": method,
       "bits_per_weight": compression["bits_per_weight"], "compressed_bytes": compression["compressed_bytes"],
   }
-  io_utils.write_json(paths["metrics"], metrics)
-  # Last: the predictions' metadata JSON marks the model as finished.
-  predictions_lib.write_predictions(paths["predictions"], arrays["example_ids"], arrays["labels"],
-                                    arrays["top_k_classes"], arrays["top_k_probs"], metadata, logits=arrays["logits"])
+  write_outputs(paths, arrays, metadata, metrics)
   log(f"{paths['name']}: top-1 {metrics['top1']:.4f}, sparsity {sparsity_report['overall']:.4f}, "
       f"{metrics['wall_seconds']:.1f}s")
   return metrics
+
+
+def eval_metrics(arrays, num_classes):
+  """Top-1 and per-class recall of one model from its exported arrays."""
+  top1 = arrays["top_k_classes"][:, :1].T
+  return {"top1": float(stats.top1_accuracy(top1, arrays["labels"])[0]),
+          "per_class_recall": stats.per_class_recall(top1, arrays["labels"], num_classes)[0].tolist()}
+
+
+def write_outputs(paths, arrays, metadata, metrics):
+  """metrics.json, then the predictions: their metadata JSON, written last, marks the model as finished."""
+  io_utils.write_json(paths["metrics"], metrics)
+  predictions_lib.write_predictions(paths["predictions"], arrays["example_ids"], arrays["labels"],
+                                    arrays["top_k_classes"], arrays["top_k_probs"], metadata, logits=arrays["logits"])
 
 
 def export_from_checkpoint(config, checkpoint_dir, out_path, dataset=None, log=print):

@@ -529,9 +529,7 @@ def derive_ptq(config, source_dir, workdir, representative=None, dataset=None, l
   """
   from pie import data as data_lib  # pylint: disable=g-import-not-at-top
   from pie import io_utils  # pylint: disable=g-import-not-at-top
-  from pie import predictions as predictions_lib  # pylint: disable=g-import-not-at-top
   from pie import quantization  # pylint: disable=g-import-not-at-top
-  from pie import stats  # pylint: disable=g-import-not-at-top
   from pie import training  # pylint: disable=g-import-not-at-top
   variant = get_variant(config.method)
   if variant.kind != "derived":
@@ -562,17 +560,12 @@ def derive_ptq(config, source_dir, workdir, representative=None, dataset=None, l
            "representative_examples": (int(len(representative)) if variant.ptq_mode == "full_int8" else 0),
            **compression_fields(size)}
   metadata = training.prediction_metadata(config, info, sparsity_report, extra)
-  top1 = arrays["top_k_classes"][:, :1].T
   metrics = {"name": paths["name"], "method": config.method, "source_model": source_name,
-             "top1": float(stats.top1_accuracy(top1, arrays["labels"])[0]),
-             "per_class_recall": stats.per_class_recall(top1, arrays["labels"], info.num_classes)[0].tolist(),
-             "target_sparsity": 0.0, "measured_sparsity": sparsity_report["overall"],
+             **training.eval_metrics(arrays, info.num_classes), "target_sparsity": 0.0, "measured_sparsity": sparsity_report["overall"],
              "bits_per_weight": extra["bits_per_weight"], "compressed_bytes": extra["compressed_bytes"],
              "wall_seconds": round(time.time() - start, 2), "config_hash": metadata["config_hash"],
              "seed": int(config.seed)}
-  io_utils.write_json(paths["metrics"], metrics)
-  predictions_lib.write_predictions(paths["predictions"], arrays["example_ids"], arrays["labels"],
-                                    arrays["top_k_classes"], arrays["top_k_probs"], metadata, logits=arrays["logits"])
+  training.write_outputs(paths, arrays, metadata, metrics)
   log(f"{paths['name']}: top-1 {metrics['top1']:.4f}, {extra['bits_per_weight']:.2f} bits/weight, "
       f"{extra['compressed_bytes']} bytes gzip, {metrics['wall_seconds']:.1f}s")
   return metrics

@@ -36,7 +36,11 @@ def digits_config(**overrides):
   """The digits config with overrides given as dotted names, e.g. digits_config(**{"pruning.end_fraction": 0.5})."""
   sys.path.insert(0, REPO)
   from configs import digits  # pylint: disable=g-import-not-at-top
-  config = digits.get_config()
+  return override(digits.get_config(), **overrides)
+
+
+def override(config, **overrides):
+  """Sets dotted-name fields of a ConfigDict in place and returns it."""
   for key, value in overrides.items():
     target = config
     *parents, leaf = key.split(".")

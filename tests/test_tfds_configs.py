@@ -22,6 +22,7 @@ from pie import preprocess  # noqa: E402
 from pie import pruning  # noqa: E402
 from pie import training  # noqa: E402
 from pie.errors import PieError  # noqa: E402
+from tests.conftest import override  # noqa: E402
 
 # TF-MOT's wrapper class, reached through the public API (its module path is private).
 PruneLowMagnitude = tfmot.sparsity.keras.prune_low_magnitude(keras.layers.Dense(1)).__class__
@@ -31,13 +32,7 @@ def _config(module, data_dir, **overrides):
   """The config of `module` reading from `data_dir`, with overrides given as dotted names."""
   config = module.get_config()
   config.data.data_dir = str(data_dir)
-  for key, value in overrides.items():
-    target = config
-    *parents, leaf = key.split(".")
-    for parent in parents:
-      target = target[parent]
-    target[leaf] = value
-  return config
+  return override(config, **overrides)
 
 
 def _mock_labels(name, split, data_dir, num_examples):
