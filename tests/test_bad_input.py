@@ -53,8 +53,6 @@ def test_truncated_record_and_nan(tmp_path):
   labels = np.arange(60) % 4
   fake_study.write_study(str(tmp_path / "b"), seeds=2)
   bad = fake_study.write_model(str(tmp_path / "b"), 0.5, 5, labels, labels, 4)
-  with open(bad, "ab"):
-    pass
   from pie import predictions as predictions_lib  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   with tf.io.TFRecordWriter(bad) as writer:
