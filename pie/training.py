@@ -231,18 +231,12 @@ def train_and_export(config, workdir, strategy=None, log=print):
   input_shape = models.input_shape_for(info, config.data)
   scope = config.pruning.get("scope", "all_but_classifier")
   method = variants.config_method(config)
-  pruned = method == "magnitude"
 
   with strategy.scope():
     model = models.build_model(config.model, input_shape, info.num_classes)
     scope_layers = pruning.prunable_layer_names(model, scope)
-    # Magnitude pruning wraps the model here as it always has; other methods wrap it through the variant registry.
-    method_callbacks = []
-    if pruned:
-      begin, end, frequency = pruning.schedule_steps(config.pruning, total_steps)
-      model = pruning.apply_pruning(model, config.sparsity, begin, end, frequency, scope)
-    elif method != variants.DENSE:
-      model, method_callbacks = variants.wrap_for_training(model, config, method, total_steps)
+    # Every method (magnitude pruning included) wraps the model through the variant registry.
+    model, method_callbacks = variants.wrap_for_training(model, config, method, total_steps)
     optimizer = make_optimizer(config, steps_per_epoch)
     model.compile(optimizer=optimizer, metrics=["accuracy"],
                   loss=keras.losses.CategoricalCrossentropy(
@@ -268,10 +262,7 @@ def train_and_export(config, workdir, strategy=None, log=print):
       train = train.with_options(options)
     callbacks = [_EpochEnd(manager, epoch_var, config.num_epochs, steps_per_epoch,
                            lambda msg: log(f"{paths['name']}: {msg}"))]
-    if pruned:
-      callbacks += [tfmot.sparsity.keras.UpdatePruningStep(),
-                    tfmot.sparsity.keras.PruningSummaries(log_dir=tensorboard_dir, write_graph=False)]
-    elif method == "2:4":
+    if method in ("magnitude", "2:4"):
       callbacks += method_callbacks + [
           tfmot.sparsity.keras.PruningSummaries(log_dir=tensorboard_dir, write_graph=False)]
     else:
@@ -281,10 +272,7 @@ def train_and_export(config, workdir, strategy=None, log=print):
   train_seconds = time.time() - start_time
 
   with strategy.scope():
-    if pruned:
-      stripped = pruning.strip_pruning(model)
-    else:
-      stripped = variants.finalize(model, method, method_callbacks)
+    stripped = variants.finalize(model, method, method_callbacks)
   sparsity_report = variants.measure_sparsity(stripped, scope_layers)
   structure = variants.structure_report(stripped, method, scope_layers)
   if method in ("magnitude", "random") and abs(sparsity_report["overall"] - config.sparsity) > SPARSITY_TOLERANCE:
