@@ -19,6 +19,7 @@ setuptools.setup(
         "tensorboard>=2.21",    # TF-MOT's PruningSummaries write sparsity to TensorBoard
         "ml_collections",
         "absl-py",
+        "google-crc32c",        # checksums of whole prediction files, checked in one call when they are read
         "numpy>=1.26",
         "scipy>=1.11",          # stats.false_discovery_control
         "pandas>=2.0",

@@ -1,7 +1,7 @@
 """Benchmark: the analysis binary end to end on an ImageNet-sized study of prediction files.
 
 50,000 examples, 1,000 classes, 6 sparsity levels x 30 models, top-5, written in the export schema (pie.predictions)
-by the vectorized encoder of pie.export, so generating the 180 files takes seconds; they are cached in --data_dir and
+by pie.predictions.write_predictions (the export's own writer), so generating the 180 files takes seconds; they are cached in --data_dir and
 reused by later runs (--regenerate rewrites them). Then, each in a fresh process:
 
   * a bare read: tf.data reads and parses every file with the schema's full feature spec (the floor for any reader);
@@ -33,8 +33,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import pie  # noqa: E402,F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
-from bench import fast_records  # noqa: E402
-from pie import io_utils  # noqa: E402
 from pie import predictions as predictions_lib  # noqa: E402
 from pie import training  # noqa: E402
 
@@ -60,7 +58,6 @@ print(f"parsed {n} records in {time.perf_counter() - start:.2f} s (in-process)",
 
 def generate(data_dir, num_examples, num_classes, num_seeds, top_k, seed=0):
   """Writes the study: <data_dir>/<name>/<name>.tfrecord + .json per model, like the population launcher."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   rng = np.random.default_rng(seed)
   labels = rng.integers(0, num_classes, num_examples)
   # Easy examples are right in nearly every model, hard ones rarely; wrong models favour one confusable class.
@@ -89,15 +86,11 @@ def generate(data_dir, num_examples, num_classes, num_seeds, top_k, seed=0):
       name = training.model_name(sparsity, s)
       path = os.path.join(data_dir, name, f"{name}.tfrecord")
       os.makedirs(os.path.dirname(path), exist_ok=True)
-      with tf.io.TFRecordWriter(path) as writer:
-        fast_records.write_examples(writer, np.arange(num_examples), labels, classes, probs)
       metadata = {"dataset": "synthetic", "split": "validation", "num_classes": num_classes,
                   "class_names": class_names, "target_sparsity": float(sparsity), "measured_sparsity": float(sparsity),
                   "seed": s, "config_hash": "bench0000000000", "model": "resnet50", "name": name,
-                  "config": dict(config, seed=s, sparsity=float(sparsity)), "num_examples": num_examples,
-                  "top_k": top_k, "has_logits": False, "schema_version": predictions_lib.SCHEMA_VERSION,
-                  "file_bytes": int(os.path.getsize(path))}
-      io_utils.write_json(predictions_lib.metadata_path(path), metadata)
+                  "config": dict(config, seed=s, sparsity=float(sparsity))}
+      predictions_lib.write_predictions(path, np.arange(num_examples), labels, classes, probs, metadata)
 
 
 def run_child(argv):
@@ -132,7 +125,8 @@ def main(argv=None) -> int:
 
   data_dir = args.data_dir or os.path.join(
       tempfile.gettempdir(), f"pie-bench-analysis-{args.examples}x{args.classes}-{args.seeds}-k{args.top_k}")
-  marker = os.path.join(data_dir, "GENERATED")
+  # Named after the writer's version: files from an older writer (no file_crc32c in the metadata) are regenerated.
+  marker = os.path.join(data_dir, f"GENERATED-schema{predictions_lib.SCHEMA_VERSION}-crc32c")
   if args.regenerate or not os.path.exists(marker):
     start = time.perf_counter()
     generate(data_dir, args.examples, args.classes, args.seeds, args.top_k)

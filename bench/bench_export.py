@@ -33,9 +33,9 @@ import tf_keras as keras  # noqa: E402
 
 from pie import data as data_lib  # noqa: E402
 from pie import export as export_lib  # noqa: E402
-from bench import fast_records  # noqa: E402
 from pie import models  # noqa: E402
 from pie import predictions as predictions_lib  # noqa: E402
+from pie import records  # noqa: E402
 
 
 class SyntheticEval(data_lib.Dataset):
@@ -95,7 +95,7 @@ def check_python_serialization(path):
                                               read.top_k_probs[i]) for i in range(len(read.example_ids))]
   python_s = time.perf_counter() - start
   start = time.perf_counter()
-  buffer, offsets = fast_records.encode_examples(read.example_ids, read.labels, read.top_k_classes, read.top_k_probs)
+  buffer, offsets = records.encode_examples(read.example_ids, read.labels, read.top_k_classes, read.top_k_probs)
   fast_s = time.perf_counter() - start
   for i in range(0, len(python), max(1, len(python) // 1000)):
     expected = tf.train.Example.FromString(python[i])

@@ -10,6 +10,8 @@ Each record is a `tf.train.Example` for one eval example:
   top_k_probs    float list    their softmax probabilities, same order
   logits         float list    optional, num_classes values
 """
+import collections
+import concurrent.futures
 import dataclasses
 from typing import Optional
 
@@ -17,9 +19,11 @@ import numpy as np
 import tensorflow as tf
 
 from pie import io_utils
+from pie import records
 from pie.errors import PieError
 
 SCHEMA_VERSION = 1
+_READ_BUFFER_BYTES = 4 << 20
 REQUIRED_METADATA = ("dataset", "split", "num_classes", "class_names", "target_sparsity", "measured_sparsity", "seed",
                      "config_hash", "num_examples", "top_k")
 
@@ -54,12 +58,12 @@ def write_predictions(path, example_ids, labels, top_k_classes, top_k_probs, met
     raise PieError(f"{path}: the model produced NaN or infinite outputs; refusing to export them")
   with io_utils.atomic_path(path) as tmp:
     with tf.io.TFRecordWriter(tmp) as writer:
-      for i in range(len(example_ids)):
-        writer.write(serialize_example(example_ids[i], labels[i], top_k_classes[i], top_k_probs[i],
-                                       None if logits is None else logits[i]))
+      records.write_examples(writer, example_ids, labels, top_k_classes, top_k_probs, logits)
+    with tf.io.gfile.GFile(tmp, "rb") as f:
+      data = f.read()
   metadata = dict(metadata, num_examples=int(len(example_ids)), top_k=int(np.shape(top_k_classes)[1]),
-                  has_logits=logits is not None, schema_version=SCHEMA_VERSION,
-                  file_bytes=int(tf.io.gfile.stat(path).length))
+                  has_logits=logits is not None, schema_version=SCHEMA_VERSION, file_bytes=len(data),
+                  file_crc32c=records.file_crc32c(data))
   io_utils.write_json(metadata_path(path), metadata)
   return metadata
 
@@ -111,6 +115,8 @@ def _metadata_problem(metadata):
     return f"seed must be an integer, got {metadata['seed']!r}"
   if "file_bytes" in metadata and (not _is_int(metadata["file_bytes"]) or metadata["file_bytes"] < 0):
     return f"file_bytes must be an integer >= 0, got {metadata['file_bytes']!r}"
+  if "file_crc32c" in metadata and (not _is_int(metadata["file_crc32c"]) or not 0 <= metadata["file_crc32c"] < 2**32):
+    return f"file_crc32c must be an integer in [0, 2**32), got {metadata['file_crc32c']!r}"
   if "has_logits" in metadata and not isinstance(metadata["has_logits"], bool):
     return f"has_logits must be true or false, got {metadata['has_logits']!r}"
   return None
@@ -156,13 +162,10 @@ def read_predictions(path, with_logits=False, batch_size=4096):
       raise PieError(f"{path}: logits were requested but this export has none (config.export_logits)")
     spec["logits"] = tf.io.FixedLenFeature([num_classes], tf.float32)
   parts = {key: [] for key in spec}
-  # Batches are parsed in parallel (order kept): parsing, not I/O, dominates reading a study.
-  ds = tf.data.TFRecordDataset(path).batch(batch_size).map(lambda x: tf.io.parse_example(x, spec),
-                                                           num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   try:
-    for batch in ds.as_numpy_iterator():
-      for key, value in batch.items():
-        parts[key].append(value)
+    for serialized in _record_batches(path, metadata, batch_size):
+      for key, value in tf.io.parse_example(serialized, spec).items():
+        parts[key].append(value.numpy())
   except tf.errors.DataLossError:
     raise PieError(f"{path}: truncated or corrupt TFRecord") from None
   except tf.errors.InvalidArgumentError as e:
@@ -175,14 +178,56 @@ def read_predictions(path, with_logits=False, batch_size=4096):
   return _checked(path, metadata, arrays)
 
 
+def _record_batches(path, metadata, batch_size):
+  """Batches of serialized records (string tensors) of a prediction file.
+
+  With the file's CRC-32C in its metadata the whole file is read, checked in one call and split in memory: several
+  times faster than tf.data, which pays a few microseconds per record. Otherwise tf.data reads it and checks every
+  record's own CRC. Batches are parsed eagerly by the caller: a traced map function per file cost more than the
+  parsing.
+  """
+  if "file_crc32c" not in metadata:
+    yield from tf.data.TFRecordDataset(path, buffer_size=_READ_BUFFER_BYTES).batch(batch_size).prefetch(1)
+    return
+  with tf.io.gfile.GFile(path, "rb") as f:
+    data = f.read()
+  if records.file_crc32c(data) != metadata["file_crc32c"]:
+    raise PieError(f"{path}: truncated or corrupt TFRecord (its CRC-32C differs from the one in "
+                   f"{metadata_path(path)}; rerun the launcher or the export to redo this model)")
+  try:
+    serialized = records.split_records(data)
+  except ValueError as e:
+    raise PieError(f"{path}: truncated or corrupt TFRecord ({e})") from None
+  for start in range(0, len(serialized), batch_size):
+    yield tf.constant(serialized[start:start + batch_size])
+
+
+def read_many(paths, workers=2, **kwargs):
+  """Yields `read_predictions(path, **kwargs)` for each path, in order, reading `workers` files at a time.
+
+  TensorFlow parses outside the GIL, so two threads use two cores. At most `workers` + 1 files are in memory at
+  once, however slowly the caller consumes them. A bad file raises its PieError when its turn comes.
+  """
+  paths = list(paths)
+  with concurrent.futures.ThreadPoolExecutor(max(1, workers)) as pool:
+    pending = collections.deque()
+    for path in paths:
+      pending.append(pool.submit(read_predictions, path, **kwargs))
+      if len(pending) > workers:
+        yield pending.popleft().result()
+    while pending:
+      yield pending.popleft().result()
+
+
 def _checked(path, metadata, arrays):
   ids = arrays["example_id"]
   n = int(metadata["num_examples"])
   if len(ids) != n:
     raise PieError(f"{path}: holds {len(ids)} records, its metadata says {n} (truncated or overwritten?)")
-  order = np.argsort(ids, kind="stable")
-  arrays = {key: value[order] for key, value in arrays.items()}
-  ids = arrays["example_id"]
+  if n > 1 and not np.all(ids[1:] > ids[:-1]):  # exports are written in id order; others are sorted here
+    order = np.argsort(ids, kind="stable")
+    arrays = {key: value[order] for key, value in arrays.items()}
+    ids = arrays["example_id"]
   if n and (ids[0] != 0 or ids[-1] != n - 1 or np.any(np.diff(ids) != 1)):
     dupes = int(n - len(np.unique(ids)))
     raise PieError(f"{path}: example ids are not 0..{n - 1} exactly once each ({dupes} duplicates)")

@@ -4,7 +4,7 @@ Layout written by train/population.py: one folder per model, `<study_dir>/<name>
 `<name>.json` beside it. Any list of prediction files can be loaded too.
 
 Only what the analysis needs is kept in memory: per model, its top-1 labels (int32 [n_examples]). Files are read
-one at a time, so memory grows with models x examples, not with the size of the records.
+a few at a time (pie.predictions.read_many), so memory grows with models x examples, not with the size of the records.
 """
 import collections
 import dataclasses
@@ -91,7 +91,7 @@ def find_prediction_files(study_dir):
   return [f for f in files if ".tmp-" not in os.path.basename(f)]
 
 
-def load_study(study_dir=None, prediction_files=None, allow_mixed_configs=False, log=print):
+def load_study(study_dir=None, prediction_files=None, allow_mixed_configs=False, log=print, read_workers=2):
   """Loads and checks a study; every inconsistency is a PieError naming the file.
 
   Args:
@@ -100,6 +100,7 @@ def load_study(study_dir=None, prediction_files=None, allow_mixed_configs=False,
     allow_mixed_configs: accept models whose config hashes differ (normally an error: a study must compare
       populations trained alike).
     log: progress printer.
+    read_workers: prediction files read and parsed at once (threads; parsing runs outside the GIL).
   """
   if prediction_files is None:
     if study_dir is None:
@@ -123,9 +124,8 @@ def load_study(study_dir=None, prediction_files=None, allow_mixed_configs=False,
   levels = collections.defaultdict(list)
   labels = None
   start = time.time()
-  for i, path in enumerate(ready):
-    pred = predictions_lib.read_predictions(path)
-    meta = pred.metadata
+  for i, pred in enumerate(predictions_lib.read_many(ready, workers=read_workers)):
+    path, meta = pred.path, pred.metadata
     if reference is None:
       reference, labels = (path, meta), pred.labels
     else:

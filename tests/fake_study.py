@@ -1,9 +1,11 @@
 """Prediction files in the export schema without training, for tests of readers and analysis."""
+import json
 import os
 
 import numpy as np
 
 from pie import predictions as predictions_lib
+from pie import records
 from pie import training
 
 
@@ -31,6 +33,20 @@ def write_model(study_dir, sparsity, seed, top1, labels, num_classes, k=3, **met
   predictions_lib.write_predictions(path, np.arange(n), labels, classes, probs,
                                     fake_metadata(sparsity, seed, num_classes, n, **metadata_overrides))
   return path
+
+
+def rewrite_records(path, serialized):
+  """Replaces a prediction file's records with `serialized` (bytes each) and updates its metadata's size and
+  checksum to match, so only the records themselves can be wrong."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  with tf.io.TFRecordWriter(path) as writer:
+    for record in serialized:
+      writer.write(record)
+  data = open(path, "rb").read()
+  meta_path = predictions_lib.metadata_path(path)
+  meta = json.load(open(meta_path))
+  meta.update(file_bytes=len(data), file_crc32c=records.file_crc32c(data))
+  json.dump(meta, open(meta_path, "w"))
 
 
 def write_study(study_dir, levels=(0.0, 0.5), seeds=3, num_examples=60, num_classes=4, flip=0.1, seed=0):

@@ -54,10 +54,8 @@ def test_truncated_record_and_nan(tmp_path):
   fake_study.write_study(str(tmp_path / "b"), seeds=2)
   bad = fake_study.write_model(str(tmp_path / "b"), 0.5, 5, labels, labels, 4)
   from pie import predictions as predictions_lib  # pylint: disable=g-import-not-at-top
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  with tf.io.TFRecordWriter(bad) as writer:
-    for i in range(60):
-      writer.write(predictions_lib.serialize_example(i, labels[i], [0, 1, 2], [float("nan"), 0.2, 0.1]))
+  fake_study.rewrite_records(
+      bad, [predictions_lib.serialize_example(i, labels[i], [0, 1, 2], [float("nan"), 0.2, 0.1]) for i in range(60)])
   _fails("analysis.analyze", f"--study_dir={tmp_path}/b", match=f"{bad}: NaN or infinite values in top_k_probs")
 
 

@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from pie import predictions as predictions_lib
+from pie import records
 from pie import study as study_lib
 from pie.errors import PieError
 from tests import fake_study
@@ -56,6 +57,15 @@ def _write(directory, export, name="m", **metadata_overrides):
   return path
 
 
+def _without_file_checksum(path):
+  """Drops file_crc32c from the metadata, as a writer that does not record it would: the reader then checks the
+  per-record CRCs (tf.data) instead of the whole file's."""
+  meta_path = predictions_lib.metadata_path(path)
+  meta = json.load(open(meta_path))
+  del meta["file_crc32c"]
+  json.dump(meta, open(meta_path, "w"))
+
+
 def _names_file(message, path):
   return path in message or predictions_lib.metadata_path(path) in message
 
@@ -83,6 +93,8 @@ def _read_or_error(path, export):
 def test_truncation_at_any_byte_is_an_error_naming_the_file(export, data):
   with _tmpdir() as d:
     path = _write(d, export)
+    if data.draw(st.booleans(), label="per-record checksums only"):
+      _without_file_checksum(path)
     raw = open(path, "rb").read()
     cut = data.draw(st.integers(0, len(raw) - 1), label="cut")
     with open(path, "wb") as f:
@@ -95,12 +107,15 @@ def test_truncation_at_any_byte_is_an_error_naming_the_file(export, data):
 def test_flipped_byte_in_the_records_is_an_error(export, data):
   with _tmpdir() as d:
     path = _write(d, export)
+    if data.draw(st.booleans(), label="per-record checksums only"):
+      _without_file_checksum(path)
     raw = bytearray(open(path, "rb").read())
     position = data.draw(st.integers(0, len(raw) - 1), label="position")
     raw[position] ^= data.draw(st.integers(1, 255), label="xor")
     with open(path, "wb") as f:
       f.write(bytes(raw))
-    # Every record carries CRCs of its length and its payload: one changed byte cannot read back silently.
+    # The metadata holds the whole file's CRC-32C, and every record carries CRCs of its length and its payload: one
+    # changed byte cannot read back silently either way.
     assert _read_or_error(path, export) == "error"
 
 
@@ -123,7 +138,7 @@ def test_damaged_metadata_json_is_an_error_or_harmless(export, data):
 _WRONG_VALUES = st.one_of(st.none(), st.booleans(), st.integers(-3, 3), st.just(10**12), st.floats(-2, 2),
                           st.just(float("nan")), st.text(max_size=3), st.lists(st.integers(0, 3), max_size=3),
                           st.just({}))
-_FIELDS = predictions_lib.REQUIRED_METADATA + ("file_bytes", "has_logits", "schema_version", "name")
+_FIELDS = predictions_lib.REQUIRED_METADATA + ("file_bytes", "file_crc32c", "has_logits", "schema_version", "name")
 
 
 @FUZZ
@@ -221,6 +236,8 @@ def test_bad_records_are_an_error_naming_the_file(export, mutation, data):
     meta = dict(fake_study.fake_metadata(0.5, 1, export["num_classes"], n), num_examples=n,
                 top_k=int(export["classes"].shape[1]), has_logits=export["logits"] is not None,
                 file_bytes=os.path.getsize(path))
+    if data.draw(st.booleans(), label="whole-file checksum"):  # both read paths: in-memory split and tf.data
+      meta["file_crc32c"] = records.file_crc32c(open(path, "rb").read())
     json.dump(meta, open(predictions_lib.metadata_path(path), "w"))
     predictions_lib.read_metadata(path)  # the metadata is sound: whatever fails below fails on the records
     outcome = _read_or_error(path, export)

@@ -8,6 +8,7 @@ import tensorflow as tf
 
 import pie
 from pie import predictions as predictions_lib
+from pie import records
 from pie.errors import PieError
 from tests import fake_study
 
@@ -38,6 +39,42 @@ def test_round_trip(tmp_path):
   np.testing.assert_array_equal(pred.top1, order[inverse, 0])
   assert pred.metadata["num_examples"] == 20 and pred.metadata["top_k"] == 3 and pred.metadata["has_logits"]
   assert pred.metadata["file_bytes"] == os.path.getsize(path)
+  assert pred.metadata["file_crc32c"] == records.file_crc32c(open(path, "rb").read())
+
+
+def test_both_read_paths_agree(tmp_path):
+  """The in-memory split (file checksum known) and tf.data (per-record checksums) read the same records."""
+  path, *_ = _write(tmp_path)
+  data = open(path, "rb").read()
+  assert records.split_records(data) == [r.numpy() for r in tf.data.TFRecordDataset(path)]
+  fast = pie.read_predictions(path, with_logits=True, batch_size=7)
+  meta_path = predictions_lib.metadata_path(path)
+  meta = json.load(open(meta_path))
+  del meta["file_crc32c"]
+  json.dump(meta, open(meta_path, "w"))
+  slow = pie.read_predictions(path, with_logits=True, batch_size=7)
+  for field in ("example_ids", "labels", "top_k_classes", "top_k_probs", "logits"):
+    np.testing.assert_array_equal(getattr(fast, field), getattr(slow, field))
+
+
+def test_vectorized_encoder_matches_the_proto_serializer():
+  rng = np.random.default_rng(3)
+  n, k = 300, 4
+  ids, labels = rng.permutation(n) * 997, rng.integers(0, 2**40, n)  # varints of one to six bytes
+  classes, probs = rng.integers(0, 100_000, (n, k)), rng.random((n, k)).astype(np.float32)
+  logits = rng.normal(size=(n, 6)).astype(np.float32)
+  buffer, offsets = records.encode_examples(ids, labels, classes, probs, logits)
+  for i in range(n):
+    expected = tf.train.Example.FromString(
+        predictions_lib.serialize_example(ids[i], labels[i], classes[i], probs[i], logits[i]))
+    assert tf.train.Example.FromString(buffer[offsets[i]:offsets[i + 1]]) == expected, i
+
+
+def test_split_records_refuses_bad_framing():
+  with pytest.raises(ValueError, match="stray bytes"):
+    records.split_records(b"\x00" * 5)
+  with pytest.raises(ValueError, match="claims 255 bytes"):
+    records.split_records(b"\xff" + b"\x00" * 15)
 
 
 def test_records_are_plain_tf_examples(tmp_path):
