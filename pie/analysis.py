@@ -15,6 +15,10 @@ the dense one. When a study holds any method besides magnitude pruning, every CS
 (`sparsity` stays the level), and pies.tfrecord holds the PIEs of the report's per-level view (dense against the
 primary pruning method, `variants.primary_method`). summary.json levels always carry `method`, `bits_per_weight` and
 `compressed_bytes` (means over the population's models; None for exports that do not record them).
+
+The tables are built from sums over examples (correct predictions per model and class, PIE and tie counts) and from
+per-example rows, by functions that `pie.beam_analysis` shares: it computes the same files for prediction sets too
+large for one machine's memory.
 """
 import io
 import os
@@ -35,46 +39,101 @@ OUTPUT_FILES = ("pies.csv", "class_stats.csv", "exemplar_scores.csv", "pie_accur
 # The normalized change that the "models needed" plan is sized to detect (5 points of recall beyond the overall
 # change), unless the caller asks for another.
 DEFAULT_POWER_EFFECT = 0.05
+# The subsets of pie_accuracy.csv, in row order.
+SUBSETS = ("pie", "random", "non_pie")
 
 
 def _names(class_names, ids):
   return [class_names[i] for i in ids]
 
 
-def pie_table(sparsity, dense_predictions, pruned_predictions, labels, class_names):
-  """Rows of pies.csv for one level, plus the tie counts of both populations."""
-  dense_modal, dense_share, dense_tied = stats.modal_labels(dense_predictions, return_details=True)
-  pruned_modal, pruned_share, pruned_tied = stats.modal_labels(pruned_predictions, return_details=True)
+def check_options(alpha, normalization, bootstrap_resamples):
+  """The analysis options, checked (a PieError names the flag)."""
+  if not 0 < alpha < 1:
+    raise PieError(f"--alpha must be in (0, 1), got {alpha}")
+  if normalization not in significance.NORMALIZATIONS:
+    raise PieError(f"--normalization must be one of {significance.NORMALIZATIONS}, got {normalization!r}")
+  if bootstrap_resamples < 0:
+    raise PieError(f"--bootstrap_resamples must be >= 0, got {bootstrap_resamples}")
+
+
+def compared_populations(populations):
+  """What the analysis compares with the dense population, given the (method, level) keys of a study.
+
+  Returns (compressed, with_method, primary): the compressed populations in output order (registry order of the
+  method, then level), whether the tables need a `method` column, and the method of the report's per-level view.
+  """
+  compressed = sorted((k for k in populations if k[0] != "dense"), key=lambda k: (variants.method_rank(k[0]), k[1]))
+  with_method = any(method not in ("dense", "magnitude") for method, _ in populations)
+  return compressed, with_method, variants.primary_method(method for method, _ in compressed)
+
+
+def pie_rows(sparsity, example_ids, labels, dense_details, pruned_details, class_names, pie_stability=None):
+  """Rows of pies.csv for a run of examples (all of them, or one block), the PIE mask and the tie counts.
+
+  `*_details` are `stats.modal_labels(..., return_details=True)` of both populations over those examples;
+  `pie_stability`, when given, is the bootstrap stability of each of them. Tie counts add up over blocks.
+  """
+  dense_modal, dense_share, dense_tied = dense_details
+  pruned_modal, pruned_share, pruned_tied = pruned_details
   pies = dense_modal != pruned_modal
   ids = np.nonzero(pies)[0]
   table = pd.DataFrame({
-      "sparsity": sparsity, "example_id": ids, "label": labels[ids], "dense_modal": dense_modal[ids],
-      "pruned_modal": pruned_modal[ids], "dense_modal_share": dense_share[ids],
+      "sparsity": sparsity, "example_id": np.asarray(example_ids)[ids], "label": labels[ids],
+      "dense_modal": dense_modal[ids], "pruned_modal": pruned_modal[ids], "dense_modal_share": dense_share[ids],
       "pruned_modal_share": pruned_share[ids], "modal_tie": (dense_tied | pruned_tied)[ids],
       "label_name": _names(class_names, labels[ids]), "dense_modal_name": _names(class_names, dense_modal[ids]),
       "pruned_modal_name": _names(class_names, pruned_modal[ids])})
+  if pie_stability is not None:
+    table["pie_stability"] = pie_stability[ids]
   ties = {"num_ties_dense": int(dense_tied.sum()), "num_ties_pruned": int(pruned_tied.sum()),
           "num_pies_with_tie": int((dense_tied | pruned_tied)[pies].sum())}
   return pies, table, ties
 
 
-def pie_accuracy_table(sparsity, dense_predictions, pruned_predictions, labels, pies, rng):
-  """Rows of pie_accuracy.csv: per population, top-1 mean/std over models on PIEs, random sample, non-PIEs."""
-  n_pies = int(pies.sum())
-  subsets = {"pie": pies,
-             "random": np.isin(np.arange(len(labels)), rng.choice(len(labels), n_pies, replace=False)),
-             "non_pie": ~pies}
+def pie_table(sparsity, dense_predictions, pruned_predictions, labels, class_names):
+  """Rows of pies.csv for one level, plus the tie counts of both populations."""
+  labels = np.asarray(labels)
+  return pie_rows(sparsity, np.arange(len(labels)), labels, stats.modal_labels(dense_predictions, return_details=True),
+                  stats.modal_labels(pruned_predictions, return_details=True), class_names)
+
+
+def random_sample(rng, num_examples, num_pies):
+  """The ids of pie_accuracy.csv's random subset: as many examples as PIEs, drawn in level order from one rng."""
+  return rng.choice(num_examples, num_pies, replace=False)
+
+
+def subset_correct(correct, masks):
+  """Correct predictions per model on each subset: {subset: int [n_models]}; `correct` is bool [n_models, n].
+
+  Counts (not accuracies) add up over blocks of examples.
+  """
+  return {subset: correct[:, mask].sum(axis=1) for subset, mask in masks.items()}
+
+
+def accuracy_rows(sparsity, sizes, correct):
+  """Rows of pie_accuracy.csv from counts: `sizes[subset]` examples, `correct[population][subset]` per model."""
   rows = []
-  for population, predictions in (("dense", dense_predictions), ("pruned", pruned_predictions)):
-    for subset, mask in subsets.items():
-      if mask.any():
-        acc = (predictions[:, mask] == labels[mask]).mean(axis=1)
+  for population in ("dense", "pruned"):
+    for subset in SUBSETS:
+      if sizes[subset]:
+        acc = correct[population][subset] / sizes[subset]
         mean, std = float(acc.mean()), float(acc.std(ddof=1)) if len(acc) > 1 else float("nan")
       else:
         mean = std = float("nan")
       rows.append({"sparsity": sparsity, "population": population, "subset": subset,
-                   "num_examples": int(mask.sum()), "top1_mean": mean, "top1_std": std})
+                   "num_examples": int(sizes[subset]), "top1_mean": mean, "top1_std": std})
   return pd.DataFrame(rows)
+
+
+def pie_accuracy_table(sparsity, dense_predictions, pruned_predictions, labels, pies, rng):
+  """Rows of pie_accuracy.csv: per population, top-1 mean/std over models on PIEs, random sample, non-PIEs."""
+  labels = np.asarray(labels)
+  masks = {"pie": pies, "random": np.isin(np.arange(len(labels)), random_sample(rng, len(labels), int(pies.sum()))),
+           "non_pie": ~pies}
+  correct = {"dense": subset_correct(np.asarray(dense_predictions) == labels, masks),
+             "pruned": subset_correct(np.asarray(pruned_predictions) == labels, masks)}
+  return accuracy_rows(sparsity, {subset: int(mask.sum()) for subset, mask in masks.items()}, correct)
 
 
 def _mean_or_none(values):
@@ -82,13 +141,12 @@ def _mean_or_none(values):
   return float(np.mean(values)) if values else None
 
 
-def _level_entry(key, study):
-  """The summary entry of a population: `key` is a sparsity (dense/magnitude) or a (method, level) pair."""
-  acc = study.top1_accuracy(key)
-  models = study.models(key)
+def level_entry(key, models, top1):
+  """The summary entry of a population: `key` is a sparsity (dense/magnitude) or a (method, level) pair; `top1` the
+  models' top-1 accuracies, in the order of `models`."""
   method, sparsity = key if isinstance(key, tuple) else ("dense" if key == 0 else "magnitude", key)
   return {"sparsity": sparsity, "role": "dense" if method == "dense" else "pruned", "num_models": len(models),
-          "top1_mean": float(acc.mean()), "top1_std": float(acc.std(ddof=1)),
+          "top1_mean": float(top1.mean()), "top1_std": float(top1.std(ddof=1)),
           "measured_sparsity_mean": float(np.mean([m.measured_sparsity for m in models])),
           "num_pies": None, "pie_fraction": None, "num_significant_classes": None, "num_ties_dense": None,
           "num_ties_pruned": None, "models": [m.name for m in models], "method": method,
@@ -96,80 +154,66 @@ def _level_entry(key, study):
           "compressed_bytes": _mean_or_none([m.compressed_bytes for m in models])}
 
 
-def exemplar_table(sparsity, dense_predictions, pruned_predictions, labels, num_classes):
-  """Rows of exemplar_scores.csv: every example with both modal labels and its L1 score, most different first."""
-  scores = significance.exemplar_scores(dense_predictions, pruned_predictions, num_classes)
-  table = pd.DataFrame({
+def top1_from_hits(hits, num_examples):
+  """Each model's top-1 accuracy from its correct predictions per class (`significance.class_hits`)."""
+  return np.asarray(hits).sum(axis=1) / num_examples
+
+
+def exemplar_rows(sparsity, labels, scores):
+  """Rows of exemplar_scores.csv from `significance.exemplar_scores` (or `exemplar_frame`) of some examples."""
+  return pd.DataFrame({
       "sparsity": sparsity, "example_id": scores.index.to_numpy(), "label": labels,
       "dense_modal": scores["baseline_modal"].to_numpy(), "pruned_modal": scores["compressed_modal"].to_numpy(),
       "is_pie": scores["is_cie"].to_numpy(bool), "l1_distance": scores["l1_distance"].to_numpy(),
       "rank": scores["rank"].to_numpy()})
-  return table.sort_values("rank", kind="stable")
 
 
-def _power_plan(dense, pruned, labels, num_classes, normalization, alpha, effect):
+def exemplar_table(sparsity, dense_predictions, pruned_predictions, labels, num_classes):
+  """Rows of exemplar_scores.csv: every example with both modal labels and its L1 score, most different first."""
+  scores = significance.exemplar_scores(dense_predictions, pruned_predictions, num_classes)
+  return exemplar_rows(sparsity, labels, scores).sort_values("rank", kind="stable")
+
+
+def _power_plan(dense_hits, pruned_hits, class_count, normalization, alpha, effect):
   plan = significance.models_needed(
-      significance.normalized_recall(dense, labels, num_classes, normalization),
-      significance.normalized_recall(pruned, labels, num_classes, normalization), effect=effect, alpha=alpha)
+      significance.normalized_recall_from_hits(dense_hits, class_count, normalization),
+      significance.normalized_recall_from_hits(pruned_hits, class_count, normalization), effect=effect, alpha=alpha)
   summary = {k: (None if v is None or not np.isfinite(v) else float(v)) if isinstance(v, (float, np.floating))
              else v for k, v in plan.summary.items()}
   return {"effect": effect, "alpha": alpha, "power": 0.8, **summary}
 
 
-def analyze(study, alpha=0.05, seed=0, normalization="population", bootstrap_resamples=200,
-            power_effect=DEFAULT_POWER_EFFECT, log=print):
-  """Computes every table of the analysis in memory: dict of DataFrames, the summary, and the PIE ids per level."""
-  if not 0 < alpha < 1:
-    raise PieError(f"--alpha must be in (0, 1), got {alpha}")
-  if normalization not in significance.NORMALIZATIONS:
-    raise PieError(f"--normalization must be one of {significance.NORMALIZATIONS}, got {normalization!r}")
-  if bootstrap_resamples < 0:
-    raise PieError(f"--bootstrap_resamples must be >= 0, got {bootstrap_resamples}")
-  rng = np.random.default_rng(seed)
-  labels = study.labels
-  populations = study.populations or {("dense", 0.0): study.levels[0.0],
-                                      **{("magnitude", s): study.levels[s] for s in study.pruned_levels}}
-  compressed = sorted((k for k in populations if k[0] != "dense"), key=lambda k: (variants.method_rank(k[0]), k[1]))
-  with_method = any(method not in ("dense", "magnitude") for method, _ in populations)
-  primary = variants.primary_method(method for method, _ in compressed)
-  dense = study.predictions(0.0)
-  levels = [_level_entry(("dense", 0.0), study) if study.populations else _level_entry(0.0, study)]
-  parts = {"pies.csv": [], "class_stats.csv": [], "exemplar_scores.csv": [], "pie_accuracy.csv": []}
-  pie_ids = {}
-  for method, sparsity in compressed:
-    key = (method, sparsity) if study.populations else sparsity
-    pruned = study.predictions(key)
-    pies, table, ties = pie_table(sparsity, dense, pruned, labels, study.class_names)
-    classes = stats.class_ttest(dense, pruned, labels, study.num_classes, alpha=alpha,
-                                class_names=study.class_names, normalization=normalization)
-    classes.insert(0, "sparsity", sparsity)
-    entry = _level_entry(key, study)
-    if bootstrap_resamples:
-      boot = significance.bootstrap_stability(dense, pruned, labels, study.num_classes,
-                                              num_resamples=bootstrap_resamples, seed=seed, alpha=alpha,
-                                              normalization=normalization)
-      table["pie_stability"] = boot.pie_stability[table.example_id.to_numpy()]
-      classes["significant_stability"] = boot.class_significance
-      entry["num_pies_stable_90"] = int((table["pie_stability"] >= 0.9).sum())
-    level_tables = {"pies.csv": table, "class_stats.csv": classes,
-                    "exemplar_scores.csv": exemplar_table(sparsity, dense, pruned, labels, study.num_classes),
-                    "pie_accuracy.csv": pie_accuracy_table(sparsity, dense, pruned, labels, pies, rng)}
-    for name, frame in level_tables.items():
-      if with_method:
-        frame["method"] = method
-      parts[name].append(frame)
-    if method == primary:
-      pie_ids[sparsity] = np.nonzero(pies)[0]
-    entry.update(ties, num_pies=int(pies.sum()), pie_fraction=float(pies.mean()),
-                 num_significant_classes=int(classes["significant"].sum()),
-                 num_significant_classes_fdr=int(classes["significant_fdr"].sum()),
-                 models_needed=_power_plan(dense, pruned, labels, study.num_classes, normalization, alpha,
-                                           power_effect))
-    levels.append(entry)
-    log(f"{'' if method == 'magnitude' else method + ' '}level {sparsity:g}: {entry['num_models']} models, top-1 {entry['top1_mean']:.4f}, "
-        f"{entry['num_pies']} PIEs ({entry['pie_fraction']:.2%}), {entry['num_significant_classes']} significant "
-        f"classes ({entry['num_significant_classes_fdr']} after FDR control)")
-  summary = {
+def compare_level(entry, sparsity, dense_hits, pruned_hits, class_count, class_names, num_pies, ties, alpha,
+                  normalization, power_effect, class_stability=None, num_pies_stable_90=None):
+  """class_stats.csv rows of one compared population, and its summary entry completed (in place).
+
+  Everything here comes from sums over examples (correct predictions per model and class, PIE and tie counts), so
+  the in-memory analysis and `pie.beam_analysis` share it.
+  """
+  classes = stats.class_ttest_from_hits(dense_hits, pruned_hits, class_count, alpha=alpha, class_names=class_names,
+                                        normalization=normalization)
+  classes.insert(0, "sparsity", sparsity)
+  if class_stability is not None:
+    classes["significant_stability"] = class_stability
+    entry["num_pies_stable_90"] = int(num_pies_stable_90)
+  num_examples = int(np.sum(class_count))
+  entry.update(ties, num_pies=int(num_pies), pie_fraction=float(num_pies / num_examples),
+               num_significant_classes=int(classes["significant"].sum()),
+               num_significant_classes_fdr=int(classes["significant_fdr"].sum()),
+               models_needed=_power_plan(dense_hits, pruned_hits, class_count, normalization, alpha, power_effect))
+  return classes
+
+
+def log_level(log, method, sparsity, entry):
+  log(f"{'' if method == 'magnitude' else method + ' '}level {sparsity:g}: {entry['num_models']} models, top-1 "
+      f"{entry['top1_mean']:.4f}, {entry['num_pies']} PIEs ({entry['pie_fraction']:.2%}), "
+      f"{entry['num_significant_classes']} significant classes ({entry['num_significant_classes_fdr']} after FDR "
+      "control)")
+
+
+def study_summary(study, levels, alpha, seed, normalization, bootstrap_resamples):
+  """summary.json. `study` is a `pie.study.Study` or a `pie.study.StudyIndex` (the same fields)."""
+  return {
       "study": {"name": study.config.get("name", study.dataset), "dataset": study.dataset,
                 "eval_split": study.split, "num_classes": study.num_classes, "class_names": study.class_names,
                 "num_examples": study.num_examples, "model": study.config.get("model", {}).get("name", ""),
@@ -177,6 +221,55 @@ def analyze(study, alpha=0.05, seed=0, normalization="population", bootstrap_res
                 "incomplete_exports_skipped": study.incomplete},
       "alpha": alpha, "seed": seed, "normalization": normalization, "bootstrap_resamples": bootstrap_resamples,
       "tie_rule": stats.TIE_RULE, "levels": levels}
+
+
+def analyze(study, alpha=0.05, seed=0, normalization="population", bootstrap_resamples=200,
+            power_effect=DEFAULT_POWER_EFFECT, log=print):
+  """Computes every table of the analysis in memory: dict of DataFrames, the summary, and the PIE ids per level."""
+  check_options(alpha, normalization, bootstrap_resamples)
+  rng = np.random.default_rng(seed)
+  labels = study.labels
+  num_classes, num_examples = study.num_classes, study.num_examples
+  populations = study.populations or {("dense", 0.0): study.levels[0.0],
+                                      **{("magnitude", s): study.levels[s] for s in study.pruned_levels}}
+  compressed, with_method, primary = compared_populations(populations)
+  dense_key = ("dense", 0.0) if study.populations else 0.0
+  dense = study.predictions(dense_key)
+  class_count = np.bincount(labels, minlength=num_classes)
+  dense_hits = significance.class_hits(dense, labels, num_classes)
+  levels = [level_entry(dense_key, study.models(dense_key), top1_from_hits(dense_hits, num_examples))]
+  parts = {"pies.csv": [], "class_stats.csv": [], "exemplar_scores.csv": [], "pie_accuracy.csv": []}
+  pie_ids = {}
+  for method, sparsity in compressed:
+    key = (method, sparsity) if study.populations else sparsity
+    pruned = study.predictions(key)
+    pruned_hits = significance.class_hits(pruned, labels, num_classes)
+    boot = None
+    if bootstrap_resamples:
+      boot = significance.bootstrap_stability(dense, pruned, labels, num_classes,
+                                              num_resamples=bootstrap_resamples, seed=seed, alpha=alpha,
+                                              normalization=normalization)
+    pies, table, ties = pie_rows(sparsity, np.arange(num_examples), labels,
+                                 stats.modal_labels(dense, return_details=True),
+                                 stats.modal_labels(pruned, return_details=True), study.class_names,
+                                 pie_stability=None if boot is None else boot.pie_stability)
+    entry = level_entry(key, study.models(key), top1_from_hits(pruned_hits, num_examples))
+    classes = compare_level(
+        entry, sparsity, dense_hits, pruned_hits, class_count, study.class_names, int(pies.sum()), ties, alpha,
+        normalization, power_effect, class_stability=None if boot is None else boot.class_significance,
+        num_pies_stable_90=None if boot is None else (table["pie_stability"] >= 0.9).sum())
+    level_tables = {"pies.csv": table, "class_stats.csv": classes,
+                    "exemplar_scores.csv": exemplar_table(sparsity, dense, pruned, labels, num_classes),
+                    "pie_accuracy.csv": pie_accuracy_table(sparsity, dense, pruned, labels, pies, rng)}
+    for name, frame in level_tables.items():
+      if with_method:
+        frame["method"] = method
+      parts[name].append(frame)
+    if method == primary:
+      pie_ids[sparsity] = np.nonzero(pies)[0]
+    levels.append(entry)
+    log_level(log, method, sparsity, entry)
+  summary = study_summary(study, levels, alpha, seed, normalization, bootstrap_resamples)
   tables = {name: pd.concat(frames, ignore_index=True) for name, frames in parts.items()}
   return tables, summary, pie_ids
 

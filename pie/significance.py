@@ -40,11 +40,20 @@ __all__ = [
   "BootstrapResult",
   "SampleSizePlan",
   "normalized_recall",
+  "class_hits",
+  "normalized_recall_from_hits",
   "class_tests",
   "welch_power",
   "models_needed",
   "bootstrap_stability",
+  "bootstrap_resamples",
+  "bootstrap_class_stability",
+  "bootstrap_pie_stability",
   "exemplar_scores",
+  "exemplar_parts",
+  "exemplar_histogram",
+  "exemplar_ranks",
+  "exemplar_frame",
 ]
 
 NORMALIZATIONS = ("population", "per_model")
@@ -152,18 +161,47 @@ def _check_recall_pair(dense_norm, pruned_norm) -> tuple[np.ndarray, np.ndarray]
 # --------------------------------------------------------------------------------------------------
 
 
-def _recall_matrix(predictions: np.ndarray, labels: np.ndarray, num_classes: int):
-  """Per-model per-class recall [n_models, C] (NaN for absent classes) and per-model top-1 [n_models]."""
+def _class_hits(predictions: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
   n_models = predictions.shape[0]
   correct = predictions == labels[None, :]
-  class_count = np.bincount(labels, minlength=num_classes)
   cells = (np.arange(n_models)[:, None] * num_classes + labels[None, :])[correct]
-  hits = np.bincount(cells, minlength=n_models * num_classes).reshape(n_models, num_classes)
-  recall = np.full((n_models, num_classes), np.nan)
+  return np.bincount(cells, minlength=n_models * num_classes).reshape(n_models, num_classes)
+
+
+def class_hits(predictions, labels, num_classes: int) -> np.ndarray:
+  """Correct predictions per model and class, int64 [n_models, num_classes].
+
+  With the class sizes (``np.bincount(labels)``) these counts are all the class tests need, and they
+  add up over disjoint sets of examples: a distributed analysis (``pie.beam_analysis``) sums them
+  over blocks of examples and hands them to ``normalized_recall_from_hits``.
+  """
+  num_classes = _check_num_classes(num_classes)
+  predictions = _check_predictions(predictions, num_classes, "predictions")
+  labels = _check_labels(labels, predictions.shape[1], num_classes)
+  return _class_hits(predictions, labels, num_classes)
+
+
+def _recall_from_hits(hits: np.ndarray, class_count: np.ndarray):
+  """Per-model per-class recall [n_models, C] (NaN for absent classes) and per-model top-1 [n_models]."""
+  hits = np.asarray(hits)
+  class_count = np.asarray(class_count)
+  recall = np.full(hits.shape, np.nan)
   present = class_count > 0
   recall[:, present] = hits[:, present] / class_count[present]
-  top1 = correct.mean(axis=1)
+  # Integer counts divided once: the same float as the mean of the 0/1 correctness vector.
+  top1 = hits.sum(axis=1) / class_count.sum()
   return recall, top1
+
+
+def _recall_matrix(predictions: np.ndarray, labels: np.ndarray, num_classes: int):
+  """Per-model per-class recall [n_models, C] (NaN for absent classes) and per-model top-1 [n_models]."""
+  return _recall_from_hits(_class_hits(predictions, labels, num_classes), np.bincount(labels, minlength=num_classes))
+
+
+def _normalize(recall: np.ndarray, top1: np.ndarray, normalization: str) -> np.ndarray:
+  if normalization == "population":
+    return recall - top1.mean()
+  return recall - top1[:, None]
 
 
 def normalized_recall(predictions, labels, num_classes: int, normalization: str = "population") -> np.ndarray:
@@ -185,10 +223,20 @@ def normalized_recall(predictions, labels, num_classes: int, normalization: str 
   predictions = _check_predictions(predictions, num_classes, "predictions")
   labels = _check_labels(labels, predictions.shape[1], num_classes)
   normalization = _check_normalization(normalization)
-  recall, top1 = _recall_matrix(predictions, labels, num_classes)
-  if normalization == "population":
-    return recall - top1.mean()
-  return recall - top1[:, None]
+  return _normalize(*_recall_matrix(predictions, labels, num_classes), normalization)
+
+
+def normalized_recall_from_hits(hits, class_count, normalization: str = "population") -> np.ndarray:
+  """``normalized_recall`` from its sufficient statistics: ``class_hits`` [n_models, C] and the class
+  sizes [C] (``np.bincount(labels, minlength=C)``).  Equal, float for float, to ``normalized_recall``
+  on the predictions the counts come from."""
+  hits = np.asarray(hits)
+  class_count = np.asarray(class_count)
+  if hits.ndim != 2 or class_count.shape != hits.shape[1:]:
+    raise ValueError(f"hits must be [n_models, num_classes] and class_count [num_classes], got shapes "
+                     f"{hits.shape} and {class_count.shape}")
+  normalization = _check_normalization(normalization)
+  return _normalize(*_recall_from_hits(hits, class_count), normalization)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -628,6 +676,67 @@ def _resampled_normalized(recall: np.ndarray, top1: np.ndarray, rows: np.ndarray
   return values - top1[rows][:, :, None]
 
 
+def bootstrap_resamples(n_dense: int, n_pruned: int, num_resamples: int, seed: int = 0):
+  """The model indices of every resample: ([num_resamples, n_dense], [num_resamples, n_pruned]).
+
+  Drawn as ``bootstrap_stability`` draws them (``np.random.default_rng(seed)``, dense first), so a
+  caller that splits the work (``pie.beam_analysis``) resamples exactly the same models.
+  """
+  rng = np.random.default_rng(seed)
+  dense_rows = rng.integers(0, n_dense, size=(num_resamples, n_dense))
+  pruned_rows = rng.integers(0, n_pruned, size=(num_resamples, n_pruned))
+  return dense_rows, pruned_rows
+
+
+def bootstrap_class_stability(dense_hits, pruned_hits, class_count, dense_rows, pruned_rows, alpha: float = 0.05,
+                              normalization: str = "population", chunk_size: int = 25):
+  """The class part of ``bootstrap_stability`` from ``class_hits`` of both populations and the class sizes.
+
+  Returns (class_significance [n_classes], observed_significant [n_classes]).
+  """
+  recall_d, top1_d = _recall_from_hits(np.asarray(dense_hits), np.asarray(class_count))
+  recall_p, top1_p = _recall_from_hits(np.asarray(pruned_hits), np.asarray(class_count))
+  observed = _welch(_normalize(recall_d, top1_d, normalization), _normalize(recall_p, top1_p, normalization))
+  observed_significant = ~np.isnan(observed.p) & (observed.p < alpha)
+  num_resamples = len(dense_rows)
+  hits = np.zeros(recall_d.shape[1], dtype=np.int64)
+  for start in range(0, num_resamples, chunk_size):
+    stop = min(start + chunk_size, num_resamples)
+    res = _welch(
+      _resampled_normalized(recall_d, top1_d, dense_rows[start:stop], normalization),
+      _resampled_normalized(recall_p, top1_p, pruned_rows[start:stop], normalization),
+    )
+    hits += (~np.isnan(res.p) & (res.p < alpha)).sum(axis=0)
+  testable = ~np.isnan(observed.p)
+  return np.where(testable, hits / num_resamples, np.nan), observed_significant
+
+
+def bootstrap_pie_stability(dense_preds, pruned_preds, num_classes: int, dense_rows, pruned_rows):
+  """The PIE part of ``bootstrap_stability``: (pie_stability [n_examples], observed_pie [n_examples]).
+
+  Each example's result depends on its own column of predictions only, so the examples may be split
+  into blocks and the blocks' results concatenated.
+  """
+  dense_preds = np.asarray(dense_preds)
+  pruned_preds = np.asarray(pruned_preds)
+  n_d, n_p = dense_preds.shape[0], pruned_preds.shape[0]
+  observed_pie = _modal_labels(dense_preds, num_classes) != _modal_labels(pruned_preds, num_classes)
+  unanimous = (dense_preds == dense_preds[0]).all(axis=0) & (pruned_preds == pruned_preds[0]).all(axis=0)
+  pie_stability = observed_pie.astype(np.float64)  # exact for unanimous examples
+  contested = np.flatnonzero(~unanimous)
+  num_resamples = len(dense_rows)
+  if contested.size:
+    votes_d = _SortedVotes(dense_preds[:, contested], num_classes)
+    votes_p = _SortedVotes(pruned_preds[:, contested], num_classes)
+    pie_count = np.zeros(contested.size, dtype=np.int64)
+    for b in range(num_resamples):
+      w_d = np.bincount(dense_rows[b], minlength=n_d)
+      w_p = np.bincount(pruned_rows[b], minlength=n_p)
+      pie_count += votes_d.modal(w_d) != votes_p.modal(w_p)
+    pie_stability[contested] = pie_count / num_resamples
+  return pie_stability, observed_pie
+
+
 def bootstrap_stability(
   dense_preds,
   pruned_preds,
@@ -667,45 +776,13 @@ def bootstrap_stability(
   alpha = _check_probability(alpha, "alpha")
   normalization = _check_normalization(normalization)
 
-  n_d, n_p = dense_preds.shape[0], pruned_preds.shape[0]
-  rng = np.random.default_rng(seed)
-  dense_rows = rng.integers(0, n_d, size=(num_resamples, n_d))
-  pruned_rows = rng.integers(0, n_p, size=(num_resamples, n_p))
-
-  # Class part.
-  recall_d, top1_d = _recall_matrix(dense_preds, labels, num_classes)
-  recall_p, top1_p = _recall_matrix(pruned_preds, labels, num_classes)
-  if normalization == "population":
-    observed = _welch(recall_d - top1_d.mean(), recall_p - top1_p.mean())
-  else:
-    observed = _welch(recall_d - top1_d[:, None], recall_p - top1_p[:, None])
-  observed_significant = ~np.isnan(observed.p) & (observed.p < alpha)
-  hits = np.zeros(num_classes, dtype=np.int64)
-  for start in range(0, num_resamples, chunk_size):
-    stop = min(start + chunk_size, num_resamples)
-    res = _welch(
-      _resampled_normalized(recall_d, top1_d, dense_rows[start:stop], normalization),
-      _resampled_normalized(recall_p, top1_p, pruned_rows[start:stop], normalization),
-    )
-    hits += (~np.isnan(res.p) & (res.p < alpha)).sum(axis=0)
-  testable = ~np.isnan(observed.p)
-  class_significance = np.where(testable, hits / num_resamples, np.nan)
-
-  # PIE part.
-  observed_pie = _modal_labels(dense_preds, num_classes) != _modal_labels(pruned_preds, num_classes)
-  unanimous = (dense_preds == dense_preds[0]).all(axis=0) & (pruned_preds == pruned_preds[0]).all(axis=0)
-  pie_stability = observed_pie.astype(np.float64)  # exact for unanimous examples
-  contested = np.flatnonzero(~unanimous)
-  if contested.size:
-    votes_d = _SortedVotes(dense_preds[:, contested], num_classes)
-    votes_p = _SortedVotes(pruned_preds[:, contested], num_classes)
-    pie_count = np.zeros(contested.size, dtype=np.int64)
-    for b in range(num_resamples):
-      w_d = np.bincount(dense_rows[b], minlength=n_d)
-      w_p = np.bincount(pruned_rows[b], minlength=n_p)
-      pie_count += votes_d.modal(w_d) != votes_p.modal(w_p)
-    pie_stability[contested] = pie_count / num_resamples
-
+  dense_rows, pruned_rows = bootstrap_resamples(dense_preds.shape[0], pruned_preds.shape[0], num_resamples, seed)
+  class_count = np.bincount(labels, minlength=num_classes)
+  class_significance, observed_significant = bootstrap_class_stability(
+    _class_hits(dense_preds, labels, num_classes), _class_hits(pruned_preds, labels, num_classes), class_count,
+    dense_rows, pruned_rows, alpha=alpha, normalization=normalization, chunk_size=chunk_size)
+  pie_stability, observed_pie = bootstrap_pie_stability(dense_preds, pruned_preds, num_classes, dense_rows,
+                                                        pruned_rows)
   return BootstrapResult(
     pie_stability=pie_stability,
     class_significance=class_significance,
@@ -739,6 +816,17 @@ def exemplar_scores(baseline_preds, compressed_preds, num_classes: int) -> pd.Da
   The L1 distance is computed exactly in integers (weights n_compressed and -n_baseline on a
   sorted, concatenated vote table) so ties are exact, then divided by n_baseline * n_compressed.
   """
+  baseline_modal, compressed_modal, l1_int = exemplar_parts(baseline_preds, compressed_preds, num_classes)
+  n_b, n_c = np.shape(baseline_preds)[0], np.shape(compressed_preds)[0]
+  return exemplar_frame(baseline_modal, compressed_modal, l1_int, n_b, n_c, exemplar_ranks(l1_int))
+
+
+def exemplar_parts(baseline_preds, compressed_preds, num_classes: int):
+  """The per-example part of ``exemplar_scores``: (baseline_modal, compressed_modal, l1_int).
+
+  ``l1_int`` is the L1 distance times n_baseline * n_compressed, an exact integer.  Each example's
+  values depend on its own column of predictions only, so blocks of examples may be scored apart.
+  """
   num_classes = _check_num_classes(num_classes)
   baseline = _check_predictions(baseline_preds, num_classes, "baseline_preds")
   compressed = _check_predictions(compressed_preds, num_classes, "compressed_preds")
@@ -747,28 +835,58 @@ def exemplar_scores(baseline_preds, compressed_preds, num_classes: int) -> pd.Da
       f"baseline_preds has {baseline.shape[1]} examples but compressed_preds has {compressed.shape[1]}"
     )
   n_b, n_c = baseline.shape[0], compressed.shape[0]
-  n_examples = baseline.shape[1]
   baseline_modal = _modal_labels(baseline, num_classes)
   compressed_modal = _modal_labels(compressed, num_classes)
 
   common = np.result_type(baseline.dtype, compressed.dtype)
   votes = _SortedVotes(np.concatenate([baseline.astype(common), compressed.astype(common)]), num_classes)
   signed = np.concatenate([np.full(n_b, n_c, dtype=np.int64), np.full(n_c, -n_b, dtype=np.int64)])
-  l1_int = votes.abs_run_totals(signed)
-  l1 = l1_int / float(n_b * n_c)
+  return baseline_modal, compressed_modal, votes.abs_run_totals(signed)
 
-  example_id = np.arange(n_examples)
-  order = np.lexsort((example_id, -l1_int))
+
+def exemplar_histogram(l1_int, n_baseline: int, n_compressed: int) -> np.ndarray:
+  """Examples per integer L1 value (0 .. 2 n_baseline n_compressed): what ``exemplar_ranks`` needs to
+  rank one block of examples among all of them.  Histograms of blocks add up."""
+  return np.bincount(np.asarray(l1_int, dtype=np.int64), minlength=2 * n_baseline * n_compressed + 1)
+
+
+def exemplar_ranks(l1_int, histogram=None, histogram_before=None) -> np.ndarray:
+  """Ranks of ``exemplar_scores``: 1 = largest L1 distance, ties broken by example id ascending.
+
+  Alone, ``l1_int`` covers every example.  For one block of consecutive example ids out of many,
+  give the ``exemplar_histogram`` of all examples and that of the examples before the block: an
+  example's rank is its rank within the block, plus the examples elsewhere with a larger distance,
+  plus the earlier examples with the same distance.
+  """
+  l1_int = np.asarray(l1_int, dtype=np.int64)
+  n_examples = len(l1_int)
+  order = np.lexsort((np.arange(n_examples), -l1_int))
   rank = np.empty(n_examples, dtype=np.int64)
   rank[order] = np.arange(1, n_examples + 1)
+  if histogram is None:
+    return rank
+  histogram = np.asarray(histogram, dtype=np.int64)
+  local = np.bincount(l1_int, minlength=len(histogram))
+  # larger[v]: examples with a distance above v.
+  larger_all = np.concatenate([np.cumsum(histogram[::-1])[::-1][1:], [0]])
+  larger_here = np.concatenate([np.cumsum(local[::-1])[::-1][1:], [0]])
+  return rank + (larger_all - larger_here)[l1_int] + np.asarray(histogram_before, dtype=np.int64)[l1_int]
+
+
+def exemplar_frame(baseline_modal, compressed_modal, l1_int, n_baseline: int, n_compressed: int, rank,
+                   example_ids=None) -> pd.DataFrame:
+  """The ``exemplar_scores`` table from its parts (``example_ids`` default to 0 .. n - 1)."""
+  baseline_modal = np.asarray(baseline_modal)
+  compressed_modal = np.asarray(compressed_modal)
+  index = (pd.RangeIndex(len(l1_int), name="example_id") if example_ids is None
+           else pd.Index(np.asarray(example_ids, dtype=np.int64), name="example_id"))
   return pd.DataFrame(
     {
       "baseline_modal": baseline_modal,
       "compressed_modal": compressed_modal,
       "is_cie": baseline_modal != compressed_modal,
-      "l1_distance": l1,
+      "l1_distance": np.asarray(l1_int) / float(n_baseline * n_compressed),
       "rank": rank,
     },
-    index=pd.RangeIndex(n_examples, name="example_id"),
+    index=index,
   )
-

@@ -138,11 +138,33 @@ def class_ttest(dense_predictions, pruned_predictions, labels, num_classes, alph
   """
   from pie import significance  # pylint: disable=g-import-not-at-top
   labels = np.asarray(labels)
-  dense_recall = per_class_recall(dense_predictions, labels, num_classes)
-  pruned_recall = per_class_recall(pruned_predictions, labels, num_classes)
+  # per_class_recall checks the arguments; its recall is the one class_ttest_from_hits computes from the counts.
+  per_class_recall(dense_predictions, labels, num_classes)
+  per_class_recall(pruned_predictions, labels, num_classes)
+  return class_ttest_from_hits(significance.class_hits(dense_predictions, labels, num_classes),
+                               significance.class_hits(pruned_predictions, labels, num_classes),
+                               np.bincount(labels, minlength=num_classes), alpha=alpha, class_names=class_names,
+                               normalization=normalization)
+
+
+def class_ttest_from_hits(dense_hits, pruned_hits, class_count, alpha=0.05, class_names=None,
+                          normalization="population"):
+  """`class_ttest` from its sufficient statistics: correct predictions per model and class of both populations
+  (`pie.significance.class_hits`, int [n_models, num_classes]) and the class sizes [num_classes].
+
+  The counts add up over blocks of examples, so an analysis that never holds every prediction at once (e.g.
+  `pie.beam_analysis`) gets the same table, float for float.
+  """
+  from pie import significance  # pylint: disable=g-import-not-at-top
+  dense_hits, pruned_hits = np.asarray(dense_hits), np.asarray(pruned_hits)
+  class_count = np.asarray(class_count)
+  num_classes = len(class_count)
+  with np.errstate(invalid="ignore", divide="ignore"):
+    dense_recall = np.where(class_count > 0, dense_hits / class_count, np.nan)
+    pruned_recall = np.where(class_count > 0, pruned_hits / class_count, np.nan)
   tests = significance.class_tests(
-      significance.normalized_recall(dense_predictions, labels, num_classes, normalization),
-      significance.normalized_recall(pruned_predictions, labels, num_classes, normalization), alpha=alpha)
+      significance.normalized_recall_from_hits(dense_hits, class_count, normalization),
+      significance.normalized_recall_from_hits(pruned_hits, class_count, normalization), alpha=alpha)
   dense_mean = dense_recall.mean(axis=0)  # NaN for a class with no example
   pruned_mean = pruned_recall.mean(axis=0)
   if class_names is None:
@@ -150,7 +172,7 @@ def class_ttest(dense_predictions, pruned_predictions, labels, num_classes, alph
   return pd.DataFrame({
       "class_id": np.arange(num_classes),
       "class_name": list(class_names),
-      "num_examples": np.bincount(labels, minlength=num_classes),
+      "num_examples": class_count,
       "dense_recall_mean": dense_mean,
       "pruned_recall_mean": pruned_mean,
       "recall_change": pruned_mean - dense_mean,
