@@ -5,6 +5,8 @@ Layout written by train/population.py: one folder per model, `<study_dir>/<name>
 
 Only what the analysis needs is kept in memory: per model, its top-1 labels (int32 [n_examples]). Files are read
 a few at a time (pie.predictions.read_many), so memory grows with models x examples, not with the size of the records.
+`scan_study` makes the same metadata checks without reading any record, for an analysis that reads the records on
+other machines (pie.beam_analysis).
 """
 import collections
 import dataclasses
@@ -28,7 +30,7 @@ class ModelRecord:
   sparsity: float          # the level it belongs to (target sparsity)
   measured_sparsity: float
   seed: int
-  top1: np.ndarray         # int32 [n_examples]
+  top1: np.ndarray         # int32 [n_examples]; None in a StudyIndex (metadata only)
   method: str = "magnitude"               # compression method ("dense" for the baseline); see pie/variants.py
   bits_per_weight: Optional[float] = None  # measured storage of the exported model, when the export records it
   compressed_bytes: Optional[int] = None
@@ -91,6 +93,77 @@ def find_prediction_files(study_dir):
   return [f for f in files if ".tmp-" not in os.path.basename(f)]
 
 
+def _finished_files(study_dir, prediction_files, log):
+  """(finished, incomplete) prediction files: a TFRecord without its metadata is an unfinished export."""
+  if prediction_files is None:
+    if study_dir is None:
+      raise PieError("give a study directory or a list of prediction files")
+    prediction_files = find_prediction_files(study_dir)
+  if not prediction_files:
+    raise PieError(f"{study_dir}: no prediction files (*.tfrecord) found")
+  incomplete, ready = [], []
+  for path in prediction_files:
+    if tf.io.gfile.exists(predictions_lib.metadata_path(path)):
+      ready.append(path)
+    else:
+      incomplete.append(path)
+  for path in incomplete:
+    log(f"warning: skipping {path}: no metadata beside it, the export did not finish")
+  if not ready:
+    raise PieError(f"{study_dir or 'the prediction files'}: no finished prediction file (every one lacks its .json)")
+  return ready, incomplete
+
+
+def _check_fields(path, meta, reference):
+  ref_path, ref_meta = reference
+  for field in _CHECKED_FIELDS:
+    if meta[field] != ref_meta[field]:
+      raise PieError(f"{path}: {field} is {meta[field]!r} but {ref_path} has {ref_meta[field]!r}; "
+                     "a study must predict one eval split of one dataset")
+
+
+def _check_config(path, meta, reference, allow_mixed_configs):
+  ref_path, ref_meta = reference
+  if meta["config_hash"] != ref_meta["config_hash"] and not allow_mixed_configs:
+    raise PieError(f"{path}: config hash {meta['config_hash']} differs from {ref_meta['config_hash']} of "
+                   f"{ref_path}: the models were trained with different settings (allow with "
+                   "--allow_mixed_configs)")
+
+
+def _model_record(path, meta, top1):
+  sparsity = round(float(meta["target_sparsity"]), 6)
+  # Exports written before compression methods existed have no `method`: dense at 0, magnitude pruning otherwise.
+  method = meta.get("method") or ("dense" if sparsity == 0 else "magnitude")
+  return ModelRecord(
+      name=meta.get("name", os.path.basename(path)), path=path, sparsity=sparsity,
+      measured_sparsity=float(meta["measured_sparsity"]), seed=int(meta["seed"]), top1=top1, method=method,
+      bits_per_weight=meta.get("bits_per_weight"), compressed_bytes=meta.get("compressed_bytes"))
+
+
+def _checked_populations(records, where):
+  """The models by (method, level), each population sorted by seed; a PieError for a study that cannot be analysed."""
+  populations = collections.defaultdict(list)
+  for record in records:
+    populations[(record.method, record.sparsity)].append(record)
+  populations = dict(populations)
+  if ("dense", 0.0) not in populations:
+    raise PieError(f"{where}: no dense population (no model with target_sparsity 0); found levels "
+                   f"{sorted({s for _, s in populations})}")
+  for (method, sparsity), models in sorted(populations.items()):
+    if len(models) < 2:
+      what = f"level {sparsity:g}" if method in ("dense", "magnitude") else f"method {method} level {sparsity:g}"
+      raise PieError(f"{where}: {what} has {len(models)} model ({models[0].path}); a population "
+                     "needs at least two models for modal labels and t-tests")
+    models.sort(key=lambda m: (m.seed, m.name))
+  if len(populations) < 2:
+    raise PieError(f"{where}: only the dense population was found; a study needs at least one pruned level")
+  return populations
+
+
+def _study_config(ref_meta):
+  return {k: v for k, v in ref_meta.get("config", {}).items() if k not in ("seed", "sparsity", "method")}
+
+
 def load_study(study_dir=None, prediction_files=None, allow_mixed_configs=False, log=print, read_workers=2):
   """Loads and checks a study; every inconsistency is a PieError naming the file.
 
@@ -102,26 +175,9 @@ def load_study(study_dir=None, prediction_files=None, allow_mixed_configs=False,
     log: progress printer.
     read_workers: prediction files read and parsed at once (threads; parsing runs outside the GIL).
   """
-  if prediction_files is None:
-    if study_dir is None:
-      raise PieError("give a study directory or a list of prediction files")
-    prediction_files = find_prediction_files(study_dir)
-  if not prediction_files:
-    raise PieError(f"{study_dir}: no prediction files (*.tfrecord) found")
-
-  incomplete, ready = [], []
-  for path in prediction_files:
-    if tf.io.gfile.exists(predictions_lib.metadata_path(path)):
-      ready.append(path)
-    else:
-      incomplete.append(path)
-  for path in incomplete:
-    log(f"warning: skipping {path}: no metadata beside it, the export did not finish")
-  if not ready:
-    raise PieError(f"{study_dir or 'the prediction files'}: no finished prediction file (every one lacks its .json)")
-
+  ready, incomplete = _finished_files(study_dir, prediction_files, log)
   reference = None
-  levels = collections.defaultdict(list)
+  records = []
   labels = None
   start = time.time()
   for i, pred in enumerate(predictions_lib.read_many(ready, workers=read_workers)):
@@ -129,45 +185,66 @@ def load_study(study_dir=None, prediction_files=None, allow_mixed_configs=False,
     if reference is None:
       reference, labels = (path, meta), pred.labels
     else:
-      ref_path, ref_meta = reference
-      for field in _CHECKED_FIELDS:
-        if meta[field] != ref_meta[field]:
-          raise PieError(f"{path}: {field} is {meta[field]!r} but {ref_path} has {ref_meta[field]!r}; "
-                         "a study must predict one eval split of one dataset")
+      _check_fields(path, meta, reference)
       if not np.array_equal(pred.labels, labels):
-        raise PieError(f"{path}: labels differ from those of {ref_path} for the same example ids")
-      if meta["config_hash"] != ref_meta["config_hash"] and not allow_mixed_configs:
-        raise PieError(f"{path}: config hash {meta['config_hash']} differs from {ref_meta['config_hash']} of "
-                       f"{ref_path}: the models were trained with different settings (allow with "
-                       "--allow_mixed_configs)")
-    sparsity = round(float(meta["target_sparsity"]), 6)
-    # Exports written before compression methods existed have no `method`: dense at 0, magnitude pruning otherwise.
-    method = meta.get("method") or ("dense" if sparsity == 0 else "magnitude")
-    levels[(method, sparsity)].append(ModelRecord(
-        name=meta.get("name", os.path.basename(path)), path=path, sparsity=sparsity,
-        measured_sparsity=float(meta["measured_sparsity"]), seed=int(meta["seed"]),
-        top1=pred.top1.astype(np.int32), method=method, bits_per_weight=meta.get("bits_per_weight"),
-        compressed_bytes=meta.get("compressed_bytes")))
+        raise PieError(f"{path}: labels differ from those of {reference[0]} for the same example ids")
+      _check_config(path, meta, reference, allow_mixed_configs)
+    records.append(_model_record(path, meta, pred.top1.astype(np.int32)))
     if (i + 1) % 20 == 0 or i + 1 == len(ready):
       log(f"read {i + 1}/{len(ready)} prediction files ({time.time() - start:.1f}s)")
 
-  where = study_dir or "the prediction files"
-  populations = dict(levels)
-  if ("dense", 0.0) not in populations:
-    raise PieError(f"{where}: no dense population (no model with target_sparsity 0); found levels "
-                   f"{sorted({s for _, s in populations})}")
-  for (method, sparsity), models in sorted(populations.items()):
-    if len(models) < 2:
-      what = f"level {sparsity:g}" if method in ("dense", "magnitude") else f"method {method} level {sparsity:g}"
-      raise PieError(f"{where}: {what} has {len(models)} model ({models[0].path}); a population "
-                     "needs at least two models for modal labels and t-tests")
-    models.sort(key=lambda m: (m.seed, m.name))
+  populations = _checked_populations(records, study_dir or "the prediction files")
   levels = {s: models for (method, s), models in populations.items() if method in ("dense", "magnitude")}
-  if len(populations) < 2:
-    raise PieError(f"{where}: only the dense population was found; a study needs at least one pruned level")
   ref_meta = reference[1]
-  config = {k: v for k, v in ref_meta.get("config", {}).items() if k not in ("seed", "sparsity", "method")}
   return Study(study_dir=study_dir, dataset=ref_meta["dataset"], split=ref_meta["split"],
                num_classes=int(ref_meta["num_classes"]), class_names=list(ref_meta["class_names"]),
-               labels=labels, levels=dict(levels), config=config, config_hash=ref_meta["config_hash"],
-               incomplete=incomplete, populations=populations)
+               labels=labels, levels=dict(levels), config=_study_config(ref_meta),
+               config_hash=ref_meta["config_hash"], incomplete=incomplete, populations=populations)
+
+
+@dataclasses.dataclass
+class StudyIndex:
+  """A study known from its metadata alone: what `load_study` checks before reading any record.
+
+  For analyses that read the records elsewhere (pie.beam_analysis). Its ModelRecords have no predictions
+  (`top1` is None); the fields shared with `Study` mean the same. `paths` lists the finished prediction files in
+  the order `load_study` reads them: the first is the reference the others' labels must equal.
+  """
+  study_dir: Optional[str]
+  dataset: str
+  split: str
+  num_classes: int
+  class_names: List[str]
+  num_examples: int
+  config: dict
+  config_hash: str
+  incomplete: List[str]
+  populations: Dict[Tuple[str, float], List[ModelRecord]]
+  paths: List[str]
+
+
+def scan_study(study_dir=None, prediction_files=None, allow_mixed_configs=False, log=print):
+  """Reads and checks the metadata of a study's prediction files, not their records: a `StudyIndex`.
+
+  The same checks as `load_study` except the records' own (schema, ids, labels), which the reader of the records
+  must make. Arguments as for `load_study`.
+  """
+  ready, incomplete = _finished_files(study_dir, prediction_files, log)
+  reference = None
+  records = []
+  for path in ready:
+    meta = predictions_lib.read_metadata(path)
+    if reference is None:
+      reference = (path, meta)
+    else:
+      _check_fields(path, meta, reference)
+      _check_config(path, meta, reference, allow_mixed_configs)
+    records.append(_model_record(path, meta, None))
+  log(f"read the metadata of {len(ready)} prediction files")
+  populations = _checked_populations(records, study_dir or "the prediction files")
+  ref_meta = reference[1]
+  return StudyIndex(study_dir=study_dir, dataset=ref_meta["dataset"], split=ref_meta["split"],
+                    num_classes=int(ref_meta["num_classes"]), class_names=list(ref_meta["class_names"]),
+                    num_examples=int(ref_meta["num_examples"]), config=_study_config(ref_meta),
+                    config_hash=ref_meta["config_hash"], incomplete=incomplete, populations=populations,
+                    paths=list(ready))
