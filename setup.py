@@ -28,7 +28,12 @@ setuptools.setup(
         "pillow",
     ],
     extras_require={
-        "test": ["pytest>=8", "pytest-xdist>=3", "hypothesis>=6", "playwright>=1.40"],
+        # apache-beam in the tests too: tests/test_beam_analysis.py checks that the Beam analysis matches the
+        # in-memory one file for file (on the in-process DirectRunner engine).
+        "test": ["pytest>=8", "pytest-xdist>=3", "hypothesis>=6", "playwright>=1.40", "apache-beam>=2.77,<3"],
         "litert": ["ai-edge-litert>=2.3"],
+        # The Beam analysis (analysis/beam_analyze.py) for prediction sets beyond one machine's memory. 2.77 installs
+        # beside TensorFlow 2.21 but pins protobuf < 7, pillow < 13, pyarrow < 26 and python-dateutil < 3.
+        "beam": ["apache-beam>=2.77,<3"],
     },
 )

@@ -1,0 +1,89 @@
+r"""Analyses a study with Apache Beam, for prediction sets larger than one machine's memory.
+
+  python -m analysis.beam_analyze --study_dir=studies/digits --out_dir=/tmp/beam_analysis
+  python -m analysis.beam_analyze --study_dir=studies/digits --out_dir=/tmp/beam_analysis \
+      --runner=DirectRunner --direct_num_workers=2
+  python -m analysis.beam_analyze --study_dir=gs://bucket/study --out_dir=gs://bucket/study/analysis \
+      --runner=DataflowRunner --project=PROJECT --region=REGION --temp_location=gs://bucket/tmp \
+      --setup_file=./setup.py
+
+Writes the same pies.csv, class_stats.csv, exemplar_scores.csv, pie_accuracy.csv and summary.json as
+analysis.analyze (not the PIE images nor the report; see pie/beam_analysis.py). Every argument that is not a flag
+below is a Beam pipeline option (the runner and its settings); DirectRunner by default. Needs the `beam` extra:
+pip install -e '.[beam]'.
+"""
+import os
+import sys
+
+from absl import app
+from absl import flags
+
+import pie  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+from pie import analysis
+from pie import cli
+from pie import validate
+from pie.errors import PieError
+
+_STUDY_DIR = flags.DEFINE_string("study_dir", None, "Study directory written by train/population.py.")
+_PREDICTIONS = flags.DEFINE_list("predictions", None, "Explicit prediction files (.tfrecord) instead of a study.")
+_OUT_DIR = flags.DEFINE_string("out_dir", None, "Output folder (default: <study_dir>/analysis); on a distributed "
+                               "runner, storage the workers can write to (e.g. gs://).")
+_ALPHA = flags.DEFINE_float("alpha", 0.05, "Significance level of the class-level tests.")
+_SEED = flags.DEFINE_integer("seed", 0, "Seed of the random sample in pie_accuracy.csv and of the bootstrap.")
+_ALLOW_MIXED = flags.DEFINE_bool("allow_mixed_configs", False, "Accept models trained with different configs.")
+_VALIDATE = flags.DEFINE_bool("validate", True, "Check the study directory's metadata first (every expected model "
+                               "present and finished, sparsity within tolerance, one config) and stop on any "
+                               "problem; --novalidate analyses whatever finished models there are.")
+_NORMALIZATION = flags.DEFINE_enum("normalization", "population", ["population", "per_model"],
+                                   "Recall normalization: minus the population's mean top-1 (the paper) or each "
+                                   "model's own top-1.")
+_BOOTSTRAP = flags.DEFINE_integer("bootstrap_resamples", 200, "Bootstrap resamples of the models for PIE and class "
+                                  "stability (0: skip).")
+_POWER_EFFECT = flags.DEFINE_float("power_effect", analysis.DEFAULT_POWER_EFFECT, "Normalized recall change that "
+                                   "summary.json's models_needed plan is sized to detect (80% power).")
+_BLOCK_SIZE = flags.DEFINE_integer("block_size", 20_000, "Examples per block: a worker holds every model's "
+                                   "predictions of one block at once. Changes how the work is cut, not the outputs.")
+_SHARD_ROWS = flags.DEFINE_integer("shard_rows", 200_000, "Rows per intermediate shard of exemplar_scores.csv.")
+
+
+def run(study_dir=None, predictions=None, out_dir=None, alpha=0.05, seed=0, allow_mixed_configs=False,
+        normalization="population", bootstrap_resamples=200, power_effect=analysis.DEFAULT_POWER_EFFECT,
+        validate_first=True, pipeline_args=(), block_size=20_000, shard_rows=200_000, log=print):
+  """Checks the study and runs the Beam analysis; returns (out_dir, summary)."""
+  if bool(study_dir) == bool(predictions):
+    raise PieError("give exactly one of --study_dir or --predictions")
+  if out_dir is None:
+    if not study_dir:
+      raise PieError("--out_dir is required with --predictions")
+    out_dir = os.path.join(study_dir, "analysis")
+  from pie import beam_analysis  # pylint: disable=g-import-not-at-top
+  beam_analysis.import_beam()  # a missing extra is reported before any work
+  if study_dir and validate_first:
+    validate.require_valid(study_dir, allow_mixed_configs=allow_mixed_configs, read_records=False, log=log)
+  summary = beam_analysis.analyze_study(
+      study_dir, out_dir, prediction_files=predictions, alpha=alpha, seed=seed, normalization=normalization,
+      bootstrap_resamples=bootstrap_resamples, power_effect=power_effect, allow_mixed_configs=allow_mixed_configs,
+      pipeline_args=pipeline_args, block_size=block_size, shard_rows=shard_rows, log=log)
+  return out_dir, summary
+
+
+def parse_flags(argv):
+  """This binary's flags; every other argument is left in argv for Beam."""
+  try:
+    return flags.FLAGS(argv, known_only=True)
+  except flags.Error as e:
+    print(f"error: {e}", file=sys.stderr, flush=True)
+    sys.exit(1)
+
+
+@cli.main_with_errors
+def main(argv):
+  out_dir, _ = run(_STUDY_DIR.value, _PREDICTIONS.value, _OUT_DIR.value, _ALPHA.value, _SEED.value,
+                   _ALLOW_MIXED.value, _NORMALIZATION.value, _BOOTSTRAP.value, _POWER_EFFECT.value, _VALIDATE.value,
+                   pipeline_args=argv[1:], block_size=_BLOCK_SIZE.value, shard_rows=_SHARD_ROWS.value,
+                   log=lambda m: print(m, flush=True))
+  print(f"analysis written to {out_dir}", flush=True)
+
+
+if __name__ == "__main__":
+  app.run(main, flags_parser=parse_flags)

@@ -1,0 +1,453 @@
+"""The study analysis as an Apache Beam pipeline, for prediction sets larger than one machine's memory.
+
+`analyze_study(study_dir, out_dir)` writes pies.csv, class_stats.csv, exemplar_scores.csv, pie_accuracy.csv and
+summary.json with the same columns, rows, order and text as `pie.analysis.analyze_study` (tests/test_beam_analysis.py
+compares them byte for byte), bootstrap stability included. It writes neither the PIE images (pies.tfrecord) nor
+report.html: both need the tables in one process; `pie.report.write_report(out_dir)` makes the report from the files
+when they fit in memory.
+
+What runs where:
+  driver   the metadata of every prediction file (`study.scan_study`), the bootstrap's resampled model indices, and
+           at the end the statistics of sums over examples (class tests, top-1, power plan, PIE accuracy, summary)
+           by the functions of pie.analysis; then it concatenates the per-example shards the workers wrote.
+  Beam     everything that touches predictions: one element per prediction file (read and checked by
+           `pie.predictions.read_predictions`), cut into blocks of consecutive example ids; a GroupByKey brings every
+           model's predictions of a block together, and each block is scored by the functions of the in-memory
+           analysis (modal labels, ties, PIEs, exemplar L1 distances, bootstrap PIE stability: each example depends on
+           its own predictions only). What needs every example (the random subset of pie_accuracy.csv, the exemplar
+           ranks) is computed from small global sums: PIE counts per level, then the same random draw as in memory;
+           histograms of the integer L1 distances, from which each block ranks its own examples.
+The driver holds models x classes counts and per-level sums, never models x examples predictions. `out_dir` must be
+reachable by the workers (e.g. gs:// on Dataflow): intermediate shards go to a folder in it, removed at the end.
+
+The runner and its settings are Beam pipeline options (`pipeline_args`, e.g. ["--runner=DataflowRunner",
+"--project=...", "--region=...", "--temp_location=gs://...", "--setup_file=./setup.py"]); DirectRunner by default.
+"""
+import collections
+import hashlib
+import os
+import pickle
+import time
+import uuid
+
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+
+from pie import analysis
+from pie import io_utils
+from pie import predictions as predictions_lib
+from pie import significance
+from pie import stats
+from pie import study as study_lib
+from pie.errors import PieError
+
+INSTALL_HINT = "pip install -e '.[beam]'"
+DEFAULT_BLOCK_SIZE = 20_000     # examples per block: a worker holds models x block_size predictions at once
+DEFAULT_SHARD_ROWS = 200_000    # rows per shard of exemplar_scores.csv
+# Outputs of pie.analysis this pipeline does not write: an earlier run's copies would not match the new tables.
+_STALE = ("pies.tfrecord", "report.html")
+
+
+def import_beam():
+  """apache_beam, or a PieError saying how to install it (it is an optional extra)."""
+  try:
+    import apache_beam  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    raise PieError(f"the Beam analysis needs apache_beam, which is not installed ({e}): {INSTALL_HINT}") from None
+  return apache_beam
+
+
+class _Level:
+  """One compared population: its rows in the block's model matrix and its bootstrap resamples (or None)."""
+
+  def __init__(self, method, sparsity, rows, dense_resamples=None, pruned_resamples=None):
+    self.method, self.sparsity, self.rows = method, sparsity, rows
+    self.dense_resamples, self.pruned_resamples = dense_resamples, pruned_resamples
+
+
+class _Plan:
+  """Everything the workers need, pickled into the pipeline: small (no predictions)."""
+
+  def __init__(self, index, models, levels, with_method, seed, block_size, shard_rows, work_dir):
+    self.paths = [m.path for m in models]             # model i of the block matrix reads paths[i]
+    self.reference = self.paths.index(index.paths[0])  # the file whose labels the others must equal
+    self.num_examples, self.num_classes = index.num_examples, index.num_classes
+    self.class_names = index.class_names
+    self.dense = slice(0, len(index.populations[("dense", 0.0)]))
+    self.levels, self.with_method, self.seed = levels, with_method, seed
+    self.block_size, self.shard_rows, self.work_dir = block_size, shard_rows, work_dir
+
+  @property
+  def num_blocks(self):
+    return -(-self.num_examples // self.block_size)
+
+  def block_ids(self, block):
+    start = block * self.block_size
+    return np.arange(start, min(start + self.block_size, self.num_examples))
+
+  def pies_shard(self, level, block):
+    return os.path.join(self.work_dir, "pies", f"{level:05d}-{block:09d}.csv")
+
+  def exemplar_shard(self, level, shard):
+    return os.path.join(self.work_dir, "exemplar_scores", f"{level:05d}-{shard:09d}.csv")
+
+  @property
+  def small_results(self):
+    return os.path.join(self.work_dir, "sums.pkl")
+
+
+def _labels_digest(labels):
+  return hashlib.sha256(np.ascontiguousarray(labels, np.int64).tobytes()).hexdigest()
+
+
+# --- Worker steps (module functions, so that any runner can pickle them by reference) -------------------------------
+
+
+def _read_model(item, plan):
+  """One prediction file -> its per-class hits, and its top-1 cut into blocks (with the labels, for the reference)."""
+  beam = import_beam()
+  index, path = item
+  start = time.time()
+  try:
+    pred = predictions_lib.read_predictions(path)
+  except PieError as e:  # reported by the driver, in file order, like load_study would
+    pred, error = None, str(e)
+  if pred is None:
+    yield beam.pvalue.TaggedOutput("errors", (index, error))
+  else:
+    top1, labels = pred.top1.astype(np.int32), pred.labels
+    reference = index == plan.reference
+    yield beam.pvalue.TaggedOutput("models", (index, {
+        "hits": significance.class_hits(top1[None, :], labels, plan.num_classes)[0],
+        "labels_digest": _labels_digest(labels),
+        "class_count": np.bincount(labels, minlength=plan.num_classes) if reference else None}))
+    for block in range(plan.num_blocks):
+      ids = slice(block * plan.block_size, (block + 1) * plan.block_size)
+      yield block, (index, top1[ids], labels[ids] if reference else None)
+    beam.metrics.Metrics.counter("pie", "prediction_files_read").inc()  # progress in the runner's monitoring
+    print(f"read {path} ({len(labels)} examples, {time.time() - start:.1f}s)", flush=True)
+
+
+def _score_block(item, plan):
+  """Every model's predictions of one block -> pies.csv shards, per-level sums, exemplar parts, correctness bits."""
+  block, parts = item
+  parts = list(parts)
+  labels = next((l for _, _, l in parts if l is not None), None)
+  if len(parts) == len(plan.paths) and labels is not None:  # else a file was unreadable: the driver reports it
+    yield from _scored_block(block, parts, labels, plan)
+
+
+def _scored_block(block, parts, labels, plan):
+  beam = import_beam()
+  ids = plan.block_ids(block)
+  predictions = np.empty((len(plan.paths), len(ids)), np.int32)
+  for index, top1, _ in parts:
+    predictions[index] = top1
+  dense = predictions[plan.dense]
+  dense_details = stats.modal_labels(dense, return_details=True)
+  sums = {}
+  pies = np.zeros((len(plan.levels), len(ids)), bool)
+  for j, level in enumerate(plan.levels):
+    pruned = predictions[level.rows]
+    stability = None
+    if level.dense_resamples is not None:
+      stability, _ = significance.bootstrap_pie_stability(dense, pruned, plan.num_classes, level.dense_resamples,
+                                                          level.pruned_resamples)
+    pies[j], table, ties = analysis.pie_rows(level.sparsity, ids, labels, dense_details,
+                                             stats.modal_labels(pruned, return_details=True), plan.class_names,
+                                             pie_stability=stability)
+    if plan.with_method:
+      table["method"] = level.method
+    io_utils.write_text(plan.pies_shard(j, block), analysis.csv_text(table))
+    sums.update({(j, name): value for name, value in ties.items()})
+    sums[(j, "num_pies")] = int(pies[j].sum())
+    if stability is not None:
+      sums[(j, "num_pies_stable_90")] = int((table["pie_stability"] >= 0.9).sum())
+    dense_modal, pruned_modal, l1_int = significance.exemplar_parts(dense, pruned, plan.num_classes)
+    yield beam.pvalue.TaggedOutput("scores", (block, (j, labels, dense_modal, pruned_modal, l1_int)))
+    yield beam.pvalue.TaggedOutput("histograms", (j, block, significance.exemplar_histogram(
+        l1_int, plan.dense.stop, level.rows.stop - level.rows.start)))
+  yield beam.pvalue.TaggedOutput("sums", sums)
+  # pie_accuracy.csv needs each model's correctness on subsets known only once every block is scored: one bit each.
+  yield block, (np.packbits(predictions == labels, axis=1), np.packbits(pies, axis=1))
+
+
+def _add(values):
+  """Sums dicts of numbers / arrays key by key (a commutative, associative combine)."""
+  total = {}
+  for value in values:
+    for key, x in value.items():
+      total[key] = total[key] + x if key in total else x
+  return total
+
+
+def _random_samples(sums, plan):
+  """pie_accuracy.csv's random subsets, drawn exactly as pie.analysis draws them, cut by block."""
+  rng = np.random.default_rng(plan.seed)
+  starts = np.arange(plan.num_blocks + 1) * plan.block_size
+  by_block = collections.defaultdict(dict)
+  for j in range(len(plan.levels)):
+    sample = np.sort(analysis.random_sample(rng, plan.num_examples, sums.get((j, "num_pies"), 0)))
+    bounds = np.searchsorted(sample, starts)
+    for block in range(plan.num_blocks):
+      by_block[block][j] = sample[bounds[block]:bounds[block + 1]]
+  for block in range(plan.num_blocks):
+    yield block, by_block[block]
+
+
+def _subset_counts(item, plan):
+  """Correct predictions per model on the PIE, random and non-PIE examples of one block, and the subsets' sizes."""
+  block, grouped = item
+  if grouped["correct"] and grouped["sample"]:  # else the block was not scored (an unreadable file)
+    yield _block_subset_counts(block, grouped["correct"][0], grouped["sample"][0], plan)
+
+
+def _block_subset_counts(block, correct_and_pies, sample, plan):
+  packed_correct, packed_pies = correct_and_pies
+  ids = plan.block_ids(block)
+  correct = np.unpackbits(packed_correct, axis=1, count=len(ids)).astype(bool)
+  pies = np.unpackbits(packed_pies, axis=1, count=len(ids)).astype(bool)
+  counts = {}
+  for j, level in enumerate(plan.levels):
+    masks = {"pie": pies[j], "random": np.isin(ids, sample[j]), "non_pie": ~pies[j]}
+    for population, rows in (("dense", plan.dense), ("pruned", level.rows)):
+      for subset, value in analysis.subset_correct(correct[rows], masks).items():
+        counts[(j, population, subset)] = value
+    for subset, mask in masks.items():
+      counts[(j, "size", subset)] = int(mask.sum())
+  return counts
+
+
+def _rank_offsets(histograms, plan):
+  """Per block and level: the L1 histogram of every example and of the examples before the block."""
+  by_level = collections.defaultdict(dict)
+  for j, block, histogram in histograms:
+    by_level[j][block] = histogram
+  offsets = collections.defaultdict(dict)
+  for j, blocks in by_level.items():
+    total = np.sum(list(blocks.values()), axis=0)
+    before = np.zeros_like(total)
+    for block in range(plan.num_blocks):
+      offsets[block][j] = (total, before)
+      if block in blocks:
+        before = before + blocks[block]
+  yield from offsets.items()
+
+
+def _ranked_rows(item, plan):
+  """exemplar_scores.csv rows of one block with their global ranks, keyed by (level, shard of ranks)."""
+  block, grouped = item
+  offsets = grouped["offsets"][0] if grouped["offsets"] else {}
+  ids = plan.block_ids(block)
+  for j, labels, dense_modal, pruned_modal, l1_int in grouped["scores"]:
+    level = plan.levels[j]
+    total, before = offsets[j]
+    rank = significance.exemplar_ranks(l1_int, total, before)
+    scores = significance.exemplar_frame(dense_modal, pruned_modal, l1_int, plan.dense.stop,
+                                         level.rows.stop - level.rows.start, rank, example_ids=ids)
+    rows = analysis.exemplar_rows(level.sparsity, labels, scores)
+    if plan.with_method:
+      rows["method"] = level.method
+    shard = (rank - 1) // plan.shard_rows
+    for s in np.unique(shard):
+      yield (j, int(s)), rows[shard == s]
+
+
+def _write_exemplar_shard(item, plan):
+  (j, shard), frames = item
+  rows = pd.concat(list(frames), ignore_index=True).sort_values("rank", kind="stable")
+  io_utils.write_text(plan.exemplar_shard(j, shard), analysis.csv_text(rows))
+
+
+def _write_sums(unused_start, plan, models, errors, sums, accuracy):
+  io_utils.write_bytes(plan.small_results, pickle.dumps(
+      {"models": dict(models), "errors": dict(errors), "sums": sums, "accuracy": accuracy}))
+
+
+def _build_pipeline(pipeline, plan):
+  beam = import_beam()
+  read = (pipeline
+          | "PredictionFiles" >> beam.Create(list(enumerate(plan.paths)))
+          | "ReadFiles" >> beam.FlatMap(_read_model, plan).with_outputs("models", "errors", main="blocks"))
+  scored = (read.blocks
+            | "GroupByBlock" >> beam.GroupByKey()
+            | "ScoreBlocks" >> beam.FlatMap(_score_block, plan).with_outputs(
+                "scores", "histograms", "sums", main="correct"))
+  sums = scored.sums | "SumLevels" >> beam.CombineGlobally(_add)
+  samples = sums | "DrawRandomSubsets" >> beam.FlatMap(_random_samples, plan)
+  accuracy = ({"correct": scored.correct, "sample": samples}
+              | "JoinSubsets" >> beam.CoGroupByKey()
+              | "CountOnSubsets" >> beam.FlatMap(_subset_counts, plan)
+              | "SumSubsets" >> beam.CombineGlobally(_add))
+  offsets = (scored.histograms
+             | "AllHistograms" >> beam.combiners.ToList()
+             | "RankOffsets" >> beam.FlatMap(_rank_offsets, plan))
+  _ = ({"scores": scored.scores, "offsets": offsets}
+       | "JoinRanks" >> beam.CoGroupByKey()
+       | "RankExamples" >> beam.FlatMap(_ranked_rows, plan)
+       | "GroupByRankShard" >> beam.GroupByKey()
+       | "WriteExemplarShards" >> beam.Map(_write_exemplar_shard, plan))
+  _ = (pipeline
+       | "Start" >> beam.Create([None])
+       | "WriteSums" >> beam.Map(_write_sums, plan, models=beam.pvalue.AsList(read.models),
+                                 errors=beam.pvalue.AsList(read.errors), sums=beam.pvalue.AsSingleton(sums),
+                                 accuracy=beam.pvalue.AsSingleton(accuracy)))
+
+
+# --- Driver ---------------------------------------------------------------------------------------------------------
+
+
+def pipeline_options(pipeline_args=()):
+  """Beam PipelineOptions from command-line style arguments, DirectRunner unless they name a runner.
+
+  An argument that is no Beam option is a PieError: a mistyped flag would otherwise be dropped silently.
+  """
+  import_beam()
+  from apache_beam.options import pipeline_options as beam_options  # pylint: disable=g-import-not-at-top
+  args = list(pipeline_args)
+  for i, arg in enumerate(args):
+    if not arg.startswith("-") and not (i and args[i - 1].startswith("--") and "=" not in args[i - 1]):
+      raise PieError(f"unexpected argument {arg!r}: Beam pipeline options look like --name=value")
+  if not any(a == "--runner" or a.startswith("--runner=") for a in args):
+    args.append("--runner=DirectRunner")
+  options = beam_options.PipelineOptions(args)
+  unknown = sorted(set(options.get_all_options(retain_unknown_options=True)) - set(options.get_all_options()))
+  if unknown:
+    raise PieError(f"unknown option(s) {', '.join('--' + u for u in unknown)}: neither a flag of the analysis nor "
+                   "an Apache Beam pipeline option")
+  return options
+
+
+def _collect_sums(plan, index, log):
+  """The pipeline's small results, after the driver's checks of what the workers found."""
+  with tf.io.gfile.GFile(plan.small_results, "rb") as f:
+    results = pickle.loads(f.read())
+  by_path = {path: i for i, path in enumerate(plan.paths)}
+  for path in index.paths:  # the order load_study reads them in, so that it reports the same file first
+    i = by_path[path]
+    if i in results["errors"]:
+      raise PieError(results["errors"][i])
+    if i not in results["models"]:
+      raise PieError(f"{path}: the pipeline returned no result for it (a runner problem: rerun)")
+    if results["models"][i]["labels_digest"] != results["models"][plan.reference]["labels_digest"]:
+      raise PieError(f"{path}: labels differ from those of {index.paths[0]} for the same example ids")
+  log(f"beam: {len(results['models'])} prediction files read and checked")
+  return results
+
+
+def _concatenate(shards, path):
+  """One output CSV from shards that each start with the same header."""
+  with io_utils.atomic_path(path) as tmp:
+    with tf.io.gfile.GFile(tmp, "w") as out:
+      header = None
+      for shard in shards:
+        if not tf.io.gfile.exists(shard):
+          raise PieError(f"{shard}: a shard of {os.path.basename(path)} is missing (a runner problem: rerun)")
+        with tf.io.gfile.GFile(shard) as f:
+          first, _, body = f.read().partition("\n")
+        if header is None:
+          header = first
+          out.write(header + "\n")
+        out.write(body)
+
+
+def analyze_study(study_dir=None, out_dir=None, prediction_files=None, alpha=0.05, seed=0, normalization="population",
+                  bootstrap_resamples=200, power_effect=analysis.DEFAULT_POWER_EFFECT, allow_mixed_configs=False,
+                  pipeline_args=(), block_size=DEFAULT_BLOCK_SIZE, shard_rows=DEFAULT_SHARD_ROWS, log=print):
+  """Runs the analysis as a Beam pipeline and writes its tables and summary.json into `out_dir`; returns the summary.
+
+  Arguments as for `pie.analysis.analyze_study` and `pie.study.load_study`, plus the Beam `pipeline_args`
+  (command-line style), the examples per block a worker scores at once, and the rows per shard of
+  exemplar_scores.csv. Both sizes change how the work is cut, never the outputs.
+  """
+  analysis.check_options(alpha, normalization, bootstrap_resamples)
+  if out_dir is None:
+    raise PieError("give an output folder (--out_dir)")
+  if block_size < 1 or shard_rows < 1:
+    raise PieError(f"block_size and shard_rows must be >= 1, got {block_size} and {shard_rows}")
+  beam = import_beam()
+  options = pipeline_options(pipeline_args)
+  index = study_lib.scan_study(study_dir, prediction_files, allow_mixed_configs=allow_mixed_configs, log=log)
+  if index.num_examples < 1:
+    raise PieError(f"{index.paths[0]}: the prediction files hold no example")
+  compressed, with_method, _ = analysis.compared_populations(index.populations)
+  models = list(index.populations[("dense", 0.0)])
+  n_dense = len(models)
+  levels = []
+  for method, sparsity in compressed:
+    population = index.populations[(method, sparsity)]
+    rows = slice(len(models), len(models) + len(population))
+    resamples = (significance.bootstrap_resamples(n_dense, len(population), bootstrap_resamples, seed)
+                 if bootstrap_resamples else (None, None))
+    levels.append(_Level(method, sparsity, rows, *resamples))
+    models += population
+  work_dir = os.path.join(out_dir, f".beam-work-{uuid.uuid4().hex[:8]}")
+  plan = _Plan(index, models, levels, with_method, seed, block_size, shard_rows, work_dir)
+  runner = options.get_all_options()["runner"]
+  log(f"beam: {len(models)} prediction files, {len(levels)} compared populations, {plan.num_blocks} block(s) of up "
+      f"to {block_size} examples; runner {runner}")
+  io_utils.makedirs(out_dir)
+  try:
+    start = time.time()
+    pipeline = beam.Pipeline(options=options)
+    _build_pipeline(pipeline, plan)
+    pipeline.run().wait_until_finish()
+    log(f"beam: pipeline finished in {time.time() - start:.1f}s")
+    results = _collect_sums(plan, index, log)
+    summary, tables = _tables(plan, index, results, alpha, seed, normalization, bootstrap_resamples, power_effect,
+                              log)
+    _concatenate([plan.pies_shard(j, b) for j in range(len(levels)) for b in range(plan.num_blocks)],
+                 os.path.join(out_dir, "pies.csv"))
+    shards = -(-plan.num_examples // shard_rows)
+    _concatenate([plan.exemplar_shard(j, s) for j in range(len(levels)) for s in range(shards)],
+                 os.path.join(out_dir, "exemplar_scores.csv"))
+  finally:
+    if tf.io.gfile.exists(work_dir):
+      tf.io.gfile.rmtree(work_dir)
+  for name, frame in tables.items():
+    io_utils.write_text(os.path.join(out_dir, name), analysis.csv_text(frame))
+  io_utils.write_json(os.path.join(out_dir, "summary.json"), summary)
+  for name in _STALE:
+    if tf.io.gfile.exists(os.path.join(out_dir, name)):
+      tf.io.gfile.remove(os.path.join(out_dir, name))
+      log(f"removed {name} of an earlier analysis: it would not match these tables")
+  return summary
+
+
+def _tables(plan, index, results, alpha, seed, normalization, bootstrap_resamples, power_effect, log):
+  """summary.json and the tables made from sums (class_stats.csv, pie_accuracy.csv), by pie.analysis's functions."""
+  hits = np.stack([results["models"][i]["hits"] for i in range(len(plan.paths))])
+  class_count = results["models"][plan.reference]["class_count"]
+  sums, accuracy = results["sums"], results["accuracy"]
+  num_examples = plan.num_examples
+  dense_hits = hits[plan.dense]
+  dense_models = index.populations[("dense", 0.0)]
+  levels = [analysis.level_entry(("dense", 0.0), dense_models, analysis.top1_from_hits(dense_hits, num_examples))]
+  parts = {"class_stats.csv": [], "pie_accuracy.csv": []}
+  for j, level in enumerate(plan.levels):
+    key = (level.method, level.sparsity)
+    pruned_hits = hits[level.rows]
+    entry = analysis.level_entry(key, index.populations[key], analysis.top1_from_hits(pruned_hits, num_examples))
+    class_stability = None
+    if bootstrap_resamples:
+      class_stability, _ = significance.bootstrap_class_stability(
+          dense_hits, pruned_hits, class_count, level.dense_resamples, level.pruned_resamples, alpha=alpha,
+          normalization=normalization)
+    ties = {name: sums[(j, name)] for name in ("num_ties_dense", "num_ties_pruned", "num_pies_with_tie")}
+    classes = analysis.compare_level(
+        entry, level.sparsity, dense_hits, pruned_hits, class_count, index.class_names, sums[(j, "num_pies")], ties,
+        alpha, normalization, power_effect, class_stability=class_stability,
+        num_pies_stable_90=sums.get((j, "num_pies_stable_90")))
+    sizes = {subset: accuracy[(j, "size", subset)] for subset in analysis.SUBSETS}
+    correct = {population: {subset: accuracy[(j, population, subset)] for subset in analysis.SUBSETS}
+               for population in ("dense", "pruned")}
+    frames = {"class_stats.csv": classes, "pie_accuracy.csv": analysis.accuracy_rows(level.sparsity, sizes, correct)}
+    for name, frame in frames.items():
+      if plan.with_method:
+        frame["method"] = level.method
+      parts[name].append(frame)
+    levels.append(entry)
+    analysis.log_level(log, level.method, level.sparsity, entry)
+  summary = analysis.study_summary(index, levels, alpha, seed, normalization, bootstrap_resamples)
+  return summary, {name: pd.concat(frames, ignore_index=True) for name, frames in parts.items()}
