@@ -42,6 +42,9 @@ def get_config():
   config.steps_per_epoch = ml_collections.config_dict.placeholder(int)
   config.label_smoothing = 0.0
   config.deterministic = False
+  # Train steps per call of the train function (None: a whole epoch; see pie.training.steps_per_execution).
+  config.steps_per_execution = ml_collections.config_dict.placeholder(int)
+  config.checkpoint_every_epochs = 1
 
   config.pruning = ml_collections.ConfigDict()
   config.pruning.scope = "all_but_classifier"

@@ -39,6 +39,9 @@ def get_config():
   config.steps_per_epoch = ml_collections.config_dict.placeholder(int)  # derived from the training split: 1297 // 32 = 40
   config.label_smoothing = 0.0
   config.deterministic = True  # TF op determinism: same seed, same predictions on CPU
+  # Train steps per call of the train function (None: a whole epoch; see pie.training.steps_per_execution).
+  config.steps_per_execution = ml_collections.config_dict.placeholder(int)
+  config.checkpoint_every_epochs = 5  # an epoch takes a fraction of a second; a checkpoint write about 60 ms
 
   config.pruning = ml_collections.ConfigDict()
   config.pruning.scope = "all_but_classifier"  # every conv and hidden dense layer; not the classifier

@@ -57,6 +57,9 @@ def get_config():
   config.warmup_epochs = 5
   config.label_smoothing = 0.1
   config.deterministic = False
+  # Train steps per call of the train function (None: a whole epoch; see pie.training.steps_per_execution).
+  config.steps_per_execution = ml_collections.config_dict.placeholder(int)
+  config.checkpoint_every_epochs = 1
 
   config.pruning = ml_collections.ConfigDict()
   config.pruning.scope = "all_but_classifier"  # every conv incl. the 7x7 stem and projections; not the classifier

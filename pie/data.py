@@ -72,6 +72,8 @@ class Dataset(abc.ABC):
     image_size = self.config.get("image_size")
     buffer = self.config.get("shuffle_buffer", 10_000)
 
+    batchable = preprocess.is_batchable(self.config.preprocess)
+
     def one_epoch(epoch):
       epoch_seed = int(seed) * 100_003 + epoch  # a Python int: tf.data needs static shuffle seeds
       # Repeated so that every epoch has its steps_per_epoch full batches even when the split is smaller than that
@@ -79,15 +81,21 @@ class Dataset(abc.ABC):
       # batches and then run out, silently training fewer steps than recorded. On a large enough split the first
       # pass alone is read, so the batches are unchanged; an empty split still ends (tf.data stops repeating it).
       ds = raw.shuffle(buffer, seed=epoch_seed, reshuffle_each_iteration=False).repeat()
-      ds = ds.take(steps_per_epoch * batch_size).enumerate()
+      ds = ds.take(steps_per_epoch * batch_size)
+      if batchable:
+        return ds.batch(batch_size, drop_remainder=True)
+      # Augmentation: every example carries its epoch's seed and its index, for its stateless random ops.
+      return tf.data.Dataset.zip((tf.data.Dataset.from_tensors(tf.constant(epoch_seed, tf.int64)).repeat(),
+                                  ds.enumerate()))
 
-      def prep(index, ex):
-        example_seed = tf.stack([tf.constant(epoch_seed, tf.int64), index])
-        image = fn(ex["image"], training=True, seed=example_seed, image_size=image_size)
-        return image, tf.one_hot(ex["label"], num_classes)
+    def prep_batch(ex):
+      return fn(ex["image"], training=True, seed=None, image_size=image_size), tf.one_hot(ex["label"], num_classes)
 
-      return ds.map(prep, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).batch(
-          batch_size, drop_remainder=True)
+    def prep(epoch_seed, indexed):
+      index, ex = indexed
+      example_seed = tf.stack([epoch_seed, index])
+      image = fn(ex["image"], training=True, seed=example_seed, image_size=image_size)
+      return image, tf.one_hot(ex["label"], num_classes)
 
     epochs = [one_epoch(e) for e in range(start_epoch, num_epochs)]
     if not epochs:
@@ -95,6 +103,12 @@ class Dataset(abc.ABC):
     ds = epochs[0]
     for more in epochs[1:]:
       ds = ds.concatenate(more)
+    # One map over all epochs: a map per epoch was traced once per epoch.
+    if batchable:
+      ds = ds.map(prep_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    else:
+      ds = ds.map(prep, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).batch(batch_size,
+                                                                                      drop_remainder=True)
     return ds.prefetch(tf.data.AUTOTUNE)
 
   def eval_batches(self, batch_size):

@@ -195,7 +195,8 @@ def run_worker(config, study_dir, worker_id=0, strategy=None, log=print):
         metrics = variants.derive_ptq(cfg, source_dir, directory, representative=representative.get("images"),
                                       log=model_log)
       else:
-        metrics = training.train_and_export(cfg, directory, strategy=strategy, log=model_log)
+        # Consecutive jobs are seeds of one level: the compiled model is reused, its train step traced once.
+        metrics = training.train_and_export(cfg, directory, strategy=strategy, log=model_log, reuse_traced=True)
       log(f"[worker {worker_id}] {name}: top-1 {metrics['top1']:.4f}, sparsity "
           f"{metrics['measured_sparsity']:.4f}, {metrics['wall_seconds']:.1f}s")
     except Exception as e:  # pylint: disable=broad-except
@@ -207,6 +208,7 @@ def run_worker(config, study_dir, worker_id=0, strategy=None, log=print):
       model_log.close()
       release(directory)
       tf_keras.backend.clear_session()
+  training.drop_reused()
   return failed
 
 

@@ -118,8 +118,19 @@ def _lookup(name):
   return _PREPROCESS[name]
 
 
+# Preprocessings without training-time randomness that work on a batch as on one image: the training pipeline maps
+# them once per batch instead of once per example (the per-example map cost more CPU than the small model's steps).
+_BATCHABLE = frozenset({"digits"})
+
+
 def get(name):
   return _lookup(name)[0]
+
+
+def is_batchable(name):
+  """True when `get(name)` has no augmentation and maps a batch of images as it maps each image."""
+  _lookup(name)
+  return name in _BATCHABLE
 
 
 def get_display(name):

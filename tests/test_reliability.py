@@ -32,8 +32,10 @@ from tests import fake_study
 from tests.conftest import REPO, digits_config, run_binary
 
 # One pruned digits model whose pruning window ends inside epoch 2: a kill after epoch 1 lands mid-pruning.
+# A checkpoint after every epoch (digits checkpoints every 5 by default): the kill lands after the first one.
 TRAIN_FLAGS = ("--config=configs/digits.py", "--config.num_epochs=3", "--config.sparsity=0.5",
-               "--config.pruning.end_fraction=0.5", "--config.batch_size=16", "--config.seed=7")
+               "--config.pruning.end_fraction=0.5", "--config.batch_size=16", "--config.seed=7",
+               "--config.checkpoint_every_epochs=1")
 # A small study: 2 levels x 2 seeds x 1 epoch.
 STUDY_FLAGS = ("--config=configs/digits.py", "--config.sparsity_levels=(0.0,0.5)", "--config.num_seeds=2",
                "--config.num_epochs=1", "--config.pruning.end_fraction=0.5")
