@@ -514,3 +514,41 @@ def test_exemplar_scores_match_a_dense_computation():
 def test_exemplar_scores_reject_mismatched_populations():
   with pytest.raises(ValueError, match="examples"):
     sig.exemplar_scores(np.zeros((2, 3), int), np.zeros((2, 4), int), 2)
+
+
+# ------------------------------------------------------------------------------------------------
+# The same statistics from blocks of examples (what pie.beam_analysis relies on)
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cuts", [[0, 300], [0, 1, 2, 300], [0, 37, 150, 151, 299, 300]])
+def test_exemplar_ranks_of_blocks_equal_the_ranks_of_all_examples(cuts):
+  rng = np.random.default_rng(3)
+  baseline, compressed = rng.integers(0, 3, size=(3, 300)), rng.integers(0, 3, size=(2, 300))  # many equal distances
+  expected = sig.exemplar_scores(baseline, compressed, 3)
+  _, _, l1_int = sig.exemplar_parts(baseline, compressed, 3)
+  histograms = [sig.exemplar_histogram(l1_int[a:b], 3, 2) for a, b in zip(cuts[:-1], cuts[1:])]
+  total = np.sum(histograms, axis=0)
+  ranks = [sig.exemplar_ranks(l1_int[a:b], total, np.sum(histograms[:i], axis=0) if i else np.zeros_like(total))
+           for i, (a, b) in enumerate(zip(cuts[:-1], cuts[1:]))]
+  np.testing.assert_array_equal(np.concatenate(ranks), expected["rank"].to_numpy())
+
+
+def test_statistics_from_hits_equal_those_from_predictions():
+  s = simulate.simulate_populations(84, 7, 5, 4, seed=2)
+  labels = s.labels
+  hits = [sig.class_hits(p[:, :40], labels[:40], 7) + sig.class_hits(p[:, 40:], labels[40:], 7)
+          for p in (s.dense_predictions, s.pruned_predictions)]
+  class_count = np.bincount(labels, minlength=7)
+  for normalization in sig.NORMALIZATIONS:
+    np.testing.assert_array_equal(sig.normalized_recall_from_hits(hits[0], class_count, normalization),
+                                  sig.normalized_recall(s.dense_predictions, labels, 7, normalization))
+  from_hits = pie_stats.class_ttest_from_hits(hits[0], hits[1], class_count)
+  from_predictions = pie_stats.class_ttest(s.dense_predictions, s.pruned_predictions, labels, 7)
+  assert from_hits.equals(from_predictions)
+  boot = sig.bootstrap_stability(s.dense_predictions, s.pruned_predictions, labels, 7, num_resamples=9, seed=4)
+  rows = sig.bootstrap_resamples(5, 4, 9, seed=4)
+  np.testing.assert_array_equal(rows[0], boot.dense_resamples)
+  stability = np.concatenate([sig.bootstrap_pie_stability(s.dense_predictions[:, a:b], s.pruned_predictions[:, a:b],
+                                                          7, *rows)[0] for a, b in ((0, 30), (30, 84))])
+  np.testing.assert_array_equal(stability, boot.pie_stability)
