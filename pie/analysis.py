@@ -274,7 +274,8 @@ def analyze(study, alpha=0.05, seed=0, normalization="population", bootstrap_res
   return tables, summary, pie_ids
 
 
-def _csv_text(frame):
+def csv_text(frame):
+  """The text of an output table (pie.beam_analysis writes its shards with it too, so the files match)."""
   # Float columns are formatted here ("%.6g", NaN as an empty field): the same text as to_csv(float_format="%.6g"),
   # whose per-value formatter takes seconds on the 250,000-row exemplar table.
   frame = frame.assign(**{name: ["" if v != v else "%.6g" % v for v in frame[name].tolist()]
@@ -356,7 +357,7 @@ def analyze_study(study, out_dir, alpha=0.05, seed=0, images=True, report=True, 
   elif tf.io.gfile.exists(os.path.join(out_dir, "pies.tfrecord")):
     tf.io.gfile.remove(os.path.join(out_dir, "pies.tfrecord"))  # an earlier run's images would not match
   for name, frame in tables.items():
-    io_utils.write_text(os.path.join(out_dir, name), _csv_text(frame))
+    io_utils.write_text(os.path.join(out_dir, name), csv_text(frame))
   io_utils.write_json(os.path.join(out_dir, "summary.json"), summary)
   if report:
     from pie import report as report_lib  # pylint: disable=g-import-not-at-top
