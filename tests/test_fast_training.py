@@ -1,5 +1,9 @@
-"""A population worker reuses one compiled model per level (train_and_export(reuse_traced=True)): the models it
-trains that way must be bit-identical to models trained from scratch, dense and pruned."""
+"""How models are trained fast without changing what they learn.
+
+A population worker reuses one compiled model per level (train_and_export(reuse_traced=True)): the models it trains
+that way must be bit-identical to models trained from scratch, dense and pruned. Checkpoints come every
+config.checkpoint_every_epochs and after the last epoch; an epoch runs in one train-function call by default.
+"""
 import os
 
 import numpy as np
@@ -41,3 +45,29 @@ def test_only_same_level_and_method_share_a_model(tmp_path):
   training.drop_reused()
   _, fresh = _train(str(tmp_path), "c", 0.9, 0, reuse=False)
   np.testing.assert_array_equal(other_level.top_k_probs, fresh.top_k_probs)
+
+
+class _Manager:
+  def __init__(self):
+    self.saved = []
+
+  def save(self, checkpoint_number):
+    self.saved.append(checkpoint_number)
+
+
+@pytest.mark.parametrize("every,expected", [(1, [1, 2, 3, 4, 5, 6, 7]), (5, [5, 7]), (10, [7])])
+def test_checkpoints_every_n_epochs_and_after_the_last(every, expected):
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  manager = _Manager()
+  callback = training._EpochEnd(manager, tf.Variable(0, dtype=tf.int64), 7, 40, lambda m: None,  # pylint: disable=protected-access
+                                every=every)
+  for epoch in range(7):
+    callback.on_epoch_begin(epoch)
+    callback.on_epoch_end(epoch, {"loss": 1.0})
+  assert manager.saved == expected
+
+
+def test_steps_per_execution_defaults_to_an_epoch():
+  assert training.steps_per_execution(digits_config(), 40) == 40
+  assert training.steps_per_execution(digits_config(steps_per_execution=8), 40) == 8
+  assert training.steps_per_execution(digits_config(steps_per_execution=100), 40) == 40
