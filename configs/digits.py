@@ -1,6 +1,6 @@
 r"""The embedded default: populations of small CNNs on scikit-learn's handwritten digits. No download, CPU only.
 
-The whole study (6 sparsity levels x 10 seeds = 60 models, export, analysis, report), about 5 minutes on 2 cores:
+The whole study (6 sparsity levels x 10 seeds = 60 models, export, analysis, report), about 3 minutes on 2 cores:
 
   python -m train.population --config=configs/digits.py --workdir=studies/digits --analyze
 
