@@ -12,35 +12,18 @@ analysis.analyze (not the PIE images nor the report; see pie/beam_analysis.py). 
 below is a Beam pipeline option (the runner and its settings); DirectRunner by default. Needs the `beam` extra:
 pip install -e '.[beam]'.
 """
-import os
 import sys
 
 from absl import app
 from absl import flags
 
 import pie  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+from analysis import study_flags
 from pie import analysis
 from pie import cli
 from pie import validate
-from pie.errors import PieError
 
-_STUDY_DIR = flags.DEFINE_string("study_dir", None, "Study directory written by train/population.py.")
-_PREDICTIONS = flags.DEFINE_list("predictions", None, "Explicit prediction files (.tfrecord) instead of a study.")
-_OUT_DIR = flags.DEFINE_string("out_dir", None, "Output folder (default: <study_dir>/analysis); on a distributed "
-                               "runner, storage the workers can write to (e.g. gs://).")
-_ALPHA = flags.DEFINE_float("alpha", 0.05, "Significance level of the class-level tests.")
-_SEED = flags.DEFINE_integer("seed", 0, "Seed of the random sample in pie_accuracy.csv and of the bootstrap.")
-_ALLOW_MIXED = flags.DEFINE_bool("allow_mixed_configs", False, "Accept models trained with different configs.")
-_VALIDATE = flags.DEFINE_bool("validate", True, "Check the study directory's metadata first (every expected model "
-                               "present and finished, sparsity within tolerance, one config) and stop on any "
-                               "problem; --novalidate analyses whatever finished models there are.")
-_NORMALIZATION = flags.DEFINE_enum("normalization", "population", ["population", "per_model"],
-                                   "Recall normalization: minus the population's mean top-1 (the paper) or each "
-                                   "model's own top-1.")
-_BOOTSTRAP = flags.DEFINE_integer("bootstrap_resamples", 200, "Bootstrap resamples of the models for PIE and class "
-                                  "stability (0: skip).")
-_POWER_EFFECT = flags.DEFINE_float("power_effect", analysis.DEFAULT_POWER_EFFECT, "Normalized recall change that "
-                                   "summary.json's models_needed plan is sized to detect (80% power).")
+flags.adopt_module_key_flags(study_flags)  # listed by --help like this binary's own flags
 _BLOCK_SIZE = flags.DEFINE_integer("block_size", 20_000, "Examples per block: a worker holds every model's "
                                    "predictions of one block at once. Changes how the work is cut, not the outputs.")
 _SHARD_ROWS = flags.DEFINE_integer("shard_rows", 200_000, "Rows per intermediate shard of exemplar_scores.csv.")
@@ -50,12 +33,7 @@ def run(study_dir=None, predictions=None, out_dir=None, alpha=0.05, seed=0, allo
         normalization="population", bootstrap_resamples=200, power_effect=analysis.DEFAULT_POWER_EFFECT,
         validate_first=True, pipeline_args=(), block_size=20_000, shard_rows=200_000, log=print):
   """Checks the study and runs the Beam analysis; returns (out_dir, summary)."""
-  if bool(study_dir) == bool(predictions):
-    raise PieError("give exactly one of --study_dir or --predictions")
-  if out_dir is None:
-    if not study_dir:
-      raise PieError("--out_dir is required with --predictions")
-    out_dir = os.path.join(study_dir, "analysis")
+  out_dir = study_flags.output_dir(study_dir, predictions, out_dir)
   from pie import beam_analysis  # pylint: disable=g-import-not-at-top
   beam_analysis.import_beam()  # a missing extra is reported before any work
   if study_dir and validate_first:
@@ -78,8 +56,9 @@ def parse_flags(argv):
 
 @cli.main_with_errors
 def main(argv):
-  out_dir, _ = run(_STUDY_DIR.value, _PREDICTIONS.value, _OUT_DIR.value, _ALPHA.value, _SEED.value,
-                   _ALLOW_MIXED.value, _NORMALIZATION.value, _BOOTSTRAP.value, _POWER_EFFECT.value, _VALIDATE.value,
+  f = study_flags
+  out_dir, _ = run(f.STUDY_DIR.value, f.PREDICTIONS.value, f.OUT_DIR.value, f.ALPHA.value, f.SEED.value,
+                   f.ALLOW_MIXED.value, f.NORMALIZATION.value, f.BOOTSTRAP.value, f.POWER_EFFECT.value, f.VALIDATE.value,
                    pipeline_args=argv[1:], block_size=_BLOCK_SIZE.value, shard_rows=_SHARD_ROWS.value,
                    log=lambda m: print(m, flush=True))
   print(f"analysis written to {out_dir}", flush=True)

@@ -1,0 +1,37 @@
+"""Flags shared by the two analysis binaries (analysis.analyze in memory, analysis.beam_analyze with Beam), so both
+take a study and the statistics' settings alike."""
+import os
+
+from absl import flags
+
+from pie import analysis
+from pie.errors import PieError
+
+STUDY_DIR = flags.DEFINE_string("study_dir", None, "Study directory written by train/population.py.")
+PREDICTIONS = flags.DEFINE_list("predictions", None, "Explicit prediction files (.tfrecord) instead of a study.")
+OUT_DIR = flags.DEFINE_string("out_dir", None, "Output folder (default: <study_dir>/analysis); with a distributed Beam "
+                              "runner, storage the workers can write to (e.g. gs://).")
+ALPHA = flags.DEFINE_float("alpha", 0.05, "Significance level of the class-level tests.")
+SEED = flags.DEFINE_integer("seed", 0, "Seed of the random sample in pie_accuracy.csv and of the bootstrap.")
+ALLOW_MIXED = flags.DEFINE_bool("allow_mixed_configs", False, "Accept models trained with different configs.")
+VALIDATE = flags.DEFINE_bool("validate", True, "Check the study directory's metadata first (every expected model "
+                             "present and finished, sparsity within tolerance, one config) and stop on any problem; "
+                             "--novalidate analyses whatever finished models there are.")
+NORMALIZATION = flags.DEFINE_enum("normalization", "population", ["population", "per_model"],
+                                  "Recall normalization: minus the population's mean top-1 (the paper) or each "
+                                  "model's own top-1.")
+BOOTSTRAP = flags.DEFINE_integer("bootstrap_resamples", 200, "Bootstrap resamples of the models for PIE and class "
+                                 "stability (0: skip).")
+POWER_EFFECT = flags.DEFINE_float("power_effect", analysis.DEFAULT_POWER_EFFECT, "Normalized recall change that "
+                                  "summary.json's models_needed plan is sized to detect (80% power).")
+
+
+def output_dir(study_dir, predictions, out_dir):
+  """--out_dir, or <study_dir>/analysis; exactly one of a study or prediction files must be given."""
+  if bool(study_dir) == bool(predictions):
+    raise PieError("give exactly one of --study_dir or --predictions")
+  if out_dir is None:
+    if not study_dir:
+      raise PieError("--out_dir is required with --predictions")
+    out_dir = os.path.join(study_dir, "analysis")
+  return out_dir
