@@ -184,7 +184,7 @@ def _reuse_key(config, method, strategy):
   """What a compiled model depends on besides its seed, or None when it cannot be reused."""
   if method not in _REUSABLE_METHODS or strategy is not tf.distribute.get_strategy() or tf.distribute.has_strategy():
     return None
-  return (config_hash(config), method, float(config.sparsity), bool(config.get("deterministic", False)))
+  return (config_hash(config), config.get("steps_per_execution"), method, float(config.sparsity))
 
 
 def _reset_trainable(cached, fresh):
