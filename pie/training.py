@@ -2,7 +2,8 @@
 
 `train_and_export(config, workdir)` is the whole life of one model:
   1. build data, model (wrapped by TF-MOT when config.sparsity > 0) and optimizer under a tf.distribute strategy;
-  2. restore the latest checkpoint in workdir, if any, and train the remaining epochs, checkpointing every epoch;
+  2. restore the latest checkpoint in workdir, if any, and train the remaining epochs, checkpointing every
+     config.checkpoint_every_epochs epochs and after the last;
   3. strip the pruning wrappers, measure the sparsity reached, save the model;
   4. export its predictions on the eval split and its metrics.
 A model whose predictions metadata exists is finished: calling again does nothing.
