@@ -10,10 +10,11 @@ Shared conventions (the same as ``pie.stats``):
   broken toward the smallest class id.  A PIE (pruning identified exemplar) is an example whose modal
   label differs between the pruned and the dense population; the true label plays no part.
 * ``recall[m, c]`` is the fraction of the examples of class ``c`` that model ``m`` predicts correctly
-  (NaN when the eval set has no example of class ``c``).  Normalized recall subtracts the population's
-  mean top-1 accuracy ("population", the paper's default) or each model's own top-1 ("per_model").
+  (NaN when the eval set has no example of class ``c``).  Normalized recall subtracts each model's own
+  top-1 ("per_model", the default) or the population's mean top-1 accuracy ("population", the paper's rule,
+  which treats that mean as known and so ignores its sampling variance).
 * Class test: two-sided Welch t-test ``scipy.stats.ttest_ind(dense_norm[:, c], pruned_norm[:, c],
-  equal_var=False)``, significant when ``p < alpha``.
+  equal_var=False)``, significant when ``p < alpha``; Benjamini-Hochberg rejects when ``q <= alpha``.
 
 The formulas, the degenerate-case table and the references are in ``docs/statistics.md``.
 """
@@ -29,7 +30,10 @@ from scipy import special, stats
 
 __all__ = [
   "NORMALIZATIONS",
+  "DEFAULT_NORMALIZATION",
   "NOTE_ABSENT",
+  "NOTE_UNCHANGED",
+  "NOTE_CONSTANT_UNTESTABLE",
   "NOTE_SINGLE_MODEL",
   "NOTE_CONSTANT_EQUAL",
   "NOTE_CONSTANT_SEPARATED",
@@ -49,6 +53,14 @@ __all__ = [
   "bootstrap_resamples",
   "bootstrap_class_stability",
   "bootstrap_pie_stability",
+  "unchanged_classes",
+  "bh_q_values",
+  "bh_rejections",
+  "half_splits",
+  "split_pie_counts",
+  "split_class_tests",
+  "pies_against_floor",
+  "aa_calibration",
   "exemplar_scores",
   "exemplar_parts",
   "exemplar_histogram",
@@ -57,14 +69,31 @@ __all__ = [
 ]
 
 NORMALIZATIONS = ("population", "per_model")
+# per_model: the same point estimate as the paper's "population" rule, with the right standard error (the
+# subtracted top-1 varies from model to model and its variance is part of each value).
+DEFAULT_NORMALIZATION = "per_model"
+# What summary.json and the report say whenever the paper's normalization is used.
+POPULATION_NORMALIZATION_WARNING = (
+  "normalization 'population' (the paper's rule) subtracts the population's mean top-1 as if it were known: the "
+  "test ignores the sampling variance of that mean, and flags classes whose recall barely varies between models "
+  "too often; 'per_model' (the default) has the same estimate and the right standard error"
+)
 
 # Notes written in the ``note`` column of class_tests / models_needed.  Empty string: regular case.
 NOTE_ABSENT = "class absent from the eval split (no recall in at least one population): test undefined"
 NOTE_SINGLE_MODEL = "a population has fewer than 2 models: no variance estimate, test undefined"
-NOTE_CONSTANT_EQUAL = "both populations constant and equal: no difference (t=0, p=1)"
+NOTE_CONSTANT_EQUAL = "both populations constant and equal: no difference (t=0, p=1, no interval)"
 NOTE_CONSTANT_SEPARATED = (
   "both populations constant with different values (complete separation): Welch t is infinite; "
-  "p is the exact permutation p-value of complete separation"
+  "p is the exact permutation p-value of complete separation; no interval"
+)
+NOTE_CONSTANT_UNTESTABLE = (
+  "both populations constant with different values after subtracting each population's mean top-1: that "
+  "normalization ignores the variance of the mean, so the test is undefined here (per_model normalization tests it)"
+)
+NOTE_UNCHANGED = (
+  "recall identical in every model of both populations: nothing class-specific changed, not tested (never "
+  "significant)"
 )
 NOTE_DENSE_CONSTANT = "dense population constant: Welch df comes from the pruned population alone"
 NOTE_PRUNED_CONSTANT = "pruned population constant: Welch df comes from the dense population alone"
@@ -72,7 +101,7 @@ NOTE_NO_VARIANCE = "no variance in either population: sample size cannot be plan
 NOTE_OVER_CAP = "more models needed than max_models"
 
 # Internal case codes of the vectorized Welch test.
-_REGULAR, _ABSENT, _SINGLE, _CONST_EQUAL, _CONST_SEPARATED = 0, 1, 2, 3, 4
+_REGULAR, _ABSENT, _SINGLE, _CONST_EQUAL, _CONST_SEPARATED, _UNCHANGED, _UNTESTABLE = 0, 1, 2, 3, 4, 5, 6
 
 
 # --------------------------------------------------------------------------------------------------
@@ -204,7 +233,20 @@ def _normalize(recall: np.ndarray, top1: np.ndarray, normalization: str) -> np.n
   return recall - top1[:, None]
 
 
-def normalized_recall(predictions, labels, num_classes: int, normalization: str = "population") -> np.ndarray:
+def unchanged_classes(dense_recall, pruned_recall) -> np.ndarray:
+  """Classes whose raw recall is the same number in every model of both populations, bool [..., n_classes].
+
+  Arguments are raw recall arrays [..., n_models, n_classes].  Such a class shows no class-specific
+  change at all; after normalization its values still move with top-1, but a zero observed variance of
+  its recall says nothing about its true between-model variance, so it is not tested.
+  """
+  dense_recall = np.asarray(dense_recall, dtype=np.float64)
+  pruned_recall = np.asarray(pruned_recall, dtype=np.float64)
+  first = dense_recall[..., :1, :]
+  return (dense_recall == first).all(axis=-2) & (pruned_recall == first).all(axis=-2)
+
+
+def normalized_recall(predictions, labels, num_classes: int, normalization: str = DEFAULT_NORMALIZATION) -> np.ndarray:
   """Per-model per-class recall minus a top-1 baseline, shape [n_models, num_classes].
 
   The paper's null hypothesis is that compression moves every class by the same amount as overall
@@ -212,10 +254,12 @@ def normalized_recall(predictions, labels, num_classes: int, normalization: str 
   the same mean in both populations", which a two-sample test can check class by class.
 
   normalization:
-    "population" (default, the paper's): subtract the population's mean top-1 accuracy (the mean
-    over its models) from every entry.  Between-model spread of recall is kept as is.
-    "per_model": subtract each model's own top-1 accuracy from its row; this also removes
-    between-model differences in overall skill from the class comparison.
+    "per_model" (default): subtract each model's own top-1 accuracy from its row.  Each value is a
+    function of one model, so the test's variance includes the variance of the subtracted top-1,
+    and between-model differences in overall skill drop out of the class comparison.
+    "population" (the paper's rule): subtract the population's mean top-1 accuracy (the mean over its
+    models) from every entry.  Same point estimate, but the test treats the mean as known and ignores
+    its variance: anti-conservative for classes whose recall barely varies between models.
 
   Classes with no example in the eval set are NaN for every model.
   """
@@ -226,7 +270,7 @@ def normalized_recall(predictions, labels, num_classes: int, normalization: str 
   return _normalize(*_recall_matrix(predictions, labels, num_classes), normalization)
 
 
-def normalized_recall_from_hits(hits, class_count, normalization: str = "population") -> np.ndarray:
+def normalized_recall_from_hits(hits, class_count, normalization: str = DEFAULT_NORMALIZATION) -> np.ndarray:
   """``normalized_recall`` from its sufficient statistics: ``class_hits`` [n_models, C] and the class
   sizes [C] (``np.bincount(labels, minlength=C)``).  Equal, float for float, to ``normalized_recall``
   on the predictions the counts come from."""
@@ -274,11 +318,17 @@ def _complete_separation_p(n_dense: int, n_pruned: int) -> float:
   return float(min(1.0, extreme * math.exp(-log_splits)))
 
 
-def _welch(dense: np.ndarray, pruned: np.ndarray) -> _Welch:
+def _welch(dense: np.ndarray, pruned: np.ndarray, unchanged=None, exchangeable: bool = True) -> _Welch:
   """Welch t-test along axis -2 (models) of arrays [..., n_models, n_classes], all classes at once.
 
   Statistic sign follows scipy.stats.ttest_ind(dense, pruned): t > 0 when the dense mean is higher.
   Degenerate columns get the documented values (see docs/statistics.md), never a 0/0.
+
+  unchanged: bool [..., n_classes], classes whose raw recall is the same in every model of both
+    populations; they are not tested (a zero observed variance is no evidence of a class-specific change).
+  exchangeable: each value is a function of its own model alone (per_model normalization), so the exact
+    permutation p-value of complete separation is valid; False under "population" normalization, where
+    the subtracted constant depends on the population a model is in.
   """
   n_d, n_p = dense.shape[-2], pruned.shape[-2]
   absent = np.isnan(dense).all(axis=-2) | np.isnan(pruned).all(axis=-2)
@@ -308,16 +358,40 @@ def _welch(dense: np.ndarray, pruned: np.ndarray) -> _Welch:
     equal = both_constant & (diff == 0)
     separated = both_constant & (diff != 0)
     case[equal] = _CONST_EQUAL
-    case[separated] = _CONST_SEPARATED
+    case[separated] = _CONST_SEPARATED if exchangeable else _UNTESTABLE
+    separation_p = _complete_separation_p(n_d, n_p) if exchangeable else np.nan
     t = np.where(equal, 0.0, np.where(separated, np.copysign(np.inf, diff), t))
-    p = np.where(equal, 1.0, np.where(separated, _complete_separation_p(n_d, n_p), p))
+    p = np.where(equal, 1.0, np.where(separated, separation_p, p))
     df = np.where(both_constant, np.nan, df)
+    if unchanged is not None:
+      case[np.broadcast_to(unchanged, case.shape) & ~absent] = _UNCHANGED
   case[absent] = _ABSENT
-  undefined = (case == _ABSENT) | (case == _SINGLE)
+  undefined = (case == _ABSENT) | (case == _SINGLE) | (case == _UNCHANGED) | (case == _UNTESTABLE)
   t = np.where(undefined, np.nan, t)
   df = np.where(undefined, np.nan, df)
   p = np.where(undefined, np.nan, np.clip(p, 0.0, 1.0))
   return _Welch(mean_d, mean_p, var_d, var_p, n_d, n_p, t, df, p, case, const_d, const_p)
+
+
+def bh_rejections(q_values, alpha: float) -> np.ndarray:
+  """Benjamini-Hochberg decisions from q-values: reject when q <= alpha (NaN q: not tested, not rejected).
+
+  ``q_(k) <= alpha`` is the step-up rule ``p_(j) <= j alpha / m`` for some j >= k, so ``<=`` (not ``<``)
+  is the procedure's own boundary.
+  """
+  q_values = np.asarray(q_values, dtype=np.float64)
+  return ~np.isnan(q_values) & (q_values <= alpha)
+
+
+def bh_q_values(p_values) -> np.ndarray:
+  """Benjamini-Hochberg q-values (``scipy.stats.false_discovery_control(p, method="bh")``) over the defined
+  p-values; NaN p-values stay NaN and do not count among the tests."""
+  p_values = np.asarray(p_values, dtype=np.float64)
+  q = np.full(p_values.shape, np.nan)
+  defined = ~np.isnan(p_values)
+  if defined.any():
+    q[defined] = stats.false_discovery_control(p_values[defined], method="bh")
+  return q
 
 
 def _hedges_correction(df: np.ndarray) -> np.ndarray:
@@ -327,11 +401,17 @@ def _hedges_correction(df: np.ndarray) -> np.ndarray:
     return np.exp(special.gammaln(df / 2.0) - 0.5 * np.log(df / 2.0) - special.gammaln((df - 1.0) / 2.0))
 
 
-def class_tests(dense_norm, pruned_norm, alpha: float = 0.05, confidence: float = 0.95) -> pd.DataFrame:
+def class_tests(dense_norm, pruned_norm, alpha: float = 0.05, confidence=None, unchanged=None,
+                normalization: str = DEFAULT_NORMALIZATION) -> pd.DataFrame:
   """Per-class Welch test of normalized recall, dense vs pruned population.
 
   Arguments are normalized recall matrices [n_models, n_classes] (see ``normalized_recall``); the
-  populations may have different sizes.  Returns one row per class (index ``class_id``) with:
+  populations may have different sizes.  ``confidence`` is the interval level, 1 - alpha by default.
+  ``unchanged`` (bool [n_classes], optional) marks classes whose raw recall is identical in every model
+  of both populations: they are reported but never tested (``class_hits``-based callers compute it).
+  ``normalization`` says how the matrices were normalized; it decides whether the permutation p-value
+  of complete separation is valid (per_model) or the case is untestable (population).
+  Returns one row per class (index ``class_id``) with:
 
     n_dense, n_pruned            population sizes
     dense_mean, pruned_mean      mean normalized recall of each population
@@ -340,33 +420,38 @@ def class_tests(dense_norm, pruned_norm, alpha: float = 0.05, confidence: float 
                                  the class is hurt by pruning
     df                           Welch-Satterthwaite degrees of freedom
     p_value, significant         two-sided p and p < alpha (the paper's uncorrected rule)
-    q_value, significant_fdr     Benjamini-Hochberg q over the classes with a defined p, q < alpha
+    q_value, significant_fdr     Benjamini-Hochberg q over the classes with a defined p, q <= alpha
     ci_low, ci_high              Welch confidence interval (level ``confidence``) of pruned - dense
     hedges_g                     standardized pruned - dense difference with the exact small-sample
                                  correction
     note                         empty for a regular test, else the degenerate case met
 
-  Degenerate cases (never a crash, never "significant" from 0/0):
-    class absent (NaN recall) or a population with < 2 models -> t, df, p, q, CI, g are NaN and the
-    class is not significant; both populations constant and equal -> t = 0, p = 1; both constant
-    and different -> t = +-inf and p is the exact permutation p-value of complete separation,
-    1/C(n_d + n_p, n_d) (2/C(...) when the sizes are equal), CI collapsed on the difference,
-    g = +-inf.  Each case is named in ``note``.
+  Degenerate cases (never a crash, never "significant" from 0/0, never a zero-width interval):
+    class absent (NaN recall), a population with < 2 models, or an unchanged class -> t, df, p, q, CI,
+    g are NaN and the class is not significant; both populations constant and equal -> t = 0, p = 1, no
+    interval; both constant and different -> under per_model normalization t = +-inf, p is the exact
+    permutation p-value of complete separation, 1/C(n_d + n_p, n_d) (2/C(...) when the sizes are equal),
+    g = +-inf, no interval; under population normalization the test is undefined (NaN).  Each case is
+    named in ``note``.
   """
   alpha = _check_probability(alpha, "alpha")
-  confidence = _check_probability(confidence, "confidence")
+  confidence = 1.0 - alpha if confidence is None else _check_probability(confidence, "confidence")
+  normalization = _check_normalization(normalization)
   dense, pruned = _check_recall_pair(dense_norm, pruned_norm)
-  w = _welch(dense, pruned)
+  if unchanged is not None:
+    unchanged = np.asarray(unchanged, dtype=bool)
+    if unchanged.shape != dense.shape[1:]:
+      raise ValueError(f"unchanged must be a bool array [n_classes] ({dense.shape[1]}), got shape {unchanged.shape}")
+  w = _welch(dense, pruned, unchanged=unchanged, exchangeable=normalization == "per_model")
   n_d, n_p = w.n_dense, w.n_pruned
   change = w.mean_pruned - w.mean_dense
 
-  # Confidence interval of pruned - dense.
+  # Confidence interval of pruned - dense; none where the test has no variance estimate or is not made.
   with np.errstate(invalid="ignore"):
     half = stats.t.ppf(0.5 + confidence / 2.0, w.df) * np.sqrt(w.var_dense / n_d + w.var_pruned / n_p)
-  ci_low, ci_high = change - half, change + half
-  constant = (w.case == _CONST_EQUAL) | (w.case == _CONST_SEPARATED)
-  ci_low = np.where(constant, change, ci_low)
-  ci_high = np.where(constant, change, ci_high)
+  no_interval = w.case != _REGULAR
+  ci_low = np.where(no_interval, np.nan, change - half)
+  ci_high = np.where(no_interval, np.nan, change + half)
 
   # Hedges' g: Cohen's d on the pooled standard deviation times J(n_d + n_p - 2).
   if min(n_d, n_p) >= 2:
@@ -374,15 +459,13 @@ def class_tests(dense_norm, pruned_norm, alpha: float = 0.05, confidence: float 
     with np.errstate(invalid="ignore", divide="ignore"):
       pooled_sd = np.sqrt(((n_d - 1) * w.var_dense + (n_p - 1) * w.var_pruned) / pooled_df)
       g = change / pooled_sd * _hedges_correction(pooled_df)
-    g = np.where(w.case == _CONST_EQUAL, np.nan, g)
+    g = np.where(np.isin(w.case, (_CONST_EQUAL, _UNCHANGED, _UNTESTABLE, _ABSENT)), np.nan, g)
     g = np.where(w.case == _CONST_SEPARATED, np.copysign(np.inf, change), g)
   else:
     g = np.full(change.shape, np.nan)
 
   defined = ~np.isnan(w.p)
-  q = np.full(w.p.shape, np.nan)
-  if defined.any():
-    q[defined] = stats.false_discovery_control(w.p[defined], method="bh")
+  q = bh_q_values(w.p)
 
   notes = np.full(change.shape, "", dtype=object)
   notes[w.dense_constant & ~w.pruned_constant & (w.case == _REGULAR)] = NOTE_DENSE_CONSTANT
@@ -392,6 +475,8 @@ def class_tests(dense_norm, pruned_norm, alpha: float = 0.05, confidence: float 
     (_SINGLE, NOTE_SINGLE_MODEL),
     (_CONST_EQUAL, NOTE_CONSTANT_EQUAL),
     (_CONST_SEPARATED, NOTE_CONSTANT_SEPARATED),
+    (_UNTESTABLE, NOTE_CONSTANT_UNTESTABLE),
+    (_UNCHANGED, NOTE_UNCHANGED),
   ):
     notes[w.case == code] = text
 
@@ -407,7 +492,7 @@ def class_tests(dense_norm, pruned_norm, alpha: float = 0.05, confidence: float 
       "p_value": w.p,
       "significant": defined & (w.p < alpha),
       "q_value": q,
-      "significant_fdr": defined & (q < alpha),
+      "significant_fdr": bh_rejections(q, alpha),
       "ci_low": ci_low,
       "ci_high": ci_high,
       "hedges_g": g,
@@ -654,6 +739,7 @@ class BootstrapResult:
   observed_significant: [n_classes] uncorrected significance of the full populations.
   dense_resamples, pruned_resamples: [num_resamples, n_models] model indices drawn for each
     resample, kept so any resample can be recomputed.
+  pie_counts: [num_resamples] the number of PIEs in each resample.
   """
 
   pie_stability: np.ndarray
@@ -666,6 +752,7 @@ class BootstrapResult:
   seed: int
   alpha: float
   normalization: str
+  pie_counts: np.ndarray | None = None  # [num_resamples] PIEs in each resample
 
 
 def _resampled_normalized(recall: np.ndarray, top1: np.ndarray, rows: np.ndarray, normalization: str):
@@ -689,33 +776,40 @@ def bootstrap_resamples(n_dense: int, n_pruned: int, num_resamples: int, seed: i
 
 
 def bootstrap_class_stability(dense_hits, pruned_hits, class_count, dense_rows, pruned_rows, alpha: float = 0.05,
-                              normalization: str = "population", chunk_size: int = 25):
+                              normalization: str = DEFAULT_NORMALIZATION, chunk_size: int = 25):
   """The class part of ``bootstrap_stability`` from ``class_hits`` of both populations and the class sizes.
 
-  Returns (class_significance [n_classes], observed_significant [n_classes]).
+  Returns (class_significance [n_classes], observed_significant [n_classes]): the replicability of
+  ``p < alpha`` when the models are resampled, and the observed ``p < alpha``.
   """
   recall_d, top1_d = _recall_from_hits(np.asarray(dense_hits), np.asarray(class_count))
   recall_p, top1_p = _recall_from_hits(np.asarray(pruned_hits), np.asarray(class_count))
-  observed = _welch(_normalize(recall_d, top1_d, normalization), _normalize(recall_p, top1_p, normalization))
+  exchangeable = normalization == "per_model"
+  observed = _welch(_normalize(recall_d, top1_d, normalization), _normalize(recall_p, top1_p, normalization),
+                    unchanged=unchanged_classes(recall_d, recall_p), exchangeable=exchangeable)
   observed_significant = ~np.isnan(observed.p) & (observed.p < alpha)
   num_resamples = len(dense_rows)
   hits = np.zeros(recall_d.shape[1], dtype=np.int64)
   for start in range(0, num_resamples, chunk_size):
     stop = min(start + chunk_size, num_resamples)
+    rows_d, rows_p = dense_rows[start:stop], pruned_rows[start:stop]
     res = _welch(
-      _resampled_normalized(recall_d, top1_d, dense_rows[start:stop], normalization),
-      _resampled_normalized(recall_p, top1_p, pruned_rows[start:stop], normalization),
+      _resampled_normalized(recall_d, top1_d, rows_d, normalization),
+      _resampled_normalized(recall_p, top1_p, rows_p, normalization),
+      unchanged=unchanged_classes(recall_d[rows_d], recall_p[rows_p]), exchangeable=exchangeable,
     )
     hits += (~np.isnan(res.p) & (res.p < alpha)).sum(axis=0)
   testable = ~np.isnan(observed.p)
   return np.where(testable, hits / num_resamples, np.nan), observed_significant
 
 
-def bootstrap_pie_stability(dense_preds, pruned_preds, num_classes: int, dense_rows, pruned_rows):
+def bootstrap_pie_stability(dense_preds, pruned_preds, num_classes: int, dense_rows, pruned_rows,
+                            return_counts: bool = False):
   """The PIE part of ``bootstrap_stability``: (pie_stability [n_examples], observed_pie [n_examples]).
 
-  Each example's result depends on its own column of predictions only, so the examples may be split
-  into blocks and the blocks' results concatenated.
+  With ``return_counts``, also the number of PIEs in every resample, int64 [num_resamples].  Each
+  example's result depends on its own column of predictions only, so the examples may be split into
+  blocks, the blocks' per-example results concatenated and their counts added.
   """
   dense_preds = np.asarray(dense_preds)
   pruned_preds = np.asarray(pruned_preds)
@@ -725,6 +819,7 @@ def bootstrap_pie_stability(dense_preds, pruned_preds, num_classes: int, dense_r
   pie_stability = observed_pie.astype(np.float64)  # exact for unanimous examples
   contested = np.flatnonzero(~unanimous)
   num_resamples = len(dense_rows)
+  counts = np.full(num_resamples, np.count_nonzero(observed_pie[unanimous]), dtype=np.int64)
   if contested.size:
     votes_d = _SortedVotes(dense_preds[:, contested], num_classes)
     votes_p = _SortedVotes(pruned_preds[:, contested], num_classes)
@@ -732,8 +827,12 @@ def bootstrap_pie_stability(dense_preds, pruned_preds, num_classes: int, dense_r
     for b in range(num_resamples):
       w_d = np.bincount(dense_rows[b], minlength=n_d)
       w_p = np.bincount(pruned_rows[b], minlength=n_p)
-      pie_count += votes_d.modal(w_d) != votes_p.modal(w_p)
+      resampled_pie = votes_d.modal(w_d) != votes_p.modal(w_p)
+      pie_count += resampled_pie
+      counts[b] += np.count_nonzero(resampled_pie)
     pie_stability[contested] = pie_count / num_resamples
+  if return_counts:
+    return pie_stability, observed_pie, counts
   return pie_stability, observed_pie
 
 
@@ -745,7 +844,7 @@ def bootstrap_stability(
   num_resamples: int = 200,
   seed: int = 0,
   alpha: float = 0.05,
-  normalization: str = "population",
+  normalization: str = DEFAULT_NORMALIZATION,
   chunk_size: int = 25,
 ) -> BootstrapResult:
   """How stable are PIEs and significant classes when the populations are resampled?
@@ -754,7 +853,9 @@ def bootstrap_stability(
   as the population has, uniformly with replacement (``np.random.default_rng(seed)``).  For every
   resample the modal labels are recomputed with the models' multiplicities as vote weights, and
   the per-class Welch tests are recomputed on the resampled normalized recall (normalized by the
-  resample's own mean top-1 under "population").
+  resample's own mean top-1 under "population").  ``class_significance`` is the replicability of
+  ``p < alpha`` under resampling of the models, not a probability that the class is truly affected:
+  under the null a falsely significant class replicates in most resamples (docs/statistics.md measures it).
 
   Cost: recall matrices are computed once; each resample's tests are array indexing plus one
   vectorized Welch test over [chunk, n_models, n_classes]; its modal labels are a cumulative sum
@@ -781,8 +882,8 @@ def bootstrap_stability(
   class_significance, observed_significant = bootstrap_class_stability(
     _class_hits(dense_preds, labels, num_classes), _class_hits(pruned_preds, labels, num_classes), class_count,
     dense_rows, pruned_rows, alpha=alpha, normalization=normalization, chunk_size=chunk_size)
-  pie_stability, observed_pie = bootstrap_pie_stability(dense_preds, pruned_preds, num_classes, dense_rows,
-                                                        pruned_rows)
+  pie_stability, observed_pie, pie_counts = bootstrap_pie_stability(dense_preds, pruned_preds, num_classes,
+                                                                    dense_rows, pruned_rows, return_counts=True)
   return BootstrapResult(
     pie_stability=pie_stability,
     class_significance=class_significance,
@@ -794,7 +895,150 @@ def bootstrap_stability(
     seed=seed,
     alpha=alpha,
     normalization=normalization,
+    pie_counts=pie_counts,
   )
+
+
+# --------------------------------------------------------------------------------------------------
+# Noise floor: A/A comparisons between random halves of a pool of dense models
+# --------------------------------------------------------------------------------------------------
+
+
+def half_splits(pool_size: int, n_first: int, n_second: int, num_splits: int, seed=0):
+  """Random disjoint pairs of populations drawn from one pool of models, without replacement.
+
+  Returns (first_rows [num_splits, n_first], second_rows [num_splits, n_second]), row indices into
+  the pool (``np.random.default_rng(seed)``, one permutation per split; ``seed`` an int or a sequence
+  of ints).  When the pool's models are exchangeable (dense models trained alike), every pair is an A/A
+  comparison: whatever differs between its two populations is seed noise.
+  """
+  for name, value, minimum in (("n_first", n_first, 2), ("n_second", n_second, 2), ("num_splits", num_splits, 1)):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+      raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+  if n_first + n_second > pool_size:
+    raise ValueError(f"a pool of {pool_size} models cannot be split into {n_first} + {n_second}")
+  rng = np.random.default_rng(seed)
+  order = np.stack([rng.permutation(pool_size) for _ in range(num_splits)])
+  return order[:, :n_first], order[:, n_first:n_first + n_second]
+
+
+def _split_weights(rows: np.ndarray, pool_size: int) -> np.ndarray:
+  weights = np.zeros(pool_size, dtype=np.int64)
+  weights[rows] = 1
+  return weights
+
+
+def split_pie_counts(pool_predictions, first_rows, second_rows, num_classes: int) -> np.ndarray:
+  """PIEs between the two populations of every split, int64 [num_splits].
+
+  ``pool_predictions`` is int [pool_size, n_examples].  Each example counts on its own, so blocks of
+  examples may be counted apart and the counts added.  Examples on which the whole pool agrees cannot
+  be PIEs and are skipped.
+  """
+  num_classes = _check_num_classes(num_classes)
+  pool = _check_predictions(pool_predictions, num_classes, "pool_predictions")
+  first_rows, second_rows = np.asarray(first_rows), np.asarray(second_rows)
+  counts = np.zeros(len(first_rows), dtype=np.int64)
+  contested = np.flatnonzero(~(pool == pool[0]).all(axis=0))
+  if contested.size:
+    votes = _SortedVotes(pool[:, contested], num_classes)
+    for s in range(len(first_rows)):
+      counts[s] = np.count_nonzero(votes.modal(_split_weights(first_rows[s], len(pool)))
+                                   != votes.modal(_split_weights(second_rows[s], len(pool))))
+  return counts
+
+
+def split_class_tests(pool_hits, class_count, first_rows, second_rows, alpha: float = 0.05,
+                      normalization: str = DEFAULT_NORMALIZATION, chunk_size: int = 25) -> dict:
+  """The class tests of every split, summarized per split.
+
+  Returns {"num_tested", "num_significant" (p < alpha), "num_significant_fdr" (BH q <= alpha)}, each
+  int64 [num_splits].  ``pool_hits`` is ``class_hits`` of the pool [pool_size, n_classes].
+  """
+  alpha = _check_probability(alpha, "alpha")
+  normalization = _check_normalization(normalization)
+  recall, top1 = _recall_from_hits(np.asarray(pool_hits), np.asarray(class_count))
+  first_rows, second_rows = np.asarray(first_rows), np.asarray(second_rows)
+  out = {k: np.zeros(len(first_rows), dtype=np.int64) for k in ("num_tested", "num_significant",
+                                                                  "num_significant_fdr")}
+  for start in range(0, len(first_rows), chunk_size):
+    rows_a, rows_b = first_rows[start:start + chunk_size], second_rows[start:start + chunk_size]
+    res = _welch(_resampled_normalized(recall, top1, rows_a, normalization),
+                 _resampled_normalized(recall, top1, rows_b, normalization),
+                 unchanged=unchanged_classes(recall[rows_a], recall[rows_b]),
+                 exchangeable=normalization == "per_model")
+    for i, p in enumerate(res.p):
+      out["num_tested"][start + i] = np.count_nonzero(~np.isnan(p))
+      out["num_significant"][start + i] = np.count_nonzero(~np.isnan(p) & (p < alpha))
+      out["num_significant_fdr"][start + i] = np.count_nonzero(bh_rejections(bh_q_values(p), alpha))
+  return out
+
+
+def aa_calibration(pool_hits, class_count, n_first: int, n_second: int, num_splits: int = 200, alpha: float = 0.05,
+                   seed: int = 0, normalizations=NORMALIZATIONS, confidence: float = 0.95) -> pd.DataFrame:
+  """Calibration of the class test on models where nothing differs (an A/A comparison), per normalization.
+
+  The pool (``class_hits`` of models trained alike, e.g. a dense population and its replicate) is split
+  ``num_splits`` times into two populations of ``n_first`` and ``n_second`` models; every class is tested
+  in every split.  A calibrated test flags a fraction ``alpha`` of the tests at p < alpha, and BH flags at
+  least one class in at most a fraction ``alpha`` of the splits (the family-wise error under the complete
+  null).  Returns one row per normalization with the observed rates and Clopper-Pearson intervals at
+  ``confidence``.  The splits reuse the same models, so the tests are not independent: the binomial
+  intervals are a guide, narrower than the truth.
+  """
+  first, second = half_splits(int(np.shape(pool_hits)[0]), n_first, n_second, num_splits, seed)
+  rows = []
+  for normalization in normalizations:
+    out = split_class_tests(pool_hits, class_count, first, second, alpha=alpha, normalization=normalization)
+    tested, flagged = int(out["num_tested"].sum()), int(out["num_significant"].sum())
+    with_discovery = int(np.count_nonzero(out["num_significant_fdr"]))
+    rate_ci = stats.binomtest(flagged, tested).proportion_ci(confidence) if tested else None
+    fwer_ci = stats.binomtest(with_discovery, num_splits).proportion_ci(confidence)
+    rows.append({
+      "normalization": normalization, "pool_models": int(np.shape(pool_hits)[0]), "n_first": n_first,
+      "n_second": n_second, "num_splits": num_splits, "alpha": alpha, "num_tests": tested,
+      "rate_significant": flagged / tested if tested else math.nan,
+      "rate_ci_low": rate_ci.low if rate_ci else math.nan, "rate_ci_high": rate_ci.high if rate_ci else math.nan,
+      "splits_with_fdr_discovery": with_discovery / num_splits, "fdr_splits_ci_low": fwer_ci.low,
+      "fdr_splits_ci_high": fwer_ci.high,
+      "rate_consistent_with_alpha": bool(rate_ci and rate_ci.low <= alpha <= rate_ci.high),
+      "fdr_splits_at_most_alpha": bool(fwer_ci.low <= alpha),
+    })
+  return pd.DataFrame(rows)
+
+
+def pies_against_floor(observed: int, permutation_counts, floor_mean=None, level_counts=None, control_counts=None,
+                       alpha: float = 0.05) -> dict:
+  """A compressed population's PIEs set against seed noise.
+
+  observed: PIEs of the compressed population against the dense one.
+  permutation_counts: PIEs of random splits of the pooled dense and compressed models into populations of
+    their sizes (``split_pie_counts``).  Under the null that the compressed models are exchangeable with
+    the dense ones, the observed split is one of them: ``p_value = (1 + #{counts >= observed}) /
+    (1 + len(counts))`` is an exact permutation p-value (conservative when the compressed models share
+    their seeds with the dense ones, which pulls the observed count down), and ``distinguishable`` is
+    ``p_value < alpha``.
+  floor_mean: the expected PIEs of two dense populations of these sizes (the mean of the A/A splits of
+    the dense and replicate models), or None; ``excess = observed - floor_mean``.
+  level_counts, control_counts: PIEs of the compressed population and of a control against the dense one
+    in the same bootstrap resamples (same dense resample in both: ``bootstrap_pie_stability`` with
+    ``return_counts``).  The interval is ``excess`` plus the alpha/2 and 1 - alpha/2 quantiles of the
+    centred differences (``level - control`` minus its mean): the spread of the excess when the models
+    are redrawn.  None without a floor, a control or resamples.
+  """
+  alpha = _check_probability(alpha, "alpha")
+  counts = np.asarray(permutation_counts, dtype=np.int64)
+  out = {"p_value": None, "distinguishable": None, "excess": None, "ci_low": None, "ci_high": None}
+  if counts.size:
+    p_value = (1.0 + np.count_nonzero(counts >= observed)) / (1.0 + counts.size)
+    out.update(p_value=float(p_value), distinguishable=bool(p_value < alpha))
+  if floor_mean is not None:
+    out["excess"] = float(observed) - float(floor_mean)
+    if level_counts is not None and control_counts is not None and len(level_counts):
+      diff = np.asarray(level_counts, dtype=np.float64) - np.asarray(control_counts, dtype=np.float64)
+      low, high = np.quantile(diff - diff.mean(), [alpha / 2, 1 - alpha / 2])
+      out.update(ci_low=out["excess"] + float(low), ci_high=out["excess"] + float(high))
+  return out
 
 
 # --------------------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 TIE_RULE = "most votes; ties broken toward the smallest class id"
+TIE_BREAKS = ("smallest", "largest")
 
 
 def _as_predictions(predictions, name="predictions"):
@@ -37,18 +38,20 @@ def vote_counts(predictions, num_classes=None):
   return counts
 
 
-def modal_labels(predictions, return_details=False):
+def modal_labels(predictions, return_details=False, tie_break="smallest"):
   """Most frequent label per example over a population's models.
 
   Args:
     predictions: int [n_models, n_examples], each model's top-1 label.
     return_details: also return the modal share and the tie mask.
+    tie_break: "smallest" (pie's rule) or "largest" (the authors' code): which of the tied labels is modal.
 
   Returns:
-    int64 [n_examples] modal labels (ties toward the smallest class id); with `return_details`, a tuple
-    (modal, share, tied): share = fraction of models voting for the modal label, tied = another label had as many
-    votes.
+    int64 [n_examples] modal labels; with `return_details`, a tuple (modal, share, tied): share = fraction of
+    models voting for the modal label, tied = another label had as many votes.
   """
+  if tie_break not in TIE_BREAKS:
+    raise ValueError(f"tie_break must be one of {TIE_BREAKS}, got {tie_break!r}")
   predictions = _as_predictions(predictions)
   n_models = predictions.shape[0]
   # Sorting each example's votes makes equal labels adjacent; runs give the counts without a [n, classes] table,
@@ -61,8 +64,12 @@ def modal_labels(predictions, return_details=False):
   # bincount over flat (run, example) cells: the same tally as np.add.at, an order of magnitude faster.
   cells = (run_id * n_examples + np.arange(n_examples)).ravel()
   run_counts = np.bincount(cells, minlength=n_models * n_examples).astype(np.int32).reshape(n_models, n_examples)
-  # Runs are in ascending label order, so argmax (first maximum) is the smallest of the tied labels.
-  best_run = np.argmax(run_counts, axis=0)
+  # Runs are in ascending label order, so argmax (first maximum) is the smallest of the tied labels and the
+  # first maximum of the reversed runs the largest (runs past the last are empty: count 0, never the maximum).
+  if tie_break == "smallest":
+    best_run = np.argmax(run_counts, axis=0)
+  else:
+    best_run = n_models - 1 - np.argmax(run_counts[::-1], axis=0)
   best_count = run_counts[best_run, np.arange(n_examples)]
   run_label = np.zeros((n_models, n_examples), ordered.dtype)
   run_label[run_id[starts], np.nonzero(starts)[1]] = ordered[starts]
@@ -118,23 +125,24 @@ def per_class_recall(predictions, labels, num_classes):
 
 
 def class_ttest(dense_predictions, pruned_predictions, labels, num_classes, alpha=0.05, class_names=None,
-                normalization="population"):
+                normalization="per_model"):
   """The paper's class-level test: Welch t-test of normalized recall, dense vs pruned, per class.
 
-  Each model's recall on a class is normalized by subtracting its population's mean top-1 accuracy (the paper's
-  rule; normalization="per_model" subtracts each model's own top-1), so the null hypothesis is "this class moves by
-  as much as overall top-1". Per class, a two-sided Welch test equal to
+  Each model's recall on a class is normalized by subtracting the model's own top-1 accuracy (default;
+  normalization="population" is the paper's rule, which subtracts the population's mean top-1 and ignores that
+  mean's variance), so the null hypothesis is "this class moves by as much as overall top-1". Per class, a two-sided Welch test equal to
   `scipy.stats.ttest_ind(dense, pruned, equal_var=False)`; a positive t means the class does relatively worse in
   the pruned population. `significant` is the paper's uncorrected rule (p < alpha); `significant_fdr` controls the
   false discovery rate over the classes (Benjamini-Hochberg). Degenerate classes (absent from the eval split, zero
   variance in both populations, a population of one model) get the documented results of
-  `pie.significance.class_tests`, named in `note`, and are never significant from a 0/0.
+  `pie.significance.class_tests`, named in `note`, and are never significant from a 0/0; a class whose recall is
+  the same in every model of both populations is not tested.
 
   Returns:
     DataFrame, one row per class: class_id, class_name, num_examples, dense_recall_mean, pruned_recall_mean,
     recall_change (pruned - dense), normalized_change (recall_change minus the change in mean top-1), t_statistic,
     p_value, significant, q_value, significant_fdr, ci_low, ci_high (95% Welch interval of normalized_change),
-    hedges_g, df, note.
+    hedges_g, df, note. The interval's level is 1 - alpha; significant_fdr is q <= alpha.
   """
   from pie import significance  # pylint: disable=g-import-not-at-top
   labels = np.asarray(labels)
@@ -148,7 +156,7 @@ def class_ttest(dense_predictions, pruned_predictions, labels, num_classes, alph
 
 
 def class_ttest_from_hits(dense_hits, pruned_hits, class_count, alpha=0.05, class_names=None,
-                          normalization="population"):
+                          normalization="per_model"):
   """`class_ttest` from its sufficient statistics: correct predictions per model and class of both populations
   (`pie.significance.class_hits`, int [n_models, num_classes]) and the class sizes [num_classes].
 
@@ -164,7 +172,8 @@ def class_ttest_from_hits(dense_hits, pruned_hits, class_count, alpha=0.05, clas
     pruned_recall = np.where(class_count > 0, pruned_hits / class_count, np.nan)
   tests = significance.class_tests(
       significance.normalized_recall_from_hits(dense_hits, class_count, normalization),
-      significance.normalized_recall_from_hits(pruned_hits, class_count, normalization), alpha=alpha)
+      significance.normalized_recall_from_hits(pruned_hits, class_count, normalization), alpha=alpha,
+      unchanged=significance.unchanged_classes(dense_recall, pruned_recall), normalization=normalization)
   dense_mean = dense_recall.mean(axis=0)  # NaN for a class with no example
   pruned_mean = pruned_recall.mean(axis=0)
   if class_names is None:

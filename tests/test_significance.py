@@ -33,8 +33,11 @@ def test_normalized_recall_by_hand():
   ])
   recall = np.array([[0.5, 2 / 3, 1.0], [1.0, 1 / 3, 0.0]])
   top1 = np.array([4 / 6, 3 / 6])
-  np.testing.assert_allclose(sig.normalized_recall(preds, labels, 3), recall - top1.mean())
+  np.testing.assert_allclose(sig.normalized_recall(preds, labels, 3, "population"), recall - top1.mean())
   np.testing.assert_allclose(sig.normalized_recall(preds, labels, 3, "per_model"), recall - top1[:, None])
+  # The default is per_model: the subtracted top-1 varies with the model, and the test sees that variance.
+  np.testing.assert_array_equal(sig.normalized_recall(preds, labels, 3), sig.normalized_recall(preds, labels, 3,
+                                                                                               "per_model"))
 
 
 def test_normalized_recall_absent_class_is_nan_and_matches_stats_module():
@@ -42,10 +45,13 @@ def test_normalized_recall_absent_class_is_nan_and_matches_stats_module():
   labels = rng.integers(0, 5, size=200)
   labels[labels == 3] = 4  # class 3 absent
   preds = rng.integers(0, 5, size=(4, 200))
-  norm = sig.normalized_recall(preds, labels, 5)
+  norm = sig.normalized_recall(preds, labels, 5, "population")
   assert np.isnan(norm[:, 3]).all() and not np.isnan(np.delete(norm, 3, axis=1)).any()
   expected = pie_stats.per_class_recall(preds, labels, 5) - pie_stats.top1_accuracy(preds, labels).mean()
   np.testing.assert_allclose(norm, expected)
+  per_model = sig.normalized_recall(preds, labels, 5)
+  expected = pie_stats.per_class_recall(preds, labels, 5) - pie_stats.top1_accuracy(preds, labels)[:, None]
+  np.testing.assert_allclose(per_model, expected)
 
 
 @pytest.mark.parametrize("preds, labels, message", [
@@ -154,7 +160,8 @@ def test_constant_and_equal_populations():
   pruned = np.full((7, 1), 0.2)
   row = sig.class_tests(dense, pruned).loc[0]
   assert row["t_statistic"] == 0 and row["p_value"] == 1 and not row["significant"]
-  assert row["q_value"] == 1 and row["ci_low"] == 0 and row["ci_high"] == 0
+  # No interval of zero width from a degenerate case: there is no variance to build one from.
+  assert row["q_value"] == 1 and np.isnan(row["ci_low"]) and np.isnan(row["ci_high"])
   assert np.isnan(row["hedges_g"]) and row["note"] == sig.NOTE_CONSTANT_EQUAL
 
 
@@ -173,8 +180,67 @@ def test_constant_and_separated_populations_use_exact_permutation_p(n_d, n_p, ex
   assert row["p_value"] == pytest.approx(expected, rel=1e-12)
   assert row["t_statistic"] == np.inf and np.isnan(row["df"])
   assert row["significant"] == (expected < 0.05)
-  assert row["ci_low"] == pytest.approx(-0.2) and row["ci_high"] == pytest.approx(-0.2)
+  assert row["normalized_change"] == pytest.approx(-0.2)
+  assert np.isnan(row["ci_low"]) and np.isnan(row["ci_high"])
   assert row["hedges_g"] == -np.inf and row["note"] == sig.NOTE_CONSTANT_SEPARATED
+
+
+@pytest.mark.parametrize("n_d, n_p", [(10, 10), (4, 7)])
+def test_constant_and_separated_under_population_normalization_is_not_tested(n_d, n_p):
+  # The subtracted constant depends on the population a model is in: permuting models between populations is not a
+  # valid null distribution, and with no variance left the test is undefined.
+  row = sig.class_tests(np.full((n_d, 1), 0.3), np.full((n_p, 1), 0.1), normalization="population").loc[0]
+  assert np.isnan(row["p_value"]) and np.isnan(row["q_value"]) and np.isnan(row["t_statistic"])
+  assert not row["significant"] and not row["significant_fdr"]
+  assert np.isnan(row["ci_low"]) and np.isnan(row["hedges_g"]) and row["note"] == sig.NOTE_CONSTANT_UNTESTABLE
+
+
+def test_unchanged_class_is_never_significant_under_either_normalization():
+  # The quick start's class 6: recall 50/51 in every dense and every pruned model, top-1 lower when pruned. With the
+  # paper's normalization it used to come out at t = -inf, p = 1.1e-5, significant after FDR.
+  rng = np.random.default_rng(0)
+  n, c = 10, 5
+  class_count = np.full(c, 51)
+  dense_hits = rng.integers(40, 51, size=(n, c))
+  pruned_hits = rng.integers(30, 45, size=(n, c))
+  dense_hits[:, 2] = pruned_hits[:, 2] = 50
+  for normalization in ("per_model", "population"):
+    frame = pie_stats.class_ttest_from_hits(dense_hits, pruned_hits, class_count, normalization=normalization)
+    row = frame.loc[2]
+    assert row["recall_change"] == 0 and row["note"] == sig.NOTE_UNCHANGED
+    assert np.isnan(row["p_value"]) and not row["significant"] and not row["significant_fdr"]
+    assert np.isnan(row["ci_low"]) and np.isnan(row["ci_high"]) and np.isnan(row["hedges_g"])
+    # The other classes are tested, and the unchanged one does not count among the FDR's tests.
+    assert frame.drop(index=2)["p_value"].notna().all()
+    np.testing.assert_allclose(frame.drop(index=2)["q_value"],
+                               stats.false_discovery_control(frame.drop(index=2)["p_value"], method="bh"))
+
+
+def test_unchanged_class_mask_from_recall():
+  dense = np.array([[0.5, 1.0, 0.2], [0.5, 1.0, 0.3]])
+  pruned = np.array([[0.5, 0.9, 0.2], [0.5, 1.0, 0.2]])
+  np.testing.assert_array_equal(sig.unchanged_classes(dense, pruned), [True, False, False])
+  # Over resamples: [n_resamples, n_models, n_classes].
+  np.testing.assert_array_equal(sig.unchanged_classes(dense[None], pruned[None]), [[True, False, False]])
+
+
+def test_confidence_level_follows_alpha():
+  dense, pruned = _random_pair(3)
+  for alpha in (0.05, 0.1, 0.01):
+    frame = sig.class_tests(dense, pruned, alpha=alpha)
+    half = stats.t.ppf(1 - alpha / 2, frame["df"]) * np.sqrt(dense.var(0, ddof=1) / 7 + pruned.var(0, ddof=1) / 9)
+    np.testing.assert_allclose(frame["ci_high"] - frame["normalized_change"], half, rtol=1e-10)
+    # With the interval at 1 - alpha, it excludes 0 exactly when p < alpha.
+    excludes = (frame["ci_low"] > 0) | (frame["ci_high"] < 0)
+    np.testing.assert_array_equal(excludes, frame["significant"])
+
+
+def test_bh_rejects_at_q_equal_to_alpha():
+  # p = (0.01, 0.02, 0.03, 0.04, 0.05) over 5 tests: every BH q is exactly 0.05, and the step-up rule rejects all.
+  q = sig.bh_q_values([0.01, 0.02, 0.03, 0.04, 0.05])
+  np.testing.assert_allclose(q, 0.05)
+  np.testing.assert_array_equal(sig.bh_rejections(np.full(5, 0.05), 0.05), [True] * 5)
+  np.testing.assert_array_equal(sig.bh_rejections([0.05, 0.0500001, np.nan], 0.05), [True, False, False])
 
 
 def test_permutation_p_by_enumeration():
@@ -190,6 +256,9 @@ def test_permutation_p_by_enumeration():
     count += abs(values[mask].mean() - values[~mask].mean()) >= observed - 1e-12
   row = sig.class_tests(values[:3, None], values[3:, None]).loc[0]
   assert row["p_value"] == pytest.approx(count / total)
+  # The enumeration is the null of per_model values (each a function of its own model); population normalization
+  # subtracts group-dependent constants and has no such null.
+  assert np.isnan(sig.class_tests(values[:3, None], values[3:, None], normalization="population").loc[0, "p_value"])
 
 
 @pytest.mark.filterwarnings("ignore:Precision loss occurred:RuntimeWarning")  # scipy, on the constant sample
@@ -552,3 +621,74 @@ def test_statistics_from_hits_equal_those_from_predictions():
   stability = np.concatenate([sig.bootstrap_pie_stability(s.dense_predictions[:, a:b], s.pruned_predictions[:, a:b],
                                                           7, *rows)[0] for a, b in ((0, 30), (30, 84))])
   np.testing.assert_array_equal(stability, boot.pie_stability)
+
+
+# ------------------------------------------------------------------------------------------------
+# Noise floor: A/A splits
+# ------------------------------------------------------------------------------------------------
+
+
+def test_half_splits_are_disjoint_draws_from_the_pool():
+  first, second = sig.half_splits(12, 5, 6, 50, seed=3)
+  assert first.shape == (50, 5) and second.shape == (50, 6)
+  for a, b in zip(first, second):
+    assert len(set(a) | set(b)) == 11 and not set(a) & set(b) and max(max(a), max(b)) < 12
+  again = sig.half_splits(12, 5, 6, 50, seed=3)
+  np.testing.assert_array_equal(first, again[0])
+  assert len({tuple(sorted(a)) for a in first}) > 40  # the splits differ
+  with pytest.raises(ValueError, match="cannot be split"):
+    sig.half_splits(10, 6, 5, 3)
+
+
+def test_split_pie_counts_equal_the_modal_rule_on_each_split():
+  rng = np.random.default_rng(4)
+  pool = np.where(rng.random((14, 300)) < 0.6, 0, rng.integers(0, 5, size=(14, 300)))
+  first, second = sig.half_splits(14, 7, 7, 30, seed=1)
+  counts = sig.split_pie_counts(pool, first, second, 5)
+  expected = [int(pie_stats.find_pies(pool[a], pool[b]).sum()) for a, b in zip(first, second)]
+  np.testing.assert_array_equal(counts, expected)
+  # Counts of blocks of examples add up.
+  halves = sig.split_pie_counts(pool[:, :120], first, second, 5) + sig.split_pie_counts(pool[:, 120:], first, second, 5)
+  np.testing.assert_array_equal(halves, counts)
+
+
+def test_split_class_tests_equal_class_tests_on_each_split():
+  rng = np.random.default_rng(5)
+  labels = rng.integers(0, 6, size=400)
+  pool = np.where(rng.random((16, 400)) < 0.8, labels, rng.integers(0, 6, size=(16, 400)))
+  hits = sig.class_hits(pool, labels, 6)
+  count = np.bincount(labels, minlength=6)
+  first, second = sig.half_splits(16, 8, 8, 20, seed=2)
+  out = sig.split_class_tests(hits, count, first, second, alpha=0.2)
+  for i, (a, b) in enumerate(zip(first, second)):
+    frame = pie_stats.class_ttest_from_hits(hits[a], hits[b], count, alpha=0.2)
+    assert out["num_significant"][i] == frame["significant"].sum()
+    assert out["num_significant_fdr"][i] == frame["significant_fdr"].sum()
+    assert out["num_tested"][i] == frame["p_value"].notna().sum()
+
+
+def test_pies_against_floor():
+  permutation = np.arange(1, 20)  # 19 splits
+  out = sig.pies_against_floor(18, permutation, floor_mean=10.0, alpha=0.1)
+  assert out["p_value"] == pytest.approx(3 / 20) and not out["distinguishable"]  # 18, 19 and the observed split
+  assert out["excess"] == 8.0 and out["ci_low"] is None  # no resamples: no interval
+  out = sig.pies_against_floor(20, permutation, alpha=0.1)
+  assert out["p_value"] == pytest.approx(1 / 20) and out["distinguishable"] and out["excess"] is None
+  level, control = np.array([12, 14, 16, 18, 20]), np.array([10, 10, 10, 10, 10])
+  out = sig.pies_against_floor(15, permutation, floor_mean=9.0, level_counts=level, control_counts=control, alpha=0.5)
+  # The interval is the excess plus the centred quantiles of level - control (2, 4, 6, 8, 10; centred -4 .. 4).
+  assert out["excess"] == 6.0 and out["ci_low"] == pytest.approx(6 - 2) and out["ci_high"] == pytest.approx(6 + 2)
+  assert sig.pies_against_floor(15, [], floor_mean=9.0)["p_value"] is None
+
+
+def test_bootstrap_pie_counts_are_the_pies_of_each_resample():
+  rng = np.random.default_rng(8)
+  dense = np.where(rng.random((6, 200)) < 0.7, 0, rng.integers(0, 4, size=(6, 200)))
+  pruned = np.where(rng.random((5, 200)) < 0.5, 0, rng.integers(0, 4, size=(5, 200)))
+  rows_d, rows_p = sig.bootstrap_resamples(6, 5, 30, seed=1)
+  _, _, counts = sig.bootstrap_pie_stability(dense, pruned, 4, rows_d, rows_p, return_counts=True)
+  expected = [int(pie_stats.find_pies(dense[rd], pruned[rp]).sum()) for rd, rp in zip(rows_d, rows_p)]
+  np.testing.assert_array_equal(counts, expected)
+  cut = [sig.bootstrap_pie_stability(dense[:, part], pruned[:, part], 4, rows_d, rows_p, return_counts=True)[2]
+         for part in (slice(0, 77), slice(77, 200))]
+  np.testing.assert_array_equal(cut[0] + cut[1], counts)  # counts of blocks add up

@@ -60,16 +60,22 @@ def test_class_ttest_matches_scipy_on_normalized_recall():
   dense = np.where(rng.random((5, 200)) < 0.9, labels, rng.integers(0, 4, size=(5, 200)))
   pruned = np.where(rng.random((6, 200)) < 0.7, labels, rng.integers(0, 4, size=(6, 200)))
   table = pie.class_ttest(dense, pruned, labels, num_classes=4, alpha=0.05)
+  paper = pie.class_ttest(dense, pruned, labels, num_classes=4, alpha=0.05, normalization="population")
   assert list(table.columns) == ["class_id", "class_name", "num_examples", "dense_recall_mean", "pruned_recall_mean",
                                  "recall_change", "normalized_change", "t_statistic", "p_value", "significant",
                                  "q_value", "significant_fdr", "ci_low", "ci_high", "hedges_g", "df", "note"]
-  dense_top1 = (dense == labels).mean()
-  pruned_top1 = (pruned == labels).mean()
+  dense_top1 = (dense == labels).mean(axis=1)  # per model: the default normalization
+  pruned_top1 = (pruned == labels).mean(axis=1)
   for c in range(4):
     mask = labels == c
     dense_recall = (dense[:, mask] == c).mean(axis=1)
     pruned_recall = (pruned[:, mask] == c).mean(axis=1)
     expected = scipy.stats.ttest_ind(dense_recall - dense_top1, pruned_recall - pruned_top1, equal_var=False)
+    expected_paper = scipy.stats.ttest_ind(dense_recall - dense_top1.mean(), pruned_recall - pruned_top1.mean(),
+                                           equal_var=False)
+    assert paper.iloc[c].p_value == pytest.approx(expected_paper.pvalue)
+    # Both normalizations have the same point estimate; only the standard error differs.
+    assert paper.iloc[c].normalized_change == pytest.approx(table.iloc[c].normalized_change)
     row = table.iloc[c]
     assert row.num_examples == mask.sum()
     assert row.t_statistic == pytest.approx(expected.statistic)
@@ -78,7 +84,7 @@ def test_class_ttest_matches_scipy_on_normalized_recall():
     assert row.ci_low < row.normalized_change < row.ci_high
     assert row.recall_change == pytest.approx(pruned_recall.mean() - dense_recall.mean())
     assert row.normalized_change == pytest.approx(
-        (pruned_recall.mean() - pruned_top1) - (dense_recall.mean() - dense_top1))
+        (pruned_recall.mean() - pruned_top1.mean()) - (dense_recall.mean() - dense_top1.mean()))
 
 
 def test_class_ttest_hand_computed_welch():
@@ -98,13 +104,18 @@ def test_class_ttest_two_classes_by_hand():
   labels = np.array([0, 0, 1, 1])
   dense = np.array([[0, 0, 1, 0], [0, 0, 1, 1]])
   pruned = np.array([[0, 1, 1, 0], [0, 0, 0, 0]])
-  table = pie.class_ttest(dense, pruned, labels, num_classes=2)
+  table = pie.class_ttest(dense, pruned, labels, num_classes=2, normalization="population")
   dense_norm = np.array([1, 1]) - 0.875
   pruned_norm = np.array([0.5, 1]) - 0.5
   t = (dense_norm.mean() - pruned_norm.mean()) / np.sqrt(dense_norm.var(ddof=1) / 2 + pruned_norm.var(ddof=1) / 2)
   assert table.t_statistic[0] == pytest.approx(t)  # dense variance 0, pruned variance .125: t = (.125-.25)/.25
   assert table.t_statistic[0] == pytest.approx(-0.5)
   assert table.normalized_change[0] == pytest.approx(0.75 - 1 - (0.5 - 0.875))
+  # Per model (the default): dense (1 - .75, 1 - 1), pruned (.5 - .5, 1 - .5).
+  per_model = pie.class_ttest(dense, pruned, labels, num_classes=2)
+  expected = scipy.stats.ttest_ind([0.25, 0.0], [0.0, 0.5], equal_var=False)
+  assert per_model.t_statistic[0] == pytest.approx(expected.statistic)
+  assert per_model.normalized_change[0] == pytest.approx(table.normalized_change[0])
 
 
 def test_class_names_are_used():
@@ -141,3 +152,19 @@ def test_class_ttest_per_model_normalization():
   d = (dense[:, mask] == c).mean(1) - (dense == labels).mean(1)
   p = (pruned[:, mask] == c).mean(1) - (pruned == labels).mean(1)
   assert table.p_value[c] == pytest.approx(scipy.stats.ttest_ind(d, p, equal_var=False).pvalue)
+
+
+def test_modal_labels_tie_break_largest():
+  predictions = np.array([[0, 3, 2, 1], [1, 3, 2, 1], [2, 1, 0, 0], [2, 1, 0, 0]])
+  np.testing.assert_array_equal(stats.modal_labels(predictions), [2, 1, 0, 0])
+  np.testing.assert_array_equal(stats.modal_labels(predictions, tie_break="largest"), [2, 3, 2, 1])
+  modal, share, tied = stats.modal_labels(predictions, return_details=True, tie_break="largest")
+  np.testing.assert_array_equal(tied, [False, True, True, True])
+  np.testing.assert_allclose(share, [0.5, 0.5, 0.5, 0.5])
+  rng = np.random.default_rng(0)
+  votes = rng.integers(0, 4, size=(6, 500))
+  counts = stats.vote_counts(votes, 4)
+  brute = 3 - np.argmax(counts[:, ::-1], axis=1)  # last maximum
+  np.testing.assert_array_equal(stats.modal_labels(votes, tie_break="largest"), brute)
+  with pytest.raises(ValueError, match="tie_break"):
+    stats.modal_labels(votes, tie_break="random")
