@@ -155,3 +155,131 @@ def test_rejects_bad_or_infeasible_parameters(kwargs, message):
   args.update(kwargs)
   with pytest.raises(ValueError, match=message):
     simulate.simulate_populations(**args)
+
+
+# ------------------------------------------------------------------------------------------------
+# Per-model skill and ceiling classes
+# ------------------------------------------------------------------------------------------------
+
+
+def _top1_and_class_coupling(predictions, labels, num_classes):
+  """Per-model top-1 and the mean over classes of corr(class recall, top-1 of the other classes)."""
+  correct = predictions == labels
+  recall = pie_stats.per_class_recall(predictions, labels, num_classes)
+  sizes = np.bincount(labels, minlength=num_classes)
+  # Top-1 over the other classes, so that a class's own recall does not correlate with it by construction.
+  rest = (correct.sum(axis=1)[:, None] - recall * sizes) / (labels.size - sizes)
+  corr = [np.corrcoef(rest[:, c], recall[:, c])[0, 1] for c in range(num_classes)]
+  return correct.mean(axis=1), float(np.mean(corr))
+
+
+def test_skill_spreads_top1_and_couples_it_to_every_class():
+  plain = simulate.simulate_populations(4000, 20, 60, 60, seed=8)
+  skilled = simulate.simulate_populations(4000, 20, 60, 60, skill_sd=0.3, seed=8)
+  top1_plain, coupling_plain = _top1_and_class_coupling(plain.dense_predictions, plain.labels, 20)
+  top1_skilled, coupling_skilled = _top1_and_class_coupling(skilled.dense_predictions, skilled.labels, 20)
+  # Without skill the spread of top-1 is binomial noise (sd about 0.005) and classes are uncorrelated
+  # (each correlation has sd about 0.13 over 60 models, their mean about 0.03).
+  assert top1_skilled.std(ddof=1) > 3 * top1_plain.std(ddof=1)
+  assert abs(coupling_plain) < 0.15 and coupling_skilled > 0.5, (coupling_plain, coupling_skilled)
+  assert np.corrcoef(skilled.dense_skill, top1_skilled)[0, 1] > 0.8
+  np.testing.assert_array_equal(plain.dense_skill, np.zeros(60))
+  np.testing.assert_array_equal(plain.pruned_skill, np.zeros(60))
+  assert skilled.dense_skill.shape == (60,) and skilled.pruned_skill.std() > 0.2
+
+
+def test_skill_keeps_the_study_structure_and_the_modal_guarantees():
+  args = dict(pie_fraction=0.06, impacted_classes=[2], class_effect=-0.1, accuracy_drop=0.04, seed=9)
+  plain = simulate.simulate_populations(1500, 15, 8, 7, **args)
+  skilled = simulate.simulate_populations(1500, 15, 8, 7, skill_sd=0.5, **args)
+  # Skills are drawn after the structure: same labels, types, planted PIEs and exact expectations.
+  for field in ("labels", "confusers", "easy", "planted_pies", "expected_dense_recall", "expected_pruned_recall",
+                "expected_normalized_change"):
+    np.testing.assert_array_equal(getattr(skilled, field), getattr(plain, field), err_msg=field)
+  assert not np.array_equal(skilled.dense_predictions, plain.dense_predictions)
+  pies = pie_stats.find_pies(skilled.dense_predictions, skilled.pruned_predictions)
+  np.testing.assert_array_equal(np.flatnonzero(pies), skilled.planted_pies)
+  _, share_d, tied_d = pie_stats.modal_labels(skilled.dense_predictions, return_details=True)
+  _, share_p, tied_p = pie_stats.modal_labels(skilled.pruned_predictions, return_details=True)
+  assert share_d.min() > 0.5 and share_p.min() > 0.5 and not tied_d.any() and not tied_p.any()
+  # Explicit defaults reproduce the default draws.
+  again = simulate.simulate_populations(1500, 15, 8, 7, skill_sd=0.0, ceiling_classes=(), **args)
+  np.testing.assert_array_equal(again.dense_predictions, plain.dense_predictions)
+  np.testing.assert_array_equal(again.pruned_predictions, plain.pruned_predictions)
+
+
+def test_skill_keeps_every_expected_recall():
+  # Exact marginally over the skills: averaged over studies, the measured vote fraction of each
+  # example type and the measured class recall equal their exact expectations.  Within one study a
+  # population's mean skill moves every class together, so the standard error comes from the spread
+  # across studies.  (Drawing thresholds without the sqrt(1 + skill_sd^2) scaling would miss the
+  # easy fraction by 0.026, eight standard errors.)
+  dev = {"dense easy": [], "dense hard": [], "dense recall": [], "pruned recall": []}
+  for seed in range(40):
+    s = simulate.simulate_populations(800, 8, 40, 40, skill_sd=0.5, pie_fraction=0.05, accuracy_drop=0.05,
+                                      impacted_classes=[1], class_effect=-0.1, seed=300 + seed)
+    share = (s.dense_predictions == s.labels).mean(axis=0)
+    hard = ~s.easy & ~np.isin(np.arange(800), s.planted_pies)
+    dev["dense easy"].append(share[s.easy].mean() - 0.85)
+    dev["dense hard"].append(share[hard].mean() - 0.15)
+    dev["dense recall"].append(np.mean(pie_stats.per_class_recall(s.dense_predictions, s.labels, 8).mean(axis=0)
+                                       - s.expected_dense_recall))
+    dev["pruned recall"].append(np.mean(pie_stats.per_class_recall(s.pruned_predictions, s.labels, 8).mean(axis=0)
+                                        - s.expected_pruned_recall))
+  for name, values in dev.items():
+    se = np.std(values, ddof=1) / np.sqrt(len(values))
+    assert abs(np.mean(values)) < 4 * se + 1e-4, (name, np.mean(values), se)
+
+
+def test_ceiling_classes_sit_near_one_and_follow_the_null():
+  s = simulate.simulate_populations(8000, 20, 30, 30, ceiling_classes=[3, 7], accuracy_drop=0.01, pie_fraction=0.04,
+                                    skill_sd=0.2, class_spread=0.0, seed=10)
+  np.testing.assert_array_equal(s.ceiling_classes, [3, 7])
+  np.testing.assert_allclose(s.expected_dense_recall[[3, 7]], 0.995, atol=1e-12)
+  np.testing.assert_allclose(s.expected_pruned_recall - s.expected_dense_recall, -0.01, atol=1e-9)
+  np.testing.assert_allclose(s.expected_normalized_change, 0.0, atol=1e-9)
+  in_ceiling = np.isin(s.labels, [3, 7])
+  assert s.easy[in_ceiling].all() and not in_ceiling[s.planted_pies].any()
+  assert s.planted_pies.size == round(0.04 * (~in_ceiling).sum())
+  # The other classes make up for the ceiling: dense top-1 stays base_accuracy in expectation (the
+  # easy/hard draw leaves an sd of about 0.003; without the correction it would be 0.775).
+  assert abs(np.mean(s.expected_dense_recall) - 0.75) < 0.012
+  recall = pie_stats.per_class_recall(s.dense_predictions, s.labels, 20)
+  assert abs(recall[:, [3, 7]].mean() - 0.995) < 0.005
+  others = np.setdiff1d(np.arange(20), [3, 7])
+  assert recall[:, [3, 7]].std(axis=0).max() < recall[:, others].std(axis=0).min()
+  pies = pie_stats.find_pies(s.dense_predictions, s.pruned_predictions)
+  np.testing.assert_array_equal(np.flatnonzero(pies), s.planted_pies)
+
+
+def test_ceiling_classes_drawn_at_random_avoid_impacted_classes():
+  s = simulate.simulate_populations(2000, 20, 10, 10, impacted_classes=6, class_effect=-0.05, ceiling_classes=5,
+                                    seed=11)
+  assert s.ceiling_classes.size == 5 and np.all(np.diff(s.ceiling_classes) > 0)
+  assert not np.isin(s.ceiling_classes, s.impacted_classes).any()
+  np.testing.assert_allclose(s.expected_dense_recall[s.ceiling_classes], 0.995, atol=1e-12)
+  # An impacted ceiling class (ids given) moves by -accuracy_drop + its effect.
+  t = simulate.simulate_populations(2000, 20, 10, 10, impacted_classes=[4], class_effect=-0.2, ceiling_classes=[4],
+                                    seed=11)
+  np.testing.assert_allclose(t.expected_pruned_recall[4] - t.expected_dense_recall[4], -0.22, atol=1e-9)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+  (dict(skill_sd=-0.1), "skill_sd"),
+  (dict(skill_sd=float("inf")), "skill_sd"),
+  (dict(ceiling_accuracy=1.0), "ceiling_accuracy"),
+  (dict(ceiling_classes=1, ceiling_accuracy=0.6), "ceiling_accuracy"),  # below the 4/6 strict majority
+  (dict(ceiling_classes=[2], accuracy_drop=-0.01), "ceiling_classes: class 2 .*ceiling_accuracy - accuracy_drop"),
+  (dict(ceiling_classes=[2], impacted_classes=[2], class_effect=0.03), "ceiling_classes: class 2"),
+  (dict(ceiling_classes=10), "at least one class"),
+  (dict(ceiling_classes=11), "ceiling_classes must be between 0 and 10"),
+  (dict(ceiling_classes=2, impacted_classes=9), "ceiling_classes must be between 0 and 1"),
+  (dict(ceiling_classes=[3, 3]), "ceiling_classes has repeated"),
+  (dict(ceiling_classes=[10]), "ceiling_classes must be class ids"),
+  (dict(ceiling_classes=8), "base_accuracy .* ceiling_classes"),
+])
+def test_rejects_bad_or_infeasible_skill_and_ceiling_parameters(kwargs, message):
+  args = dict(num_examples=400, num_classes=10, num_dense=6, num_pruned=6)
+  args.update(kwargs)
+  with pytest.raises(ValueError, match=message):
+    simulate.simulate_populations(**args)
