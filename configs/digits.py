@@ -60,6 +60,9 @@ def get_config():
   config.sparsity_levels = (0.0, 0.1, 0.3, 0.5, 0.7, 0.9)
   config.num_seeds = 10
   config.variants = ("magnitude",)  # compression methods of the study, each a population against the dense one
+  # Populations in which nothing is compressed, for the noise floor (pie/variants.py CONTROLS): a second dense
+  # population with other seeds; add "sham" for one through the pruning machinery at a negligible target.
+  config.controls = ("dense_replicate",)
   config.size_report = False  # record each model's compressed size (a TFLite conversion per model)
 
   config.top_k = 5

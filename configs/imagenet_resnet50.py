@@ -73,6 +73,9 @@ def get_config():
   config.sparsity_levels = (0.0, 0.1, 0.3, 0.5, 0.7, 0.9)
   config.num_seeds = 30
   config.variants = ("magnitude",)  # compression methods of the study, each a population against the dense one
+  # Populations for the noise floor (pie/variants.py CONTROLS); none by default at this cost. ("dense_replicate",)
+  # trains num_seeds more dense models with other seeds, so that PIEs and hurt classes can be told from seed noise.
+  config.controls = ()
   config.size_report = False  # record each model's compressed size (a TFLite conversion per model)
 
   config.top_k = 5

@@ -155,8 +155,6 @@ def _checked_populations(records, where):
       raise PieError(f"{where}: {what} has {len(models)} model ({models[0].path}); a population "
                      "needs at least two models for modal labels and t-tests")
     models.sort(key=lambda m: (m.seed, m.name))
-  if len(populations) < 2:
-    raise PieError(f"{where}: only the dense population was found; a study needs at least one pruned level")
   return populations
 
 

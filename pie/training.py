@@ -178,7 +178,7 @@ def _build_compiled_metrics(model):
 
 # Compiled models kept for reuse (see train_and_export's reuse_traced): {key: (model, optimizer, epoch variable)}.
 _TRAINABLES = {}
-_REUSABLE_METHODS = (variants.DENSE, "magnitude")
+_REUSABLE_METHODS = (variants.DENSE, "magnitude", variants.DENSE_REPLICATE, variants.SHAM)
 
 
 def _reuse_key(config, method, strategy):
@@ -334,7 +334,7 @@ def train_and_export(config, workdir, strategy=None, log=print, reuse_traced=Fal
       train = train.with_options(options)
     callbacks = [_EpochEnd(manager, epoch_var, config.num_epochs, steps_per_epoch,
                            lambda msg: log(f"{paths['name']}: {msg}"), every=config.get("checkpoint_every_epochs", 1))]
-    if method in ("magnitude", "2:4"):
+    if method in ("magnitude", "2:4", variants.SHAM):
       callbacks += method_callbacks + [
           tfmot.sparsity.keras.PruningSummaries(log_dir=tensorboard_dir, write_graph=False)]
     else:
@@ -347,7 +347,8 @@ def train_and_export(config, workdir, strategy=None, log=print, reuse_traced=Fal
     stripped = variants.finalize(model, method, method_callbacks)
   sparsity_report = variants.measure_sparsity(stripped, scope_layers)
   structure = variants.structure_report(stripped, method, scope_layers)
-  if method in ("magnitude", "random") and abs(sparsity_report["overall"] - config.sparsity) > SPARSITY_TOLERANCE:
+  if (method in ("magnitude", "random", variants.SHAM) and
+      abs(sparsity_report["overall"] - config.sparsity) > SPARSITY_TOLERANCE):
     raise PieError(f"{paths['name']}: measured sparsity {sparsity_report['overall']:.4f} is more than "
                    f"{SPARSITY_TOLERANCE:.1%} away from the target {config.sparsity}; check config.pruning "
                    "(the pruning window must end before training does)")

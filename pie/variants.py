@@ -28,6 +28,13 @@ one with the same analysis. Variants (`VARIANTS`):
     (`pie.quantization`), level 0. Nothing is trained: each derived model belongs to the dense model of the same
     seed, and full int8 calibrates on the first `PTQ_REPRESENTATIVE_EXAMPLES` training examples.
 
+Controls (`config.controls`, see `CONTROLS`) are populations in which nothing is compressed, trained and analysed like
+any other, to measure what seed noise alone does (an A/A comparison with the dense population):
+
+  * "dense_replicate": a second dense population, seeds disjoint from the dense one's (seed + number of seeds).
+  * "sham": the magnitude-pruning wrappers, schedule and callbacks at a negligible target (`SHAM_SPARSITY`), with the
+    dense seeds: separates what the training machinery does from what sparsity does.
+
 Every export records `method`, the measured sparsity, `bits_per_weight` and `compressed_bytes` (gzip level 9 of the
 exported TFLite flatbuffer, via `pie.quantization.model_size_report`); the full size report is kept under
 `compression`. Keras models (dense, pruned, clustered) are measured as float32 TFLite flatbuffers; pruned ones with
@@ -48,6 +55,9 @@ from pie.errors import PieError
 
 DENSE = "dense"
 DEFAULT_METHOD = "magnitude"
+DENSE_REPLICATE = "dense_replicate"
+SHAM = "sham"
+SHAM_SPARSITY = 0.001  # a negligible target: the pruning machinery runs, almost nothing is removed
 PTQ_REPRESENTATIVE_EXAMPLES = 100
 DEFAULT_NUM_CLUSTERS = 16
 M_BY_N = (2, 4)
@@ -58,7 +68,8 @@ class Variant:
   """One compression method.
 
   kind: "pruning" (trained with a sparsity level; its level-0 model is the dense one), "training" (a whole population
-    trained with the method, level 0) or "derived" (made from each finished dense model without training).
+    trained with the method, level 0), "derived" (made from each finished dense model without training) or
+    "control" (a population where nothing is compressed: the noise floor, see `CONTROLS`).
   prefix: what model names of this variant start with ("" for magnitude, whose names are today's).
   fixed_level: the only level of the variant (2:4 is 0.5 by construction), or None for config.sparsity_levels.
   ptq_mode: the `pie.quantization` mode of a derived post-training-quantization variant.
@@ -80,15 +91,44 @@ VARIANTS = collections.OrderedDict((v.name, v) for v in (
     Variant("ptq_dynamic_int8", "derived", "ptq_dynamic_int8_", fixed_level=0.0, ptq_mode="dynamic_int8"),
     Variant("ptq_full_int8", "derived", "ptq_full_int8_", fixed_level=0.0, ptq_mode="full_int8"),
 ))
-# Methods whose level-0 model is the dense baseline, and the order populations are listed in (dense first).
-METHOD_ORDER = (DENSE,) + tuple(VARIANTS)
+CONTROLS = collections.OrderedDict((v.name, v) for v in (
+    Variant(DENSE_REPLICATE, "control", "dense_replicate_", fixed_level=0.0),
+    Variant(SHAM, "control", "sham_", fixed_level=SHAM_SPARSITY),
+))
+# The order populations are listed in: dense first, then the controls, then the compression methods.
+METHOD_ORDER = (DENSE,) + tuple(CONTROLS) + tuple(VARIANTS)
 
 
 def get_variant(method):
+  if method in CONTROLS:
+    return CONTROLS[method]
   if method not in VARIANTS:
     raise PieError(f"unknown compression method {method!r} (config.method / config.variants): choose one of "
                    f"{tuple(VARIANTS)}")
   return VARIANTS[method]
+
+
+def is_control(method):
+  """True for the populations in which nothing is compressed (config.controls)."""
+  return method in CONTROLS
+
+
+def check_controls(controls):
+  """config.controls as a tuple, checked: known names, no duplicates (empty: no control)."""
+  if isinstance(controls, str):
+    raise PieError(f"config.controls must be a list of control names, got the string {controls!r}")
+  controls = tuple(controls or ())
+  for name in controls:
+    if name not in CONTROLS:
+      raise PieError(f"unknown control {name!r} in config.controls: choose among {tuple(CONTROLS)}")
+  duplicates = sorted({c for c in controls if controls.count(c) > 1})
+  if duplicates:
+    raise PieError(f"config.controls lists {duplicates} more than once")
+  return controls
+
+
+def study_controls(config):
+  return check_controls(config.get("controls", ()))
 
 
 def method_rank(method):
@@ -104,6 +144,8 @@ def check_variants(variants):
   if not variants:
     raise PieError("config.variants is empty: give at least one compression method, e.g. ('magnitude',)")
   for method in variants:
+    if method in CONTROLS:
+      raise PieError(f"{method!r} is a control, not a compression method: list it in config.controls")
     get_variant(method)
   duplicates = sorted({m for m in variants if variants.count(m) > 1})
   if duplicates:
@@ -127,6 +169,10 @@ def effective_method(method, sparsity):
       raise PieError(f"method 'dense' has sparsity 0, got config.sparsity={sparsity}")
     return DENSE
   variant = get_variant(method)
+  if variant.kind == "control":
+    if abs(sparsity - variant.fixed_level) > 1e-9:
+      raise PieError(f"control {method!r} has sparsity {variant.fixed_level}, got config.sparsity={sparsity}")
+    return method
   if variant.kind == "pruning":
     if sparsity == 0:
       return DENSE
@@ -151,7 +197,7 @@ def model_name(method, sparsity, seed):
   method = effective_method(method, float(sparsity))
   if method in (DENSE, "magnitude"):
     return base
-  variant = VARIANTS[method]
+  variant = get_variant(method)
   if variant.kind == "pruning":
     return variant.prefix + base
   return f"{variant.prefix}seed{int(seed)}"
@@ -180,12 +226,19 @@ def study_jobs(config, levels_and_seeds):
   seeds = sorted({seed for _, seed in levels_and_seeds})
   levels = sorted({s for s, _ in levels_and_seeds if s > 0})
   jobs = [Job(DENSE, 0.0, seed, model_name(DENSE, 0.0, seed), "train") for seed in seeds]
+  for control in study_controls(config):
+    # The replicate's seeds follow the dense ones (disjoint); the sham reuses them, like every pruned level does.
+    control_seeds = [seed + max(seeds) + 1 for seed in seeds] if control == DENSE_REPLICATE else seeds
+    level = CONTROLS[control].fixed_level
+    jobs += [Job(control, level, seed, model_name(control, level, seed), "train") for seed in control_seeds]
   for method in variants:
     variant = VARIANTS[method]
     if variant.kind == "derived":
       continue
     method_levels = levels if variant.kind == "pruning" and variant.fixed_level is None else [variant.fixed_level]
     if variant.kind == "pruning" and variant.fixed_level is None and not method_levels:
+      if method == DEFAULT_METHOD:
+        continue  # config.sparsity_levels = (0.0,): a study of dense models only (a baseline, or an A/A study)
       raise PieError(f"method {method!r} needs a non-zero level in config.sparsity_levels")
     jobs += [Job(method, s, seed, model_name(method, s, seed), "train") for s in method_levels for seed in seeds]
   for method in variants:
@@ -353,9 +406,9 @@ def wrap_for_training(model, config, method, total_steps):
   import tensorflow_model_optimization as tfmot  # pylint: disable=g-import-not-at-top
   from pie import pruning  # pylint: disable=g-import-not-at-top
   scope = config.pruning.get("scope", "all_but_classifier")
-  if method == DENSE:
+  if method in (DENSE, DENSE_REPLICATE):
     return model, []
-  if method == "magnitude":
+  if method in ("magnitude", SHAM):
     begin, end, frequency = pruning.schedule_steps(config.pruning, total_steps)
     return pruning.apply_pruning(model, config.sparsity, begin, end, frequency, scope), [
         tfmot.sparsity.keras.UpdatePruningStep()]
@@ -388,7 +441,7 @@ def finalize(model, method, callbacks=()):
   """The model to export: pruning or clustering wrappers stripped (masks applied); a QAT model as it is."""
   import tensorflow_model_optimization as tfmot  # pylint: disable=g-import-not-at-top
   from pie import pruning  # pylint: disable=g-import-not-at-top
-  if method in ("magnitude", "2:4"):
+  if method in ("magnitude", "2:4", SHAM):
     return pruning.strip_pruning(model)
   if method == "random":
     for callback in callbacks:
@@ -457,7 +510,7 @@ def structure_report(model, method, layer_names):
 def compression_of_keras(model, method):
   """Size report of a Keras model exported as a float32 TFLite flatbuffer (sparse storage for pruning methods)."""
   from pie import quantization  # pylint: disable=g-import-not-at-top
-  sparse = method in ("magnitude", "2:4", "random")
+  sparse = method in ("magnitude", "2:4", "random", SHAM)
   report = quantization.keras_model_size_report(model, sparse_weights=sparse)
   report.pop("layer_sparsity", None)
   return report

@@ -19,15 +19,16 @@ def _analysis_dir(tiny_study):
 
 
 def test_study_runs_and_prints_the_report_path(tiny_study):
-  assert "models done 6/6" in tiny_study["stdout"]
+  assert "models done 9/9" in tiny_study["stdout"]  # 3 dense, 3 dense replicates (the default control), 3 pruned
   report = os.path.join(_analysis_dir(tiny_study), "report.html")
   assert f"Report: {report}" in tiny_study["stdout"]
   assert os.path.getsize(report) > 1000
 
 
 def test_every_model_has_its_files(tiny_study):
-  names = sorted(d for d in os.listdir(tiny_study["dir"]) if d.startswith("sparsity"))
-  assert names == [f"sparsity{s}_seed{k}" for s in (0, 90) for k in range(3)]
+  names = sorted(d for d in os.listdir(tiny_study["dir"]) if d.startswith(("sparsity", "dense_replicate")))
+  assert names == ([f"dense_replicate_seed{k}" for k in (3, 4, 5)] +
+                   [f"sparsity{s}_seed{k}" for s in (0, 90) for k in range(3)])
   for name in names:
     folder = os.path.join(tiny_study["dir"], name)
     for file in (f"{name}.tfrecord", f"{name}.json", "model.h5", "metrics.json", "train.log"):
@@ -43,19 +44,35 @@ def test_every_model_has_its_files(tiny_study):
     assert metadata["num_examples"] == 500 and metadata["top_k"] == 5
     target = metadata["target_sparsity"]
     assert abs(metadata["measured_sparsity"] - target) <= 0.005
+    assert metadata["method"] == ("dense_replicate" if name.startswith("dense_replicate") else
+                                  "dense" if target == 0 else "magnitude")
 
 
 def test_summary(tiny_study):
   summary = json.load(open(os.path.join(_analysis_dir(tiny_study), "summary.json")))
-  dense, pruned = summary["levels"]
-  assert (dense["sparsity"], pruned["sparsity"]) == (0.0, 0.9)
-  assert dense["num_models"] == pruned["num_models"] == 3
+  dense, replicate, pruned = summary["levels"]
+  assert (dense["sparsity"], replicate["sparsity"], pruned["sparsity"]) == (0.0, 0.0, 0.9)
+  assert (dense["role"], replicate["role"], pruned["role"]) == ("dense", "control", "pruned")
+  assert replicate["method"] == "dense_replicate" and replicate["models"] == [f"dense_replicate_seed{k}" for k in
+                                                                               (3, 4, 5)]
+  assert dense["num_models"] == pruned["num_models"] == replicate["num_models"] == 3
   assert abs(pruned["measured_sparsity_mean"] - 0.9) <= 0.005
   pies = pd.read_csv(os.path.join(_analysis_dir(tiny_study), "pies.csv"))
-  assert pruned["num_pies"] == len(pies) and pruned["pie_fraction"] == len(pies) / 500
+  assert pruned["num_pies"] == (pies.method == "magnitude").sum() and pruned["pie_fraction"] == pruned["num_pies"] / 500
+  assert replicate["num_pies"] == (pies.method == "dense_replicate").sum()
   classes = pd.read_csv(os.path.join(_analysis_dir(tiny_study), "class_stats.csv"))
-  assert pruned["num_significant_classes"] == int(classes.significant.sum())
+  assert pruned["num_significant_classes"] == int(classes.loc[classes.method == "magnitude", "significant"].sum())
   assert summary["study"]["num_examples"] == 500 and summary["tie_rule"]
+  assert summary["normalization"] == "per_model" and "normalization_warning" not in summary
+  # The noise floor: the replicate against the dense models, and A/A splits of the 6 pooled dense models into 3 + 3.
+  floor = summary["noise_floor"]
+  assert floor["control"] == "dense_replicate" and floor["num_pies"] == replicate["num_pies"]
+  assert floor["half_splits"]["pool_models"] == 6 and floor["half_splits"]["sizes"] == [3, 3]
+  assert floor["half_splits"]["num_splits"] == 200
+  assert pruned["distinguishable_from_noise"] in (True, False)
+  assert pruned["pies_excess_ci_low"] <= pruned["num_pies"] - floor["half_splits"]["num_pies_mean"]
+  for key in ("num_pies_largest_id_rule", "num_pies_tie_dependent"):
+    assert isinstance(pruned[key], int)
 
 
 def test_output_columns_and_pie_images(tiny_study):
@@ -64,11 +81,14 @@ def test_output_columns_and_pie_images(tiny_study):
   assert list(pies.columns[:len(PIES_COLUMNS)]) == PIES_COLUMNS
   assert (pies.dense_modal != pies.pruned_modal).all()
   classes = pd.read_csv(os.path.join(out, "class_stats.csv"))
-  assert set(CLASS_COLUMNS) <= set(classes.columns) and len(classes) == 10
+  assert set(CLASS_COLUMNS) <= set(classes.columns) and len(classes) == 20  # the replicate's classes, the level's
+  assert list(classes.method.unique()) == ["dense_replicate", "magnitude"]
   accuracy = pd.read_csv(os.path.join(out, "pie_accuracy.csv"))
-  assert list(accuracy.columns) == ["sparsity", "population", "subset", "num_examples", "top1_mean", "top1_std"]
+  assert list(accuracy.columns) == ["sparsity", "population", "subset", "num_examples", "top1_mean", "top1_std",
+                                    "method"]
   assert set(accuracy.subset) == {"pie", "random", "non_pie"} and set(accuracy.population) == {"dense", "pruned"}
   images = analysis.read_pie_images(os.path.join(out, "pies.tfrecord"))
+  pies = pies.loc[pies.method == "magnitude"]  # the images are the pruned level's PIEs
   assert len(images) == len(pies)
   if images:
     first = images[0]
@@ -82,7 +102,7 @@ def test_rerun_skips_finished_models(tiny_study):
   folder = os.path.join(tiny_study["dir"], "sparsity90_seed1")
   before = os.path.getmtime(os.path.join(folder, "sparsity90_seed1.tfrecord"))
   proc = run_binary("train.population", *TINY_STUDY_FLAGS, f"--workdir={tiny_study['dir']}", "--num_workers=2")
-  assert "all 6 models" in proc.stdout and "are finished" in proc.stdout
+  assert "all 9 models" in proc.stdout and "are finished" in proc.stdout
   assert os.path.getmtime(os.path.join(folder, "sparsity90_seed1.tfrecord")) == before
 
 
@@ -90,8 +110,10 @@ def test_dry_run_prints_one_command_per_model(tmp_path):
   proc = run_binary("train.population", *TINY_STUDY_FLAGS, f"--workdir={tmp_path}", "--dry_run",
                     "--strategy=tpu", "--tpu=my-tpu")
   commands = proc.stdout.strip().splitlines()
-  assert len(commands) == 6
+  assert len(commands) == 9
   assert all(c.startswith("python -m train.train --config=configs/digits.py") for c in commands)
+  replicates = [c for c in commands if "--config.method=dense_replicate" in c]
+  assert len(replicates) == 3 and "--config.sparsity=0.0 --config.seed=5" in replicates[-1]
   assert all("--config.num_epochs=2" in c and "--strategy=tpu --tpu=my-tpu" in c for c in commands)
   assert "--config.sparsity=0.9 --config.seed=2" in commands[-1]
   assert f"--workdir={tmp_path}/sparsity90_seed2" in commands[-1]

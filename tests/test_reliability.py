@@ -38,7 +38,7 @@ TRAIN_FLAGS = ("--config=configs/digits.py", "--config.num_epochs=3", "--config.
                "--config.checkpoint_every_epochs=1")
 # A small study: 2 levels x 2 seeds x 1 epoch.
 STUDY_FLAGS = ("--config=configs/digits.py", "--config.sparsity_levels=(0.0,0.5)", "--config.num_seeds=2",
-               "--config.num_epochs=1", "--config.pruning.end_fraction=0.5")
+               "--config.num_epochs=1", "--config.pruning.end_fraction=0.5", "--config.controls=()")
 STUDY_MODELS = ("sparsity0_seed0", "sparsity0_seed1", "sparsity50_seed0", "sparsity50_seed1")
 
 

@@ -50,15 +50,38 @@ def test_bad_methods_are_refused():
 
 
 def test_study_jobs_default_is_todays_grid():
-  config = digits_config()
+  config = digits_config(controls=())
   jobs = population.jobs(config)
   assert [(j.sparsity, j.seed) for j in jobs] == population.grid(config)
   assert [j.name for j in jobs] == [training.model_name(s, seed) for s, seed in population.grid(config)]
   assert {j.method for j in jobs} == {"dense", "magnitude"}
 
 
+def test_study_jobs_with_controls():
+  config = digits_config(**{"sparsity_levels": (0.0, 0.9), "num_seeds": 3, "controls": ("dense_replicate", "sham")})
+  jobs = population.jobs(config)
+  assert [j.name for j in jobs] == [
+      "sparsity0_seed0", "sparsity0_seed1", "sparsity0_seed2",
+      "dense_replicate_seed3", "dense_replicate_seed4", "dense_replicate_seed5",  # seeds disjoint from the dense ones
+      "sham_seed0", "sham_seed1", "sham_seed2",  # the dense seeds, like every pruned level
+      "sparsity90_seed0", "sparsity90_seed1", "sparsity90_seed2"]
+  assert [(j.method, j.sparsity) for j in jobs if j.name.startswith("sham")] == [("sham", variants.SHAM_SPARSITY)] * 3
+  commands = population.dry_run_commands(config, "/nonexistent", ["--config=configs/digits.py"])
+  assert sum("--config.method=dense_replicate --config.sparsity=0.0" in c for c in commands) == 3
+  assert sum("--config.method=sham --config.sparsity=0.001" in c for c in commands) == 3
+  with pytest.raises(PieError, match="unknown control 'replicate'"):
+    population.jobs(digits_config(controls=("replicate",)))
+  with pytest.raises(PieError, match="is a control"):
+    population.jobs(digits_config(variants=("magnitude", "sham")))
+
+
+def test_a_study_of_dense_models_only():
+  config = digits_config(**{"sparsity_levels": (0.0,), "num_seeds": 3, "controls": ()})
+  assert [j.name for j in population.jobs(config)] == ["sparsity0_seed0", "sparsity0_seed1", "sparsity0_seed2"]
+
+
 def test_study_jobs_with_variants():
-  config = digits_config(**{"sparsity_levels": (0.0, 0.9), "num_seeds": 2})
+  config = digits_config(**{"sparsity_levels": (0.0, 0.9), "num_seeds": 2, "controls": ()})
   with config.unlocked():
     config.variants = ("random", "2:4", "ptq_dynamic_int8")
   jobs = population.jobs(config)
@@ -247,12 +270,16 @@ def test_study_with_variants_end_to_end(tmp_path):
   study_dir = str(tmp_path / "study")
   flags = ["--config=configs/digits_methods.py", "--config.sparsity_levels=(0.0,0.5)", "--config.num_seeds=2",
            "--config.num_epochs=2", "--config.steps_per_epoch=10", "--config.pruning.end_fraction=0.5",
-           "--config.variants=('2:4','ptq_dynamic_int8')"]
+           "--config.variants=('2:4','ptq_dynamic_int8')", "--config.controls=('sham',)"]
   proc = run_binary("train.population", *flags, f"--workdir={study_dir}", "--num_workers=2", "--analyze")
-  assert "models done 6/6" in proc.stdout
+  assert "models done 8/8" in proc.stdout
   names = sorted(d for d in os.listdir(study_dir) if os.path.isdir(os.path.join(study_dir, d)) and d != "analysis")
   assert names == ["2of4_sparsity50_seed0", "2of4_sparsity50_seed1", "ptq_dynamic_int8_seed0",
-                   "ptq_dynamic_int8_seed1", "sparsity0_seed0", "sparsity0_seed1"]
+                   "ptq_dynamic_int8_seed1", "sham_seed0", "sham_seed1", "sparsity0_seed0", "sparsity0_seed1"]
+  # The sham control: trained through the pruning wrappers and schedule, at a negligible target, measured.
+  sham = json.load(open(os.path.join(study_dir, "sham_seed0", "sham_seed0.json")))
+  assert sham["method"] == "sham" and sham["target_sparsity"] == variants.SHAM_SPARSITY
+  assert abs(sham["measured_sparsity"] - variants.SHAM_SPARSITY) < 0.005
   # 2:4: the pattern holds in every block of the layers with >= 4 input channels; conv1 (1 channel) stays dense.
   model = training.load_model(os.path.join(study_dir, "2of4_sparsity50_seed0", "model.h5"))
   for name in ("conv2", "hidden"):
@@ -266,14 +293,16 @@ def test_study_with_variants_end_to_end(tmp_path):
   out = os.path.join(study_dir, "analysis")
   summary = json.load(open(os.path.join(out, "summary.json")))
   assert [(lv["method"], lv["sparsity"]) for lv in summary["levels"]] == [
-      ("dense", 0.0), ("2:4", 0.5), ("ptq_dynamic_int8", 0.0)]
+      ("dense", 0.0), ("sham", variants.SHAM_SPARSITY), ("2:4", 0.5), ("ptq_dynamic_int8", 0.0)]
+  # Without a replicate, the sham is the floor's direct control and the A/A splits halve the dense models.
+  assert summary["noise_floor"]["control"] == "sham" and summary["noise_floor"]["half_splits"] is None
   pies = pd.read_csv(os.path.join(out, "pies.csv"))
   assert list(pies.columns[:2]) == ["sparsity", "example_id"] and pies.columns[-1] == "method"
   # The report's per-level sections show dense vs 2:4 (the primary pruning method); its images are those PIEs.
   assert len(analysis.read_pie_images(os.path.join(out, "pies.tfrecord"))) == int((pies["method"] == "2:4").sum())
   html = open(os.path.join(out, "report.html"), encoding="utf-8").read()
-  assert "<section id='methods'>" in html and "ptq_dynamic_int8" in html
+  assert "<section id='methods'>" in html and "ptq_dynamic_int8" in html and "sham (control)" in html
   assert os.path.exists(os.path.join(out, "figures", "methods_vs_size.svg"))
   # A rerun finds everything finished and derives nothing again.
   proc = run_binary("train.population", *flags, f"--workdir={study_dir}", "--num_workers=2")
-  assert "all 6 models" in proc.stdout and "are finished" in proc.stdout
+  assert "all 8 models" in proc.stdout and "are finished" in proc.stdout
