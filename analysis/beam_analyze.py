@@ -30,8 +30,9 @@ _SHARD_ROWS = flags.DEFINE_integer("shard_rows", 200_000, "Rows per intermediate
 
 
 def run(study_dir=None, predictions=None, out_dir=None, alpha=0.05, seed=0, allow_mixed_configs=False,
-        normalization="population", bootstrap_resamples=200, power_effect=analysis.DEFAULT_POWER_EFFECT,
-        validate_first=True, pipeline_args=(), block_size=20_000, shard_rows=200_000, log=print):
+        normalization="per_model", bootstrap_resamples=200, power_effect=analysis.DEFAULT_POWER_EFFECT,
+        validate_first=True, pipeline_args=(), block_size=20_000, shard_rows=200_000,
+        noise_floor_splits=analysis.DEFAULT_NOISE_FLOOR_SPLITS, log=print):
   """Checks the study and runs the Beam analysis; returns (out_dir, summary)."""
   out_dir = study_flags.output_dir(study_dir, predictions, out_dir)
   from pie import beam_analysis  # pylint: disable=g-import-not-at-top
@@ -41,7 +42,8 @@ def run(study_dir=None, predictions=None, out_dir=None, alpha=0.05, seed=0, allo
   summary = beam_analysis.analyze_study(
       study_dir, out_dir, prediction_files=predictions, alpha=alpha, seed=seed, normalization=normalization,
       bootstrap_resamples=bootstrap_resamples, power_effect=power_effect, allow_mixed_configs=allow_mixed_configs,
-      pipeline_args=pipeline_args, block_size=block_size, shard_rows=shard_rows, log=log)
+      pipeline_args=pipeline_args, block_size=block_size, shard_rows=shard_rows,
+      noise_floor_splits=noise_floor_splits, log=log)
   return out_dir, summary
 
 
@@ -60,7 +62,7 @@ def main(argv):
   out_dir, _ = run(f.STUDY_DIR.value, f.PREDICTIONS.value, f.OUT_DIR.value, f.ALPHA.value, f.SEED.value,
                    f.ALLOW_MIXED.value, f.NORMALIZATION.value, f.BOOTSTRAP.value, f.POWER_EFFECT.value, f.VALIDATE.value,
                    pipeline_args=argv[1:], block_size=_BLOCK_SIZE.value, shard_rows=_SHARD_ROWS.value,
-                   log=lambda m: print(m, flush=True))
+                   noise_floor_splits=f.NOISE_FLOOR_SPLITS.value, log=lambda m: print(m, flush=True))
   print(f"analysis written to {out_dir}", flush=True)
 
 

@@ -17,11 +17,15 @@ ALLOW_MIXED = flags.DEFINE_bool("allow_mixed_configs", False, "Accept models tra
 VALIDATE = flags.DEFINE_bool("validate", True, "Check the study directory's metadata first (every expected model "
                              "present and finished, sparsity within tolerance, one config) and stop on any problem; "
                              "--novalidate analyses whatever finished models there are.")
-NORMALIZATION = flags.DEFINE_enum("normalization", "population", ["population", "per_model"],
-                                  "Recall normalization: minus the population's mean top-1 (the paper) or each "
-                                  "model's own top-1.")
+NORMALIZATION = flags.DEFINE_enum("normalization", "per_model", ["per_model", "population"],
+                                  "Recall normalization: minus each model's own top-1 (default: same estimate as the "
+                                  "paper's rule, right standard error) or minus the population's mean top-1 (the "
+                                  "paper's rule, which ignores the variance of that mean).")
 BOOTSTRAP = flags.DEFINE_integer("bootstrap_resamples", 200, "Bootstrap resamples of the models for PIE and class "
                                  "stability (0: skip).")
+NOISE_FLOOR_SPLITS = flags.DEFINE_integer("noise_floor_splits", analysis.DEFAULT_NOISE_FLOOR_SPLITS,
+                                          "Random A/A splits of the pooled dense models that measure the noise floor "
+                                          "(0: skip).")
 POWER_EFFECT = flags.DEFINE_float("power_effect", analysis.DEFAULT_POWER_EFFECT, "Normalized recall change that "
                                   "summary.json's models_needed plan is sized to detect (80% power).")
 

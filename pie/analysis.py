@@ -5,7 +5,8 @@ Outputs (each written to a temporary name, then renamed):
   class_stats.csv     one row per class per level (Welch test, FDR, CI, effect size, bootstrap stability)
   exemplar_scores.csv one row per example per level: modal labels and the L1 "taxicab" score, ranked
   pie_accuracy.csv    top-1 of both populations on PIEs, a random sample of the same size, and non-PIEs
-  summary.json        per level: models, top-1, measured sparsity, PIEs, significant classes, models needed
+  summary.json        per level: models, top-1, measured sparsity, PIEs, significant classes, models needed, the
+                      excess of PIEs over the noise floor; the noise floor itself (A/A comparisons of dense models)
   pies.tfrecord     the PIE images with their labels (unless images are skipped)
   report.html       the report (pie.report)
 Columns are described in the README.
@@ -15,6 +16,12 @@ the dense one. When a study holds any method besides magnitude pruning, every CS
 (`sparsity` stays the level), and pies.tfrecord holds the PIEs of the report's per-level view (dense against the
 primary pruning method, `variants.primary_method`). summary.json levels always carry `method`, `bits_per_weight` and
 `compressed_bytes` (means over the population's models; None for exports that do not record them).
+
+Controls (`config.controls`: a dense replicate with other seeds, a sham population through the pruning machinery at a
+negligible target) are compared with the dense population like any other population; their rows carry their `method`.
+The noise floor (summary.json `noise_floor`) comes from A/A comparisons: the control against the dense population,
+and random splits of the pooled dense and replicate models into two populations of the compared sizes. A compressed
+population whose PIE count does not exceed the floor's upper quantile is within seed noise.
 
 The tables are built from sums over examples (correct predictions per model and class, PIE and tie counts) and from
 per-example rows, by functions that `pie.beam_analysis` shares: it computes the same files for prediction sets too
@@ -41,13 +48,15 @@ OUTPUT_FILES = ("pies.csv", "class_stats.csv", "exemplar_scores.csv", "pie_accur
 DEFAULT_POWER_EFFECT = 0.05
 # The subsets of pie_accuracy.csv, in row order.
 SUBSETS = ("pie", "random", "non_pie")
+# Random A/A splits of the pooled dense models that measure the noise floor, unless the caller asks for another number.
+DEFAULT_NOISE_FLOOR_SPLITS = 200
 
 
 def _names(class_names, ids):
   return [class_names[i] for i in ids]
 
 
-def check_options(alpha, normalization, bootstrap_resamples):
+def check_options(alpha, normalization, bootstrap_resamples, noise_floor_splits=DEFAULT_NOISE_FLOOR_SPLITS):
   """The analysis options, checked (a PieError names the flag)."""
   if not 0 < alpha < 1:
     raise PieError(f"--alpha must be in (0, 1), got {alpha}")
@@ -55,6 +64,8 @@ def check_options(alpha, normalization, bootstrap_resamples):
     raise PieError(f"--normalization must be one of {significance.NORMALIZATIONS}, got {normalization!r}")
   if bootstrap_resamples < 0:
     raise PieError(f"--bootstrap_resamples must be >= 0, got {bootstrap_resamples}")
+  if noise_floor_splits < 0:
+    raise PieError(f"--noise_floor_splits must be >= 0, got {noise_floor_splits}")
 
 
 def compared_populations(populations):
@@ -68,11 +79,138 @@ def compared_populations(populations):
   return compressed, with_method, variants.primary_method(method for method, _ in compressed)
 
 
-def pie_rows(sparsity, example_ids, labels, dense_details, pruned_details, class_names, pie_stability=None):
+class FloorPlan:
+  """The A/A comparisons of the noise floor, and the permutation splits that test each level against it.
+
+  The pool is the dense population and, when the study has one, the dense replicate (both dense, disjoint seeds).
+  `splits` draw two disjoint populations from the pool, of the sizes of a compared population and the dense one, so
+  that a level's PIEs are set against A/A counts at the same population sizes. `permutations` split the pooled dense
+  and compressed models of a level the same way (a permutation test). `control` is the control compared directly
+  with the dense population: the replicate, else the sham, else None.
+  """
+
+  def __init__(self, populations, compared, num_splits, seed):
+    self.num_splits, self.seed = int(num_splits), int(seed)
+    self.pool_keys = [("dense", 0.0)] + [k for k in populations if k[0] == variants.DENSE_REPLICATE]
+    self.pool_size = sum(len(populations[k]) for k in self.pool_keys)
+    controls = sorted((k for k in populations if variants.is_control(k[0])), key=lambda k: variants.method_rank(k[0]))
+    self.control = controls[0] if controls else None
+    self.n_dense = len(populations[("dense", 0.0)])
+    if len(self.pool_keys) > 1:
+      self.reference = (self.n_dense, len(populations[self.pool_keys[1]]))
+    else:
+      self.reference = (self.pool_size // 2, self.pool_size // 2)
+    level_pairs = {(self.n_dense, len(populations[k])) for k in compared if not variants.is_control(k[0])}
+    self.splits, self.permutations = {}, {}
+    if self.num_splits:
+      for pair in sorted(level_pairs | ({self.reference} if self.reference[0] >= 2 else set())):
+        if pair[0] + pair[1] <= self.pool_size:
+          self.splits[pair] = significance.half_splits(self.pool_size, *pair, self.num_splits, self.seed)
+      for pair in sorted(level_pairs):
+        self.permutations[pair] = significance.half_splits(sum(pair), *pair, self.num_splits, [self.seed, 1])
+
+  def pool_rows(self, row_of_key):
+    """Rows of the pool's models in a matrix whose population `key` starts at `row_of_key[key]` (a slice)."""
+    return np.concatenate([np.arange(row_of_key[k].start, row_of_key[k].stop) for k in self.pool_keys])
+
+  def pie_counts(self, pool_predictions, num_classes):
+    """{size pair: PIE counts per A/A split} over some examples (they add up over blocks of examples)."""
+    return {pair: significance.split_pie_counts(pool_predictions, first, second, num_classes)
+            for pair, (first, second) in self.splits.items()}
+
+  def permutation_counts(self, dense_predictions, level_predictions, num_classes):
+    """PIE counts of the permutation splits of one level's pooled dense and compressed models (add up over blocks);
+    None for a control or without splits."""
+    pair = (len(dense_predictions), len(level_predictions))
+    if pair not in self.permutations:
+      return None
+    first, second = self.permutations[pair]
+    return significance.split_pie_counts(np.concatenate([dense_predictions, level_predictions]), first, second,
+                                         num_classes)
+
+
+def _quantiles(values, alpha):
+  return (float(np.quantile(values, alpha / 2, method="inverted_cdf")),
+          float(np.quantile(values, 1 - alpha / 2, method="inverted_cdf")))
+
+
+def noise_floor(plan, levels, pool_hits, class_count, pie_counts, level_counts, alpha, normalization):
+  """summary.json's `noise_floor`, and each compressed level set against it (in place in `levels`).
+
+  `pie_counts` are `FloorPlan.pie_counts` summed over every example; `level_counts` maps each compared population's
+  (method, sparsity) to {"permutation": its `FloorPlan.permutation_counts`, "bootstrap": its PIEs per bootstrap
+  resample} (either None when not computed); `levels` are the summary's level entries.
+  """
+  num_examples = int(np.sum(class_count))
+  floor = {"control": None, "control_models": None, "num_pies": None, "pie_fraction": None,
+           "num_significant_classes": None, "num_significant_classes_fdr": None, "half_splits": None}
+  control_entry = None
+  if plan.control is not None:
+    control_entry = next(e for e in levels if (e["method"], e["sparsity"]) == plan.control)
+    floor.update(control=plan.control[0], control_models=control_entry["num_models"],
+                 num_pies=control_entry["num_pies"], pie_fraction=control_entry["pie_fraction"],
+                 num_significant_classes=control_entry["num_significant_classes"],
+                 num_significant_classes_fdr=control_entry["num_significant_classes_fdr"])
+  if plan.reference in plan.splits:
+    first, second = plan.splits[plan.reference]
+    tests = significance.split_class_tests(pool_hits, class_count, first, second, alpha=alpha,
+                                           normalization=normalization)
+    counts = pie_counts[plan.reference]
+    low, high = _quantiles(counts, alpha)
+    spread = (lambda x: float(np.std(x, ddof=1))) if len(counts) > 1 else (lambda x: None)
+    floor["half_splits"] = {
+        "pool": [k[0] for k in plan.pool_keys], "pool_models": plan.pool_size, "sizes": list(plan.reference),
+        "num_splits": plan.num_splits, "seed": plan.seed, "num_pies_mean": float(counts.mean()),
+        "num_pies_std": spread(counts), "num_pies_low": low, "num_pies_high": high,
+        "pie_fraction_mean": float(counts.mean() / num_examples),
+        "num_significant_classes_mean": float(tests["num_significant"].mean()),
+        "num_significant_classes_std": spread(tests["num_significant"]),
+        "num_significant_classes_fdr_mean": float(tests["num_significant_fdr"].mean()),
+        "num_significant_classes_fdr_std": spread(tests["num_significant_fdr"]),
+        "splits_with_fdr_discovery": float(np.mean(tests["num_significant_fdr"] > 0)),
+        "class_tests_significant_rate": (float(tests["num_significant"].sum() / tests["num_tested"].sum())
+                                         if tests["num_tested"].sum() else None)}
+  control_boot = level_counts.get(plan.control, {}).get("bootstrap") if plan.control else None
+  for entry in levels:
+    if entry["role"] != "pruned":
+      continue
+    pair = (plan.n_dense, entry["num_models"])
+    if pair in plan.splits:
+      floor_mean = float(np.mean(pie_counts[pair]))
+    else:  # no A/A split of these sizes: the control's own comparison is the floor
+      floor_mean = None if control_entry is None else float(control_entry["num_pies"])
+    parts = level_counts.get((entry["method"], entry["sparsity"]), {})
+    permutation = parts.get("permutation")
+    result = significance.pies_against_floor(
+        entry["num_pies"], [] if permutation is None else permutation, floor_mean, parts.get("bootstrap"),
+        control_boot, alpha)
+    entry.update(noise_floor_pies_mean=floor_mean, pies_excess=result["excess"],
+                 pies_excess_ci_low=result["ci_low"], pies_excess_ci_high=result["ci_high"],
+                 pies_noise_p_value=result["p_value"], distinguishable_from_noise=result["distinguishable"])
+  floor["note"] = _floor_note(plan)
+  return floor
+
+
+def _floor_note(plan):
+  if not plan.num_splits:
+    return "no A/A or permutation splits were drawn (noise_floor_splits = 0)"
+  text = ("distinguishable_from_noise: a permutation test of each level's PIEs (its models pooled with the dense "
+          "ones and split at random); pies_excess: PIEs minus the mean PIEs of two dense populations of the same "
+          "sizes, ")
+  if len(plan.pool_keys) == 1:
+    return text + ("which needs a dense replicate: add config.controls = ('dense_replicate',) (the A/A splits here "
+                   "halve the dense models, smaller than the compared populations)")
+  return text + "from A/A splits of the pooled dense and replicate models, its interval from bootstrap resamples"
+
+
+def pie_rows(sparsity, example_ids, labels, dense_details, pruned_details, class_names, pie_stability=None,
+             largest_id_modal=None):
   """Rows of pies.csv for a run of examples (all of them, or one block), the PIE mask and the tie counts.
 
   `*_details` are `stats.modal_labels(..., return_details=True)` of both populations over those examples;
-  `pie_stability`, when given, is the bootstrap stability of each of them. Tie counts add up over blocks.
+  `pie_stability`, when given, is the bootstrap stability of each of them; `largest_id_modal`, when given, the modal
+  labels of both populations under the authors' rule (ties toward the largest class id), for the tie sensitivity.
+  Tie counts add up over blocks.
   """
   dense_modal, dense_share, dense_tied = dense_details
   pruned_modal, pruned_share, pruned_tied = pruned_details
@@ -85,17 +223,16 @@ def pie_rows(sparsity, example_ids, labels, dense_details, pruned_details, class
       "label_name": _names(class_names, labels[ids]), "dense_modal_name": _names(class_names, dense_modal[ids]),
       "pruned_modal_name": _names(class_names, pruned_modal[ids])})
   if pie_stability is not None:
+    # pie_replicability says what the number is (the share of bootstrap resamples of the models in which the example
+    # is still a PIE); pie_stability is its first name, kept for scripts that read it.
     table["pie_stability"] = pie_stability[ids]
+    table["pie_replicability"] = pie_stability[ids]
   ties = {"num_ties_dense": int(dense_tied.sum()), "num_ties_pruned": int(pruned_tied.sum()),
           "num_pies_with_tie": int((dense_tied | pruned_tied)[pies].sum())}
+  if largest_id_modal is not None:
+    pies_largest = largest_id_modal[0] != largest_id_modal[1]
+    ties.update(num_pies_largest_id_rule=int(pies_largest.sum()), num_pies_tie_dependent=int((pies_largest != pies).sum()))
   return pies, table, ties
-
-
-def pie_table(sparsity, dense_predictions, pruned_predictions, labels, class_names):
-  """Rows of pies.csv for one level, plus the tie counts of both populations."""
-  labels = np.asarray(labels)
-  return pie_rows(sparsity, np.arange(len(labels)), labels, stats.modal_labels(dense_predictions, return_details=True),
-                  stats.modal_labels(pruned_predictions, return_details=True), class_names)
 
 
 def random_sample(rng, num_examples, num_pies):
@@ -145,7 +282,8 @@ def level_entry(key, models, top1):
   """The summary entry of a population: `key` is a sparsity (dense/magnitude) or a (method, level) pair; `top1` the
   models' top-1 accuracies, in the order of `models`."""
   method, sparsity = key if isinstance(key, tuple) else ("dense" if key == 0 else "magnitude", key)
-  return {"sparsity": sparsity, "role": "dense" if method == "dense" else "pruned", "num_models": len(models),
+  role = "dense" if method == "dense" else "control" if variants.is_control(method) else "pruned"
+  return {"sparsity": sparsity, "role": role, "num_models": len(models),
           "top1_mean": float(top1.mean()), "top1_std": float(top1.std(ddof=1)),
           "measured_sparsity_mean": float(np.mean([m.measured_sparsity for m in models])),
           "num_pies": None, "pie_fraction": None, "num_significant_classes": None, "num_ties_dense": None,
@@ -194,7 +332,11 @@ def compare_level(entry, sparsity, dense_hits, pruned_hits, class_count, class_n
                                         normalization=normalization)
   classes.insert(0, "sparsity", sparsity)
   if class_stability is not None:
+    # The share of bootstrap resamples of the models in which p < alpha again: how replicable the uncorrected verdict
+    # is, not the probability that the class is affected (on real A/A splits a false positive replicates 71% of the
+    # time: docs/statistics.md).
     classes["significant_stability"] = class_stability
+    classes["significance_replicability"] = class_stability
     entry["num_pies_stable_90"] = int(num_pies_stable_90)
   num_examples = int(np.sum(class_count))
   entry.update(ties, num_pies=int(num_pies), pie_fraction=float(num_pies / num_examples),
@@ -211,35 +353,52 @@ def log_level(log, method, sparsity, entry):
       "control)")
 
 
-def study_summary(study, levels, alpha, seed, normalization, bootstrap_resamples):
+def study_summary(study, levels, alpha, seed, normalization, bootstrap_resamples, noise_floor_summary=None):
   """summary.json. `study` is a `pie.study.Study` or a `pie.study.StudyIndex` (the same fields)."""
-  return {
+  summary = {
       "study": {"name": study.config.get("name", study.dataset), "dataset": study.dataset,
                 "eval_split": study.split, "num_classes": study.num_classes, "class_names": study.class_names,
                 "num_examples": study.num_examples, "model": study.config.get("model", {}).get("name", ""),
                 "config": study.config, "config_hash": study.config_hash, "study_dir": study.study_dir,
                 "incomplete_exports_skipped": study.incomplete},
-      "alpha": alpha, "seed": seed, "normalization": normalization, "bootstrap_resamples": bootstrap_resamples,
-      "tie_rule": stats.TIE_RULE, "levels": levels}
+      "alpha": alpha, "confidence_level": 1 - alpha, "seed": seed, "normalization": normalization,
+      "bootstrap_resamples": bootstrap_resamples, "tie_rule": stats.TIE_RULE, "levels": levels,
+      "noise_floor": noise_floor_summary}
+  if normalization == "population":
+    summary["normalization_warning"] = significance.POPULATION_NORMALIZATION_WARNING
+  return summary
 
 
-def analyze(study, alpha=0.05, seed=0, normalization="population", bootstrap_resamples=200,
-            power_effect=DEFAULT_POWER_EFFECT, log=print):
+def check_populations(populations, where):
+  """A study the analysis can compare: a dense population and either another population or enough dense models for
+  an A/A floor (a study of dense models only)."""
+  if len(populations) == 1 and len(populations[("dense", 0.0)]) < 4:
+    raise PieError(f"{where}: only {len(populations[('dense', 0.0)])} dense models and no other population: a study "
+                   "of dense models only needs at least 4 to split them into two A/A populations")
+
+
+def analyze(study, alpha=0.05, seed=0, normalization=significance.DEFAULT_NORMALIZATION, bootstrap_resamples=200,
+            power_effect=DEFAULT_POWER_EFFECT, noise_floor_splits=DEFAULT_NOISE_FLOOR_SPLITS, log=print):
   """Computes every table of the analysis in memory: dict of DataFrames, the summary, and the PIE ids per level."""
-  check_options(alpha, normalization, bootstrap_resamples)
+  check_options(alpha, normalization, bootstrap_resamples, noise_floor_splits)
   rng = np.random.default_rng(seed)
   labels = study.labels
   num_classes, num_examples = study.num_classes, study.num_examples
   populations = study.populations or {("dense", 0.0): study.levels[0.0],
                                       **{("magnitude", s): study.levels[s] for s in study.pruned_levels}}
+  check_populations(populations, study.study_dir or "the prediction files")
   compressed, with_method, primary = compared_populations(populations)
   dense_key = ("dense", 0.0) if study.populations else 0.0
   dense = study.predictions(dense_key)
   class_count = np.bincount(labels, minlength=num_classes)
   dense_hits = significance.class_hits(dense, labels, num_classes)
+  dense_details = stats.modal_labels(dense, return_details=True)
+  dense_largest = stats.modal_labels(dense, tie_break="largest")
   levels = [level_entry(dense_key, study.models(dense_key), top1_from_hits(dense_hits, num_examples))]
   parts = {"pies.csv": [], "class_stats.csv": [], "exemplar_scores.csv": [], "pie_accuracy.csv": []}
   pie_ids = {}
+  plan = FloorPlan(populations, compressed, noise_floor_splits, seed)
+  level_counts = {}
   for method, sparsity in compressed:
     key = (method, sparsity) if study.populations else sparsity
     pruned = study.predictions(key)
@@ -249,10 +408,13 @@ def analyze(study, alpha=0.05, seed=0, normalization="population", bootstrap_res
       boot = significance.bootstrap_stability(dense, pruned, labels, num_classes,
                                               num_resamples=bootstrap_resamples, seed=seed, alpha=alpha,
                                               normalization=normalization)
-    pies, table, ties = pie_rows(sparsity, np.arange(num_examples), labels,
-                                 stats.modal_labels(dense, return_details=True),
+    level_counts[(method, sparsity)] = {"bootstrap": None if boot is None else boot.pie_counts,
+                                        "permutation": plan.permutation_counts(dense, pruned, num_classes)
+                                        if not variants.is_control(method) else None}
+    pies, table, ties = pie_rows(sparsity, np.arange(num_examples), labels, dense_details,
                                  stats.modal_labels(pruned, return_details=True), study.class_names,
-                                 pie_stability=None if boot is None else boot.pie_stability)
+                                 pie_stability=None if boot is None else boot.pie_stability,
+                                 largest_id_modal=(dense_largest, stats.modal_labels(pruned, tie_break="largest")))
     entry = level_entry(key, study.models(key), top1_from_hits(pruned_hits, num_examples))
     classes = compare_level(
         entry, sparsity, dense_hits, pruned_hits, class_count, study.class_names, int(pies.sum()), ties, alpha,
@@ -269,16 +431,56 @@ def analyze(study, alpha=0.05, seed=0, normalization="population", bootstrap_res
       pie_ids[sparsity] = np.nonzero(pies)[0]
     levels.append(entry)
     log_level(log, method, sparsity, entry)
-  summary = study_summary(study, levels, alpha, seed, normalization, bootstrap_resamples)
-  tables = {name: pd.concat(frames, ignore_index=True) for name, frames in parts.items()}
+  pool = np.concatenate([np.stack([m.top1 for m in populations[k]]) for k in plan.pool_keys])
+  if plan.splits:
+    log(f"noise floor: {noise_floor_splits} A/A splits of {plan.pool_size} dense models")
+  floor = noise_floor(plan, levels, significance.class_hits(pool, labels, num_classes), class_count,
+                      plan.pie_counts(pool, num_classes), level_counts, alpha, normalization)
+  log_floor(log, floor, levels)
+  summary = study_summary(study, levels, alpha, seed, normalization, bootstrap_resamples, floor)
+  tables = {name: (pd.concat(frames, ignore_index=True) if frames else empty_table(name, with_method))
+            for name, frames in parts.items()}
   return tables, summary, pie_ids
+
+
+def log_floor(log, floor, levels):
+  """One line for the floor and one for each level within it."""
+  splits = floor["half_splits"]
+  if floor["control"] is not None:
+    log(f"noise floor: {floor['control']} against dense: {floor['num_pies']} PIEs, "
+        f"{floor['num_significant_classes']} significant classes ({floor['num_significant_classes_fdr']} after FDR)")
+  if splits is not None:
+    log(f"noise floor: A/A splits {splits['sizes'][0]} + {splits['sizes'][1]}: {splits['num_pies_mean']:.1f} PIEs on "
+        f"average (up to {splits['num_pies_high']:g}), {splits['num_significant_classes_mean']:.2f} significant "
+        f"classes, {splits['splits_with_fdr_discovery']:.1%} of splits with an FDR discovery")
+  within = [f"{e['method']} {e['sparsity']:g}" for e in levels if e.get("distinguishable_from_noise") is False]
+  if within:
+    log(f"within the noise floor (PIEs): {', '.join(within)}")
+
+
+_EMPTY_COLUMNS = {
+    "pies.csv": ("sparsity", "example_id", "label", "dense_modal", "pruned_modal", "dense_modal_share",
+                 "pruned_modal_share", "modal_tie", "label_name", "dense_modal_name", "pruned_modal_name"),
+    "class_stats.csv": ("sparsity", "class_id", "class_name", "num_examples", "dense_recall_mean",
+                        "pruned_recall_mean", "recall_change", "normalized_change", "t_statistic", "p_value",
+                        "significant", "q_value", "significant_fdr", "ci_low", "ci_high", "hedges_g", "df", "note"),
+    "exemplar_scores.csv": ("sparsity", "example_id", "label", "dense_modal", "pruned_modal", "is_pie",
+                            "l1_distance", "rank"),
+    "pie_accuracy.csv": ("sparsity", "population", "subset", "num_examples", "top1_mean", "top1_std"),
+}
+
+
+def empty_table(name, with_method=False):
+  """A table with its header and no row (a study of dense models only compares nothing)."""
+  return pd.DataFrame(columns=list(_EMPTY_COLUMNS[name]) + (["method"] if with_method else []))
 
 
 def csv_text(frame):
   """The text of an output table (pie.beam_analysis writes its shards with it too, so the files match)."""
-  # Float columns are formatted here ("%.6g", NaN as an empty field): the same text as to_csv(float_format="%.6g"),
-  # whose per-value formatter takes seconds on the 250,000-row exemplar table.
-  frame = frame.assign(**{name: ["" if v != v else "%.6g" % v for v in frame[name].tolist()]
+  # Floats are written as Python's shortest text that reads back to the same float (repr), so a reader can recompute
+  # every statistic exactly; NaN is an empty field. Formatting the lists here is far faster than to_csv's per-value
+  # formatter on the 250,000-row exemplar table.
+  frame = frame.assign(**{name: ["" if v != v else repr(v) for v in frame[name].tolist()]
                           for name in frame.columns if frame[name].dtype.kind == "f"})
   buffer = io.StringIO()
   frame.to_csv(buffer, index=False)
@@ -332,11 +534,13 @@ def load_eval_images(config_dict, example_ids, log=print):
   return dataset.eval_display_images(example_ids)
 
 
-def analyze_study(study, out_dir, alpha=0.05, seed=0, images=True, report=True, normalization="population",
-                  bootstrap_resamples=200, power_effect=DEFAULT_POWER_EFFECT, log=print):
+def analyze_study(study, out_dir, alpha=0.05, seed=0, images=True, report=True,
+                  normalization=significance.DEFAULT_NORMALIZATION, bootstrap_resamples=200,
+                  power_effect=DEFAULT_POWER_EFFECT, noise_floor_splits=DEFAULT_NOISE_FLOOR_SPLITS, log=print):
   """Runs the analysis and writes every output file into `out_dir`; returns the summary dict."""
   tables, summary, pie_ids = analyze(study, alpha=alpha, seed=seed, normalization=normalization,
-                                     bootstrap_resamples=bootstrap_resamples, power_effect=power_effect, log=log)
+                                     bootstrap_resamples=bootstrap_resamples, power_effect=power_effect,
+                                     noise_floor_splits=noise_floor_splits, log=log)
   io_utils.makedirs(out_dir)
   if images:
     all_ids = np.unique(np.concatenate(list(pie_ids.values()))) if pie_ids else np.zeros(0, np.int64)

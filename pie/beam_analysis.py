@@ -40,6 +40,7 @@ from pie import predictions as predictions_lib
 from pie import significance
 from pie import stats
 from pie import study as study_lib
+from pie import variants
 from pie.errors import PieError
 
 INSTALL_HINT = "pip install -e '.[beam]'"
@@ -69,8 +70,9 @@ class _Level:
 class _Plan:
   """Everything the workers need, pickled into the pipeline: small (no predictions)."""
 
-  def __init__(self, index, models, levels, with_method, seed, block_size, shard_rows, work_dir):
+  def __init__(self, index, models, levels, with_method, seed, block_size, shard_rows, work_dir, floor, pool_rows):
     self.paths = [m.path for m in models]             # model i of the block matrix reads paths[i]
+    self.floor, self.pool_rows = floor, pool_rows      # the noise floor's A/A splits and its models' rows
     self.reference = self.paths.index(index.paths[0])  # the file whose labels the others must equal
     self.num_examples, self.num_classes = index.num_examples, index.num_classes
     self.class_names = index.class_names
@@ -146,17 +148,22 @@ def _scored_block(block, parts, labels, plan):
     predictions[index] = top1
   dense = predictions[plan.dense]
   dense_details = stats.modal_labels(dense, return_details=True)
-  sums = {}
+  dense_largest = stats.modal_labels(dense, tie_break="largest")
+  sums = {("floor", pair): counts for pair, counts in plan.floor.pie_counts(predictions[plan.pool_rows],
+                                                                             plan.num_classes).items()}
   pies = np.zeros((len(plan.levels), len(ids)), bool)
   for j, level in enumerate(plan.levels):
     pruned = predictions[level.rows]
     stability = None
     if level.dense_resamples is not None:
-      stability, _ = significance.bootstrap_pie_stability(dense, pruned, plan.num_classes, level.dense_resamples,
-                                                          level.pruned_resamples)
-    pies[j], table, ties = analysis.pie_rows(level.sparsity, ids, labels, dense_details,
-                                             stats.modal_labels(pruned, return_details=True), plan.class_names,
-                                             pie_stability=stability)
+      stability, _, sums[(j, "bootstrap_counts")] = significance.bootstrap_pie_stability(
+          dense, pruned, plan.num_classes, level.dense_resamples, level.pruned_resamples, return_counts=True)
+    permutation = plan.floor.permutation_counts(dense, pruned, plan.num_classes)
+    if permutation is not None and not variants.is_control(level.method):
+      sums[(j, "permutation_counts")] = permutation
+    pies[j], table, ties = analysis.pie_rows(
+        level.sparsity, ids, labels, dense_details, stats.modal_labels(pruned, return_details=True), plan.class_names,
+        pie_stability=stability, largest_id_modal=(dense_largest, stats.modal_labels(pruned, tie_break="largest")))
     if plan.with_method:
       table["method"] = level.method
     io_utils.write_text(plan.pies_shard(j, block), analysis.csv_text(table))
@@ -352,16 +359,18 @@ def _concatenate(shards, path):
         out.write(body)
 
 
-def analyze_study(study_dir=None, out_dir=None, prediction_files=None, alpha=0.05, seed=0, normalization="population",
-                  bootstrap_resamples=200, power_effect=analysis.DEFAULT_POWER_EFFECT, allow_mixed_configs=False,
-                  pipeline_args=(), block_size=DEFAULT_BLOCK_SIZE, shard_rows=DEFAULT_SHARD_ROWS, log=print):
+def analyze_study(study_dir=None, out_dir=None, prediction_files=None, alpha=0.05, seed=0,
+                  normalization=significance.DEFAULT_NORMALIZATION, bootstrap_resamples=200,
+                  power_effect=analysis.DEFAULT_POWER_EFFECT, allow_mixed_configs=False, pipeline_args=(),
+                  block_size=DEFAULT_BLOCK_SIZE, shard_rows=DEFAULT_SHARD_ROWS,
+                  noise_floor_splits=analysis.DEFAULT_NOISE_FLOOR_SPLITS, log=print):
   """Runs the analysis as a Beam pipeline and writes its tables and summary.json into `out_dir`; returns the summary.
 
   Arguments as for `pie.analysis.analyze_study` and `pie.study.load_study`, plus the Beam `pipeline_args`
   (command-line style), the examples per block a worker scores at once, and the rows per shard of
   exemplar_scores.csv. Both sizes change how the work is cut, never the outputs.
   """
-  analysis.check_options(alpha, normalization, bootstrap_resamples)
+  analysis.check_options(alpha, normalization, bootstrap_resamples, noise_floor_splits)
   if out_dir is None:
     raise PieError("give an output folder (--out_dir)")
   if block_size < 1 or shard_rows < 1:
@@ -371,19 +380,24 @@ def analyze_study(study_dir=None, out_dir=None, prediction_files=None, alpha=0.0
   index = study_lib.scan_study(study_dir, prediction_files, allow_mixed_configs=allow_mixed_configs, log=log)
   if index.num_examples < 1:
     raise PieError(f"{index.paths[0]}: the prediction files hold no example")
+  analysis.check_populations(index.populations, study_dir or "the prediction files")
   compressed, with_method, _ = analysis.compared_populations(index.populations)
   models = list(index.populations[("dense", 0.0)])
   n_dense = len(models)
   levels = []
+  row_of_key = {("dense", 0.0): slice(0, n_dense)}
   for method, sparsity in compressed:
     population = index.populations[(method, sparsity)]
     rows = slice(len(models), len(models) + len(population))
+    row_of_key[(method, sparsity)] = rows
     resamples = (significance.bootstrap_resamples(n_dense, len(population), bootstrap_resamples, seed)
                  if bootstrap_resamples else (None, None))
     levels.append(_Level(method, sparsity, rows, *resamples))
     models += population
   work_dir = os.path.join(out_dir, f".beam-work-{uuid.uuid4().hex[:8]}")
-  plan = _Plan(index, models, levels, with_method, seed, block_size, shard_rows, work_dir)
+  floor = analysis.FloorPlan(index.populations, compressed, noise_floor_splits, seed)
+  plan = _Plan(index, models, levels, with_method, seed, block_size, shard_rows, work_dir, floor,
+               floor.pool_rows(row_of_key))
   runner = options.get_all_options()["runner"]
   log(f"beam: {len(models)} prediction files, {len(levels)} compared populations, {plan.num_blocks} block(s) of up "
       f"to {block_size} examples; runner {runner}")
@@ -397,11 +411,15 @@ def analyze_study(study_dir=None, out_dir=None, prediction_files=None, alpha=0.0
     results = _collect_sums(plan, index, log)
     summary, tables = _tables(plan, index, results, alpha, seed, normalization, bootstrap_resamples, power_effect,
                               log)
-    _concatenate([plan.pies_shard(j, b) for j in range(len(levels)) for b in range(plan.num_blocks)],
-                 os.path.join(out_dir, "pies.csv"))
     shards = -(-plan.num_examples // shard_rows)
-    _concatenate([plan.exemplar_shard(j, s) for j in range(len(levels)) for s in range(shards)],
-                 os.path.join(out_dir, "exemplar_scores.csv"))
+    for name, paths in (("pies.csv", [plan.pies_shard(j, b) for j in range(len(levels))
+                                      for b in range(plan.num_blocks)]),
+                        ("exemplar_scores.csv", [plan.exemplar_shard(j, s) for j in range(len(levels))
+                                                 for s in range(shards)])):
+      if paths:
+        _concatenate(paths, os.path.join(out_dir, name))
+      else:  # a study of dense models only: no compared population, the header alone
+        io_utils.write_text(os.path.join(out_dir, name), analysis.csv_text(analysis.empty_table(name, with_method)))
   finally:
     if tf.io.gfile.exists(work_dir):
       tf.io.gfile.rmtree(work_dir)
@@ -434,7 +452,8 @@ def _tables(plan, index, results, alpha, seed, normalization, bootstrap_resample
       class_stability, _ = significance.bootstrap_class_stability(
           dense_hits, pruned_hits, class_count, level.dense_resamples, level.pruned_resamples, alpha=alpha,
           normalization=normalization)
-    ties = {name: sums[(j, name)] for name in ("num_ties_dense", "num_ties_pruned", "num_pies_with_tie")}
+    ties = {name: sums[(j, name)] for name in ("num_ties_dense", "num_ties_pruned", "num_pies_with_tie",
+                                                "num_pies_largest_id_rule", "num_pies_tie_dependent")}
     classes = analysis.compare_level(
         entry, level.sparsity, dense_hits, pruned_hits, class_count, index.class_names, sums[(j, "num_pies")], ties,
         alpha, normalization, power_effect, class_stability=class_stability,
@@ -449,5 +468,13 @@ def _tables(plan, index, results, alpha, seed, normalization, bootstrap_resample
       parts[name].append(frame)
     levels.append(entry)
     analysis.log_level(log, level.method, level.sparsity, entry)
-  summary = analysis.study_summary(index, levels, alpha, seed, normalization, bootstrap_resamples)
-  return summary, {name: pd.concat(frames, ignore_index=True) for name, frames in parts.items()}
+  level_counts = {(level.method, level.sparsity): {"bootstrap": sums.get((j, "bootstrap_counts")),
+                                                   "permutation": sums.get((j, "permutation_counts"))}
+                  for j, level in enumerate(plan.levels)}
+  floor = analysis.noise_floor(plan.floor, levels, hits[plan.pool_rows], class_count,
+                               {pair: sums[("floor", pair)] for pair in plan.floor.splits}, level_counts, alpha,
+                               normalization)
+  analysis.log_floor(log, floor, levels)
+  summary = analysis.study_summary(index, levels, alpha, seed, normalization, bootstrap_resamples, floor)
+  return summary, {name: (pd.concat(frames, ignore_index=True) if frames else
+                          analysis.empty_table(name, plan.with_method)) for name, frames in parts.items()}

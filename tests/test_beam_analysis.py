@@ -6,6 +6,7 @@ FnApiRunner, the engine DirectRunner uses for batch pipelines: DirectRunner itse
 runner from GitHub, which a test must not depend on. The binary is run once with its default runner choice replaced
 the same way, through the pass-through of Beam options.
 """
+import json
 import os
 import sys
 
@@ -51,8 +52,8 @@ def _assert_same_files(expected_dir, actual_dir):
 
 
 def _write_population(study_dir, method, sparsity, seeds, labels, num_classes, flip, rng):
-  """Noisy copies of the labels, one prediction file per seed, for any compression method."""
-  for seed in range(seeds):
+  """Noisy copies of the labels, one prediction file per seed (a count, or the seeds), for any compression method."""
+  for seed in (range(seeds) if isinstance(seeds, int) else seeds):
     noise = rng.random(len(labels)) < flip
     top1 = np.where(noise, rng.integers(0, num_classes, len(labels)), labels)
     name = training.model_name(sparsity, seed, method=method)
@@ -72,14 +73,14 @@ def test_matches_the_in_memory_analysis_on_the_digits_study(tiny_study, tmp_path
   assert sorted(os.listdir(tmp_path / "beam")) == sorted(OUTPUTS)  # the work folder is gone
 
 
-@pytest.mark.parametrize("case", ["levels", "ties", "methods", "absent_class"])
+@pytest.mark.parametrize("case", ["levels", "ties", "methods", "absent_class", "controls", "dense_only"])
 def test_matches_the_in_memory_analysis_on_fake_studies(case, tmp_path):
   study_dir = str(tmp_path / "study")
   rng = np.random.default_rng(7)
-  if case == "levels":  # three pruned levels, per-model normalization, another seed
+  if case == "levels":  # three pruned levels, the paper's normalization, another seed
     fake_study.write_study(study_dir, levels=(0.0, 0.5, 0.7, 0.9), seeds=4, num_examples=150, num_classes=5,
                            flip=0.2, seed=3)
-    options = dict(normalization="per_model", bootstrap_resamples=20, seed=5)
+    options = dict(normalization="population", bootstrap_resamples=20, seed=5)
   elif case == "ties":  # two models per population: many tied modal labels
     fake_study.write_study(study_dir, levels=(0.0, 0.3), seeds=2, num_examples=80, num_classes=3, flip=0.5, seed=1)
     options = dict(bootstrap_resamples=10, alpha=0.2)
@@ -89,6 +90,17 @@ def test_matches_the_in_memory_analysis_on_fake_studies(case, tmp_path):
                                    ("ptq_dynamic_int8", 0.0, 0.05)):
       _write_population(study_dir, method, sparsity, 3, labels, 4, flip, rng)
     options = dict(bootstrap_resamples=15, power_effect=0.1)
+  elif case == "controls":  # a replicate and a sham; levels of two sizes: the floor splits the pool two ways
+    labels = np.arange(120) % 4
+    for method, sparsity, seeds, flip in (("dense", 0.0, 4, 0.2), ("dense_replicate", 0.0, range(4, 8), 0.2),
+                                          ("sham", 0.001, 4, 0.2), ("magnitude", 0.5, 4, 0.3),
+                                          ("magnitude", 0.9, 3, 0.5)):
+      _write_population(study_dir, method, sparsity, seeds, labels, 4, flip, rng)
+    options = dict(bootstrap_resamples=10, noise_floor_splits=30, seed=2)
+  elif case == "dense_only":  # nothing compared: the tables are headers, the summary holds the floor
+    labels = np.arange(50) % 5
+    _write_population(study_dir, "dense", 0.0, 6, labels, 5, 0.3, rng)
+    options = dict(noise_floor_splits=25)
   else:  # class 5 has no example (NaN recall, a note in class_stats.csv); no bootstrap
     labels = np.arange(70) % 5
     for method, sparsity, flip in (("dense", 0.0, 0.3), ("magnitude", 0.8, 0.6)):
@@ -99,6 +111,13 @@ def test_matches_the_in_memory_analysis_on_fake_studies(case, tmp_path):
   _assert_same_files(tmp_path / "memory", tmp_path / "beam")
   if case == "methods":
     assert "method" in open(tmp_path / "beam" / "exemplar_scores.csv").readline()
+  summary = json.load(open(tmp_path / "beam" / "summary.json"))
+  if case == "controls":
+    assert summary["noise_floor"]["control"] == "dense_replicate"
+    assert summary["noise_floor"]["half_splits"]["sizes"] == [4, 4]
+    assert [lv.get("pies_excess") is not None for lv in summary["levels"]] == [False, False, False, True, True]
+  if case == "levels":
+    assert "normalization_warning" in summary
 
 
 def test_the_binary_matches_the_analysis_binary(tiny_study, tmp_path):
@@ -106,10 +125,11 @@ def test_the_binary_matches_the_analysis_binary(tiny_study, tmp_path):
   out_dir = str(tmp_path / "beam")
   proc = run_binary("analysis.beam_analyze", f"--study_dir={tiny_study['dir']}", f"--out_dir={out_dir}",
                     "--block_size=200", *RUNNER, "--direct_num_workers=2")
-  for line in ("validated 6 models", "beam: 6 prediction files, 1 compared populations, 3 block(s)",
-               "beam: pipeline finished", "level 0.9: 3 models", f"analysis written to {out_dir}"):
+  for line in ("validated 9 models", "beam: 9 prediction files, 2 compared populations, 3 block(s)",
+               "beam: pipeline finished", "level 0.9: 3 models", "noise floor: dense_replicate against dense",
+               f"analysis written to {out_dir}"):
     assert line in proc.stdout
-  assert proc.stdout.count("read ") >= 6  # a line per prediction file read by the workers
+  assert proc.stdout.count("read ") >= 9  # a line per prediction file read by the workers
   _assert_same_files(os.path.join(tiny_study["dir"], "analysis"), out_dir)
 
 

@@ -3,10 +3,12 @@ import json
 import os
 
 import numpy as np
+import pandas as pd
 import pytest
 
 import pie
 from pie import analysis
+from pie import stats as pie_stats
 from pie.errors import PieError
 from tests import fake_study
 
@@ -34,9 +36,18 @@ def test_no_dense_population(tmp_path):
 
 
 def test_only_dense(tmp_path):
-  fake_study.write_study(str(tmp_path), levels=(0.0,))
-  with pytest.raises(PieError, match="at least one pruned level"):
-    pie.load_study(str(tmp_path), log=lambda m: None)
+  # A study of dense models only loads; its analysis is the noise floor alone (A/A splits of the dense models).
+  fake_study.write_study(str(tmp_path), levels=(0.0,), seeds=3)
+  study = pie.load_study(str(tmp_path), log=lambda m: None)
+  with pytest.raises(PieError, match="only 3 dense models and no other population"):
+    analysis.analyze(study, log=lambda m: None)
+  fake_study.write_study(str(tmp_path), levels=(0.0,), seeds=6)
+  study = pie.load_study(str(tmp_path), log=lambda m: None)
+  tables, summary, pie_ids = analysis.analyze(study, log=lambda m: None)
+  assert [level["role"] for level in summary["levels"]] == ["dense"] and pie_ids == {}
+  assert summary["noise_floor"]["half_splits"]["sizes"] == [3, 3]
+  assert all(frame.empty for frame in tables.values())
+  assert list(tables["class_stats.csv"].columns[:3]) == ["sparsity", "class_id", "class_name"]
 
 
 def test_level_with_one_model(tmp_path):
@@ -124,3 +135,33 @@ def test_analysis_tables_by_hand(tmp_path):
   assert acc.loc[("dense", "non_pie"), "num_examples"] == 1
   assert acc.loc[("dense", "random"), "num_examples"] == 3
   json.dumps(summary)  # serializable
+
+
+def test_csv_floats_read_back_exactly(tmp_path):
+  fake_study.write_study(str(tmp_path / "study"), levels=(0.0, 0.5, 0.9), seeds=4, num_examples=90, num_classes=7)
+  study = pie.load_study(str(tmp_path / "study"), log=lambda m: None)
+  tables, _, _ = analysis.analyze(study, bootstrap_resamples=20, log=lambda m: None)
+  for name, frame in tables.items():
+    text = analysis.csv_text(frame)
+    (tmp_path / name).write_text(text)
+    back = pd.read_csv(tmp_path / name, float_precision="round_trip")
+    for column in frame.columns:
+      if frame[column].dtype.kind == "f":
+        # Bit for bit, NaN included: a reader can recompute every statistic from the written values.
+        np.testing.assert_array_equal(back[column].to_numpy(float), frame[column].to_numpy(float), err_msg=column)
+
+
+def test_tie_sensitivity_counts():
+  # 4 models per population, two labels tied 2-2 on some examples: the PIE status of those depends on the tie rule.
+  labels = np.array([0, 1, 2, 3])
+  dense = np.array([[0, 1, 2, 3], [0, 1, 2, 3], [1, 1, 3, 3], [1, 1, 3, 3]])   # example 0: 0/1 tie; 2: 2/3 tie
+  pruned = np.array([[0, 1, 2, 0], [0, 1, 2, 0], [0, 1, 3, 0], [0, 1, 3, 0]])  # 2: 2/3 tie; 3: unanimous 0
+  details = [pie_stats.modal_labels(p, return_details=True) for p in (dense, pruned)]
+  largest = [pie_stats.modal_labels(p, tie_break="largest") for p in (dense, pruned)]
+  pies, table, ties = analysis.pie_rows(0.5, np.arange(4), labels, *details, [str(c) for c in range(4)],
+                                        largest_id_modal=largest)
+  # Smallest-id rule: dense modal (0, 1, 2, 3), pruned (0, 1, 2, 0): PIE on example 3 only.
+  # Largest-id rule: dense (1, 1, 3, 3), pruned (0, 1, 3, 0): PIEs on examples 0 and 3.
+  np.testing.assert_array_equal(pies, [False, False, False, True])
+  assert ties["num_pies_largest_id_rule"] == 2 and ties["num_pies_tie_dependent"] == 1
+  assert ties["num_ties_dense"] == 2 and ties["num_ties_pruned"] == 1 and ties["num_pies_with_tie"] == 0
