@@ -70,7 +70,7 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 GALLERY_TILE_PX = 112
 
 # Names of the figures this module writes into figures/ (stale ones are removed on a rerun).
-_FIGURE_PREFIXES = ("accuracy_vs_sparsity", "significant_classes_vs_sparsity", "class_impact_", "pie_accuracy",
+_FIGURE_PREFIXES = ("accuracy_vs_sparsity", "pies_vs_sparsity", "significant_classes_vs_sparsity", "class_impact_", "pie_accuracy",
                     "robustness_", "methods_vs_size")
 
 COLOR_DENSE = "#4a6fa5"
@@ -110,6 +110,11 @@ class AnalysisData:
   # primary pruning method only; these feed the "Methods compared" section. None for single-method studies.
   methods: pd.DataFrame | None = None
   method_class_stats: pd.DataFrame | None = None
+  # The control populations of summary.json (role "control": a dense replicate, a sham), compared with the dense one
+  # like any population, and the noise floor those A/A comparisons measure (summary.json `noise_floor`, or None).
+  controls: tuple = ()
+  noise_floor: dict | None = None
+  control_class_stats: pd.DataFrame | None = None  # class_stats.csv's rows of the control populations
 
   @property
   def study(self):
@@ -130,7 +135,10 @@ def load_analysis(analysis_dir):
   directory = Path(analysis_dir)
   if not directory.is_dir():
     raise PieError(f"analysis folder {directory} does not exist or is not a folder")
-  summary, methods = _methods_view(_read_summary(directory / SUMMARY_JSON))
+  full_summary = _read_summary(directory / SUMMARY_JSON)
+  controls = tuple(level for level in full_summary["levels"] if level["role"] == "control")
+  summary, methods = _methods_view(dict(full_summary, levels=[level for level in full_summary["levels"]
+                                                              if level["role"] != "control"]))
   levels = _levels_frame(summary)
   known = levels["sparsity"].to_numpy(dtype=float)
   pruned = levels.loc[levels["role"] == "pruned", "sparsity"].to_numpy(dtype=float)
@@ -156,6 +164,8 @@ def load_analysis(analysis_dir):
                                          "ci_high", "hedges_g"),
                           bool_columns=("significant", "significant_fdr"), str_columns=("class_name", "note"))
   method_class_stats = class_stats if methods is not None and "method" in class_stats else None
+  control_class_stats = (class_stats.loc[class_stats["method"].isin(tuple(variants.CONTROLS))].reset_index(drop=True)
+                         if "method" in class_stats else None)
   class_stats = _only_view(class_stats, methods)
   class_stats["sparsity"] = _canonical_sparsity(class_stats["sparsity"], pruned, CLASS_STATS_CSV)
   _check_class_ids(class_stats["class_id"], num_classes, f"{CLASS_STATS_CSV} column class_id")
@@ -181,7 +191,8 @@ def load_analysis(analysis_dir):
     images = _match_images(read_pie_records(directory / PIES_TFRECORD), pies, known)
   return AnalysisData(directory=directory, summary=summary, levels=levels, pies=pies, class_stats=class_stats,
                       pie_accuracy=pie_accuracy, robustness=robustness, images=images, methods=methods,
-                      method_class_stats=method_class_stats)
+                      method_class_stats=method_class_stats, controls=controls,
+                      noise_floor=full_summary.get("noise_floor"), control_class_stats=control_class_stats)
 
 
 METHOD_LEVEL_KEYS = ("method", "sparsity", "num_models", "top1_mean", "top1_std", "measured_sparsity_mean",
@@ -214,9 +225,13 @@ def _methods_view(summary):
 
 
 def _only_view(table, methods):
-  """The rows of a table that belong to the per-level view (see `_methods_view`), without the method column."""
+  """The rows of a table that belong to the per-level view (see `_methods_view`), without the method column.
+
+  Rows of control populations are never in it: the report shows them as the noise floor.
+  """
   if "method" not in table:
     return table
+  table = table.loc[~table["method"].isin(tuple(variants.CONTROLS))].reset_index(drop=True)
   if methods is None:
     return table.drop(columns="method")
   primary = variants.primary_method(methods["method"])
@@ -246,8 +261,9 @@ def _read_summary(path):
     missing = [k for k in LEVEL_KEYS if k not in level]
     if missing:
       raise PieError(f"{SUMMARY_JSON}: levels[{i}] lacks {', '.join(missing)}")
-    if level["role"] not in POPULATIONS:
-      raise PieError(f"{SUMMARY_JSON}: levels[{i}] has role {level['role']!r}, expected 'dense' or 'pruned'")
+    if level["role"] not in POPULATIONS + ("control",):
+      raise PieError(f"{SUMMARY_JSON}: levels[{i}] has role {level['role']!r}, expected 'dense', 'pruned' or "
+                     "'control'")
   return summary
 
 
@@ -434,6 +450,32 @@ def significance_series(levels):
                        "num_significant_fdr": pruned["num_significant_classes_fdr"].to_numpy(dtype=float)})
 
 
+def floor_lines(noise_floor):
+  """The noise floor's reference values for the charts: A/A mean PIEs, their upper quantile, mean significant classes
+  (uncorrected and FDR), from summary.json's `noise_floor.half_splits`; None without A/A splits."""
+  splits = (noise_floor or {}).get("half_splits")
+  if not splits:
+    return None
+  return {"num_pies_mean": splits["num_pies_mean"], "num_pies_high": splits["num_pies_high"],
+          "num_significant_mean": splits["num_significant_classes_mean"],
+          "num_significant_fdr_mean": splits["num_significant_classes_fdr_mean"],
+          "sizes": tuple(splits["sizes"])}
+
+
+def pies_series(summary_levels):
+  """PIEs per pruned level with their excess over the noise floor (NaN where the study has no comparable floor)."""
+  rows = [{"sparsity": float(level["sparsity"]), "num_pies": float(level["num_pies"]),
+           "pies_excess": _float_or_nan(level.get("pies_excess")),
+           "floor_mean": _float_or_nan(level.get("noise_floor_pies_mean")),
+           "distinguishable": level.get("distinguishable_from_noise")}
+          for level in summary_levels if level["role"] == "pruned"]
+  return pd.DataFrame(rows, columns=["sparsity", "num_pies", "pies_excess", "floor_mean", "distinguishable"])
+
+
+def _float_or_nan(value):
+  return float("nan") if value is None else float(value)
+
+
 def class_impact_series(class_stats, sparsity, top_n=25):
   """The classes the impact chart of one level shows, most hurt first.
 
@@ -535,8 +577,8 @@ def plot_accuracy(series):
   return figure
 
 
-def plot_significance(series, alpha):
-  """Number of classes whose normalized recall changed significantly, vs sparsity."""
+def plot_significance(series, alpha, floor=None):
+  """Number of classes whose normalized recall changed significantly, vs sparsity; with the A/A noise floor."""
   figure = _new_figure(5.2, 3.4)
   ax = figure.add_subplot()
   x = 100 * series["sparsity"].to_numpy()
@@ -544,12 +586,40 @@ def plot_significance(series, alpha):
           label=f"p < {alpha:g} (uncorrected)")
   if series["num_significant_fdr"].notna().any():
     ax.plot(x, series["num_significant_fdr"].to_numpy(), marker="s", linestyle="--", color="#555555",
-            label=f"q < {alpha:g} (FDR-corrected)")
+            label=f"q ≤ {alpha:g} (FDR-corrected)")
+  if floor is not None:
+    ax.axhline(floor["num_significant_mean"], color=COLOR_HURT, linestyle=":", linewidth=1.2,
+               label="noise floor (A/A mean, uncorrected)")
+    ax.axhline(floor["num_significant_fdr_mean"], color="#555555", linestyle=":", linewidth=1.2,
+               label="noise floor (A/A mean, FDR)")
   ax.set_xlabel("sparsity (% of weights removed)")
   ax.set_ylabel("classes")
   ax.set_title("Classes significantly changed by pruning", fontsize=11)
   ax.set_xticks(x)
   ax.set_xticklabels([f"{v:.4g}" for v in x])
+  ax.set_ylim(bottom=0)
+  ax.yaxis.get_major_locator().set_params(integer=True)
+  ax.legend(frameon=False, fontsize=8)
+  _style_axes(ax)
+  return figure
+
+
+def plot_pies(series, floor=None):
+  """PIEs vs sparsity, with the noise floor: the A/A mean and its upper quantile as a band."""
+  figure = _new_figure(5.2, 3.4)
+  ax = figure.add_subplot()
+  x = 100 * series["sparsity"].to_numpy()
+  ax.plot(x, series["num_pies"].to_numpy(), marker="o", color=COLOR_PRUNED, label="PIEs (pruned vs dense)")
+  if floor is not None:
+    ax.axhspan(0, floor["num_pies_high"], color=COLOR_NEUTRAL, alpha=0.35, linewidth=0,
+               label="noise floor (A/A, up to its upper quantile)")
+    ax.axhline(floor["num_pies_mean"], color="#555555", linestyle=":", linewidth=1.2, label="noise floor (A/A mean)")
+  ax.set_xlabel("sparsity (% of weights removed)")
+  ax.set_ylabel("PIEs")
+  ax.set_title("PIEs vs sparsity", fontsize=11)
+  if len(x):
+    ax.set_xticks(x)
+    ax.set_xticklabels([f"{v:.4g}" for v in x])
   ax.set_ylim(bottom=0)
   ax.yaxis.get_major_locator().set_params(integer=True)
   ax.legend(frameon=False, fontsize=8)
@@ -911,14 +981,80 @@ def _populations_table(data):
       cells.append(_count(level.num_significant_classes_fdr) if pruned else "–")
     cells.append(f"{_count(level.num_ties_dense)} / {_count(level.num_ties_pruned)}" if pruned else "–")
     rows.append("<tr>" + "".join(c if c.startswith("<th") else f"<td>{c}</td>" for c in cells) + "</tr>")
+    if level.role == "dense":
+      for control in data.controls:
+        cells = [f"<th scope='row'>{_esc(control['method'].replace('_', ' '))} (control)</th>",
+                 _count(control["num_models"]),
+                 f"{_pct(control['top1_mean'], 2)} ± {100 * control['top1_std']:.2f}",
+                 _pct(control["measured_sparsity_mean"], 1),
+                 f"{_count(control['num_pies'])} ({_pct(control['pie_fraction'], 2)})",
+                 _count(control["num_significant_classes"])]
+        if has_fdr:
+          cells.append(_count(control.get("num_significant_classes_fdr")))
+        cells.append(f"{_count(control['num_ties_dense'])} / {_count(control['num_ties_pruned'])}")
+        rows.append("<tr class='control'>" + "".join(c if c.startswith("<th") else f"<td>{c}</td>" for c in cells)
+                    + "</tr>")
   return ("<table class='data'><thead><tr>" + "".join(f"<th scope='col'>{h}</th>" for h in head) +
           "</tr></thead><tbody>" + "".join(rows) + "</tbody></table>")
 
 
-def key_findings(data, max_names=5):
-  """Plain-language findings per pruned level: accuracy cost, PIE share, and the classes hurt most."""
-  dense = data.levels.loc[data.levels["role"] == "dense"].iloc[0]
+def floor_findings(data):
+  """What the noise floor says, in plain language: the control against the dense population and the A/A splits."""
+  floor = data.noise_floor or {}
   findings = []
+  if data.summary.get("normalization_warning"):
+    findings.append(f"<b>Caution:</b> {_esc(data.summary['normalization_warning'])}.")
+  control_names = {"dense_replicate": "a second dense population trained with other seeds",
+                   "sham": "a population trained through the pruning machinery at a negligible sparsity"}
+  parts = []
+  if floor.get("control"):
+    parts.append(f"{control_names.get(floor['control'], _esc(floor['control']))} ({_count(floor['control_models'])} "
+                 f"models) differs from the dense population on {_count(floor['num_pies'])} examples (its “PIEs”, "
+                 f"{_pct(floor['pie_fraction'], 2)}) and in {_count(floor['num_significant_classes'])} classes "
+                 f"(p &lt; α; {_count(floor['num_significant_classes_fdr'])} after FDR)")
+  splits = floor.get("half_splits")
+  if splits:
+    parts.append(f"random splits of {splits['pool_models']} dense models into {splits['sizes'][0]} + "
+                 f"{splits['sizes'][1]} give {splits['num_pies_mean']:.1f} PIEs on average (up to "
+                 f"{splits['num_pies_high']:g}) and {splits['num_significant_classes_mean']:.2f} significant classes "
+                 f"({splits['num_significant_classes_fdr_mean']:.2f} after FDR; "
+                 f"{_pct(splits['splits_with_fdr_discovery'], 1)} of splits have an FDR discovery)")
+  if parts:
+    findings.append("<b>Noise floor</b> (nothing pruned, only seeds differ): " + "; ".join(parts) + ".")
+  return findings
+
+
+def _hurt_in_control(data):
+  """Class ids that a control population differs on significantly in the "hurt" direction (p < alpha)."""
+  stats = data.control_class_stats
+  if stats is None or stats.empty:
+    return set()
+  return set(stats.loc[stats["significant"] & (stats["normalized_change"] < 0), "class_id"].astype(int))
+
+
+def _level_floor_text(summary_level):
+  distinguishable = summary_level.get("distinguishable_from_noise")
+  if distinguishable is None:
+    return ""
+  test = f"permutation test of the PIE count against seed noise: p = {summary_level['pies_noise_p_value']:.3g}"
+  excess = ""
+  if summary_level.get("pies_excess") is not None:
+    excess = f"{summary_level['pies_excess']:+.1f} PIEs over the noise floor"
+    if summary_level.get("pies_excess_ci_low") is not None:
+      excess += (f" (interval {summary_level['pies_excess_ci_low']:+.1f} to "
+                 f"{summary_level['pies_excess_ci_high']:+.1f})")
+    excess += "; "
+  if distinguishable:
+    return f"{excess}more PIEs than seed noise gives ({test}). "
+  return f"<b>Within the noise floor:</b> {excess}these PIEs may be seed noise ({test}). "
+
+
+def key_findings(data, max_names=5):
+  """Plain-language findings: the noise floor, then per pruned level its accuracy cost, PIE share and the classes hurt
+  most."""
+  dense = data.levels.loc[data.levels["role"] == "dense"].iloc[0]
+  findings = floor_findings(data)
+  by_sparsity = {float(level["sparsity"]): level for level in data.summary["levels"] if level["role"] == "pruned"}
   for sparsity in reversed(data.pruned_sparsities):
     level = data.levels.loc[data.levels["sparsity"] == sparsity].iloc[0]
     stats = data.class_stats.loc[data.class_stats["sparsity"] == sparsity]
@@ -928,16 +1064,24 @@ def key_findings(data, max_names=5):
             f"{_pct(level.top1_mean)} ({_pp(level.top1_mean - dense.top1_mean)} points). ")
     if not pd.isna(level.num_pies):
       text += f"{_count(level.num_pies)} PIEs ({_pct(level.pie_fraction, 2)} of the evaluation set). "
+    text += _level_floor_text(by_sparsity.get(sparsity, {}))
     if hurt.empty:
       text += "No class is significantly hurt beyond the overall change"
     else:
+      in_control = _hurt_in_control(data)
       names = ", ".join(f"<a href='#gallery' class='to-gallery' data-level='{level_key(sparsity)}' "
                         f"data-class='{int(r.class_id)}' title='show its PIEs'><b>{_esc(r.class_name)}</b></a> "
-                        f"({_pp(r.recall_change)})" for r in hurt.head(max_names).itertuples(index=False))
+                        f"({_pp(r.recall_change)}{'; also in the control' if r.class_id in in_control else ''})"
+                        for r in hurt.head(max_names).itertuples(index=False))
       more = f" and {len(hurt) - max_names} more" if len(hurt) > max_names else ""
       text += (f"{len(hurt)} class{'es' if len(hurt) != 1 else ''} significantly hurt more than overall "
                f"(recall change in points): {names}{more}")
-    text += f"; {len(helped)} significantly better than overall." if len(helped) else "."
+      if any(int(r.class_id) in in_control for r in hurt.itertuples(index=False)):
+        text += (" (“also in the control”: the control, where nothing was pruned, differs from the dense population "
+                 "on that class in the same direction, so the dense population itself may be what is unusual)")
+    # "Better than overall" is relative: a class whose own recall did not move while top-1 fell is spared, not improved.
+    text += (f"; {len(helped)} fared significantly better than overall (relatively spared: their own recall changed "
+             "less than top-1, or not at all)." if len(helped) else ".")
     findings.append(text)
   return findings
 
@@ -1142,15 +1286,23 @@ def write_report(analysis_dir, top_n=25, page_size=60, max_image_bytes=20 * 2**2
   sections = []
 
   # Overview figures.
+  floor = floor_lines(data.noise_floor)
   accuracy_svg = save(plot_accuracy(accuracy_series(data.levels)), "accuracy_vs_sparsity")
-  significance_svg = save(plot_significance(significance_series(data.levels), alpha),
+  significance_svg = save(plot_significance(significance_series(data.levels), alpha, floor),
                           "significant_classes_vs_sparsity")
+  pies_svg = save(plot_pies(pies_series(data.summary["levels"]), floor), "pies_vs_sparsity")
+  floor_text = ("" if floor is None else
+                " Dotted lines and the grey band: the noise floor, what two populations of dense models trained with "
+                f"different seeds ({floor['sizes'][0]} + {floor['sizes'][1]} models, random splits) differ by when "
+                "nothing was pruned.")
   sections.append(
-      "<section id='overview'><h2>Accuracy and significant classes</h2>"
-      "<p class='note'>Left: mean top-1 of each population, error bars one standard deviation over its models. Right: "
-      "how many classes' recall changed significantly more or less than overall top-1 (two-sided Welch t-test over "
-      f"the models, α = {alpha:g}); the FDR line corrects for testing every class (Benjamini–Hochberg).</p>"
-      f"<div class='figrow'><figure>{accuracy_svg}</figure><figure>{significance_svg}</figure></div></section>")
+      "<section id='overview'><h2>Accuracy, PIEs and significant classes</h2>"
+      "<p class='note'>Left: mean top-1 of each population, error bars one standard deviation over its models. "
+      "Middle: PIEs per level. Right: how many classes' recall changed significantly more or less than overall top-1 "
+      f"(two-sided Welch t-test over the models, α = {alpha:g}); the FDR line corrects for testing every class "
+      f"(Benjamini–Hochberg).{floor_text}</p>"
+      f"<div class='figrow'><figure>{accuracy_svg}</figure><figure>{pies_svg}</figure>"
+      f"<figure>{significance_svg}</figure></div></section>")
 
   if data.methods is not None:
     sections.append(_methods_section(data, save))
@@ -1295,8 +1447,10 @@ are unusual, ambiguous or wrongly labelled, so they deserve a human look (the ga
 then the gallery.</p></section>
 <section id="findings"><h2>Key findings</h2><ul class="findings">{findings}</ul></section>
 <section id="populations"><h2>Populations</h2><div class="populations">{_populations_table(data)}</div>
-<p class="note">Significance: α = {float(data.summary['alpha']):g}. Modal ties: evaluation images whose most common
-prediction is tied between labels; rule: {_esc(data.summary['tie_rule'])}.</p>
+<p class="note">Significance: α = {float(data.summary['alpha']):g}; class tests normalize recall
+{_esc(_normalization_text(data.summary))}. Modal ties: evaluation images whose most common prediction is tied between
+labels; rule: {_esc(data.summary['tie_rule'])}. Control rows are populations in which nothing was pruned: what they
+differ by is the noise floor.</p>
 <details><summary>Study configuration (hash {_esc(study['config_hash'])})</summary><pre>{_esc(config)}</pre></details>
 </section>
 {''.join(sections)}
@@ -1305,6 +1459,13 @@ prediction is tied between labels; rule: {_esc(data.summary['tie_rule'])}.</p>
 <script>{_JS}</script>
 </body></html>
 """
+
+
+def _normalization_text(summary):
+  if summary.get("normalization") == "population":
+    return ("by the population's mean top-1 (the paper's rule, which ignores that mean's variance: see the caution "
+            "above)")
+  return "by each model's own top-1"
 
 
 def _version():
