@@ -24,7 +24,7 @@ _LAZY = {
     "read_predictions": "pie.predictions",
     "write_predictions": "pie.predictions",
     "analyze_study": "pie.analysis",
-    "read_pie_images": "pie.analysis",
+    "read_pie_images": "pie.outputs",
     "load_dataset": "pie.data",
     "build_model": "pie.models",
     "train_and_export": "pie.training",
@@ -42,9 +42,9 @@ _LAZY = {
     "quantize_model": "pie.quantization",
     "TFLiteClassifier": "pie.quantization",
 }
-_SUBMODULES = ("analysis", "data", "devices", "errors", "export", "models", "predictions", "pruning", "report",
-               "stats", "study", "training", "significance", "simulate", "corruptions", "quantization", "robustness",
-               "validate", "variants")
+_SUBMODULES = ("analysis", "data", "devices", "errors", "export", "models", "outputs", "predictions", "pruning",
+               "report", "stats", "study", "training", "significance", "simulate", "corruptions", "quantization",
+               "robustness", "validate", "variants")
 
 
 def __getattr__(name):

@@ -1,6 +1,6 @@
 """The analysis of a study: PIEs, class-level tests and PIE accuracy per pruned level, written to one folder.
 
-Outputs (each written to a temporary name, then renamed):
+Outputs (each written to a temporary name, then renamed; pie/outputs.py is their contract):
   pies.csv            one row per PIE per level (with its bootstrap stability)
   class_stats.csv     one row per class per level (Welch test, FDR, CI, effect size, bootstrap stability)
   exemplar_scores.csv one row per example per level: modal labels and the L1 "taxicab" score, ranked
@@ -36,18 +36,15 @@ import pandas as pd
 import tensorflow as tf
 
 from pie import io_utils
+from pie import outputs
 from pie import significance
 from pie import stats
 from pie import variants
 from pie.errors import PieError
 
-OUTPUT_FILES = ("pies.csv", "class_stats.csv", "exemplar_scores.csv", "pie_accuracy.csv", "summary.json",
-                "pies.tfrecord", "report.html")
 # The normalized change that the "models needed" plan is sized to detect (5 points of recall beyond the overall
 # change), unless the caller asks for another.
 DEFAULT_POWER_EFFECT = 0.05
-# The subsets of pie_accuracy.csv, in row order.
-SUBSETS = ("pie", "random", "non_pie")
 # Random A/A splits of the pooled dense models that measure the noise floor, unless the caller asks for another number.
 DEFAULT_NOISE_FLOOR_SPLITS = 200
 
@@ -75,7 +72,7 @@ def compared_populations(populations):
   method, then level), whether the tables need a `method` column, and the method of the report's per-level view.
   """
   compressed = sorted((k for k in populations if k[0] != "dense"), key=lambda k: (variants.method_rank(k[0]), k[1]))
-  with_method = any(method not in ("dense", "magnitude") for method, _ in populations)
+  with_method = outputs.has_method_column(method for method, _ in populations)
   return compressed, with_method, variants.primary_method(method for method, _ in compressed)
 
 
@@ -251,8 +248,8 @@ def subset_correct(correct, masks):
 def accuracy_rows(sparsity, sizes, correct):
   """Rows of pie_accuracy.csv from counts: `sizes[subset]` examples, `correct[population][subset]` per model."""
   rows = []
-  for population in ("dense", "pruned"):
-    for subset in SUBSETS:
+  for population in outputs.POPULATIONS:
+    for subset in outputs.SUBSETS:
       if sizes[subset]:
         acc = correct[population][subset] / sizes[subset]
         mean, std = float(acc.mean()), float(acc.std(ddof=1)) if len(acc) > 1 else float("nan")
@@ -395,7 +392,7 @@ def analyze(study, alpha=0.05, seed=0, normalization=significance.DEFAULT_NORMAL
   dense_details = stats.modal_labels(dense, return_details=True)
   dense_largest = stats.modal_labels(dense, tie_break="largest")
   levels = [level_entry(dense_key, study.models(dense_key), top1_from_hits(dense_hits, num_examples))]
-  parts = {"pies.csv": [], "class_stats.csv": [], "exemplar_scores.csv": [], "pie_accuracy.csv": []}
+  parts = {table.name: [] for table in outputs.ANALYSIS_TABLES}
   pie_ids = {}
   plan = FloorPlan(populations, compressed, noise_floor_splits, seed)
   level_counts = {}
@@ -420,12 +417,12 @@ def analyze(study, alpha=0.05, seed=0, normalization=significance.DEFAULT_NORMAL
         entry, sparsity, dense_hits, pruned_hits, class_count, study.class_names, int(pies.sum()), ties, alpha,
         normalization, power_effect, class_stability=None if boot is None else boot.class_significance,
         num_pies_stable_90=None if boot is None else (table["pie_stability"] >= 0.9).sum())
-    level_tables = {"pies.csv": table, "class_stats.csv": classes,
-                    "exemplar_scores.csv": exemplar_table(sparsity, dense, pruned, labels, num_classes),
-                    "pie_accuracy.csv": pie_accuracy_table(sparsity, dense, pruned, labels, pies, rng)}
+    level_tables = {outputs.PIES_CSV: table, outputs.CLASS_STATS_CSV: classes,
+                    outputs.EXEMPLAR_SCORES_CSV: exemplar_table(sparsity, dense, pruned, labels, num_classes),
+                    outputs.PIE_ACCURACY_CSV: pie_accuracy_table(sparsity, dense, pruned, labels, pies, rng)}
     for name, frame in level_tables.items():
       if with_method:
-        frame["method"] = method
+        frame[outputs.METHOD_COLUMN] = method
       parts[name].append(frame)
     if method == primary:
       pie_ids[sparsity] = np.nonzero(pies)[0]
@@ -458,21 +455,9 @@ def log_floor(log, floor, levels):
     log(f"within the noise floor (PIEs): {', '.join(within)}")
 
 
-_EMPTY_COLUMNS = {
-    "pies.csv": ("sparsity", "example_id", "label", "dense_modal", "pruned_modal", "dense_modal_share",
-                 "pruned_modal_share", "modal_tie", "label_name", "dense_modal_name", "pruned_modal_name"),
-    "class_stats.csv": ("sparsity", "class_id", "class_name", "num_examples", "dense_recall_mean",
-                        "pruned_recall_mean", "recall_change", "normalized_change", "t_statistic", "p_value",
-                        "significant", "q_value", "significant_fdr", "ci_low", "ci_high", "hedges_g", "df", "note"),
-    "exemplar_scores.csv": ("sparsity", "example_id", "label", "dense_modal", "pruned_modal", "is_pie",
-                            "l1_distance", "rank"),
-    "pie_accuracy.csv": ("sparsity", "population", "subset", "num_examples", "top1_mean", "top1_std"),
-}
-
-
 def empty_table(name, with_method=False):
   """A table with its header and no row (a study of dense models only compares nothing)."""
-  return pd.DataFrame(columns=list(_EMPTY_COLUMNS[name]) + (["method"] if with_method else []))
+  return pd.DataFrame(columns=list(outputs.table(name).columns(method=with_method)))
 
 
 def csv_text(frame):
@@ -487,42 +472,8 @@ def csv_text(frame):
   return buffer.getvalue()
 
 
-def _png(image):
-  return tf.io.encode_png(tf.convert_to_tensor(image, tf.uint8)).numpy()
-
-
-def write_pie_images(path, pies_table, images):
-  """pies.tfrecord: one tf.train.Example per PIE per level, the image PNG-encoded with its labels."""
-  with io_utils.atomic_path(path) as tmp:
-    with tf.io.TFRecordWriter(tmp) as writer:
-      for row in pies_table.itertuples(index=False):
-        feature = {
-            "sparsity": tf.train.Feature(float_list=tf.train.FloatList(value=[row.sparsity])),
-            "image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[_png(images[row.example_id])])),
-            "dense_modal_share": tf.train.Feature(float_list=tf.train.FloatList(value=[row.dense_modal_share])),
-            "pruned_modal_share": tf.train.Feature(float_list=tf.train.FloatList(value=[row.pruned_modal_share])),
-        }
-        for key in ("example_id", "label", "dense_modal", "pruned_modal"):
-          feature[key] = tf.train.Feature(int64_list=tf.train.Int64List(value=[int(getattr(row, key))]))
-        writer.write(tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString())
-
-
-def read_pie_images(path):
-  """Reads pies.tfrecord back as a list of dicts (image decoded to uint8 numpy)."""
-  spec = {"sparsity": tf.io.FixedLenFeature([], tf.float32), "image": tf.io.FixedLenFeature([], tf.string),
-          "dense_modal_share": tf.io.FixedLenFeature([], tf.float32),
-          "pruned_modal_share": tf.io.FixedLenFeature([], tf.float32)}
-  for key in ("example_id", "label", "dense_modal", "pruned_modal"):
-    spec[key] = tf.io.FixedLenFeature([], tf.int64)
-  rows = []
-  try:
-    for record in tf.data.TFRecordDataset(path):
-      row = {k: v.numpy() for k, v in tf.io.parse_single_example(record, spec).items()}
-      row["image"] = tf.io.decode_png(row["image"]).numpy()
-      rows.append(row)
-  except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as e:
-    raise PieError(f"{path}: not a readable PIE image file ({e.message.splitlines()[0]})") from None
-  return rows
+# pies.tfrecord has one reader, in the contract; scripts call it as pie.read_pie_images or from here.
+read_pie_images = outputs.read_pie_images
 
 
 def load_eval_images(config_dict, example_ids, log=print):
@@ -552,17 +503,17 @@ def analyze_study(study, out_dir, alpha=0.05, seed=0, images=True, report=True,
     if missing:
       raise PieError(f"the eval split of {study.dataset} lacks example ids {missing[:5]}...: it is not the split "
                      "the models predicted")
-    pies = tables["pies.csv"]
-    if "method" in pies:
+    pies = tables[outputs.PIES_CSV]
+    if outputs.METHOD_COLUMN in pies:
       # The images of the report's per-level view: dense against the primary pruning method.
-      primary = variants.primary_method(pies["method"].unique())
-      pies = pies.loc[pies["method"] == primary]
-    write_pie_images(os.path.join(out_dir, "pies.tfrecord"), pies, found)
-  elif tf.io.gfile.exists(os.path.join(out_dir, "pies.tfrecord")):
-    tf.io.gfile.remove(os.path.join(out_dir, "pies.tfrecord"))  # an earlier run's images would not match
+      primary = variants.primary_method(pies[outputs.METHOD_COLUMN].unique())
+      pies = pies.loc[pies[outputs.METHOD_COLUMN] == primary]
+    outputs.write_pie_images(os.path.join(out_dir, outputs.PIES_TFRECORD), pies, found)
+  elif tf.io.gfile.exists(os.path.join(out_dir, outputs.PIES_TFRECORD)):
+    tf.io.gfile.remove(os.path.join(out_dir, outputs.PIES_TFRECORD))  # an earlier run's images would not match
   for name, frame in tables.items():
     io_utils.write_text(os.path.join(out_dir, name), csv_text(frame))
-  io_utils.write_json(os.path.join(out_dir, "summary.json"), summary)
+  io_utils.write_json(os.path.join(out_dir, outputs.SUMMARY_JSON), summary)
   if report:
     from pie import report as report_lib  # pylint: disable=g-import-not-at-top
     path = report_lib.write_report(out_dir)

@@ -36,6 +36,7 @@ import tensorflow as tf
 
 from pie import analysis
 from pie import io_utils
+from pie import outputs
 from pie import predictions as predictions_lib
 from pie import significance
 from pie import stats
@@ -47,7 +48,7 @@ INSTALL_HINT = "pip install -e '.[beam]'"
 DEFAULT_BLOCK_SIZE = 20_000     # examples per block: a worker holds models x block_size predictions at once
 DEFAULT_SHARD_ROWS = 200_000    # rows per shard of exemplar_scores.csv
 # Outputs of pie.analysis this pipeline does not write: an earlier run's copies would not match the new tables.
-_STALE = ("pies.tfrecord", "report.html")
+_STALE = (outputs.PIES_TFRECORD, outputs.REPORT_HTML)
 
 
 def import_beam():
@@ -165,7 +166,7 @@ def _scored_block(block, parts, labels, plan):
         level.sparsity, ids, labels, dense_details, stats.modal_labels(pruned, return_details=True), plan.class_names,
         pie_stability=stability, largest_id_modal=(dense_largest, stats.modal_labels(pruned, tie_break="largest")))
     if plan.with_method:
-      table["method"] = level.method
+      table[outputs.METHOD_COLUMN] = level.method
     io_utils.write_text(plan.pies_shard(j, block), analysis.csv_text(table))
     sums.update({(j, name): value for name, value in ties.items()})
     sums[(j, "num_pies")] = int(pies[j].sum())
@@ -255,7 +256,7 @@ def _ranked_rows(item, plan):
                                          level.rows.stop - level.rows.start, rank, example_ids=ids)
     rows = analysis.exemplar_rows(level.sparsity, labels, scores)
     if plan.with_method:
-      rows["method"] = level.method
+      rows[outputs.METHOD_COLUMN] = level.method
     shard = (rank - 1) // plan.shard_rows
     for s in np.unique(shard):
       yield (j, int(s)), rows[shard == s]
@@ -412,10 +413,10 @@ def analyze_study(study_dir=None, out_dir=None, prediction_files=None, alpha=0.0
     summary, tables = _tables(plan, index, results, alpha, seed, normalization, bootstrap_resamples, power_effect,
                               log)
     shards = -(-plan.num_examples // shard_rows)
-    for name, paths in (("pies.csv", [plan.pies_shard(j, b) for j in range(len(levels))
-                                      for b in range(plan.num_blocks)]),
-                        ("exemplar_scores.csv", [plan.exemplar_shard(j, s) for j in range(len(levels))
-                                                 for s in range(shards)])):
+    for name, paths in ((outputs.PIES_CSV, [plan.pies_shard(j, b) for j in range(len(levels))
+                                            for b in range(plan.num_blocks)]),
+                        (outputs.EXEMPLAR_SCORES_CSV, [plan.exemplar_shard(j, s) for j in range(len(levels))
+                                                       for s in range(shards)])):
       if paths:
         _concatenate(paths, os.path.join(out_dir, name))
       else:  # a study of dense models only: no compared population, the header alone
@@ -425,7 +426,7 @@ def analyze_study(study_dir=None, out_dir=None, prediction_files=None, alpha=0.0
       tf.io.gfile.rmtree(work_dir)
   for name, frame in tables.items():
     io_utils.write_text(os.path.join(out_dir, name), analysis.csv_text(frame))
-  io_utils.write_json(os.path.join(out_dir, "summary.json"), summary)
+  io_utils.write_json(os.path.join(out_dir, outputs.SUMMARY_JSON), summary)
   for name in _STALE:
     if tf.io.gfile.exists(os.path.join(out_dir, name)):
       tf.io.gfile.remove(os.path.join(out_dir, name))
@@ -442,7 +443,7 @@ def _tables(plan, index, results, alpha, seed, normalization, bootstrap_resample
   dense_hits = hits[plan.dense]
   dense_models = index.populations[("dense", 0.0)]
   levels = [analysis.level_entry(("dense", 0.0), dense_models, analysis.top1_from_hits(dense_hits, num_examples))]
-  parts = {"class_stats.csv": [], "pie_accuracy.csv": []}
+  parts = {outputs.CLASS_STATS_CSV: [], outputs.PIE_ACCURACY_CSV: []}
   for j, level in enumerate(plan.levels):
     key = (level.method, level.sparsity)
     pruned_hits = hits[level.rows]
@@ -458,13 +459,14 @@ def _tables(plan, index, results, alpha, seed, normalization, bootstrap_resample
         entry, level.sparsity, dense_hits, pruned_hits, class_count, index.class_names, sums[(j, "num_pies")], ties,
         alpha, normalization, power_effect, class_stability=class_stability,
         num_pies_stable_90=sums.get((j, "num_pies_stable_90")))
-    sizes = {subset: accuracy[(j, "size", subset)] for subset in analysis.SUBSETS}
-    correct = {population: {subset: accuracy[(j, population, subset)] for subset in analysis.SUBSETS}
-               for population in ("dense", "pruned")}
-    frames = {"class_stats.csv": classes, "pie_accuracy.csv": analysis.accuracy_rows(level.sparsity, sizes, correct)}
+    sizes = {subset: accuracy[(j, "size", subset)] for subset in outputs.SUBSETS}
+    correct = {population: {subset: accuracy[(j, population, subset)] for subset in outputs.SUBSETS}
+               for population in outputs.POPULATIONS}
+    frames = {outputs.CLASS_STATS_CSV: classes,
+              outputs.PIE_ACCURACY_CSV: analysis.accuracy_rows(level.sparsity, sizes, correct)}
     for name, frame in frames.items():
       if plan.with_method:
-        frame["method"] = level.method
+        frame[outputs.METHOD_COLUMN] = level.method
       parts[name].append(frame)
     levels.append(entry)
     analysis.log_level(log, level.method, level.sparsity, entry)

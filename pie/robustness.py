@@ -23,7 +23,8 @@ for corruption. Sets are kept in memory while their total stays under `memory_li
 memory-mapped (a 50,000-image ImageNet set at 224x224x3 is 7.5 GB; clean + 15 x 5 sets are 570 GB: prefer
 `source="tfds"` there). The cache is deleted at the end unless kept.
 
-Outputs (written atomically into the analysis folder; docs/robustness.md describes every column):
+Outputs (written atomically into the analysis folder; pie/outputs.py is their contract, docs/robustness.md describes
+every column):
   robustness.csv           one row per pruned level x corruption x severity
   robustness_models.csv    per-model top-1 on every set, plus its clean top-1 (corruption "clean", severity 0)
   robustness_summary.json  per level: mCE, relative mCE, corruptions that hurt the pruned population more
@@ -46,12 +47,12 @@ import tf_keras as keras
 from pie import corruptions
 from pie import data as data_lib
 from pie import io_utils
+from pie import outputs
 from pie import preprocess
 from pie import stats
 from pie import training
 from pie.errors import PieError
 
-OUTPUT_FILES = ("robustness.csv", "robustness_models.csv", "robustness_summary.json")
 SOURCES = ("on_the_fly", "tfds")
 IMAGENET_A = "imagenet_a"
 CLEAN = "clean"
@@ -63,12 +64,6 @@ _CORRUPT_CHUNK_BYTES = 64 * 2**20
 # A model's predictions through this module must match its exported predictions on the clean set; below this
 # agreement a warning is printed (it would mean the display/normalization path differs from training's).
 CLEAN_AGREEMENT_WARNING = 0.999
-
-# The columns robustness.csv starts with, in this order (the report reads them).
-TABLE_COLUMNS = ("sparsity", "corruption", "severity", "dense_top1_mean", "dense_top1_std", "pruned_top1_mean",
-                 "pruned_top1_std", "dense_drop", "pruned_drop", "relative_drop_dense", "relative_drop_pruned",
-                 "t_statistic", "p_value", "significant", "num_pies", "pie_fraction", "q_value")
-MODEL_COLUMNS = ("model", "sparsity", "seed", "corruption", "severity", "top1")
 
 # ImageNet-A's 200 classes as ids of the 1000-class ImageNet label space (sorted WordNet ids, the order of TFDS
 # `imagenet2012` labels and of torchvision's ImageFolder). Source: the keys mapped to a class (value != -1) of
@@ -184,10 +179,10 @@ def robustness_table(results, clean_top1, alpha=0.05):
     alpha: significance level of the per-row Welch test.
 
   Returns:
-    DataFrame with TABLE_COLUMNS first, then num_examples, dense_clean_top1, pruned_clean_top1,
-    significant_fdr. Drops are clean minus corrupted top-1 (positive: the corruption costs accuracy), relative
-    drops divide the mean drop by the population's mean clean top-1; t and p are
-    scipy.stats.ttest_ind(dense_drops, pruned_drops, equal_var=False), so t < 0 means the pruned models drop more.
+    DataFrame with the columns of `outputs.ROBUSTNESS` (the report reads its required ones). Drops are clean
+    minus corrupted top-1 (positive: the corruption costs accuracy), relative drops divide the mean drop by the
+    population's mean clean top-1; t and p are scipy.stats.ttest_ind(dense_drops, pruned_drops, equal_var=False),
+    so t < 0 means the pruned models drop more.
     q-values are Benjamini-Hochberg over the rows of one level.
   """
   if not 0 < alpha < 1:
@@ -230,8 +225,7 @@ def robustness_table(results, clean_top1, alpha=0.05):
       row["q_value"] = float(q)
       row["significant_fdr"] = bool(np.isfinite(q) and q < alpha)
     rows.extend(level_rows)
-  columns = list(TABLE_COLUMNS) + ["num_examples", "dense_clean_top1", "pruned_clean_top1", "significant_fdr"]
-  return pd.DataFrame(rows, columns=columns)
+  return pd.DataFrame(rows, columns=list(outputs.ROBUSTNESS.columns()))
 
 
 def _ratio(numerator, denominator):
@@ -290,7 +284,7 @@ def models_table(study, results):
         rows.append({"model": record.name, "sparsity": sparsity, "seed": record.seed,
                      "corruption": result.corruption, "severity": int(result.severity),
                      "top1": float(result.top1(sparsity)[i])})
-  return pd.DataFrame(rows, columns=list(MODEL_COLUMNS))
+  return pd.DataFrame(rows, columns=list(outputs.ROBUSTNESS_MODELS.columns()))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -677,7 +671,7 @@ def default_cache_dir(out_dir):
 def run_robustness(study, out_dir, corruption_names=None, severities=corruptions.SEVERITIES, source="on_the_fly",
                    imagenet_a=False, include_extra=False, seed=0, alpha=0.05, data_dir=None, batch_size=None,
                    memory_limit_mb=DEFAULT_MEMORY_LIMIT_MB, cache_dir=None, keep_cache=False, log=print):
-  """Evaluates every model of `study` on the chosen sets and writes OUTPUT_FILES into `out_dir`.
+  """Evaluates every model of `study` on the chosen sets and writes `outputs.ROBUSTNESS_FILES` into `out_dir`.
 
   Args:
     study: a loaded pie.study.Study whose model folders hold model.h5.
@@ -740,9 +734,9 @@ def run_robustness(study, out_dir, corruption_names=None, severities=corruptions
               "wall_seconds": round(time.time() - start, 2)}
   summary = summarize(study, results, table, clean_top1, alpha, settings)
   io_utils.makedirs(out_dir)
-  io_utils.write_text(os.path.join(out_dir, "robustness.csv"), _csv_text(table))
-  io_utils.write_text(os.path.join(out_dir, "robustness_models.csv"), _csv_text(models_table(study, results)))
-  io_utils.write_json(os.path.join(out_dir, "robustness_summary.json"), summary)
+  io_utils.write_text(os.path.join(out_dir, outputs.ROBUSTNESS_CSV), _csv_text(table))
+  io_utils.write_text(os.path.join(out_dir, outputs.ROBUSTNESS_MODELS_CSV), _csv_text(models_table(study, results)))
+  io_utils.write_json(os.path.join(out_dir, outputs.ROBUSTNESS_SUMMARY_JSON), summary)
   for entry in summary["levels"]:
     if entry["sparsity"] > 0:
       mce = entry["mce"]

@@ -1,0 +1,251 @@
+"""The analysis output contract: the files of an analysis folder, their columns and keys, and pies.tfrecord.
+
+The analyses write these files (`pie.analysis`, `pie.beam_analysis`, `pie.robustness`) and the report reads them
+(`pie.report`); both sides, and the tests, take the names from here so that a column cannot drift between them.
+README.md ("Analysis outputs") says what each column means.
+
+A table's columns come in three groups, in file order:
+  * `required`: in every file; a reader may rely on them (the report refuses a file without one).
+  * `optional`: written by today's analysis but absent from files of earlier versions or other writers; those
+    named in `bootstrap` only when the analysis ran the bootstrap.
+  * `method`: last, in every table of a study with populations other than dense and magnitude pruning (controls,
+    other compression methods); it names the population, and `sparsity` is then the population's level.
+
+Importing this module costs no TensorFlow: the pies.tfrecord writer and reader load it when called.
+"""
+import dataclasses
+
+from pie.errors import PieError
+
+# Files of an analysis folder.
+PIES_CSV = "pies.csv"
+CLASS_STATS_CSV = "class_stats.csv"
+EXEMPLAR_SCORES_CSV = "exemplar_scores.csv"
+PIE_ACCURACY_CSV = "pie_accuracy.csv"
+SUMMARY_JSON = "summary.json"
+PIES_TFRECORD = "pies.tfrecord"
+REPORT_HTML = "report.html"
+FIGURES_DIR = "figures"
+TRIAGE_DIR = "triage"
+# Written by the robustness analysis (`python -m analysis.robustness`), into the same folder or its own.
+ROBUSTNESS_CSV = "robustness.csv"
+ROBUSTNESS_MODELS_CSV = "robustness_models.csv"
+ROBUSTNESS_SUMMARY_JSON = "robustness_summary.json"
+
+# The files `pie.analysis.analyze_study` writes, and those of the robustness analysis.
+ANALYSIS_FILES = (PIES_CSV, CLASS_STATS_CSV, EXEMPLAR_SCORES_CSV, PIE_ACCURACY_CSV, SUMMARY_JSON, PIES_TFRECORD,
+                  REPORT_HTML)
+ROBUSTNESS_FILES = (ROBUSTNESS_CSV, ROBUSTNESS_MODELS_CSV, ROBUSTNESS_SUMMARY_JSON)
+
+# Kinds of values a column holds, as readers parse them.
+INT, FLOAT, BOOL, STR, BYTES = "int", "float", "bool", "str", "bytes"
+
+METHOD_COLUMN = "method"
+# Populations other than these give every table the method column.
+_METHODS_WITHOUT_COLUMN = ("dense", "magnitude")
+
+
+def has_method_column(methods):
+  """Whether the tables of a study whose populations have these methods end with the `method` column."""
+  return any(method not in _METHODS_WITHOUT_COLUMN for method in methods)
+
+
+@dataclasses.dataclass(frozen=True)
+class Table:
+  """One CSV of the analysis: its name and its columns as (name, kind) pairs, in file order (see the module doc)."""
+  name: str
+  required: tuple
+  optional: tuple = ()
+  bootstrap: tuple = ()  # the names of the optional columns written only with the bootstrap
+
+  @staticmethod
+  def names(columns):
+    return tuple(name for name, _ in columns)
+
+  @property
+  def required_names(self):
+    return self.names(self.required)
+
+  @property
+  def optional_names(self):
+    return self.names(self.optional)
+
+  def columns(self, bootstrap=False, method=False):
+    """The header today's analysis writes: without the bootstrap columns unless it ran the bootstrap."""
+    optional = tuple(name for name in self.optional_names if bootstrap or name not in self.bootstrap)
+    return self.required_names + optional + ((METHOD_COLUMN,) if method else ())
+
+  def kind(self, column):
+    """The kind of a column (INT, FLOAT, BOOL or STR); the method column is text."""
+    if column == METHOD_COLUMN:
+      return STR
+    for name, kind in self.required + self.optional:
+      if name == column:
+        return kind
+    raise KeyError(f"{self.name} has no column {column!r}")
+
+
+PIES = Table(
+    PIES_CSV,
+    required=(("sparsity", FLOAT), ("example_id", INT), ("label", INT), ("dense_modal", INT), ("pruned_modal", INT),
+              ("dense_modal_share", FLOAT), ("pruned_modal_share", FLOAT), ("modal_tie", BOOL), ("label_name", STR),
+              ("dense_modal_name", STR), ("pruned_modal_name", STR)),
+    # pie_replicability is pie_stability under a name that says what it is (kept under both names).
+    optional=(("pie_stability", FLOAT), ("pie_replicability", FLOAT)),
+    bootstrap=("pie_stability", "pie_replicability"))
+
+CLASS_STATS = Table(
+    CLASS_STATS_CSV,
+    required=(("sparsity", FLOAT), ("class_id", INT), ("class_name", STR), ("num_examples", INT),
+              ("dense_recall_mean", FLOAT), ("pruned_recall_mean", FLOAT), ("recall_change", FLOAT),
+              ("normalized_change", FLOAT), ("t_statistic", FLOAT), ("p_value", FLOAT), ("significant", BOOL)),
+    optional=(("q_value", FLOAT), ("significant_fdr", BOOL), ("ci_low", FLOAT), ("ci_high", FLOAT),
+              ("hedges_g", FLOAT), ("df", FLOAT), ("note", STR), ("significant_stability", FLOAT),
+              ("significance_replicability", FLOAT)),
+    bootstrap=("significant_stability", "significance_replicability"))
+
+EXEMPLAR_SCORES = Table(
+    EXEMPLAR_SCORES_CSV,
+    required=(("sparsity", FLOAT), ("example_id", INT), ("label", INT), ("dense_modal", INT), ("pruned_modal", INT),
+              ("is_pie", BOOL), ("l1_distance", FLOAT), ("rank", INT)))
+
+PIE_ACCURACY = Table(
+    PIE_ACCURACY_CSV,
+    required=(("sparsity", FLOAT), ("population", STR), ("subset", STR), ("num_examples", INT),
+              ("top1_mean", FLOAT), ("top1_std", FLOAT)))
+
+# The values of pie_accuracy.csv's `subset` and `population` columns, in row order (populations outer).
+SUBSETS = ("pie", "random", "non_pie")
+POPULATIONS = ("dense", "pruned")
+
+ROBUSTNESS = Table(
+    ROBUSTNESS_CSV,
+    required=(("sparsity", FLOAT), ("corruption", STR), ("severity", INT), ("dense_top1_mean", FLOAT),
+              ("dense_top1_std", FLOAT), ("pruned_top1_mean", FLOAT), ("pruned_top1_std", FLOAT),
+              ("dense_drop", FLOAT), ("pruned_drop", FLOAT), ("relative_drop_dense", FLOAT),
+              ("relative_drop_pruned", FLOAT), ("t_statistic", FLOAT), ("p_value", FLOAT), ("significant", BOOL)),
+    optional=(("num_pies", INT), ("pie_fraction", FLOAT), ("q_value", FLOAT), ("num_examples", INT),
+              ("dense_clean_top1", FLOAT), ("pruned_clean_top1", FLOAT), ("significant_fdr", BOOL)))
+
+ROBUSTNESS_MODELS = Table(
+    ROBUSTNESS_MODELS_CSV,
+    required=(("model", STR), ("sparsity", FLOAT), ("seed", INT), ("corruption", STR), ("severity", INT),
+              ("top1", FLOAT)))
+
+# The tables of `pie.analysis`, in the order it computes them.
+ANALYSIS_TABLES = (PIES, CLASS_STATS, EXEMPLAR_SCORES, PIE_ACCURACY)
+
+
+def table(name):
+  """The Table of a CSV file name of the analysis or the robustness analysis."""
+  for candidate in ANALYSIS_TABLES + (ROBUSTNESS, ROBUSTNESS_MODELS):
+    if candidate.name == name:
+      return candidate
+  raise KeyError(f"{name!r} is not a table of the analysis output contract")
+
+
+# triage/ (written with the report): the PIEs of the report's per-level view for a labelling tool, in pies.csv order,
+# as a CSV and a JSON list of records with these fields; `image` is the path of the PIE's PNG relative to triage/
+# (empty without pies.tfrecord), `pie_stability` empty (null) without the bootstrap.
+TRIAGE_CSV = "pies.csv"
+TRIAGE_JSON = "pies.json"
+TRIAGE_IMAGES_DIR = "images"
+TRIAGE_FIELDS = ("example_id", "sparsity", "image", "label", "label_name", "dense_modal", "dense_modal_name",
+                 "pruned_modal", "pruned_modal_name", "dense_modal_share", "pruned_modal_share", "modal_tie",
+                 "pie_stability")
+
+# summary.json: the keys a reader may rely on, and those it uses when present (files of earlier versions lack them).
+SUMMARY_KEYS = ("study", "alpha", "tie_rule", "levels")
+SUMMARY_OPTIONAL = ("normalization", "normalization_warning", "noise_floor")
+STUDY_KEYS = ("name", "dataset", "eval_split", "num_classes", "class_names", "num_examples", "model", "config",
+              "config_hash")
+# One entry of `levels` per population; its role is one of ROLES (exactly one level is dense).
+LEVEL_KEYS = ("sparsity", "role", "num_models", "top1_mean", "top1_std", "measured_sparsity_mean", "num_pies",
+              "pie_fraction", "num_significant_classes", "num_ties_dense", "num_ties_pruned")
+LEVEL_OPTIONAL = ("num_significant_classes_fdr",)
+# A level's population and its measured size (studies comparing compression methods).
+LEVEL_METHOD_KEYS = ("method", "bits_per_weight", "compressed_bytes")
+# A compressed level against the noise floor.
+LEVEL_FLOOR_KEYS = ("distinguishable_from_noise", "pies_noise_p_value", "noise_floor_pies_mean", "pies_excess",
+                    "pies_excess_ci_low", "pies_excess_ci_high")
+ROLES = ("dense", "pruned", "control")
+# summary.json `noise_floor` (None when the floor was not measured) and its `half_splits` (None without A/A splits).
+NOISE_FLOOR_KEYS = ("control", "control_models", "num_pies", "pie_fraction", "num_significant_classes",
+                    "num_significant_classes_fdr", "half_splits")
+HALF_SPLITS_KEYS = ("pool_models", "sizes", "num_pies_mean", "num_pies_high", "num_significant_classes_mean",
+                    "num_significant_classes_fdr_mean", "splits_with_fdr_discovery")
+
+# pies.tfrecord: one tf.train.Example per PIE of the report's per-level view (dense against the primary pruning
+# method, `pie.variants.primary_method`), with these features of one value each; `image` is the PNG of the image as
+# the model sees it at eval, before normalization. Float features are float32 in the file.
+PIE_IMAGE_FEATURES = (("sparsity", FLOAT), ("example_id", INT), ("label", INT), ("dense_modal", INT),
+                      ("pruned_modal", INT), ("dense_modal_share", FLOAT), ("pruned_modal_share", FLOAT),
+                      ("image", BYTES))
+_FEATURE_LISTS = {INT: "int64_list", FLOAT: "float_list", BYTES: "bytes_list"}
+
+
+def write_pie_images(path, pies_table, images):
+  """Writes pies.tfrecord: one record per row of `pies_table` (pies.csv columns), its image from `images`.
+
+  `images` maps example_id to a uint8 [height, width, channels] image.
+  """
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  from pie import io_utils  # pylint: disable=import-outside-toplevel
+
+  def feature(kind, value):
+    if kind == INT:
+      return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(value)]))
+    if kind == FLOAT:
+      return tf.train.Feature(float_list=tf.train.FloatList(value=[value]))
+    return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
+
+  with io_utils.atomic_path(path) as tmp:
+    with tf.io.TFRecordWriter(tmp) as writer:
+      for row in pies_table.itertuples(index=False):
+        png = tf.io.encode_png(tf.convert_to_tensor(images[row.example_id], tf.uint8)).numpy()
+        features = {name: feature(kind, png if name == "image" else getattr(row, name))
+                    for name, kind in PIE_IMAGE_FEATURES}
+        example = tf.train.Example(features=tf.train.Features(feature=features))
+        writer.write(example.SerializeToString())
+
+
+def read_pie_records(path):
+  """Reads pies.tfrecord: one dict per record with the features of PIE_IMAGE_FEATURES, the image as PNG bytes.
+
+  Ints and floats are Python numbers. A damaged file or a record without a feature is a PieError naming the file.
+  """
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  from google.protobuf import message  # pylint: disable=import-outside-toplevel
+  python_type = {INT: int, FLOAT: float, BYTES: bytes}
+  records = []
+  try:
+    for index, raw in enumerate(tf.data.TFRecordDataset(str(path))):
+      feature = tf.train.Example.FromString(raw.numpy()).features.feature
+      record = {}
+      for name, kind in PIE_IMAGE_FEATURES:
+        if name not in feature:
+          raise PieError(f"{path}: record {index} has no feature {name!r}: the file was not written by the analysis; "
+                         "rerun it to rewrite the file")
+        values = getattr(feature[name], _FEATURE_LISTS[kind]).value
+        if len(values) != 1:
+          raise PieError(f"{path}: record {index} feature {name!r} has {len(values)} values, expected 1: the file was "
+                         "not written by the analysis; rerun it to rewrite the file")
+        record[name] = python_type[kind](values[0])
+      records.append(record)
+  except (tf.errors.DataLossError, message.DecodeError) as e:
+    detail = str(getattr(e, "message", e)).split("\n")[0]
+    raise PieError(f"{path} is truncated or corrupt ({detail}): rerun the analysis to rewrite it") from None
+  return records
+
+
+def read_pie_images(path):
+  """Reads pies.tfrecord back as a list of dicts, each image decoded to a uint8 [height, width, channels] array."""
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  records = read_pie_records(path)
+  for index, record in enumerate(records):
+    try:
+      record["image"] = tf.io.decode_png(record["image"]).numpy()
+    except tf.errors.InvalidArgumentError:
+      raise PieError(f"{path}: the image of record {index} is not a PNG: rerun the analysis to rewrite the "
+                     "file") from None
+  return records
