@@ -59,7 +59,3 @@ def read_json(path):
 
 def makedirs(path):
   tf.io.gfile.makedirs(path)
-
-
-def join(*parts):
-  return os.path.join(*parts)
