@@ -450,7 +450,7 @@ def test_failed_run_leaves_the_previous_report_whole(scratch_dir, monkeypatch):
   def broken(*args, **kwargs):
     raise RuntimeError("figure failed")
 
-  monkeypatch.setattr(report, "plot_pie_accuracy", broken)
+  monkeypatch.setattr(report.figures, "plot_pie_accuracy", broken)
   with pytest.raises(RuntimeError, match="figure failed"):
     report.write_report(scratch_dir)
   assert first.read_bytes() == before

@@ -1,0 +1,490 @@
+"""The report's charts: what each one plots, as plain tables, and the matplotlib figures that draw them.
+
+The series functions (`accuracy_series`, `class_impact_series`, ...) take the tables `load.load_analysis` read and
+return DataFrames; the plot functions only draw what those return, so tests can check the charts against the CSVs.
+`FigureFolder` writes each figure into figures/ as PNG and SVG and returns the SVG to inline in the page.
+"""
+import io
+import re
+
+import numpy as np
+import pandas as pd
+
+from pie import io_utils
+from pie import outputs
+from pie.errors import PieError
+from pie.report.load import SPARSITY_TOLERANCE
+from pie.report.load import level_label
+
+COLOR_DENSE = "#4a6fa5"
+COLOR_PRUNED = "#d9822b"
+COLOR_HURT = "#c0392b"
+COLOR_HELPED = "#2e86c1"
+COLOR_NEUTRAL = "#c8c8c8"
+SUBSET_LABELS = {"pie": "PIEs", "random": "random sample", "non_pie": "non-PIEs"}
+
+# Names of the figures the report writes into figures/ (stale ones are removed on a rerun).
+FIGURE_PREFIXES = ("accuracy_vs_sparsity", "pies_vs_sparsity", "significant_classes_vs_sparsity", "class_impact_",
+                   "pie_accuracy", "robustness_", "methods_vs_size")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Chart series: what each figure plots, as plain tables.
+
+
+def accuracy_series(levels):
+  """Top-1 mean and std (fractions) of every population, by sparsity: the accuracy-vs-sparsity chart."""
+  return levels[["sparsity", "role", "num_models", "top1_mean", "top1_std"]].sort_values("sparsity").reset_index(
+      drop=True)
+
+
+def significance_series(levels):
+  """Number of significantly changed classes per pruned level, uncorrected and FDR (NaN where not reported)."""
+  pruned = levels.loc[levels["role"] == "pruned"]
+  return pd.DataFrame({"sparsity": pruned["sparsity"].to_numpy(),
+                       "num_significant": pruned["num_significant_classes"].to_numpy(dtype=float),
+                       "num_significant_fdr": pruned["num_significant_classes_fdr"].to_numpy(dtype=float)})
+
+
+def floor_lines(noise_floor):
+  """The noise floor's reference values for the charts: A/A mean PIEs, their upper quantile, mean significant classes
+  (uncorrected and FDR), from summary.json's `noise_floor.half_splits`; None without A/A splits."""
+  splits = (noise_floor or {}).get("half_splits")
+  if not splits:
+    return None
+  return {"num_pies_mean": splits["num_pies_mean"], "num_pies_high": splits["num_pies_high"],
+          "num_significant_mean": splits["num_significant_classes_mean"],
+          "num_significant_fdr_mean": splits["num_significant_classes_fdr_mean"],
+          "sizes": tuple(splits["sizes"])}
+
+
+def pies_series(summary_levels):
+  """PIEs per pruned level with their excess over the noise floor (NaN where the study has no comparable floor)."""
+  rows = [{"sparsity": float(level["sparsity"]), "num_pies": float(level["num_pies"]),
+           "pies_excess": _float_or_nan(level.get("pies_excess")),
+           "floor_mean": _float_or_nan(level.get("noise_floor_pies_mean")),
+           "distinguishable": level.get("distinguishable_from_noise")}
+          for level in summary_levels if level["role"] == "pruned"]
+  return pd.DataFrame(rows, columns=["sparsity", "num_pies", "pies_excess", "floor_mean", "distinguishable"])
+
+
+def _float_or_nan(value):
+  return float("nan") if value is None else float(value)
+
+
+def class_impact_series(class_stats, sparsity, top_n=25):
+  """The classes the impact chart of one level shows, most hurt first.
+
+  Classes are ranked by normalized change (change in recall minus the change in overall top-1: the quantity the
+  t-test is about). With at most 2 * top_n classes, all are shown; otherwise the top_n with the most negative and the
+  top_n with the most positive normalized change, so that the chart stays readable for 1000 classes (the full table
+  is in the report).
+  """
+  if top_n < 1:
+    raise ValueError(f"top_n must be at least 1, got {top_n}")
+  rows = class_stats.loc[class_stats["sparsity"] == sparsity]
+  if rows.empty:
+    raise ValueError(f"{outputs.CLASS_STATS_CSV} has no row at sparsity {sparsity:g}")
+  rows = rows.sort_values(["normalized_change", "class_id"], kind="stable")
+  if len(rows) > 2 * top_n:
+    hurt = rows.loc[rows["normalized_change"] < 0].head(top_n)
+    helped = rows.loc[rows["normalized_change"] > 0].tail(top_n)
+    rows = pd.concat([hurt, helped])
+  columns = ["class_id", "class_name", "recall_change", "normalized_change", "significant", "p_value"]
+  if "significant_fdr" in rows:
+    columns.append("significant_fdr")
+  return rows[columns].reset_index(drop=True)
+
+
+def pie_accuracy_series(pie_accuracy, sparsity):
+  """Top-1 of both populations on PIEs, a random sample and non-PIEs at one level, in that subset order."""
+  rows = pie_accuracy.loc[pie_accuracy["sparsity"] == sparsity]
+  out = []
+  for subset in outputs.SUBSETS:
+    for population in outputs.POPULATIONS:
+      match = rows.loc[(rows["subset"] == subset) & (rows["population"] == population)]
+      if len(match) > 1:
+        raise PieError(f"{outputs.PIE_ACCURACY_CSV}: {len(match)} rows for {population}/{subset} at sparsity "
+                       f"{sparsity:g}")
+      if len(match) == 1:
+        row = match.iloc[0]
+        out.append({"subset": subset, "population": population, "num_examples": int(row["num_examples"]),
+                    "top1_mean": float(row["top1_mean"]), "top1_std": float(row["top1_std"])})
+  return pd.DataFrame(out, columns=["subset", "population", "num_examples", "top1_mean", "top1_std"])
+
+
+def robustness_severity_series(robustness, sparsity):
+  """Mean top-1 over corruptions for each severity, both populations, and how many corruptions differ significantly."""
+  rows = robustness.loc[robustness["sparsity"] == sparsity]
+  grouped = rows.groupby("severity", sort=True)
+  return pd.DataFrame({"severity": list(grouped.groups),
+                       "dense_top1": grouped["dense_top1_mean"].mean().to_numpy(),
+                       "pruned_top1": grouped["pruned_top1_mean"].mean().to_numpy(),
+                       "num_significant": grouped["significant"].sum().to_numpy().astype(int),
+                       "num_corruptions": grouped["corruption"].nunique().to_numpy().astype(int)})
+
+
+def robustness_drop_series(robustness, sparsity):
+  """Mean accuracy drop over severities for each corruption, both populations, largest extra pruned drop first."""
+  rows = robustness.loc[robustness["sparsity"] == sparsity]
+  grouped = rows.groupby("corruption", sort=True)
+  out = pd.DataFrame({"corruption": list(grouped.groups),
+                      "dense_drop": grouped["dense_drop"].mean().to_numpy(),
+                      "pruned_drop": grouped["pruned_drop"].mean().to_numpy(),
+                      "num_significant": grouped["significant"].sum().to_numpy().astype(int),
+                      "num_severities": grouped["severity"].nunique().to_numpy().astype(int)})
+  out["extra_drop"] = out["pruned_drop"] - out["dense_drop"]
+  return out.sort_values(["extra_drop", "corruption"], ascending=[False, True], kind="stable").reset_index(drop=True)
+
+
+def methods_series(methods, method_class_stats, max_classes=3):
+  """One row per compressed population, smallest compressed model first, with what it costs (the methods section).
+
+  Columns: method, sparsity, num_models, bits_per_weight, compressed_bytes, size_ratio (compressed size over the
+  dense model's), top1_mean, top1_std, top1_change (vs dense), num_significant_classes, num_significant_classes_fdr,
+  num_pies (the CIEs), pie_fraction, harm_rank (1 = most harm: most CIEs, then most significant classes, then the
+  largest top-1 loss) and hurt_classes: up to `max_classes` (name, normalized change) of the classes it hurts
+  significantly, most hurt first.
+  """
+  dense = methods.loc[methods["method"] == "dense"]
+  if len(dense) != 1:
+    raise PieError(f"{outputs.SUMMARY_JSON}: expected one dense population, found {len(dense)}")
+  dense = dense.iloc[0]
+  rows = methods.loc[methods["method"] != "dense"].copy()
+  rows["size_ratio"] = rows["compressed_bytes"] / dense["compressed_bytes"]
+  rows["top1_change"] = rows["top1_mean"] - dense["top1_mean"]
+  order = rows.sort_values(["num_pies", "num_significant_classes", "top1_change"], ascending=[False, False, True],
+                           kind="stable")
+  rows["harm_rank"] = pd.Series(np.arange(1, len(order) + 1), index=order.index)
+  hurt = []
+  for row in rows.itertuples(index=False):
+    classes = pd.DataFrame()
+    if method_class_stats is not None:
+      classes = method_class_stats.loc[(method_class_stats["method"] == row.method)
+                                       & ((method_class_stats["sparsity"] - row.sparsity).abs() < SPARSITY_TOLERANCE)
+                                       & method_class_stats["significant"]
+                                       & (method_class_stats["normalized_change"] < 0)]
+    classes = classes.sort_values("normalized_change", kind="stable").head(max_classes)
+    hurt.append([(str(n), float(c)) for n, c in zip(classes["class_name"], classes["normalized_change"])])
+  rows["hurt_classes"] = hurt
+  return rows.sort_values(["compressed_bytes", "method"], kind="stable").reset_index(drop=True)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Figures (matplotlib, object API on the Agg canvas: no pyplot global state).
+
+
+def _new_figure(width, height):
+  from matplotlib.backends.backend_agg import FigureCanvasAgg  # pylint: disable=import-outside-toplevel
+  from matplotlib.figure import Figure  # pylint: disable=import-outside-toplevel
+  figure = Figure(figsize=(width, height), layout="constrained")
+  FigureCanvasAgg(figure)
+  return figure
+
+
+def _style_axes(ax):
+  ax.spines["top"].set_visible(False)
+  ax.spines["right"].set_visible(False)
+  ax.grid(True, axis="y", color="#e6e6e6", linewidth=0.8)
+  ax.set_axisbelow(True)
+
+
+def plot_accuracy(series):
+  """Top-1 (%) vs sparsity (%) with one-std error bars over each population's models."""
+  figure = _new_figure(5.2, 3.4)
+  ax = figure.add_subplot()
+  x = 100 * series["sparsity"].to_numpy()
+  ax.errorbar(x, 100 * series["top1_mean"].to_numpy(), yerr=100 * series["top1_std"].to_numpy(), color=COLOR_DENSE,
+              marker="o", capsize=4, linewidth=1.5, label="mean ± std over models")
+  for xi, yi in zip(x, 100 * series["top1_mean"].to_numpy()):
+    ax.annotate(f"{yi:.1f}", (xi, yi), textcoords="offset points", xytext=(6, 6), fontsize=8, color="#333333")
+  ax.set_xlabel("sparsity (% of weights removed)")
+  ax.set_ylabel("top-1 accuracy (%)")
+  ax.set_title("Overall accuracy vs sparsity", fontsize=11)
+  ax.set_xticks(x)
+  ax.set_xticklabels([f"{v:.4g}" for v in x])
+  _style_axes(ax)
+  return figure
+
+
+def plot_significance(series, alpha, floor=None):
+  """Number of classes whose normalized recall changed significantly, vs sparsity; with the A/A noise floor."""
+  figure = _new_figure(5.2, 3.4)
+  ax = figure.add_subplot()
+  x = 100 * series["sparsity"].to_numpy()
+  ax.plot(x, series["num_significant"].to_numpy(), marker="o", color=COLOR_HURT,
+          label=f"p < {alpha:g} (uncorrected)")
+  if series["num_significant_fdr"].notna().any():
+    ax.plot(x, series["num_significant_fdr"].to_numpy(), marker="s", linestyle="--", color="#555555",
+            label=f"q ≤ {alpha:g} (FDR-corrected)")
+  if floor is not None:
+    ax.axhline(floor["num_significant_mean"], color=COLOR_HURT, linestyle=":", linewidth=1.2,
+               label="noise floor (A/A mean, uncorrected)")
+    ax.axhline(floor["num_significant_fdr_mean"], color="#555555", linestyle=":", linewidth=1.2,
+               label="noise floor (A/A mean, FDR)")
+  ax.set_xlabel("sparsity (% of weights removed)")
+  ax.set_ylabel("classes")
+  ax.set_title("Classes significantly changed by pruning", fontsize=11)
+  ax.set_xticks(x)
+  ax.set_xticklabels([f"{v:.4g}" for v in x])
+  ax.set_ylim(bottom=0)
+  ax.yaxis.get_major_locator().set_params(integer=True)
+  ax.legend(frameon=False, fontsize=8)
+  _style_axes(ax)
+  return figure
+
+
+def plot_pies(series, floor=None):
+  """PIEs vs sparsity, with the noise floor: the A/A mean and its upper quantile as a band."""
+  figure = _new_figure(5.2, 3.4)
+  ax = figure.add_subplot()
+  x = 100 * series["sparsity"].to_numpy()
+  ax.plot(x, series["num_pies"].to_numpy(), marker="o", color=COLOR_PRUNED, label="PIEs (pruned vs dense)")
+  if floor is not None:
+    ax.axhspan(0, floor["num_pies_high"], color=COLOR_NEUTRAL, alpha=0.35, linewidth=0,
+               label="noise floor (A/A, up to its upper quantile)")
+    ax.axhline(floor["num_pies_mean"], color="#555555", linestyle=":", linewidth=1.2, label="noise floor (A/A mean)")
+  ax.set_xlabel("sparsity (% of weights removed)")
+  ax.set_ylabel("PIEs")
+  ax.set_title("PIEs vs sparsity", fontsize=11)
+  if len(x):
+    ax.set_xticks(x)
+    ax.set_xticklabels([f"{v:.4g}" for v in x])
+  ax.set_ylim(bottom=0)
+  ax.yaxis.get_major_locator().set_params(integer=True)
+  ax.legend(frameon=False, fontsize=8)
+  _style_axes(ax)
+  return figure
+
+
+def plot_class_impact(series, title, num_total=None):
+  """Per class: change in recall as bars, normalized change as markers, significant classes coloured.
+
+  `num_total` is the number of classes at the level; when the series shows fewer, a line marks the gap.
+  """
+  from matplotlib.lines import Line2D  # pylint: disable=import-outside-toplevel
+  from matplotlib.patches import Patch  # pylint: disable=import-outside-toplevel
+  n = len(series)
+  figure = _new_figure(7.0, 1.3 + 0.26 * n)
+  ax = figure.add_subplot()
+  y = np.arange(n)
+  significant = series["significant"].to_numpy(dtype=bool)
+  normalized = 100 * series["normalized_change"].to_numpy()
+  colors = np.where(~significant, COLOR_NEUTRAL, np.where(normalized < 0, COLOR_HURT, COLOR_HELPED))
+  fdr = series["significant_fdr"].to_numpy(dtype=bool) if "significant_fdr" in series else np.zeros(n, dtype=bool)
+  ax.barh(y, 100 * series["recall_change"].to_numpy(), color=colors, height=0.7,
+          edgecolor=np.where(fdr, "#111111", "none"), linewidth=np.where(fdr, 1.2, 0.0))
+  ax.scatter(normalized, y, marker="D", s=22, color="#111111", zorder=3)
+  ax.axvline(0, color="#555555", linewidth=0.8)
+  # normalized = recall change - overall top-1 change, so their difference is the overall change (the same for all).
+  overall = float(np.mean(100 * series["recall_change"].to_numpy() - normalized)) if n else 0.0
+  ax.axvline(overall, color="#555555", linewidth=1.0, linestyle="--")
+  ax.set_yticks(y)
+  ax.set_yticklabels(series["class_name"].astype(str).tolist(), fontsize=8)
+  for label, sig in zip(ax.get_yticklabels(), significant):
+    if sig:
+      label.set_fontweight("bold")
+  hidden = num_total - n if num_total is not None else 0
+  if hidden > 0:
+    # The chart shows the two ends of the ranking: mark where the classes left out would be.
+    split = int((normalized < 0).sum())
+    ax.axhline(split - 0.5, color="#888888", linewidth=0.8, linestyle=":")
+    ax.annotate(f"{hidden} less affected classes not shown", (1.0, split - 0.5), xycoords=("axes fraction", "data"),
+                xytext=(-4, 3), textcoords="offset points", ha="right", va="bottom", fontsize=8, color="#555555")
+  ax.set_ylim(n - 0.5, -0.5)  # most hurt on top, no blank margin
+  ax.set_xlabel("change vs dense (percentage points)")
+  ax.set_title(title, fontsize=11)
+  ax.grid(True, axis="x", color="#e6e6e6", linewidth=0.8)
+  ax.set_axisbelow(True)
+  ax.spines["top"].set_visible(False)
+  ax.spines["right"].set_visible(False)
+  handles = [Patch(color=COLOR_HURT, label="recall change, significantly hurt"),
+             Patch(color=COLOR_HELPED, label="recall change, significantly helped"),
+             Patch(color=COLOR_NEUTRAL, label="recall change, not significant"),
+             Line2D([], [], marker="D", linestyle="none", color="#111111",
+                    label="normalized change (vs overall top-1)"),
+             Line2D([], [], linestyle="--", color="#555555", label=f"change in overall top-1 ({overall:+.1f})")]
+  if fdr.any() or "significant_fdr" in series:
+    handles.append(Patch(facecolor="white", edgecolor="#111111", label="outlined: significant after FDR"))
+  figure.legend(handles=handles, loc="outside lower center", ncol=2, frameon=False, fontsize=8)
+  return figure
+
+
+def plot_pie_accuracy(series_by_level):
+  """Top-1 of each population on PIEs, a random sample and non-PIEs, one panel per level."""
+  levels = list(series_by_level)
+  figure = _new_figure(max(4.0, 3.4 * len(levels)), 3.4)
+  axes = figure.subplots(1, len(levels), sharey=True, squeeze=False)[0]
+  width = 0.38
+  for ax, sparsity in zip(axes, levels):
+    series = series_by_level[sparsity]
+    x = np.arange(len(outputs.SUBSETS))
+    for offset, population, color in ((-width / 2, "dense", COLOR_DENSE), (width / 2, "pruned", COLOR_PRUNED)):
+      rows = series.loc[series["population"] == population].set_index("subset").reindex(list(outputs.SUBSETS))
+      ax.bar(x + offset, 100 * rows["top1_mean"].to_numpy(), width, yerr=100 * rows["top1_std"].to_numpy(),
+             color=color, capsize=3, label=f"{population} population")
+    ax.set_xticks(x)
+    ax.set_xticklabels([SUBSET_LABELS[s] for s in outputs.SUBSETS], fontsize=8)
+    ax.set_title(f"{level_label(sparsity)} sparsity", fontsize=10)
+    ax.set_ylim(0, 105)
+    _style_axes(ax)
+  axes[0].set_ylabel("top-1 accuracy (%)")
+  handles, labels = axes[0].get_legend_handles_labels()
+  figure.legend(handles, labels, loc="outside lower center", ncol=2, frameon=False, fontsize=8)
+  return figure
+
+
+def plot_robustness_severity(series_by_level):
+  """Mean top-1 over corruptions vs severity for both populations, one panel per level."""
+  levels = list(series_by_level)
+  figure = _new_figure(max(4.0, 3.4 * len(levels)), 3.4)
+  axes = figure.subplots(1, len(levels), sharey=True, squeeze=False)[0]
+  for ax, sparsity in zip(axes, levels):
+    series = series_by_level[sparsity]
+    ax.plot(series["severity"], 100 * series["dense_top1"], marker="o", color=COLOR_DENSE, label="dense")
+    ax.plot(series["severity"], 100 * series["pruned_top1"], marker="s", color=COLOR_PRUNED,
+            label=f"pruned {level_label(sparsity)}")
+    for severity, value, k, total in zip(series["severity"], 100 * series["pruned_top1"], series["num_significant"],
+                                         series["num_corruptions"]):
+      ax.annotate(f"{k}/{total}", (severity, value), textcoords="offset points", xytext=(0, -13), ha="center",
+                  fontsize=7, color=COLOR_HURT if k else "#777777")
+    ax.set_xticks(series["severity"].tolist())
+    ax.margins(x=0.08, y=0.15)
+    ax.set_xlabel("corruption severity")
+    ax.set_title(f"{level_label(sparsity)} sparsity", fontsize=10)
+    ax.legend(frameon=False, fontsize=8)
+    _style_axes(ax)
+  axes[0].set_ylabel("top-1, mean over corruptions (%)")
+  return figure
+
+
+def plot_robustness_drop(series, title):
+  """Mean accuracy drop per corruption for both populations; corruptions with a significant difference starred."""
+  n = len(series)
+  figure = _new_figure(6.4, 1.4 + 0.42 * n)
+  ax = figure.add_subplot()
+  y = np.arange(n)
+  ax.barh(y - 0.2, 100 * series["dense_drop"].to_numpy(), 0.4, color=COLOR_DENSE, label="dense")
+  ax.barh(y + 0.2, 100 * series["pruned_drop"].to_numpy(), 0.4, color=COLOR_PRUNED, label="pruned")
+  for yi, drop, k, total in zip(y, 100 * np.maximum(series["dense_drop"], series["pruned_drop"]).to_numpy(),
+                                series["num_significant"], series["num_severities"]):
+    ax.annotate(f"{k}/{total} severities significant", (max(drop, 0), yi), textcoords="offset points",
+                xytext=(4, 0), va="center", fontsize=7, color=COLOR_HURT if k else "#777777")
+  ax.margins(x=0.25)
+  names = [f"{c} *" if k else str(c) for c, k in zip(series["corruption"], series["num_significant"])]
+  ax.set_yticks(y)
+  ax.set_yticklabels(names, fontsize=8)
+  for label, k in zip(ax.get_yticklabels(), series["num_significant"]):
+    if k:
+      label.set_fontweight("bold")
+  ax.invert_yaxis()
+  ax.set_xlabel("top-1 drop from clean, mean over severities (percentage points)")
+  ax.set_title(title, fontsize=11)
+  ax.legend(frameon=False, fontsize=8, loc="lower right")
+  ax.grid(True, axis="x", color="#e6e6e6", linewidth=0.8)
+  ax.set_axisbelow(True)
+  ax.spines["top"].set_visible(False)
+  ax.spines["right"].set_visible(False)
+  return figure
+
+
+def plot_methods(series, dense):
+  """Top-1, significant classes and CIEs of each population against its compressed size (log scale).
+
+  One colour and marker per method (legend below the panels); pruning levels are written beside their points.
+  """
+  import matplotlib.ticker as ticker  # pylint: disable=import-outside-toplevel
+  figure = _new_figure(11.0, 4.0)
+  axes = figure.subplots(1, 3)
+  methods = list(dict.fromkeys(series["method"]))
+  markers = "o^vDP*Xh<>"
+  palette = ("#d9822b", "#8e44ad", "#27ae60", "#c0392b", "#16a085", "#7f8c8d", "#2c3e50", "#b7950b")
+  panels = (("top1_mean", "top-1 (%)", 100.0, dense["top1_mean"]),
+            ("num_significant_classes", "significantly changed classes", 1.0, 0.0),
+            ("num_pies", "CIEs (examples)", 1.0, 0.0))
+  positive = bool((series["compressed_bytes"] > 0).all()) and np.isfinite(dense["compressed_bytes"])
+  for ax, (column, label, scale, dense_value) in zip(axes, panels):
+    for i, method in enumerate(methods):
+      rows = series.loc[series["method"] == method]
+      kb = rows["compressed_bytes"].to_numpy(dtype=float) / 1024
+      values = scale * rows[column].to_numpy(dtype=float)
+      ax.scatter(kb, values, color=palette[i % len(palette)], marker=markers[i % len(markers)], zorder=3,
+                 label=method, alpha=0.85)
+      if method in ("magnitude", "2:4", "random"):
+        for x, y, level in zip(kb, values, rows["sparsity"]):
+          ax.annotate(f"{100 * level:.4g}%", (x, y), textcoords="offset points", xytext=(5, 3), fontsize=7)
+    if np.isfinite(dense["compressed_bytes"]):
+      ax.scatter([dense["compressed_bytes"] / 1024], [scale * dense_value], color=COLOR_DENSE, marker="s", zorder=3,
+                 label="dense")
+    if positive:
+      ax.set_xscale("log")
+      ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+      ax.xaxis.set_minor_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+      ax.tick_params(axis="x", which="minor", labelsize=7)
+    ax.set_xlabel("compressed size (KB, gzip)")
+    ax.set_ylabel(label)
+    if column != "top1_mean":
+      ax.set_ylim(bottom=0)
+      ax.yaxis.get_major_locator().set_params(integer=True)
+    _style_axes(ax)
+  handles, labels = axes[0].get_legend_handles_labels()
+  figure.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 8), frameon=False, fontsize=8)
+  figure.suptitle("What each compression method costs, against the size it reaches", fontsize=11)
+  return figure
+
+
+class FigureFolder:
+  """figures/ of one report run: each figure saved as PNG and SVG, and the SVG returned for inlining.
+
+  A rerun draws the figures of the current files only: `remove_stale` then deletes the report's figures that this run
+  did not draw (a level or robustness.csv gone), which would mislead; other files in the folder are kept.
+  """
+
+  def __init__(self, directory):
+    self.directory = directory
+    self.directory.mkdir(parents=True, exist_ok=True)
+    self.written = set()
+
+  def save(self, figure, name):
+    """Writes <name>.png and <name>.svg and returns the SVG for inlining (ids prefixed to stay unique in the page)."""
+    import matplotlib  # pylint: disable=import-outside-toplevel
+    self.written.add(name)
+    encoded = {}
+    with matplotlib.rc_context({"svg.hashsalt": "pie-report", "svg.fonttype": "path"}):
+      for fmt, metadata in (("svg", {"Date": None}), ("png", {"Software": None})):
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format=fmt, dpi=150, metadata=metadata)
+        encoded[fmt] = buffer.getvalue()
+    io_utils.write_bytes(str(self.directory / f"{name}.svg"), encoded["svg"])
+    io_utils.write_bytes(str(self.directory / f"{name}.png"), encoded["png"])
+    return inline_svg(encoded["svg"].decode("utf-8"), prefix=name)
+
+  def remove_stale(self):
+    for path in self.directory.iterdir():
+      if path.suffix in (".png", ".svg") and path.stem.startswith(FIGURE_PREFIXES) and path.stem not in self.written:
+        path.unlink()
+
+
+def inline_svg(svg, prefix):
+  """Makes a standalone SVG document fit to inline in HTML.
+
+  Drops the XML prologue, lets the figure scale with the page, and prefixes every id (and reference to it) with
+  `prefix`: matplotlib reuses ids such as glyph names across figures, and duplicate ids in one page make a figure
+  inside a collapsed section draw another figure's definitions.
+  """
+  start = svg.find("<svg")
+  if start < 0:
+    raise ValueError("not an SVG document: no <svg> element")
+  svg = svg[start:]
+  safe = re.sub(r"[^A-Za-z0-9_-]", "-", prefix)
+  svg = re.sub(r'\bid="([^"]+)"', lambda m: f'id="{safe}-{m.group(1)}"', svg)
+  svg = re.sub(r'((?:xlink:)?href)="#([^"]+)"', lambda m: f'{m.group(1)}="#{safe}-{m.group(2)}"', svg)
+  svg = re.sub(r"url\(#([^)]+)\)", lambda m: f"url(#{safe}-{m.group(1)})", svg)
+  root_end = svg.find(">")
+  root = svg[:root_end]
+  width = re.search(r'\bwidth="([\d.]+)pt"', root)
+  root = re.sub(r'\s(width|height)="[^"]*"', "", root)
+  max_width = f"max-width:{float(width.group(1)) * 4 / 3:.0f}px;" if width else ""
+  root += f' class="figure" role="img" style="{max_width}"'
+  return root + svg[root_end:]
+

@@ -1,0 +1,164 @@
+(function () {
+  "use strict";
+  function el(tag, cls, text) {
+    const e = document.createElement(tag);
+    if (cls) e.className = cls;
+    if (text !== undefined) e.textContent = text;
+    return e;
+  }
+  function pct(x) { return (x === null || x === undefined) ? "–" : Math.round(100 * x) + "%"; }
+
+  // Sortable tables: click a header to sort by that column (numbers numerically), again to reverse.
+  document.querySelectorAll("table.sortable").forEach(function (table) {
+    const heads = table.querySelectorAll("thead th");
+    heads.forEach(function (th, col) {
+      function sort() {
+        const asc = th.getAttribute("aria-sort") !== "ascending";
+        heads.forEach(function (h) { h.removeAttribute("aria-sort"); });
+        th.setAttribute("aria-sort", asc ? "ascending" : "descending");
+        const body = table.tBodies[0];
+        const rows = Array.from(body.rows);
+        rows.sort(function (a, b) {
+          const x = a.cells[col].dataset.v, y = b.cells[col].dataset.v;
+          const fx = Number(x), fy = Number(y);
+          let c;
+          if (x === "" || y === "") c = (x === "") - (y === "");
+          else if (!isNaN(fx) && !isNaN(fy)) c = fx - fy;
+          else c = x.localeCompare(y);
+          return asc ? c : -c;
+        });
+        rows.forEach(function (r) { body.appendChild(r); });
+      }
+      th.addEventListener("click", sort);
+      th.addEventListener("keydown", function (e) {
+        if (e.key === "Enter" || e.key === " ") { e.preventDefault(); sort(); }
+      });
+    });
+  });
+  document.querySelectorAll("input.table-filter").forEach(function (input) {
+    input.addEventListener("input", function () {
+      const q = input.value.trim().toLowerCase();
+      const table = document.getElementById(input.dataset.table);
+      Array.from(table.tBodies[0].rows).forEach(function (r) {
+        r.hidden = q !== "" && r.cells[1].textContent.toLowerCase().indexOf(q) < 0 &&
+                   r.cells[0].textContent !== q;
+      });
+    });
+  });
+
+  // PIE gallery.
+  const dataEl = document.getElementById("pie-data");
+  if (!dataEl) return;
+  const data = JSON.parse(dataEl.textContent);
+  const levelSel = document.getElementById("gal-level");
+  const classSel = document.getElementById("gal-class");
+  const grid = document.getElementById("gal-grid");
+  const status = document.getElementById("gal-status");
+  const pageInfo = document.getElementById("gal-page");
+  const prev = document.getElementById("gal-prev");
+  const next = document.getElementById("gal-next");
+  const levelLabel = {};
+  let page = 0;
+
+  function option(value, text) { const o = el("option", null, text); o.value = value; return o; }
+  levelSel.appendChild(option("all", "All levels (" + data.pies.length + ")"));
+  data.levels.forEach(function (l) {
+    levelLabel[l.key] = l.label;
+    levelSel.appendChild(option(l.key, l.label + " sparsity (" + l.count + ")"));
+  });
+  if (data.levels.length) levelSel.value = data.levels[data.levels.length - 1].key;
+
+  function inLevel() {
+    const lv = levelSel.value;
+    return data.pies.filter(function (p) { return lv === "all" || p.level === lv; });
+  }
+  function fillClasses(keep) {
+    const counts = {};
+    inLevel().forEach(function (p) { counts[p.y] = (counts[p.y] || 0) + 1; });
+    classSel.textContent = "";
+    let total = 0;
+    Object.keys(counts).forEach(function (k) { total += counts[k]; });
+    classSel.appendChild(option("all", "All classes (" + total + ")"));
+    Object.keys(counts).map(Number).sort(function (a, b) { return counts[b] - counts[a] || a - b; })
+      .forEach(function (y) {
+        classSel.appendChild(option(String(y), data.class_names[y] + " (" + counts[y] + ")"));
+      });
+    if (keep !== "all" && !(keep in counts)) {
+      classSel.appendChild(option(keep, data.class_names[Number(keep)] + " (0)"));
+    }
+    classSel.value = keep;
+  }
+  function selected() {
+    const cl = classSel.value;
+    return inLevel().filter(function (p) { return cl === "all" || String(p.y) === cl; });
+  }
+  function labelRow(name, cls, value, share, correct) {
+    const row = el("div", "row");
+    row.appendChild(el("span", "k", name));
+    const v = el("span", "v " + cls + (correct === undefined ? "" : (correct ? " right" : " wrong")),
+                 value + (share === undefined ? "" : " · " + pct(share)));
+    row.appendChild(v);
+    return row;
+  }
+  function card(p) {
+    const c = el("div", "card");
+    c.dataset.exampleId = p.id;
+    c.dataset.level = p.level;
+    c.dataset.label = p.y;
+    const pic = el("div", "pic");
+    if (p.img) {
+      const img = el("img", Math.max(p.w, p.h) < data.tile_px ? "px" : "");
+      img.src = p.img;
+      img.alt = "example " + p.id + ", true label " + p.yn;
+      pic.appendChild(img);
+    } else {
+      pic.appendChild(el("span", "noimg", data.has_images ? "image not embedded" : "no image"));
+    }
+    c.appendChild(pic);
+    const head = el("div", "head");
+    head.appendChild(el("span", null, "#" + p.id));
+    head.appendChild(el("span", null, levelLabel[p.level]));
+    c.appendChild(head);
+    c.appendChild(labelRow("true", "lab-true", p.yn));
+    c.appendChild(labelRow("dense", "lab-dense", p.dn, p.ds, p.d === p.y));
+    c.appendChild(labelRow("pruned", "lab-pruned", p.pn, p.ps, p.p === p.y));
+    if (p.tie || p.st !== undefined) {
+      const extra = el("div", "row");
+      extra.appendChild(el("span", "tie", p.tie ? "modal tie" : ""));
+      if (p.st !== undefined) extra.appendChild(el("span", "k", "stability " + pct(p.st)));
+      c.appendChild(extra);
+    }
+    return c;
+  }
+  function render() {
+    const items = selected();
+    const pages = Math.max(1, Math.ceil(items.length / data.page_size));
+    page = Math.min(Math.max(page, 0), pages - 1);
+    const start = page * data.page_size;
+    const shown = items.slice(start, start + data.page_size);
+    grid.textContent = "";
+    const frag = document.createDocumentFragment();
+    shown.forEach(function (p) { frag.appendChild(card(p)); });
+    grid.appendChild(frag);
+    pageInfo.textContent = "Page " + (page + 1) + " of " + pages;
+    status.textContent = items.length ? ("Showing " + (start + 1) + "–" + (start + shown.length) + " of " +
+                                         items.length + " PIEs") : "No PIEs match these filters";
+    prev.disabled = page === 0;
+    next.disabled = page >= pages - 1;
+  }
+  levelSel.addEventListener("change", function () { page = 0; fillClasses(classSel.value || "all"); render(); });
+  // Class names in the findings open the gallery on that class's PIEs.
+  document.querySelectorAll("a.to-gallery").forEach(function (a) {
+    a.addEventListener("click", function () {
+      levelSel.value = a.dataset.level;
+      fillClasses(a.dataset.class);
+      page = 0;
+      render();
+    });
+  });
+  classSel.addEventListener("change", function () { page = 0; render(); });
+  prev.addEventListener("click", function () { page -= 1; render(); });
+  next.addEventListener("click", function () { page += 1; render(); });
+  fillClasses("all");
+  render();
+})();
