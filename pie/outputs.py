@@ -187,7 +187,9 @@ _FEATURE_LISTS = {INT: "int64_list", FLOAT: "float_list", BYTES: "bytes_list"}
 def write_pie_images(path, pies_table, images):
   """Writes pies.tfrecord: one record per row of `pies_table` (pies.csv columns), its image from `images`.
 
-  `images` maps example_id to a uint8 [height, width, channels] image.
+  `images` maps example_id to a uint8 [height, width, channels] image. Records are serialized deterministically
+  (features in name order): protobuf's default order of map entries changes from one process to the next, and the
+  same analysis must write the same bytes.
   """
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
   from pie import io_utils  # pylint: disable=import-outside-toplevel
@@ -206,7 +208,7 @@ def write_pie_images(path, pies_table, images):
         features = {name: feature(kind, png if name == "image" else getattr(row, name))
                     for name, kind in PIE_IMAGE_FEATURES}
         example = tf.train.Example(features=tf.train.Features(feature=features))
-        writer.write(example.SerializeToString())
+        writer.write(example.SerializeToString(deterministic=True))
 
 
 def read_pie_records(path):
