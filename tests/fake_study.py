@@ -7,6 +7,7 @@ import numpy as np
 from pie import predictions as predictions_lib
 from pie import records
 from pie import training
+from pie import variants
 
 
 def fake_metadata(sparsity, seed, num_classes, num_examples, **overrides):
@@ -21,14 +22,22 @@ def fake_metadata(sparsity, seed, num_classes, num_examples, **overrides):
   return metadata
 
 
-def write_model(study_dir, sparsity, seed, top1, labels, num_classes, k=3, **metadata_overrides):
-  """Writes <study_dir>/<name>/<name>.tfrecord (+ .json) whose top-1 is `top1`; returns the tfrecord path."""
+def write_model(study_dir, sparsity, seed, top1, labels, num_classes, k=3, method=None, **metadata_overrides):
+  """Writes <study_dir>/<name>/<name>.tfrecord (+ .json) whose top-1 is `top1`; returns the tfrecord path.
+
+  `method` (a compression method or control of pie/variants.py) is recorded in the metadata and names the model as
+  the launcher would; without it the export is dense or magnitude-pruned, as before methods existed.
+  """
   top1 = np.asarray(top1, np.int64)
   n = len(top1)
   # Top-k: the given top-1 first, then the next classes in cyclic order; probabilities decreasing.
   classes = (top1[:, None] + np.arange(k)[None, :]) % num_classes
   probs = np.tile(np.linspace(0.6, 0.1, k, dtype=np.float32), (n, 1))
-  name = training.model_name(sparsity, seed)
+  if method is None:
+    name = training.model_name(sparsity, seed)
+  else:
+    name = variants.model_name(method, sparsity, seed)
+    metadata_overrides = {"method": method, "name": name, **metadata_overrides}
   path = os.path.join(study_dir, name, f"{name}.tfrecord")
   predictions_lib.write_predictions(path, np.arange(n), labels, classes, probs,
                                     fake_metadata(sparsity, seed, num_classes, n, **metadata_overrides))

@@ -1,23 +1,24 @@
-"""Tests of pie.report: chart data against the CSVs, self-containment, triage export, optional and bad inputs."""
+"""Tests of pie.report: chart data against the CSVs, self-containment, triage export, optional and bad inputs.
+
+The analysis folders are written by the real analysis (tests/report_fixture.py); expectations come from its files.
+"""
 import base64
 import dataclasses
 import io
 import json
 import os
 import re
-import sys
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import pytest  # noqa: E402
-from PIL import Image  # noqa: E402
-
-import pie  # noqa: E402,F401  (sets the TensorFlow environment first)
-from pie import report  # noqa: E402
-from report_fixture import write_analysis_fixture  # noqa: E402
+import pie  # noqa: F401  (sets the TensorFlow environment first)
+from pie import outputs
+from pie import report
+from tests.report_fixture import reported_rows
+from tests.report_fixture import write_analysis_fixture
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +44,15 @@ def full_data(full_dir):
 
 
 def _csv(directory, name):
-  return pd.read_csv(directory / name, dtype={"class_name": str, "label_name": str, "dense_modal_name": str,
-                                                "pruned_modal_name": str}, keep_default_na=False, na_values=[""])
+  """The rows of a table that the report's per-level sections show (not the controls')."""
+  return reported_rows(pd.read_csv(directory / name, dtype={"class_name": str, "label_name": str,
+                                                             "dense_modal_name": str, "pruned_modal_name": str},
+                                   keep_default_na=False, na_values=[""]))
+
+
+def _first_reported(table):
+  """The index of the first row of a table that the report shows."""
+  return reported_rows(table).index[0]
 
 
 def _summary(directory):
@@ -66,7 +74,8 @@ def _png_pixels(png_bytes):
 
 
 def test_accuracy_series_and_plot_match_summary(full_dir, full_data):
-  levels = sorted(_summary(full_dir)["levels"], key=lambda l: l["sparsity"])
+  # The chart shows the dense and pruned populations; the controls are the noise floor, not a level.
+  levels = sorted((l for l in _summary(full_dir)["levels"] if l["role"] != "control"), key=lambda l: l["sparsity"])
   series = report.accuracy_series(full_data.levels)
   np.testing.assert_allclose(series["sparsity"], [l["sparsity"] for l in levels])
   np.testing.assert_allclose(series["top1_mean"], [l["top1_mean"] for l in levels])
@@ -234,6 +243,63 @@ def test_report_header_and_tables_show_the_summary(full_dir):
     key = report.level_key(sparsity)
     table = re.search(rf"<table class='data sortable' id='classes-{key}'>(.*?)</table>", page, re.S).group(1)
     assert table.count("<tr") == 1 + int(np.isclose(stats["sparsity"], sparsity).sum())
+
+
+def test_controls_are_the_noise_floor_not_a_level(full_dir, full_data):
+  summary = _summary(full_dir)
+  control = next(l for l in summary["levels"] if l["role"] == "control")
+  # The control's rows are in the files (so leaving them out of the levels is tested) but no level of the report.
+  raw = pd.read_csv(full_dir / "pies.csv")
+  assert (raw["method"] == control["method"]).any() and len(raw) > len(_csv(full_dir, "pies.csv"))
+  assert list(full_data.levels["role"]) == ["dense"] + ["pruned"] * (len(full_data.levels) - 1)
+  assert [c["method"] for c in full_data.controls] == [control["method"]]
+  assert set(full_data.control_class_stats["method"]) == {control["method"]}
+  page = (full_dir / "report.html").read_text(encoding="utf-8")
+  row = re.search(r"<tr class='control'>(.*?)</tr>", page).group(1)
+  assert f"{control['method'].replace('_', ' ')} (control)" in row
+  assert f"<td>{control['num_models']}</td><td>{100 * control['top1_mean']:.2f}% ± " in row
+  assert f"<td>{control['num_pies']} ({100 * control['pie_fraction']:.2f}%)</td>" in row
+  findings = re.search(r"<section id=\"findings\">(.*?)</section>", page, re.S).group(1)
+  floor, splits = summary["noise_floor"], summary["noise_floor"]["half_splits"]
+  assert (f"({floor['control_models']} models) differs from the dense population on {floor['num_pies']} examples"
+          in findings)
+  assert (f"random splits of {splits['pool_models']} dense models into {splits['sizes'][0]} + {splits['sizes'][1]} "
+          f"give {splits['num_pies_mean']:.1f} PIEs on average" in findings)
+
+
+def test_navigation_links_exactly_the_sections_on_the_page(full_dir, minimal_dir, tmp_path):
+  dense_only = write_analysis_fixture(tmp_path / "dense_only", levels=())
+  report.write_report(dense_only)
+  expected = {full_dir: ["findings", "populations", "overview", "classes", "gallery", "pie-accuracy", "robustness"],
+              minimal_dir: ["findings", "populations", "overview", "classes", "gallery", "pie-accuracy"],
+              # No pruned level: no PIE accuracy to show, so no section and no link to one.
+              dense_only: ["findings", "populations", "overview", "classes", "gallery"]}
+  for directory, sections in expected.items():
+    page = (directory / "report.html").read_text(encoding="utf-8")
+    nav = re.findall(r"href='#([^']+)'", re.search(r"<nav>(.*?)</nav>", page).group(1))
+    on_page = re.findall(r"<section id=[\"']([^\"']+)[\"']", page)
+    assert nav == sections == [s for s in on_page if s != "howto"], directory
+    ids = set(re.findall(r"""\bid=["']([^"']+)["']""", page))
+    assert set(re.findall(r"""href=["']#([^"']+)["']""", page)) <= ids
+
+
+def test_names_of_the_former_module_are_kept():
+  # pie/report.py became a package; scripts and tests import these names from pie.report.
+  names = ("SUMMARY_JSON", "PIES_CSV", "CLASS_STATS_CSV", "PIE_ACCURACY_CSV", "PIES_TFRECORD", "ROBUSTNESS_CSV",
+           "REPORT_HTML", "FIGURES_DIR", "TRIAGE_DIR", "PIES_COLUMNS", "PIES_OPTIONAL", "CLASS_STATS_COLUMNS",
+           "CLASS_STATS_OPTIONAL", "PIE_ACCURACY_COLUMNS", "ROBUSTNESS_COLUMNS", "STUDY_KEYS", "LEVEL_KEYS",
+           "LEVEL_OPTIONAL", "SUBSETS", "SUBSET_LABELS", "POPULATIONS", "SPARSITY_TOLERANCE", "PNG_SIGNATURE",
+           "GALLERY_TILE_PX", "COLOR_DENSE", "COLOR_PRUNED", "COLOR_HURT", "COLOR_HELPED", "COLOR_NEUTRAL",
+           "PieImage", "AnalysisData", "load_analysis", "METHOD_LEVEL_KEYS", "read_pie_records", "decode_png_size",
+           "level_label", "level_key", "accuracy_series", "significance_series", "floor_lines", "pies_series",
+           "class_impact_series", "pie_accuracy_series", "robustness_severity_series", "robustness_drop_series",
+           "plot_accuracy", "plot_significance", "plot_pies", "plot_class_impact", "plot_pie_accuracy",
+           "plot_robustness_severity", "plot_robustness_drop", "inline_svg", "triage_image_name", "triage_records",
+           "TRIAGE_FIELDS", "write_triage", "gallery_payload", "floor_findings", "key_findings", "methods_series",
+           "plot_methods", "write_report")
+  assert [name for name in names if not hasattr(report, name)] == []
+  assert report.PIES_COLUMNS == outputs.PIES.required_names
+  assert report.read_pie_records is outputs.read_pie_records
 
 
 def test_gallery_data_matches_pies_csv_and_images(full_dir, full_data):
@@ -419,7 +485,7 @@ def test_missing_column_is_named(scratch_dir):
 
 def test_sparsity_outside_the_summary_levels_is_rejected(scratch_dir):
   stats = pd.read_csv(scratch_dir / "class_stats.csv")
-  stats.loc[0, "sparsity"] = 0.7
+  stats.loc[_first_reported(stats), "sparsity"] = 0.7
   stats.to_csv(scratch_dir / "class_stats.csv", index=False)
   with pytest.raises(ValueError, match="class_stats.csv: sparsity 0.7 is not one of the levels"):
     report.load_analysis(scratch_dir)
@@ -434,10 +500,20 @@ def test_bad_boolean_is_rejected(scratch_dir):
     report.load_analysis(scratch_dir)
 
 
+def test_noise_floor_without_the_keys_the_report_reads_is_rejected(scratch_dir):
+  path = scratch_dir / "summary.json"
+  summary = json.loads(path.read_text())
+  del summary["noise_floor"]["half_splits"]["num_pies_high"]
+  path.write_text(json.dumps(summary))
+  with pytest.raises(ValueError, match="summary.json: noise_floor.half_splits lacks num_pies_high: rerun"):
+    report.load_analysis(scratch_dir)
+
+
 def test_tfrecord_disagreeing_with_pies_csv_is_rejected(tmp_path):
   directory = write_analysis_fixture(tmp_path / "a", robustness=False)
   pies = pd.read_csv(directory / "pies.csv")
-  pies.loc[0, "label"] = (pies.loc[0, "label"] + 1) % 10
+  first = _first_reported(pies)
+  pies.loc[first, "label"] = (pies.loc[first, "label"] + 1) % 10
   pies.to_csv(directory / "pies.csv", index=False)
   with pytest.raises(ValueError, match="has label=.* but pies.csv says"):
     report.load_analysis(directory)

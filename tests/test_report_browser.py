@@ -6,15 +6,11 @@ have installed Chromium. Screenshots go to $PIE_TEST_ARTIFACTS (default: a pytes
 """
 import os
 import shutil
-import sys
 from pathlib import Path
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import pytest  # noqa: E402
+import numpy as np
+import pandas as pd
+import pytest
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -42,7 +38,8 @@ from playwright.sync_api import sync_playwright  # noqa: E402
 
 import pie  # noqa: E402,F401  (sets the TensorFlow environment first)
 from pie import report  # noqa: E402
-from report_fixture import write_analysis_fixture  # noqa: E402
+from tests.report_fixture import reported_rows  # noqa: E402
+from tests.report_fixture import write_analysis_fixture  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -57,8 +54,9 @@ def artifacts(tmp_path_factory):
 def study(tmp_path_factory):
   directory = write_analysis_fixture(tmp_path_factory.mktemp("browser") / "analysis")
   path = report.write_report(directory, page_size=PAGE_SIZE)
-  pies = pd.read_csv(directory / "pies.csv", dtype={"label_name": str, "dense_modal_name": str,
-                                                    "pruned_modal_name": str})
+  # The gallery shows the PIEs of the report's per-level view, not the control's.
+  pies = reported_rows(pd.read_csv(directory / "pies.csv", dtype={"label_name": str, "dense_modal_name": str,
+                                                                  "pruned_modal_name": str}))
   levels = sorted(pies["sparsity"].unique())
   return {"dir": directory, "url": path.resolve().as_uri(), "pies": pies, "levels": levels}
 

@@ -95,3 +95,16 @@ PIES_COLUMNS = _PIES.required_names
 CLASS_STATS_COLUMNS = _CLASS_STATS.required_names
 PIE_ACCURACY_COLUMNS = _PIE_ACCURACY.required_names
 ROBUSTNESS_COLUMNS = _ROBUSTNESS.required_names
+
+__all__ = ["AnalysisData", "CLASS_STATS_COLUMNS", "CLASS_STATS_CSV", "CLASS_STATS_OPTIONAL", "COLOR_DENSE",
+           "COLOR_HELPED", "COLOR_HURT", "COLOR_NEUTRAL", "COLOR_PRUNED", "FIGURES_DIR", "GALLERY_TILE_PX",
+           "LEVEL_KEYS", "LEVEL_OPTIONAL", "METHOD_LEVEL_KEYS", "PIES_COLUMNS", "PIES_CSV", "PIES_OPTIONAL",
+           "PIES_TFRECORD", "PIE_ACCURACY_COLUMNS", "PIE_ACCURACY_CSV", "PNG_SIGNATURE", "POPULATIONS", "PieImage",
+           "REPORT_HTML", "ROBUSTNESS_COLUMNS", "ROBUSTNESS_CSV", "SPARSITY_TOLERANCE", "STUDY_KEYS", "SUBSETS",
+           "SUBSET_LABELS", "SUMMARY_JSON", "TRIAGE_DIR", "TRIAGE_FIELDS", "accuracy_series", "class_impact_series",
+           "decode_png_size", "figures", "findings", "floor_findings", "floor_lines", "gallery", "gallery_payload",
+           "inline_svg", "key_findings", "level_key", "level_label", "load", "load_analysis", "methods_series",
+           "page", "pie_accuracy_series", "pies_series", "plot_accuracy", "plot_class_impact", "plot_methods",
+           "plot_pie_accuracy", "plot_pies", "plot_robustness_drop", "plot_robustness_severity", "plot_significance",
+           "read_pie_records", "robustness_drop_series", "robustness_severity_series", "sections",
+           "significance_series", "triage", "triage_image_name", "triage_records", "write_report", "write_triage"]
