@@ -1,4 +1,9 @@
-"""The output contract (pie/outputs.py): pies.tfrecord's one writer and reader."""
+"""The output contract (pie/outputs.py): the producers write what it declares, the docs describe it, and
+pies.tfrecord has one writer and one reader."""
+import json
+import os
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -7,7 +12,103 @@ import tensorflow as tf
 import pie
 from pie import analysis
 from pie import outputs
+from pie import robustness
+from pie import variants
 from pie.errors import PieError
+from tests import fake_study
+from tests.conftest import REPO
+
+
+def _analyse(study_dir, out_dir, controls=False, levels=(0.0, 0.5, 0.9), **options):
+  labels, _ = fake_study.write_study(str(study_dir), levels=levels, seeds=4)
+  if controls:
+    rng = np.random.default_rng(1)
+    for seed in range(4, 8):
+      top1 = np.where(rng.random(len(labels)) < 0.1, rng.integers(0, 4, len(labels)), labels)
+      fake_study.write_model(str(study_dir), 0.0, seed, top1, labels, 4, method=variants.DENSE_REPLICATE)
+  study = pie.load_study(str(study_dir), log=lambda message: None)
+  analysis.analyze_study(study, str(out_dir), images=False, report=False, log=lambda message: None, **options)
+  return out_dir
+
+
+def _header(path):
+  with open(path, encoding="utf-8") as f:
+    return tuple(f.readline().rstrip("\n").split(","))
+
+
+@pytest.mark.parametrize("controls, bootstrap", [(False, True), (True, True), (True, False)])
+def test_analysis_writes_the_declared_columns(tmp_path, controls, bootstrap):
+  out = _analyse(tmp_path / "study", tmp_path / "out", controls=controls,
+                 bootstrap_resamples=20 if bootstrap else 0, noise_floor_splits=20)
+  assert sorted(os.listdir(out)) == sorted(set(outputs.ANALYSIS_FILES) - {outputs.PIES_TFRECORD, outputs.REPORT_HTML})
+  for table in outputs.ANALYSIS_TABLES:
+    assert _header(out / table.name) == table.columns(bootstrap=bootstrap, method=controls), table.name
+  accuracy = pd.read_csv(out / outputs.PIE_ACCURACY_CSV)
+  if controls:
+    accuracy = accuracy.loc[accuracy[outputs.METHOD_COLUMN] == "magnitude"]
+  assert list(zip(accuracy["population"], accuracy["subset"])) == 2 * [
+      (population, subset) for population in outputs.POPULATIONS for subset in outputs.SUBSETS]
+
+
+def test_summary_has_the_declared_keys(tmp_path):
+  out = _analyse(tmp_path / "study", tmp_path / "out", controls=True, bootstrap_resamples=0, noise_floor_splits=20)
+  summary = json.loads((out / outputs.SUMMARY_JSON).read_text())
+  assert set(outputs.SUMMARY_KEYS + outputs.SUMMARY_OPTIONAL) - {"normalization_warning"} <= set(summary)
+  assert set(outputs.STUDY_KEYS) <= set(summary["study"])
+  assert [level["role"] for level in summary["levels"]] == ["dense", "control", "pruned", "pruned"]
+  for level in summary["levels"]:
+    assert set(outputs.LEVEL_KEYS + outputs.LEVEL_METHOD_KEYS) <= set(level)
+    if level["role"] != "dense":  # a compared population
+      assert set(outputs.LEVEL_OPTIONAL) <= set(level)
+    if level["role"] == "pruned":
+      assert set(outputs.LEVEL_FLOOR_KEYS) <= set(level)
+  assert set(outputs.NOISE_FLOOR_KEYS) <= set(summary["noise_floor"])
+  assert set(outputs.HALF_SPLITS_KEYS) <= set(summary["noise_floor"]["half_splits"])
+
+
+def test_a_study_of_dense_models_only_writes_the_headers(tmp_path):
+  # Nothing is compared (the noise floor alone): every table is its header.
+  out = _analyse(tmp_path / "study", tmp_path / "out", levels=(0.0,), noise_floor_splits=20)
+  for table in outputs.ANALYSIS_TABLES:
+    with open(out / table.name, encoding="utf-8") as f:
+      assert f.read() == ",".join(table.columns()) + "\n", table.name
+
+
+def test_robustness_tables_have_the_declared_columns(tmp_path):
+  fake_study.write_study(str(tmp_path), levels=(0.0, 0.5), seeds=3)
+  study = pie.load_study(str(tmp_path), log=lambda message: None)
+  rng = np.random.default_rng(0)
+  predictions = {s: rng.integers(0, 4, (3, study.num_examples)) for s in study.levels}
+  results = [robustness.SetResult("fog", severity, study.labels, predictions) for severity in (1, 2)]
+  clean_top1 = {s: study.top1_accuracy(s) for s in study.levels}
+  table = robustness.robustness_table(results, clean_top1)
+  assert tuple(table.columns) == outputs.ROBUSTNESS.columns() and len(table) == 2
+  assert tuple(robustness.models_table(study, results).columns) == outputs.ROBUSTNESS_MODELS.columns()
+
+
+def test_every_column_and_feature_is_documented():
+  readme = open(os.path.join(REPO, "README.md"), encoding="utf-8").read()
+  section = readme[readme.index("## Analysis outputs"):readme.index("## Python API")]
+  for table in outputs.ANALYSIS_TABLES:
+    assert [c for c in table.columns(bootstrap=True, method=True) if f"`{c}`" not in section] == [], table.name
+  assert [name for name, _ in outputs.PIE_IMAGE_FEATURES if f"`{name}`" not in section] == []
+  docs = open(os.path.join(REPO, "docs", "robustness.md"), encoding="utf-8").read()
+  docs = docs[docs.index("## Outputs"):]
+  for table in (outputs.ROBUSTNESS, outputs.ROBUSTNESS_MODELS):
+    assert [c for c in table.columns() if not re.search(rf"\b{c}\b", docs)] == [], table.name
+
+
+def test_table_kinds_and_the_method_column_rule():
+  for table in outputs.ANALYSIS_TABLES + (outputs.ROBUSTNESS, outputs.ROBUSTNESS_MODELS):
+    assert outputs.table(table.name) is table
+    assert {table.kind(c) for c in table.columns(bootstrap=True, method=True)} <= {
+        outputs.INT, outputs.FLOAT, outputs.BOOL, outputs.STR}
+    assert set(table.bootstrap) <= set(table.optional_names)
+  with pytest.raises(KeyError, match="not a table"):
+    outputs.table("summary.json")
+  assert not outputs.has_method_column(["dense", "magnitude"])
+  assert outputs.has_method_column(["dense", "magnitude", variants.DENSE_REPLICATE])
+  assert outputs.has_method_column(["dense", "2:4"])
 
 
 def _pies_table(rows):
