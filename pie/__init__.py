@@ -44,7 +44,7 @@ _LAZY = {
 }
 _SUBMODULES = ("analysis", "data", "devices", "errors", "export", "models", "predictions", "pruning", "report",
                "stats", "study", "training", "significance", "simulate", "corruptions", "quantization", "robustness",
-               "validate", "variants")
+               "validate", "variants", "model_dir", "ptq")
 
 
 def __getattr__(name):
