@@ -10,9 +10,9 @@ A study can compare several compression methods (`config.variants`, see pie/vari
 models are jobs of the same grid, and the post-training-quantization variants are derived from each finished dense
 model after training (a worker that reaches one whose dense model is still training waits for it, pie/ptq.py).
 
-The grid is resolved into `variants.Job`s (method, level, seed, name; `jobs`): a worker trains each job's config
-(`job_config`) with `pie.training.train_and_export` or derives it with `pie.ptq.derive_ptq`, and checks whether a
-model is finished by its name (`pie.model_dir.is_finished`).
+The grid is resolved once into `variants.Job`s (method, level, seed, name; `jobs`): a worker hands each job to
+`pie.training.train_and_export` or `pie.ptq.derive_ptq` with the config built from it (`job_config`), and checks
+whether a model is finished by its name (`pie.model_dir.is_finished`).
 """
 import contextlib
 import copy
@@ -168,7 +168,7 @@ class _Tee:
 
 def run_worker(config, study_dir, worker_id=0, strategy=None, log=print):
   """Trains (or derives) every unfinished, unclaimed model of the grid in this process; returns the names that
-  failed."""
+  failed. Each model gets its resolved Job, so training records the launcher's method, level, seed and name."""
   from pie import ptq  # pylint: disable=g-import-not-at-top
   from pie import training  # pylint: disable=g-import-not-at-top
   import tf_keras  # pylint: disable=g-import-not-at-top
@@ -198,10 +198,11 @@ def run_worker(config, study_dir, worker_id=0, strategy=None, log=print):
         if "images" not in representative and variants.get_variant(job.method).needs_representative:
           representative["images"] = ptq.representative_images(cfg.data)
         metrics = ptq.derive_ptq(cfg, source_dir, directory, representative=representative.get("images"),
-                                 log=model_log)
+                                 log=model_log, job=job)
       else:
         # Consecutive jobs are seeds of one level: the compiled model is reused, its train step traced once.
-        metrics = training.train_and_export(cfg, directory, strategy=strategy, log=model_log, reuse_traced=True)
+        metrics = training.train_and_export(cfg, directory, strategy=strategy, log=model_log, reuse_traced=True,
+                                            job=job)
       log(f"[worker {worker_id}] {name}: top-1 {metrics['top1']:.4f}, sparsity "
           f"{metrics['measured_sparsity']:.4f}, {metrics['wall_seconds']:.1f}s")
     except Exception as e:  # pylint: disable=broad-except

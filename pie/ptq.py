@@ -30,7 +30,7 @@ def representative_images(data_config, num_examples=variants.PTQ_REPRESENTATIVE_
   raise PieError(f"training split {data_config.train_split!r} of {data_config.name!r} is empty")
 
 
-def derive_ptq(config, source_dir, workdir, representative=None, dataset=None, log=print):
+def derive_ptq(config, source_dir, workdir, representative=None, dataset=None, log=print, job=None):
   """Quantizes the finished dense model in `source_dir` and exports the predictions of the quantized model.
 
   Args:
@@ -38,9 +38,10 @@ def derive_ptq(config, source_dir, workdir, representative=None, dataset=None, l
     source_dir: the dense model's folder (its model.h5 and predictions must exist).
     workdir: the derived model's folder: model.tflite, metrics.json and `<name>.tfrecord/.json` are written there.
     representative: float images for full int8 calibration (default: `representative_images(config.data)`).
+    job: the model's `variants.Job` when the launcher has it (default: `variants.config_job(config)`).
   Returns the metrics dict. A finished derived model is left as it is.
   """
-  job = variants.config_job(config)
+  job = job or variants.config_job(config)
   variant = variants.get_variant(job.method)
   if not variant.derived:
     raise PieError(f"derive_ptq needs a ptq_* method (config.method), got {job.method!r}")

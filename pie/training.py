@@ -1,6 +1,6 @@
 """Train one model of a population (dense, control or compressed), resumably, then export it.
 
-`train_and_export(config, workdir)` is the whole life of one model:
+`train_and_export(config, workdir, job=...)` is the whole life of one model:
   1. build data, model and optimizer under a tf.distribute strategy; the model's method (its registry entry,
      `pie.variants`) wraps it for training and adds its callbacks;
   2. restore the latest checkpoint in workdir, if any, and train the remaining epochs, checkpointing every
@@ -8,9 +8,9 @@
   3. let the method finalize the model (strip wrappers, apply masks), check what it promises (structure, target
      sparsity), measure the sparsity reached, save the model (or its TFLite conversion);
   4. export its predictions on the eval split and its metrics (`pie.model_dir`).
-The model's method, level, seed and name are its `variants.Job`, read from the config. A model whose predictions
-metadata exists is finished: calling again does nothing. Derived models (post-training quantization) are not trained:
-see pie/ptq.py.
+The launcher passes the model's `variants.Job` (method, level, seed, name); `train.train` trains from the config
+alone. A model whose predictions metadata exists is finished: calling again does nothing. Derived models (post-training
+quantization) are not trained: see pie/ptq.py.
 """
 import os
 import tempfile
@@ -172,14 +172,22 @@ def export_from_model_file(config, model_path, out_path, dataset=None, extra_met
   return metadata
 
 
-def train_and_export(config, workdir, strategy=None, log=print, reuse_traced=False):
+def train_and_export(config, workdir, strategy=None, log=print, reuse_traced=False, job=None):
   """Trains (or resumes) one model and exports it; returns its metrics (see module docstring).
 
+  job: the model's `variants.Job` (method, level, seed, name) as the launcher resolved it; without it (one model
+    trained by `train.train`) it is read from the config (`variants.config_job`). The config must hold the job's
+    level and seed (`pie.population.job_config`): it is recorded in the metadata.
   reuse_traced: keep the compiled model of this call for the next one of the same architecture, method and level
     (another seed), which then only resets its values instead of tracing its train step again. Tracing costs more
     than training a small model; the predictions are bit-identical either way (tested). Population workers use it.
   """
-  job = variants.config_job(config)
+  if job is None:
+    job = variants.config_job(config)
+  elif (job.sparsity, job.seed) != (float(config.sparsity), int(config.seed)):
+    raise PieError(f"{job.name}: the job's level {job.sparsity} and seed {job.seed} differ from the config's "
+                   f"(config.sparsity={config.sparsity}, config.seed={config.seed}); build the config with "
+                   "pie.population.job_config")
   variant = variants.get_variant(job.method)
   paths = model_dir.model_paths(workdir, job.name)
   if model_dir.is_finished(workdir, job.name):

@@ -84,6 +84,18 @@ def test_registry_entries_carry_their_behaviour():
     variants.check_variants(["dense"])
 
 
+def test_a_config_alone_gives_the_job_the_launcher_would():
+  config = digits_config(**{"sparsity_levels": (0.0, 0.9), "num_seeds": 2, "controls": ("dense_replicate", "sham")})
+  with config.unlocked():
+    config.variants = tuple(variants.VARIANTS)
+  for job in population.jobs(config):
+    assert variants.config_job(population.job_config(config, job)) == job, job
+  cfg = population.job_config(config, population.jobs(config)[-1])
+  other = variants.config_job(population.job_config(config, population.jobs(config)[0]))
+  with pytest.raises(PieError, match="differ from the config's"):
+    training.train_and_export(cfg, "/nonexistent", job=other, log=lambda m: None)
+
+
 def test_study_jobs_default_is_todays_grid():
   config = digits_config(controls=())
   jobs = population.jobs(config)
