@@ -60,7 +60,7 @@ LEVEL_KEYS = ("sparsity", "role", "num_models", "top1_mean", "top1_std", "measur
 LEVEL_OPTIONAL = ("num_significant_classes_fdr",)
 SUBSETS = ("pie", "random", "non_pie")
 SUBSET_LABELS = {"pie": "PIEs", "random": "random sample", "non_pie": "non-PIEs"}
-POPULATIONS = ("dense", "pruned")
+POPULATIONS = (variants.DENSE, "pruned")
 
 # Two sparsities closer than this are the same level: pies.tfrecord stores float32, the CSVs and JSON float64.
 SPARSITY_TOLERANCE = 1e-5
@@ -201,7 +201,7 @@ METHOD_LEVEL_KEYS = ("method", "sparsity", "num_models", "top1_mean", "top1_std"
 
 
 def _level_method(level):
-  return level.get("method") or ("dense" if level["role"] == "dense" else "magnitude")
+  return variants.recorded_method(level.get("method"), level["role"] == variants.DENSE)
 
 
 def _methods_view(summary):
@@ -212,10 +212,10 @@ def _methods_view(summary):
   frame lists every population for the methods section.
   """
   methods = [_level_method(level) for level in summary["levels"]]
-  if all(m in ("dense", "magnitude") for m in methods):
+  if all(variants.named_by_level(m) for m in methods):
     return summary, None
   primary = variants.primary_method(methods)
-  view = [level for level, m in zip(summary["levels"], methods) if m == "dense" or m == primary]
+  view = [level for level, m in zip(summary["levels"], methods) if variants.is_dense(m) or m == primary]
   rows = [{k: (m if k == "method" else level.get(k)) for k in METHOD_LEVEL_KEYS}
           for level, m in zip(summary["levels"], methods)]
   frame = pd.DataFrame(rows)
@@ -278,7 +278,7 @@ def _levels_frame(summary):
     if column != "role":
       levels[column] = pd.to_numeric(levels[column], errors="raise").astype(float)
   levels = levels.sort_values("sparsity", kind="stable").reset_index(drop=True)
-  num_dense = int((levels["role"] == "dense").sum())
+  num_dense = int((levels["role"] == variants.DENSE).sum())
   if num_dense != 1:
     raise PieError(f"{SUMMARY_JSON}: expected exactly one level with role 'dense', found {num_dense}")
   if levels["sparsity"].diff().abs().lt(SPARSITY_TOLERANCE).any():
@@ -428,7 +428,7 @@ def _match_images(records, pies, known):
 
 def level_label(sparsity):
   """'dense' for 0, else the sparsity as a percentage: 0.5 -> '50%', 0.125 -> '12.5%'."""
-  return "dense" if sparsity == 0 else f"{100 * sparsity:.4g}%"
+  return variants.DENSE if sparsity == 0 else f"{100 * sparsity:.4g}%"
 
 
 def level_key(sparsity):
@@ -689,7 +689,7 @@ def plot_pie_accuracy(series_by_level):
   for ax, sparsity in zip(axes, levels):
     series = series_by_level[sparsity]
     x = np.arange(len(SUBSETS))
-    for offset, population, color in ((-width / 2, "dense", COLOR_DENSE), (width / 2, "pruned", COLOR_PRUNED)):
+    for offset, population, color in zip((-width / 2, width / 2), POPULATIONS, (COLOR_DENSE, COLOR_PRUNED)):
       rows = series.loc[series["population"] == population].set_index("subset").reindex(list(SUBSETS))
       ax.bar(x + offset, 100 * rows["top1_mean"].to_numpy(), width, yerr=100 * rows["top1_std"].to_numpy(),
              color=color, capsize=3, label=f"{population} population")
@@ -711,7 +711,7 @@ def plot_robustness_severity(series_by_level):
   axes = figure.subplots(1, len(levels), sharey=True, squeeze=False)[0]
   for ax, sparsity in zip(axes, levels):
     series = series_by_level[sparsity]
-    ax.plot(series["severity"], 100 * series["dense_top1"], marker="o", color=COLOR_DENSE, label="dense")
+    ax.plot(series["severity"], 100 * series["dense_top1"], marker="o", color=COLOR_DENSE, label=variants.DENSE)
     ax.plot(series["severity"], 100 * series["pruned_top1"], marker="s", color=COLOR_PRUNED,
             label=f"pruned {level_label(sparsity)}")
     for severity, value, k, total in zip(series["severity"], 100 * series["pruned_top1"], series["num_significant"],
@@ -734,7 +734,7 @@ def plot_robustness_drop(series, title):
   figure = _new_figure(6.4, 1.4 + 0.42 * n)
   ax = figure.add_subplot()
   y = np.arange(n)
-  ax.barh(y - 0.2, 100 * series["dense_drop"].to_numpy(), 0.4, color=COLOR_DENSE, label="dense")
+  ax.barh(y - 0.2, 100 * series["dense_drop"].to_numpy(), 0.4, color=COLOR_DENSE, label=variants.DENSE)
   ax.barh(y + 0.2, 100 * series["pruned_drop"].to_numpy(), 0.4, color=COLOR_PRUNED, label="pruned")
   for yi, drop, k, total in zip(y, 100 * np.maximum(series["dense_drop"], series["pruned_drop"]).to_numpy(),
                                 series["num_significant"], series["num_severities"]):
@@ -981,7 +981,7 @@ def _populations_table(data):
       cells.append(_count(level.num_significant_classes_fdr) if pruned else "–")
     cells.append(f"{_count(level.num_ties_dense)} / {_count(level.num_ties_pruned)}" if pruned else "–")
     rows.append("<tr>" + "".join(c if c.startswith("<th") else f"<td>{c}</td>" for c in cells) + "</tr>")
-    if level.role == "dense":
+    if level.role == variants.DENSE:
       for control in data.controls:
         cells = [f"<th scope='row'>{_esc(control['method'].replace('_', ' '))} (control)</th>",
                  _count(control["num_models"]),
@@ -1004,8 +1004,8 @@ def floor_findings(data):
   findings = []
   if data.summary.get("normalization_warning"):
     findings.append(f"<b>Caution:</b> {_esc(data.summary['normalization_warning'])}.")
-  control_names = {"dense_replicate": "a second dense population trained with other seeds",
-                   "sham": "a population trained through the pruning machinery at a negligible sparsity"}
+  control_names = {variants.DENSE_REPLICATE: "a second dense population trained with other seeds",
+                   variants.SHAM: "a population trained through the pruning machinery at a negligible sparsity"}
   parts = []
   if floor.get("control"):
     parts.append(f"{control_names.get(floor['control'], _esc(floor['control']))} ({_count(floor['control_models'])} "
@@ -1052,7 +1052,7 @@ def _level_floor_text(summary_level):
 def key_findings(data, max_names=5):
   """Plain-language findings: the noise floor, then per pruned level its accuracy cost, PIE share and the classes hurt
   most."""
-  dense = data.levels.loc[data.levels["role"] == "dense"].iloc[0]
+  dense = data.levels.loc[data.levels["role"] == variants.DENSE].iloc[0]
   findings = floor_findings(data)
   by_sparsity = {float(level["sparsity"]): level for level in data.summary["levels"] if level["role"] == "pruned"}
   for sparsity in reversed(data.pruned_sparsities):
@@ -1157,11 +1157,11 @@ def methods_series(methods, method_class_stats, max_classes=3):
   largest top-1 loss) and hurt_classes: up to `max_classes` (name, normalized change) of the classes it hurts
   significantly, most hurt first.
   """
-  dense = methods.loc[methods["method"] == "dense"]
+  dense = methods.loc[methods["method"] == variants.DENSE]
   if len(dense) != 1:
     raise PieError(f"{SUMMARY_JSON}: expected one dense population, found {len(dense)}")
   dense = dense.iloc[0]
-  rows = methods.loc[methods["method"] != "dense"].copy()
+  rows = methods.loc[methods["method"] != variants.DENSE].copy()
   rows["size_ratio"] = rows["compressed_bytes"] / dense["compressed_bytes"]
   rows["top1_change"] = rows["top1_mean"] - dense["top1_mean"]
   order = rows.sort_values(["num_pies", "num_significant_classes", "top1_change"], ascending=[False, False, True],
@@ -1182,7 +1182,7 @@ def methods_series(methods, method_class_stats, max_classes=3):
 
 
 def _method_label(method, sparsity):
-  return f"{method} {100 * sparsity:.4g}%" if method in ("magnitude", "2:4", "random") else method
+  return f"{method} {100 * sparsity:.4g}%" if variants.is_pruning(method) else method
 
 
 def plot_methods(series, dense):
@@ -1207,12 +1207,12 @@ def plot_methods(series, dense):
       values = scale * rows[column].to_numpy(dtype=float)
       ax.scatter(kb, values, color=palette[i % len(palette)], marker=markers[i % len(markers)], zorder=3,
                  label=method, alpha=0.85)
-      if method in ("magnitude", "2:4", "random"):
+      if variants.is_pruning(method):
         for x, y, level in zip(kb, values, rows["sparsity"]):
           ax.annotate(f"{100 * level:.4g}%", (x, y), textcoords="offset points", xytext=(5, 3), fontsize=7)
     if np.isfinite(dense["compressed_bytes"]):
       ax.scatter([dense["compressed_bytes"] / 1024], [scale * dense_value], color=COLOR_DENSE, marker="s", zorder=3,
-                 label="dense")
+                 label=variants.DENSE)
     if positive:
       ax.set_xscale("log")
       ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
@@ -1231,7 +1231,7 @@ def plot_methods(series, dense):
 
 
 def _methods_section(data, save):
-  dense = data.methods.loc[data.methods["method"] == "dense"].iloc[0]
+  dense = data.methods.loc[data.methods["method"] == variants.DENSE].iloc[0]
   series = methods_series(data.methods, data.method_class_stats)
   svg = save(plot_methods(series, dense), "methods_vs_size")
   head = ["Method", "Level", "Models", "Bits / weight", "Compressed (KB)", "Size vs dense", "Top-1", "Change (pts)",
