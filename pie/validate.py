@@ -6,7 +6,8 @@ model (status, target and measured sparsity, top-1) and every problem found, eac
     TFRecord without its metadata, or of another size than the metadata records);
   - a prediction file is unreadable or breaks the schema (truncated, corrupt, bad ids, bad metadata);
   - models disagree on the dataset, split, classes, example count or labels;
-  - a model's measured sparsity is more than the tolerance (0.5 percentage points) from its target;
+  - a model whose method promises its sparsity (`pie.variants`, `checks_sparsity`) measures more than the tolerance
+    (0.5 percentage points) from its target;
   - models were trained with different configs (config hashes differ, or differ from study.json's), unless allowed;
   - a population is missing or has fewer than two models (the analysis needs a dense and a pruned population).
 Nothing is written or repaired: rerunning the launcher redoes unfinished models, and `report.ok` says whether the
