@@ -12,11 +12,12 @@ from absl import flags
 import pie  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from pie import cli
 from pie import validate
+from pie import variants
 from pie.errors import PieError
 
 _STUDY_DIR = flags.DEFINE_string("study_dir", None, "Study directory written by train/population.py.")
 _ALLOW_MIXED = flags.DEFINE_bool("allow_mixed_configs", False, "Accept models trained with different configs.")
-_TOLERANCE = flags.DEFINE_float("sparsity_tolerance", validate.SPARSITY_TOLERANCE,
+_TOLERANCE = flags.DEFINE_float("sparsity_tolerance", variants.SPARSITY_TOLERANCE,
                                 "Largest accepted |measured - target| sparsity (0.005 = 0.5 percentage points).")
 flags.mark_flags_as_required(["study_dir"])
 

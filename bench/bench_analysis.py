@@ -34,7 +34,7 @@ sys.path.insert(0, ROOT)
 
 import pie  # noqa: E402,F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from pie import predictions as predictions_lib  # noqa: E402
-from pie import training  # noqa: E402
+from pie import variants  # noqa: E402
 
 LEVELS = (0.0, 0.1, 0.3, 0.5, 0.7, 0.9)
 ACCURACY = {0.0: 0.766, 0.1: 0.766, 0.3: 0.764, 0.5: 0.758, 0.7: 0.750, 0.9: 0.725}
@@ -83,7 +83,7 @@ def generate(data_dir, num_examples, num_classes, num_seeds, top_k, seed=0):
       wrong = np.where(rng.random(num_examples) < 0.6, confuser, rng.integers(0, num_classes, num_examples))
       top1 = np.where(u < p_right, labels, wrong)
       classes = (top1[:, None] + np.arange(top_k)[None, :] * 7) % num_classes
-      name = training.model_name(sparsity, s)
+      name = variants.model_name(variants.DEFAULT_METHOD, sparsity, s)
       path = os.path.join(data_dir, name, f"{name}.tfrecord")
       os.makedirs(os.path.dirname(path), exist_ok=True)
       metadata = {"dataset": "synthetic", "split": "validation", "num_classes": num_classes,

@@ -42,9 +42,9 @@ _LAZY = {
     "quantize_model": "pie.quantization",
     "TFLiteClassifier": "pie.quantization",
 }
-_SUBMODULES = ("analysis", "data", "devices", "errors", "export", "models", "outputs", "predictions", "pruning",
-               "report", "stats", "study", "training", "significance", "simulate", "corruptions", "quantization",
-               "robustness", "validate", "variants")
+_SUBMODULES = ("analysis", "data", "devices", "errors", "export", "model_dir", "models", "outputs", "predictions",
+               "pruning", "ptq", "report", "stats", "study", "training", "significance", "simulate", "corruptions",
+               "quantization", "robustness", "validate", "variants")
 
 
 def __getattr__(name):

@@ -71,7 +71,8 @@ def compared_populations(populations):
   Returns (compressed, with_method, primary): the compressed populations in output order (registry order of the
   method, then level), whether the tables need a `method` column, and the method of the report's per-level view.
   """
-  compressed = sorted((k for k in populations if k[0] != "dense"), key=lambda k: (variants.method_rank(k[0]), k[1]))
+  compressed = sorted((k for k in populations if not variants.is_dense(k[0])),
+                      key=lambda k: (variants.method_rank(k[0]), k[1]))
   with_method = outputs.has_method_column(method for method, _ in populations)
   return compressed, with_method, variants.primary_method(method for method, _ in compressed)
 
@@ -88,11 +89,11 @@ class FloorPlan:
 
   def __init__(self, populations, compared, num_splits, seed):
     self.num_splits, self.seed = int(num_splits), int(seed)
-    self.pool_keys = [("dense", 0.0)] + [k for k in populations if k[0] == variants.DENSE_REPLICATE]
+    self.pool_keys = [variants.DENSE_KEY] + [k for k in populations if k[0] == variants.DENSE_REPLICATE]
     self.pool_size = sum(len(populations[k]) for k in self.pool_keys)
     controls = sorted((k for k in populations if variants.is_control(k[0])), key=lambda k: variants.method_rank(k[0]))
     self.control = controls[0] if controls else None
-    self.n_dense = len(populations[("dense", 0.0)])
+    self.n_dense = len(populations[variants.DENSE_KEY])
     if len(self.pool_keys) > 1:
       self.reference = (self.n_dense, len(populations[self.pool_keys[1]]))
     else:
@@ -265,7 +266,7 @@ def pie_accuracy_table(sparsity, dense_predictions, pruned_predictions, labels, 
   labels = np.asarray(labels)
   masks = {"pie": pies, "random": np.isin(np.arange(len(labels)), random_sample(rng, len(labels), int(pies.sum()))),
            "non_pie": ~pies}
-  correct = {"dense": subset_correct(np.asarray(dense_predictions) == labels, masks),
+  correct = {variants.DENSE: subset_correct(np.asarray(dense_predictions) == labels, masks),
              "pruned": subset_correct(np.asarray(pruned_predictions) == labels, masks)}
   return accuracy_rows(sparsity, {subset: int(mask.sum()) for subset, mask in masks.items()}, correct)
 
@@ -278,8 +279,8 @@ def _mean_or_none(values):
 def level_entry(key, models, top1):
   """The summary entry of a population: `key` is a sparsity (dense/magnitude) or a (method, level) pair; `top1` the
   models' top-1 accuracies, in the order of `models`."""
-  method, sparsity = key if isinstance(key, tuple) else ("dense" if key == 0 else "magnitude", key)
-  role = "dense" if method == "dense" else "control" if variants.is_control(method) else "pruned"
+  method, sparsity = key if isinstance(key, tuple) else (variants.recorded_method(None, key == 0), key)
+  role = variants.role(method)
   return {"sparsity": sparsity, "role": role, "num_models": len(models),
           "top1_mean": float(top1.mean()), "top1_std": float(top1.std(ddof=1)),
           "measured_sparsity_mean": float(np.mean([m.measured_sparsity for m in models])),
@@ -344,8 +345,8 @@ def compare_level(entry, sparsity, dense_hits, pruned_hits, class_count, class_n
 
 
 def log_level(log, method, sparsity, entry):
-  log(f"{'' if method == 'magnitude' else method + ' '}level {sparsity:g}: {entry['num_models']} models, top-1 "
-      f"{entry['top1_mean']:.4f}, {entry['num_pies']} PIEs ({entry['pie_fraction']:.2%}), "
+  log(f"{'' if variants.named_by_level(method) else method + ' '}level {sparsity:g}: {entry['num_models']} models, "
+      f"top-1 {entry['top1_mean']:.4f}, {entry['num_pies']} PIEs ({entry['pie_fraction']:.2%}), "
       f"{entry['num_significant_classes']} significant classes ({entry['num_significant_classes_fdr']} after FDR "
       "control)")
 
@@ -369,9 +370,9 @@ def study_summary(study, levels, alpha, seed, normalization, bootstrap_resamples
 def check_populations(populations, where):
   """A study the analysis can compare: a dense population and either another population or enough dense models for
   an A/A floor (a study of dense models only)."""
-  if len(populations) == 1 and len(populations[("dense", 0.0)]) < 4:
-    raise PieError(f"{where}: only {len(populations[('dense', 0.0)])} dense models and no other population: a study "
-                   "of dense models only needs at least 4 to split them into two A/A populations")
+  if len(populations) == 1 and len(populations[variants.DENSE_KEY]) < 4:
+    raise PieError(f"{where}: only {len(populations[variants.DENSE_KEY])} dense models and no other population: a "
+                   "study of dense models only needs at least 4 to split them into two A/A populations")
 
 
 def analyze(study, alpha=0.05, seed=0, normalization=significance.DEFAULT_NORMALIZATION, bootstrap_resamples=200,
@@ -381,11 +382,11 @@ def analyze(study, alpha=0.05, seed=0, normalization=significance.DEFAULT_NORMAL
   rng = np.random.default_rng(seed)
   labels = study.labels
   num_classes, num_examples = study.num_classes, study.num_examples
-  populations = study.populations or {("dense", 0.0): study.levels[0.0],
-                                      **{("magnitude", s): study.levels[s] for s in study.pruned_levels}}
+  populations = study.populations or {variants.DENSE_KEY: study.levels[0.0],
+                                      **{(variants.MAGNITUDE, s): study.levels[s] for s in study.pruned_levels}}
   check_populations(populations, study.study_dir or "the prediction files")
   compressed, with_method, primary = compared_populations(populations)
-  dense_key = ("dense", 0.0) if study.populations else 0.0
+  dense_key = variants.DENSE_KEY if study.populations else 0.0
   dense = study.predictions(dense_key)
   class_count = np.bincount(labels, minlength=num_classes)
   dense_hits = significance.class_hits(dense, labels, num_classes)

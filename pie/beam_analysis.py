@@ -77,7 +77,7 @@ class _Plan:
     self.reference = self.paths.index(index.paths[0])  # the file whose labels the others must equal
     self.num_examples, self.num_classes = index.num_examples, index.num_classes
     self.class_names = index.class_names
-    self.dense = slice(0, len(index.populations[("dense", 0.0)]))
+    self.dense = slice(0, len(index.populations[variants.DENSE_KEY]))
     self.levels, self.with_method, self.seed = levels, with_method, seed
     self.block_size, self.shard_rows, self.work_dir = block_size, shard_rows, work_dir
 
@@ -219,7 +219,7 @@ def _block_subset_counts(block, correct_and_pies, sample, plan):
   counts = {}
   for j, level in enumerate(plan.levels):
     masks = {"pie": pies[j], "random": np.isin(ids, sample[j]), "non_pie": ~pies[j]}
-    for population, rows in (("dense", plan.dense), ("pruned", level.rows)):
+    for population, rows in ((variants.DENSE, plan.dense), ("pruned", level.rows)):
       for subset, value in analysis.subset_correct(correct[rows], masks).items():
         counts[(j, population, subset)] = value
     for subset, mask in masks.items():
@@ -383,10 +383,10 @@ def analyze_study(study_dir=None, out_dir=None, prediction_files=None, alpha=0.0
     raise PieError(f"{index.paths[0]}: the prediction files hold no example")
   analysis.check_populations(index.populations, study_dir or "the prediction files")
   compressed, with_method, _ = analysis.compared_populations(index.populations)
-  models = list(index.populations[("dense", 0.0)])
+  models = list(index.populations[variants.DENSE_KEY])
   n_dense = len(models)
   levels = []
-  row_of_key = {("dense", 0.0): slice(0, n_dense)}
+  row_of_key = {variants.DENSE_KEY: slice(0, n_dense)}
   for method, sparsity in compressed:
     population = index.populations[(method, sparsity)]
     rows = slice(len(models), len(models) + len(population))
@@ -441,8 +441,8 @@ def _tables(plan, index, results, alpha, seed, normalization, bootstrap_resample
   sums, accuracy = results["sums"], results["accuracy"]
   num_examples = plan.num_examples
   dense_hits = hits[plan.dense]
-  dense_models = index.populations[("dense", 0.0)]
-  levels = [analysis.level_entry(("dense", 0.0), dense_models, analysis.top1_from_hits(dense_hits, num_examples))]
+  dense_models = index.populations[variants.DENSE_KEY]
+  levels = [analysis.level_entry(variants.DENSE_KEY, dense_models, analysis.top1_from_hits(dense_hits, num_examples))]
   parts = {outputs.CLASS_STATS_CSV: [], outputs.PIE_ACCURACY_CSV: []}
   for j, level in enumerate(plan.levels):
     key = (level.method, level.sparsity)

@@ -15,6 +15,7 @@ Importing this module costs no TensorFlow: the pies.tfrecord writer and reader l
 """
 import dataclasses
 
+from pie import variants
 from pie.errors import PieError
 
 # Files of an analysis folder.
@@ -42,12 +43,10 @@ INT, FLOAT, BOOL, STR, BYTES = "int", "float", "bool", "str", "bytes"
 
 METHOD_COLUMN = "method"
 # Populations other than these give every table the method column.
-_METHODS_WITHOUT_COLUMN = ("dense", "magnitude")
-
-
 def has_method_column(methods):
-  """Whether the tables of a study whose populations have these methods end with the `method` column."""
-  return any(method not in _METHODS_WITHOUT_COLUMN for method in methods)
+  """Whether the tables of a study whose populations have these methods end with the `method` column: whenever a
+  population is not named by its level alone (anything but dense and magnitude pruning, see pie.variants)."""
+  return any(not variants.named_by_level(method) for method in methods)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,7 +115,7 @@ PIE_ACCURACY = Table(
 
 # The values of pie_accuracy.csv's `subset` and `population` columns, in row order (populations outer).
 SUBSETS = ("pie", "random", "non_pie")
-POPULATIONS = ("dense", "pruned")
+POPULATIONS = (variants.DENSE, "pruned")
 
 ROBUSTNESS = Table(
     ROBUSTNESS_CSV,
@@ -168,7 +167,7 @@ LEVEL_METHOD_KEYS = ("method", "bits_per_weight", "compressed_bytes")
 # A compressed level against the noise floor.
 LEVEL_FLOOR_KEYS = ("distinguishable_from_noise", "pies_noise_p_value", "noise_floor_pies_mean", "pies_excess",
                     "pies_excess_ci_low", "pies_excess_ci_high")
-ROLES = ("dense", "pruned", "control")
+ROLES = (variants.DENSE, variants.COMPRESSED_ROLE, variants.CONTROL_ROLE)
 # summary.json `noise_floor` (None when the floor was not measured) and its `half_splits` (None without A/A splits).
 NOISE_FLOOR_KEYS = ("control", "control_models", "num_pies", "pie_fraction", "num_significant_classes",
                     "num_significant_classes_fdr", "half_splits")

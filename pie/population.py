@@ -8,7 +8,11 @@ the launcher completes an interrupted study.
 
 A study can compare several compression methods (`config.variants`, see pie/variants.py): every trained variant's
 models are jobs of the same grid, and the post-training-quantization variants are derived from each finished dense
-model after training (a worker that reaches one whose dense model is still training waits for it).
+model after training (a worker that reaches one whose dense model is still training waits for it, pie/ptq.py).
+
+The grid is resolved once into `variants.Job`s (method, level, seed, name; `jobs`): a worker hands each job to
+`pie.training.train_and_export` or `pie.ptq.derive_ptq` with the config built from it (`job_config`), and checks
+whether a model is finished by its name (`pie.model_dir.is_finished`).
 """
 import contextlib
 import copy
@@ -18,6 +22,8 @@ import socket
 import time
 
 from pie import io_utils
+from pie import model_dir as model_dir_lib
+from pie import variants
 from pie.errors import PieError
 
 CLAIM_FILE = ".claim"
@@ -30,8 +36,8 @@ def grid(config):
   levels = sorted(set(float(s) for s in config.sparsity_levels))
   if not levels or levels[0] != 0.0:
     raise PieError(f"config.sparsity_levels must include 0.0 (the dense population), got {levels}")
-  if any(not 0.0 <= s < 1.0 for s in levels):
-    raise PieError(f"config.sparsity_levels must lie in [0, 1), got {levels}")
+  for level in levels:
+    variants.check_sparsity(level, field="config.sparsity_levels")
   if int(config.num_seeds) < 2:
     raise PieError(f"config.num_seeds must be at least 2 (a population needs two models), got {config.num_seeds}")
   return [(s, seed) for s in levels for seed in range(int(config.num_seeds))]
@@ -39,7 +45,6 @@ def grid(config):
 
 def jobs(config):
   """Every model of the study (`pie.variants.Job`): dense first, then each trained variant, then derived ones."""
-  from pie import variants  # pylint: disable=g-import-not-at-top
   return variants.study_jobs(config, grid(config))
 
 
@@ -50,18 +55,18 @@ def model_config(config, sparsity, seed, method=None):
   with cfg.unlocked():
     cfg.sparsity = float(sparsity)
     cfg.seed = int(seed)
-    if method not in (None, "dense") and (method != "magnitude" or "method" in cfg):
+    if method not in (None, variants.DENSE) and (method != variants.DEFAULT_METHOD or "method" in cfg):
       cfg.method = method
   return cfg
 
 
 def job_config(config, job):
+  """The config of one job's model: its level, seed and method set (see `model_config`)."""
   return model_config(config, job.sparsity, job.seed, job.method)
 
 
-def model_dir(study_dir, sparsity, seed, method="magnitude"):
-  from pie import training  # pylint: disable=g-import-not-at-top
-  return os.path.join(study_dir, training.model_name(sparsity, seed, method))
+def model_dir(study_dir, sparsity, seed, method=variants.DEFAULT_METHOD):
+  return os.path.join(study_dir, variants.model_name(method, sparsity, seed))
 
 
 def job_dir(study_dir, job):
@@ -130,23 +135,22 @@ def release(directory):
 
 
 def write_study_file(config, study_dir):
-  from pie import training  # pylint: disable=g-import-not-at-top
   io_utils.makedirs(study_dir)
   io_utils.write_json(os.path.join(study_dir, STUDY_FILE), {
-      "config": training.config_to_dict(config), "config_hash": training.config_hash(config),
+      "config": model_dir_lib.config_to_dict(config), "config_hash": model_dir_lib.config_hash(config),
       "models": [job.name for job in jobs(config)]})
 
 
 def finished_models(config, study_dir):
-  from pie import training  # pylint: disable=g-import-not-at-top
+  """The (sparsity, seed) of the magnitude grid whose export is complete."""
   return [(s, seed) for s, seed in grid(config)
-          if training.is_finished(model_dir(study_dir, s, seed), model_config(config, s, seed))]
+          if model_dir_lib.is_finished(model_dir(study_dir, s, seed),
+                                       variants.config_job(model_config(config, s, seed)).name)]
 
 
 def finished_jobs(config, study_dir):
   """The jobs of the study whose export is complete."""
-  from pie import training  # pylint: disable=g-import-not-at-top
-  return [job for job in jobs(config) if training.is_finished(job_dir(study_dir, job), job_config(config, job))]
+  return [job for job in jobs(config) if model_dir_lib.is_finished(job_dir(study_dir, job), job.name)]
 
 
 class _Tee:
@@ -163,40 +167,42 @@ class _Tee:
 
 
 def run_worker(config, study_dir, worker_id=0, strategy=None, log=print):
-  """Trains every unfinished, unclaimed model of the grid in this process; returns the names that failed."""
+  """Trains (or derives) every unfinished, unclaimed model of the grid in this process; returns the names that
+  failed. Each model gets its resolved Job, so training records the launcher's method, level, seed and name."""
+  from pie import ptq  # pylint: disable=g-import-not-at-top
   from pie import training  # pylint: disable=g-import-not-at-top
   import tf_keras  # pylint: disable=g-import-not-at-top
-  from pie import variants  # pylint: disable=g-import-not-at-top
   failed = []
   representative = {}
   for job in jobs(config):
     cfg = job_config(config, job)
     directory = job_dir(study_dir, job)
     name = job.name
-    if training.is_finished(directory, cfg):
+    if model_dir_lib.is_finished(directory, name):
       continue
     if job.kind == "derive":
       source_dir = os.path.join(study_dir, job.source)
-      if not _wait_for(source_dir, training.dense_config(cfg), log):
+      if not _wait_for(source_dir, job.source, log):
         log(f"[worker {worker_id}] {name}: its dense model {job.source} did not finish; not derived")
         failed.append(name)
         continue
     if not claim(directory):
       continue
-    if training.is_finished(directory, cfg):
+    if model_dir_lib.is_finished(directory, name):
       # Another launcher finished it between our check and our claim: not ours to redo (or to report as trained).
       release(directory)
       continue
     model_log = _Tee(os.path.join(directory, "train.log"))
     try:
       if job.kind == "derive":
-        if "images" not in representative and variants.VARIANTS[job.method].ptq_mode == "full_int8":
-          representative["images"] = variants.representative_images(cfg.data)
-        metrics = variants.derive_ptq(cfg, source_dir, directory, representative=representative.get("images"),
-                                      log=model_log)
+        if "images" not in representative and variants.get_variant(job.method).needs_representative:
+          representative["images"] = ptq.representative_images(cfg.data)
+        metrics = ptq.derive_ptq(cfg, source_dir, directory, representative=representative.get("images"),
+                                 log=model_log, job=job)
       else:
         # Consecutive jobs are seeds of one level: the compiled model is reused, its train step traced once.
-        metrics = training.train_and_export(cfg, directory, strategy=strategy, log=model_log, reuse_traced=True)
+        metrics = training.train_and_export(cfg, directory, strategy=strategy, log=model_log, reuse_traced=True,
+                                            job=job)
       log(f"[worker {worker_id}] {name}: top-1 {metrics['top1']:.4f}, sparsity "
           f"{metrics['measured_sparsity']:.4f}, {metrics['wall_seconds']:.1f}s")
     except Exception as e:  # pylint: disable=broad-except
@@ -212,11 +218,10 @@ def run_worker(config, study_dir, worker_id=0, strategy=None, log=print):
   return failed
 
 
-def _wait_for(source_dir, source_config, log, poll_seconds=1.0):
+def _wait_for(source_dir, source_name, log, poll_seconds=1.0):
   """Waits while another live process holds the claim of an unfinished source model; True once it is finished."""
-  from pie import training  # pylint: disable=g-import-not-at-top
   announced = False
-  while not training.is_finished(source_dir, source_config):
+  while not model_dir_lib.is_finished(source_dir, source_name):
     if not _claimed_by_live_process(source_dir):
       return False
     if not announced:
@@ -330,7 +335,8 @@ def dry_run_commands(config, study_dir, config_args, extra_args=()):
     if job.kind == "derive":
       derive = True
       continue
-    method_args = [] if job.method in ("dense", "magnitude") else [f"--config.method={job.method}"]
+    # The config's default method trains dense and magnitude models: only the others need --config.method.
+    method_args = [] if job.method in (variants.DENSE, variants.DEFAULT_METHOD) else [f"--config.method={job.method}"]
     argv = ["python", "-m", "train.train", *config_args, *method_args, f"--config.sparsity={job.sparsity}",
             f"--config.seed={job.seed}", f"--workdir={job_dir(study_dir, job)}", *extra_args]
     commands.append(" ".join(shlex.quote(a) for a in argv))

@@ -51,6 +51,7 @@ from pie import outputs
 from pie import preprocess
 from pie import stats
 from pie import training
+from pie import variants
 from pie.errors import PieError
 
 SOURCES = ("on_the_fly", "tfds")
@@ -635,7 +636,7 @@ def summarize(study, results, table, clean_top1, alpha, settings):
   errors = corruption_errors(results, clean_top1)
   levels = []
   for sparsity in sorted(study.levels):
-    entry = {"sparsity": sparsity, "role": "dense" if sparsity == 0 else "pruned",
+    entry = {"sparsity": sparsity, "role": variants.DENSE if sparsity == 0 else "pruned",
              "num_models": len(study.levels[sparsity]), "models": [m.name for m in study.levels[sparsity]],
              "clean_top1_mean": float(np.mean(clean_top1[sparsity])), **errors[sparsity]}
     for result in results:

@@ -18,6 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from pie import predictions as predictions_lib
+from pie import variants
 from pie.errors import PieError
 
 _CHECKED_FIELDS = ("dataset", "split", "num_classes", "num_examples")
@@ -31,7 +32,7 @@ class ModelRecord:
   measured_sparsity: float
   seed: int
   top1: np.ndarray         # int32 [n_examples]; None in a StudyIndex (metadata only)
-  method: str = "magnitude"               # compression method ("dense" for the baseline); see pie/variants.py
+  method: str = variants.MAGNITUDE        # compression method (variants.DENSE for the baseline); see pie/variants.py
   bits_per_weight: Optional[float] = None  # measured storage of the exported model, when the export records it
   compressed_bytes: Optional[int] = None
 
@@ -64,7 +65,6 @@ class Study:
   @property
   def compressed_populations(self):
     """(method, level) of every population but the dense one, in registry order then by level."""
-    from pie import variants  # pylint: disable=g-import-not-at-top
     return sorted((k for k in self.populations if k[0] != variants.DENSE),
                   key=lambda k: (variants.method_rank(k[0]), k[1]))
 
@@ -133,7 +133,7 @@ def _check_config(path, meta, reference, allow_mixed_configs):
 def _model_record(path, meta, top1):
   sparsity = round(float(meta["target_sparsity"]), 6)
   # Exports written before compression methods existed have no `method`: dense at 0, magnitude pruning otherwise.
-  method = meta.get("method") or ("dense" if sparsity == 0 else "magnitude")
+  method = variants.recorded_method(meta.get("method"), sparsity == 0)
   return ModelRecord(
       name=meta.get("name", os.path.basename(path)), path=path, sparsity=sparsity,
       measured_sparsity=float(meta["measured_sparsity"]), seed=int(meta["seed"]), top1=top1, method=method,
@@ -146,12 +146,12 @@ def _checked_populations(records, where):
   for record in records:
     populations[(record.method, record.sparsity)].append(record)
   populations = dict(populations)
-  if ("dense", 0.0) not in populations:
+  if variants.DENSE_KEY not in populations:
     raise PieError(f"{where}: no dense population (no model with target_sparsity 0); found levels "
                    f"{sorted({s for _, s in populations})}")
   for (method, sparsity), models in sorted(populations.items()):
     if len(models) < 2:
-      what = f"level {sparsity:g}" if method in ("dense", "magnitude") else f"method {method} level {sparsity:g}"
+      what = f"level {sparsity:g}" if variants.named_by_level(method) else f"method {method} level {sparsity:g}"
       raise PieError(f"{where}: {what} has {len(models)} model ({models[0].path}); a population "
                      "needs at least two models for modal labels and t-tests")
     models.sort(key=lambda m: (m.seed, m.name))
@@ -192,7 +192,7 @@ def load_study(study_dir=None, prediction_files=None, allow_mixed_configs=False,
       log(f"read {i + 1}/{len(ready)} prediction files ({time.time() - start:.1f}s)")
 
   populations = _checked_populations(records, study_dir or "the prediction files")
-  levels = {s: models for (method, s), models in populations.items() if method in ("dense", "magnitude")}
+  levels = {s: models for (method, s), models in populations.items() if variants.named_by_level(method)}
   ref_meta = reference[1]
   return Study(study_dir=study_dir, dataset=ref_meta["dataset"], split=ref_meta["split"],
                num_classes=int(ref_meta["num_classes"]), class_names=list(ref_meta["class_names"]),

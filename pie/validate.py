@@ -6,7 +6,8 @@ model (status, target and measured sparsity, top-1) and every problem found, eac
     TFRecord without its metadata, or of another size than the metadata records);
   - a prediction file is unreadable or breaks the schema (truncated, corrupt, bad ids, bad metadata);
   - models disagree on the dataset, split, classes, example count or labels;
-  - a model's measured sparsity is more than the tolerance (0.5 percentage points) from its target;
+  - a model whose method promises its sparsity (`pie.variants`, `checks_sparsity`) measures more than the tolerance
+    (0.5 percentage points) from its target;
   - models were trained with different configs (config hashes differ, or differ from study.json's), unless allowed;
   - a population is missing or has fewer than two models (the analysis needs a dense and a pruned population).
 Nothing is written or repaired: rerunning the launcher redoes unfinished models, and `report.ok` says whether the
@@ -24,9 +25,9 @@ from pie import io_utils
 from pie import population
 from pie import predictions as predictions_lib
 from pie import study as study_lib
+from pie import variants
 from pie.errors import PieError
 
-SPARSITY_TOLERANCE = 0.005  # the launcher's own limit: 0.5 percentage points
 # Fields that every model of a study must share (the analysis joins models by example id on one eval split).
 SHARED_FIELDS = ("dataset", "split", "num_classes", "num_examples", "class_names")
 
@@ -136,7 +137,7 @@ def _check_model(name, path, read_records=True):
   check.target_sparsity = float(metadata["target_sparsity"])
   check.measured_sparsity = float(metadata["measured_sparsity"])
   check.config_hash = metadata["config_hash"]
-  check.method = metadata.get("method") or ("dense" if check.target_sparsity == 0 else "magnitude")
+  check.method = variants.recorded_method(metadata.get("method"), check.target_sparsity == 0)
   if not has_record:
     check.status = INCOMPLETE
     check.problems.append(f"{path}: missing, but its metadata exists; rerun the launcher to redo it")
@@ -162,7 +163,8 @@ def _check_model(name, path, read_records=True):
   return check, pred
 
 
-def validate_study(study_dir, sparsity_tolerance=SPARSITY_TOLERANCE, allow_mixed_configs=False, read_records=True):
+def validate_study(study_dir, sparsity_tolerance=variants.SPARSITY_TOLERANCE, allow_mixed_configs=False,
+                   read_records=True):
   """Checks every model of a study directory; returns a ValidationReport (see the module docstring).
 
   Args:
@@ -224,13 +226,11 @@ def validate_study(study_dir, sparsity_tolerance=SPARSITY_TOLERANCE, allow_mixed
           flag(name, INCONSISTENT, f"{pred.path}: labels differ from those of {ref.path} for the same example ids")
 
   for check in checks:
-    # Only methods that promise an exact sparsity are held to it (2:4 cannot prune layers with under 4 input
-    # channels; quantization and clustering have no sparsity target).
-    if (check.measured_sparsity is not None and check.method in ("magnitude", "random", "sham") and
-        abs(check.measured_sparsity - check.target_sparsity) > sparsity_tolerance):
-      flag(check.name, INCONSISTENT, f"{check.path}: measured sparsity {check.measured_sparsity:.4f} is more than "
-                                     f"{sparsity_tolerance * 100:g} points from the target "
-                                     f"{check.target_sparsity:g}")
+    # Only methods that promise an exact sparsity are held to it (`Variant.checks_sparsity`), as in training.
+    problem = (variants.sparsity_problem(check.method, check.measured_sparsity, check.target_sparsity,
+                                         sparsity_tolerance) if check.measured_sparsity is not None else None)
+    if problem:
+      flag(check.name, INCONSISTENT, f"{check.path}: {problem}")
 
   if not allow_mixed_configs:
     hashes = {c.config_hash for c in checks if c.config_hash is not None}
@@ -261,18 +261,18 @@ def _population_problems(study_dir, good):
   for check in good:
     populations.setdefault((check.method, round(check.target_sparsity, 6)), []).append(check.name)
   problems = []
-  if good and not any(method == "dense" for method, _ in populations):
+  if good and not any(variants.is_dense(method) for method, _ in populations):
     problems.append(f"{study_dir}: no usable dense model (target sparsity 0)")
   for (method, sparsity), names in sorted(populations.items()):
     if len(names) < 2:
-      what = f"level {sparsity:g}" if method in ("dense", "magnitude") else f"{method} at level {sparsity:g}"
+      what = f"level {sparsity:g}" if variants.named_by_level(method) else f"{method} at level {sparsity:g}"
       problems.append(f"{study_dir}: {what} has {len(names)} usable model ({names[0]}); a population needs at "
                       "least two")
   return problems
 
 
-def require_valid(study_dir, allow_mixed_configs=False, sparsity_tolerance=SPARSITY_TOLERANCE, read_records=True,
-                  log=print):
+def require_valid(study_dir, allow_mixed_configs=False, sparsity_tolerance=variants.SPARSITY_TOLERANCE,
+                  read_records=True, log=print):
   """Validates a study and raises a PieError listing every problem; returns the report when there is none."""
   report = validate_study(study_dir, sparsity_tolerance=sparsity_tolerance, allow_mixed_configs=allow_mixed_configs,
                           read_records=read_records)

@@ -1,8 +1,10 @@
-"""Compression methods as variants of a study: the registry, how each one wraps training, and how PTQ is derived.
+"""The method registry: every population of a study is a registered method, and its entry carries its behaviour.
 
 A study compares populations. The dense population (method "dense", sparsity 0) is the baseline of every other one;
 each variant is one compression method, and each (method, level) pair is one population compared against the dense
-one with the same analysis. Variants (`VARIANTS`):
+one with the same analysis. The name in a config (`config.method`, `config.variants`, `config.controls`) is a key of
+this registry; the entry (`get_variant(name)`) is what the rest of pie asks, instead of testing names. Variants
+(`VARIANTS`):
 
   * "magnitude": TF-MOT gradual magnitude pruning (`pie.pruning`), one level per `config.sparsity_levels` entry.
   * "2:4": structured 2:4 sparsity (`prune_low_magnitude(..., sparsity_m_by_n=(2, 4))`), level 0.5. TF-MOT zeroes
@@ -25,8 +27,8 @@ one with the same analysis. Variants (`VARIANTS`):
     default 16, on the same layers pruning would touch), trained from the start like the others, then
     `strip_clustering`; level 0.
   * "ptq_float16", "ptq_dynamic_int8", "ptq_full_int8": post-training quantization of each finished DENSE model
-    (`pie.quantization`), level 0. Nothing is trained: each derived model belongs to the dense model of the same
-    seed, and full int8 calibrates on the first `PTQ_REPRESENTATIVE_EXAMPLES` training examples.
+    (`pie.ptq`), level 0. Nothing is trained: each derived model belongs to the dense model of the same seed, and
+    full int8 calibrates on the first `PTQ_REPRESENTATIVE_EXAMPLES` training examples.
 
 Controls (`config.controls`, see `CONTROLS`) are populations in which nothing is compressed, trained and analysed like
 any other, to measure what seed noise alone does (an A/A comparison with the dense population):
@@ -35,18 +37,25 @@ any other, to measure what seed noise alone does (an A/A comparison with the den
   * "sham": the magnitude-pruning wrappers, schedule and callbacks at a negligible target (`SHAM_SPARSITY`), with the
     dense seeds: separates what the training machinery does from what sparsity does.
 
+What an entry knows (`Variant`; one subclass per family of methods): its kind ("dense", "control", "pruning",
+"training", "derived") and fixed level, its model names, how it wraps a model for training and with which callbacks
+(`wrap`), which summaries it writes (`summaries`), the model it exports (`finalize`, and `to_tflite` when the
+deployed model is a TFLite conversion), the structure it promises (`structure`), whether its target sparsity is held
+to `SPARSITY_TOLERANCE` (`checks_sparsity`, `sparsity_problem`), how its size is measured (`size_report`, sparse
+storage or not), whether a compiled model can be reused for the next seed (`reusable`), and for derived methods how
+the dense model is converted (`quantize`). Adding a method: docs/compression_methods.md.
+
 Every export records `method`, the measured sparsity, `bits_per_weight` and `compressed_bytes` (gzip level 9 of the
 exported TFLite flatbuffer, via `pie.quantization.model_size_report`); the full size report is kept under
 `compression`. Keras models (dense, pruned, clustered) are measured as float32 TFLite flatbuffers; pruned ones with
 TFLite's sparse storage (`sparse_weights=True`), so that `bits_per_weight` counts what sparse storage saves.
 
-The registry and the numpy checks import no TensorFlow; the training and derivation helpers load it on first use.
+The registry sits low in pie's imports: it imports only pie.errors, and pie.pruning / pie.quantization (below it)
+inside the hooks that build or convert models, which load TensorFlow and TF-MOT on first use. `import pie.variants`
+loads no TensorFlow, so every module can ask it.
 """
 import collections
 import dataclasses
-import math
-import os
-import time
 from typing import Optional
 
 import numpy as np
@@ -54,25 +63,39 @@ import numpy as np
 from pie.errors import PieError
 
 DENSE = "dense"
-DEFAULT_METHOD = "magnitude"
+MAGNITUDE = "magnitude"
+DEFAULT_METHOD = MAGNITUDE  # the method of config.method when a config does not set it
 DENSE_REPLICATE = "dense_replicate"
 SHAM = "sham"
 SHAM_SPARSITY = 0.001  # a negligible target: the pruning machinery runs, almost nothing is removed
 PTQ_REPRESENTATIVE_EXAMPLES = 100
 DEFAULT_NUM_CLUSTERS = 16
 M_BY_N = (2, 4)
+# A method that promises its target (`Variant.checks_sparsity`) must measure within 0.5 percentage points of it: in
+# training, where a miss is an error, and in the validation of a study (the default of its tolerance).
+SPARSITY_TOLERANCE = 0.005
+# The key of the dense population among a study's (method, level) populations.
+DENSE_KEY = (DENSE, 0.0)
+# summary.json's `role` of a population: DENSE for the dense one, else one of these.
+CONTROL_ROLE = "control"
+COMPRESSED_ROLE = "pruned"
 
 
 @dataclasses.dataclass(frozen=True)
 class Variant:
-  """One compression method.
+  """One registered method: the dense baseline, a control or a compression method.
 
-  kind: "pruning" (trained with a sparsity level; its level-0 model is the dense one), "training" (a whole population
-    trained with the method, level 0), "derived" (made from each finished dense model without training) or
-    "control" (a population where nothing is compressed: the noise floor, see `CONTROLS`).
-  prefix: what model names of this variant start with ("" for magnitude, whose names are today's).
-  fixed_level: the only level of the variant (2:4 is 0.5 by construction), or None for config.sparsity_levels.
-  ptq_mode: the `pie.quantization` mode of a derived post-training-quantization variant.
+  The hooks of the base class train the plain model and export it as it is; each family of methods is a subclass
+  that overrides the hooks and behaviour flags it changes.
+
+  name: the name configs use.
+  kind: "dense" (the baseline), "pruning" (trained with a sparsity level; its level-0 model is the dense one),
+    "training" (a whole population trained with the method, level 0), "derived" (made from each finished dense
+    model without training) or "control" (a population where nothing is compressed: the noise floor).
+  prefix: what model names of this method start with; "" for the dense and magnitude models, which are named,
+    keyed (`Study.levels`) and tabulated by their level alone (`named_by_level`).
+  fixed_level: the only level of the method (2:4 is 0.5 by construction), or None for config.sparsity_levels.
+  ptq_mode: the `pie.quantization` mode of a derived post-training-quantization method.
   """
   name: str
   kind: str
@@ -80,37 +103,280 @@ class Variant:
   fixed_level: Optional[float] = None
   ptq_mode: Optional[str] = None
 
+  # Behaviour flags, set per subclass.
+  checks_sparsity = False    # the exported model must reach its target within SPARSITY_TOLERANCE
+  sparse_storage = False     # its size is measured with TFLite's sparse storage (it holds pruned weights)
+  pruning_summaries = False  # it trains under TF-MOT pruning wrappers, whose PruningSummaries go to TensorBoard
+  reusable = False           # a compiled model can be reused for the next seed (train_and_export(reuse_traced=True))
+  exports_tflite = False     # the deployed model is a TFLite conversion (`to_tflite`), not the Keras model
+
+  @property
+  def named_by_level(self):
+    """Dense and magnitude models: "sparsity90_seed3", `Study.levels`, and no `method` column in a study of them."""
+    return not self.prefix
+
+  @property
+  def derived(self):
+    return self.kind == "derived"
+
+  def model_name(self, sparsity, seed):
+    """File-system name of this method's model at (sparsity, seed); `sparsity` is the model's effective level."""
+    if self.named_by_level or self.kind == "pruning":
+      return f"{self.prefix}sparsity{round(float(sparsity) * 100, 2):g}_seed{int(seed)}"
+    return f"{self.prefix}seed{int(seed)}"
+
+  def wrap(self, model, config, job, total_steps):  # pylint: disable=unused-argument
+    """(model to train, extra callbacks) for one model of this method (`job`: its Job, for level and seed)."""
+    return model, []
+
+  def summaries(self, log_dir):
+    """The TensorBoard callback: TF-MOT's PruningSummaries (loss, accuracy, sparsity) under pruning wrappers."""
+    if self.pruning_summaries:
+      import tensorflow_model_optimization as tfmot  # pylint: disable=g-import-not-at-top
+      return tfmot.sparsity.keras.PruningSummaries(log_dir=log_dir, write_graph=False)
+    import tf_keras as keras  # pylint: disable=g-import-not-at-top
+    return keras.callbacks.TensorBoard(log_dir=log_dir, write_graph=False)
+
+  def finalize(self, model, callbacks=()):  # pylint: disable=unused-argument
+    """The Keras model to export: wrappers stripped, masks applied (the trained model itself by default)."""
+    return model
+
+  def structure(self, model, layer_names):  # pylint: disable=unused-argument
+    """What the method promises, checked on the exported model's kernels ({} when it promises nothing); raises
+    PieError when it does not hold."""
+    return {}
+
+  def sparsity_problem(self, measured, target, tolerance=SPARSITY_TOLERANCE):
+    """Why a measured sparsity fails the target this method promises, or None (also for methods without one: 2:4
+    cannot prune layers with under 4 input channels; quantization and clustering have no sparsity target)."""
+    if not self.checks_sparsity or abs(measured - target) <= tolerance:
+      return None
+    return f"measured sparsity {measured:.4f} is more than {tolerance * 100:g} points from the target {target:g}"
+
+  def to_tflite(self, model):  # pylint: disable=unused-argument
+    """The deployed TFLite flatbuffer when the method exports one (`exports_tflite`), else None."""
+    return None
+
+  def size_report(self, model):
+    """Size report of the exported Keras model as a float32 TFLite flatbuffer (sparse storage for pruned weights)."""
+    from pie import quantization  # pylint: disable=g-import-not-at-top
+    report = quantization.keras_model_size_report(model, sparse_weights=self.sparse_storage)
+    report.pop("layer_sparsity", None)
+    return report
+
+
+class Dense(Variant):
+  """The plain model, trained and exported as it is: the dense baseline and its replicate control."""
+  reusable = True
+
+
+class MagnitudePruning(Variant):
+  """TF-MOT gradual magnitude pruning with the polynomial schedule of config.pruning (`pie.pruning`); the sham
+  control is this at `SHAM_SPARSITY`."""
+  checks_sparsity = True
+  sparse_storage = True
+  pruning_summaries = True
+  reusable = True
+
+  def wrap(self, model, config, job, total_steps):
+    import tensorflow_model_optimization as tfmot  # pylint: disable=g-import-not-at-top
+    from pie import pruning  # pylint: disable=g-import-not-at-top
+    begin, end, frequency = pruning.schedule_steps(config.pruning, total_steps)
+    return pruning.apply_pruning(model, job.sparsity, begin, end, frequency, _scope(config)), [
+        tfmot.sparsity.keras.UpdatePruningStep()]
+
+  def finalize(self, model, callbacks=()):
+    from pie import pruning  # pylint: disable=g-import-not-at-top
+    return pruning.strip_pruning(model)
+
+
+class MByNPruning(Variant):
+  """M:N structured sparsity (`M_BY_N`), masked once at the end of the magnitude window, then fine-tuned."""
+  sparse_storage = True
+  pruning_summaries = True
+
+  def wrap(self, model, config, job, total_steps):
+    import tensorflow_model_optimization as tfmot  # pylint: disable=g-import-not-at-top
+    from pie import pruning  # pylint: disable=g-import-not-at-top
+    _, end, _ = pruning.schedule_steps(config.pruning, total_steps)
+    # Fires once, at the end of the magnitude window (see the module docstring); the value 0.5 is not used by the
+    # m-by-n mask, which always removes 2 of 4.
+    schedule = tfmot.sparsity.keras.ConstantSparsity(0.5, begin_step=int(end), end_step=int(end), frequency=1)
+    wrapped = _clone_wrapping(model, layers_in_scope(model, _scope(config)),
+                              lambda layer: tfmot.sparsity.keras.prune_low_magnitude(
+                                  layer, pruning_schedule=schedule, sparsity_m_by_n=M_BY_N))
+    return wrapped, [tfmot.sparsity.keras.UpdatePruningStep()]
+
+  def finalize(self, model, callbacks=()):
+    from pie import pruning  # pylint: disable=g-import-not-at-top
+    return pruning.strip_pruning(model)
+
+  def structure(self, model, layer_names):
+    """The pattern in every block of layers with >= 4 input channels (those with fewer are listed as dense or partly
+    dense)."""
+    m, n = M_BY_N
+    layers = {name: m_by_n_report(kernel, m, n) for name, kernel in kernels(model, layer_names).items()}
+    broken = [name for name, r in layers.items() if r["applies"] and r["blocks_violating"]]
+    if broken:
+      raise PieError(f"{m}:{n} pattern broken in layers {broken}: " + ", ".join(
+          f"{name} {layers[name]['blocks_violating']}/{layers[name]['num_blocks']} blocks" for name in broken))
+    return {"m_by_n": f"{m}:{n}", "layers": layers,
+            "layers_with_pattern": sorted(k for k, r in layers.items() if r["applies"]),
+            "layers_left_dense_or_partly": sorted(k for k, r in layers.items() if not r["applies"])}
+
+
+class RandomPruning(Variant):
+  """Random-order pruning on the magnitude schedule (`make_random_pruning_callback`)."""
+  checks_sparsity = True
+  sparse_storage = True
+
+  def wrap(self, model, config, job, total_steps):
+    from pie import pruning  # pylint: disable=g-import-not-at-top
+    begin, end, frequency = pruning.schedule_steps(config.pruning, total_steps)
+    return model, [make_random_pruning_callback(model, layers_in_scope(model, _scope(config)), float(job.sparsity),
+                                                begin, end, frequency, int(job.seed))]
+
+  def finalize(self, model, callbacks=()):
+    """The masks of the last step applied (the callback masks before each batch, so the last update is applied)."""
+    for callback in callbacks:
+      if hasattr(callback, "apply"):
+        callback.apply(int(model.optimizer.iterations.numpy()))
+    return model
+
+
+class QuantizationAwareTraining(Variant):
+  """`quantize_model` for training; the deployed model is its int8 TFLite conversion."""
+  exports_tflite = True
+
+  def wrap(self, model, config, job, total_steps):
+    import tensorflow_model_optimization as tfmot  # pylint: disable=g-import-not-at-top
+    return tfmot.quantization.keras.quantize_model(model), []
+
+  def to_tflite(self, model):
+    """The int8 TFLite flatbuffer of the QAT model (the converter uses the trained fake-quant ranges)."""
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    return bytes(converter.convert())
+
+
+class WeightClustering(Variant):
+  """`cluster_weights` on the layers pruning would touch, from the start of training; `strip_clustering` after."""
+
+  def wrap(self, model, config, job, total_steps):
+    import tensorflow_model_optimization as tfmot  # pylint: disable=g-import-not-at-top
+    num_clusters = int(config.get("clustering", {}).get("num_clusters", DEFAULT_NUM_CLUSTERS))
+    if num_clusters < 2:
+      raise PieError(f"config.clustering.num_clusters must be >= 2, got {num_clusters}")
+    init = tfmot.clustering.keras.CentroidInitialization.KMEANS_PLUS_PLUS
+    wrapped = _clone_wrapping(model, layers_in_scope(model, _scope(config)),
+                              lambda layer: tfmot.clustering.keras.cluster_weights(
+                                  layer, number_of_clusters=num_clusters, cluster_centroids_init=init))
+    return wrapped, []
+
+  def finalize(self, model, callbacks=()):
+    import tensorflow_model_optimization as tfmot  # pylint: disable=g-import-not-at-top
+    return tfmot.clustering.keras.strip_clustering(model)
+
+  def structure(self, model, layer_names):
+    """At most num_clusters distinct values per clustered kernel (recorded; the counts are the check)."""
+    counts = {name: unique_values(kernel) for name, kernel in kernels(model, layer_names).items()}
+    return {"unique_values_per_kernel": counts, "max_unique_values": max(counts.values())}
+
+
+class PostTrainingQuantization(Variant):
+  """A TFLite conversion of each finished dense model (`pie.ptq.derive_ptq`); nothing is trained."""
+
+  def wrap(self, model, config, job, total_steps):
+    raise PieError(f"method {self.name!r} is not trained: derived variants are made from finished dense models")
+
+  @property
+  def needs_representative(self):
+    """Full int8 calibrates its activation ranges on representative images (`pie.ptq.representative_images`)."""
+    return self.ptq_mode == "full_int8"
+
+  def quantize(self, model, representative=None):
+    """The quantized flatbuffer of a dense Keras model (`pie.quantization.quantize_model` in this mode)."""
+    from pie import quantization  # pylint: disable=g-import-not-at-top
+    return quantization.quantize_model(model, self.ptq_mode, representative)
+
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The registry.
 
 VARIANTS = collections.OrderedDict((v.name, v) for v in (
-    Variant("magnitude", "pruning", ""),
-    Variant("2:4", "pruning", "2of4_", fixed_level=0.5),
-    Variant("random", "pruning", "random_"),
-    Variant("qat", "training", "qat_", fixed_level=0.0),
-    Variant("cluster", "training", "cluster_", fixed_level=0.0),
-    Variant("ptq_float16", "derived", "ptq_float16_", fixed_level=0.0, ptq_mode="float16"),
-    Variant("ptq_dynamic_int8", "derived", "ptq_dynamic_int8_", fixed_level=0.0, ptq_mode="dynamic_int8"),
-    Variant("ptq_full_int8", "derived", "ptq_full_int8_", fixed_level=0.0, ptq_mode="full_int8"),
+    MagnitudePruning(MAGNITUDE, "pruning", ""),
+    MByNPruning("2:4", "pruning", "2of4_", fixed_level=0.5),
+    RandomPruning("random", "pruning", "random_"),
+    QuantizationAwareTraining("qat", "training", "qat_", fixed_level=0.0),
+    WeightClustering("cluster", "training", "cluster_", fixed_level=0.0),
+    PostTrainingQuantization("ptq_float16", "derived", "ptq_float16_", fixed_level=0.0, ptq_mode="float16"),
+    PostTrainingQuantization("ptq_dynamic_int8", "derived", "ptq_dynamic_int8_", fixed_level=0.0,
+                             ptq_mode="dynamic_int8"),
+    PostTrainingQuantization("ptq_full_int8", "derived", "ptq_full_int8_", fixed_level=0.0, ptq_mode="full_int8"),
 ))
 CONTROLS = collections.OrderedDict((v.name, v) for v in (
-    Variant(DENSE_REPLICATE, "control", "dense_replicate_", fixed_level=0.0),
-    Variant(SHAM, "control", "sham_", fixed_level=SHAM_SPARSITY),
+    Dense(DENSE_REPLICATE, "control", "dense_replicate_", fixed_level=0.0),
+    MagnitudePruning(SHAM, "control", "sham_", fixed_level=SHAM_SPARSITY),
 ))
-# The order populations are listed in: dense first, then the controls, then the compression methods.
-METHOD_ORDER = (DENSE,) + tuple(CONTROLS) + tuple(VARIANTS)
+# Every registered method, in the order populations are listed: dense first, then the controls, then the compression
+# methods.
+METHODS = collections.OrderedDict([(DENSE, Dense(DENSE, "dense", "", fixed_level=0.0)), *CONTROLS.items(),
+                                   *VARIANTS.items()])
+METHOD_ORDER = tuple(METHODS)
 
 
 def get_variant(method):
-  if method in CONTROLS:
-    return CONTROLS[method]
-  if method not in VARIANTS:
+  """The registry entry of a method name (the dense baseline and the controls included)."""
+  if method not in METHODS:
     raise PieError(f"unknown compression method {method!r} (config.method / config.variants): choose one of "
                    f"{tuple(VARIANTS)}")
-  return VARIANTS[method]
+  return METHODS[method]
+
+
+def is_dense(method):
+  """True for the dense population, the baseline every other one is compared with."""
+  return method == DENSE
 
 
 def is_control(method):
   """True for the populations in which nothing is compressed (config.controls)."""
   return method in CONTROLS
+
+
+def is_pruning(method):
+  """True for pruning methods, whose populations are levels of sparsity (False for names not registered)."""
+  return method in METHODS and METHODS[method].kind == "pruning"
+
+
+def named_by_level(method):
+  """True for dense and magnitude populations: named "sparsity90_seed3", called "level 0.9", kept in `Study.levels`;
+  a study of only them writes no `method` column (False for names not registered)."""
+  return method in METHODS and METHODS[method].named_by_level
+
+
+def role(method):
+  """summary.json's `role` of a population: DENSE, CONTROL_ROLE or COMPRESSED_ROLE (any other method)."""
+  return DENSE if is_dense(method) else CONTROL_ROLE if is_control(method) else COMPRESSED_ROLE
+
+
+def recorded_method(method, dense_level):
+  """The method of an export or summary level: the one it records, else (written before compression methods
+  existed) dense for the dense level and magnitude pruning for the others."""
+  return method or (DENSE if dense_level else MAGNITUDE)
+
+
+def sparsity_problem(method, measured, target, tolerance=SPARSITY_TOLERANCE):
+  """`Variant.sparsity_problem` of a recorded method; None for a method this registry does not know."""
+  return METHODS[method].sparsity_problem(measured, target, tolerance) if method in METHODS else None
+
+
+def check_sparsity(sparsity, field="config.sparsity"):
+  """A target sparsity, checked where a config gives one (the launcher's grid, one model's config): in [0, 1)."""
+  if not 0.0 <= float(sparsity) < 1.0:
+    raise PieError(f"{field} must lie in [0, 1), got {sparsity}")
+  return float(sparsity)
 
 
 def check_controls(controls):
@@ -146,7 +412,9 @@ def check_variants(variants):
   for method in variants:
     if method in CONTROLS:
       raise PieError(f"{method!r} is a control, not a compression method: list it in config.controls")
-    get_variant(method)
+    if method not in VARIANTS:
+      raise PieError(f"unknown compression method {method!r} in config.variants: choose one of {tuple(VARIANTS)} "
+                     "(the dense population is part of every study)")
   duplicates = sorted({m for m in variants if variants.count(m) > 1})
   if duplicates:
     raise PieError(f"config.variants lists {duplicates} more than once")
@@ -161,14 +429,15 @@ def study_variants(config):
 def effective_method(method, sparsity):
   """The method a model records: "dense" for sparsity 0 of a pruning method, else the method itself.
 
-  Raises PieError for combinations that are not a model of any study: a training variant with a sparsity, a pruning
-  variant at another level than its fixed one.
+  Raises PieError for a sparsity outside [0, 1) and for combinations that are not a model of any study: a training
+  variant with a sparsity, a pruning variant at another level than its fixed one.
   """
-  if method == DENSE:
+  check_sparsity(sparsity)
+  variant = get_variant(method)
+  if variant.kind == "dense":
     if sparsity != 0:
       raise PieError(f"method 'dense' has sparsity 0, got config.sparsity={sparsity}")
     return DENSE
-  variant = get_variant(method)
   if variant.kind == "control":
     if abs(sparsity - variant.fixed_level) > 1e-9:
       raise PieError(f"control {method!r} has sparsity {variant.fixed_level}, got config.sparsity={sparsity}")
@@ -193,19 +462,20 @@ def config_method(config):
 def model_name(method, sparsity, seed):
   """File-system name of one model: "sparsity90_seed3" (dense and magnitude, as always), "2of4_sparsity50_seed3",
   "random_sparsity90_seed3", "qat_seed3", "cluster_seed3", "ptq_dynamic_int8_seed3"."""
-  base = f"sparsity{round(float(sparsity) * 100, 2):g}_seed{int(seed)}"
-  method = effective_method(method, float(sparsity))
-  if method in (DENSE, "magnitude"):
-    return base
-  variant = get_variant(method)
-  if variant.kind == "pruning":
-    return variant.prefix + base
-  return f"{variant.prefix}seed{int(seed)}"
+  return get_variant(effective_method(method, float(sparsity))).model_name(sparsity, seed)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The models of a study.
 
 
 @dataclasses.dataclass(frozen=True)
 class Job:
-  """One model of a study: trained ("train") or derived from the dense model `source` ("derive")."""
+  """One model of a study: trained ("train") or derived from the dense model `source` ("derive").
+
+  The launcher resolves every Job of the grid once (`study_jobs`) and hands each to the worker that trains or derives
+  it; a model trained from its config alone gets its Job from `config_job`.
+  """
   method: str     # effective method ("dense" for the baseline)
   sparsity: float
   seed: int
@@ -214,37 +484,49 @@ class Job:
   source: Optional[str] = None
 
 
+def _job(method, sparsity, seed):
+  """The Job of an effective method at (sparsity, seed)."""
+  if get_variant(method).derived:
+    return Job(method, sparsity, seed, model_name(method, sparsity, seed), "derive",
+               source=model_name(DENSE, 0.0, seed))
+  return Job(method, sparsity, seed, model_name(method, sparsity, seed), "train")
+
+
+def config_job(config):
+  """The Job of one model's config (config.method, config.sparsity, config.seed), checked (`effective_method`)."""
+  sparsity = float(config.sparsity)
+  return _job(effective_method(config.get("method", DEFAULT_METHOD), sparsity), sparsity, int(config.seed))
+
+
 def study_jobs(config, levels_and_seeds):
-  """Every model of a study, dense first, then the trained variants, then the derived ones.
+  """Every model of a study, dense first, then the controls, then the trained variants, then the derived ones.
 
   Args:
-    config: the study config (reads config.variants / config.method).
+    config: the study config (reads config.variants / config.method, config.controls).
     levels_and_seeds: the [(sparsity, seed)] grid of the magnitude study, dense level included
       (`pie.population.grid`, which checks it).
   """
   variants = study_variants(config)
   seeds = sorted({seed for _, seed in levels_and_seeds})
   levels = sorted({s for s, _ in levels_and_seeds if s > 0})
-  jobs = [Job(DENSE, 0.0, seed, model_name(DENSE, 0.0, seed), "train") for seed in seeds]
+  jobs = [_job(DENSE, 0.0, seed) for seed in seeds]
   for control in study_controls(config):
     # The replicate's seeds follow the dense ones (disjoint); the sham reuses them, like every pruned level does.
     control_seeds = [seed + max(seeds) + 1 for seed in seeds] if control == DENSE_REPLICATE else seeds
-    level = CONTROLS[control].fixed_level
-    jobs += [Job(control, level, seed, model_name(control, level, seed), "train") for seed in control_seeds]
+    jobs += [_job(control, CONTROLS[control].fixed_level, seed) for seed in control_seeds]
   for method in variants:
     variant = VARIANTS[method]
-    if variant.kind == "derived":
+    if variant.derived:
       continue
     method_levels = levels if variant.kind == "pruning" and variant.fixed_level is None else [variant.fixed_level]
     if variant.kind == "pruning" and variant.fixed_level is None and not method_levels:
       if method == DEFAULT_METHOD:
         continue  # config.sparsity_levels = (0.0,): a study of dense models only (a baseline, or an A/A study)
       raise PieError(f"method {method!r} needs a non-zero level in config.sparsity_levels")
-    jobs += [Job(method, s, seed, model_name(method, s, seed), "train") for s in method_levels for seed in seeds]
+    jobs += [_job(method, s, seed) for s in method_levels for seed in seeds]
   for method in variants:
-    if VARIANTS[method].kind == "derived":
-      jobs += [Job(method, 0.0, seed, model_name(method, 0.0, seed), "derive", source=model_name(DENSE, 0.0, seed))
-               for seed in seeds]
+    if VARIANTS[method].derived:
+      jobs += [_job(method, 0.0, seed) for seed in seeds]
   names = [j.name for j in jobs]
   if len(set(names)) != len(names):
     raise PieError(f"two models of the study share a name: {sorted(n for n in names if names.count(n) > 1)}")
@@ -259,8 +541,6 @@ def primary_method(methods):
     if variant.kind == "pruning" and name in methods:
       return name
   return None
-
-
 # ---------------------------------------------------------------------------------------------------------------------
 # Pure checks of what a compressed kernel holds (numpy only).
 
@@ -343,7 +623,20 @@ def random_mask(shape, fraction, order):
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Training: wrapping a model for its method, and the model to export.
+# What the hooks share: the layers a method compresses, wrapping them, reading their kernels.
+
+
+def _scope(config):
+  return config.pruning.get("scope", "all_but_classifier")
+
+
+def layers_in_scope(model, scope):
+  """The names of the layers `scope` (config.pruning.scope) selects: the layers a method compresses."""
+  from pie import pruning  # pylint: disable=g-import-not-at-top
+  names = set(pruning.prunable_layer_names(model, scope))
+  if not names:
+    raise PieError(f"scope {scope!r} selects no layer of model {model.name!r}")
+  return names
 
 
 def _clone_wrapping(model, names, wrap):
@@ -355,14 +648,6 @@ def _clone_wrapping(model, names, wrap):
     return layer.__class__.from_config(layer.get_config())
 
   return keras.models.clone_model(model, clone_function=clone)
-
-
-def _scope_names(model, scope):
-  from pie import pruning  # pylint: disable=g-import-not-at-top
-  names = set(pruning.prunable_layer_names(model, scope))
-  if not names:
-    raise PieError(f"scope {scope!r} selects no layer of model {model.name!r}")
-  return names
 
 
 def make_random_pruning_callback(model, layer_names, final_sparsity, begin_step, end_step, frequency, seed):
@@ -401,58 +686,6 @@ def make_random_pruning_callback(model, layer_names, final_sparsity, begin_step,
   return RandomPruning()
 
 
-def wrap_for_training(model, config, method, total_steps):
-  """(model to train, extra callbacks) for one model of `method` (an effective method, see `config_method`)."""
-  import tensorflow_model_optimization as tfmot  # pylint: disable=g-import-not-at-top
-  from pie import pruning  # pylint: disable=g-import-not-at-top
-  scope = config.pruning.get("scope", "all_but_classifier")
-  if method in (DENSE, DENSE_REPLICATE):
-    return model, []
-  if method in ("magnitude", SHAM):
-    begin, end, frequency = pruning.schedule_steps(config.pruning, total_steps)
-    return pruning.apply_pruning(model, config.sparsity, begin, end, frequency, scope), [
-        tfmot.sparsity.keras.UpdatePruningStep()]
-  if method == "2:4":
-    _, end, _ = pruning.schedule_steps(config.pruning, total_steps)
-    # Fires once, at the end of the magnitude window (see the module docstring); the value 0.5 is not used by the
-    # m-by-n mask, which always removes 2 of 4.
-    schedule = tfmot.sparsity.keras.ConstantSparsity(0.5, begin_step=int(end), end_step=int(end), frequency=1)
-    wrapped = _clone_wrapping(model, _scope_names(model, scope), lambda layer: tfmot.sparsity.keras.prune_low_magnitude(
-        layer, pruning_schedule=schedule, sparsity_m_by_n=M_BY_N))
-    return wrapped, [tfmot.sparsity.keras.UpdatePruningStep()]
-  if method == "random":
-    begin, end, frequency = pruning.schedule_steps(config.pruning, total_steps)
-    return model, [make_random_pruning_callback(model, _scope_names(model, scope), float(config.sparsity), begin,
-                                                end, frequency, int(config.seed))]
-  if method == "qat":
-    return tfmot.quantization.keras.quantize_model(model), []
-  if method == "cluster":
-    num_clusters = int(config.get("clustering", {}).get("num_clusters", DEFAULT_NUM_CLUSTERS))
-    if num_clusters < 2:
-      raise PieError(f"config.clustering.num_clusters must be >= 2, got {num_clusters}")
-    init = tfmot.clustering.keras.CentroidInitialization.KMEANS_PLUS_PLUS
-    wrapped = _clone_wrapping(model, _scope_names(model, scope), lambda layer: tfmot.clustering.keras.cluster_weights(
-        layer, number_of_clusters=num_clusters, cluster_centroids_init=init))
-    return wrapped, []
-  raise PieError(f"method {method!r} is not trained: derived variants are made from finished dense models")
-
-
-def finalize(model, method, callbacks=()):
-  """The model to export: pruning or clustering wrappers stripped (masks applied); a QAT model as it is."""
-  import tensorflow_model_optimization as tfmot  # pylint: disable=g-import-not-at-top
-  from pie import pruning  # pylint: disable=g-import-not-at-top
-  if method in ("magnitude", "2:4", SHAM):
-    return pruning.strip_pruning(model)
-  if method == "random":
-    for callback in callbacks:
-      if hasattr(callback, "apply"):
-        callback.apply(int(model.optimizer.iterations.numpy()))
-    return model
-  if method == "cluster":
-    return tfmot.clustering.keras.strip_clustering(model)
-  return model
-
-
 def inner_layer(layer):
   """The Keras layer inside a QAT/pruning/clustering wrapper (the layer itself when unwrapped)."""
   return getattr(layer, "layer", layer)
@@ -484,141 +717,3 @@ def measure_sparsity(model, layer_names):
     total += kernel.size
   return {"overall": zeros / total if total else 0.0, "per_layer": per_layer, "num_weights": total}
 
-
-def structure_report(model, method, layer_names):
-  """What the method promises, checked on the exported model's kernels; raises PieError if it does not hold.
-
-  2:4: the pattern in every block of layers with >= 4 input channels (layers with fewer are listed as dense or
-  partly dense). cluster: at most num_clusters distinct values per clustered kernel.
-  """
-  if method == "2:4":
-    m, n = M_BY_N
-    layers = {name: m_by_n_report(kernel, m, n) for name, kernel in kernels(model, layer_names).items()}
-    broken = [name for name, r in layers.items() if r["applies"] and r["blocks_violating"]]
-    if broken:
-      raise PieError(f"2:4 pattern broken in layers {broken}: " + ", ".join(
-          f"{name} {layers[name]['blocks_violating']}/{layers[name]['num_blocks']} blocks" for name in broken))
-    return {"m_by_n": f"{m}:{n}", "layers": layers,
-            "layers_with_pattern": sorted(k for k, r in layers.items() if r["applies"]),
-            "layers_left_dense_or_partly": sorted(k for k, r in layers.items() if not r["applies"])}
-  if method == "cluster":
-    counts = {name: unique_values(kernel) for name, kernel in kernels(model, layer_names).items()}
-    return {"unique_values_per_kernel": counts, "max_unique_values": max(counts.values())}
-  return {}
-
-
-def compression_of_keras(model, method):
-  """Size report of a Keras model exported as a float32 TFLite flatbuffer (sparse storage for pruning methods)."""
-  from pie import quantization  # pylint: disable=g-import-not-at-top
-  sparse = method in ("magnitude", "2:4", "random", SHAM)
-  report = quantization.keras_model_size_report(model, sparse_weights=sparse)
-  report.pop("layer_sparsity", None)
-  return report
-
-
-def compression_fields(report):
-  """The metadata fields every export records from a size report."""
-  bits = report.get("bits_per_weight")
-  return {"bits_per_weight": None if bits is None or not math.isfinite(bits) else float(bits),
-          "compressed_bytes": int(report["gzip_bytes"]), "compression": report}
-
-
-def qat_to_tflite(model):
-  """The int8 TFLite flatbuffer of a QAT model (the converter uses the trained fake-quant ranges)."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  converter = tf.lite.TFLiteConverter.from_keras_model(model)
-  converter.optimizations = [tf.lite.Optimize.DEFAULT]
-  return bytes(converter.convert())
-
-
-def predict_tflite(tflite_bytes, dataset, batch_size=256, top_k=5, with_logits=False, log=print):
-  """The export arrays of `pie.export.predict_eval` for a TFLite flatbuffer run by `TFLiteClassifier`."""
-  from pie import quantization  # pylint: disable=g-import-not-at-top
-  classifier = quantization.TFLiteClassifier(tflite_bytes)
-  k = min(top_k, classifier.num_classes)
-  out = {"example_ids": [], "labels": [], "top_k_classes": [], "top_k_probs": [], "logits": []}
-  start = time.time()
-  for batch in dataset.eval_batches(batch_size):
-    logits = classifier.predict_logits(batch["image"].numpy(), batch_size=batch_size).astype(np.float64)
-    probs = np.exp(logits - logits.max(axis=1, keepdims=True))
-    probs /= probs.sum(axis=1, keepdims=True)
-    # Best first; equal probabilities go to the smaller class id, as tf.math.top_k does.
-    order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
-    out["example_ids"].append(batch["example_id"].numpy())
-    out["labels"].append(batch["label"].numpy())
-    out["top_k_classes"].append(order.astype(np.int64))
-    out["top_k_probs"].append(np.take_along_axis(probs, order, axis=1).astype(np.float32))
-    if with_logits:
-      out["logits"].append(logits.astype(np.float32))
-  log(f"predicted {sum(len(x) for x in out['labels'])} examples with TFLite in {time.time() - start:.1f}s")
-  return {key: np.concatenate(v) if v else None for key, v in out.items()}
-
-
-def representative_images(data_config, num_examples=PTQ_REPRESENTATIVE_EXAMPLES):
-  """The first `num_examples` training examples, preprocessed as at evaluation (no augmentation)."""
-  import copy  # pylint: disable=g-import-not-at-top
-  from pie import data as data_lib  # pylint: disable=g-import-not-at-top
-  cfg = copy.deepcopy(data_config)
-  with cfg.unlocked():
-    cfg.eval_split = cfg.train_split
-  for batch in data_lib.load_dataset(cfg).eval_batches(num_examples):
-    return batch["image"].numpy()
-  raise PieError(f"training split {data_config.train_split!r} of {data_config.name!r} is empty")
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Derived variants: post-training quantization of a finished dense model.
-
-
-def derive_ptq(config, source_dir, workdir, representative=None, dataset=None, log=print):
-  """Quantizes the finished dense model in `source_dir` and exports the predictions of the quantized model.
-
-  Args:
-    config: the derived model's config (config.method a "ptq_*" variant, config.sparsity 0, its seed).
-    source_dir: the dense model's folder (its model.h5 and predictions must exist).
-    workdir: the derived model's folder: model.tflite, metrics.json and `<name>.tfrecord/.json` are written there.
-    representative: float images for full int8 calibration (default: `representative_images(config.data)`).
-  Returns the metrics dict. A finished derived model is left as it is.
-  """
-  from pie import data as data_lib  # pylint: disable=g-import-not-at-top
-  from pie import io_utils  # pylint: disable=g-import-not-at-top
-  from pie import quantization  # pylint: disable=g-import-not-at-top
-  from pie import training  # pylint: disable=g-import-not-at-top
-  variant = get_variant(config.method)
-  if variant.kind != "derived":
-    raise PieError(f"derive_ptq needs a ptq_* method, got {config.method!r}")
-  paths = training.model_paths(workdir, config)
-  if training.is_finished(workdir, config):
-    log(f"{paths['name']}: already finished in {workdir}; nothing to do")
-    return io_utils.read_json(paths["metrics"])
-  source_config = training.dense_config(config)
-  if not training.is_finished(source_dir, source_config):
-    raise PieError(f"{paths['name']}: its dense model in {source_dir} is not finished")
-  start = time.time()
-  io_utils.makedirs(workdir)
-  model = training.load_model(os.path.join(source_dir, "model.h5"))
-  if variant.ptq_mode == "full_int8" and representative is None:
-    representative = representative_images(config.data)
-  tflite_bytes = quantization.quantize_model(model, variant.ptq_mode, representative)
-  io_utils.write_bytes(os.path.join(workdir, "model.tflite"), tflite_bytes)
-  dataset = dataset or data_lib.load_dataset(config.data)
-  info = dataset.info
-  arrays = predict_tflite(tflite_bytes, dataset, config.get("eval_batch_size", 256), top_k=config.get("top_k", 5),
-                          with_logits=config.get("export_logits", False), log=lambda m: log(f"{paths['name']}: {m}"))
-  scope = config.pruning.get("scope", "all_but_classifier")
-  sparsity_report = measure_sparsity(model, _scope_names(model, scope))
-  size = quantization.model_size_report(tflite_bytes)
-  source_name = model_name(DENSE, 0.0, config.seed)
-  extra = {"method": config.method, "source_model": source_name, "ptq_mode": variant.ptq_mode,
-           "representative_examples": (int(len(representative)) if variant.ptq_mode == "full_int8" else 0),
-           **compression_fields(size)}
-  metadata = training.prediction_metadata(config, info, sparsity_report, extra)
-  metrics = {"name": paths["name"], "method": config.method, "source_model": source_name,
-             **training.eval_metrics(arrays, info.num_classes), "target_sparsity": 0.0, "measured_sparsity": sparsity_report["overall"],
-             "bits_per_weight": extra["bits_per_weight"], "compressed_bytes": extra["compressed_bytes"],
-             "wall_seconds": round(time.time() - start, 2), "config_hash": metadata["config_hash"],
-             "seed": int(config.seed)}
-  training.write_outputs(paths, arrays, metadata, metrics)
-  log(f"{paths['name']}: top-1 {metrics['top1']:.4f}, {extra['bits_per_weight']:.2f} bits/weight, "
-      f"{extra['compressed_bytes']} bytes gzip, {metrics['wall_seconds']:.1f}s")
-  return metrics

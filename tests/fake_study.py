@@ -6,7 +6,6 @@ import numpy as np
 
 from pie import predictions as predictions_lib
 from pie import records
-from pie import training
 from pie import variants
 
 
@@ -14,7 +13,7 @@ def fake_metadata(sparsity, seed, num_classes, num_examples, **overrides):
   metadata = {"dataset": "digits", "split": "test", "num_classes": num_classes,
               "class_names": [str(c) for c in range(num_classes)], "target_sparsity": float(sparsity),
               "measured_sparsity": float(sparsity), "seed": int(seed), "config_hash": "feedfacecafebeef",
-              "model": "small_cnn", "name": training.model_name(sparsity, seed),
+              "model": "small_cnn", "name": variants.model_name(variants.DEFAULT_METHOD, sparsity, seed),
               "config": {"name": "fake", "data": {"name": "digits", "train_split": "train", "eval_split": "test",
                                                   "preprocess": "digits", "image_size": None},
                          "model": {"name": "small_cnn"}}}
@@ -34,7 +33,7 @@ def write_model(study_dir, sparsity, seed, top1, labels, num_classes, k=3, metho
   classes = (top1[:, None] + np.arange(k)[None, :]) % num_classes
   probs = np.tile(np.linspace(0.6, 0.1, k, dtype=np.float32), (n, 1))
   if method is None:
-    name = training.model_name(sparsity, seed)
+    name = variants.model_name(variants.DEFAULT_METHOD, sparsity, seed)
   else:
     name = variants.model_name(method, sparsity, seed)
     metadata_overrides = {"method": method, "name": name, **metadata_overrides}

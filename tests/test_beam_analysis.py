@@ -17,7 +17,7 @@ from pie import analysis
 from pie import beam_analysis
 from pie import predictions as predictions_lib
 from pie import study as study_lib
-from pie import training
+from pie import variants
 from pie.errors import PieError
 from tests import fake_study
 from tests.conftest import run_binary
@@ -56,7 +56,7 @@ def _write_population(study_dir, method, sparsity, seeds, labels, num_classes, f
   for seed in (range(seeds) if isinstance(seeds, int) else seeds):
     noise = rng.random(len(labels)) < flip
     top1 = np.where(noise, rng.integers(0, num_classes, len(labels)), labels)
-    name = training.model_name(sparsity, seed, method=method)
+    name = variants.model_name(method, sparsity, seed)
     classes = (top1[:, None] + np.arange(3)[None, :]) % num_classes
     probs = np.tile(np.linspace(0.6, 0.1, 3, dtype=np.float32), (len(labels), 1))
     metadata = fake_study.fake_metadata(sparsity, seed, num_classes, len(labels), method=method, name=name,

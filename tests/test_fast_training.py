@@ -12,6 +12,7 @@ import tf_keras
 
 from pie import predictions as predictions_lib
 from pie import training
+from pie import variants
 from tests.conftest import digits_config
 
 
@@ -20,7 +21,7 @@ def _train(root, tag, sparsity, seed, reuse):
   workdir = os.path.join(root, tag)
   metrics = training.train_and_export(cfg, workdir, log=lambda m: None, reuse_traced=reuse)
   tf_keras.backend.clear_session()  # as the worker does between models
-  name = training.model_name(sparsity, seed)
+  name = variants.model_name(variants.DEFAULT_METHOD, sparsity, seed)
   return metrics, predictions_lib.read_predictions(os.path.join(workdir, f"{name}.tfrecord"))
 
 
@@ -33,7 +34,7 @@ def test_reused_model_trains_exactly_like_a_fresh_one(tmp_path, sparsity):
   training.drop_reused()
   for field in ("top_k_classes", "top_k_probs"):
     np.testing.assert_array_equal(getattr(reused, field), getattr(fresh, field))
-  assert metrics["measured_sparsity"] == pytest.approx(sparsity, abs=training.SPARSITY_TOLERANCE)
+  assert metrics["measured_sparsity"] == pytest.approx(sparsity, abs=variants.SPARSITY_TOLERANCE)
 
 
 def test_only_same_level_and_method_share_a_model(tmp_path):

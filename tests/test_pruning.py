@@ -3,6 +3,7 @@ import ml_collections
 import numpy as np
 import pytest
 
+from pie import model_dir
 from pie import models
 from pie import pruning
 from pie import training
@@ -56,7 +57,7 @@ def test_training_reaches_target_sparsity_per_layer(tmp_path, sparsity):
   assert set(metrics["per_layer_sparsity"]) == {"conv1", "conv2", "hidden"}
   for name, value in metrics["per_layer_sparsity"].items():
     assert abs(value - sparsity) <= 0.02, (name, value)  # each layer by its own threshold (rounding on small layers)
-  model = training.load_model(str(tmp_path / "model.h5"))
+  model = model_dir.load_model(str(tmp_path / "model.h5"))
   assert not any(type(layer).__name__ == "PruneLowMagnitude" for layer in model.layers)
   assert np.count_nonzero(model.get_layer("classifier").kernel.numpy() == 0) == 0  # classifier left dense
   report = pruning.measure_sparsity(model, ["conv1", "conv2", "hidden"])

@@ -22,11 +22,12 @@ import pandas as pd
 import pytest
 
 from pie import analysis
+from pie import model_dir
 from pie import population
 from pie import predictions as predictions_lib
 from pie import study as study_lib
-from pie import training
 from pie import validate
+from pie import variants
 from pie.errors import PieError
 from tests import fake_study
 from tests.conftest import REPO, digits_config, run_binary
@@ -73,7 +74,8 @@ def _study_config():
 
 
 def _finished(study_dir, config):
-  return {training.model_name(s, seed) for s, seed in population.finished_models(config, study_dir)}
+  return {variants.model_name(variants.DEFAULT_METHOD, s, seed)
+          for s, seed in population.finished_models(config, study_dir)}
 
 
 def _tfrecord(study_dir, name):
@@ -312,11 +314,11 @@ def test_killing_the_analysis_never_leaves_a_partial_output(tmp_path):
 
 def test_config_hash_separates_settings_but_not_seeds_or_levels():
   base = digits_config()
-  same = training.config_hash(digits_config(seed=5, sparsity=0.9))
-  assert training.config_hash(base) == same
+  same = model_dir.config_hash(digits_config(seed=5, sparsity=0.9))
+  assert model_dir.config_hash(base) == same
   for key, value in (("learning_rate", 2e-3), ("num_epochs", 21), ("pruning.end_fraction", 0.5),
                      ("model.kwargs.hidden", 64), ("data.shuffle_buffer", 100)):
-    assert training.config_hash(digits_config(**{key: value})) != same, key
+    assert model_dir.config_hash(digits_config(**{key: value})) != same, key
 
 
 def test_validate_flags_every_kind_of_problem(tmp_path):

@@ -15,10 +15,10 @@ import tensorflow_datasets as tfds
 import tf_keras as keras
 
 from pie import corruptions
+from pie import model_dir
 from pie import preprocess
 from pie import robustness
 from pie import study as study_lib
-from pie import training
 from pie.errors import PieError
 from tests import fake_study
 from tests.conftest import run_binary
@@ -217,7 +217,7 @@ def _save_tiny_model(path, input_shape, num_classes, seed, bias_class=None):
     kernel, bias = model.get_layer("classifier").get_weights()
     bias[bias_class] = 100.0
     model.get_layer("classifier").set_weights([kernel, bias])
-  training.save_model(model, path)
+  model_dir.save_model(model, path)
   return model
 
 
@@ -270,7 +270,7 @@ def test_imagenet_a_predictions_stay_within_its_200_classes(tmp_path):
   for sparsity, predictions in result.predictions.items():
     assert np.isin(predictions, robustness.IMAGENET_A_CLASS_IDS).all()
     for i, record in enumerate(study.levels[sparsity]):
-      model = training.load_model(os.path.join(os.path.dirname(record.path), "model.h5"))
+      model = model_dir.load_model(os.path.join(os.path.dirname(record.path), "model.h5"))
       logits = model(robustness.display_to_input("imagenet", images)).numpy()
       assert (np.argmax(logits, axis=1) == 0).all()  # unrestricted, every prediction would be class 0
       np.testing.assert_array_equal(predictions[i], robustness.restrict_argmax(logits,

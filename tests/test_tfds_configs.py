@@ -18,9 +18,11 @@ import tf_keras as keras  # noqa: E402
 from configs import cifar10 as cifar10_config  # noqa: E402
 from configs import imagenet_resnet50 as imagenet_config  # noqa: E402
 from pie import data as data_lib  # noqa: E402
+from pie import model_dir  # noqa: E402
 from pie import preprocess  # noqa: E402
 from pie import pruning  # noqa: E402
 from pie import training  # noqa: E402
+from pie import variants  # noqa: E402
 from pie.errors import PieError  # noqa: E402
 from tests.conftest import override  # noqa: E402
 
@@ -44,7 +46,7 @@ def _mock_labels(name, split, data_dir, num_examples):
 
 def _check_export(workdir, config, num_examples, num_classes, expected_labels):
   """Reads the exported predictions back and checks them against the eval split; returns them."""
-  path = training.model_paths(str(workdir), config)["predictions"]
+  path = model_dir.model_paths(str(workdir), variants.config_job(config).name)["predictions"]
   preds = pie.read_predictions(path)
   meta = preds.metadata
   assert meta["dataset"] == config.data.name and meta["split"] == config.data.eval_split
@@ -58,7 +60,7 @@ def _check_export(workdir, config, num_examples, num_classes, expected_labels):
   assert np.all(preds.top_k_probs.sum(axis=1) <= 1 + 1e-5)
   # Each example's top-k classes are distinct.
   assert all(len(set(row)) == config.top_k for row in preds.top_k_classes.tolist())
-  assert abs(meta["measured_sparsity"] - config.sparsity) <= training.SPARSITY_TOLERANCE
+  assert abs(meta["measured_sparsity"] - config.sparsity) <= variants.SPARSITY_TOLERANCE
   return preds
 
 
@@ -82,7 +84,7 @@ def test_cifar10_config_trains_prunes_and_exports(tmp_path):
 
   # The saved model is the stripped ResNet-20 at the native 32x32; every conv (stem and 1x1 projection shortcuts
   # included) is pruned to the target with its own threshold, and the classifier stays dense.
-  model = training.load_model(str(workdir / "model.h5"))
+  model = model_dir.load_model(str(workdir / "model.h5"))
   assert model.input_shape == (None, 32, 32, 3)
   convs = _conv_names(model)
   assert len(convs) == 21 and {"stem_conv", "stage2_block1_proj", "stage3_block1_proj"} <= convs
@@ -90,7 +92,7 @@ def test_cifar10_config_trains_prunes_and_exports(tmp_path):
   for name in convs:
     assert abs(metrics["per_layer_sparsity"][name] - 0.5) < 0.01, name
   assert np.count_nonzero(model.get_layer("classifier").kernel.numpy() == 0) == 0
-  assert abs(pruning.measure_sparsity(model, sorted(convs))["overall"] - 0.5) <= training.SPARSITY_TOLERANCE
+  assert abs(pruning.measure_sparsity(model, sorted(convs))["overall"] - 0.5) <= variants.SPARSITY_TOLERANCE
 
 
 def test_imagenet_resnet50_config_prunes_every_conv_and_exports(tmp_path, monkeypatch):

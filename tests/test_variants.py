@@ -9,8 +9,10 @@ import pandas as pd
 import pytest
 
 from pie import analysis
+from pie import model_dir
 from pie import population
 from pie import predictions as predictions_lib
+from pie import ptq
 from pie import quantization
 from pie import study as study_lib
 from pie import training
@@ -28,7 +30,7 @@ TINY = {"num_epochs": 2, "steps_per_epoch": 10, "pruning.end_fraction": 0.5, "si
 
 
 def test_model_names_keep_magnitude_names_and_name_the_others():
-  assert variants.model_name("magnitude", 0.9, 3) == training.model_name(0.9, 3) == "sparsity90_seed3"
+  assert variants.model_name("magnitude", 0.9, 3) == "sparsity90_seed3"
   assert variants.model_name("2:4", 0.0, 3) == "sparsity0_seed3"  # level 0 of a pruning method is the dense model
   assert variants.model_name("2:4", 0.5, 3) == "2of4_sparsity50_seed3"
   assert variants.model_name("random", 0.9, 3) == "random_sparsity90_seed3"
@@ -49,11 +51,56 @@ def test_bad_methods_are_refused():
     variants.effective_method("qat", 0.5)
 
 
+def test_registry_entries_carry_their_behaviour():
+  def having(flag):
+    return {name for name in variants.METHOD_ORDER if getattr(variants.get_variant(name), flag)}
+
+  assert variants.METHOD_ORDER == ("dense", "dense_replicate", "sham", "magnitude", "2:4", "random", "qat", "cluster",
+                                   "ptq_float16", "ptq_dynamic_int8", "ptq_full_int8")
+  assert having("checks_sparsity") == {"magnitude", "random", "sham"}
+  assert having("sparse_storage") == {"magnitude", "2:4", "random", "sham"}
+  assert having("pruning_summaries") == {"magnitude", "2:4", "sham"}
+  assert having("reusable") == {"dense", "magnitude", "dense_replicate", "sham"}
+  assert having("exports_tflite") == {"qat"}
+  assert having("derived") == {"ptq_float16", "ptq_dynamic_int8", "ptq_full_int8"}
+  assert having("named_by_level") == {"dense", "magnitude"}
+  assert {m for m in variants.METHOD_ORDER if variants.is_pruning(m)} == {"magnitude", "2:4", "random"}
+  assert [variants.role(m) for m in ("dense", "sham", "qat", "not_registered")] == ["dense", "control", "pruned",
+                                                                                      "pruned"]
+  assert not variants.is_pruning("not_registered") and not variants.named_by_level("not_registered")
+  assert variants.recorded_method(None, True) == "dense" and variants.recorded_method(None, False) == "magnitude"
+  assert variants.recorded_method("2:4", False) == "2:4"
+  # One sparsity check for training and validation, with one tolerance.
+  assert variants.sparsity_problem("magnitude", 0.9049, 0.9) is None
+  assert variants.sparsity_problem("random", 0.49, 0.5) == (
+      "measured sparsity 0.4900 is more than 0.5 points from the target 0.5")
+  assert variants.sparsity_problem("2:4", 0.4962, 0.5) is None  # 2:4 promises its pattern, not its level
+  assert variants.sparsity_problem("not_registered", 0.0, 0.9) is None
+  with pytest.raises(PieError, match=r"config.sparsity must lie in \[0, 1\), got 1.5"):
+    variants.effective_method("magnitude", 1.5)
+  with pytest.raises(PieError, match=r"config.sparsity_levels must lie in \[0, 1\)"):
+    population.grid(digits_config(sparsity_levels=(0.0, 1.0)))
+  with pytest.raises(PieError, match="part of every study"):
+    variants.check_variants(["dense"])
+
+
+def test_a_config_alone_gives_the_job_the_launcher_would():
+  config = digits_config(**{"sparsity_levels": (0.0, 0.9), "num_seeds": 2, "controls": ("dense_replicate", "sham")})
+  with config.unlocked():
+    config.variants = tuple(variants.VARIANTS)
+  for job in population.jobs(config):
+    assert variants.config_job(population.job_config(config, job)) == job, job
+  cfg = population.job_config(config, population.jobs(config)[-1])
+  other = variants.config_job(population.job_config(config, population.jobs(config)[0]))
+  with pytest.raises(PieError, match="differ from the config's"):
+    training.train_and_export(cfg, "/nonexistent", job=other, log=lambda m: None)
+
+
 def test_study_jobs_default_is_todays_grid():
   config = digits_config(controls=())
   jobs = population.jobs(config)
   assert [(j.sparsity, j.seed) for j in jobs] == population.grid(config)
-  assert [j.name for j in jobs] == [training.model_name(s, seed) for s, seed in population.grid(config)]
+  assert [j.name for j in jobs] == [variants.model_name("magnitude", s, seed) for s, seed in population.grid(config)]
   assert {j.method for j in jobs} == {"dense", "magnitude"}
 
 
@@ -149,12 +196,12 @@ def trained(tmp_path_factory):
   for method, sparsity in (("dense", 0.0), ("random", 0.9), ("qat", 0.0), ("cluster", 0.0)):
     for seed in SEEDS:
       out[(method, seed)] = _train(root, method, sparsity, seed)
-  representative = variants.representative_images(digits_config().data)
+  representative = ptq.representative_images(digits_config().data)
   for mode in ("ptq_float16", "ptq_dynamic_int8", "ptq_full_int8"):
     for seed in SEEDS:
       config = population.model_config(digits_config(**TINY), 0.0, seed, mode)
       workdir = os.path.join(root, variants.model_name(mode, 0.0, seed))
-      variants.derive_ptq(config, out[("dense", seed)][1], workdir, representative=representative,
+      ptq.derive_ptq(config, out[("dense", seed)][1], workdir, representative=representative,
                           log=lambda m: None)
       out[(mode, seed)] = (config, workdir)
   return {"root": root, "models": out}
@@ -178,7 +225,7 @@ def test_every_variant_exports_the_schema_with_its_method(trained):
 
 def test_random_pruning_zeros_are_real_and_random(trained):
   config, workdir = trained["models"][("random", 0)]
-  model = training.load_model(os.path.join(workdir, "model.h5"))
+  model = model_dir.load_model(os.path.join(workdir, "model.h5"))
   meta = _metadata(workdir).metadata
   for name in ("conv1", "conv2", "hidden"):
     kernel = model.get_layer(name).kernel.numpy()
@@ -194,7 +241,7 @@ def test_random_pruning_zeros_are_real_and_random(trained):
 
 def test_cluster_kernels_hold_at_most_16_values(trained):
   _, workdir = trained["models"][("cluster", 0)]
-  model = training.load_model(os.path.join(workdir, "model.h5"))
+  model = model_dir.load_model(os.path.join(workdir, "model.h5"))
   for name in ("conv1", "conv2", "hidden"):
     assert variants.unique_values(model.get_layer(name).kernel.numpy()) <= 16
   assert variants.unique_values(model.get_layer("classifier").kernel.numpy()) > 16  # the classifier is left alone
@@ -238,7 +285,7 @@ def test_rerunning_a_derivation_reuses_it(trained):
   config, workdir = trained["models"][("ptq_dynamic_int8", 1)]
   path = os.path.join(workdir, f"{os.path.basename(workdir)}.tfrecord")
   before = os.path.getmtime(path)
-  variants.derive_ptq(config, trained["models"][("dense", 1)][1], workdir, log=lambda m: None)
+  ptq.derive_ptq(config, trained["models"][("dense", 1)][1], workdir, log=lambda m: None)
   assert os.path.getmtime(path) == before
 
 
@@ -281,7 +328,7 @@ def test_study_with_variants_end_to_end(tmp_path):
   assert sham["method"] == "sham" and sham["target_sparsity"] == variants.SHAM_SPARSITY
   assert abs(sham["measured_sparsity"] - variants.SHAM_SPARSITY) < 0.005
   # 2:4: the pattern holds in every block of the layers with >= 4 input channels; conv1 (1 channel) stays dense.
-  model = training.load_model(os.path.join(study_dir, "2of4_sparsity50_seed0", "model.h5"))
+  model = model_dir.load_model(os.path.join(study_dir, "2of4_sparsity50_seed0", "model.h5"))
   for name in ("conv2", "hidden"):
     report = variants.m_by_n_report(model.get_layer(name).kernel.numpy())
     assert report["applies"] and report["blocks_violating"] == 0 and report["sparsity"] == pytest.approx(0.5)

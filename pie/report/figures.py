@@ -12,6 +12,7 @@ import pandas as pd
 
 from pie import io_utils
 from pie import outputs
+from pie import variants
 from pie.errors import PieError
 from pie.report.load import SPARSITY_TOLERANCE
 from pie.report.load import level_label
@@ -146,11 +147,11 @@ def methods_series(methods, method_class_stats, max_classes=3):
   largest top-1 loss) and hurt_classes: up to `max_classes` (name, normalized change) of the classes it hurts
   significantly, most hurt first.
   """
-  dense = methods.loc[methods["method"] == "dense"]
+  dense = methods.loc[methods["method"] == variants.DENSE]
   if len(dense) != 1:
     raise PieError(f"{outputs.SUMMARY_JSON}: expected one dense population, found {len(dense)}")
   dense = dense.iloc[0]
-  rows = methods.loc[methods["method"] != "dense"].copy()
+  rows = methods.loc[methods["method"] != variants.DENSE].copy()
   rows["size_ratio"] = rows["compressed_bytes"] / dense["compressed_bytes"]
   rows["top1_change"] = rows["top1_mean"] - dense["top1_mean"]
   order = rows.sort_values(["num_pies", "num_significant_classes", "top1_change"], ascending=[False, False, True],
@@ -319,7 +320,7 @@ def plot_pie_accuracy(series_by_level):
   for ax, sparsity in zip(axes, levels):
     series = series_by_level[sparsity]
     x = np.arange(len(outputs.SUBSETS))
-    for offset, population, color in ((-width / 2, "dense", COLOR_DENSE), (width / 2, "pruned", COLOR_PRUNED)):
+    for offset, population, color in zip((-width / 2, width / 2), outputs.POPULATIONS, (COLOR_DENSE, COLOR_PRUNED)):
       rows = series.loc[series["population"] == population].set_index("subset").reindex(list(outputs.SUBSETS))
       ax.bar(x + offset, 100 * rows["top1_mean"].to_numpy(), width, yerr=100 * rows["top1_std"].to_numpy(),
              color=color, capsize=3, label=f"{population} population")
@@ -341,7 +342,7 @@ def plot_robustness_severity(series_by_level):
   axes = figure.subplots(1, len(levels), sharey=True, squeeze=False)[0]
   for ax, sparsity in zip(axes, levels):
     series = series_by_level[sparsity]
-    ax.plot(series["severity"], 100 * series["dense_top1"], marker="o", color=COLOR_DENSE, label="dense")
+    ax.plot(series["severity"], 100 * series["dense_top1"], marker="o", color=COLOR_DENSE, label=variants.DENSE)
     ax.plot(series["severity"], 100 * series["pruned_top1"], marker="s", color=COLOR_PRUNED,
             label=f"pruned {level_label(sparsity)}")
     for severity, value, k, total in zip(series["severity"], 100 * series["pruned_top1"], series["num_significant"],
@@ -364,7 +365,7 @@ def plot_robustness_drop(series, title):
   figure = _new_figure(6.4, 1.4 + 0.42 * n)
   ax = figure.add_subplot()
   y = np.arange(n)
-  ax.barh(y - 0.2, 100 * series["dense_drop"].to_numpy(), 0.4, color=COLOR_DENSE, label="dense")
+  ax.barh(y - 0.2, 100 * series["dense_drop"].to_numpy(), 0.4, color=COLOR_DENSE, label=variants.DENSE)
   ax.barh(y + 0.2, 100 * series["pruned_drop"].to_numpy(), 0.4, color=COLOR_PRUNED, label="pruned")
   for yi, drop, k, total in zip(y, 100 * np.maximum(series["dense_drop"], series["pruned_drop"]).to_numpy(),
                                 series["num_significant"], series["num_severities"]):
@@ -410,12 +411,12 @@ def plot_methods(series, dense):
       values = scale * rows[column].to_numpy(dtype=float)
       ax.scatter(kb, values, color=palette[i % len(palette)], marker=markers[i % len(markers)], zorder=3,
                  label=method, alpha=0.85)
-      if method in ("magnitude", "2:4", "random"):
+      if variants.is_pruning(method):
         for x, y, level in zip(kb, values, rows["sparsity"]):
           ax.annotate(f"{100 * level:.4g}%", (x, y), textcoords="offset points", xytext=(5, 3), fontsize=7)
     if np.isfinite(dense["compressed_bytes"]):
       ax.scatter([dense["compressed_bytes"] / 1024], [scale * dense_value], color=COLOR_DENSE, marker="s", zorder=3,
-                 label="dense")
+                 label=variants.DENSE)
     if positive:
       ax.set_xscale("log")
       ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))

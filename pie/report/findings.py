@@ -2,6 +2,7 @@
 and the classes hurt most, each read against the floor and the controls."""
 import pandas as pd
 
+from pie import variants
 from pie.report import load
 from pie.report.markup import count
 from pie.report.markup import esc
@@ -15,8 +16,8 @@ def floor_findings(data):
   findings = []
   if data.summary.get("normalization_warning"):
     findings.append(f"<b>Caution:</b> {esc(data.summary['normalization_warning'])}.")
-  control_names = {"dense_replicate": "a second dense population trained with other seeds",
-                   "sham": "a population trained through the pruning machinery at a negligible sparsity"}
+  control_names = {variants.DENSE_REPLICATE: "a second dense population trained with other seeds",
+                   variants.SHAM: "a population trained through the pruning machinery at a negligible sparsity"}
   parts = []
   if floor.get("control"):
     parts.append(f"{control_names.get(floor['control'], esc(floor['control']))} ({count(floor['control_models'])} "
@@ -63,7 +64,7 @@ def _level_floor_text(summary_level):
 def key_findings(data, max_names=5):
   """Plain-language findings: the noise floor, then per pruned level its accuracy cost, PIE share and the classes hurt
   most."""
-  dense = data.levels.loc[data.levels["role"] == "dense"].iloc[0]
+  dense = data.levels.loc[data.levels["role"] == variants.DENSE].iloc[0]
   findings = floor_findings(data)
   by_sparsity = {float(level["sparsity"]): level for level in data.summary["levels"] if level["role"] == "pruned"}
   for sparsity in reversed(data.pruned_sparsities):

@@ -77,7 +77,7 @@ class AnalysisData:
 
 def level_label(sparsity):
   """'dense' for 0, else the sparsity as a percentage: 0.5 -> '50%', 0.125 -> '12.5%'."""
-  return "dense" if sparsity == 0 else f"{100 * sparsity:.4g}%"
+  return variants.DENSE if sparsity == 0 else f"{100 * sparsity:.4g}%"
 
 
 def level_key(sparsity):
@@ -139,7 +139,7 @@ def load_analysis(analysis_dir):
 
 
 def _level_method(level):
-  return level.get("method") or ("dense" if level["role"] == "dense" else "magnitude")
+  return variants.recorded_method(level.get("method"), level["role"] == variants.DENSE)
 
 
 def _methods_view(summary):
@@ -150,10 +150,10 @@ def _methods_view(summary):
   frame lists every population for the methods section.
   """
   methods = [_level_method(level) for level in summary["levels"]]
-  if all(m in ("dense", "magnitude") for m in methods):
+  if all(variants.named_by_level(m) for m in methods):
     return summary, None
   primary = variants.primary_method(methods)
-  view = [level for level, m in zip(summary["levels"], methods) if m == "dense" or m == primary]
+  view = [level for level, m in zip(summary["levels"], methods) if variants.is_dense(m) or m == primary]
   rows = [{k: (m if k == "method" else level.get(k)) for k in METHOD_LEVEL_KEYS}
           for level, m in zip(summary["levels"], methods)]
   frame = pd.DataFrame(rows)
@@ -226,7 +226,7 @@ def _levels_frame(summary):
     if column != "role":
       levels[column] = pd.to_numeric(levels[column], errors="raise").astype(float)
   levels = levels.sort_values("sparsity", kind="stable").reset_index(drop=True)
-  num_dense = int((levels["role"] == "dense").sum())
+  num_dense = int((levels["role"] == variants.DENSE).sum())
   if num_dense != 1:
     raise PieError(f"{outputs.SUMMARY_JSON}: expected exactly one level with role 'dense', found {num_dense}")
   if levels["sparsity"].diff().abs().lt(SPARSITY_TOLERANCE).any():

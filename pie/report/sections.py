@@ -11,6 +11,7 @@ import json
 import pandas as pd
 
 from pie import outputs
+from pie import variants
 from pie.report import figures
 from pie.report import findings
 from pie.report import gallery
@@ -102,7 +103,7 @@ def _populations_table(data):
   for level in data.levels.itertuples(index=False):
     rows.append(_population_row(esc(load.level_label(level.sparsity)), level._asdict(), level.role == "pruned",
                                 has_fdr))
-    if level.role == "dense":
+    if level.role == variants.DENSE:
       rows += [_population_row(f"{esc(control['method'].replace('_', ' '))} (control)", control, True, has_fdr,
                                " class='control'") for control in data.controls]
   return ("<table class='data'><thead><tr>" + "".join(f"<th scope='col'>{h}</th>" for h in head) +
@@ -155,7 +156,7 @@ def methods_section(data, figure_folder):
   """Every compressed population of a study comparing methods, ranked by harm at its size; None otherwise."""
   if data.methods is None:
     return None
-  dense = data.methods.loc[data.methods["method"] == "dense"].iloc[0]
+  dense = data.methods.loc[data.methods["method"] == variants.DENSE].iloc[0]
   series = figures.methods_series(data.methods, data.method_class_stats)
   svg = figure_folder.save(figures.plot_methods(series, dense), "methods_vs_size")
   head = ["Method", "Level", "Models", "Bits / weight", "Compressed (KB)", "Size vs dense", "Top-1", "Change (pts)",

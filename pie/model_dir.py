@@ -1,0 +1,131 @@
+"""One model's folder: its files, when it is finished, its saved model, and what its export records.
+
+A study holds one folder per model, `<study_dir>/<name>/`: `model.h5` (or `model.tflite` for a model deployed as
+TFLite), `metrics.json`, `checkpoints/`, `tensorboard/`, `train.log`, and the predictions `<name>.tfrecord` with
+their metadata `<name>.json`, written last: a model is finished when that metadata exists and its TFRecord has the
+recorded size. The name comes from the method registry (`pie.variants.model_name`, or a Job's `name`).
+
+Training (pie.training), post-training quantization (pie.ptq) and the launcher (pie.population) share these helpers,
+so that what a folder holds, and how a finished one is recognised, is decided in one place.
+"""
+import copy
+import hashlib
+import json
+import math
+import os
+import tempfile
+import warnings
+
+import tensorflow as tf
+
+from pie import io_utils
+from pie import predictions as predictions_lib
+from pie import stats
+from pie import variants
+from pie.errors import PieError
+
+# Fields that differ between the models of one study; everything else must match (see config_hash).
+PER_MODEL_FIELDS = ("seed", "sparsity", "method")
+# Fields that change how a model is trained but not what it learns: left out of config_hash, so a study can be
+# resumed with other values.
+EXECUTION_FIELDS = ("steps_per_execution", "checkpoint_every_epochs")
+
+
+def config_to_dict(config):
+  return json.loads(config.to_json_best_effort()) if hasattr(config, "to_json_best_effort") else dict(config)
+
+
+def config_hash(config):
+  """sha256 (first 16 hex digits) of the config without its per-model and execution fields: equal for all models
+  of a study."""
+  shared = {k: v for k, v in config_to_dict(config).items() if k not in PER_MODEL_FIELDS + EXECUTION_FIELDS}
+  return hashlib.sha256(json.dumps(shared, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def dense_config(config):
+  """The config of the dense model of the same seed (the source of a derived post-training-quantized model)."""
+  cfg = copy.deepcopy(config)
+  with cfg.unlocked():
+    cfg.sparsity = 0.0
+    if "method" in cfg:
+      cfg.method = variants.DEFAULT_METHOD
+  return cfg
+
+
+def model_paths(workdir, name):
+  """The files of the model `name` (its Job's name) in its folder `workdir`."""
+  return {"name": name, "checkpoints": os.path.join(workdir, "checkpoints"),
+          "tensorboard": os.path.join(workdir, "tensorboard"), "model": os.path.join(workdir, "model.h5"),
+          "metrics": os.path.join(workdir, "metrics.json"),
+          "predictions": os.path.join(workdir, f"{name}.tfrecord")}
+
+
+def is_finished(workdir, name):
+  """True when the export of model `name` in `workdir` is complete (metadata present, TFRecord of the recorded
+  size)."""
+  path = model_paths(workdir, name)["predictions"]
+  try:
+    metadata = predictions_lib.read_metadata(path)
+  except PieError:
+    return False
+  return tf.io.gfile.exists(path) and tf.io.gfile.stat(path).length == metadata.get("file_bytes")
+
+
+def save_model(model, path):
+  """Saves a Keras model as HDF5 atomically (via a local temporary file, so `path` may be remote)."""
+  with tempfile.TemporaryDirectory() as tmpdir:
+    local = os.path.join(tmpdir, "model.h5")
+    with warnings.catch_warnings():
+      warnings.simplefilter("ignore", UserWarning)  # "HDF5 is legacy": chosen on purpose, fast and self-contained
+      model.save(local, save_format="h5", include_optimizer=False)
+    with io_utils.atomic_path(path) as tmp:
+      tf.io.gfile.copy(local, tmp, overwrite=True)
+
+
+def load_model(path):
+  """Loads a model saved by `save_model` (stripped: plain Keras layers)."""
+  import tf_keras as keras  # pylint: disable=g-import-not-at-top
+  if not tf.io.gfile.exists(path):
+    raise PieError(f"{path}: no saved model there")
+  with tempfile.TemporaryDirectory() as tmpdir:
+    local = os.path.join(tmpdir, "model.h5")
+    tf.io.gfile.copy(path, local)
+    try:
+      return keras.models.load_model(local, compile=False)
+    except (OSError, ValueError) as e:
+      raise PieError(f"{path}: not a readable saved model ({e})") from None
+
+
+def prediction_metadata(config, info, sparsity_report, extra=None, job=None):
+  """The metadata of a model's predictions (the README's schema); `job` is the model's Job, taken from the config
+  (`variants.config_job`) when not given."""
+  job = job or variants.config_job(config)
+  metadata = {
+      "dataset": info.name, "split": info.eval_split, "num_classes": info.num_classes,
+      "class_names": list(info.class_names), "target_sparsity": float(job.sparsity),
+      "measured_sparsity": sparsity_report["overall"], "seed": int(job.seed), "config_hash": config_hash(config),
+      "model": config.model.name, "config": config_to_dict(config), "name": job.name, "method": job.method,
+  }
+  metadata.update(extra or {})
+  return metadata
+
+
+def compression_fields(report):
+  """The metadata fields every export records from a size report (`pie.quantization.model_size_report`)."""
+  bits = report.get("bits_per_weight")
+  return {"bits_per_weight": None if bits is None or not math.isfinite(bits) else float(bits),
+          "compressed_bytes": int(report["gzip_bytes"]), "compression": report}
+
+
+def eval_metrics(arrays, num_classes):
+  """Top-1 and per-class recall of one model from its exported arrays."""
+  top1 = arrays["top_k_classes"][:, :1].T
+  return {"top1": float(stats.top1_accuracy(top1, arrays["labels"])[0]),
+          "per_class_recall": stats.per_class_recall(top1, arrays["labels"], num_classes)[0].tolist()}
+
+
+def write_outputs(paths, arrays, metadata, metrics):
+  """metrics.json, then the predictions: their metadata JSON, written last, marks the model as finished."""
+  io_utils.write_json(paths["metrics"], metrics)
+  predictions_lib.write_predictions(paths["predictions"], arrays["example_ids"], arrays["labels"],
+                                    arrays["top_k_classes"], arrays["top_k_probs"], metadata, logits=arrays["logits"])
