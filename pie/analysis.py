@@ -78,12 +78,11 @@ def compared_populations(populations):
 
 
 class FloorPlan:
-  """The A/A comparisons of the noise floor, and the permutation splits that test each level against it.
+  """The A/A comparisons of the noise floor.
 
   The pool is the dense population and, when the study has one, the dense replicate (both dense, disjoint seeds).
   `splits` draw two disjoint populations from the pool, of the sizes of a compared population and the dense one, so
-  that a level's PIEs are set against A/A counts at the same population sizes. `permutations` split the pooled dense
-  and compressed models of a level the same way (a permutation test). `control` is the control compared directly
+  that a level's PIEs are set against A/A counts at the same population sizes. `control` is the control compared directly
   with the dense population: the replicate, else the sham, else None.
   """
 
@@ -99,13 +98,11 @@ class FloorPlan:
     else:
       self.reference = (self.pool_size // 2, self.pool_size // 2)
     level_pairs = {(self.n_dense, len(populations[k])) for k in compared if not variants.is_control(k[0])}
-    self.splits, self.permutations = {}, {}
+    self.splits = {}
     if self.num_splits:
       for pair in sorted(level_pairs | ({self.reference} if self.reference[0] >= 2 else set())):
         if pair[0] + pair[1] <= self.pool_size:
           self.splits[pair] = significance.half_splits(self.pool_size, *pair, self.num_splits, self.seed)
-      for pair in sorted(level_pairs):
-        self.permutations[pair] = significance.half_splits(sum(pair), *pair, self.num_splits, [self.seed, 1])
 
   def pool_rows(self, row_of_key):
     """Rows of the pool's models in a matrix whose population `key` starts at `row_of_key[key]` (a slice)."""
@@ -115,16 +112,6 @@ class FloorPlan:
     """{size pair: PIE counts per A/A split} over some examples (they add up over blocks of examples)."""
     return {pair: significance.split_pie_counts(pool_predictions, first, second, num_classes)
             for pair, (first, second) in self.splits.items()}
-
-  def permutation_counts(self, dense_predictions, level_predictions, num_classes):
-    """PIE counts of the permutation splits of one level's pooled dense and compressed models (add up over blocks);
-    None for a control or without splits."""
-    pair = (len(dense_predictions), len(level_predictions))
-    if pair not in self.permutations:
-      return None
-    first, second = self.permutations[pair]
-    return significance.split_pie_counts(np.concatenate([dense_predictions, level_predictions]), first, second,
-                                         num_classes)
 
 
 def _quantiles(values, alpha):
@@ -136,8 +123,8 @@ def noise_floor(plan, levels, pool_hits, class_count, pie_counts, level_counts, 
   """summary.json's `noise_floor`, and each compressed level set against it (in place in `levels`).
 
   `pie_counts` are `FloorPlan.pie_counts` summed over every example; `level_counts` maps each compared population's
-  (method, sparsity) to {"permutation": its `FloorPlan.permutation_counts`, "bootstrap": its PIEs per bootstrap
-  resample} (either None when not computed); `levels` are the summary's level entries.
+  (method, sparsity) to {"bootstrap": its PIEs per bootstrap resample, or None}; `levels` are the summary's level
+  entries.
   """
   num_examples = int(np.sum(class_count))
   floor = {"control": None, "control_models": None, "num_pies": None, "pie_fraction": None,
@@ -178,27 +165,24 @@ def noise_floor(plan, levels, pool_hits, class_count, pie_counts, level_counts, 
     else:  # no A/A split of these sizes: the control's own comparison is the floor
       floor_mean = None if control_entry is None else float(control_entry["num_pies"])
     parts = level_counts.get((entry["method"], entry["sparsity"]), {})
-    permutation = parts.get("permutation")
-    result = significance.pies_against_floor(
-        entry["num_pies"], [] if permutation is None else permutation, floor_mean, parts.get("bootstrap"),
-        control_boot, alpha)
+    result = significance.pies_against_floor(entry["num_pies"], floor_mean, parts.get("bootstrap"), control_boot,
+                                             alpha)
     entry.update(noise_floor_pies_mean=floor_mean, pies_excess=result["excess"],
                  pies_excess_ci_low=result["ci_low"], pies_excess_ci_high=result["ci_high"],
-                 pies_noise_p_value=result["p_value"], distinguishable_from_noise=result["distinguishable"])
+                 distinguishable_from_noise=result["distinguishable"])
   floor["note"] = _floor_note(plan)
   return floor
 
 
 def _floor_note(plan):
   if not plan.num_splits:
-    return "no A/A or permutation splits were drawn (noise_floor_splits = 0)"
-  text = ("distinguishable_from_noise: a permutation test of each level's PIEs (its models pooled with the dense "
-          "ones and split at random); pies_excess: PIEs minus the mean PIEs of two dense populations of the same "
-          "sizes, ")
+    return "no A/A splits were drawn (noise_floor_splits = 0)"
+  text = ("pies_excess: PIEs minus the mean PIEs of two dense populations of the same sizes, with a bootstrap "
+          "interval against the control; distinguishable_from_noise: that interval lies above 0. ")
   if len(plan.pool_keys) == 1:
-    return text + ("which needs a dense replicate: add config.controls = ('dense_replicate',) (the A/A splits here "
+    return text + ("Both need a dense replicate: add config.controls = ('dense_replicate',) (the A/A splits here "
                    "halve the dense models, smaller than the compared populations)")
-  return text + "from A/A splits of the pooled dense and replicate models, its interval from bootstrap resamples"
+  return text + "The floor comes from A/A splits of the pooled dense and replicate models"
 
 
 def pie_rows(sparsity, example_ids, labels, dense_details, pruned_details, class_names, pie_stability=None,
@@ -406,9 +390,7 @@ def analyze(study, alpha=0.05, seed=0, normalization=significance.DEFAULT_NORMAL
       boot = significance.bootstrap_stability(dense, pruned, labels, num_classes,
                                               num_resamples=bootstrap_resamples, seed=seed, alpha=alpha,
                                               normalization=normalization)
-    level_counts[(method, sparsity)] = {"bootstrap": None if boot is None else boot.pie_counts,
-                                        "permutation": plan.permutation_counts(dense, pruned, num_classes)
-                                        if not variants.is_control(method) else None}
+    level_counts[(method, sparsity)] = {"bootstrap": None if boot is None else boot.pie_counts}
     pies, table, ties = pie_rows(sparsity, np.arange(num_examples), labels, dense_details,
                                  stats.modal_labels(pruned, return_details=True), study.class_names,
                                  pie_stability=None if boot is None else boot.pie_stability,

@@ -159,9 +159,6 @@ def _scored_block(block, parts, labels, plan):
     if level.dense_resamples is not None:
       stability, _, sums[(j, "bootstrap_counts")] = significance.bootstrap_pie_stability(
           dense, pruned, plan.num_classes, level.dense_resamples, level.pruned_resamples, return_counts=True)
-    permutation = plan.floor.permutation_counts(dense, pruned, plan.num_classes)
-    if permutation is not None and not variants.is_control(level.method):
-      sums[(j, "permutation_counts")] = permutation
     pies[j], table, ties = analysis.pie_rows(
         level.sparsity, ids, labels, dense_details, stats.modal_labels(pruned, return_details=True), plan.class_names,
         pie_stability=stability, largest_id_modal=(dense_largest, stats.modal_labels(pruned, tie_break="largest")))
@@ -470,8 +467,7 @@ def _tables(plan, index, results, alpha, seed, normalization, bootstrap_resample
       parts[name].append(frame)
     levels.append(entry)
     analysis.log_level(log, level.method, level.sparsity, entry)
-  level_counts = {(level.method, level.sparsity): {"bootstrap": sums.get((j, "bootstrap_counts")),
-                                                   "permutation": sums.get((j, "permutation_counts"))}
+  level_counts = {(level.method, level.sparsity): {"bootstrap": sums.get((j, "bootstrap_counts"))}
                   for j, level in enumerate(plan.levels)}
   floor = analysis.noise_floor(plan.floor, levels, hits[plan.pool_rows], class_count,
                                {pair: sums[("floor", pair)] for pair in plan.floor.splits}, level_counts, alpha,

@@ -165,8 +165,8 @@ LEVEL_OPTIONAL = ("num_significant_classes_fdr",)
 # A level's population and its measured size (studies comparing compression methods).
 LEVEL_METHOD_KEYS = ("method", "bits_per_weight", "compressed_bytes")
 # A compressed level against the noise floor.
-LEVEL_FLOOR_KEYS = ("distinguishable_from_noise", "pies_noise_p_value", "noise_floor_pies_mean", "pies_excess",
-                    "pies_excess_ci_low", "pies_excess_ci_high")
+LEVEL_FLOOR_KEYS = ("distinguishable_from_noise", "noise_floor_pies_mean", "pies_excess", "pies_excess_ci_low",
+                    "pies_excess_ci_high")
 ROLES = (variants.DENSE, variants.COMPRESSED_ROLE, variants.CONTROL_ROLE)
 # summary.json `noise_floor` (None when the floor was not measured) and its `half_splits` (None without A/A splits).
 NOISE_FLOOR_KEYS = ("control", "control_models", "num_pies", "pie_fraction", "num_significant_classes",

@@ -44,32 +44,31 @@ def test_per_model_class_test_is_calibrated_on_real_models(real):
   assert population["rate_ci_low"] > 0.05 and population["fdr_splits_ci_low"] > 0.05
 
 
-def test_permutation_test_of_pies_holds_its_level_on_real_models(real):
+def test_noise_floor_decision_holds_its_level_on_real_models(real):
   """Three disjoint groups of 10 real dense models: D (the dense population), P (a "compressed" population that is
-  not compressed at all) and R (the replicate). The permutation test flags P at most at its level, and the excess
-  interval (floor from D + R, bootstrap resamples against R) covers 0 at least at its level."""
+  not compressed at all) and R (the replicate). The excess interval (floor from A/A splits of D + R, bootstrap
+  resamples against R) lies above 0, i.e. P is called distinguishable from noise, at most at its level."""
   top1, _ = real
   rng = np.random.default_rng(0)
-  flagged, excluded = 0, 0
+  flagged, covered = 0, 0
   reps = 60
   for rep in range(reps):
     order = rng.permutation(40)
     dense, level, replicate = top1[order[:10]], top1[order[10:20]], top1[order[20:30]]
     observed = int(pie_stats.find_pies(dense, level).sum())
     first, second = sig.half_splits(20, 10, 10, 100, seed=rep)
-    permutation = sig.split_pie_counts(np.concatenate([dense, level]), first, second, NUM_CLASSES)
     floor = sig.split_pie_counts(np.concatenate([dense, replicate]), first, second, NUM_CLASSES)
     rows_d, rows_p = sig.bootstrap_resamples(10, 10, 100, seed=rep)
-    _, rows_r = sig.bootstrap_resamples(10, 10, 100, seed=rep)
+    _, rows_r = sig.bootstrap_resamples(10, 10, 100, seed=rep + 1000)
     level_counts = sig.bootstrap_pie_stability(dense, level, NUM_CLASSES, rows_d, rows_p, return_counts=True)[2]
-    control_counts = sig.bootstrap_pie_stability(dense, replicate, NUM_CLASSES, rows_d, rows_r[::-1],
+    control_counts = sig.bootstrap_pie_stability(dense, replicate, NUM_CLASSES, rows_d, rows_r,
                                                  return_counts=True)[2]
-    out = sig.pies_against_floor(observed, permutation, floor.mean(), level_counts, control_counts, alpha=0.05)
+    out = sig.pies_against_floor(observed, floor.mean(), level_counts, control_counts, alpha=0.05)
     flagged += out["distinguishable"]
-    excluded += out["ci_low"] > 0 or out["ci_high"] < 0
-  # Measured: 0 of 60 flagged, 2 of 60 intervals exclude 0 (a longer run, 150 draws with 200 splits and resamples:
-  # 4 flagged, 2 intervals above 0). Nominal at most 5% each; the bound allows the spread of 60 draws (P(X >= 8) = 1.2%).
-  assert flagged <= 7 and excluded <= 7, (flagged, excluded)
+    covered += out["ci_low"] <= 0 <= out["ci_high"]
+  # Measured: 1 of 60 called distinguishable, 59 of 60 intervals cover 0 (150 draws with 200 splits and resamples: 0
+  # called distinguishable, 150 cover 0). Nominal: at most 2.5% above 0; the bound allows the spread of 60 draws.
+  assert flagged <= 5 and covered >= 52, (flagged, covered)
 
 
 def _write_fixture(study_dir):

@@ -668,17 +668,36 @@ def test_split_class_tests_equal_class_tests_on_each_split():
 
 
 def test_pies_against_floor():
-  permutation = np.arange(1, 20)  # 19 splits
-  out = sig.pies_against_floor(18, permutation, floor_mean=10.0, alpha=0.1)
-  assert out["p_value"] == pytest.approx(3 / 20) and not out["distinguishable"]  # 18, 19 and the observed split
-  assert out["excess"] == 8.0 and out["ci_low"] is None  # no resamples: no interval
-  out = sig.pies_against_floor(20, permutation, alpha=0.1)
-  assert out["p_value"] == pytest.approx(1 / 20) and out["distinguishable"] and out["excess"] is None
   level, control = np.array([12, 14, 16, 18, 20]), np.array([10, 10, 10, 10, 10])
-  out = sig.pies_against_floor(15, permutation, floor_mean=9.0, level_counts=level, control_counts=control, alpha=0.5)
+  out = sig.pies_against_floor(15, floor_mean=9.0, level_counts=level, control_counts=control, alpha=0.5)
   # The interval is the excess plus the centred quantiles of level - control (2, 4, 6, 8, 10; centred -4 .. 4).
   assert out["excess"] == 6.0 and out["ci_low"] == pytest.approx(6 - 2) and out["ci_high"] == pytest.approx(6 + 2)
-  assert sig.pies_against_floor(15, [], floor_mean=9.0)["p_value"] is None
+  assert out["distinguishable"]  # the interval lies above 0
+  out = sig.pies_against_floor(11, floor_mean=9.0, level_counts=level, control_counts=control, alpha=0.5)
+  assert out["ci_low"] == pytest.approx(0.0) and not out["distinguishable"]  # touching 0 is not above it
+  out = sig.pies_against_floor(15, floor_mean=9.0)
+  assert out["excess"] == 6.0 and out["ci_low"] is None and out["distinguishable"] is None  # no resamples
+  assert sig.pies_against_floor(15)["excess"] is None  # no floor
+
+
+def test_strong_effects_are_beyond_the_floor():
+  # Populations that disagree strongly on a few examples: a test that pooled and re-split them would see the same
+  # disagreement in its random mixtures; the interval against the replicate does not.
+  rng = np.random.default_rng(3)
+  n = 300
+  labels = rng.integers(0, 4, n)
+  dense, replicate = (np.where(rng.random((8, n)) < 0.9, labels, (labels + 1) % 4) for _ in range(2))
+  pruned = np.where(rng.random((8, n)) < 0.9, labels, (labels + 1) % 4)
+  pruned[:, :30] = (labels[:30] + 1) % 4  # 30 examples every pruned model gets wrong
+  observed = int(pie_stats.find_pies(dense, pruned).sum())
+  first, second = sig.half_splits(16, 8, 8, 200, seed=0)
+  floor = sig.split_pie_counts(np.concatenate([dense, replicate]), first, second, 4)
+  rows_d, rows_p = sig.bootstrap_resamples(8, 8, 200, seed=0)
+  _, rows_r = sig.bootstrap_resamples(8, 8, 200, seed=1)
+  level = sig.bootstrap_pie_stability(dense, pruned, 4, rows_d, rows_p, return_counts=True)[2]
+  control = sig.bootstrap_pie_stability(dense, replicate, 4, rows_d, rows_r, return_counts=True)[2]
+  out = sig.pies_against_floor(observed, floor.mean(), level, control)
+  assert observed >= 30 and out["distinguishable"] and out["ci_low"] > 10
 
 
 def test_bootstrap_pie_counts_are_the_pies_of_each_resample():

@@ -48,17 +48,11 @@ def _level_floor_text(summary_level):
   distinguishable = summary_level.get("distinguishable_from_noise")
   if distinguishable is None:
     return ""
-  test = f"permutation test of the PIE count against seed noise: p = {summary_level['pies_noise_p_value']:.3g}"
-  excess = ""
-  if summary_level.get("pies_excess") is not None:
-    excess = f"{summary_level['pies_excess']:+.1f} PIEs over the noise floor"
-    if summary_level.get("pies_excess_ci_low") is not None:
-      excess += (f" (interval {summary_level['pies_excess_ci_low']:+.1f} to "
-                 f"{summary_level['pies_excess_ci_high']:+.1f})")
-    excess += "; "
+  excess = (f"{summary_level['pies_excess']:+.1f} PIEs over the noise floor (interval "
+            f"{summary_level['pies_excess_ci_low']:+.1f} to {summary_level['pies_excess_ci_high']:+.1f})")
   if distinguishable:
-    return f"{excess}more PIEs than seed noise gives ({test}). "
-  return f"<b>Within the noise floor:</b> {excess}these PIEs may be seed noise ({test}). "
+    return f"{excess}: more PIEs than seed noise gives. "
+  return f"<b>Within the noise floor:</b> {excess}; these PIEs may be seed noise. "
 
 
 def key_findings(data, max_names=5):
