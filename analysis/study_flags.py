@@ -1,11 +1,8 @@
 """Flags shared by the two analysis binaries (analysis.analyze in memory, analysis.beam_analyze with Beam), so both
 take a study and the statistics' settings alike."""
-import os
-
 from absl import flags
 
 from pie import analysis
-from pie.errors import PieError
 
 STUDY_DIR = flags.DEFINE_string("study_dir", None, "Study directory written by train/population.py.")
 PREDICTIONS = flags.DEFINE_list("predictions", None, "Explicit prediction files (.tfrecord) instead of a study.")
@@ -30,12 +27,14 @@ POWER_EFFECT = flags.DEFINE_float("power_effect", analysis.DEFAULT_POWER_EFFECT,
                                   "summary.json's models_needed plan is sized to detect (80% power).")
 
 
-def output_dir(study_dir, predictions, out_dir):
-  """--out_dir, or <study_dir>/analysis; exactly one of a study or prediction files must be given."""
-  if bool(study_dir) == bool(predictions):
-    raise PieError("give exactly one of --study_dir or --predictions")
-  if out_dir is None:
-    if not study_dir:
-      raise PieError("--out_dir is required with --predictions")
-    out_dir = os.path.join(study_dir, "analysis")
-  return out_dir
+# Library arguments whose flag has another name (pie.cli prints the flag with errors about them).
+FLAG_NAMES = {"validate_first": "validate"}
+
+
+def arguments():
+  """The shared flags as keyword arguments of pie.analysis.run / pie.beam_analysis.run."""
+  return {"study_dir": STUDY_DIR.value, "predictions": PREDICTIONS.value, "out_dir": OUT_DIR.value,
+          "alpha": ALPHA.value, "seed": SEED.value, "allow_mixed_configs": ALLOW_MIXED.value,
+          "normalization": NORMALIZATION.value, "bootstrap_resamples": BOOTSTRAP.value,
+          "power_effect": POWER_EFFECT.value, "validate_first": VALIDATE.value,
+          "noise_floor_splits": NOISE_FLOOR_SPLITS.value}

@@ -39,6 +39,8 @@ from pie import io_utils
 from pie import outputs
 from pie import significance
 from pie import stats
+from pie import study as study_lib
+from pie import validate
 from pie import variants
 from pie.errors import PieError
 
@@ -54,15 +56,47 @@ def _names(class_names, ids):
 
 
 def check_options(alpha, normalization, bootstrap_resamples, noise_floor_splits=DEFAULT_NOISE_FLOOR_SPLITS):
-  """The analysis options, checked (a PieError names the flag)."""
+  """The analysis options, checked (a PieError names the argument)."""
   if not 0 < alpha < 1:
-    raise PieError(f"--alpha must be in (0, 1), got {alpha}")
+    raise PieError(f"alpha must be in (0, 1), got {alpha}", parameter="alpha")
   if normalization not in significance.NORMALIZATIONS:
-    raise PieError(f"--normalization must be one of {significance.NORMALIZATIONS}, got {normalization!r}")
+    raise PieError(f"normalization must be one of {significance.NORMALIZATIONS}, got {normalization!r}",
+                   parameter="normalization")
   if bootstrap_resamples < 0:
-    raise PieError(f"--bootstrap_resamples must be >= 0, got {bootstrap_resamples}")
+    raise PieError(f"bootstrap_resamples must be >= 0, got {bootstrap_resamples}", parameter="bootstrap_resamples")
   if noise_floor_splits < 0:
-    raise PieError(f"--noise_floor_splits must be >= 0, got {noise_floor_splits}")
+    raise PieError(f"noise_floor_splits must be >= 0, got {noise_floor_splits}", parameter="noise_floor_splits")
+
+
+def output_dir(study_dir, prediction_files, out_dir):
+  """Where the analysis writes: `out_dir`, or <study_dir>/analysis; exactly one of a study or prediction files."""
+  if bool(study_dir) == bool(prediction_files):
+    raise PieError("give exactly one of a study directory (study_dir) or prediction files (predictions)",
+                   parameter="study_dir")
+  if out_dir is None:
+    if not study_dir:
+      raise PieError("an output folder (out_dir) is needed with prediction files", parameter="out_dir")
+    out_dir = os.path.join(study_dir, "analysis")
+  return out_dir
+
+
+def run(study_dir=None, predictions=None, out_dir=None, alpha=0.05, seed=0, images=True, report=True,
+        allow_mixed_configs=False, normalization=significance.DEFAULT_NORMALIZATION, bootstrap_resamples=200,
+        power_effect=DEFAULT_POWER_EFFECT, validate_first=True, noise_floor_splits=DEFAULT_NOISE_FLOOR_SPLITS,
+        log=print):
+  """The whole analysis of a study directory (or of a list of prediction files): validation, loading, every output.
+
+  Returns (out_dir, summary). This is what `python -m analysis.analyze` and `train.population --analyze` run.
+  """
+  out_dir = output_dir(study_dir, predictions, out_dir)
+  if study_dir and validate_first:
+    # Metadata-level checks here; load_study reads and checks every record, so no file is read twice.
+    validate.require_valid(study_dir, allow_mixed_configs=allow_mixed_configs, read_records=False, log=log)
+  study = study_lib.load_study(study_dir, predictions, allow_mixed_configs=allow_mixed_configs, log=log)
+  summary = analyze_study(study, out_dir, alpha=alpha, seed=seed, images=images, report=report,
+                          normalization=normalization, bootstrap_resamples=bootstrap_resamples,
+                          power_effect=power_effect, noise_floor_splits=noise_floor_splits, log=log)
+  return out_dir, summary
 
 
 def compared_populations(populations):
@@ -481,7 +515,8 @@ def analyze_study(study, out_dir, alpha=0.05, seed=0, images=True, report=True,
     try:
       found = load_eval_images(study.config, all_ids, log=log)
     except PieError as e:
-      raise PieError(f"{e} (the PIE images come from the study's eval split; pass --nopie_images to skip them)")
+      raise PieError(f"{e} (the PIE images come from the study's eval split; images=False skips them)",
+                     parameter="images") from None
     missing = sorted(set(all_ids.tolist()) - set(found))
     if missing:
       raise PieError(f"the eval split of {study.dataset} lacks example ids {missing[:5]}...: it is not the split "

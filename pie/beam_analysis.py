@@ -41,6 +41,7 @@ from pie import predictions as predictions_lib
 from pie import significance
 from pie import stats
 from pie import study as study_lib
+from pie import validate
 from pie import variants
 from pie.errors import PieError
 
@@ -313,7 +314,8 @@ def pipeline_options(pipeline_args=()):
   args = list(pipeline_args)
   for i, arg in enumerate(args):
     if not arg.startswith("-") and not (i and args[i - 1].startswith("--") and "=" not in args[i - 1]):
-      raise PieError(f"unexpected argument {arg!r}: Beam pipeline options look like --name=value")
+      raise PieError(f"unexpected argument {arg!r}: Beam pipeline options look like --name=value",
+                     parameter="pipeline_args")
   if not any(a == "--runner" or a.startswith("--runner=") for a in args):
     args.append("--runner=DirectRunner")
   options = beam_options.PipelineOptions(args)
@@ -370,7 +372,7 @@ def analyze_study(study_dir=None, out_dir=None, prediction_files=None, alpha=0.0
   """
   analysis.check_options(alpha, normalization, bootstrap_resamples, noise_floor_splits)
   if out_dir is None:
-    raise PieError("give an output folder (--out_dir)")
+    raise PieError("give an output folder (out_dir)", parameter="out_dir")
   if block_size < 1 or shard_rows < 1:
     raise PieError(f"block_size and shard_rows must be >= 1, got {block_size} and {shard_rows}")
   beam = import_beam()
@@ -429,6 +431,23 @@ def analyze_study(study_dir=None, out_dir=None, prediction_files=None, alpha=0.0
       tf.io.gfile.remove(os.path.join(out_dir, name))
       log(f"removed {name} of an earlier analysis: it would not match these tables")
   return summary
+
+
+def run(study_dir=None, predictions=None, out_dir=None, alpha=0.05, seed=0, allow_mixed_configs=False,
+        normalization=significance.DEFAULT_NORMALIZATION, bootstrap_resamples=200,
+        power_effect=analysis.DEFAULT_POWER_EFFECT, validate_first=True, pipeline_args=(), block_size=DEFAULT_BLOCK_SIZE,
+        shard_rows=DEFAULT_SHARD_ROWS, noise_floor_splits=analysis.DEFAULT_NOISE_FLOOR_SPLITS, log=print):
+  """`pie.analysis.run` with Beam: validation first, then `analyze_study`; returns (out_dir, summary)."""
+  out_dir = analysis.output_dir(study_dir, predictions, out_dir)
+  import_beam()  # a missing extra is reported before any work
+  if study_dir and validate_first:
+    validate.require_valid(study_dir, allow_mixed_configs=allow_mixed_configs, read_records=False, log=log)
+  summary = analyze_study(study_dir, out_dir, prediction_files=predictions, alpha=alpha, seed=seed,
+                          normalization=normalization, bootstrap_resamples=bootstrap_resamples,
+                          power_effect=power_effect, allow_mixed_configs=allow_mixed_configs,
+                          pipeline_args=pipeline_args, block_size=block_size, shard_rows=shard_rows,
+                          noise_floor_splits=noise_floor_splits, log=log)
+  return out_dir, summary
 
 
 def _tables(plan, index, results, alpha, seed, normalization, bootstrap_resamples, power_effect, log):

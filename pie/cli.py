@@ -1,7 +1,13 @@
-"""What every binary shares: quiet logs and bad input turned into one clear line and exit code 1."""
+"""What every binary shares: quiet logs, and bad input turned into one clear line and exit code 1.
+
+The library (pie/) knows no flags: its errors name the argument they are about (`PieError.parameter`). A binary
+wraps its main with `main_with_errors`, which prints the error and the flag that sets that argument (a flag of the
+same name, or one given in `flag_names`).
+"""
 import functools
 import sys
 
+from absl import flags
 from absl import logging
 
 from pie.errors import PieError
@@ -14,8 +20,29 @@ def quiet_logs():
   tf.get_logger().setLevel("ERROR")
 
 
-def main_with_errors(main):
-  """Wraps an absl main: a PieError prints `error: <message>` to stderr and exits with status 1."""
+def flag_for(parameter, flag_names=None):
+  """The command-line spelling of the flag that sets a library argument, or None when the binary has none."""
+  if parameter is None:
+    return None
+  name = (flag_names or {}).get(parameter, parameter)
+  if name.startswith("--"):
+    return name
+  return f"--{name}" if name in flags.FLAGS else None
+
+
+def error_line(error, flag_names=None):
+  """`error: <message>`, with the flag that sets the argument the error is about."""
+  flag = flag_for(getattr(error, "parameter", None), flag_names)
+  return f"error: {error}" + (f" [flag {flag}]" if flag else "")
+
+
+def main_with_errors(main=None, flag_names=None):
+  """Wraps an absl main: a PieError prints `error_line` to stderr and exits with status 1.
+
+  Use as `@main_with_errors` or `@main_with_errors(flag_names={"images": "--nopie_images"})`.
+  """
+  if main is None:
+    return functools.partial(main_with_errors, flag_names=flag_names)
 
   @functools.wraps(main)
   def wrapped(argv):
@@ -23,7 +50,7 @@ def main_with_errors(main):
     try:
       return main(argv)
     except PieError as e:
-      print(f"error: {e}", file=sys.stderr, flush=True)
+      print(error_line(e, flag_names), file=sys.stderr, flush=True)
       sys.exit(1)
 
   return wrapped

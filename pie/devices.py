@@ -28,12 +28,12 @@ def make_strategy(name="default", tpu=None, cpu_replicas=None):
     return tf.distribute.MultiWorkerMirroredStrategy()
   if name == "tpu":
     if not tpu:
-      raise PieError("--strategy=tpu needs --tpu=<name or address> ('local' on a TPU VM)")
+      raise PieError("the tpu strategy needs a TPU name or address (tpu; 'local' on a TPU VM)", parameter="tpu")
     resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu)
     tf.config.experimental_connect_to_cluster(resolver)
     tf.tpu.experimental.initialize_tpu_system(resolver)
     return tf.distribute.TPUStrategy(resolver)
-  raise PieError(f"unknown --strategy {name!r}: choose one of {STRATEGIES}")
+  raise PieError(f"unknown strategy {name!r}: choose one of {STRATEGIES}", parameter="strategy")
 
 
 def set_threads(threads):

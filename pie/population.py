@@ -83,6 +83,41 @@ def _pid_alive(pid):
   return True
 
 
+# The one reader of claim files: "<host> <pid>" of the process that trains the model.
+_BEING_WRITTEN = ("", 0)
+
+
+def _read_claim(directory):
+  """(host, pid) of a model directory's claim; None without one; `_BEING_WRITTEN` while its owner writes it (on a
+  host that does not share our lock, its content can be read half-written)."""
+  path = os.path.join(directory, CLAIM_FILE)
+  try:
+    with open(path) as f:
+      host, pid = f.read().split()
+    return host, int(pid)
+  except FileNotFoundError:
+    return None
+  except (OSError, ValueError):
+    return _BEING_WRITTEN if os.path.exists(path) else None
+
+
+def _on_this_host(claim_value):
+  return claim_value[0] == socket.gethostname()
+
+
+def _live(claim_value):
+  """A claim counts as live unless its process is known to be gone: a claim from another host cannot be checked."""
+  return claim_value == _BEING_WRITTEN or not _on_this_host(claim_value) or _pid_alive(claim_value[1])
+
+
+def claim_owner(directory):
+  """'<host> <pid>' of a live claim on a model directory, or None (no claim, a stale one, or one being written)."""
+  owner = _read_claim(directory)
+  if owner is None or owner == _BEING_WRITTEN or not _live(owner):
+    return None
+  return f"{owner[0]} {owner[1]}"
+
+
 @contextlib.contextmanager
 def _claim_lock(directory):
   """Serializes claim checks on one model directory among processes (an flock, freed by the kernel on death).
@@ -109,12 +144,10 @@ def claim(directory):
       try:
         fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
       except FileExistsError:
-        try:
-          with open(path) as f:
-            host, pid = f.read().split()
-        except (OSError, ValueError):
-          return False  # being written right now by its owner (on a host that does not share the lock)
-        if host == socket.gethostname() and not _pid_alive(int(pid)):
+        owner = _read_claim(directory)
+        if owner is None:
+          continue  # released between our attempt and our read
+        if not _live(owner):
           try:
             os.remove(path)  # stale: its process is gone
           except FileNotFoundError:
@@ -232,12 +265,8 @@ def _wait_for(source_dir, source_name, log, poll_seconds=1.0):
 
 
 def _claimed_by_live_process(directory):
-  try:
-    with open(os.path.join(directory, CLAIM_FILE)) as f:
-      host, pid = f.read().split()
-  except (OSError, ValueError):
-    return os.path.exists(os.path.join(directory, CLAIM_FILE))  # being written right now
-  return host != socket.gethostname() or _pid_alive(int(pid))
+  owner = _read_claim(directory)
+  return owner is not None and _live(owner)
 
 
 def _format_seconds(seconds):
@@ -294,12 +323,8 @@ def launch(config, study_dir, num_workers, worker_argv, threads=None, log=print,
 
 def _held_on_this_host(directory):
   """True if a live process of this host claims the model directory (a claim from elsewhere cannot be checked)."""
-  try:
-    with open(os.path.join(directory, CLAIM_FILE)) as f:
-      host, pid = f.read().split()
-    return host == socket.gethostname() and _pid_alive(int(pid))
-  except (OSError, ValueError):
-    return False
+  owner = _read_claim(directory)
+  return owner is not None and owner != _BEING_WRITTEN and _on_this_host(owner) and _pid_alive(owner[1])
 
 
 def _wait_for_other_launchers(config, study_dir, log, poll_seconds):

@@ -305,19 +305,20 @@ class SetSpec:
 def plan_sets(corruption_names, severities, source, imagenet_a=False):
   """The image sets to evaluate, in order: "clean" first when corrupting on the fly, ImageNet-A last."""
   if source not in SOURCES:
-    raise PieError(f"--source must be one of {', '.join(SOURCES)}, got {source!r}")
+    raise PieError(f"source must be one of {', '.join(SOURCES)}, got {source!r}", parameter="source")
   severities = [int(s) for s in severities]
   bad = [s for s in severities if s not in corruptions.SEVERITIES]
   if bad:
-    raise PieError(f"--severities must lie in 1..5, got {bad}")
+    raise PieError(f"severities must lie in 1..5, got {bad}", parameter="severities")
   if len(set(severities)) != len(severities) or len(set(corruption_names)) != len(corruption_names):
-    raise PieError("--corruptions and --severities must not repeat a value")
+    raise PieError("corruption_names and severities must not repeat a value", parameter="severities")
   specs = [SetSpec(CLEAN, 0)] if source == "on_the_fly" and corruption_names else []
   specs += [SetSpec(c, s) for c in corruption_names for s in sorted(severities)]
   if imagenet_a:
     specs.append(SetSpec(IMAGENET_A, 0))
   if not specs:
-    raise PieError("nothing to evaluate: give at least one corruption (--corruptions) or --imagenet_a")
+    raise PieError("nothing to evaluate: give at least one corruption (corruption_names) or imagenet_a=True",
+                   parameter="corruption_names")
   return specs
 
 
@@ -512,7 +513,7 @@ def build_sets(study, specs, store, source="on_the_fly", seed=0, data_dir=None, 
                        "than the study's predictions: it is not the split the models predicted")
     elif spec.corruption == IMAGENET_A:
       if study.num_classes != IMAGENET_NUM_CLASSES:
-        raise PieError(f"--imagenet_a needs a study of 1000-class ImageNet models; this one has "
+        raise PieError(f"imagenet_a needs a study of 1000-class ImageNet models; this one has "
                        f"{study.num_classes} classes ({study.dataset})")
       dataset = data_lib.load_dataset(_tfds_set_config(data_config, IMAGENET_A, _IMAGENET_A_SPLIT))
       batches = _display_batches(dataset, lambda im: display(im, image_size=image_size), batch_size)
@@ -531,8 +532,8 @@ def build_sets(study, specs, store, source="on_the_fly", seed=0, data_dir=None, 
     else:
       entry = _TFDS_CORRUPTED.get(data_config.name)
       if entry is None:
-        raise PieError(f"--source=tfds: no pre-built corrupted version of {data_config.name!r} is known (known: "
-                       f"{', '.join(sorted(_TFDS_CORRUPTED))}); use --source=on_the_fly")
+        raise PieError(f"source 'tfds': no pre-built corrupted version of {data_config.name!r} is known (known: "
+                       f"{', '.join(sorted(_TFDS_CORRUPTED))}); use source 'on_the_fly'", parameter="source")
       tfds_name = f"{entry['name']}/{entry['rename'].get(spec.corruption, spec.corruption)}_{spec.severity}"
       dataset = data_lib.load_dataset(_tfds_set_config(data_config, tfds_name, entry["split"]))
       if entry["images"] == "raw":
@@ -695,15 +696,15 @@ def run_robustness(study, out_dir, corruption_names=None, severities=corruptions
   """
   start = time.time()
   if not 0 < alpha < 1:
-    raise PieError(f"--alpha must be in (0, 1), got {alpha}")
+    raise PieError(f"alpha must be in (0, 1), got {alpha}", parameter="alpha")
   if isinstance(seed, bool) or int(seed) != seed or seed < 0:
-    raise PieError(f"--seed must be a non-negative integer, got {seed}")
+    raise PieError(f"seed must be a non-negative integer, got {seed}", parameter="seed")
   if memory_limit_mb < 0:
-    raise PieError(f"--memory_limit_mb must be >= 0, got {memory_limit_mb}")
+    raise PieError(f"memory_limit_mb must be >= 0, got {memory_limit_mb}", parameter="memory_limit_mb")
   files = model_files(study)  # fail before any expensive work
   batch_size = int(batch_size or study.config.get("eval_batch_size", 256))
   if batch_size < 1:
-    raise PieError(f"--batch_size must be positive, got {batch_size}")
+    raise PieError(f"batch_size must be positive, got {batch_size}", parameter="batch_size")
   data_config = _data_config(study, data_dir)
   channels = 3 if data_config.preprocess == "imagenet" else training.load_model(files[0][3]).input_shape[-1]
   names = select_corruptions(corruption_names, channels, include_extra=include_extra)

@@ -86,7 +86,7 @@ def find_prediction_files(study_dir):
   Other TFRecords below the study (e.g. the analysis folder's pies.tfrecord) are not predictions and are ignored.
   """
   if not tf.io.gfile.isdir(study_dir):
-    raise PieError(f"--study_dir {study_dir}: no such directory")
+    raise PieError(f"{study_dir}: no such study directory", parameter="study_dir")
   in_model_dirs = [f for f in tf.io.gfile.glob(os.path.join(study_dir, "*", "*.tfrecord"))
                    if os.path.basename(f)[:-len(".tfrecord")] == os.path.basename(os.path.dirname(f))]
   files = sorted(set(in_model_dirs + tf.io.gfile.glob(os.path.join(study_dir, "*.tfrecord"))))
@@ -126,8 +126,8 @@ def _check_config(path, meta, reference, allow_mixed_configs):
   ref_path, ref_meta = reference
   if meta["config_hash"] != ref_meta["config_hash"] and not allow_mixed_configs:
     raise PieError(f"{path}: config hash {meta['config_hash']} differs from {ref_meta['config_hash']} of "
-                   f"{ref_path}: the models were trained with different settings (allow with "
-                   "--allow_mixed_configs)")
+                   f"{ref_path}: the models were trained with different settings (allow_mixed_configs=True accepts "
+                   "them)", parameter="allow_mixed_configs")
 
 
 def _model_record(path, meta, top1):

@@ -15,7 +15,6 @@ analysis can go ahead.
 """
 import dataclasses
 import os
-import socket
 from typing import List, Optional
 
 import numpy as np
@@ -87,18 +86,6 @@ def _model_name_of(path):
   return os.path.basename(path)[:-len(".tfrecord")]
 
 
-def _claim_owner(directory):
-  """'host pid' of a live claim on a model directory, or None (no claim, or its process is gone)."""
-  try:
-    with open(os.path.join(directory, population.CLAIM_FILE)) as f:
-      host, pid = f.read().split()
-  except (OSError, ValueError):
-    return None
-  if host == socket.gethostname() and not population._pid_alive(int(pid)):  # pylint: disable=protected-access
-    return None
-  return f"{host} {pid}"
-
-
 def _read_study_file(study_dir, problems):
   path = os.path.join(study_dir, population.STUDY_FILE)
   if not tf.io.gfile.exists(path):
@@ -118,7 +105,7 @@ def _check_model(name, path, read_records=True):
   has_record = tf.io.gfile.exists(path)
   has_metadata = tf.io.gfile.exists(predictions_lib.metadata_path(path))
   if not has_record and not has_metadata:
-    owner = _claim_owner(os.path.dirname(path))
+    owner = population.claim_owner(os.path.dirname(path))
     check.status = RUNNING if owner else MISSING
     check.problems.append(f"{name}: being trained (claimed by {owner})" if owner else
                           f"{name}: not trained (no {path}); rerun the launcher")
@@ -239,14 +226,14 @@ def validate_study(study_dir, sparsity_tolerance=variants.SPARSITY_TOLERANCE, al
         if check.config_hash is not None and check.config_hash != study_hash:
           flag(check.name, INCONSISTENT, f"{check.path}: config hash {check.config_hash} differs from "
                                          f"{study_hash} in {population.STUDY_FILE} (trained with other settings; "
-                                         "allow with --allow_mixed_configs)")
+                                         "allow_mixed_configs=True accepts them)")
     elif len(hashes) > 1:
       first = next(c for c in checks if c.config_hash is not None)
       for check in checks:
         if check.config_hash is not None and check.config_hash != first.config_hash:
           flag(check.name, INCONSISTENT, f"{check.path}: config hash {check.config_hash} differs from "
                                          f"{first.config_hash} of {first.path} (trained with other settings; "
-                                         "allow with --allow_mixed_configs)")
+                                         "allow_mixed_configs=True accepts them)")
 
   for check in checks:
     problems.extend(check.problems)

@@ -5,7 +5,7 @@ import shutil
 import numpy as np
 import pytest
 
-from analysis import analyze
+from pie import analysis
 from pie.errors import PieError
 
 from tests import fake_study
@@ -35,7 +35,7 @@ def test_study_without_dense_population(tmp_path):
   fake_study.write_study(str(tmp_path), levels=(0.5, 0.9))
   _fails("analysis.analyze", f"--study_dir={tmp_path}", match="no usable dense model")
   with pytest.raises(PieError, match="no dense population"):  # the loader's own check, without validation
-    analyze.run(study_dir=str(tmp_path), validate_first=False, log=lambda m: None)
+    analysis.run(study_dir=str(tmp_path), validate_first=False, log=lambda m: None)
   assert not os.path.exists(tmp_path / "analysis")
 
 
@@ -47,7 +47,7 @@ def test_truncated_record_and_nan(tmp_path):
   _fails("analysis.analyze", f"--study_dir={tmp_path}/a",
          match=f"{paths[1]}: {len(data) - 7} bytes, its metadata records {len(data)}")
   with pytest.raises(PieError, match=f"{paths[1]}: truncated or corrupt TFRecord"):
-    analyze.run(study_dir=str(tmp_path / "a"), validate_first=False, log=lambda m: None)
+    analysis.run(study_dir=str(tmp_path / "a"), validate_first=False, log=lambda m: None)
   assert not os.path.exists(tmp_path / "a" / "analysis")
 
   labels = np.arange(60) % 4
@@ -69,3 +69,12 @@ def test_level_with_a_single_model(tmp_path):
   fake_study.write_study(str(tmp_path), levels=(0.0, 0.5), seeds=2)
   shutil.rmtree(tmp_path / "sparsity50_seed1")
   _fails("analysis.analyze", f"--study_dir={tmp_path}", match="level 0.5 has 1 usable model")
+
+
+def test_a_library_error_names_its_flag(tmp_path):
+  fake_study.write_study(str(tmp_path), seeds=2)
+  proc = _fails("analysis.analyze", f"--study_dir={tmp_path}", "--alpha=1.5", match="alpha must be in (0, 1), got 1.5")
+  assert "[flag --alpha]" in proc.stderr  # the library names its argument, the binary its flag
+  proc = _fails("analysis.analyze", f"--study_dir={tmp_path}", f"--predictions={tmp_path}/x.tfrecord",
+                match="give exactly one of a study directory")
+  assert "[flag --study_dir]" in proc.stderr

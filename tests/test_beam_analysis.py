@@ -157,7 +157,7 @@ def test_labels_that_differ_between_files_are_refused(tmp_path):
 
 
 def test_bad_arguments(tmp_path, monkeypatch):
-  with pytest.raises(PieError, match="no such directory"):
+  with pytest.raises(PieError, match="no such study directory"):
     beam_analysis.analyze_study(str(tmp_path / "missing"), str(tmp_path / "out"), pipeline_args=RUNNER)
   with pytest.raises(PieError, match="--alfa: neither a flag of the analysis nor an Apache Beam pipeline option"):
     beam_analysis.pipeline_options(["--alfa=0.1"])

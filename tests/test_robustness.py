@@ -371,5 +371,5 @@ def test_bad_corruption_and_severity_are_refused(tiny_study, tmp_path):
     robustness.plan_sets(["fog"], [0, 6], "on_the_fly")
   with pytest.raises(PieError, match="nothing to evaluate"):
     robustness.plan_sets([], [1], "on_the_fly")
-  with pytest.raises(PieError, match="--source must be one of"):
+  with pytest.raises(PieError, match="source must be one of"):
     robustness.plan_sets(["fog"], [1], "disk")

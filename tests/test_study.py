@@ -100,7 +100,7 @@ def test_unfinished_export_is_skipped_not_analysed(tmp_path):
 
 
 def test_missing_study_dir(tmp_path):
-  with pytest.raises(PieError, match="no such directory"):
+  with pytest.raises(PieError, match="no such study directory"):
     pie.load_study(str(tmp_path / "nope"))
   with pytest.raises(PieError, match="no prediction files"):
     pie.load_study(str(tmp_path))

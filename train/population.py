@@ -58,8 +58,8 @@ def main(argv):
   if unfinished:
     sys.exit(1)
   if _ANALYZE.value:
-    from analysis import analyze  # pylint: disable=g-import-not-at-top
-    out_dir, _ = analyze.run(study_dir=study_dir, log=log)
+    from pie import analysis  # pylint: disable=g-import-not-at-top
+    out_dir, _ = analysis.run(study_dir=study_dir, log=log)
     print(f"\nStudy finished. Report: {os.path.abspath(os.path.join(out_dir, 'report.html'))}", flush=True)
 
 
