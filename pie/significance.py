@@ -904,7 +904,8 @@ class SortedVotes:
     # n_models (unit weights, resamples, splits).  Larger total weights use int64 tables (``_tables``).
     self.key_dtype = np.int32 if (n_models + 1) * num_classes < np.iinfo(np.int32).max else np.int64
     self.same_run = same_run.astype(self.key_dtype)
-    self._label_codes = {"smallest": (num_classes - 1 - self.sorted_labels).astype(self.key_dtype)}
+    # In the key dtype before subtracting: C - 1 may not fit the labels' own dtype (uint8 labels, 1000 classes).
+    self._label_codes = {"smallest": num_classes - 1 - self.sorted_labels.astype(self.key_dtype)}
 
   def _tables(self, total_weight: int, tie_break: str):
     """(dtype, same_run, label code) of the keys for this total weight and tie rule."""

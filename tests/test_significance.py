@@ -559,6 +559,17 @@ def test_weighted_modal_labels_match_brute_force():
     np.testing.assert_array_equal(votes.modal(weights), _brute_modal(preds, 5, weights))
 
 
+@pytest.mark.parametrize("dtype", [np.uint8, np.int16, np.int64])
+def test_modal_votes_of_narrow_label_dtypes_in_a_large_label_space(dtype):
+  # num_classes - 1 (999) does not fit uint8: the keys are computed in their own dtype.
+  preds = np.array([[1, 2, 7], [1, 3, 7], [0, 3, 250]], dtype=dtype)
+  for tie_break, expected in (("smallest", [1, 3, 7]), ("largest", [1, 3, 7])):
+    np.testing.assert_array_equal(sig.modal_votes(preds, 1000, tie_break=tie_break).labels, expected)
+  np.testing.assert_array_equal(sig.SortedVotes(preds[:2], 1000).modal(tie_break="largest"), [1, 3, 7])
+  np.testing.assert_array_equal(sig.SortedVotes(preds[:2], 1000).modal(), [1, 2, 7])
+  np.testing.assert_array_equal(pie_stats.modal_labels(preds[:2], tie_break="largest"), [1, 3, 7])
+
+
 def test_modal_votes_with_weights_too_large_for_int32_keys():
   # Keys are count * num_classes + code: 1000 classes and a total weight of 5e6 overflow int32.
   rng = np.random.default_rng(3)
