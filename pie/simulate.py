@@ -72,9 +72,7 @@ from typing import Sequence, Union
 import numpy as np
 from scipy import stats
 
-# The statistics' argument checks, so that a problem has one message across pie.significance and pie.simulate.
-from pie.significance import _check_int  # pylint: disable=protected-access
-from pie.significance import _check_probability  # pylint: disable=protected-access
+from pie import significance
 
 __all__ = ["SimulatedStudy", "simulate_populations"]
 
@@ -286,14 +284,15 @@ def simulate_populations(
       ``ceiling_accuracy - accuracy_drop + effect`` and must stay below 1.
     seed: seed of ``np.random.default_rng``.
   """
-  num_classes = _check_int(num_classes, "num_classes", 2)
-  num_examples = _check_int(num_examples, "num_examples", num_classes)
-  n_d = _check_int(num_dense, "num_dense", 3)
-  n_p = _check_int(num_pruned, "num_pruned", 3)
+  # pylint: disable=protected-access  (pie.significance's checks, shared on purpose: one message per problem)
+  num_classes = significance._check_int(num_classes, "num_classes", 2)
+  num_examples = significance._check_int(num_examples, "num_examples", num_classes)
+  n_d = significance._check_int(num_dense, "num_dense", 3)
+  n_p = significance._check_int(num_pruned, "num_pruned", 3)
   for name, value in (("base_accuracy", base_accuracy), ("easy_accuracy", easy_accuracy),
                       ("hard_accuracy", hard_accuracy), ("pie_strength", pie_strength),
                       ("ceiling_accuracy", ceiling_accuracy)):
-    _check_probability(value, name)
+    significance._check_probability(value, name)
   if not pie_strength > 0.5:
     raise ValueError(f"pie_strength must be > 0.5, got {pie_strength}")
   if not hard_accuracy < 0.5 < easy_accuracy:

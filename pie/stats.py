@@ -12,16 +12,12 @@ This is the paper-level API. Every statistic is computed by the one kernel in `p
 `significance.SortedVotes`, the class test by `significance.welch_test` and `bh_q_values`), and the arguments are
 checked by its checks, so a function here and its kernel give the same results and the same error messages.
 """
+# pylint: disable=protected-access  (the argument checks are significance's _check_* functions, shared on purpose:
+# one message per problem whichever API is called)
 import numpy as np
 import pandas as pd
 
 from pie import significance
-# The kernel's argument checks, so that a problem has one message whichever API is called.
-from pie.significance import _check_labels  # pylint: disable=protected-access
-from pie.significance import _check_num_classes  # pylint: disable=protected-access
-from pie.significance import _check_predictions  # pylint: disable=protected-access
-from pie.significance import _check_same_examples  # pylint: disable=protected-access
-from pie.significance import _check_tie_break  # pylint: disable=protected-access
 
 TIE_RULE = significance.TIE_RULE
 TIE_BREAKS = significance.TIE_BREAKS
@@ -53,7 +49,7 @@ def modal_labels(predictions, return_details=False, tie_break="smallest"):
     int64 [n_examples] modal labels; with `return_details`, a tuple (modal, share, tied): share = fraction of
     models voting for the modal label, tied = another label had as many votes.
   """
-  _check_tie_break(tie_break)
+  significance._check_tie_break(tie_break)
   votes = significance.SortedVotes(predictions)
   if not return_details:
     return votes.modal(tie_break=tie_break)
@@ -71,24 +67,24 @@ def find_pies(dense_predictions, pruned_predictions):
   Returns:
     bool [n_examples]. The true label plays no part in the rule.
   """
-  dense_predictions = _check_predictions(dense_predictions, "dense_predictions")
-  pruned_predictions = _check_predictions(pruned_predictions, "pruned_predictions")
-  _check_same_examples(dense_predictions, pruned_predictions, "dense_predictions", "pruned_predictions")
+  dense_predictions = significance._check_predictions(dense_predictions, "dense_predictions")
+  pruned_predictions = significance._check_predictions(pruned_predictions, "pruned_predictions")
+  significance._check_same_examples(dense_predictions, pruned_predictions, "dense_predictions", "pruned_predictions")
   return modal_labels(dense_predictions) != modal_labels(pruned_predictions)
 
 
 def top1_accuracy(predictions, labels):
   """Per-model top-1 accuracy: float [n_models]."""
-  predictions = _check_predictions(predictions)
-  labels = _check_labels(labels, predictions.shape[1])
+  predictions = significance._check_predictions(predictions)
+  labels = significance._check_labels(labels, predictions.shape[1])
   return (predictions == labels).mean(axis=1)
 
 
 def per_class_recall(predictions, labels, num_classes):
   """Per-model per-class recall: float [n_models, num_classes]; NaN for a class with no example."""
-  num_classes = _check_num_classes(num_classes)
-  predictions = _check_predictions(predictions, "predictions", num_classes)
-  labels = _check_labels(labels, predictions.shape[1], num_classes)
+  num_classes = significance._check_num_classes(num_classes)
+  predictions = significance._check_predictions(predictions, "predictions", num_classes)
+  labels = significance._check_labels(labels, predictions.shape[1], num_classes)
   support = np.bincount(labels, minlength=num_classes)
   correct = predictions == labels
   hits = np.zeros((predictions.shape[0], num_classes))
@@ -119,11 +115,11 @@ def class_ttest(dense_predictions, pruned_predictions, labels, num_classes, alph
     p_value, significant, q_value, significant_fdr, ci_low, ci_high (95% Welch interval of normalized_change),
     hedges_g, df, note. The interval's level is 1 - alpha; significant_fdr is q <= alpha.
   """
-  num_classes = _check_num_classes(num_classes)
-  dense_predictions = _check_predictions(dense_predictions, "dense_predictions", num_classes)
-  pruned_predictions = _check_predictions(pruned_predictions, "pruned_predictions", num_classes)
-  labels = _check_labels(labels, dense_predictions.shape[1], num_classes)
-  _check_same_examples(dense_predictions, pruned_predictions, "dense_predictions", "pruned_predictions")
+  num_classes = significance._check_num_classes(num_classes)
+  dense_predictions = significance._check_predictions(dense_predictions, "dense_predictions", num_classes)
+  pruned_predictions = significance._check_predictions(pruned_predictions, "pruned_predictions", num_classes)
+  labels = significance._check_labels(labels, dense_predictions.shape[1], num_classes)
+  significance._check_same_examples(dense_predictions, pruned_predictions, "dense_predictions", "pruned_predictions")
   return class_ttest_from_hits(significance.class_hits(dense_predictions, labels, num_classes),
                                significance.class_hits(pruned_predictions, labels, num_classes),
                                np.bincount(labels, minlength=num_classes), alpha=alpha, class_names=class_names,

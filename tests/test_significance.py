@@ -575,13 +575,15 @@ def test_modal_votes_with_weights_too_large_for_int32_keys():
   rng = np.random.default_rng(3)
   preds = rng.integers(0, 1000, size=(5, 300))
   preds[:, :100] = rng.integers(0, 2, size=(5, 100))  # ties between labels 0 and 1
-  weights = np.array([1_000_000, 1_000_000, 999_999, 1_000_000, 1_000_001])
+  weights = np.array([1_000_000, 1_000_000, 2_000_000, 1_000_000, 1_000_000])  # ties: 3e6 against 3e6
   for tie_break in sig.TIE_BREAKS:
     votes = sig.modal_votes(preds, 1000, weights=weights, tie_break=tie_break)
     labels, count, share, tied = _brute_votes(preds, 1000, weights, tie_break)
     np.testing.assert_array_equal(votes.labels, labels)
     np.testing.assert_array_equal(votes.count, count)
+    np.testing.assert_array_equal(votes.share, share)
     np.testing.assert_array_equal(votes.tied, tied)
+    assert votes.tied[:100].any() and votes.count.max() > np.iinfo(np.int32).max // 1000
 
 
 @pytest.mark.parametrize("weights, message", [
