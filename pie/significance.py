@@ -180,10 +180,11 @@ def _check_class_ids(values, ndim: int, name: str, num_classes=None) -> np.ndarr
   if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.integer):
     raise ValueError(f"{name} must hold integer class ids, got dtype {arr.dtype}; class ids stored as floats "
                      "convert with .astype(np.int64)")
-  low, high = arr.min(), arr.max()
-  if low < 0 or (num_classes is not None and high >= num_classes):
+  # Without num_classes only the minimum is needed (one pass over the array; the maximum is read for the message).
+  low = arr.min()
+  if low < 0 or (num_classes is not None and arr.max() >= num_classes):
     valid = f"[0, {num_classes - 1}]" if num_classes is not None else "[0, num_classes - 1]"
-    raise ValueError(f"{name} holds class ids outside {valid} (min {low}, max {high})")
+    raise ValueError(f"{name} holds class ids outside {valid} (min {low}, max {arr.max()})")
   return arr
 
 
@@ -894,24 +895,30 @@ class SortedVotes:
     self.shape = (n_models, n_examples)
     self.num_classes = num_classes
     self.order = np.argsort(predictions, axis=0, kind="stable").astype(np.intp)
-    self.sorted_labels = np.take_along_axis(predictions, self.order, axis=0)
+    sorted_labels = np.take_along_axis(predictions, self.order, axis=0)
     # same_run[j] = 1 when sorted position j continues the run of position j - 1.
     same_run = np.zeros((n_models, n_examples), dtype=np.int64)
-    same_run[1:] = self.sorted_labels[1:] == self.sorted_labels[:-1]
+    same_run[1:] = sorted_labels[1:] == sorted_labels[:-1]
     self.run_end = np.ones((n_models, n_examples), dtype=bool)
     self.run_end[:-1] = same_run[1:] == 0
     # int32 keys halve the memory traffic of the hot loop; they hold every key while the total weight is at most
     # n_models (unit weights, resamples, splits).  Larger total weights use int64 tables (``_tables``).
     self.key_dtype = np.int32 if (n_models + 1) * num_classes < np.iinfo(np.int32).max else np.int64
     self.same_run = same_run.astype(self.key_dtype)
-    # In the key dtype before subtracting: C - 1 may not fit the labels' own dtype (uint8 labels, 1000 classes).
-    self._label_codes = {"smallest": num_classes - 1 - self.sorted_labels.astype(self.key_dtype)}
+    # The only copy of the sorted labels kept, as the key code of the smallest-id rule (the other rule's code and
+    # sorted_labels are derived from it).  In the key dtype before subtracting: C - 1 may not fit the labels' own
+    # dtype (uint8 labels, 1000 classes).
+    self._smallest_code = num_classes - 1 - sorted_labels.astype(self.key_dtype)
+
+  @property
+  def sorted_labels(self) -> np.ndarray:
+    """The labels in sorted order per example, int64 [n_models, n_examples] (run ends: ``run_end``)."""
+    return (self.num_classes - 1 - self._smallest_code).astype(np.int64)
 
   def _tables(self, total_weight: int, tie_break: str):
     """(dtype, same_run, label code) of the keys for this total weight and tie rule."""
-    if tie_break not in self._label_codes:
-      self._label_codes[tie_break] = self.sorted_labels.astype(self.key_dtype)
-    same_run, code = self.same_run, self._label_codes[tie_break]
+    same_run = self.same_run
+    code = self._smallest_code if tie_break == "smallest" else self.num_classes - 1 - self._smallest_code
     if (total_weight + 1) * self.num_classes < np.iinfo(self.key_dtype).max:
       return self.key_dtype, same_run, code
     return np.int64, same_run.astype(np.int64), code.astype(np.int64)
@@ -960,23 +967,30 @@ class SortedVotes:
     return ModalVotes(labels=self._labels(best, tie_break), count=count.astype(np.int64),
                       share=count / total_weight, tied=tied, tie_break=tie_break)
 
+  def _run_sums(self, weights):
+    """Yields (j, the signed int64 running total at sorted position j), row by row, in O(n_examples) memory."""
+    weights = (np.ones(self.shape[0], dtype=np.int64) if weights is None
+               else _check_weights(weights, self.shape[0], signed=True))
+    total = np.zeros(self.shape[1], dtype=np.int64)
+    for j in range(self.shape[0]):
+      total = total * self.same_run[j] + weights[self.order[j]]
+      yield j, total
+
   def run_totals(self, weights=None) -> np.ndarray:
     """Weighted votes of each run, int64 [n_models, n_examples]: at a run's last sorted position, the summed
     weight of the models voting for its label (``sorted_labels``); 0 elsewhere.  Weights may be negative
     (signed sums compare two populations stacked in one table)."""
-    weights = (np.ones(self.shape[0], dtype=np.int64) if weights is None
-               else _check_weights(weights, self.shape[0], signed=True))
-    same = self.same_run.astype(np.int64)
     out = np.zeros(self.shape, dtype=np.int64)
-    total = np.zeros(self.shape[1], dtype=np.int64)
-    for j in range(self.shape[0]):
-      total = total * same[j] + weights[self.order[j]]
+    for j, total in self._run_sums(weights):
       out[j] = np.where(self.run_end[j], total, 0)
     return out
 
   def abs_run_totals(self, weights) -> np.ndarray:
     """Sum over runs of |weighted run total| per example, int64 [n_examples], for signed integer weights."""
-    return np.abs(self.run_totals(weights)).sum(axis=0)
+    result = np.zeros(self.shape[1], dtype=np.int64)
+    for j, total in self._run_sums(weights):
+      result += np.where(self.run_end[j], np.abs(total), 0)
+    return result
 
 
 def modal_votes(predictions, num_classes=None, weights=None, tie_break: str = "smallest") -> ModalVotes:
