@@ -40,7 +40,6 @@ from typing import Dict
 import ml_collections
 import numpy as np
 import pandas as pd
-import scipy.stats
 import tensorflow as tf
 import tf_keras as keras
 
@@ -49,6 +48,7 @@ from pie import data as data_lib
 from pie import io_utils
 from pie import outputs
 from pie import preprocess
+from pie import significance
 from pie import stats
 from pie import training
 from pie import variants
@@ -149,14 +149,8 @@ def _mean_std(values):
   return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else float("nan")
 
 
-def bh_q_values(p_values):
-  """Benjamini-Hochberg q-values (scipy.stats.false_discovery_control); NaN p-values stay NaN and do not count."""
-  p_values = np.asarray(p_values, float)
-  q = np.full(p_values.shape, np.nan)
-  finite = np.isfinite(p_values)
-  if finite.any():
-    q[finite] = scipy.stats.false_discovery_control(p_values[finite])
-  return q
+# The one Benjamini-Hochberg implementation, importable here as before.
+bh_q_values = significance.bh_q_values
 
 
 @dataclasses.dataclass
@@ -182,9 +176,12 @@ def robustness_table(results, clean_top1, alpha=0.05):
   Returns:
     DataFrame with the columns of `outputs.ROBUSTNESS` (the report reads its required ones). Drops are clean
     minus corrupted top-1 (positive: the corruption costs accuracy), relative drops divide the mean drop by the
-    population's mean clean top-1; t and p are scipy.stats.ttest_ind(dense_drops, pruned_drops, equal_var=False),
-    so t < 0 means the pruned models drop more.
-    q-values are Benjamini-Hochberg over the rows of one level.
+    population's mean clean top-1; t and p are the Welch test of the per-model drops,
+    `pie.significance.welch_test(dense_drops, pruned_drops)` over every set of a level at once: equal to
+    scipy.stats.ttest_ind(dense_drops, pruned_drops, equal_var=False) on a regular row, so t < 0 means the pruned
+    models drop more, and the kernel's documented values on a degenerate one (drops constant and equal in both
+    populations: t = 0, p = 1; constant and different: t = +-inf, exact permutation p; a single model: NaN).
+    q-values are Benjamini-Hochberg over the rows of one level; significant_fdr is q <= alpha.
   """
   if not 0 < alpha < 1:
     raise PieError(f"alpha must be in (0, 1), got {alpha}")
@@ -194,17 +191,25 @@ def robustness_table(results, clean_top1, alpha=0.05):
   rows = []
   for sparsity in sorted(s for s in clean_top1 if s > 0):
     pruned_clean = np.asarray(clean_top1[sparsity], float)
-    level_rows = []
+    level_rows, sets = [], []
     for result in results:
       if result.corruption == CLEAN:
         continue
       dense_acc, pruned_acc = result.top1(0.0), result.top1(sparsity)
       if len(dense_acc) != len(dense_clean) or len(pruned_acc) != len(pruned_clean):
         raise PieError(f"{result.corruption}/{result.severity}: model counts differ from the clean accuracies")
-      dense_drops, pruned_drops = dense_clean - dense_acc, pruned_clean - pruned_acc
-      with np.errstate(invalid="ignore", divide="ignore"):
-        test = scipy.stats.ttest_ind(dense_drops, pruned_drops, equal_var=False)
-      p_value = float(test.pvalue)
+      sets.append((result, dense_acc, pruned_acc, dense_clean - dense_acc, pruned_clean - pruned_acc))
+    if not sets:
+      continue
+    # The per-model drops of every set, [n_models, n_sets]: one vectorized test per level.
+    dense_drops_all = np.stack([entry[3] for entry in sets], axis=1)
+    pruned_drops_all = np.stack([entry[4] for entry in sets], axis=1)
+    test = significance.welch_test(dense_drops_all, pruned_drops_all)
+    significant = test.significant(alpha)
+    q_values = significance.bh_q_values(test.p)
+    significant_fdr = significance.bh_rejections(q_values, alpha)
+    for j, (result, dense_acc, pruned_acc, dense_drops, pruned_drops) in enumerate(sets):
+      p_value = float(test.p[j])
       pies = stats.find_pies(result.predictions[0.0], result.predictions[sparsity])
       dense_mean, dense_std = _mean_std(dense_acc)
       pruned_mean, pruned_std = _mean_std(pruned_acc)
@@ -216,15 +221,11 @@ def robustness_table(results, clean_top1, alpha=0.05):
           "dense_drop": dense_drop, "pruned_drop": pruned_drop,
           "relative_drop_dense": _ratio(dense_drop, dense_clean.mean()),
           "relative_drop_pruned": _ratio(pruned_drop, pruned_clean.mean()),
-          "t_statistic": float(test.statistic), "p_value": p_value,
-          "significant": bool(np.isfinite(p_value) and p_value < alpha),
+          "t_statistic": float(test.t[j]), "p_value": p_value, "significant": bool(significant[j]),
           "num_pies": int(pies.sum()), "pie_fraction": float(pies.mean()),
           "num_examples": int(len(result.labels)),
-          "dense_clean_top1": float(dense_clean.mean()), "pruned_clean_top1": float(pruned_clean.mean())})
-    q_values = bh_q_values([r["p_value"] for r in level_rows])
-    for row, q in zip(level_rows, q_values):
-      row["q_value"] = float(q)
-      row["significant_fdr"] = bool(np.isfinite(q) and q < alpha)
+          "dense_clean_top1": float(dense_clean.mean()), "pruned_clean_top1": float(pruned_clean.mean()),
+          "q_value": float(q_values[j]), "significant_fdr": bool(significant_fdr[j])})
     rows.extend(level_rows)
   return pd.DataFrame(rows, columns=list(outputs.ROBUSTNESS.columns()))
 
@@ -633,7 +634,7 @@ def _nan_to_none(value):
 
 def summarize(study, results, table, clean_top1, alpha, settings):
   """robustness_summary.json: per level its mCE, relative mCE, ImageNet-A top-1 and the corruptions that hurt the
-  pruned population significantly more than the dense one (t < 0 and p < alpha; also with q < alpha)."""
+  pruned population significantly more than the dense one (t < 0 and p < alpha; also with q <= alpha)."""
   errors = corruption_errors(results, clean_top1)
   levels = []
   for sparsity in sorted(study.levels):
@@ -651,7 +652,7 @@ def summarize(study, results, table, clean_top1, alpha, settings):
            "pruned_drop": r.pruned_drop, "p_value": r.p_value, "q_value": r.q_value}
           for r in worse.itertuples(index=False)]
       entry["corruptions_hurt_more"] = sorted(set(worse["corruption"]))
-      entry["corruptions_hurt_more_fdr"] = sorted(set(worse[worse["q_value"] < alpha]["corruption"]))
+      entry["corruptions_hurt_more_fdr"] = sorted(set(worse[worse["significant_fdr"]]["corruption"]))
     levels.append(entry)
   summary = {
       "study": {"dataset": study.dataset, "eval_split": study.split, "num_classes": study.num_classes,

@@ -16,6 +16,15 @@ Shared conventions (the same as ``pie.stats``):
 * Class test: two-sided Welch t-test ``scipy.stats.ttest_ind(dense_norm[:, c], pruned_norm[:, c],
   equal_var=False)``, significant when ``p < alpha``; Benjamini-Hochberg rejects when ``q <= alpha``.
 
+This module holds the one implementation of each statistic, scipy.stats-style: a vectorized kernel behind a
+public name, with a documented result object.  ``pie.stats`` (the paper-level API) and ``pie.robustness`` call
+these; this module imports neither.
+
+  welch_test -> WelchResult           Welch t-test along the models axis, with the degenerate-case rules
+  welch_confidence_interval, hedges_g the interval and effect size of a WelchResult
+  bh_q_values, bh_rejections          Benjamini-Hochberg q-values and decisions (q <= alpha)
+  SortedVotes, modal_votes -> ModalVotes  (weighted) modal labels, both tie rules, shares and ties
+
 The formulas, the degenerate-case table and the references are in ``docs/statistics.md``.
 """
 
@@ -31,6 +40,16 @@ from scipy import special, stats
 __all__ = [
   "NORMALIZATIONS",
   "DEFAULT_NORMALIZATION",
+  "TIE_BREAKS",
+  "TIE_RULE",
+  "CASE_REGULAR",
+  "CASE_ABSENT",
+  "CASE_SINGLE_MODEL",
+  "CASE_CONSTANT_EQUAL",
+  "CASE_CONSTANT_SEPARATED",
+  "CASE_UNCHANGED",
+  "CASE_CONSTANT_UNTESTABLE",
+  "CASE_NOTES",
   "NOTE_ABSENT",
   "NOTE_UNCHANGED",
   "NOTE_CONSTANT_UNTESTABLE",
@@ -41,8 +60,15 @@ __all__ = [
   "NOTE_PRUNED_CONSTANT",
   "NOTE_NO_VARIANCE",
   "NOTE_OVER_CAP",
+  "WelchResult",
+  "ModalVotes",
+  "SortedVotes",
   "BootstrapResult",
   "SampleSizePlan",
+  "welch_test",
+  "welch_confidence_interval",
+  "hedges_g",
+  "modal_votes",
   "normalized_recall",
   "class_hits",
   "normalized_recall_from_hits",
@@ -100,8 +126,28 @@ NOTE_PRUNED_CONSTANT = "pruned population constant: Welch df comes from the dens
 NOTE_NO_VARIANCE = "no variance in either population: sample size cannot be planned"
 NOTE_OVER_CAP = "more models needed than max_models"
 
-# Internal case codes of the vectorized Welch test.
-_REGULAR, _ABSENT, _SINGLE, _CONST_EQUAL, _CONST_SEPARATED, _UNCHANGED, _UNTESTABLE = 0, 1, 2, 3, 4, 5, 6
+# Case codes of ``WelchResult.case``, one per row of the degenerate-case table of docs/statistics.md.
+CASE_REGULAR = 0  # a Welch test (one population may be constant: see WelchResult.note)
+CASE_ABSENT = 1  # the column is NaN for every model of a population (a class absent from the eval split)
+CASE_SINGLE_MODEL = 2  # a population has fewer than 2 models
+CASE_CONSTANT_EQUAL = 3  # both populations constant, same value: t = 0, p = 1
+CASE_CONSTANT_SEPARATED = 4  # both constant, different values, exchangeable: t = +-inf, exact permutation p
+CASE_UNCHANGED = 5  # marked unchanged by the caller (raw recall identical everywhere): not tested
+CASE_CONSTANT_UNTESTABLE = 6  # both constant, different values, not exchangeable: not tested
+CASE_NOTES = {
+  CASE_REGULAR: "",
+  CASE_ABSENT: NOTE_ABSENT,
+  CASE_SINGLE_MODEL: NOTE_SINGLE_MODEL,
+  CASE_CONSTANT_EQUAL: NOTE_CONSTANT_EQUAL,
+  CASE_CONSTANT_SEPARATED: NOTE_CONSTANT_SEPARATED,
+  CASE_UNCHANGED: NOTE_UNCHANGED,
+  CASE_CONSTANT_UNTESTABLE: NOTE_CONSTANT_UNTESTABLE,
+}
+
+# Modal labels: which of the labels tied for the most votes is modal.  "smallest" is pie's rule; "largest" is the
+# authors' (pandas ``mode().max()``).  Either is arbitrary, which is why the ties are reported.
+TIE_BREAKS = ("smallest", "largest")
+TIE_RULE = "most votes; ties broken toward the smallest class id"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -109,42 +155,56 @@ _REGULAR, _ABSENT, _SINGLE, _CONST_EQUAL, _CONST_SEPARATED, _UNCHANGED, _UNTESTA
 # --------------------------------------------------------------------------------------------------
 
 
+# The one set of argument checks of the statistics: pie.stats uses them too, so that each problem has one message.
+
+
+def _check_int(value, name: str, minimum: int) -> int:
+  """An int >= minimum; a bool is refused (True is not a count)."""
+  if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < minimum:
+    raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+  return int(value)
+
+
 def _check_num_classes(num_classes) -> int:
-  if isinstance(num_classes, (bool, np.bool_)) or not isinstance(num_classes, (int, np.integer)):
-    raise ValueError(f"num_classes must be an int, got {num_classes!r}")
-  if num_classes < 1:
-    raise ValueError(f"num_classes must be >= 1, got {num_classes}")
-  return int(num_classes)
+  return _check_int(num_classes, "num_classes", 1)
 
 
-def _check_int_array(values, ndim: int, name: str, num_classes: int) -> np.ndarray:
+def _check_class_ids(values, ndim: int, name: str, num_classes=None) -> np.ndarray:
+  """Integer class ids of the given rank, non-empty, in [0, num_classes) (only >= 0 when num_classes is None)."""
   arr = np.asarray(values)
+  layout = "[n_models, n_examples]" if ndim == 2 else "[n_examples]"
   if arr.ndim != ndim:
-    layout = "[n_models, n_examples]" if ndim == 2 else "[n_examples]"
     raise ValueError(f"{name} must be a {ndim}-D array {layout}, got shape {arr.shape}")
   if arr.size == 0:
-    raise ValueError(f"{name} is empty (shape {arr.shape})")
+    raise ValueError(f"{name} is empty (shape {arr.shape}): it needs at least one entry along each axis of {layout}")
   if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.integer):
-    raise ValueError(f"{name} must hold integer class ids, got dtype {arr.dtype}")
-  low, high = arr.min(), arr.max()
-  if low < 0 or high >= num_classes:
-    raise ValueError(
-      f"{name} holds class ids outside [0, {num_classes - 1}] (min {low}, max {high})"
-    )
+    raise ValueError(f"{name} must hold integer class ids, got dtype {arr.dtype}; class ids stored as floats "
+                     "convert with .astype(np.int64)")
+  # Without num_classes only the minimum is needed (one pass over the array; the maximum is read for the message).
+  low = arr.min()
+  if low < 0 or (num_classes is not None and arr.max() >= num_classes):
+    valid = f"[0, {num_classes - 1}]" if num_classes is not None else "[0, num_classes - 1]"
+    raise ValueError(f"{name} holds class ids outside {valid} (min {low}, max {arr.max()})")
   return arr
 
 
-def _check_predictions(predictions, num_classes: int, name: str) -> np.ndarray:
-  return _check_int_array(predictions, 2, name, num_classes)
+def _check_predictions(predictions, name: str = "predictions", num_classes=None) -> np.ndarray:
+  """A population's top-1 labels, int [n_models, n_examples]; ``num_classes`` must already be checked."""
+  return _check_class_ids(predictions, 2, name, num_classes)
 
 
-def _check_labels(labels, num_examples: int, num_classes: int) -> np.ndarray:
-  arr = _check_int_array(labels, 1, "labels", num_classes)
+def _check_labels(labels, num_examples: int, num_classes=None) -> np.ndarray:
+  arr = _check_class_ids(labels, 1, "labels", num_classes)
   if arr.shape[0] != num_examples:
-    raise ValueError(
-      f"labels has {arr.shape[0]} examples but the predictions have {num_examples}"
-    )
+    raise ValueError(f"labels has {arr.shape[0]} examples but the predictions have {num_examples}: both must "
+                     "cover the same eval split, in the same order")
   return arr
+
+
+def _check_same_examples(first: np.ndarray, second: np.ndarray, first_name: str, second_name: str) -> None:
+  if first.shape[1] != second.shape[1]:
+    raise ValueError(f"{first_name} and {second_name} cover different numbers of examples ({first.shape[1]} and "
+                     f"{second.shape[1]}): both populations must predict the same eval split, in the same order")
 
 
 def _check_probability(value, name: str) -> float:
@@ -160,29 +220,69 @@ def _check_normalization(normalization: str) -> str:
   return normalization
 
 
-def _check_recall_pair(dense_norm, pruned_norm) -> tuple[np.ndarray, np.ndarray]:
-  dense = np.asarray(dense_norm, dtype=np.float64)
-  pruned = np.asarray(pruned_norm, dtype=np.float64)
-  for name, arr in (("dense_norm", dense), ("pruned_norm", pruned)):
-    if arr.ndim != 2:
+def _check_tie_break(tie_break: str) -> str:
+  if tie_break not in TIE_BREAKS:
+    raise ValueError(f"tie_break must be one of {TIE_BREAKS}, got {tie_break!r}")
+  return tie_break
+
+
+def _check_weights(weights, n_models: int, signed: bool = False) -> np.ndarray:
+  """Vote weights of a population's models (e.g. their multiplicities in a resample), int64 [n_models].
+
+  ``signed`` allows negative weights (run sums of two stacked populations), otherwise they must be >= 0 with one
+  positive: a population needs votes to have a modal label.
+  """
+  arr = np.asarray(weights)
+  if arr.shape != (n_models,):
+    raise ValueError(f"weights must be an array [n_models] with one weight per model ({n_models}), got shape "
+                     f"{arr.shape}")
+  if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.integer):
+    raise ValueError(f"weights must hold integer vote counts, got dtype {arr.dtype}; e.g. the multiplicities "
+                     "np.bincount(rows, minlength=n_models) of a resample")
+  if not signed and (arr.min() < 0 or not arr.any()):
+    raise ValueError(f"weights must be >= 0 with at least one positive weight, got min {arr.min()}, sum {arr.sum()}")
+  return arr.astype(np.int64, copy=False)
+
+
+def _check_samples(dense, pruned, dense_name: str, pruned_name: str, matrix: bool = False):
+  """The two samples of a Welch test, float64 arrays [..., n_models, n_columns] (exactly 2-D when ``matrix``).
+
+  A column is a class when the samples are normalized recall: NaN in every model means the class is absent from
+  the eval split, NaN in some models only is an error.  Returns (dense, pruned).
+  """
+  dense = np.asarray(dense, dtype=np.float64)
+  pruned = np.asarray(pruned, dtype=np.float64)
+  for name, arr in ((dense_name, dense), (pruned_name, pruned)):
+    if matrix and arr.ndim != 2:
       raise ValueError(f"{name} must be a 2-D array [n_models, n_classes], got shape {arr.shape}")
-    if arr.shape[0] < 1 or arr.shape[1] < 1:
-      raise ValueError(f"{name} is empty (shape {arr.shape})")
-    if np.isinf(arr).any():
-      raise ValueError(f"{name} contains infinite values")
-    nan = np.isnan(arr)
-    mixed = nan.any(axis=0) & ~nan.all(axis=0)
-    if mixed.any():
-      raise ValueError(
-        f"{name} has classes with NaN for some models but not all (classes "
-        f"{np.flatnonzero(mixed)[:10].tolist()}): a class is either absent from the eval split "
-        "(NaN for every model) or present for every model"
-      )
-  if dense.shape[1] != pruned.shape[1]:
-    raise ValueError(
-      f"dense_norm has {dense.shape[1]} classes but pruned_norm has {pruned.shape[1]}"
-    )
+    if arr.ndim < 2:
+      raise ValueError(f"{name} must be an array [..., n_models, n_columns], got shape {arr.shape}; for one column "
+                       "of values per model pass values[:, None]")
+    if arr.shape[-2] < 1 or arr.shape[-1] < 1:
+      raise ValueError(f"{name} is empty (shape {arr.shape}): it needs at least one model and one column")
+    finite = np.isfinite(arr)
+    if not finite.all():  # checked in detail only when something is not finite: this runs on every resample
+      if np.isinf(arr).any():
+        raise ValueError(f"{name} contains infinite values")
+      nan = ~finite
+      mixed = nan.any(axis=-2) & ~nan.all(axis=-2)
+      if mixed.any():
+        raise ValueError(
+          f"{name} has classes (columns) with NaN for some models but not all (columns "
+          f"{np.flatnonzero(mixed.reshape(-1, mixed.shape[-1]).any(axis=0))[:10].tolist()}): a class is either "
+          "absent from the eval split (NaN for every model) or present for every model"
+        )
+  if dense.shape[-1] != pruned.shape[-1]:
+    raise ValueError(f"{dense_name} has {dense.shape[-1]} classes (columns) but {pruned_name} has "
+                     f"{pruned.shape[-1]}: both must hold the same columns in the same order")
+  if dense.shape[:-2] != pruned.shape[:-2]:
+    raise ValueError(f"{dense_name} and {pruned_name} must have the same leading (batch) shape, got "
+                     f"{dense.shape[:-2]} and {pruned.shape[:-2]}")
   return dense, pruned
+
+
+def _check_recall_pair(dense_norm, pruned_norm) -> tuple[np.ndarray, np.ndarray]:
+  return _check_samples(dense_norm, pruned_norm, "dense_norm", "pruned_norm", matrix=True)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -205,7 +305,7 @@ def class_hits(predictions, labels, num_classes: int) -> np.ndarray:
   over blocks of examples and hands them to ``normalized_recall_from_hits``.
   """
   num_classes = _check_num_classes(num_classes)
-  predictions = _check_predictions(predictions, num_classes, "predictions")
+  predictions = _check_predictions(predictions, "predictions", num_classes)
   labels = _check_labels(labels, predictions.shape[1], num_classes)
   return _class_hits(predictions, labels, num_classes)
 
@@ -264,7 +364,7 @@ def normalized_recall(predictions, labels, num_classes: int, normalization: str 
   Classes with no example in the eval set are NaN for every model.
   """
   num_classes = _check_num_classes(num_classes)
-  predictions = _check_predictions(predictions, num_classes, "predictions")
+  predictions = _check_predictions(predictions, "predictions", num_classes)
   labels = _check_labels(labels, predictions.shape[1], num_classes)
   normalization = _check_normalization(normalization)
   return _normalize(*_recall_matrix(predictions, labels, num_classes), normalization)
@@ -284,12 +384,26 @@ def normalized_recall_from_hits(hits, class_count, normalization: str = DEFAULT_
 
 
 # --------------------------------------------------------------------------------------------------
-# Vectorized Welch test
+# Welch test: the kernel of every two-sample test of per-model values
 # --------------------------------------------------------------------------------------------------
 
 
-@dataclasses.dataclass
-class _Welch:
+@dataclasses.dataclass(frozen=True, eq=False)  # eq=False: arrays have no single truth value to compare
+class WelchResult:
+  """Result of ``welch_test``: one two-sided Welch test per column.
+
+  Every array has the shape [..., n_columns] of the tests (the samples' shape without the models axis).
+
+  mean_dense, mean_pruned: sample means (a constant column's mean is its value exactly).
+  var_dense, var_pruned: sample variances (ddof=1; 0 for a constant column, NaN with fewer than 2 models).
+  n_dense, n_pruned: models per population.
+  t: Welch statistic with scipy's sign, ``ttest_ind(dense, pruned)``: t > 0 when the dense mean is higher.
+  df: Welch-Satterthwaite degrees of freedom (NaN where both populations are constant or the test is undefined).
+  p: two-sided p-value; NaN where the test is undefined (absent, single model, unchanged, untestable).
+  case: int8 ``CASE_*`` code of the degenerate-case table (docs/statistics.md); ``CASE_REGULAR`` for a test.
+  dense_constant, pruned_constant: the column is constant in that population.
+  """
+
   mean_dense: np.ndarray
   mean_pruned: np.ndarray
   var_dense: np.ndarray
@@ -302,6 +416,33 @@ class _Welch:
   case: np.ndarray
   dense_constant: np.ndarray
   pruned_constant: np.ndarray
+
+  @property
+  def difference(self) -> np.ndarray:
+    """``mean_pruned - mean_dense`` (negative: the pruned population is lower)."""
+    return self.mean_pruned - self.mean_dense
+
+  @property
+  def tested(self) -> np.ndarray:
+    """Columns with a defined p-value: those a multiple-testing correction counts."""
+    return ~np.isnan(self.p)
+
+  def significant(self, alpha: float) -> np.ndarray:
+    """``p < alpha``; an undefined test is never significant."""
+    return self.tested & (self.p < alpha)
+
+  @property
+  def note(self) -> np.ndarray:
+    """Why a column has no regular test (``CASE_NOTES``), or which population is constant in a regular test; an
+    empty string otherwise.  Object array of the tests' shape."""
+    notes = np.full(self.case.shape, "", dtype=object)
+    regular = self.case == CASE_REGULAR
+    notes[self.dense_constant & ~self.pruned_constant & regular] = NOTE_DENSE_CONSTANT
+    notes[self.pruned_constant & ~self.dense_constant & regular] = NOTE_PRUNED_CONSTANT
+    for code, text in CASE_NOTES.items():
+      if code != CASE_REGULAR:
+        notes[self.case == code] = text
+    return notes
 
 
 def _complete_separation_p(n_dense: int, n_pruned: int) -> float:
@@ -318,17 +459,50 @@ def _complete_separation_p(n_dense: int, n_pruned: int) -> float:
   return float(min(1.0, extreme * math.exp(-log_splits)))
 
 
-def _welch(dense: np.ndarray, pruned: np.ndarray, unchanged=None, exchangeable: bool = True) -> _Welch:
-  """Welch t-test along axis -2 (models) of arrays [..., n_models, n_classes], all classes at once.
+def welch_test(dense, pruned, unchanged=None, exchangeable: bool = True) -> WelchResult:
+  """Two-sided Welch t-test along the models axis, every column (and every leading index) at once.
 
-  Statistic sign follows scipy.stats.ttest_ind(dense, pruned): t > 0 when the dense mean is higher.
-  Degenerate columns get the documented values (see docs/statistics.md), never a 0/0.
+  Equal to ``scipy.stats.ttest_ind(dense, pruned, axis=-2, equal_var=False)`` on every regular column (up to
+  float rounding); degenerate columns get the values of the table in docs/statistics.md, never a 0/0: both
+  populations constant and equal -> t = 0, p = 1; constant and different -> t = +-inf with the exact permutation
+  p-value of complete separation (when ``exchangeable``), else not tested; a column NaN in every model of a
+  population (an absent class), fewer than 2 models, or a column marked ``unchanged`` -> not tested (NaN).
 
-  unchanged: bool [..., n_classes], classes whose raw recall is the same in every model of both
-    populations; they are not tested (a zero observed variance is no evidence of a class-specific change).
-  exchangeable: each value is a function of its own model alone (per_model normalization), so the exact
-    permutation p-value of complete separation is valid; False under "population" normalization, where
-    the subtracted constant depends on the population a model is in.
+  Args:
+    dense, pruned: float arrays [..., n_models, n_columns] of per-model values (e.g. normalized recall, one
+      column per class; or accuracy drops, one column per corrupted set); the leading shapes (e.g. bootstrap
+      resamples) and the columns must agree, the numbers of models may differ.  No infinite values; a column
+      with NaN is NaN for every model of that population.
+    unchanged: optional bool, broadcastable to [..., n_columns]: columns where nothing changed at all (a class
+      whose raw recall is the same number in every model of both populations); they are not tested, since a
+      zero observed variance is no evidence of a column-specific change.
+    exchangeable: each value is a function of its own model alone (per-model normalization, accuracy drops), so
+      the models are exchangeable between the populations under the null and the exact permutation p-value of
+      complete separation is valid; False when a population-level constant was subtracted ("population"
+      normalization), where complete separation is untestable.
+
+  Returns:
+    A ``WelchResult``.
+  """
+  dense, pruned = _check_samples(dense, pruned, "dense", "pruned")
+  if unchanged is not None:
+    unchanged = np.asarray(unchanged)
+    shape = dense.shape[:-2] + dense.shape[-1:]
+    try:
+      fits = unchanged.dtype == np.bool_ and np.broadcast_shapes(unchanged.shape, shape) == shape
+    except ValueError:
+      fits = False
+    if not fits:
+      raise ValueError(f"unchanged must be a bool array broadcastable to the tests' shape {shape}, got "
+                       f"{unchanged.dtype} of shape {unchanged.shape}")
+  return _welch(dense, pruned, unchanged, bool(exchangeable))
+
+
+def _welch(dense: np.ndarray, pruned: np.ndarray, unchanged=None, exchangeable: bool = True) -> WelchResult:
+  """``welch_test`` on samples already checked (float64, the shapes of ``_check_samples``).
+
+  The callers in this module check their inputs once (predictions, hits, recall matrices) and then test many
+  resamples or splits of them, so the per-call checks are skipped there.
   """
   n_d, n_p = dense.shape[-2], pruned.shape[-2]
   absent = np.isnan(dense).all(axis=-2) | np.isnan(pruned).all(axis=-2)
@@ -350,27 +524,77 @@ def _welch(dense: np.ndarray, pruned: np.ndarray, unchanged=None, exchangeable: 
     df = se2**2 / (se_d**2 / (n_d - 1) + se_p**2 / (n_p - 1)) if min(n_d, n_p) >= 2 else nan.copy()
     p = 2.0 * stats.t.sf(np.abs(t), df)
 
-  case = np.full(mean_d.shape, _REGULAR, dtype=np.int8)
+  case = np.full(mean_d.shape, CASE_REGULAR, dtype=np.int8)
   both_constant = (se2 == 0) & ~absent
   if min(n_d, n_p) < 2:
-    case[...] = _SINGLE
+    case[...] = CASE_SINGLE_MODEL
   else:
     equal = both_constant & (diff == 0)
     separated = both_constant & (diff != 0)
-    case[equal] = _CONST_EQUAL
-    case[separated] = _CONST_SEPARATED if exchangeable else _UNTESTABLE
+    case[equal] = CASE_CONSTANT_EQUAL
+    case[separated] = CASE_CONSTANT_SEPARATED if exchangeable else CASE_CONSTANT_UNTESTABLE
     separation_p = _complete_separation_p(n_d, n_p) if exchangeable else np.nan
     t = np.where(equal, 0.0, np.where(separated, np.copysign(np.inf, diff), t))
     p = np.where(equal, 1.0, np.where(separated, separation_p, p))
     df = np.where(both_constant, np.nan, df)
     if unchanged is not None:
-      case[np.broadcast_to(unchanged, case.shape) & ~absent] = _UNCHANGED
-  case[absent] = _ABSENT
-  undefined = (case == _ABSENT) | (case == _SINGLE) | (case == _UNCHANGED) | (case == _UNTESTABLE)
+      case[np.broadcast_to(unchanged, case.shape) & ~absent] = CASE_UNCHANGED
+  case[absent] = CASE_ABSENT
+  undefined = np.isin(case, (CASE_ABSENT, CASE_SINGLE_MODEL, CASE_UNCHANGED, CASE_CONSTANT_UNTESTABLE))
   t = np.where(undefined, np.nan, t)
   df = np.where(undefined, np.nan, df)
   p = np.where(undefined, np.nan, np.clip(p, 0.0, 1.0))
-  return _Welch(mean_d, mean_p, var_d, var_p, n_d, n_p, t, df, p, case, const_d, const_p)
+  return WelchResult(mean_d, mean_p, var_d, var_p, n_d, n_p, t, df, p, case, const_d, const_p)
+
+
+def welch_confidence_interval(result: WelchResult, confidence: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
+  """Welch confidence interval of ``mean_pruned - mean_dense`` at level ``confidence``: (low, high).
+
+  ``difference ± t_{(1 + confidence)/2, df} · sqrt(var_dense/n_dense + var_pruned/n_pruned)`` with the test's
+  Welch-Satterthwaite df, so at ``confidence = 1 - alpha`` it excludes 0 exactly when ``p < alpha``.  NaN for every
+  column that is not ``CASE_REGULAR``: a degenerate case has no variance to build an interval from, and an
+  interval of zero width would claim certainty.
+  """
+  confidence = _check_probability(confidence, "confidence")
+  change = result.difference
+  with np.errstate(invalid="ignore"):
+    half = stats.t.ppf(0.5 + confidence / 2.0, result.df) * np.sqrt(result.var_dense / result.n_dense
+                                                                     + result.var_pruned / result.n_pruned)
+  no_interval = result.case != CASE_REGULAR
+  return np.where(no_interval, np.nan, change - half), np.where(no_interval, np.nan, change + half)
+
+
+def _hedges_correction(df: np.ndarray) -> np.ndarray:
+  """Exact small-sample bias correction J(df) = Gamma(df/2) / (sqrt(df/2) Gamma((df-1)/2))."""
+  df = np.asarray(df, dtype=np.float64)
+  with np.errstate(invalid="ignore", divide="ignore"):
+    return np.exp(special.gammaln(df / 2.0) - 0.5 * np.log(df / 2.0) - special.gammaln((df - 1.0) / 2.0))
+
+
+def hedges_g(result: WelchResult) -> np.ndarray:
+  """Hedges' g of ``mean_pruned - mean_dense``: Cohen's d on the pooled standard deviation times the exact
+  small-sample correction J(n_dense + n_pruned - 2).
+
+  In units of the between-model standard deviation, whatever the population sizes.  +-inf under complete
+  separation (``CASE_CONSTANT_SEPARATED``), NaN where the test is undefined or both populations are constant and
+  equal, and with fewer than 2 models in a population.
+  """
+  n_d, n_p = result.n_dense, result.n_pruned
+  change = result.difference
+  if min(n_d, n_p) < 2:
+    return np.full(change.shape, np.nan)
+  pooled_df = n_d + n_p - 2
+  with np.errstate(invalid="ignore", divide="ignore"):
+    pooled_sd = np.sqrt(((n_d - 1) * result.var_dense + (n_p - 1) * result.var_pruned) / pooled_df)
+    g = change / pooled_sd * _hedges_correction(pooled_df)
+  g = np.where(np.isin(result.case, (CASE_CONSTANT_EQUAL, CASE_UNCHANGED, CASE_CONSTANT_UNTESTABLE, CASE_ABSENT)),
+               np.nan, g)
+  return np.where(result.case == CASE_CONSTANT_SEPARATED, np.copysign(np.inf, change), g)
+
+
+# --------------------------------------------------------------------------------------------------
+# Benjamini-Hochberg
+# --------------------------------------------------------------------------------------------------
 
 
 def bh_rejections(q_values, alpha: float) -> np.ndarray:
@@ -394,11 +618,9 @@ def bh_q_values(p_values) -> np.ndarray:
   return q
 
 
-def _hedges_correction(df: np.ndarray) -> np.ndarray:
-  """Exact small-sample bias correction J(df) = Gamma(df/2) / (sqrt(df/2) Gamma((df-1)/2))."""
-  df = np.asarray(df, dtype=np.float64)
-  with np.errstate(invalid="ignore", divide="ignore"):
-    return np.exp(special.gammaln(df / 2.0) - 0.5 * np.log(df / 2.0) - special.gammaln((df - 1.0) / 2.0))
+# --------------------------------------------------------------------------------------------------
+# Class tests
+# --------------------------------------------------------------------------------------------------
 
 
 def class_tests(dense_norm, pruned_norm, alpha: float = 0.05, confidence=None, unchanged=None,
@@ -411,6 +633,7 @@ def class_tests(dense_norm, pruned_norm, alpha: float = 0.05, confidence=None, u
   of both populations: they are reported but never tested (``class_hits``-based callers compute it).
   ``normalization`` says how the matrices were normalized; it decides whether the permutation p-value
   of complete separation is valid (per_model) or the case is untestable (population).
+  The statistics are those of ``welch_test``, ``welch_confidence_interval``, ``hedges_g`` and ``bh_q_values``.
   Returns one row per class (index ``class_id``) with:
 
     n_dense, n_pruned            population sizes
@@ -443,62 +666,27 @@ def class_tests(dense_norm, pruned_norm, alpha: float = 0.05, confidence=None, u
     if unchanged.shape != dense.shape[1:]:
       raise ValueError(f"unchanged must be a bool array [n_classes] ({dense.shape[1]}), got shape {unchanged.shape}")
   w = _welch(dense, pruned, unchanged=unchanged, exchangeable=normalization == "per_model")
-  n_d, n_p = w.n_dense, w.n_pruned
-  change = w.mean_pruned - w.mean_dense
-
-  # Confidence interval of pruned - dense; none where the test has no variance estimate or is not made.
-  with np.errstate(invalid="ignore"):
-    half = stats.t.ppf(0.5 + confidence / 2.0, w.df) * np.sqrt(w.var_dense / n_d + w.var_pruned / n_p)
-  no_interval = w.case != _REGULAR
-  ci_low = np.where(no_interval, np.nan, change - half)
-  ci_high = np.where(no_interval, np.nan, change + half)
-
-  # Hedges' g: Cohen's d on the pooled standard deviation times J(n_d + n_p - 2).
-  if min(n_d, n_p) >= 2:
-    pooled_df = n_d + n_p - 2
-    with np.errstate(invalid="ignore", divide="ignore"):
-      pooled_sd = np.sqrt(((n_d - 1) * w.var_dense + (n_p - 1) * w.var_pruned) / pooled_df)
-      g = change / pooled_sd * _hedges_correction(pooled_df)
-    g = np.where(np.isin(w.case, (_CONST_EQUAL, _UNCHANGED, _UNTESTABLE, _ABSENT)), np.nan, g)
-    g = np.where(w.case == _CONST_SEPARATED, np.copysign(np.inf, change), g)
-  else:
-    g = np.full(change.shape, np.nan)
-
-  defined = ~np.isnan(w.p)
+  ci_low, ci_high = welch_confidence_interval(w, confidence)
   q = bh_q_values(w.p)
-
-  notes = np.full(change.shape, "", dtype=object)
-  notes[w.dense_constant & ~w.pruned_constant & (w.case == _REGULAR)] = NOTE_DENSE_CONSTANT
-  notes[w.pruned_constant & ~w.dense_constant & (w.case == _REGULAR)] = NOTE_PRUNED_CONSTANT
-  for code, text in (
-    (_ABSENT, NOTE_ABSENT),
-    (_SINGLE, NOTE_SINGLE_MODEL),
-    (_CONST_EQUAL, NOTE_CONSTANT_EQUAL),
-    (_CONST_SEPARATED, NOTE_CONSTANT_SEPARATED),
-    (_UNTESTABLE, NOTE_CONSTANT_UNTESTABLE),
-    (_UNCHANGED, NOTE_UNCHANGED),
-  ):
-    notes[w.case == code] = text
-
   frame = pd.DataFrame(
     {
-      "n_dense": n_d,
-      "n_pruned": n_p,
+      "n_dense": w.n_dense,
+      "n_pruned": w.n_pruned,
       "dense_mean": w.mean_dense,
       "pruned_mean": w.mean_pruned,
-      "normalized_change": change,
+      "normalized_change": w.difference,
       "t_statistic": w.t,
       "df": w.df,
       "p_value": w.p,
-      "significant": defined & (w.p < alpha),
+      "significant": w.significant(alpha),
       "q_value": q,
       "significant_fdr": bh_rejections(q, alpha),
       "ci_low": ci_low,
       "ci_high": ci_high,
-      "hedges_g": g,
-      "note": notes,
+      "hedges_g": hedges_g(w),
+      "note": w.note,
     },
-    index=pd.RangeIndex(change.shape[0], name="class_id"),
+    index=pd.RangeIndex(w.case.shape[0], name="class_id"),
   )
   return frame
 
@@ -573,8 +761,7 @@ def models_needed(
   """
   alpha = _check_probability(alpha, "alpha")
   power = _check_probability(power, "power")
-  if isinstance(max_models, bool) or not isinstance(max_models, (int, np.integer)) or max_models < 2:
-    raise ValueError(f"max_models must be an int >= 2, got {max_models!r}")
+  max_models = _check_int(max_models, "max_models", 2)
   dense, pruned = _check_recall_pair(dense_norm, pruned_norm)
   num_classes = dense.shape[1]
   effect = np.broadcast_to(np.abs(np.asarray(effect, dtype=np.float64)), (num_classes,)).copy()
@@ -583,7 +770,7 @@ def models_needed(
 
   w = _welch(dense, pruned)
   var_d, var_p = w.var_dense, w.var_pruned
-  plannable = (w.case != _ABSENT) & (w.case != _SINGLE) & ((var_d + var_p) > 0)
+  plannable = (w.case != CASE_ABSENT) & (w.case != CASE_SINGLE_MODEL) & ((var_d + var_p) > 0)
 
   current = np.full(num_classes, np.nan)
   needed = np.full(num_classes, np.nan)
@@ -622,9 +809,9 @@ def models_needed(
     achieved[idx] = np.where(over, np.nan, power_at(hi))
 
   notes = np.full(num_classes, "", dtype=object)
-  notes[~plannable & (w.case != _ABSENT) & (w.case != _SINGLE)] = NOTE_NO_VARIANCE
-  notes[w.case == _SINGLE] = NOTE_SINGLE_MODEL
-  notes[w.case == _ABSENT] = NOTE_ABSENT
+  notes[~plannable & (w.case != CASE_ABSENT) & (w.case != CASE_SINGLE_MODEL)] = NOTE_NO_VARIANCE
+  notes[w.case == CASE_SINGLE_MODEL] = NOTE_SINGLE_MODEL
+  notes[w.case == CASE_ABSENT] = NOTE_ABSENT
   notes[np.isinf(needed)] = NOTE_OVER_CAP
 
   per_class = pd.DataFrame(
@@ -656,71 +843,172 @@ def models_needed(
 
 
 # --------------------------------------------------------------------------------------------------
-# Weighted modal labels on a sorted vote table
+# Modal labels: one algorithm for every population, weighting and tie rule
 # --------------------------------------------------------------------------------------------------
 
 
-class _SortedVotes:
+@dataclasses.dataclass(frozen=True, eq=False)  # eq=False: arrays have no single truth value to compare
+class ModalVotes:
+  """Result of ``modal_votes`` (and ``SortedVotes.votes``), one entry per example.
+
+  labels: int64 modal label: the label with the most (weighted) votes, ties broken by ``tie_break``.
+  count: int64 weighted votes of the modal label.
+  share: float64 ``count`` over the total weight: the fraction of the population's votes for the modal label.
+  tied: bool, another label had as many votes (the tie rule chose the modal label among them).
+  tie_break: the rule used, one of ``TIE_BREAKS``.
+  """
+
+  labels: np.ndarray
+  count: np.ndarray
+  share: np.ndarray
+  tied: np.ndarray
+  tie_break: str
+
+
+class SortedVotes:
   """A population's votes sorted per example, so that any weighting of its models is tallied fast.
 
   Each column (example) of the [n_models, n_examples] label matrix is sorted once; equal labels then
-  form runs.  For a vector of model weights w (resampling multiplicities), a running sum of w that
-  restarts at every run start, read at the run's last position, is that label's weighted vote count.
-  The sum walks the n_models sorted rows one at a time, so each step is a contiguous vector
-  operation over the examples and memory stays O(n_models x n_examples), never
-  O(n_examples x n_classes).
+  form runs.  For a vector of model weights w (1 per model; resampling multiplicities; 0/1 for a split),
+  a running sum of w that restarts at every run start, read at the run's last position, is that label's
+  weighted vote count.  The sum walks the n_models sorted rows one at a time, so each step is a
+  contiguous vector operation over the examples and memory stays O(n_models x n_examples), never
+  O(n_examples x n_classes) (50 M cells for ImageNet).
+
+  The modal label is the maximum of the key ``count * C + label_code``, taken as the sum runs: the code
+  is ``C - 1 - label`` for ties toward the smallest label, ``label`` for ties toward the largest.
+  Inside a run the running total only grows, so the maximum over all positions is the maximum over run
+  ends.  Sort once, then call ``modal`` or ``votes`` for as many weightings as needed.
+
+  Args:
+    predictions: int [n_models, n_examples] top-1 labels in [0, num_classes).
+    num_classes: the size of the label space; by default the largest label + 1 (enough for modal labels).
   """
 
-  def __init__(self, predictions: np.ndarray, num_classes: int):
+  def __init__(self, predictions, num_classes=None):
+    if num_classes is not None:
+      num_classes = _check_num_classes(num_classes)
+    predictions = _check_predictions(predictions, "predictions", num_classes)
+    if num_classes is None:
+      num_classes = int(predictions.max()) + 1
     n_models, n_examples = predictions.shape
     self.shape = (n_models, n_examples)
     self.num_classes = num_classes
     self.order = np.argsort(predictions, axis=0, kind="stable").astype(np.intp)
     sorted_labels = np.take_along_axis(predictions, self.order, axis=0)
     # same_run[j] = 1 when sorted position j continues the run of position j - 1.
-    self.same_run = np.zeros((n_models, n_examples), dtype=np.int64)
-    self.same_run[1:] = sorted_labels[1:] == sorted_labels[:-1]
+    same_run = np.zeros((n_models, n_examples), dtype=np.int64)
+    same_run[1:] = sorted_labels[1:] == sorted_labels[:-1]
     self.run_end = np.ones((n_models, n_examples), dtype=bool)
-    self.run_end[:-1] = self.same_run[1:] == 0
-    # Key = count * num_classes + (num_classes - 1 - label): its maximum picks the largest count,
-    # then the smallest label.
+    self.run_end[:-1] = same_run[1:] == 0
+    # int32 keys halve the memory traffic of the hot loop; they hold every key while the total weight is at most
+    # n_models (unit weights, resamples, splits).  Larger total weights use int64 tables (``_tables``).
     self.key_dtype = np.int32 if (n_models + 1) * num_classes < np.iinfo(np.int32).max else np.int64
-    self.same_run = self.same_run.astype(self.key_dtype)
-    self.label_key = (num_classes - 1 - sorted_labels).astype(self.key_dtype)
+    self.same_run = same_run.astype(self.key_dtype)
+    # The only copy of the sorted labels kept, as the key code of the smallest-id rule (the other rule's code and
+    # sorted_labels are derived from it).  In the key dtype before subtracting: C - 1 may not fit the labels' own
+    # dtype (uint8 labels, 1000 classes).
+    self._smallest_code = num_classes - 1 - sorted_labels.astype(self.key_dtype)
 
-  def modal(self, weights: np.ndarray) -> np.ndarray:
-    """Modal label per example for non-negative integer model weights (ties: smallest id).
+  @property
+  def sorted_labels(self) -> np.ndarray:
+    """The labels in sorted order per example, int64 [n_models, n_examples] (run ends: ``run_end``)."""
+    return (self.num_classes - 1 - self._smallest_code).astype(np.int64)
 
-    Inside a run the running total only grows, so the maximum key over all positions equals the
-    maximum over run ends.
-    """
-    weights = np.asarray(weights).astype(self.key_dtype)
+  def _tables(self, total_weight: int, tie_break: str):
+    """(dtype, same_run, label code) of the keys for this total weight and tie rule."""
+    same_run = self.same_run
+    code = self._smallest_code if tie_break == "smallest" else self.num_classes - 1 - self._smallest_code
+    if (total_weight + 1) * self.num_classes < np.iinfo(self.key_dtype).max:
+      return self.key_dtype, same_run, code
+    return np.int64, same_run.astype(np.int64), code.astype(np.int64)
+
+  def _tally(self, weights, tie_break: str, keep_totals: bool):
+    """The running sums: (best key [n_examples], running totals [n_models, n_examples] or None, total weight)."""
+    tie_break = _check_tie_break(tie_break)
+    if weights is None:
+      weights = np.ones(self.shape[0], dtype=np.int64)
+    else:
+      weights = _check_weights(weights, self.shape[0])
+    total_weight = int(weights.sum())
+    dtype, same_run, code = self._tables(total_weight, tie_break)
+    weights = weights.astype(dtype)
+    num_classes = self.num_classes
     total = weights[self.order[0]]
-    best = total * self.num_classes + self.label_key[0]
+    best = total * num_classes + code[0]
     key = np.empty_like(best)
+    totals = np.empty(self.shape, dtype=dtype) if keep_totals else None
+    if keep_totals:
+      totals[0] = total
     for j in range(1, self.shape[0]):
-      np.multiply(total, self.same_run[j], out=total)
+      np.multiply(total, same_run[j], out=total)
       np.add(total, weights[self.order[j]], out=total)
-      np.multiply(total, self.num_classes, out=key)
-      np.add(key, self.label_key[j], out=key)
+      if keep_totals:
+        totals[j] = total
+      np.multiply(total, num_classes, out=key)
+      np.add(key, code[j], out=key)
       np.maximum(best, key, out=best)
-    return (self.num_classes - 1 - best % self.num_classes).astype(np.int64)
+    return best, totals, total_weight
 
-  def abs_run_totals(self, weights: np.ndarray) -> np.ndarray:
-    """Sum over runs of |weighted run total| per example, for signed integer weights (int64)."""
-    weights = np.asarray(weights, dtype=np.int64)
-    same = self.same_run.astype(np.int64)
+  def _labels(self, best: np.ndarray, tie_break: str) -> np.ndarray:
+    code = best % self.num_classes
+    return (self.num_classes - 1 - code if tie_break == "smallest" else code).astype(np.int64)
+
+  def modal(self, weights=None, tie_break: str = "smallest") -> np.ndarray:
+    """Modal label per example, int64 [n_examples], for non-negative integer model weights (default: 1 each)."""
+    best, _, _ = self._tally(weights, tie_break, keep_totals=False)
+    return self._labels(best, tie_break)
+
+  def votes(self, weights=None, tie_break: str = "smallest") -> ModalVotes:
+    """Modal label, its votes, its share and the tie mask per example (``ModalVotes``)."""
+    best, totals, total_weight = self._tally(weights, tie_break, keep_totals=True)
+    count = best // self.num_classes
+    tied = np.count_nonzero((totals == count) & self.run_end, axis=0) > 1
+    return ModalVotes(labels=self._labels(best, tie_break), count=count.astype(np.int64),
+                      share=count / total_weight, tied=tied, tie_break=tie_break)
+
+  def _run_sums(self, weights):
+    """Yields (j, the signed int64 running total at sorted position j), row by row, in O(n_examples) memory."""
+    weights = (np.ones(self.shape[0], dtype=np.int64) if weights is None
+               else _check_weights(weights, self.shape[0], signed=True))
     total = np.zeros(self.shape[1], dtype=np.int64)
-    result = np.zeros(self.shape[1], dtype=np.int64)
     for j in range(self.shape[0]):
-      total = total * same[j] + weights[self.order[j]]
+      total = total * self.same_run[j] + weights[self.order[j]]
+      yield j, total
+
+  def run_totals(self, weights=None) -> np.ndarray:
+    """Weighted votes of each run, int64 [n_models, n_examples]: at a run's last sorted position, the summed
+    weight of the models voting for its label (``sorted_labels``); 0 elsewhere.  Weights may be negative
+    (signed sums compare two populations stacked in one table)."""
+    out = np.zeros(self.shape, dtype=np.int64)
+    for j, total in self._run_sums(weights):
+      out[j] = np.where(self.run_end[j], total, 0)
+    return out
+
+  def abs_run_totals(self, weights) -> np.ndarray:
+    """Sum over runs of |weighted run total| per example, int64 [n_examples], for signed integer weights."""
+    result = np.zeros(self.shape[1], dtype=np.int64)
+    for j, total in self._run_sums(weights):
       result += np.where(self.run_end[j], np.abs(total), 0)
     return result
 
 
-def _modal_labels(predictions: np.ndarray, num_classes: int) -> np.ndarray:
-  votes = _SortedVotes(predictions, num_classes)
-  return votes.modal(np.ones(predictions.shape[0], dtype=np.int64))
+def modal_votes(predictions, num_classes=None, weights=None, tie_break: str = "smallest") -> ModalVotes:
+  """Modal label of every example over a population's (weighted) models, with its share and the tie mask.
+
+  Args:
+    predictions: int [n_models, n_examples] top-1 labels.
+    num_classes: size of the label space (default: the largest label + 1).
+    weights: optional non-negative integer vote weight per model [n_models] (e.g. multiplicities in a bootstrap
+      resample); 1 each by default.
+    tie_break: "smallest" (pie's rule) or "largest" (the authors' code): which of the labels tied for the most
+      votes is modal.
+
+  Returns:
+    ``ModalVotes``.  ``pie.stats.modal_labels`` is this with unit weights.  To tally many weightings of one
+    population, sort it once with ``SortedVotes``.
+  """
+  return SortedVotes(predictions, num_classes).votes(weights, tie_break)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -787,7 +1075,7 @@ def bootstrap_class_stability(dense_hits, pruned_hits, class_count, dense_rows, 
   exchangeable = normalization == "per_model"
   observed = _welch(_normalize(recall_d, top1_d, normalization), _normalize(recall_p, top1_p, normalization),
                     unchanged=unchanged_classes(recall_d, recall_p), exchangeable=exchangeable)
-  observed_significant = ~np.isnan(observed.p) & (observed.p < alpha)
+  observed_significant = observed.significant(alpha)
   num_resamples = len(dense_rows)
   hits = np.zeros(recall_d.shape[1], dtype=np.int64)
   for start in range(0, num_resamples, chunk_size):
@@ -798,9 +1086,8 @@ def bootstrap_class_stability(dense_hits, pruned_hits, class_count, dense_rows, 
       _resampled_normalized(recall_p, top1_p, rows_p, normalization),
       unchanged=unchanged_classes(recall_d[rows_d], recall_p[rows_p]), exchangeable=exchangeable,
     )
-    hits += (~np.isnan(res.p) & (res.p < alpha)).sum(axis=0)
-  testable = ~np.isnan(observed.p)
-  return np.where(testable, hits / num_resamples, np.nan), observed_significant
+    hits += res.significant(alpha).sum(axis=0)
+  return np.where(observed.tested, hits / num_resamples, np.nan), observed_significant
 
 
 def bootstrap_pie_stability(dense_preds, pruned_preds, num_classes: int, dense_rows, pruned_rows,
@@ -814,15 +1101,15 @@ def bootstrap_pie_stability(dense_preds, pruned_preds, num_classes: int, dense_r
   dense_preds = np.asarray(dense_preds)
   pruned_preds = np.asarray(pruned_preds)
   n_d, n_p = dense_preds.shape[0], pruned_preds.shape[0]
-  observed_pie = _modal_labels(dense_preds, num_classes) != _modal_labels(pruned_preds, num_classes)
+  observed_pie = SortedVotes(dense_preds, num_classes).modal() != SortedVotes(pruned_preds, num_classes).modal()
   unanimous = (dense_preds == dense_preds[0]).all(axis=0) & (pruned_preds == pruned_preds[0]).all(axis=0)
   pie_stability = observed_pie.astype(np.float64)  # exact for unanimous examples
   contested = np.flatnonzero(~unanimous)
   num_resamples = len(dense_rows)
   counts = np.full(num_resamples, np.count_nonzero(observed_pie[unanimous]), dtype=np.int64)
   if contested.size:
-    votes_d = _SortedVotes(dense_preds[:, contested], num_classes)
-    votes_p = _SortedVotes(pruned_preds[:, contested], num_classes)
+    votes_d = SortedVotes(dense_preds[:, contested], num_classes)
+    votes_p = SortedVotes(pruned_preds[:, contested], num_classes)
     pie_count = np.zeros(contested.size, dtype=np.int64)
     for b in range(num_resamples):
       w_d = np.bincount(dense_rows[b], minlength=n_d)
@@ -863,17 +1150,12 @@ def bootstrap_stability(
   where some model disagrees (unanimous examples have a fixed outcome).
   """
   num_classes = _check_num_classes(num_classes)
-  dense_preds = _check_predictions(dense_preds, num_classes, "dense_preds")
-  pruned_preds = _check_predictions(pruned_preds, num_classes, "pruned_preds")
-  if dense_preds.shape[1] != pruned_preds.shape[1]:
-    raise ValueError(
-      f"dense_preds has {dense_preds.shape[1]} examples but pruned_preds has {pruned_preds.shape[1]}"
-    )
+  dense_preds = _check_predictions(dense_preds, "dense_preds", num_classes)
+  pruned_preds = _check_predictions(pruned_preds, "pruned_preds", num_classes)
+  _check_same_examples(dense_preds, pruned_preds, "dense_preds", "pruned_preds")
   labels = _check_labels(labels, dense_preds.shape[1], num_classes)
-  if isinstance(num_resamples, bool) or not isinstance(num_resamples, (int, np.integer)) or num_resamples < 1:
-    raise ValueError(f"num_resamples must be an int >= 1, got {num_resamples!r}")
-  if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
-    raise ValueError(f"chunk_size must be an int >= 1, got {chunk_size!r}")
+  num_resamples = _check_int(num_resamples, "num_resamples", 1)
+  chunk_size = _check_int(chunk_size, "chunk_size", 1)
   alpha = _check_probability(alpha, "alpha")
   normalization = _check_normalization(normalization)
 
@@ -913,8 +1195,7 @@ def half_splits(pool_size: int, n_first: int, n_second: int, num_splits: int, se
   comparison: whatever differs between its two populations is seed noise.
   """
   for name, value, minimum in (("n_first", n_first, 2), ("n_second", n_second, 2), ("num_splits", num_splits, 1)):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-      raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+    _check_int(value, name, minimum)
   if n_first + n_second > pool_size:
     raise ValueError(f"a pool of {pool_size} models cannot be split into {n_first} + {n_second}")
   rng = np.random.default_rng(seed)
@@ -936,12 +1217,12 @@ def split_pie_counts(pool_predictions, first_rows, second_rows, num_classes: int
   be PIEs and are skipped.
   """
   num_classes = _check_num_classes(num_classes)
-  pool = _check_predictions(pool_predictions, num_classes, "pool_predictions")
+  pool = _check_predictions(pool_predictions, "pool_predictions", num_classes)
   first_rows, second_rows = np.asarray(first_rows), np.asarray(second_rows)
   counts = np.zeros(len(first_rows), dtype=np.int64)
   contested = np.flatnonzero(~(pool == pool[0]).all(axis=0))
   if contested.size:
-    votes = _SortedVotes(pool[:, contested], num_classes)
+    votes = SortedVotes(pool[:, contested], num_classes)
     for s in range(len(first_rows)):
       counts[s] = np.count_nonzero(votes.modal(_split_weights(first_rows[s], len(pool)))
                                    != votes.modal(_split_weights(second_rows[s], len(pool))))
@@ -967,9 +1248,10 @@ def split_class_tests(pool_hits, class_count, first_rows, second_rows, alpha: fl
                  _resampled_normalized(recall, top1, rows_b, normalization),
                  unchanged=unchanged_classes(recall[rows_a], recall[rows_b]),
                  exchangeable=normalization == "per_model")
+    tested, significant = res.tested, res.significant(alpha)
     for i, p in enumerate(res.p):
-      out["num_tested"][start + i] = np.count_nonzero(~np.isnan(p))
-      out["num_significant"][start + i] = np.count_nonzero(~np.isnan(p) & (p < alpha))
+      out["num_tested"][start + i] = np.count_nonzero(tested[i])
+      out["num_significant"][start + i] = np.count_nonzero(significant[i])
       out["num_significant_fdr"][start + i] = np.count_nonzero(bh_rejections(bh_q_values(p), alpha))
   return out
 
@@ -1069,18 +1351,15 @@ def exemplar_parts(baseline_preds, compressed_preds, num_classes: int):
   values depend on its own column of predictions only, so blocks of examples may be scored apart.
   """
   num_classes = _check_num_classes(num_classes)
-  baseline = _check_predictions(baseline_preds, num_classes, "baseline_preds")
-  compressed = _check_predictions(compressed_preds, num_classes, "compressed_preds")
-  if baseline.shape[1] != compressed.shape[1]:
-    raise ValueError(
-      f"baseline_preds has {baseline.shape[1]} examples but compressed_preds has {compressed.shape[1]}"
-    )
+  baseline = _check_predictions(baseline_preds, "baseline_preds", num_classes)
+  compressed = _check_predictions(compressed_preds, "compressed_preds", num_classes)
+  _check_same_examples(baseline, compressed, "baseline_preds", "compressed_preds")
   n_b, n_c = baseline.shape[0], compressed.shape[0]
-  baseline_modal = _modal_labels(baseline, num_classes)
-  compressed_modal = _modal_labels(compressed, num_classes)
+  baseline_modal = SortedVotes(baseline, num_classes).modal()
+  compressed_modal = SortedVotes(compressed, num_classes).modal()
 
   common = np.result_type(baseline.dtype, compressed.dtype)
-  votes = _SortedVotes(np.concatenate([baseline.astype(common), compressed.astype(common)]), num_classes)
+  votes = SortedVotes(np.concatenate([baseline.astype(common), compressed.astype(common)]), num_classes)
   signed = np.concatenate([np.full(n_b, n_c, dtype=np.int64), np.full(n_c, -n_b, dtype=np.int64)])
   return baseline_modal, compressed_modal, votes.abs_run_totals(signed)
 

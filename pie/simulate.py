@@ -72,6 +72,8 @@ from typing import Sequence, Union
 import numpy as np
 from scipy import stats
 
+from pie import significance
+
 __all__ = ["SimulatedStudy", "simulate_populations"]
 
 _BISECTION_STEPS = 64
@@ -119,12 +121,6 @@ class SimulatedStudy:
   dense_skill: np.ndarray
   pruned_skill: np.ndarray
   seed: int
-
-
-def _check_count(value, name: str, minimum: int) -> int:
-  if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < minimum:
-    raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-  return int(value)
 
 
 def _truncated_pmf(q: np.ndarray, n: int, low: np.ndarray, high: np.ndarray) -> np.ndarray:
@@ -288,15 +284,15 @@ def simulate_populations(
       ``ceiling_accuracy - accuracy_drop + effect`` and must stay below 1.
     seed: seed of ``np.random.default_rng``.
   """
-  num_classes = _check_count(num_classes, "num_classes", 2)
-  num_examples = _check_count(num_examples, "num_examples", num_classes)
-  n_d = _check_count(num_dense, "num_dense", 3)
-  n_p = _check_count(num_pruned, "num_pruned", 3)
+  # pylint: disable=protected-access  (pie.significance's checks, shared on purpose: one message per problem)
+  num_classes = significance._check_int(num_classes, "num_classes", 2)
+  num_examples = significance._check_int(num_examples, "num_examples", num_classes)
+  n_d = significance._check_int(num_dense, "num_dense", 3)
+  n_p = significance._check_int(num_pruned, "num_pruned", 3)
   for name, value in (("base_accuracy", base_accuracy), ("easy_accuracy", easy_accuracy),
                       ("hard_accuracy", hard_accuracy), ("pie_strength", pie_strength),
                       ("ceiling_accuracy", ceiling_accuracy)):
-    if not 0.0 < float(value) < 1.0:
-      raise ValueError(f"{name} must be in (0, 1), got {value}")
+    significance._check_probability(value, name)
   if not pie_strength > 0.5:
     raise ValueError(f"pie_strength must be > 0.5, got {pie_strength}")
   if not hard_accuracy < 0.5 < easy_accuracy:

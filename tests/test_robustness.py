@@ -18,6 +18,7 @@ from pie import corruptions
 from pie import model_dir
 from pie import preprocess
 from pie import robustness
+from pie import significance
 from pie import study as study_lib
 from pie.errors import PieError
 from tests import fake_study
@@ -204,6 +205,88 @@ def test_restrict_argmax_on_hand_made_logits():
   np.testing.assert_array_equal(restricted, [988, 11, 6])
   with pytest.raises(ValueError, match="distinct"):
     robustness.restrict_argmax(logits, [1, 1])
+
+
+def _set_result(name, labels, accuracies):
+  """A SetResult whose models have the given top-1 accuracies (multiples of 1 / len(labels)), per level."""
+  predictions = {}
+  for level, acc in accuracies.items():
+    wrong = np.round((1 - np.asarray(acc)) * len(labels)).astype(int)
+    predictions[level] = np.stack([np.where(np.arange(len(labels)) < k, (labels + 1) % 5, labels) for k in wrong])
+  return robustness.SetResult(name, 1, labels, predictions)
+
+
+@pytest.fixture(scope="module")
+def degenerate_sets():
+  """Sets with regular and degenerate per-model drops: 6 dense and 5 pruned models (level 0.9), and a level of a
+  single model (0.5); every model has 90% clean top-1, so each set's drops are exact copies where they are equal."""
+  rng = np.random.default_rng(0)
+  labels = np.arange(100) % 5
+  clean = {0.0: np.full(6, 0.9), 0.9: np.full(5, 0.9), 0.5: np.full(1, 0.9)}
+
+  def varied(n, low, high):
+    return rng.integers(low, high, size=n) / 100
+
+  sets = {
+      "regular_a": {0.0: varied(6, 80, 90), 0.9: varied(5, 70, 88), 0.5: [0.8]},
+      "regular_b": {0.0: varied(6, 60, 90), 0.9: varied(5, 60, 90), 0.5: [0.7]},
+      "constant_equal": {0.0: np.full(6, 0.85), 0.9: np.full(5, 0.85), 0.5: [0.85]},
+      "constant_separated": {0.0: np.full(6, 0.85), 0.9: np.full(5, 0.8), 0.5: [0.8]},
+      "dense_constant": {0.0: np.full(6, 0.85), 0.9: varied(5, 70, 88), 0.5: [0.75]},
+  }
+  results = [_set_result(name, labels, acc) for name, acc in sets.items()]
+  return results, clean
+
+
+@pytest.mark.filterwarnings("ignore:Precision loss occurred:RuntimeWarning")  # scipy, on the constant sample
+def test_robustness_welch_is_scipy_on_regular_rows_and_the_kernel_on_degenerate_ones(degenerate_sets):
+  results, clean = degenerate_sets
+  table = robustness.robustness_table(results, clean).set_index(["sparsity", "corruption"])
+  drops = {level: np.stack([clean[level] - r.top1(level) for r in results], axis=1) for level in clean}
+  for level in (0.9, 0.5):
+    kernel = significance.welch_test(drops[0.0], drops[level])
+    rows = table.loc[level].loc[[r.corruption for r in results]]
+    np.testing.assert_array_equal(rows["t_statistic"], kernel.t)
+    np.testing.assert_array_equal(rows["p_value"], kernel.p)
+    np.testing.assert_array_equal(rows["q_value"], significance.bh_q_values(kernel.p))
+  level = table.loc[0.9]
+  for name in ("regular_a", "regular_b", "dense_constant"):
+    j = [r.corruption for r in results].index(name)
+    expected = scipy.stats.ttest_ind(drops[0.0][:, j], drops[0.9][:, j], equal_var=False)
+    assert level.loc[name, "t_statistic"] == pytest.approx(expected.statistic, rel=1e-12)
+    assert level.loc[name, "p_value"] == pytest.approx(expected.pvalue, rel=1e-12)
+    assert level.loc[name, "significant"] == (expected.pvalue < 0.05)
+  # Where scipy returns t = NaN (0/0) or p = 0 (infinite t), the kernel's rules: equal drops are no difference;
+  # complete separation gets the exact permutation p-value, 1 / C(6 + 5, 6).
+  names = [r.corruption for r in results]
+  with np.errstate(all="ignore"):
+    raw_equal = scipy.stats.ttest_ind(*(drops[lv][:, names.index("constant_equal")] for lv in (0.0, 0.9)),
+                                      equal_var=False)
+    raw_separated = scipy.stats.ttest_ind(*(drops[lv][:, names.index("constant_separated")] for lv in (0.0, 0.9)),
+                                          equal_var=False)
+  assert np.isnan(raw_equal.pvalue) and raw_separated.pvalue == 0
+  equal, separated = level.loc["constant_equal"], level.loc["constant_separated"]
+  assert equal["t_statistic"] == 0 and equal["p_value"] == 1 and not equal["significant"]
+  assert separated["t_statistic"] == -np.inf and separated["p_value"] == pytest.approx(1 / 462, rel=1e-12)
+  assert separated["significant"]
+  # A population of one model has no variance: no test, no q-value, never significant.
+  single = table.loc[0.5]
+  assert single["p_value"].isna().all() and single["q_value"].isna().all()
+  assert not single["significant"].any() and not single["significant_fdr"].any()
+
+
+def test_robustness_fdr_is_the_one_benjamini_hochberg_at_q_at_most_alpha(degenerate_sets):
+  results, clean = degenerate_sets
+  assert robustness.bh_q_values is significance.bh_q_values
+  table = robustness.robustness_table(results, clean)
+  level = table[table["sparsity"] == 0.9]
+  np.testing.assert_array_equal(level["q_value"], significance.bh_q_values(level["p_value"]))
+  # At alpha equal to a q-value, that row is a discovery: the step-up rule's boundary is q <= alpha.
+  boundary = float(level["q_value"].min())
+  at_boundary = robustness.robustness_table(results, clean, alpha=boundary)
+  rows = at_boundary[(at_boundary["sparsity"] == 0.9) & (at_boundary["q_value"] == boundary)]
+  assert len(rows) and rows["significant_fdr"].all()
+  np.testing.assert_array_equal(at_boundary["significant_fdr"], at_boundary["q_value"] <= boundary)
 
 
 def _save_tiny_model(path, input_shape, num_classes, seed, bias_class=None):

@@ -1,6 +1,7 @@
 """Tests of pie.significance: every statistic against scipy or a hand computation, the degenerate cases,
 power, the bootstrap and the compression-identified-exemplar scores."""
 
+import dataclasses
 import math
 
 import numpy as np
@@ -317,10 +318,82 @@ def test_vectorized_welch_over_resamples_matches_scipy():
   rng = np.random.default_rng(7)
   dense = rng.normal(size=(4, 6, 5))
   pruned = rng.normal(0.3, 2.0, size=(4, 8, 5))
-  result = sig._welch(dense, pruned)
+  result = sig.welch_test(dense, pruned)
   ref = stats.ttest_ind(dense, pruned, axis=1, equal_var=False)
   np.testing.assert_allclose(result.t, ref.statistic, rtol=1e-12)
   np.testing.assert_allclose(result.p, ref.pvalue, rtol=1e-10)
+  np.testing.assert_allclose(result.df, ref.df, rtol=1e-12)
+  np.testing.assert_allclose(result.mean_dense, dense.mean(axis=1))
+  np.testing.assert_allclose(result.var_pruned, pruned.var(axis=1, ddof=1))
+  assert (result.n_dense, result.n_pruned) == (6, 8) and result.t.shape == (4, 5)
+  assert (result.case == sig.CASE_REGULAR).all() and (result.note == "").all()
+  np.testing.assert_array_equal(result.significant(0.05), ref.pvalue < 0.05)
+
+
+# ------------------------------------------------------------------------------------------------
+# welch_test, welch_confidence_interval, hedges_g: the kernel itself
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.filterwarnings("ignore:Precision loss occurred:RuntimeWarning")  # scipy, on the constant sample
+def test_welch_test_degenerate_columns_follow_the_table():
+  # Columns: regular, dense constant, both constant and equal, both constant and different, absent, unchanged.
+  dense = np.array([[0.1, 0.2, 0.3, 0.3, np.nan, 0.1], [0.3, 0.2, 0.3, 0.3, np.nan, 0.2], [0.2, 0.2, 0.3, 0.3,
+                                                                                              np.nan, 0.4]])
+  pruned = np.array([[0.0, 0.1, 0.3, 0.1, np.nan, 0.3], [0.1, 0.15, 0.3, 0.1, np.nan, 0.1]])
+  unchanged = np.array([False, False, False, False, False, True])
+  result = sig.welch_test(dense, pruned, unchanged=unchanged)
+  np.testing.assert_array_equal(result.case, [sig.CASE_REGULAR, sig.CASE_REGULAR, sig.CASE_CONSTANT_EQUAL,
+                                              sig.CASE_CONSTANT_SEPARATED, sig.CASE_ABSENT, sig.CASE_UNCHANGED])
+  ref = stats.ttest_ind(dense[:, :2], pruned[:, :2], equal_var=False)
+  np.testing.assert_allclose(result.p[:2], ref.pvalue, rtol=1e-10)
+  assert result.df[1] == pytest.approx(1.0)  # dense constant: df = n_pruned - 1
+  assert result.t[2] == 0 and result.p[2] == 1 and np.isnan(result.df[2])
+  assert result.t[3] == np.inf and result.p[3] == pytest.approx(1 / special.comb(5, 3))
+  assert np.isnan(result.p[4:]).all() and np.isnan(result.t[4:]).all()
+  np.testing.assert_array_equal(result.tested, [True, True, True, True, False, False])
+  assert list(result.note) == ["", sig.NOTE_DENSE_CONSTANT, sig.NOTE_CONSTANT_EQUAL, sig.NOTE_CONSTANT_SEPARATED,
+                               sig.NOTE_ABSENT, sig.NOTE_UNCHANGED]
+  # Not exchangeable (a population-level constant was subtracted): complete separation is untestable.
+  untestable = sig.welch_test(dense, pruned, exchangeable=False)
+  assert untestable.case[3] == sig.CASE_CONSTANT_UNTESTABLE and np.isnan(untestable.p[3])
+  assert untestable.note[3] == sig.NOTE_CONSTANT_UNTESTABLE
+  single = sig.welch_test(dense[:1], pruned)
+  assert (single.case[:4] == sig.CASE_SINGLE_MODEL).all() and np.isnan(single.p).all()
+  with pytest.raises(dataclasses.FrozenInstanceError):
+    result.p = None
+
+
+def test_welch_interval_and_hedges_g_are_those_of_class_tests():
+  dense, pruned = _random_pair(11, c=8)
+  dense[:, 3] = 0.2
+  pruned[:, 3] = 0.1  # complete separation: no interval, infinite g
+  result = sig.welch_test(dense, pruned)
+  table = sig.class_tests(dense, pruned, alpha=0.1)
+  low, high = sig.welch_confidence_interval(result, 0.9)
+  np.testing.assert_array_equal(low, table["ci_low"])
+  np.testing.assert_array_equal(high, table["ci_high"])
+  np.testing.assert_array_equal(sig.hedges_g(result), table["hedges_g"])
+  assert np.isnan(low[3]) and sig.hedges_g(result)[3] == -np.inf
+  half = stats.t.ppf(0.95, result.df[0]) * math.sqrt(dense[:, 0].var(ddof=1) / 7 + pruned[:, 0].var(ddof=1) / 9)
+  assert high[0] == pytest.approx(pruned[:, 0].mean() - dense[:, 0].mean() + half, rel=1e-12)
+  assert np.isnan(sig.hedges_g(sig.welch_test(dense[:1], pruned))).all()
+  with pytest.raises(ValueError, match="confidence must be in"):
+    sig.welch_confidence_interval(result, 95)
+
+
+@pytest.mark.parametrize("dense, pruned, kwargs, message", [
+  (np.zeros(3), np.zeros((3, 1)), {}, r"dense must be an array \[\.\.\., n_models, n_columns\]"),
+  (np.full((3, 2), np.inf), np.zeros((3, 2)), {}, "dense contains infinite values"),
+  (np.array([[0.1], [np.nan]]), np.zeros((3, 1)), {}, "NaN for some models but not all"),
+  (np.zeros((3, 2)), np.zeros((3, 3)), {}, "dense has 2 classes"),
+  (np.zeros((2, 3, 2)), np.zeros((3, 3, 2)), {}, "same leading"),
+  (np.zeros((3, 2)), np.zeros((3, 2)), {"unchanged": np.zeros(3, bool)}, "unchanged must be a bool array"),
+  (np.zeros((3, 2)), np.zeros((3, 2)), {"unchanged": np.zeros(2)}, "unchanged must be a bool array"),
+])
+def test_welch_test_rejects_bad_input(dense, pruned, kwargs, message):
+  with pytest.raises(ValueError, match=message):
+    sig.welch_test(dense, pruned, **kwargs)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -442,22 +515,107 @@ def _brute_modal(preds, num_classes, weights=None):
   return counts.argmax(axis=1)  # first maximum = smallest id
 
 
+def _brute_votes(preds, num_classes, weights, tie_break):
+  """Modal label, its votes, share and tie flag from a dense vote table, one example at a time."""
+  out = []
+  for column in preds.T:
+    counts = np.bincount(column, weights=weights, minlength=num_classes)
+    best = np.flatnonzero(counts == counts.max())
+    out.append((best[0] if tie_break == "smallest" else best[-1], counts.max(), len(best) > 1))
+  labels, count, tied = map(np.array, zip(*out))
+  return labels, count, count / weights.sum(), tied
+
+
+@pytest.mark.parametrize("tie_break", sig.TIE_BREAKS)
 @pytest.mark.parametrize("seed", [0, 1])
-def test_modal_labels_match_brute_force_and_stats_module(seed):
+def test_modal_votes_match_brute_force(seed, tie_break):
   rng = np.random.default_rng(seed)
   preds = rng.integers(0, 4, size=(6, 500))  # 4 classes, 6 models: many ties
-  modal = sig._modal_labels(preds, 4)
-  np.testing.assert_array_equal(modal, _brute_modal(preds, 4))
-  np.testing.assert_array_equal(modal, pie_stats.modal_labels(preds))
+  unit = np.ones(6, dtype=np.int64)
+  resample = np.bincount(rng.integers(0, 6, size=6), minlength=6)  # multiplicities, zeros included
+  for weights in (None, unit, resample, np.array([0, 1, 0, 1, 1, 0]), np.array([3, 1, 4, 1, 5, 9])):
+    votes = sig.modal_votes(preds, 4, weights=weights, tie_break=tie_break)
+    labels, count, share, tied = _brute_votes(preds, 4, unit if weights is None else weights, tie_break)
+    np.testing.assert_array_equal(votes.labels, labels)
+    np.testing.assert_array_equal(votes.count, count)
+    np.testing.assert_array_equal(votes.share, share)
+    np.testing.assert_array_equal(votes.tied, tied)
+    assert votes.tie_break == tie_break and votes.labels.dtype == np.int64
+    # The fast path without details is the same labels.
+    np.testing.assert_array_equal(sig.SortedVotes(preds, 4).modal(weights, tie_break), labels)
+  # The paper-level API is the same kernel with unit weights.
+  details = pie_stats.modal_labels(preds, return_details=True, tie_break=tie_break)
+  labels, _, share, tied = _brute_votes(preds, 4, unit, tie_break)
+  for got, expected in zip(details, (labels, share, tied)):
+    np.testing.assert_array_equal(got, expected)
 
 
 def test_weighted_modal_labels_match_brute_force():
   rng = np.random.default_rng(2)
   preds = rng.integers(0, 5, size=(7, 400))
-  votes = sig._SortedVotes(preds, 5)
+  votes = sig.SortedVotes(preds, 5)
   for _ in range(5):
     weights = np.bincount(rng.integers(0, 7, size=7), minlength=7)
     np.testing.assert_array_equal(votes.modal(weights), _brute_modal(preds, 5, weights))
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int16, np.int64])
+def test_modal_votes_of_narrow_label_dtypes_in_a_large_label_space(dtype):
+  # num_classes - 1 (999) does not fit uint8: the keys are computed in their own dtype.
+  preds = np.array([[1, 2, 7], [1, 3, 7], [0, 3, 250]], dtype=dtype)
+  for tie_break, expected in (("smallest", [1, 3, 7]), ("largest", [1, 3, 7])):
+    np.testing.assert_array_equal(sig.modal_votes(preds, 1000, tie_break=tie_break).labels, expected)
+  np.testing.assert_array_equal(sig.SortedVotes(preds[:2], 1000).modal(tie_break="largest"), [1, 3, 7])
+  np.testing.assert_array_equal(sig.SortedVotes(preds[:2], 1000).modal(), [1, 2, 7])
+  np.testing.assert_array_equal(pie_stats.modal_labels(preds[:2], tie_break="largest"), [1, 3, 7])
+
+
+def test_modal_votes_with_weights_too_large_for_int32_keys():
+  # Keys are count * num_classes + code: 1000 classes and a total weight of 5e6 overflow int32.
+  rng = np.random.default_rng(3)
+  preds = rng.integers(0, 1000, size=(5, 300))
+  preds[:, :100] = rng.integers(0, 2, size=(5, 100))  # ties between labels 0 and 1
+  weights = np.array([1_000_000, 1_000_000, 2_000_000, 1_000_000, 1_000_000])  # ties: 3e6 against 3e6
+  for tie_break in sig.TIE_BREAKS:
+    votes = sig.modal_votes(preds, 1000, weights=weights, tie_break=tie_break)
+    labels, count, share, tied = _brute_votes(preds, 1000, weights, tie_break)
+    np.testing.assert_array_equal(votes.labels, labels)
+    np.testing.assert_array_equal(votes.count, count)
+    np.testing.assert_array_equal(votes.share, share)
+    np.testing.assert_array_equal(votes.tied, tied)
+    assert votes.tied[:100].any() and votes.count.max() > np.iinfo(np.int32).max // 1000
+
+
+@pytest.mark.parametrize("weights, message", [
+  (np.ones(3, dtype=int), r"one weight per model \(4\)"),
+  (np.ones(4), "integer vote counts"),
+  (np.array([1, -1, 1, 1]), ">= 0 with at least one positive"),
+  (np.zeros(4, dtype=int), ">= 0 with at least one positive"),
+])
+def test_sorted_votes_reject_bad_weights(weights, message):
+  votes = sig.SortedVotes(np.zeros((4, 3), dtype=int), 2)
+  with pytest.raises(ValueError, match=message):
+    votes.modal(weights)
+  with pytest.raises(ValueError, match="tie_break must be one of"):
+    votes.modal(tie_break="random")
+
+
+def test_run_totals_are_the_vote_table():
+  rng = np.random.default_rng(9)
+  preds = rng.integers(0, 6, size=(8, 200))
+  votes = sig.SortedVotes(preds, 6)
+  weights = rng.integers(-3, 4, size=8)
+  totals = votes.run_totals(weights)
+  table = np.zeros((200, 6), dtype=np.int64)
+  for m in range(8):
+    table[np.arange(200), preds[m]] += weights[m]
+  rebuilt = np.zeros_like(table)
+  j, i = np.nonzero(votes.run_end)
+  rebuilt[i, votes.sorted_labels[j, i]] = totals[j, i]
+  np.testing.assert_array_equal(rebuilt, table)
+  np.testing.assert_array_equal(votes.abs_run_totals(weights), np.abs(table).sum(axis=1))
+  np.testing.assert_array_equal(pie_stats.vote_counts(preds, 6), np.stack([np.bincount(c, minlength=6)
+                                                                           for c in preds.T]))
 
 
 # ------------------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ import pytest
 import scipy.stats
 
 import pie
+from pie import significance
 from pie import stats
 
 
@@ -163,8 +164,39 @@ def test_modal_labels_tie_break_largest():
   np.testing.assert_allclose(share, [0.5, 0.5, 0.5, 0.5])
   rng = np.random.default_rng(0)
   votes = rng.integers(0, 4, size=(6, 500))
-  counts = stats.vote_counts(votes, 4)
+  counts = np.stack([np.bincount(column, minlength=4) for column in votes.T])  # independent of the kernel
+  np.testing.assert_array_equal(stats.vote_counts(votes, 4), counts)
   brute = 3 - np.argmax(counts[:, ::-1], axis=1)  # last maximum
   np.testing.assert_array_equal(stats.modal_labels(votes, tie_break="largest"), brute)
   with pytest.raises(ValueError, match="tie_break"):
     stats.modal_labels(votes, tie_break="random")
+
+
+@pytest.mark.parametrize("bad, message", [
+    (np.zeros((2, 3)), "predictions must hold integer class ids"),
+    (np.zeros(3, int), r"predictions must be a 2-D array \[n_models, n_examples\]"),
+    (np.zeros((2, 0), int), "predictions is empty"),
+    (np.full((2, 3), -1), r"predictions holds class ids outside \[0, "),
+])
+def test_one_message_per_problem_in_both_apis(bad, message):
+  # pie.stats checks its arguments with pie.significance's checks: the same problem, the same message.
+  labels = np.zeros(3, int)
+  calls = [lambda: stats.modal_labels(bad), lambda: stats.top1_accuracy(bad, labels),
+           lambda: stats.per_class_recall(bad, labels, 4), lambda: significance.class_hits(bad, labels, 4),
+           lambda: significance.modal_votes(bad, 4)]
+  for call in calls:
+    with pytest.raises(ValueError, match=message):
+      call()
+
+
+def test_label_problems_have_one_message():
+  predictions = np.zeros((2, 3), int)
+  for call in (lambda: stats.top1_accuracy(predictions, np.zeros(4, int)),
+               lambda: stats.class_ttest(predictions, predictions, np.zeros(4, int), 2),
+               lambda: significance.normalized_recall(predictions, np.zeros(4, int), 2)):
+    with pytest.raises(ValueError, match="labels has 4 examples but the predictions have 3"):
+      call()
+  with pytest.raises(ValueError, match=r"labels holds class ids outside \[0, 1\]"):
+    stats.per_class_recall(predictions, np.full(3, 2), 2)
+  with pytest.raises(ValueError, match="cover different numbers of examples"):
+    stats.class_ttest(predictions, np.zeros((2, 4), int), np.zeros(3, int), 2)
