@@ -184,7 +184,7 @@ def robustness_table(results, clean_top1, alpha=0.05):
     q-values are Benjamini-Hochberg over the rows of one level; significant_fdr is q <= alpha.
   """
   if not 0 < alpha < 1:
-    raise PieError(f"alpha must be in (0, 1), got {alpha}")
+    raise PieError(f"alpha must be in (0, 1), got {alpha}", parameter="alpha")
   if 0.0 not in clean_top1:
     raise PieError("no dense population (sparsity 0) among the clean accuracies")
   dense_clean = np.asarray(clean_top1[0.0], float)

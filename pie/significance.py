@@ -484,7 +484,7 @@ def welch_test(dense, pruned, unchanged=None, exchangeable: bool = True) -> Welc
   Returns:
     A ``WelchResult``.
   """
-  dense, pruned = _check_samples(dense, pruned, "dense", "pruned")
+  dense, pruned = _check_samples(dense, pruned, "the dense sample", "the pruned sample")
   if unchanged is not None:
     unchanged = np.asarray(unchanged)
     shape = dense.shape[:-2] + dense.shape[-1:]

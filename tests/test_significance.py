@@ -383,10 +383,10 @@ def test_welch_interval_and_hedges_g_are_those_of_class_tests():
 
 
 @pytest.mark.parametrize("dense, pruned, kwargs, message", [
-  (np.zeros(3), np.zeros((3, 1)), {}, r"dense must be an array \[\.\.\., n_models, n_columns\]"),
-  (np.full((3, 2), np.inf), np.zeros((3, 2)), {}, "dense contains infinite values"),
+  (np.zeros(3), np.zeros((3, 1)), {}, r"the dense sample must be an array \[\.\.\., n_models, n_columns\]"),
+  (np.full((3, 2), np.inf), np.zeros((3, 2)), {}, "the dense sample contains infinite values"),
   (np.array([[0.1], [np.nan]]), np.zeros((3, 1)), {}, "NaN for some models but not all"),
-  (np.zeros((3, 2)), np.zeros((3, 3)), {}, "dense has 2 classes"),
+  (np.zeros((3, 2)), np.zeros((3, 3)), {}, "the dense sample has 2 classes"),
   (np.zeros((2, 3, 2)), np.zeros((3, 3, 2)), {}, "same leading"),
   (np.zeros((3, 2)), np.zeros((3, 2)), {"unchanged": np.zeros(3, bool)}, "unchanged must be a bool array"),
   (np.zeros((3, 2)), np.zeros((3, 2)), {"unchanged": np.zeros(2)}, "unchanged must be a bool array"),
