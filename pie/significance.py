@@ -741,6 +741,32 @@ class SampleSizePlan:
   summary: dict
 
 
+def _smallest_sufficient_size(power_at, num_classes, power, max_models):
+  """Per class, the smallest n >= 2 with power_at(n) >= power (power grows with n): doubling, then bisection.
+
+  Returns (n [num_classes] int64, over [num_classes] bool: not reached by max_models).
+  """
+  lo = np.full(num_classes, 2, dtype=np.int64)
+  hi = np.full(num_classes, 2, dtype=np.int64)
+  done = power_at(hi) >= power
+  # Invariant for unfinished classes: power(lo) < target; grow hi until power(hi) >= target.
+  while not done.all():
+    grow = ~done & (hi < max_models)
+    if not grow.any():
+      break
+    lo = np.where(grow, hi, lo)
+    hi = np.where(grow, np.minimum(hi * 2, max_models), hi)
+    done = done | (grow & (power_at(hi) >= power))
+  lo = np.where(done & (hi > 2), lo, hi)
+  while np.any(hi - lo > 1):
+    mid = (lo + hi) // 2
+    open_ = hi - lo > 1
+    ok = power_at(mid) >= power
+    hi = np.where(open_ & ok, mid, hi)
+    lo = np.where(open_ & ~ok, mid, lo)
+  return hi, ~done
+
+
 def models_needed(
   dense_norm,
   pruned_norm,
@@ -780,33 +806,10 @@ def models_needed(
     vd, vp, eff = var_d[idx], var_p[idx], effect[idx]
     current[idx] = welch_power(vd, vp, w.n_dense, w.n_pruned, eff, alpha)
 
-    def power_at(n):
-      return welch_power(vd, vp, n, n, eff, alpha)
-
-    lo = np.full(idx.size, 2, dtype=np.int64)
-    hi = np.full(idx.size, 2, dtype=np.int64)
-    done = power_at(hi) >= power
-    # Invariant for unfinished classes: power(lo) < target; grow hi until power(hi) >= target.
-    while not done.all():
-      grow = ~done & (hi < max_models)
-      if not grow.any():
-        break
-      lo = np.where(grow, hi, lo)
-      hi = np.where(grow, np.minimum(hi * 2, max_models), hi)
-      done = done | (grow & (power_at(hi) >= power))
-    over = ~done
-    search = done & (hi > 2)
-    lo = np.where(search, lo, hi)
-    while np.any(hi - lo > 1):
-      mid = (lo + hi) // 2
-      open_ = hi - lo > 1
-      ok = power_at(mid) >= power
-      hi = np.where(open_ & ok, mid, hi)
-      lo = np.where(open_ & ~ok, mid, lo)
-    result = hi.astype(np.float64)
-    result[over] = np.inf
-    needed[idx] = result
-    achieved[idx] = np.where(over, np.nan, power_at(hi))
+    found, over = _smallest_sufficient_size(lambda n: welch_power(vd, vp, n, n, eff, alpha), idx.size, power,
+                                            max_models)
+    needed[idx] = np.where(over, np.inf, found.astype(np.float64))
+    achieved[idx] = np.where(over, np.nan, welch_power(vd, vp, found, found, eff, alpha))
 
   notes = np.full(num_classes, "", dtype=object)
   notes[~plannable & (w.case != CASE_ABSENT) & (w.case != CASE_SINGLE_MODEL)] = NOTE_NO_VARIANCE

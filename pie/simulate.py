@@ -235,6 +235,80 @@ def _class_ids(value, name: str, num_classes: int, rng, exclude: np.ndarray) -> 
   return ids
 
 
+def _check_arguments(num_examples, num_classes, num_dense, num_pruned, base_accuracy, accuracy_drop, pie_fraction,
+                     pie_strength, easy_accuracy, hard_accuracy, class_spread, skill_sd, ceiling_accuracy):
+  """The arguments of `simulate_populations`, checked: (num_classes, num_examples, num_dense, num_pruned) as ints."""
+  # pylint: disable=protected-access  (pie.significance's checks, shared on purpose: one message per problem)
+  num_classes = significance._check_int(num_classes, "num_classes", 2)
+  num_examples = significance._check_int(num_examples, "num_examples", num_classes)
+  n_d = significance._check_int(num_dense, "num_dense", 3)
+  n_p = significance._check_int(num_pruned, "num_pruned", 3)
+  for name, value in (("base_accuracy", base_accuracy), ("easy_accuracy", easy_accuracy),
+                      ("hard_accuracy", hard_accuracy), ("pie_strength", pie_strength),
+                      ("ceiling_accuracy", ceiling_accuracy)):
+    significance._check_probability(value, name)
+  if not pie_strength > 0.5:
+    raise ValueError(f"pie_strength must be > 0.5, got {pie_strength}")
+  if not hard_accuracy < 0.5 < easy_accuracy:
+    raise ValueError(f"need hard_accuracy < 0.5 < easy_accuracy, got {hard_accuracy} and {easy_accuracy}")
+  if not -1.0 < float(accuracy_drop) < 1.0:
+    raise ValueError(f"accuracy_drop must be in (-1, 1), got {accuracy_drop}")
+  if not 0.0 <= float(pie_fraction) < 1.0:
+    raise ValueError(f"pie_fraction must be in [0, 1), got {pie_fraction}")
+  if not 0.0 <= float(class_spread) <= 0.5:
+    raise ValueError(f"class_spread must be in [0, 0.5], got {class_spread}")
+  if not (np.isfinite(float(skill_sd)) and float(skill_sd) >= 0.0):
+    raise ValueError(f"skill_sd must be finite and >= 0, got {skill_sd}")
+  return num_classes, num_examples, n_d, n_p
+
+
+def _impacted(impacted_classes, class_effect, num_classes, rng):
+  """The impacted classes (sorted), their planted effects, and the effect of every class (0 where none)."""
+  if isinstance(impacted_classes, (int, np.integer)) and not isinstance(impacted_classes, (bool, np.bool_)):
+    if not 0 <= impacted_classes <= num_classes:
+      raise ValueError(f"impacted_classes must be between 0 and {num_classes}, got {impacted_classes}")
+    impacted = np.sort(rng.choice(num_classes, size=int(impacted_classes), replace=False))
+  else:
+    impacted = _class_ids(impacted_classes, "impacted_classes", num_classes, rng, np.zeros(0, dtype=np.int64))
+  effect_in = np.asarray(class_effect, dtype=np.float64).reshape(-1)
+  if effect_in.size == 1:
+    effects = np.full(impacted.size, effect_in[0])
+  elif effect_in.size == impacted.size:
+    effects = effect_in.copy()
+  else:
+    raise ValueError(
+      f"class_effect must be a scalar or have one value per impacted class ({impacted.size}), got {effect_in.size}"
+    )
+  if impacted.size and not isinstance(impacted_classes, (int, np.integer)):
+    order = np.argsort(impacted)
+    impacted, effects = impacted[order], effects[order]
+  class_effect_all = np.zeros(num_classes)
+  class_effect_all[impacted] = effects
+  return impacted, effects, class_effect_all
+
+
+def _plant_pies(rng, labels, class_size, ceiling, is_ceiling, pie_fraction):
+  """The planted PIEs as a mask: spread evenly over the non-ceiling classes (floor or ceil of pie_fraction x class
+  size), so that no class has to absorb an unusually large share of them."""
+  num_examples = len(labels)
+  rest_examples = num_examples - int(class_size[ceiling].sum())
+  num_pies = int(round(pie_fraction * rest_examples))
+  per_class = np.floor(pie_fraction * class_size).astype(np.int64)
+  per_class[ceiling] = 0
+  extra = num_pies - int(per_class.sum())
+  if extra > 0:
+    room = np.flatnonzero((per_class < class_size) & ~is_ceiling)
+    per_class[rng.choice(room, size=min(extra, room.size), replace=False)] += 1
+  shuffled = rng.permutation(num_examples)
+  by_class = shuffled[np.argsort(labels[shuffled], kind="stable")]
+  class_start = np.concatenate([[0], np.cumsum(class_size)[:-1]])
+  rank_in_class = np.arange(num_examples) - class_start[labels[by_class]]
+  planted = np.sort(by_class[rank_in_class < per_class[labels[by_class]]])
+  is_pie = np.zeros(num_examples, dtype=bool)
+  is_pie[planted] = True
+  return is_pie
+
+
 def simulate_populations(
   num_examples: int,
   num_classes: int,
@@ -284,54 +358,16 @@ def simulate_populations(
       ``ceiling_accuracy - accuracy_drop + effect`` and must stay below 1.
     seed: seed of ``np.random.default_rng``.
   """
-  # pylint: disable=protected-access  (pie.significance's checks, shared on purpose: one message per problem)
-  num_classes = significance._check_int(num_classes, "num_classes", 2)
-  num_examples = significance._check_int(num_examples, "num_examples", num_classes)
-  n_d = significance._check_int(num_dense, "num_dense", 3)
-  n_p = significance._check_int(num_pruned, "num_pruned", 3)
-  for name, value in (("base_accuracy", base_accuracy), ("easy_accuracy", easy_accuracy),
-                      ("hard_accuracy", hard_accuracy), ("pie_strength", pie_strength),
-                      ("ceiling_accuracy", ceiling_accuracy)):
-    significance._check_probability(value, name)
-  if not pie_strength > 0.5:
-    raise ValueError(f"pie_strength must be > 0.5, got {pie_strength}")
-  if not hard_accuracy < 0.5 < easy_accuracy:
-    raise ValueError(f"need hard_accuracy < 0.5 < easy_accuracy, got {hard_accuracy} and {easy_accuracy}")
-  if not -1.0 < float(accuracy_drop) < 1.0:
-    raise ValueError(f"accuracy_drop must be in (-1, 1), got {accuracy_drop}")
-  if not 0.0 <= float(pie_fraction) < 1.0:
-    raise ValueError(f"pie_fraction must be in [0, 1), got {pie_fraction}")
-  if not 0.0 <= float(class_spread) <= 0.5:
-    raise ValueError(f"class_spread must be in [0, 0.5], got {class_spread}")
-  if not (np.isfinite(float(skill_sd)) and float(skill_sd) >= 0.0):
-    raise ValueError(f"skill_sd must be finite and >= 0, got {skill_sd}")
+  num_classes, num_examples, n_d, n_p = _check_arguments(
+    num_examples, num_classes, num_dense, num_pruned, base_accuracy, accuracy_drop, pie_fraction, pie_strength,
+    easy_accuracy, hard_accuracy, class_spread, skill_sd, ceiling_accuracy)
 
   rng = np.random.default_rng(seed)
   labels = rng.permutation(np.arange(num_examples) % num_classes)
   confusers = (labels + rng.integers(1, num_classes, size=num_examples)) % num_classes
   class_size = np.bincount(labels, minlength=num_classes)
 
-  # Impacted classes and their planted effects.
-  if isinstance(impacted_classes, (int, np.integer)) and not isinstance(impacted_classes, (bool, np.bool_)):
-    if not 0 <= impacted_classes <= num_classes:
-      raise ValueError(f"impacted_classes must be between 0 and {num_classes}, got {impacted_classes}")
-    impacted = np.sort(rng.choice(num_classes, size=int(impacted_classes), replace=False))
-  else:
-    impacted = _class_ids(impacted_classes, "impacted_classes", num_classes, rng, np.zeros(0, dtype=np.int64))
-  effect_in = np.asarray(class_effect, dtype=np.float64).reshape(-1)
-  if effect_in.size == 1:
-    effects = np.full(impacted.size, effect_in[0])
-  elif effect_in.size == impacted.size:
-    effects = effect_in.copy()
-  else:
-    raise ValueError(
-      f"class_effect must be a scalar or have one value per impacted class ({impacted.size}), got {effect_in.size}"
-    )
-  if impacted.size and not isinstance(impacted_classes, (int, np.integer)):
-    order = np.argsort(impacted)
-    impacted, effects = impacted[order], effects[order]
-  class_effect_all = np.zeros(num_classes)
-  class_effect_all[impacted] = effects
+  impacted, effects, class_effect_all = _impacted(impacted_classes, class_effect, num_classes, rng)
   # Drawn (from rng) only when a number of ceiling classes is asked for: the defaults keep the stream.
   ceiling = np.sort(_class_ids(ceiling_classes, "ceiling_classes", num_classes, rng, impacted))
   if ceiling.size == num_classes:
@@ -367,24 +403,10 @@ def simulate_populations(
       )
 
   # Planted PIEs and the easy/hard split of the other examples.
-  # PIEs are spread evenly over the non-ceiling classes (floor or ceil of pie_fraction x class size),
-  # so that no class has to absorb an unusually large share of them.
-  rest_examples = num_examples - int(class_size[ceiling].sum())
-  num_pies = int(round(pie_fraction * rest_examples))
-  per_class = np.floor(pie_fraction * class_size).astype(np.int64)
-  per_class[ceiling] = 0
-  extra = num_pies - int(per_class.sum())
-  if extra > 0:
-    room = np.flatnonzero((per_class < class_size) & ~is_ceiling)
-    per_class[rng.choice(room, size=min(extra, room.size), replace=False)] += 1
-  shuffled = rng.permutation(num_examples)
-  by_class = shuffled[np.argsort(labels[shuffled], kind="stable")]
-  class_start = np.concatenate([[0], np.cumsum(class_size)[:-1]])
-  rank_in_class = np.arange(num_examples) - class_start[labels[by_class]]
-  planted = np.sort(by_class[rank_in_class < per_class[labels[by_class]]])
-  is_pie = np.zeros(num_examples, dtype=bool)
-  is_pie[planted] = True
+  is_pie = _plant_pies(rng, labels, class_size, ceiling, is_ceiling, pie_fraction)
+  planted = np.flatnonzero(is_pie)
   num_pies = planted.size
+  rest_examples = num_examples - int(class_size[ceiling].sum())
   # The non-ceiling classes carry what the ceiling classes leave of base_accuracy.
   if ceiling.size:
     base_rest = (base_accuracy * num_examples - ceiling_accuracy * (num_examples - rest_examples)) / rest_examples

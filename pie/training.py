@@ -12,6 +12,8 @@ The launcher passes the model's `variants.Job` (method, level, seed, name); `tra
 alone. A model whose predictions metadata exists is finished: calling again does nothing. Derived models (post-training
 quantization) are not trained: see pie/ptq.py.
 """
+import dataclasses
+import functools
 import os
 import tempfile
 import time
@@ -188,27 +190,54 @@ def train_and_export(config, workdir, strategy=None, log=print, reuse_traced=Fal
     raise PieError(f"{job.name}: the job's level {job.sparsity} and seed {job.seed} differ from the config's "
                    f"(config.sparsity={config.sparsity}, config.seed={config.seed}); build the config with "
                    "pie.population.job_config")
-  variant = variants.get_variant(job.method)
   paths = model_dir.model_paths(workdir, job.name)
   if model_dir.is_finished(workdir, job.name):
     log(f"{job.name}: already finished in {workdir}; nothing to do")
     return io_utils.read_json(paths["metrics"])
   strategy = strategy or tf.distribute.get_strategy()
-  chief = _is_chief(strategy)
   start_time = time.time()
   keras.utils.set_random_seed(job.seed)
   if config.get("deterministic", False):
     tf.config.experimental.enable_op_determinism()
-
   dataset = data_lib.load_dataset(config.data)
+  run = _build_run(config, job, dataset, strategy, reuse_traced)
+  _fit(run, config, job, dataset, paths, _is_chief(strategy), log)
+  train_seconds = time.time() - start_time
+  with strategy.scope():
+    stripped = run.variant.finalize(run.model, run.callbacks)
+  sparsity_report = variants.measure_sparsity(stripped, run.scope_layers)
+  structure = run.variant.structure(stripped, run.scope_layers)  # raises if the method's promise does not hold
+  problem = run.variant.sparsity_problem(sparsity_report["overall"], job.sparsity)
+  if problem:
+    raise PieError(f"{job.name}: {problem}; check config.pruning (the pruning window must end before training does)")
+  if not _is_chief(strategy):
+    return {"name": job.name, "chief": False}
+  return _export(run, stripped, sparsity_report, structure, config, job, dataset, workdir, paths, start_time,
+                 train_seconds, log)
+
+
+@dataclasses.dataclass
+class _Run:
+  """What training one model works on: its registry entry, the model to fit and its state."""
+  variant: object
+  model: object
+  optimizer: object
+  epoch_var: object
+  callbacks: list          # the method's own callbacks (pruning steps, masks)
+  scope_layers: list       # the layers the method compresses
+  steps_per_epoch: int
+  total_steps: int
+
+
+def _build_run(config, job, dataset, strategy, reuse_traced):
+  """The model of `job`, wrapped by its method and compiled (or a compiled one reset to the same initial values)."""
+  variant = variants.get_variant(job.method)
   info = dataset.info
   steps_per_epoch = dataset.steps_per_epoch(config.batch_size, config.get("steps_per_epoch"))
   total_steps = config.num_epochs * steps_per_epoch
-  input_shape = models.input_shape_for(info, config.data)
   scope = config.pruning.get("scope", "all_but_classifier")
-
   with strategy.scope():
-    model = models.build_model(config.model, input_shape, info.num_classes)
+    model = models.build_model(config.model, models.input_shape_for(info, config.data), info.num_classes)
     scope_layers = pruning.prunable_layer_names(model, scope)
     # Every method (magnitude pruning included) wraps the model through its registry entry.
     model, method_callbacks = variant.wrap(model, config, job, total_steps)
@@ -230,39 +259,39 @@ def train_and_export(config, workdir, strategy=None, log=print, reuse_traced=Fal
       if reuse_key is not None:
         _TRAINABLES.clear()  # one architecture at a time: a worker's jobs come grouped by level
         _TRAINABLES[reuse_key] = (model, optimizer, epoch_var)
-  checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=epoch_var)
+  return _Run(variant, model, optimizer, epoch_var, method_callbacks, scope_layers, steps_per_epoch, total_steps)
+
+
+def _fit(run, config, job, dataset, paths, chief, log):
+  """Restores the latest checkpoint, if any, and trains the remaining epochs, checkpointing as it goes."""
+  checkpoint = tf.train.Checkpoint(model=run.model, optimizer=run.optimizer, epoch=run.epoch_var)
   ckpt_dir = paths["checkpoints"] if chief else tempfile.mkdtemp(prefix="pie-worker-ckpt-")
   # Only the chief writes into the workdir: other workers' summaries go to a temporary folder too.
   tensorboard_dir = paths["tensorboard"] if chief else tempfile.mkdtemp(prefix="pie-worker-tb-")
   manager = tf.train.CheckpointManager(checkpoint, ckpt_dir, max_to_keep=2)
   if manager.latest_checkpoint:
     checkpoint.restore(manager.latest_checkpoint).expect_partial()
-    log(f"{job.name}: resumed from {manager.latest_checkpoint} (epoch {int(epoch_var.numpy())})")
-  initial_epoch = int(epoch_var.numpy())
+    log(f"{job.name}: resumed from {manager.latest_checkpoint} (epoch {int(run.epoch_var.numpy())})")
+  initial_epoch = int(run.epoch_var.numpy())
+  if initial_epoch >= config.num_epochs:
+    return
+  train = dataset.train_batches(config.batch_size, job.seed, initial_epoch, config.num_epochs, run.steps_per_epoch)
+  if isinstance(dataset, data_lib.DigitsDataset):
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    train = train.with_options(options)
+  callbacks = [_EpochEnd(manager, run.epoch_var, config.num_epochs, run.steps_per_epoch,
+                         lambda msg: log(f"{job.name}: {msg}"), every=config.get("checkpoint_every_epochs", 1))]
+  callbacks += run.callbacks + [run.variant.summaries(tensorboard_dir)]
+  run.model.fit(train, epochs=config.num_epochs, initial_epoch=initial_epoch, steps_per_epoch=run.steps_per_epoch,
+                callbacks=callbacks, verbose=0)
 
-  if initial_epoch < config.num_epochs:
-    train = dataset.train_batches(config.batch_size, job.seed, initial_epoch, config.num_epochs, steps_per_epoch)
-    if isinstance(dataset, data_lib.DigitsDataset):
-      options = tf.data.Options()
-      options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-      train = train.with_options(options)
-    callbacks = [_EpochEnd(manager, epoch_var, config.num_epochs, steps_per_epoch,
-                           lambda msg: log(f"{job.name}: {msg}"), every=config.get("checkpoint_every_epochs", 1))]
-    callbacks += method_callbacks + [variant.summaries(tensorboard_dir)]
-    model.fit(train, epochs=config.num_epochs, initial_epoch=initial_epoch, steps_per_epoch=steps_per_epoch,
-              callbacks=callbacks, verbose=0)
-  train_seconds = time.time() - start_time
 
-  with strategy.scope():
-    stripped = variant.finalize(model, method_callbacks)
-  sparsity_report = variants.measure_sparsity(stripped, scope_layers)
-  structure = variant.structure(stripped, scope_layers)
-  problem = variant.sparsity_problem(sparsity_report["overall"], job.sparsity)
-  if problem:
-    raise PieError(f"{job.name}: {problem}; check config.pruning (the pruning window must end before training does)")
-  if not chief:
-    return {"name": job.name, "chief": False}
-  tflite_bytes = variant.to_tflite(stripped)
+def _export(run, stripped, sparsity_report, structure, config, job, dataset, workdir, paths, start_time, train_seconds,
+            log):
+  """Saves the finished model, exports its predictions and metrics; returns the metrics."""
+  info = dataset.info
+  tflite_bytes = run.variant.to_tflite(stripped)
   if tflite_bytes is not None:
     # The deployed model is the TFLite conversion (QAT's int8): save it, measure it and export its predictions.
     io_utils.write_bytes(os.path.join(workdir, "model.tflite"), tflite_bytes)
@@ -272,27 +301,23 @@ def train_and_export(config, workdir, strategy=None, log=print, reuse_traced=Fal
     model_dir.save_model(stripped, paths["model"])
     # The size report converts the model to TFLite (about a second for a small CNN, far more for ResNet-50): only
     # studies that compare compression methods by size ask for it.
-    compression = (model_dir.compression_fields(variant.size_report(stripped))
+    compression = (model_dir.compression_fields(run.variant.size_report(stripped))
                    if config.get("size_report", False) else {"bits_per_weight": None, "compressed_bytes": None})
   if structure:
     compression["structure"] = structure
 
   log(f"{job.name}: exporting predictions on {info.name}/{info.eval_split}")
   metadata = model_dir.prediction_metadata(config, info, sparsity_report,
-                                           {"steps": int(total_steps), "train_seconds": round(train_seconds, 2),
+                                           {"steps": int(run.total_steps), "train_seconds": round(train_seconds, 2),
                                             **compression}, job=job)
-  if tflite_bytes is not None:
-    arrays = export_lib.predict_tflite(tflite_bytes, dataset, config.get("eval_batch_size", 256),
-                                       top_k=config.get("top_k", 5), with_logits=config.get("export_logits", False),
-                                       log=log)
-  else:
-    arrays = export_lib.predict_eval(stripped, dataset, config.get("eval_batch_size", 256),
-                                     top_k=config.get("top_k", 5), with_logits=config.get("export_logits", False),
-                                     log=log)
+  predict = (functools.partial(export_lib.predict_tflite, tflite_bytes) if tflite_bytes is not None else
+             functools.partial(export_lib.predict_eval, stripped))
+  arrays = predict(dataset, config.get("eval_batch_size", 256), top_k=config.get("top_k", 5),
+                   with_logits=config.get("export_logits", False), log=log)
   metrics = {
       "name": job.name, **model_dir.eval_metrics(arrays, info.num_classes), "target_sparsity": job.sparsity,
       "measured_sparsity": sparsity_report["overall"], "per_layer_sparsity": sparsity_report["per_layer"],
-      "steps": int(total_steps), "wall_seconds": round(time.time() - start_time, 2),
+      "steps": int(run.total_steps), "wall_seconds": round(time.time() - start_time, 2),
       "train_seconds": round(train_seconds, 2), "config_hash": metadata["config_hash"], "seed": job.seed,
       "method": job.method, "bits_per_weight": compression["bits_per_weight"],
       "compressed_bytes": compression["compressed_bytes"],

@@ -165,17 +165,10 @@ def validate_study(study_dir, sparsity_tolerance=variants.SPARSITY_TOLERANCE, al
     PieError: if `study_dir` is not a directory or the tolerance is negative.
   """
   if sparsity_tolerance < 0:
-    raise PieError(f"sparsity tolerance must be >= 0, got {sparsity_tolerance}")
+    raise PieError(f"sparsity tolerance must be >= 0, got {sparsity_tolerance}", parameter="sparsity_tolerance")
   problems = []
   expected, study_hash = _read_study_file(study_dir, problems)
-  found = {_model_name_of(p): p for p in study_lib.find_prediction_files(study_dir)}
-  # Exports still being written (or abandoned): `<name>/<name>.json` without its TFRecord.
-  for meta in tf.io.gfile.glob(os.path.join(study_dir, "*", "*.json")):
-    name = os.path.basename(meta)[:-len(".json")]
-    if name == os.path.basename(os.path.dirname(meta)) and name not in found:
-      found[name] = meta[:-len(".json")] + ".tfrecord"
-  names = list(expected) if expected is not None else []
-  names += sorted(n for n in found if n not in set(names))
+  names, found = _model_names(study_dir, expected)
   if not names:
     problems.append(f"{study_dir}: no prediction files and no {population.STUDY_FILE}: not a study directory")
 
@@ -191,54 +184,75 @@ def validate_study(study_dir, sparsity_tolerance=variants.SPARSITY_TOLERANCE, al
       readable[name] = pred
     checks.append(check)
   by_name = {c.name: c for c in checks}
-
-  def flag(name, status, problem):
+  for name, status, problem in (_agreement_problems(readable) + _sparsity_problems(checks, sparsity_tolerance) +
+                                ([] if allow_mixed_configs else _config_problems(checks, study_hash))):
     check = by_name[name]
     if check.status == OK:
       check.status = status
     check.problems.append(problem)
 
-  # Agreement with the first readable model: one dataset, one eval split, the same labels.
-  reference = next(iter(readable.items()), None)
-  if reference:
-    ref_name, ref = reference
-    for name, pred in list(readable.items())[1:]:
-      for field in SHARED_FIELDS:
-        if pred.metadata[field] != ref.metadata[field]:
-          flag(name, INCONSISTENT, f"{pred.path}: {field} is {pred.metadata[field]!r}, {ref.path} has "
-                                   f"{ref.metadata[field]!r}")
-          break
-      else:
-        if not np.array_equal(pred.labels, ref.labels):
-          flag(name, INCONSISTENT, f"{pred.path}: labels differ from those of {ref.path} for the same example ids")
-
-  for check in checks:
-    # Only methods that promise an exact sparsity are held to it (`Variant.checks_sparsity`), as in training.
-    problem = (variants.sparsity_problem(check.method, check.measured_sparsity, check.target_sparsity,
-                                         sparsity_tolerance) if check.measured_sparsity is not None else None)
-    if problem:
-      flag(check.name, INCONSISTENT, f"{check.path}: {problem}")
-
-  if not allow_mixed_configs:
-    hashes = {c.config_hash for c in checks if c.config_hash is not None}
-    if study_hash is not None:
-      for check in checks:
-        if check.config_hash is not None and check.config_hash != study_hash:
-          flag(check.name, INCONSISTENT, f"{check.path}: config hash {check.config_hash} differs from "
-                                         f"{study_hash} in {population.STUDY_FILE} (trained with other settings; "
-                                         "allow_mixed_configs=True accepts them)")
-    elif len(hashes) > 1:
-      first = next(c for c in checks if c.config_hash is not None)
-      for check in checks:
-        if check.config_hash is not None and check.config_hash != first.config_hash:
-          flag(check.name, INCONSISTENT, f"{check.path}: config hash {check.config_hash} differs from "
-                                         f"{first.config_hash} of {first.path} (trained with other settings; "
-                                         "allow_mixed_configs=True accepts them)")
-
   for check in checks:
     problems.extend(check.problems)
   problems.extend(_population_problems(study_dir, [c for c in checks if c.status == OK]))
   return ValidationReport(study_dir=study_dir, expected=expected, models=checks, problems=problems)
+
+
+def _model_names(study_dir, expected):
+  """The models to check, study.json's first, and {name: prediction file} of those with any file."""
+  found = {_model_name_of(p): p for p in study_lib.find_prediction_files(study_dir)}
+  # Exports still being written (or abandoned): `<name>/<name>.json` without its TFRecord.
+  for meta in tf.io.gfile.glob(os.path.join(study_dir, "*", "*.json")):
+    name = os.path.basename(meta)[:-len(".json")]
+    if name == os.path.basename(os.path.dirname(meta)) and name not in found:
+      found[name] = meta[:-len(".json")] + ".tfrecord"
+  names = list(expected) if expected is not None else []
+  names += sorted(n for n in found if n not in set(names))
+  return names, found
+
+
+def _agreement_problems(readable):
+  """(name, status, problem) of models that disagree with the first readable one: dataset, split, labels."""
+  out = []
+  reference = next(iter(readable.items()), None)
+  if reference is None:
+    return out
+  _, ref = reference
+  for name, pred in list(readable.items())[1:]:
+    for field in SHARED_FIELDS:
+      if pred.metadata[field] != ref.metadata[field]:
+        out.append((name, INCONSISTENT, f"{pred.path}: {field} is {pred.metadata[field]!r}, {ref.path} has "
+                                         f"{ref.metadata[field]!r}"))
+        break
+    else:
+      if not np.array_equal(pred.labels, ref.labels):
+        out.append((name, INCONSISTENT, f"{pred.path}: labels differ from those of {ref.path} for the same example "
+                                         "ids"))
+  return out
+
+
+def _sparsity_problems(checks, tolerance):
+  """Models of a method that promises an exact sparsity (`Variant.checks_sparsity`), off target as in training."""
+  out = []
+  for check in checks:
+    problem = (variants.sparsity_problem(check.method, check.measured_sparsity, check.target_sparsity, tolerance)
+               if check.measured_sparsity is not None else None)
+    if problem:
+      out.append((check.name, INCONSISTENT, f"{check.path}: {problem}"))
+  return out
+
+
+def _config_problems(checks, study_hash):
+  """Models trained with another config than study.json's (or, without it, than the first model's)."""
+  hashed = [c for c in checks if c.config_hash is not None]
+  if study_hash is not None:
+    reference, where = study_hash, f"{study_hash} in {population.STUDY_FILE}"
+  elif len({c.config_hash for c in hashed}) > 1:
+    reference, where = hashed[0].config_hash, f"{hashed[0].config_hash} of {hashed[0].path}"
+  else:
+    return []
+  return [(c.name, INCONSISTENT, f"{c.path}: config hash {c.config_hash} differs from {where} (trained with other "
+                                 "settings; allow_mixed_configs=True accepts them)")
+          for c in hashed if c.config_hash != reference]
 
 
 def _population_problems(study_dir, good):
