@@ -1,4 +1,5 @@
 """pie: populations of dense and compressed image classifiers, and what compression costs class by class."""
+
 import setuptools
 
 setuptools.setup(
@@ -18,21 +19,23 @@ setuptools.setup(
         "tensorflow-model-optimization==0.8.1",
         "tensorflow-datasets>=4.9.10",
         "importlib_resources",  # tfds 4.9.10 needs it when it builds a dataset
-        "tensorboard>=2.21",    # TF-MOT's PruningSummaries write sparsity to TensorBoard
+        "tensorboard>=2.21",  # TF-MOT's PruningSummaries write sparsity to TensorBoard
         "ml_collections",
         "absl-py",
-        "google-crc32c",        # checksums of whole prediction files, checked in one call when they are read
+        "google-crc32c",  # checksums of whole prediction files, checked in one call when they are read
         "numpy>=1.26",
-        "scipy>=1.11",          # stats.false_discovery_control
+        "scipy>=1.11",  # stats.false_discovery_control
         "pandas>=2.0",
-        "scikit-learn",         # the embedded digits dataset (load_digits)
+        "scikit-learn",  # the embedded digits dataset (load_digits)
         "matplotlib",
         "pillow",
     ],
     extras_require={
         # apache-beam in the tests too: tests/test_beam_analysis.py checks that the Beam analysis matches the
         # in-memory one file for file (on the in-process DirectRunner engine).
-        "test": ["pytest>=8", "pytest-xdist>=3", "hypothesis>=6", "playwright>=1.40", "apache-beam>=2.77,<3"],
+        # pyink and ruff pinned: a new release may format or lint differently, and CI checks the code with them.
+        "test": ["pytest>=8", "pytest-xdist>=3", "hypothesis>=6", "playwright>=1.40", "apache-beam>=2.77,<3",
+                 "pyink==26.5.1", "ruff==0.17.6"],
         "litert": ["ai-edge-litert>=2.3"],
         # The Beam analysis (analysis/beam_analyze.py) for prediction sets beyond one machine's memory. 2.77 installs
         # beside TensorFlow 2.21 but pins protobuf < 7, pillow < 13, pyarrow < 26 and python-dateutil < 3.

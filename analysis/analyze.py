@@ -6,6 +6,7 @@ r"""Analyses a study: PIEs, class-level Welch t-tests, the noise floor, PIE accu
 Outputs go to --out_dir (default <study_dir>/analysis); the README describes every file and column. The work is
 `pie.analysis.run`; this binary only reads flags.
 """
+
 from absl import app
 from absl import flags
 
@@ -23,8 +24,9 @@ _REPORT = flags.DEFINE_bool("report", True, "Write report.html.")
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  out_dir, _ = analysis.run(images=_PIE_IMAGES.value, report=_REPORT.value, log=lambda m: print(m, flush=True),
-                            **study_flags.arguments())
+  out_dir, _ = analysis.run(
+      images=_PIE_IMAGES.value, report=_REPORT.value, log=lambda m: print(m, flush=True), **study_flags.arguments()
+  )
   print(f"analysis written to {out_dir}", flush=True)
 
 

@@ -12,6 +12,7 @@ analysis.analyze (not the PIE images nor the report; see pie/beam_analysis.py). 
 below is a Beam pipeline option (the runner and its settings); DirectRunner by default. Needs the `beam` extra:
 pip install -e '.[beam]'.
 """
+
 import sys
 
 from absl import app
@@ -22,8 +23,12 @@ from analysis import study_flags
 from pie import cli
 
 flags.adopt_module_key_flags(study_flags)  # listed by --help like this binary's own flags
-_BLOCK_SIZE = flags.DEFINE_integer("block_size", 20_000, "Examples per block: a worker holds every model's "
-                                   "predictions of one block at once. Changes how the work is cut, not the outputs.")
+_BLOCK_SIZE = flags.DEFINE_integer(
+    "block_size",
+    20_000,
+    "Examples per block: a worker holds every model's "
+    "predictions of one block at once. Changes how the work is cut, not the outputs.",
+)
 _SHARD_ROWS = flags.DEFINE_integer("shard_rows", 200_000, "Rows per intermediate shard of exemplar_scores.csv.")
 
 
@@ -39,8 +44,14 @@ def parse_flags(argv):
 @cli.main_with_errors(flag_names=study_flags.FLAG_NAMES)
 def main(argv):
   from pie import beam_analysis  # pylint: disable=g-import-not-at-top
-  out_dir, _ = beam_analysis.run(pipeline_args=argv[1:], block_size=_BLOCK_SIZE.value, shard_rows=_SHARD_ROWS.value,
-                                 log=lambda m: print(m, flush=True), **study_flags.arguments())
+
+  out_dir, _ = beam_analysis.run(
+      pipeline_args=argv[1:],
+      block_size=_BLOCK_SIZE.value,
+      shard_rows=_SHARD_ROWS.value,
+      log=lambda m: print(m, flush=True),
+      **study_flags.arguments(),
+  )
   print(f"analysis written to {out_dir}", flush=True)
 
 

@@ -7,6 +7,7 @@ at random into two populations many times; every class is tested in every split.
 of the tests at p < alpha, and Benjamini-Hochberg finds a class in at most alpha of the splits. Prints one row per
 normalization and writes them to <out_dir>/calibration.csv.
 """
+
 import os
 
 from absl import app
@@ -36,17 +37,26 @@ def run(study_dir, out_dir=None, num_splits=200, alpha=0.05, seed=0, log=print):
   sizes = plan.reference
   if min(sizes) < 2:
     raise pie.PieError(f"{study_dir}: {plan.pool_size} dense models cannot be split into two populations of 2 or more")
-  table = significance.aa_calibration(significance.class_hits(pool, study.labels, study.num_classes),
-                                      np.bincount(study.labels, minlength=study.num_classes), *sizes,
-                                      num_splits=num_splits, alpha=alpha, seed=seed)
+  table = significance.aa_calibration(
+      significance.class_hits(pool, study.labels, study.num_classes),
+      np.bincount(study.labels, minlength=study.num_classes),
+      *sizes,
+      num_splits=num_splits,
+      alpha=alpha,
+      seed=seed,
+  )
   out_dir = out_dir or os.path.join(study_dir, "analysis")
   io_utils.write_text(os.path.join(out_dir, "calibration.csv"), analysis.csv_text(table))
-  log(f"A/A calibration: {plan.pool_size} dense models ({' + '.join(k[0] for k in plan.pool_keys)}) split "
-      f"{num_splits} times into {sizes[0]} + {sizes[1]}, {study.num_classes} classes, alpha {alpha:g}")
+  log(
+      f"A/A calibration: {plan.pool_size} dense models ({' + '.join(k[0] for k in plan.pool_keys)}) split "
+      f"{num_splits} times into {sizes[0]} + {sizes[1]}, {study.num_classes} classes, alpha {alpha:g}"
+  )
   for row in table.itertuples(index=False):
-    log(f"  {row.normalization:>10}: {row.rate_significant:.2%} of class tests at p < alpha (95% interval "
+    log(
+        f"  {row.normalization:>10}: {row.rate_significant:.2%} of class tests at p < alpha (95% interval "
         f"{row.rate_ci_low:.2%} to {row.rate_ci_high:.2%}); {row.splits_with_fdr_discovery:.1%} of splits with an FDR "
-        f"discovery (interval {row.fdr_splits_ci_low:.1%} to {row.fdr_splits_ci_high:.1%})")
+        f"discovery (interval {row.fdr_splits_ci_low:.1%} to {row.fdr_splits_ci_high:.1%})"
+    )
   return table
 
 

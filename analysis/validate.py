@@ -6,6 +6,7 @@ Prints one line per model (name, status, target and measured sparsity, top-1), t
 its model or file. The expected models come from the study.json the launcher writes (if present). Rerunning the
 launcher redoes missing or incomplete models; see docs/reliability.md.
 """
+
 from absl import app
 from absl import flags
 
@@ -17,8 +18,11 @@ from pie.errors import PieError
 
 _STUDY_DIR = flags.DEFINE_string("study_dir", None, "Study directory written by train/population.py.")
 _ALLOW_MIXED = flags.DEFINE_bool("allow_mixed_configs", False, "Accept models trained with different configs.")
-_TOLERANCE = flags.DEFINE_float("sparsity_tolerance", variants.SPARSITY_TOLERANCE,
-                                "Largest accepted |measured - target| sparsity (0.005 = 0.5 percentage points).")
+_TOLERANCE = flags.DEFINE_float(
+    "sparsity_tolerance",
+    variants.SPARSITY_TOLERANCE,
+    "Largest accepted |measured - target| sparsity (0.005 = 0.5 percentage points).",
+)
 flags.mark_flags_as_required(["study_dir"])
 
 
@@ -26,8 +30,9 @@ flags.mark_flags_as_required(["study_dir"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  report = validate.validate_study(_STUDY_DIR.value, sparsity_tolerance=_TOLERANCE.value,
-                                   allow_mixed_configs=_ALLOW_MIXED.value)
+  report = validate.validate_study(
+      _STUDY_DIR.value, sparsity_tolerance=_TOLERANCE.value, allow_mixed_configs=_ALLOW_MIXED.value
+  )
   print(report.table(), flush=True)
   if not report.ok:
     raise PieError(f"{_STUDY_DIR.value}: {len(report.problems)} problem(s); see the lines starting with 'problem:'")

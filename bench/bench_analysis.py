@@ -1,8 +1,8 @@
 """Benchmark: the analysis binary end to end on an ImageNet-sized study of prediction files.
 
 50,000 examples, 1,000 classes, 6 sparsity levels x 30 models, top-5, written in the export schema (pie.predictions)
-by pie.predictions.write_predictions (the export's own writer), so generating the 180 files takes seconds; they are cached in --data_dir and
-reused by later runs (--regenerate rewrites them). Then, each in a fresh process:
+by pie.predictions.write_predictions (the export's own writer), so generating the 180 files takes seconds; they are
+cached in --data_dir and reused by later runs (--regenerate rewrites them). Then, each in a fresh process:
 
   * a bare read: tf.data reads and parses every file with the schema's full feature spec (the floor for any reader);
   * `python -m analysis.analyze --study_dir=... --nopie_images --noreport` with its default 200 bootstrap resamples;
@@ -65,8 +65,11 @@ def generate(data_dir, num_examples, num_classes, num_seeds, top_k, seed=0):
   confuser = (labels + rng.integers(1, num_classes, num_examples)) % num_classes
   probs = np.tile(np.linspace(0.6, 0.05, top_k, dtype=np.float32), (num_examples, 1))
   class_names = [f"class_{c}" for c in range(num_classes)]
-  config = {"name": "bench_imagenet_like", "data": {"name": "synthetic", "eval_split": "validation"},
-            "model": {"name": "resnet50"}}
+  config = {
+      "name": "bench_imagenet_like",
+      "data": {"name": "synthetic", "eval_split": "validation"},
+      "model": {"name": "resnet50"},
+  }
   for sparsity in LEVELS:
     # Shift the per-example success probability so the level's mean top-1 is its target accuracy.
     logit = np.log((1 - difficulty + 1e-3) / (difficulty + 1e-3))
@@ -86,10 +89,19 @@ def generate(data_dir, num_examples, num_classes, num_seeds, top_k, seed=0):
       name = variants.model_name(variants.DEFAULT_METHOD, sparsity, s)
       path = os.path.join(data_dir, name, f"{name}.tfrecord")
       os.makedirs(os.path.dirname(path), exist_ok=True)
-      metadata = {"dataset": "synthetic", "split": "validation", "num_classes": num_classes,
-                  "class_names": class_names, "target_sparsity": float(sparsity), "measured_sparsity": float(sparsity),
-                  "seed": s, "config_hash": "bench0000000000", "model": "resnet50", "name": name,
-                  "config": dict(config, seed=s, sparsity=float(sparsity))}
+      metadata = {
+          "dataset": "synthetic",
+          "split": "validation",
+          "num_classes": num_classes,
+          "class_names": class_names,
+          "target_sparsity": float(sparsity),
+          "measured_sparsity": float(sparsity),
+          "seed": s,
+          "config_hash": "bench0000000000",
+          "model": "resnet50",
+          "name": name,
+          "config": dict(config, seed=s, sparsity=float(sparsity)),
+      }
       predictions_lib.write_predictions(path, np.arange(num_examples), labels, classes, probs, metadata)
 
 
@@ -114,8 +126,11 @@ def main(argv=None) -> int:
   parser.add_argument("--classes", type=int, default=1_000)
   parser.add_argument("--seeds", type=int, default=30, help="models per level (6 levels)")
   parser.add_argument("--top_k", type=int, default=5)
-  parser.add_argument("--data_dir", default=None, help="cache of the prediction files (default: a folder in /tmp "
-                      "named after the sizes, reused between runs)")
+  parser.add_argument(
+      "--data_dir",
+      default=None,
+      help="cache of the prediction files (default: a folder in /tmp " "named after the sizes, reused between runs)",
+  )
   parser.add_argument("--regenerate", action="store_true", help="rewrite the cached prediction files")
   parser.add_argument("--repeats", type=int, default=3)
   parser.add_argument("--target_seconds", type=float, default=60.0)
@@ -124,7 +139,8 @@ def main(argv=None) -> int:
   args = parser.parse_args(argv)
 
   data_dir = args.data_dir or os.path.join(
-      tempfile.gettempdir(), f"pie-bench-analysis-{args.examples}x{args.classes}-{args.seeds}-k{args.top_k}")
+      tempfile.gettempdir(), f"pie-bench-analysis-{args.examples}x{args.classes}-{args.seeds}-k{args.top_k}"
+  )
   # Named after the writer's version: files from an older writer (no file_crc32c in the metadata) are regenerated.
   marker = os.path.join(data_dir, f"GENERATED-schema{predictions_lib.SCHEMA_VERSION}-crc32c")
   if args.regenerate or not os.path.exists(marker):
@@ -132,21 +148,34 @@ def main(argv=None) -> int:
     generate(data_dir, args.examples, args.classes, args.seeds, args.top_k)
     with open(marker, "w") as f:
       f.write("ok\n")
-    print(f"generated {len(LEVELS) * args.seeds} prediction files in {time.perf_counter() - start:.1f} s "
-          f"({data_dir})")
+    print(
+        f"generated {len(LEVELS) * args.seeds} prediction files in {time.perf_counter() - start:.1f} s " f"({data_dir})"
+    )
   else:
     print(f"reusing the prediction files in {data_dir} (--regenerate to rewrite them)")
-  files = sorted(os.path.join(data_dir, d, d + ".tfrecord") for d in os.listdir(data_dir)
-                 if os.path.isdir(os.path.join(data_dir, d)) and d != "analysis")
+  files = sorted(
+      os.path.join(data_dir, d, d + ".tfrecord")
+      for d in os.listdir(data_dir)
+      if os.path.isdir(os.path.join(data_dir, d)) and d != "analysis"
+  )
   size = sum(os.path.getsize(f) for f in files) / 2**20
   print(f"{len(files)} files, {size:.0f} MiB; load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
 
   out_dir = os.path.join(data_dir, "analysis")
-  analyze = [sys.executable, "-m", "analysis.analyze", f"--study_dir={data_dir}", f"--out_dir={out_dir}",
-             "--nopie_images", "--noreport"]
-  runs = {"bare read (tf.data)": [sys.executable, "-c", BARE_READ, *files, str(args.top_k)],
-          "analysis, bootstrap 200": analyze,
-          "analysis, bootstrap 0": analyze + ["--bootstrap_resamples=0"]}
+  analyze = [
+      sys.executable,
+      "-m",
+      "analysis.analyze",
+      f"--study_dir={data_dir}",
+      f"--out_dir={out_dir}",
+      "--nopie_images",
+      "--noreport",
+  ]
+  runs = {
+      "bare read (tf.data)": [sys.executable, "-c", BARE_READ, *files, str(args.top_k)],
+      "analysis, bootstrap 200": analyze,
+      "analysis, bootstrap 0": analyze + ["--bootstrap_resamples=0"],
+  }
   results = {name: [] for name in runs}
   for repeat in range(args.repeats):
     for name, command in runs.items():
@@ -155,8 +184,9 @@ def main(argv=None) -> int:
       print(f"  run {repeat + 1}: {name}: {wall:.1f} s, peak RSS {rss:.0f} MiB")
       if repeat == 0 and name.startswith("bare"):
         print("    " + text.strip().splitlines()[-1])
-  medians = {name: (statistics.median(w for w, _ in r), statistics.median(m for _, m in r))
-             for name, r in results.items()}
+  medians = {
+      name: (statistics.median(w for w, _ in r), statistics.median(m for _, m in r)) for name, r in results.items()
+  }
   bare, _ = medians["bare read (tf.data)"]
   print(f"\nmedians of {args.repeats} runs (each a fresh process, start-up included):")
   for name, (wall, rss) in medians.items():
@@ -164,8 +194,10 @@ def main(argv=None) -> int:
   with open(os.path.join(out_dir, "summary.json")) as f:
     summary = json.load(f)
   for level in summary["levels"][1:]:
-    print(f"  level {level['sparsity']:g}: {level['num_pies']} PIEs ({level['pie_fraction']:.2%}), "
-          f"{level['num_significant_classes']} significant classes")
+    print(
+        f"  level {level['sparsity']:g}: {level['num_pies']} PIEs ({level['pie_fraction']:.2%}), "
+        f"{level['num_significant_classes']} significant classes"
+    )
 
   wall, rss = medians["analysis, bootstrap 200"]
   failures = []

@@ -35,33 +35,53 @@ def main(argv=None) -> int:
 
   start = time.perf_counter()
   study = simulate.simulate_populations(
-    args.examples, args.classes, args.models, args.models,
-    base_accuracy=0.766, accuracy_drop=0.04, impacted_classes=args.classes // 10, class_effect=-0.1,
-    pie_fraction=0.05, seed=args.seed,
+      args.examples,
+      args.classes,
+      args.models,
+      args.models,
+      base_accuracy=0.766,
+      accuracy_drop=0.04,
+      impacted_classes=args.classes // 10,
+      class_effect=-0.1,
+      pie_fraction=0.05,
+      seed=args.seed,
   )
   simulated = time.perf_counter() - start
-  unanimous = ((study.dense_predictions == study.dense_predictions[0]).all(axis=0)
-               & (study.pruned_predictions == study.pruned_predictions[0]).all(axis=0))
-  print(f"simulated {args.examples} examples x {args.classes} classes, {args.models}+{args.models} models "
-        f"in {simulated:.1f} s ({unanimous.mean():.1%} of examples unanimous in both populations)")
+  unanimous = (study.dense_predictions == study.dense_predictions[0]).all(axis=0) & (
+      study.pruned_predictions == study.pruned_predictions[0]
+  ).all(axis=0)
+  print(
+      f"simulated {args.examples} examples x {args.classes} classes, {args.models}+{args.models} models "
+      f"in {simulated:.1f} s ({unanimous.mean():.1%} of examples unanimous in both populations)"
+  )
 
   start = time.perf_counter()
   result = significance.bootstrap_stability(
-    study.dense_predictions, study.pruned_predictions, study.labels, args.classes,
-    num_resamples=args.resamples, seed=args.seed,
+      study.dense_predictions,
+      study.pruned_predictions,
+      study.labels,
+      args.classes,
+      num_resamples=args.resamples,
+      seed=args.seed,
   )
   elapsed = time.perf_counter() - start
 
   planted = np.zeros(args.examples, dtype=bool)
   planted[study.planted_pies] = True
-  print(f"bootstrap_stability, {args.resamples} resamples: {elapsed:.1f} s "
-        f"({elapsed / args.target:.2f} x the {args.target:.0f} s target)")
-  print(f"  observed PIEs {int(result.observed_pie.sum())} (planted {planted.sum()}); "
-        f"mean stability on planted PIEs {result.pie_stability[planted].mean():.3f}, "
-        f"max on the others {result.pie_stability[~planted].max():.3f}")
-  print(f"  classes significant in the full study {int(result.observed_significant.sum())}; "
-        f"mean significance fraction on impacted classes "
-        f"{result.class_significance[study.impacted_classes].mean():.3f}")
+  print(
+      f"bootstrap_stability, {args.resamples} resamples: {elapsed:.1f} s "
+      f"({elapsed / args.target:.2f} x the {args.target:.0f} s target)"
+  )
+  print(
+      f"  observed PIEs {int(result.observed_pie.sum())} (planted {planted.sum()}); "
+      f"mean stability on planted PIEs {result.pie_stability[planted].mean():.3f}, "
+      f"max on the others {result.pie_stability[~planted].max():.3f}"
+  )
+  print(
+      f"  classes significant in the full study {int(result.observed_significant.sum())}; "
+      f"mean significance fraction on impacted classes "
+      f"{result.class_significance[study.impacted_classes].mean():.3f}"
+  )
   if elapsed > args.target:
     print(f"FAILED: {elapsed:.1f} s exceeds the {args.target:.0f} s target", file=sys.stderr)
     return 1

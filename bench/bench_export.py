@@ -46,10 +46,16 @@ class SyntheticEval(data_lib.Dataset):
     rng = np.random.default_rng(seed)
     self.images = rng.integers(0, 256, (num_examples, *shape), dtype=np.uint8)
     self.labels = rng.integers(0, num_classes, num_examples)
-    self.info = data_lib.DatasetInfo(name="synthetic", num_classes=num_classes,
-                                     class_names=[str(c) for c in range(num_classes)], image_shape=shape,
-                                     num_train=None, num_eval=num_examples, train_split="none",
-                                     eval_split="synthetic")
+    self.info = data_lib.DatasetInfo(
+        name="synthetic",
+        num_classes=num_classes,
+        class_names=[str(c) for c in range(num_classes)],
+        image_shape=shape,
+        num_train=None,
+        num_eval=num_examples,
+        train_split="none",
+        eval_split="synthetic",
+    )
 
   def _raw_train(self, seed):
     raise ValueError("the export benchmark's synthetic dataset has an eval split only")
@@ -59,9 +65,16 @@ class SyntheticEval(data_lib.Dataset):
 
 
 def _metadata(info):
-  return {"dataset": info.name, "split": info.eval_split, "num_classes": info.num_classes,
-          "class_names": list(info.class_names), "target_sparsity": 0.0, "measured_sparsity": 0.0, "seed": 0,
-          "config_hash": "bench0000000000"}
+  return {
+      "dataset": info.name,
+      "split": info.eval_split,
+      "num_classes": info.num_classes,
+      "class_names": list(info.class_names),
+      "target_sparsity": 0.0,
+      "measured_sparsity": 0.0,
+      "seed": 0,
+      "config_hash": "bench0000000000",
+  }
 
 
 def bench(label, model, dataset, batch_size, repeats, out_dir):
@@ -76,14 +89,16 @@ def bench(label, model, dataset, batch_size, repeats, out_dir):
     model.predict(images_only, verbose=0)
     bare.append(n / (time.perf_counter() - start))
     start = time.perf_counter()
-    export_lib.export_predictions(model, dataset, path, _metadata(dataset.info), batch_size=batch_size,
-                                  log=lambda m: 0)
+    export_lib.export_predictions(model, dataset, path, _metadata(dataset.info), batch_size=batch_size, log=lambda m: 0)
     export.append(n / (time.perf_counter() - start))
   bare_rate, export_rate = statistics.median(bare), statistics.median(export)
   read = predictions_lib.read_predictions(path)
   assert np.array_equal(read.example_ids, np.arange(n)) and np.array_equal(read.labels, dataset.labels)
-  print(f"{label}: {n} images, batch {batch_size}: bare predict {bare_rate:,.0f} img/s, export "
-        f"{export_rate:,.0f} img/s, ratio {export_rate / bare_rate:.3f}", flush=True)
+  print(
+      f"{label}: {n} images, batch {batch_size}: bare predict {bare_rate:,.0f} img/s, export "
+      f"{export_rate:,.0f} img/s, ratio {export_rate / bare_rate:.3f}",
+      flush=True,
+  )
   return export_rate / bare_rate, path
 
 
@@ -91,17 +106,21 @@ def check_python_serialization(path):
   """Times the per-record Python serializer on the exported arrays and checks it parses to the same records."""
   read = predictions_lib.read_predictions(path)
   start = time.perf_counter()
-  python = [predictions_lib.serialize_example(read.example_ids[i], read.labels[i], read.top_k_classes[i],
-                                              read.top_k_probs[i]) for i in range(len(read.example_ids))]
+  python = [
+      predictions_lib.serialize_example(read.example_ids[i], read.labels[i], read.top_k_classes[i], read.top_k_probs[i])
+      for i in range(len(read.example_ids))
+  ]
   python_s = time.perf_counter() - start
   start = time.perf_counter()
   buffer, offsets = records.encode_examples(read.example_ids, read.labels, read.top_k_classes, read.top_k_probs)
   fast_s = time.perf_counter() - start
   for i in range(0, len(python), max(1, len(python) // 1000)):
     expected = tf.train.Example.FromString(python[i])
-    assert tf.train.Example.FromString(buffer[offsets[i]:offsets[i + 1]]) == expected, f"record {i} differs"
-  print(f"serialization of {len(python)} records: per-record Python {python_s:.2f} s, vectorized {fast_s:.2f} s "
-        f"({python_s / fast_s:.1f}x); sampled records parse identically")
+    assert tf.train.Example.FromString(buffer[offsets[i] : offsets[i + 1]]) == expected, f"record {i} differs"
+  print(
+      f"serialization of {len(python)} records: per-record Python {python_s:.2f} s, vectorized {fast_s:.2f} s "
+      f"({python_s / fast_s:.1f}x); sampled records parse identically"
+  )
 
 
 def main(argv=None) -> int:
@@ -119,16 +138,23 @@ def main(argv=None) -> int:
   failures = []
   with tempfile.TemporaryDirectory() as out_dir:
     cnn = models.small_cnn((8, 8, 1), 10)
-    ratio, path = bench("digits_cnn", cnn, SyntheticEval(args.examples, (8, 8, 1), 10, "digits"), args.batch_size,
-                        args.repeats, out_dir)
+    ratio, path = bench(
+        "digits_cnn", cnn, SyntheticEval(args.examples, (8, 8, 1), 10, "digits"), args.batch_size, args.repeats, out_dir
+    )
     if ratio < args.target:
       failures.append(f"digits CNN export at {ratio:.3f} x bare predict < {args.target}")
     if args.check_python:
       check_python_serialization(path)
     if args.resnet:
       resnet = models.resnet50((32, 32, 3), 1000)
-      ratio, _ = bench("resnet50_32px", resnet, SyntheticEval(args.resnet_examples, (32, 32, 3), 1000, "digits"),
-                       100, args.repeats, out_dir)
+      ratio, _ = bench(
+          "resnet50_32px",
+          resnet,
+          SyntheticEval(args.resnet_examples, (32, 32, 3), 1000, "digits"),
+          100,
+          args.repeats,
+          out_dir,
+      )
       if ratio < args.target:
         failures.append(f"ResNet-50 export at {ratio:.3f} x bare predict < {args.target}")
   for failure in failures:

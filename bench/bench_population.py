@@ -49,26 +49,56 @@ def main(argv=None) -> int:
     per_model = []
     for i in range(args.baseline_models):
       sparsity = LEVELS[(i * 5) % len(LEVELS)] if i else 0.0
-      seconds, _ = _run([python, "-m", "train.train", *config, f"--config.sparsity={sparsity}",
-                         f"--config.seed={i}", f"--workdir={work}/baseline_{i}"])
+      seconds, _ = _run(
+          [
+              python,
+              "-m",
+              "train.train",
+              *config,
+              f"--config.sparsity={sparsity}",
+              f"--config.seed={i}",
+              f"--workdir={work}/baseline_{i}",
+          ]
+      )
       per_model.append(seconds)
-      print(f"  baseline: train.train sparsity {sparsity:g} in {seconds:.1f} s (one process, start-up included)",
-            flush=True)
+      print(
+          f"  baseline: train.train sparsity {sparsity:g} in {seconds:.1f} s (one process, start-up included)",
+          flush=True,
+      )
     total_models = len(LEVELS) * args.seeds
     baseline_minutes = statistics.mean(per_model) * total_models / 60
 
-    seconds, out = _run([python, "-m", "train.population", *config, f"--config.num_seeds={args.seeds}",
-                         f"--workdir={study_dir}", f"--num_workers={args.workers}"])
+    seconds, out = _run(
+        [
+            python,
+            "-m",
+            "train.population",
+            *config,
+            f"--config.num_seeds={args.seeds}",
+            f"--workdir={study_dir}",
+            f"--num_workers={args.workers}",
+        ]
+    )
     minutes = seconds / 60
     finished = sum(os.path.exists(os.path.join(study_dir, d, d + ".json")) for d in os.listdir(study_dir))
-    wall = [float(line.rsplit(",", 1)[1].strip().rstrip("s")) for line in out.splitlines() if "] sparsity" in line
-            and line.rstrip().endswith("s")]
-    print(f"population: {finished}/{total_models} models with {args.workers} workers in {minutes:.2f} min "
-          f"= {total_models / minutes:.1f} models/min" +
-          (f" (median {statistics.median(wall):.2f} s of training and export per model inside a worker)"
-           if wall else ""))
-    print(f"one process per model (extrapolated from {len(per_model)} runs, mean {statistics.mean(per_model):.1f} "
-          f"s): {baseline_minutes:.1f} min sequentially = {total_models / baseline_minutes:.1f} models/min")
+    wall = [
+        float(line.rsplit(",", 1)[1].strip().rstrip("s"))
+        for line in out.splitlines()
+        if "] sparsity" in line and line.rstrip().endswith("s")
+    ]
+    print(
+        f"population: {finished}/{total_models} models with {args.workers} workers in {minutes:.2f} min "
+        f"= {total_models / minutes:.1f} models/min"
+        + (
+            f" (median {statistics.median(wall):.2f} s of training and export per model inside a worker)"
+            if wall
+            else ""
+        )
+    )
+    print(
+        f"one process per model (extrapolated from {len(per_model)} runs, mean {statistics.mean(per_model):.1f} "
+        f"s): {baseline_minutes:.1f} min sequentially = {total_models / baseline_minutes:.1f} models/min"
+    )
     failures = []
     if finished != total_models:
       failures.append(f"only {finished} of {total_models} models finished")

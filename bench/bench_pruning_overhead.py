@@ -35,8 +35,14 @@ from pie import pruning  # noqa: E402
 SETUPS = {
     # name: (model name, kwargs, input shape, classes, batch, (begin, end, frequency) of the pruning schedule)
     "digits": ("small_cnn", {"filters": (8, 16), "hidden": 32}, (8, 8, 1), 10, 32, (0, 480, 10)),
-    "resnet50": ("resnet50", {"weight_decay": 1e-4, "bn_momentum": 0.9, "bn_epsilon": 1e-5}, (32, 32, 3), 1000, 16,
-                 (0, 3000, 500)),
+    "resnet50": (
+        "resnet50",
+        {"weight_decay": 1e-4, "bn_momentum": 0.9, "bn_epsilon": 1e-5},
+        (32, 32, 3),
+        1000,
+        16,
+        (0, 3000, 500),
+    ),
 }
 
 
@@ -51,8 +57,9 @@ class _StepTimes(keras.callbacks.Callback):
 
 
 def _compile(model):
-  model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
-                loss=keras.losses.CategoricalCrossentropy(from_logits=True))
+  model.compile(
+      optimizer=keras.optimizers.SGD(0.01, momentum=0.9), loss=keras.losses.CategoricalCrossentropy(from_logits=True)
+  )
   return model
 
 
@@ -70,8 +77,11 @@ def measure(name, steps, warmup, rounds, sparsity=0.9):
   onehot = keras.utils.to_categorical(rng.integers(0, classes, batch), classes)
   data = tf.data.Dataset.from_tensors((images, onehot)).repeat()
   dense = _compile(models.build_model(_Config(model_name, kwargs), shape, classes))
-  pruned = _compile(pruning.apply_pruning(models.build_model(_Config(model_name, kwargs), shape, classes), sparsity,
-                                          begin, end, frequency))
+  pruned = _compile(
+      pruning.apply_pruning(
+          models.build_model(_Config(model_name, kwargs), shape, classes), sparsity, begin, end, frequency
+      )
+  )
   times = {"dense": [], "pruned": []}
   for _ in range(rounds):
     times["dense"].append(_median_step(dense, data, steps, warmup, []))
@@ -102,9 +112,12 @@ def main(argv=None) -> int:
   for name in args.models.split(","):
     dense_s, pruned_s, wrapped, batch, frequency = measure(name, args.steps, args.warmup, args.rounds)
     ratio = pruned_s / dense_s
-    print(f"{name}: batch {batch}, {wrapped} pruned layers, mask update every {frequency} steps: dense "
-          f"{dense_s * 1e3:.2f} ms/step, pruned {pruned_s * 1e3:.2f} ms/step, ratio {ratio:.3f} "
-          f"(target <= {args.target:.2f})", flush=True)
+    print(
+        f"{name}: batch {batch}, {wrapped} pruned layers, mask update every {frequency} steps: dense "
+        f"{dense_s * 1e3:.2f} ms/step, pruned {pruned_s * 1e3:.2f} ms/step, ratio {ratio:.3f} "
+        f"(target <= {args.target:.2f})",
+        flush=True,
+    )
     if ratio > args.target:
       failures.append(f"{name}: pruned/dense step time {ratio:.3f} > {args.target:.2f}")
   for failure in failures:

@@ -7,6 +7,7 @@ Needs CIFAR-10 prepared by TFDS in `data_dir` (nothing is downloaded unless `--c
 
 The paper trained 30 models per level; 10 seeds are the default here (raise with --config.num_seeds=30).
 """
+
 import ml_collections
 
 

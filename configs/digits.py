@@ -12,6 +12,7 @@ One model:
 The model (conv 8, conv 16, maxpool, dense 32, dense 10) is small enough that 90% sparsity clearly costs accuracy,
 as ResNet-50 does on ImageNet in the paper.
 """
+
 import ml_collections
 
 
@@ -36,7 +37,9 @@ def get_config():
   config.lr_schedule = "constant"
   config.batch_size = 32
   config.num_epochs = 20
-  config.steps_per_epoch = ml_collections.config_dict.placeholder(int)  # derived from the training split: 1297 // 32 = 40
+  config.steps_per_epoch = ml_collections.config_dict.placeholder(
+      int
+  )  # derived from the training split: 1297 // 32 = 40
   config.label_smoothing = 0.0
   config.deterministic = True  # TF op determinism: same seed, same predictions on CPU
   # Train steps per call of the train function (None: a whole epoch; see pie.training.steps_per_execution).

@@ -12,6 +12,7 @@ full int8 post-training quantization of each dense model (calibrated on the firs
 compressed size each reaches. Add "random" (a random-pruning control at the magnitude levels), "qat" or "cluster"
 to `variants` to compare those too (see docs/compression_methods.md).
 """
+
 import importlib.util
 import os
 

@@ -20,6 +20,7 @@ then analyse:
 
   python -m analysis.analyze --study_dir=gs://BUCKET/studies/imagenet
 """
+
 import ml_collections
 
 _TRAIN_EXAMPLES = 1_281_167

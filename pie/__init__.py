@@ -4,6 +4,7 @@
 numpy arrays and import no TensorFlow; the rest (data, models, training, export, analysis, report) loads TensorFlow
 on first use.
 """
+
 import importlib
 import os
 
@@ -42,9 +43,30 @@ _LAZY = {
     "quantize_model": "pie.quantization",
     "TFLiteClassifier": "pie.quantization",
 }
-_SUBMODULES = ("analysis", "data", "devices", "errors", "export", "model_dir", "models", "outputs", "predictions",
-               "pruning", "ptq", "report", "stats", "study", "training", "significance", "simulate", "corruptions",
-               "quantization", "robustness", "validate", "variants")
+_SUBMODULES = (
+    "analysis",
+    "data",
+    "devices",
+    "errors",
+    "export",
+    "model_dir",
+    "models",
+    "outputs",
+    "predictions",
+    "pruning",
+    "ptq",
+    "report",
+    "stats",
+    "study",
+    "training",
+    "significance",
+    "simulate",
+    "corruptions",
+    "quantization",
+    "robustness",
+    "validate",
+    "variants",
+)
 
 
 def __getattr__(name):
@@ -55,5 +77,4 @@ def __getattr__(name):
   raise AttributeError(f"module 'pie' has no attribute {name!r}")
 
 
-__all__ = ["PieError", "class_ttest", "find_pies", "modal_labels", "per_class_recall", "top1_accuracy",
-           *_LAZY]
+__all__ = ["PieError", "class_ttest", "find_pies", "modal_labels", "per_class_recall", "top1_accuracy"] + list(_LAZY)

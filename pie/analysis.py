@@ -27,6 +27,7 @@ The tables are built from sums over examples (correct predictions per model and 
 per-example rows, by functions that `pie.beam_analysis` shares: it computes the same files for prediction sets too
 large for one machine's memory.
 """
+
 import io
 import os
 
@@ -60,8 +61,9 @@ def check_options(alpha, normalization, bootstrap_resamples, noise_floor_splits=
   if not 0 < alpha < 1:
     raise PieError(f"alpha must be in (0, 1), got {alpha}", parameter="alpha")
   if normalization not in significance.NORMALIZATIONS:
-    raise PieError(f"normalization must be one of {significance.NORMALIZATIONS}, got {normalization!r}",
-                   parameter="normalization")
+    raise PieError(
+        f"normalization must be one of {significance.NORMALIZATIONS}, got {normalization!r}", parameter="normalization"
+    )
   if bootstrap_resamples < 0:
     raise PieError(f"bootstrap_resamples must be >= 0, got {bootstrap_resamples}", parameter="bootstrap_resamples")
   if noise_floor_splits < 0:
@@ -71,8 +73,9 @@ def check_options(alpha, normalization, bootstrap_resamples, noise_floor_splits=
 def output_dir(study_dir, prediction_files, out_dir):
   """Where the analysis writes: `out_dir`, or <study_dir>/analysis; exactly one of a study or prediction files."""
   if bool(study_dir) == bool(prediction_files):
-    raise PieError("give exactly one of a study directory (study_dir) or prediction files (predictions)",
-                   parameter="study_dir")
+    raise PieError(
+        "give exactly one of a study directory (study_dir) or prediction files (predictions)", parameter="study_dir"
+    )
   if out_dir is None:
     if not study_dir:
       raise PieError("an output folder (out_dir) is needed with prediction files", parameter="out_dir")
@@ -80,10 +83,22 @@ def output_dir(study_dir, prediction_files, out_dir):
   return out_dir
 
 
-def run(study_dir=None, predictions=None, out_dir=None, alpha=0.05, seed=0, images=True, report=True,
-        allow_mixed_configs=False, normalization=significance.DEFAULT_NORMALIZATION, bootstrap_resamples=200,
-        power_effect=DEFAULT_POWER_EFFECT, validate_first=True, noise_floor_splits=DEFAULT_NOISE_FLOOR_SPLITS,
-        log=print):
+def run(
+    study_dir=None,
+    predictions=None,
+    out_dir=None,
+    alpha=0.05,
+    seed=0,
+    images=True,
+    report=True,
+    allow_mixed_configs=False,
+    normalization=significance.DEFAULT_NORMALIZATION,
+    bootstrap_resamples=200,
+    power_effect=DEFAULT_POWER_EFFECT,
+    validate_first=True,
+    noise_floor_splits=DEFAULT_NOISE_FLOOR_SPLITS,
+    log=print,
+):
   """The whole analysis of a study directory (or of a list of prediction files): validation, loading, every output.
 
   Returns (out_dir, summary). This is what `python -m analysis.analyze` and `train.population --analyze` run.
@@ -93,9 +108,19 @@ def run(study_dir=None, predictions=None, out_dir=None, alpha=0.05, seed=0, imag
     # Metadata-level checks here; load_study reads and checks every record, so no file is read twice.
     validate.require_valid(study_dir, allow_mixed_configs=allow_mixed_configs, read_records=False, log=log)
   study = study_lib.load_study(study_dir, predictions, allow_mixed_configs=allow_mixed_configs, log=log)
-  summary = analyze_study(study, out_dir, alpha=alpha, seed=seed, images=images, report=report,
-                          normalization=normalization, bootstrap_resamples=bootstrap_resamples,
-                          power_effect=power_effect, noise_floor_splits=noise_floor_splits, log=log)
+  summary = analyze_study(
+      study,
+      out_dir,
+      alpha=alpha,
+      seed=seed,
+      images=images,
+      report=report,
+      normalization=normalization,
+      bootstrap_resamples=bootstrap_resamples,
+      power_effect=power_effect,
+      noise_floor_splits=noise_floor_splits,
+      log=log,
+  )
   return out_dir, summary
 
 
@@ -105,8 +130,9 @@ def compared_populations(populations):
   Returns (compressed, with_method, primary): the compressed populations in output order (registry order of the
   method, then level), whether the tables need a `method` column, and the method of the report's per-level view.
   """
-  compressed = sorted((k for k in populations if not variants.is_dense(k[0])),
-                      key=lambda k: (variants.method_rank(k[0]), k[1]))
+  compressed = sorted(
+      (k for k in populations if not variants.is_dense(k[0])), key=lambda k: (variants.method_rank(k[0]), k[1])
+  )
   with_method = outputs.has_method_column(method for method, _ in populations)
   return compressed, with_method, variants.primary_method(method for method, _ in compressed)
 
@@ -116,8 +142,8 @@ class FloorPlan:
 
   The pool is the dense population and, when the study has one, the dense replicate (both dense, disjoint seeds).
   `splits` draw two disjoint populations from the pool, of the sizes of a compared population and the dense one, so
-  that a level's PIEs are set against A/A counts at the same population sizes. `control` is the control compared directly
-  with the dense population: the replicate, else the sham, else None.
+  that a level's PIEs are set against A/A counts at the same population sizes. `control` is the control compared
+  directly with the dense population: the replicate, else the sham, else None.
   """
 
   def __init__(self, populations, compared, num_splits, seed):
@@ -144,13 +170,17 @@ class FloorPlan:
 
   def pie_counts(self, pool_predictions, num_classes):
     """{size pair: PIE counts per A/A split} over some examples (they add up over blocks of examples)."""
-    return {pair: significance.split_pie_counts(pool_predictions, first, second, num_classes)
-            for pair, (first, second) in self.splits.items()}
+    return {
+        pair: significance.split_pie_counts(pool_predictions, first, second, num_classes)
+        for pair, (first, second) in self.splits.items()
+    }
 
 
 def _quantiles(values, alpha):
-  return (float(np.quantile(values, alpha / 2, method="inverted_cdf")),
-          float(np.quantile(values, 1 - alpha / 2, method="inverted_cdf")))
+  return (
+      float(np.quantile(values, alpha / 2, method="inverted_cdf")),
+      float(np.quantile(values, 1 - alpha / 2, method="inverted_cdf")),
+  )
 
 
 def noise_floor(plan, levels, pool_hits, class_count, pie_counts, level_counts, alpha, normalization):
@@ -161,34 +191,54 @@ def noise_floor(plan, levels, pool_hits, class_count, pie_counts, level_counts, 
   entries.
   """
   num_examples = int(np.sum(class_count))
-  floor = {"control": None, "control_models": None, "num_pies": None, "pie_fraction": None,
-           "num_significant_classes": None, "num_significant_classes_fdr": None, "half_splits": None}
+  floor = {
+      "control": None,
+      "control_models": None,
+      "num_pies": None,
+      "pie_fraction": None,
+      "num_significant_classes": None,
+      "num_significant_classes_fdr": None,
+      "half_splits": None,
+  }
   control_entry = None
   if plan.control is not None:
     control_entry = next(e for e in levels if (e["method"], e["sparsity"]) == plan.control)
-    floor.update(control=plan.control[0], control_models=control_entry["num_models"],
-                 num_pies=control_entry["num_pies"], pie_fraction=control_entry["pie_fraction"],
-                 num_significant_classes=control_entry["num_significant_classes"],
-                 num_significant_classes_fdr=control_entry["num_significant_classes_fdr"])
+    floor.update(
+        control=plan.control[0],
+        control_models=control_entry["num_models"],
+        num_pies=control_entry["num_pies"],
+        pie_fraction=control_entry["pie_fraction"],
+        num_significant_classes=control_entry["num_significant_classes"],
+        num_significant_classes_fdr=control_entry["num_significant_classes_fdr"],
+    )
   if plan.reference in plan.splits:
     first, second = plan.splits[plan.reference]
-    tests = significance.split_class_tests(pool_hits, class_count, first, second, alpha=alpha,
-                                           normalization=normalization)
+    tests = significance.split_class_tests(
+        pool_hits, class_count, first, second, alpha=alpha, normalization=normalization
+    )
     counts = pie_counts[plan.reference]
     low, high = _quantiles(counts, alpha)
     spread = (lambda x: float(np.std(x, ddof=1))) if len(counts) > 1 else (lambda x: None)
     floor["half_splits"] = {
-        "pool": [k[0] for k in plan.pool_keys], "pool_models": plan.pool_size, "sizes": list(plan.reference),
-        "num_splits": plan.num_splits, "seed": plan.seed, "num_pies_mean": float(counts.mean()),
-        "num_pies_std": spread(counts), "num_pies_low": low, "num_pies_high": high,
+        "pool": [k[0] for k in plan.pool_keys],
+        "pool_models": plan.pool_size,
+        "sizes": list(plan.reference),
+        "num_splits": plan.num_splits,
+        "seed": plan.seed,
+        "num_pies_mean": float(counts.mean()),
+        "num_pies_std": spread(counts),
+        "num_pies_low": low,
+        "num_pies_high": high,
         "pie_fraction_mean": float(counts.mean() / num_examples),
         "num_significant_classes_mean": float(tests["num_significant"].mean()),
         "num_significant_classes_std": spread(tests["num_significant"]),
         "num_significant_classes_fdr_mean": float(tests["num_significant_fdr"].mean()),
         "num_significant_classes_fdr_std": spread(tests["num_significant_fdr"]),
         "splits_with_fdr_discovery": float(np.mean(tests["num_significant_fdr"] > 0)),
-        "class_tests_significant_rate": (float(tests["num_significant"].sum() / tests["num_tested"].sum())
-                                         if tests["num_tested"].sum() else None)}
+        "class_tests_significant_rate": (
+            float(tests["num_significant"].sum() / tests["num_tested"].sum()) if tests["num_tested"].sum() else None
+        ),
+    }
   control_boot = level_counts.get(plan.control, {}).get("bootstrap") if plan.control else None
   for entry in levels:
     if entry["role"] != "pruned":
@@ -199,11 +249,14 @@ def noise_floor(plan, levels, pool_hits, class_count, pie_counts, level_counts, 
     else:  # no A/A split of these sizes: the control's own comparison is the floor
       floor_mean = None if control_entry is None else float(control_entry["num_pies"])
     parts = level_counts.get((entry["method"], entry["sparsity"]), {})
-    result = significance.pies_against_floor(entry["num_pies"], floor_mean, parts.get("bootstrap"), control_boot,
-                                             alpha)
-    entry.update(noise_floor_pies_mean=floor_mean, pies_excess=result["excess"],
-                 pies_excess_ci_low=result["ci_low"], pies_excess_ci_high=result["ci_high"],
-                 distinguishable_from_noise=result["distinguishable"])
+    result = significance.pies_against_floor(entry["num_pies"], floor_mean, parts.get("bootstrap"), control_boot, alpha)
+    entry.update(
+        noise_floor_pies_mean=floor_mean,
+        pies_excess=result["excess"],
+        pies_excess_ci_low=result["ci_low"],
+        pies_excess_ci_high=result["ci_high"],
+        distinguishable_from_noise=result["distinguishable"],
+    )
   floor["note"] = _floor_note(plan)
   return floor
 
@@ -211,16 +264,21 @@ def noise_floor(plan, levels, pool_hits, class_count, pie_counts, level_counts, 
 def _floor_note(plan):
   if not plan.num_splits:
     return "no A/A splits were drawn (noise_floor_splits = 0)"
-  text = ("pies_excess: PIEs minus the mean PIEs of two dense populations of the same sizes, with a bootstrap "
-          "interval against the control; distinguishable_from_noise: that interval lies above 0. ")
+  text = (
+      "pies_excess: PIEs minus the mean PIEs of two dense populations of the same sizes, with a bootstrap "
+      "interval against the control; distinguishable_from_noise: that interval lies above 0. "
+  )
   if len(plan.pool_keys) == 1:
-    return text + ("Both need a dense replicate: add config.controls = ('dense_replicate',) (the A/A splits here "
-                   "halve the dense models, smaller than the compared populations)")
+    return text + (
+        "Both need a dense replicate: add config.controls = ('dense_replicate',) (the A/A splits here "
+        "halve the dense models, smaller than the compared populations)"
+    )
   return text + "The floor comes from A/A splits of the pooled dense and replicate models"
 
 
-def pie_rows(sparsity, example_ids, labels, dense_details, pruned_details, class_names, pie_stability=None,
-             largest_id_modal=None):
+def pie_rows(
+    sparsity, example_ids, labels, dense_details, pruned_details, class_names, pie_stability=None, largest_id_modal=None
+):
   """Rows of pies.csv for a run of examples (all of them, or one block), the PIE mask and the tie counts.
 
   `*_details` are `stats.modal_labels(..., return_details=True)` of both populations over those examples;
@@ -232,22 +290,36 @@ def pie_rows(sparsity, example_ids, labels, dense_details, pruned_details, class
   pruned_modal, pruned_share, pruned_tied = pruned_details
   pies = dense_modal != pruned_modal
   ids = np.nonzero(pies)[0]
-  table = pd.DataFrame({
-      "sparsity": sparsity, "example_id": np.asarray(example_ids)[ids], "label": labels[ids],
-      "dense_modal": dense_modal[ids], "pruned_modal": pruned_modal[ids], "dense_modal_share": dense_share[ids],
-      "pruned_modal_share": pruned_share[ids], "modal_tie": (dense_tied | pruned_tied)[ids],
-      "label_name": _names(class_names, labels[ids]), "dense_modal_name": _names(class_names, dense_modal[ids]),
-      "pruned_modal_name": _names(class_names, pruned_modal[ids])})
+  table = pd.DataFrame(
+      {
+          "sparsity": sparsity,
+          "example_id": np.asarray(example_ids)[ids],
+          "label": labels[ids],
+          "dense_modal": dense_modal[ids],
+          "pruned_modal": pruned_modal[ids],
+          "dense_modal_share": dense_share[ids],
+          "pruned_modal_share": pruned_share[ids],
+          "modal_tie": (dense_tied | pruned_tied)[ids],
+          "label_name": _names(class_names, labels[ids]),
+          "dense_modal_name": _names(class_names, dense_modal[ids]),
+          "pruned_modal_name": _names(class_names, pruned_modal[ids]),
+      }
+  )
   if pie_stability is not None:
     # pie_replicability says what the number is (the share of bootstrap resamples of the models in which the example
     # is still a PIE); pie_stability is its first name, kept for scripts that read it.
     table["pie_stability"] = pie_stability[ids]
     table["pie_replicability"] = pie_stability[ids]
-  ties = {"num_ties_dense": int(dense_tied.sum()), "num_ties_pruned": int(pruned_tied.sum()),
-          "num_pies_with_tie": int((dense_tied | pruned_tied)[pies].sum())}
+  ties = {
+      "num_ties_dense": int(dense_tied.sum()),
+      "num_ties_pruned": int(pruned_tied.sum()),
+      "num_pies_with_tie": int((dense_tied | pruned_tied)[pies].sum()),
+  }
   if largest_id_modal is not None:
     pies_largest = largest_id_modal[0] != largest_id_modal[1]
-    ties.update(num_pies_largest_id_rule=int(pies_largest.sum()), num_pies_tie_dependent=int((pies_largest != pies).sum()))
+    ties.update(
+        num_pies_largest_id_rule=int(pies_largest.sum()), num_pies_tie_dependent=int((pies_largest != pies).sum())
+    )
   return pies, table, ties
 
 
@@ -274,18 +346,31 @@ def accuracy_rows(sparsity, sizes, correct):
         mean, std = float(acc.mean()), float(acc.std(ddof=1)) if len(acc) > 1 else float("nan")
       else:
         mean = std = float("nan")
-      rows.append({"sparsity": sparsity, "population": population, "subset": subset,
-                   "num_examples": int(sizes[subset]), "top1_mean": mean, "top1_std": std})
+      rows.append(
+          {
+              "sparsity": sparsity,
+              "population": population,
+              "subset": subset,
+              "num_examples": int(sizes[subset]),
+              "top1_mean": mean,
+              "top1_std": std,
+          }
+      )
   return pd.DataFrame(rows)
 
 
 def pie_accuracy_table(sparsity, dense_predictions, pruned_predictions, labels, pies, rng):
   """Rows of pie_accuracy.csv: per population, top-1 mean/std over models on PIEs, random sample, non-PIEs."""
   labels = np.asarray(labels)
-  masks = {"pie": pies, "random": np.isin(np.arange(len(labels)), random_sample(rng, len(labels), int(pies.sum()))),
-           "non_pie": ~pies}
-  correct = {variants.DENSE: subset_correct(np.asarray(dense_predictions) == labels, masks),
-             "pruned": subset_correct(np.asarray(pruned_predictions) == labels, masks)}
+  masks = {
+      "pie": pies,
+      "random": np.isin(np.arange(len(labels)), random_sample(rng, len(labels), int(pies.sum()))),
+      "non_pie": ~pies,
+  }
+  correct = {
+      variants.DENSE: subset_correct(np.asarray(dense_predictions) == labels, masks),
+      "pruned": subset_correct(np.asarray(pruned_predictions) == labels, masks),
+  }
   return accuracy_rows(sparsity, {subset: int(mask.sum()) for subset, mask in masks.items()}, correct)
 
 
@@ -299,13 +384,23 @@ def level_entry(key, models, top1):
   models' top-1 accuracies, in the order of `models`."""
   method, sparsity = key if isinstance(key, tuple) else (variants.recorded_method(None, key == 0), key)
   role = variants.role(method)
-  return {"sparsity": sparsity, "role": role, "num_models": len(models),
-          "top1_mean": float(top1.mean()), "top1_std": float(top1.std(ddof=1)),
-          "measured_sparsity_mean": float(np.mean([m.measured_sparsity for m in models])),
-          "num_pies": None, "pie_fraction": None, "num_significant_classes": None, "num_ties_dense": None,
-          "num_ties_pruned": None, "models": [m.name for m in models], "method": method,
-          "bits_per_weight": _mean_or_none([m.bits_per_weight for m in models]),
-          "compressed_bytes": _mean_or_none([m.compressed_bytes for m in models])}
+  return {
+      "sparsity": sparsity,
+      "role": role,
+      "num_models": len(models),
+      "top1_mean": float(top1.mean()),
+      "top1_std": float(top1.std(ddof=1)),
+      "measured_sparsity_mean": float(np.mean([m.measured_sparsity for m in models])),
+      "num_pies": None,
+      "pie_fraction": None,
+      "num_significant_classes": None,
+      "num_ties_dense": None,
+      "num_ties_pruned": None,
+      "models": [m.name for m in models],
+      "method": method,
+      "bits_per_weight": _mean_or_none([m.bits_per_weight for m in models]),
+      "compressed_bytes": _mean_or_none([m.compressed_bytes for m in models]),
+  }
 
 
 def top1_from_hits(hits, num_examples):
@@ -315,11 +410,18 @@ def top1_from_hits(hits, num_examples):
 
 def exemplar_rows(sparsity, labels, scores):
   """Rows of exemplar_scores.csv from `significance.exemplar_scores` (or `exemplar_frame`) of some examples."""
-  return pd.DataFrame({
-      "sparsity": sparsity, "example_id": scores.index.to_numpy(), "label": labels,
-      "dense_modal": scores["baseline_modal"].to_numpy(), "pruned_modal": scores["compressed_modal"].to_numpy(),
-      "is_pie": scores["is_cie"].to_numpy(bool), "l1_distance": scores["l1_distance"].to_numpy(),
-      "rank": scores["rank"].to_numpy()})
+  return pd.DataFrame(
+      {
+          "sparsity": sparsity,
+          "example_id": scores.index.to_numpy(),
+          "label": labels,
+          "dense_modal": scores["baseline_modal"].to_numpy(),
+          "pruned_modal": scores["compressed_modal"].to_numpy(),
+          "is_pie": scores["is_cie"].to_numpy(bool),
+          "l1_distance": scores["l1_distance"].to_numpy(),
+          "rank": scores["rank"].to_numpy(),
+      }
+  )
 
 
 def exemplar_table(sparsity, dense_predictions, pruned_predictions, labels, num_classes):
@@ -331,21 +433,40 @@ def exemplar_table(sparsity, dense_predictions, pruned_predictions, labels, num_
 def _power_plan(dense_hits, pruned_hits, class_count, normalization, alpha, effect):
   plan = significance.models_needed(
       significance.normalized_recall_from_hits(dense_hits, class_count, normalization),
-      significance.normalized_recall_from_hits(pruned_hits, class_count, normalization), effect=effect, alpha=alpha)
-  summary = {k: (None if v is None or not np.isfinite(v) else float(v)) if isinstance(v, (float, np.floating))
-             else v for k, v in plan.summary.items()}
+      significance.normalized_recall_from_hits(pruned_hits, class_count, normalization),
+      effect=effect,
+      alpha=alpha,
+  )
+  summary = {
+      k: (None if v is None or not np.isfinite(v) else float(v)) if isinstance(v, (float, np.floating)) else v
+      for k, v in plan.summary.items()
+  }
   return {"effect": effect, "alpha": alpha, "power": 0.8, **summary}
 
 
-def compare_level(entry, sparsity, dense_hits, pruned_hits, class_count, class_names, num_pies, ties, alpha,
-                  normalization, power_effect, class_stability=None, num_pies_stable_90=None):
+def compare_level(
+    entry,
+    sparsity,
+    dense_hits,
+    pruned_hits,
+    class_count,
+    class_names,
+    num_pies,
+    ties,
+    alpha,
+    normalization,
+    power_effect,
+    class_stability=None,
+    num_pies_stable_90=None,
+):
   """class_stats.csv rows of one compared population, and its summary entry completed (in place).
 
   Everything here comes from sums over examples (correct predictions per model and class, PIE and tie counts), so
   the in-memory analysis and `pie.beam_analysis` share it.
   """
-  classes = stats.class_ttest_from_hits(dense_hits, pruned_hits, class_count, alpha=alpha, class_names=class_names,
-                                        normalization=normalization)
+  classes = stats.class_ttest_from_hits(
+      dense_hits, pruned_hits, class_count, alpha=alpha, class_names=class_names, normalization=normalization
+  )
   classes.insert(0, "sparsity", sparsity)
   if class_stability is not None:
     # The share of bootstrap resamples of the models in which p < alpha again: how replicable the uncorrected verdict
@@ -355,31 +476,51 @@ def compare_level(entry, sparsity, dense_hits, pruned_hits, class_count, class_n
     classes["significance_replicability"] = class_stability
     entry["num_pies_stable_90"] = int(num_pies_stable_90)
   num_examples = int(np.sum(class_count))
-  entry.update(ties, num_pies=int(num_pies), pie_fraction=float(num_pies / num_examples),
-               num_significant_classes=int(classes["significant"].sum()),
-               num_significant_classes_fdr=int(classes["significant_fdr"].sum()),
-               models_needed=_power_plan(dense_hits, pruned_hits, class_count, normalization, alpha, power_effect))
+  entry.update(
+      ties,
+      num_pies=int(num_pies),
+      pie_fraction=float(num_pies / num_examples),
+      num_significant_classes=int(classes["significant"].sum()),
+      num_significant_classes_fdr=int(classes["significant_fdr"].sum()),
+      models_needed=_power_plan(dense_hits, pruned_hits, class_count, normalization, alpha, power_effect),
+  )
   return classes
 
 
 def log_level(log, method, sparsity, entry):
-  log(f"{'' if variants.named_by_level(method) else method + ' '}level {sparsity:g}: {entry['num_models']} models, "
+  log(
+      f"{'' if variants.named_by_level(method) else method + ' '}level {sparsity:g}: {entry['num_models']} models, "
       f"top-1 {entry['top1_mean']:.4f}, {entry['num_pies']} PIEs ({entry['pie_fraction']:.2%}), "
       f"{entry['num_significant_classes']} significant classes ({entry['num_significant_classes_fdr']} after FDR "
-      "control)")
+      "control)"
+  )
 
 
 def study_summary(study, levels, alpha, seed, normalization, bootstrap_resamples, noise_floor_summary=None):
   """summary.json. `study` is a `pie.study.Study` or a `pie.study.StudyIndex` (the same fields)."""
   summary = {
-      "study": {"name": study.config.get("name", study.dataset), "dataset": study.dataset,
-                "eval_split": study.split, "num_classes": study.num_classes, "class_names": study.class_names,
-                "num_examples": study.num_examples, "model": study.config.get("model", {}).get("name", ""),
-                "config": study.config, "config_hash": study.config_hash, "study_dir": study.study_dir,
-                "incomplete_exports_skipped": study.incomplete},
-      "alpha": alpha, "confidence_level": 1 - alpha, "seed": seed, "normalization": normalization,
-      "bootstrap_resamples": bootstrap_resamples, "tie_rule": stats.TIE_RULE, "levels": levels,
-      "noise_floor": noise_floor_summary}
+      "study": {
+          "name": study.config.get("name", study.dataset),
+          "dataset": study.dataset,
+          "eval_split": study.split,
+          "num_classes": study.num_classes,
+          "class_names": study.class_names,
+          "num_examples": study.num_examples,
+          "model": study.config.get("model", {}).get("name", ""),
+          "config": study.config,
+          "config_hash": study.config_hash,
+          "study_dir": study.study_dir,
+          "incomplete_exports_skipped": study.incomplete,
+      },
+      "alpha": alpha,
+      "confidence_level": 1 - alpha,
+      "seed": seed,
+      "normalization": normalization,
+      "bootstrap_resamples": bootstrap_resamples,
+      "tie_rule": stats.TIE_RULE,
+      "levels": levels,
+      "noise_floor": noise_floor_summary,
+  }
   if normalization == "population":
     summary["normalization_warning"] = significance.POPULATION_NORMALIZATION_WARNING
   return summary
@@ -389,19 +530,31 @@ def check_populations(populations, where):
   """A study the analysis can compare: a dense population and either another population or enough dense models for
   an A/A floor (a study of dense models only)."""
   if len(populations) == 1 and len(populations[variants.DENSE_KEY]) < 4:
-    raise PieError(f"{where}: only {len(populations[variants.DENSE_KEY])} dense models and no other population: a "
-                   "study of dense models only needs at least 4 to split them into two A/A populations")
+    raise PieError(
+        f"{where}: only {len(populations[variants.DENSE_KEY])} dense models and no other population: a "
+        "study of dense models only needs at least 4 to split them into two A/A populations"
+    )
 
 
-def analyze(study, alpha=0.05, seed=0, normalization=significance.DEFAULT_NORMALIZATION, bootstrap_resamples=200,
-            power_effect=DEFAULT_POWER_EFFECT, noise_floor_splits=DEFAULT_NOISE_FLOOR_SPLITS, log=print):
+def analyze(
+    study,
+    alpha=0.05,
+    seed=0,
+    normalization=significance.DEFAULT_NORMALIZATION,
+    bootstrap_resamples=200,
+    power_effect=DEFAULT_POWER_EFFECT,
+    noise_floor_splits=DEFAULT_NOISE_FLOOR_SPLITS,
+    log=print,
+):
   """Computes every table of the analysis in memory: dict of DataFrames, the summary, and the PIE ids per level."""
   check_options(alpha, normalization, bootstrap_resamples, noise_floor_splits)
   rng = np.random.default_rng(seed)
   labels = study.labels
   num_classes, num_examples = study.num_classes, study.num_examples
-  populations = study.populations or {variants.DENSE_KEY: study.levels[0.0],
-                                      **{(variants.MAGNITUDE, s): study.levels[s] for s in study.pruned_levels}}
+  populations = study.populations or {
+      variants.DENSE_KEY: study.levels[0.0],
+      **{(variants.MAGNITUDE, s): study.levels[s] for s in study.pruned_levels},
+  }
   check_populations(populations, study.study_dir or "the prediction files")
   compressed, with_method, primary = compared_populations(populations)
   dense_key = variants.DENSE_KEY if study.populations else 0.0
@@ -421,22 +574,49 @@ def analyze(study, alpha=0.05, seed=0, normalization=significance.DEFAULT_NORMAL
     pruned_hits = significance.class_hits(pruned, labels, num_classes)
     boot = None
     if bootstrap_resamples:
-      boot = significance.bootstrap_stability(dense, pruned, labels, num_classes,
-                                              num_resamples=bootstrap_resamples, seed=seed, alpha=alpha,
-                                              normalization=normalization)
+      boot = significance.bootstrap_stability(
+          dense,
+          pruned,
+          labels,
+          num_classes,
+          num_resamples=bootstrap_resamples,
+          seed=seed,
+          alpha=alpha,
+          normalization=normalization,
+      )
     level_counts[(method, sparsity)] = {"bootstrap": None if boot is None else boot.pie_counts}
-    pies, table, ties = pie_rows(sparsity, np.arange(num_examples), labels, dense_details,
-                                 stats.modal_labels(pruned, return_details=True), study.class_names,
-                                 pie_stability=None if boot is None else boot.pie_stability,
-                                 largest_id_modal=(dense_largest, stats.modal_labels(pruned, tie_break="largest")))
+    pies, table, ties = pie_rows(
+        sparsity,
+        np.arange(num_examples),
+        labels,
+        dense_details,
+        stats.modal_labels(pruned, return_details=True),
+        study.class_names,
+        pie_stability=None if boot is None else boot.pie_stability,
+        largest_id_modal=(dense_largest, stats.modal_labels(pruned, tie_break="largest")),
+    )
     entry = level_entry(key, study.models(key), top1_from_hits(pruned_hits, num_examples))
     classes = compare_level(
-        entry, sparsity, dense_hits, pruned_hits, class_count, study.class_names, int(pies.sum()), ties, alpha,
-        normalization, power_effect, class_stability=None if boot is None else boot.class_significance,
-        num_pies_stable_90=None if boot is None else (table["pie_stability"] >= 0.9).sum())
-    level_tables = {outputs.PIES_CSV: table, outputs.CLASS_STATS_CSV: classes,
-                    outputs.EXEMPLAR_SCORES_CSV: exemplar_table(sparsity, dense, pruned, labels, num_classes),
-                    outputs.PIE_ACCURACY_CSV: pie_accuracy_table(sparsity, dense, pruned, labels, pies, rng)}
+        entry,
+        sparsity,
+        dense_hits,
+        pruned_hits,
+        class_count,
+        study.class_names,
+        int(pies.sum()),
+        ties,
+        alpha,
+        normalization,
+        power_effect,
+        class_stability=None if boot is None else boot.class_significance,
+        num_pies_stable_90=None if boot is None else (table["pie_stability"] >= 0.9).sum(),
+    )
+    level_tables = {
+        outputs.PIES_CSV: table,
+        outputs.CLASS_STATS_CSV: classes,
+        outputs.EXEMPLAR_SCORES_CSV: exemplar_table(sparsity, dense, pruned, labels, num_classes),
+        outputs.PIE_ACCURACY_CSV: pie_accuracy_table(sparsity, dense, pruned, labels, pies, rng),
+    }
     for name, frame in level_tables.items():
       if with_method:
         frame[outputs.METHOD_COLUMN] = method
@@ -448,12 +628,22 @@ def analyze(study, alpha=0.05, seed=0, normalization=significance.DEFAULT_NORMAL
   pool = np.concatenate([np.stack([m.top1 for m in populations[k]]) for k in plan.pool_keys])
   if plan.splits:
     log(f"noise floor: {noise_floor_splits} A/A splits of {plan.pool_size} dense models")
-  floor = noise_floor(plan, levels, significance.class_hits(pool, labels, num_classes), class_count,
-                      plan.pie_counts(pool, num_classes), level_counts, alpha, normalization)
+  floor = noise_floor(
+      plan,
+      levels,
+      significance.class_hits(pool, labels, num_classes),
+      class_count,
+      plan.pie_counts(pool, num_classes),
+      level_counts,
+      alpha,
+      normalization,
+  )
   log_floor(log, floor, levels)
   summary = study_summary(study, levels, alpha, seed, normalization, bootstrap_resamples, floor)
-  tables = {name: (pd.concat(frames, ignore_index=True) if frames else empty_table(name, with_method))
-            for name, frames in parts.items()}
+  tables = {
+      name: (pd.concat(frames, ignore_index=True) if frames else empty_table(name, with_method))
+      for name, frames in parts.items()
+  }
   return tables, summary, pie_ids
 
 
@@ -461,12 +651,16 @@ def log_floor(log, floor, levels):
   """One line for the floor and one for each level within it."""
   splits = floor["half_splits"]
   if floor["control"] is not None:
-    log(f"noise floor: {floor['control']} against dense: {floor['num_pies']} PIEs, "
-        f"{floor['num_significant_classes']} significant classes ({floor['num_significant_classes_fdr']} after FDR)")
+    log(
+        f"noise floor: {floor['control']} against dense: {floor['num_pies']} PIEs, "
+        f"{floor['num_significant_classes']} significant classes ({floor['num_significant_classes_fdr']} after FDR)"
+    )
   if splits is not None:
-    log(f"noise floor: A/A splits {splits['sizes'][0]} + {splits['sizes'][1]}: {splits['num_pies_mean']:.1f} PIEs on "
+    log(
+        f"noise floor: A/A splits {splits['sizes'][0]} + {splits['sizes'][1]}: {splits['num_pies_mean']:.1f} PIEs on "
         f"average (up to {splits['num_pies_high']:g}), {splits['num_significant_classes_mean']:.2f} significant "
-        f"classes, {splits['splits_with_fdr_discovery']:.1%} of splits with an FDR discovery")
+        f"classes, {splits['splits_with_fdr_discovery']:.1%} of splits with an FDR discovery"
+    )
   within = [f"{e['method']} {e['sparsity']:g}" for e in levels if e.get("distinguishable_from_noise") is False]
   if within:
     log(f"within the noise floor (PIEs): {', '.join(within)}")
@@ -482,8 +676,13 @@ def csv_text(frame):
   # Floats are written as Python's shortest text that reads back to the same float (repr), so a reader can recompute
   # every statistic exactly; NaN is an empty field. Formatting the lists here is far faster than to_csv's per-value
   # formatter on the 250,000-row exemplar table.
-  frame = frame.assign(**{name: ["" if v != v else repr(v) for v in frame[name].tolist()]
-                          for name in frame.columns if frame[name].dtype.kind == "f"})
+  frame = frame.assign(
+      **{
+          name: ["" if v != v else repr(v) for v in frame[name].tolist()]
+          for name in frame.columns
+          if frame[name].dtype.kind == "f"
+      }
+  )
   buffer = io.StringIO()
   frame.to_csv(buffer, index=False)
   return buffer.getvalue()
@@ -496,31 +695,52 @@ read_pie_images = outputs.read_pie_images
 def load_eval_images(config_dict, example_ids, log=print):
   """Display images of the given eval examples, from the dataset named in the study's config."""
   from pie import data as data_lib  # pylint: disable=g-import-not-at-top
+
   data_config = ml_collections.ConfigDict(config_dict["data"])
   dataset = data_lib.load_dataset(data_config)
   log(f"reading {len(np.unique(example_ids))} PIE images from {data_config.name}/{data_config.eval_split}")
   return dataset.eval_display_images(example_ids)
 
 
-def analyze_study(study, out_dir, alpha=0.05, seed=0, images=True, report=True,
-                  normalization=significance.DEFAULT_NORMALIZATION, bootstrap_resamples=200,
-                  power_effect=DEFAULT_POWER_EFFECT, noise_floor_splits=DEFAULT_NOISE_FLOOR_SPLITS, log=print):
+def analyze_study(
+    study,
+    out_dir,
+    alpha=0.05,
+    seed=0,
+    images=True,
+    report=True,
+    normalization=significance.DEFAULT_NORMALIZATION,
+    bootstrap_resamples=200,
+    power_effect=DEFAULT_POWER_EFFECT,
+    noise_floor_splits=DEFAULT_NOISE_FLOOR_SPLITS,
+    log=print,
+):
   """Runs the analysis and writes every output file into `out_dir`; returns the summary dict."""
-  tables, summary, pie_ids = analyze(study, alpha=alpha, seed=seed, normalization=normalization,
-                                     bootstrap_resamples=bootstrap_resamples, power_effect=power_effect,
-                                     noise_floor_splits=noise_floor_splits, log=log)
+  tables, summary, pie_ids = analyze(
+      study,
+      alpha=alpha,
+      seed=seed,
+      normalization=normalization,
+      bootstrap_resamples=bootstrap_resamples,
+      power_effect=power_effect,
+      noise_floor_splits=noise_floor_splits,
+      log=log,
+  )
   io_utils.makedirs(out_dir)
   if images:
     all_ids = np.unique(np.concatenate(list(pie_ids.values()))) if pie_ids else np.zeros(0, np.int64)
     try:
       found = load_eval_images(study.config, all_ids, log=log)
     except PieError as e:
-      raise PieError(f"{e} (the PIE images come from the study's eval split; images=False skips them)",
-                     parameter="images") from None
+      raise PieError(
+          f"{e} (the PIE images come from the study's eval split; images=False skips them)", parameter="images"
+      ) from None
     missing = sorted(set(all_ids.tolist()) - set(found))
     if missing:
-      raise PieError(f"the eval split of {study.dataset} lacks example ids {missing[:5]}...: it is not the split "
-                     "the models predicted")
+      raise PieError(
+          f"the eval split of {study.dataset} lacks example ids {missing[:5]}...: it is not the split "
+          "the models predicted"
+      )
     pies = tables[outputs.PIES_CSV]
     if outputs.METHOD_COLUMN in pies:
       # The images of the report's per-level view: dense against the primary pruning method.
@@ -534,6 +754,7 @@ def analyze_study(study, out_dir, alpha=0.05, seed=0, images=True, report=True,
   io_utils.write_json(os.path.join(out_dir, outputs.SUMMARY_JSON), summary)
   if report:
     from pie import report as report_lib  # pylint: disable=g-import-not-at-top
+
     path = report_lib.write_report(out_dir)
     log(f"report: {path}")
   return summary

@@ -23,6 +23,7 @@ reachable by the workers (e.g. gs:// on Dataflow): intermediate shards go to a f
 The runner and its settings are Beam pipeline options (`pipeline_args`, e.g. ["--runner=DataflowRunner",
 "--project=...", "--region=...", "--temp_location=gs://...", "--setup_file=./setup.py"]); DirectRunner by default.
 """
+
 import collections
 import hashlib
 import os
@@ -46,8 +47,8 @@ from pie import variants
 from pie.errors import PieError
 
 INSTALL_HINT = "pip install -e '.[beam]'"
-DEFAULT_BLOCK_SIZE = 20_000     # examples per block: a worker holds models x block_size predictions at once
-DEFAULT_SHARD_ROWS = 200_000    # rows per shard of exemplar_scores.csv
+DEFAULT_BLOCK_SIZE = 20_000  # examples per block: a worker holds models x block_size predictions at once
+DEFAULT_SHARD_ROWS = 200_000  # rows per shard of exemplar_scores.csv
 # Outputs of pie.analysis this pipeline does not write: an earlier run's copies would not match the new tables.
 _STALE = (outputs.PIES_TFRECORD, outputs.REPORT_HTML)
 
@@ -73,8 +74,8 @@ class _Plan:
   """Everything the workers need, pickled into the pipeline: small (no predictions)."""
 
   def __init__(self, index, models, levels, with_method, seed, block_size, shard_rows, work_dir, floor, pool_rows):
-    self.paths = [m.path for m in models]             # model i of the block matrix reads paths[i]
-    self.floor, self.pool_rows = floor, pool_rows      # the noise floor's A/A splits and its models' rows
+    self.paths = [m.path for m in models]  # model i of the block matrix reads paths[i]
+    self.floor, self.pool_rows = floor, pool_rows  # the noise floor's A/A splits and its models' rows
     self.reference = self.paths.index(index.paths[0])  # the file whose labels the others must equal
     self.num_examples, self.num_classes = index.num_examples, index.num_classes
     self.class_names = index.class_names
@@ -122,10 +123,17 @@ def _read_model(item, plan):
   else:
     top1, labels = pred.top1.astype(np.int32), pred.labels
     reference = index == plan.reference
-    yield beam.pvalue.TaggedOutput("models", (index, {
-        "hits": significance.class_hits(top1[None, :], labels, plan.num_classes)[0],
-        "labels_digest": _labels_digest(labels),
-        "class_count": np.bincount(labels, minlength=plan.num_classes) if reference else None}))
+    yield beam.pvalue.TaggedOutput(
+        "models",
+        (
+            index,
+            {
+                "hits": significance.class_hits(top1[None, :], labels, plan.num_classes)[0],
+                "labels_digest": _labels_digest(labels),
+                "class_count": np.bincount(labels, minlength=plan.num_classes) if reference else None,
+            },
+        ),
+    )
     for block in range(plan.num_blocks):
       ids = slice(block * plan.block_size, (block + 1) * plan.block_size)
       yield block, (index, top1[ids], labels[ids] if reference else None)
@@ -151,18 +159,28 @@ def _scored_block(block, parts, labels, plan):
   dense = predictions[plan.dense]
   dense_details = stats.modal_labels(dense, return_details=True)
   dense_largest = stats.modal_labels(dense, tie_break="largest")
-  sums = {("floor", pair): counts for pair, counts in plan.floor.pie_counts(predictions[plan.pool_rows],
-                                                                             plan.num_classes).items()}
+  sums = {
+      ("floor", pair): counts
+      for pair, counts in plan.floor.pie_counts(predictions[plan.pool_rows], plan.num_classes).items()
+  }
   pies = np.zeros((len(plan.levels), len(ids)), bool)
   for j, level in enumerate(plan.levels):
     pruned = predictions[level.rows]
     stability = None
     if level.dense_resamples is not None:
       stability, _, sums[(j, "bootstrap_counts")] = significance.bootstrap_pie_stability(
-          dense, pruned, plan.num_classes, level.dense_resamples, level.pruned_resamples, return_counts=True)
+          dense, pruned, plan.num_classes, level.dense_resamples, level.pruned_resamples, return_counts=True
+      )
     pies[j], table, ties = analysis.pie_rows(
-        level.sparsity, ids, labels, dense_details, stats.modal_labels(pruned, return_details=True), plan.class_names,
-        pie_stability=stability, largest_id_modal=(dense_largest, stats.modal_labels(pruned, tie_break="largest")))
+        level.sparsity,
+        ids,
+        labels,
+        dense_details,
+        stats.modal_labels(pruned, return_details=True),
+        plan.class_names,
+        pie_stability=stability,
+        largest_id_modal=(dense_largest, stats.modal_labels(pruned, tie_break="largest")),
+    )
     if plan.with_method:
       table[outputs.METHOD_COLUMN] = level.method
     io_utils.write_text(plan.pies_shard(j, block), analysis.csv_text(table))
@@ -172,8 +190,10 @@ def _scored_block(block, parts, labels, plan):
       sums[(j, "num_pies_stable_90")] = int((table["pie_stability"] >= 0.9).sum())
     dense_modal, pruned_modal, l1_int = significance.exemplar_parts(dense, pruned, plan.num_classes)
     yield beam.pvalue.TaggedOutput("scores", (block, (j, labels, dense_modal, pruned_modal, l1_int)))
-    yield beam.pvalue.TaggedOutput("histograms", (j, block, significance.exemplar_histogram(
-        l1_int, plan.dense.stop, level.rows.stop - level.rows.start)))
+    yield beam.pvalue.TaggedOutput(
+        "histograms",
+        (j, block, significance.exemplar_histogram(l1_int, plan.dense.stop, level.rows.stop - level.rows.start)),
+    )
   yield beam.pvalue.TaggedOutput("sums", sums)
   # pie_accuracy.csv needs each model's correctness on subsets known only once every block is scored: one bit each.
   yield block, (np.packbits(predictions == labels, axis=1), np.packbits(pies, axis=1))
@@ -197,7 +217,7 @@ def _random_samples(sums, plan):
     sample = np.sort(analysis.random_sample(rng, plan.num_examples, sums.get((j, "num_pies"), 0)))
     bounds = np.searchsorted(sample, starts)
     for block in range(plan.num_blocks):
-      by_block[block][j] = sample[bounds[block]:bounds[block + 1]]
+      by_block[block][j] = sample[bounds[block] : bounds[block + 1]]
   for block in range(plan.num_blocks):
     yield block, by_block[block]
 
@@ -250,8 +270,9 @@ def _ranked_rows(item, plan):
     level = plan.levels[j]
     total, before = offsets[j]
     rank = significance.exemplar_ranks(l1_int, total, before)
-    scores = significance.exemplar_frame(dense_modal, pruned_modal, l1_int, plan.dense.stop,
-                                         level.rows.stop - level.rows.start, rank, example_ids=ids)
+    scores = significance.exemplar_frame(
+        dense_modal, pruned_modal, l1_int, plan.dense.stop, level.rows.stop - level.rows.start, rank, example_ids=ids
+    )
     rows = analysis.exemplar_rows(level.sparsity, labels, scores)
     if plan.with_method:
       rows[outputs.METHOD_COLUMN] = level.method
@@ -267,38 +288,57 @@ def _write_exemplar_shard(item, plan):
 
 
 def _write_sums(unused_start, plan, models, errors, sums, accuracy):
-  io_utils.write_bytes(plan.small_results, pickle.dumps(
-      {"models": dict(models), "errors": dict(errors), "sums": sums, "accuracy": accuracy}))
+  io_utils.write_bytes(
+      plan.small_results,
+      pickle.dumps({"models": dict(models), "errors": dict(errors), "sums": sums, "accuracy": accuracy}),
+  )
 
 
 def _build_pipeline(pipeline, plan):
   beam = import_beam()
-  read = (pipeline
-          | "PredictionFiles" >> beam.Create(list(enumerate(plan.paths)))
-          | "ReadFiles" >> beam.FlatMap(_read_model, plan).with_outputs("models", "errors", main="blocks"))
-  scored = (read.blocks
-            | "GroupByBlock" >> beam.GroupByKey()
-            | "ScoreBlocks" >> beam.FlatMap(_score_block, plan).with_outputs(
-                "scores", "histograms", "sums", main="correct"))
+  read = (
+      pipeline
+      | "PredictionFiles" >> beam.Create(list(enumerate(plan.paths)))
+      | "ReadFiles" >> beam.FlatMap(_read_model, plan).with_outputs("models", "errors", main="blocks")
+  )
+  scored = (
+      read.blocks
+      | "GroupByBlock" >> beam.GroupByKey()
+      | "ScoreBlocks" >> beam.FlatMap(_score_block, plan).with_outputs("scores", "histograms", "sums", main="correct")
+  )
   sums = scored.sums | "SumLevels" >> beam.CombineGlobally(_add)
   samples = sums | "DrawRandomSubsets" >> beam.FlatMap(_random_samples, plan)
-  accuracy = ({"correct": scored.correct, "sample": samples}
-              | "JoinSubsets" >> beam.CoGroupByKey()
-              | "CountOnSubsets" >> beam.FlatMap(_subset_counts, plan)
-              | "SumSubsets" >> beam.CombineGlobally(_add))
-  offsets = (scored.histograms
-             | "AllHistograms" >> beam.combiners.ToList()
-             | "RankOffsets" >> beam.FlatMap(_rank_offsets, plan))
-  _ = ({"scores": scored.scores, "offsets": offsets}
-       | "JoinRanks" >> beam.CoGroupByKey()
-       | "RankExamples" >> beam.FlatMap(_ranked_rows, plan)
-       | "GroupByRankShard" >> beam.GroupByKey()
-       | "WriteExemplarShards" >> beam.Map(_write_exemplar_shard, plan))
-  _ = (pipeline
-       | "Start" >> beam.Create([None])
-       | "WriteSums" >> beam.Map(_write_sums, plan, models=beam.pvalue.AsList(read.models),
-                                 errors=beam.pvalue.AsList(read.errors), sums=beam.pvalue.AsSingleton(sums),
-                                 accuracy=beam.pvalue.AsSingleton(accuracy)))
+  accuracy = (
+      {"correct": scored.correct, "sample": samples}
+      | "JoinSubsets" >> beam.CoGroupByKey()
+      | "CountOnSubsets" >> beam.FlatMap(_subset_counts, plan)
+      | "SumSubsets" >> beam.CombineGlobally(_add)
+  )
+  offsets = (
+      scored.histograms
+      | "AllHistograms" >> beam.combiners.ToList()
+      | "RankOffsets" >> beam.FlatMap(_rank_offsets, plan)
+  )
+  _ = (
+      {"scores": scored.scores, "offsets": offsets}
+      | "JoinRanks" >> beam.CoGroupByKey()
+      | "RankExamples" >> beam.FlatMap(_ranked_rows, plan)
+      | "GroupByRankShard" >> beam.GroupByKey()
+      | "WriteExemplarShards" >> beam.Map(_write_exemplar_shard, plan)
+  )
+  _ = (
+      pipeline
+      | "Start" >> beam.Create([None])
+      | "WriteSums"
+      >> beam.Map(
+          _write_sums,
+          plan,
+          models=beam.pvalue.AsList(read.models),
+          errors=beam.pvalue.AsList(read.errors),
+          sums=beam.pvalue.AsSingleton(sums),
+          accuracy=beam.pvalue.AsSingleton(accuracy),
+      )
+  )
 
 
 # --- Driver ---------------------------------------------------------------------------------------------------------
@@ -311,18 +351,22 @@ def pipeline_options(pipeline_args=()):
   """
   import_beam()
   from apache_beam.options import pipeline_options as beam_options  # pylint: disable=g-import-not-at-top
+
   args = list(pipeline_args)
   for i, arg in enumerate(args):
     if not arg.startswith("-") and not (i and args[i - 1].startswith("--") and "=" not in args[i - 1]):
-      raise PieError(f"unexpected argument {arg!r}: Beam pipeline options look like --name=value",
-                     parameter="pipeline_args")
+      raise PieError(
+          f"unexpected argument {arg!r}: Beam pipeline options look like --name=value", parameter="pipeline_args"
+      )
   if not any(a == "--runner" or a.startswith("--runner=") for a in args):
     args.append("--runner=DirectRunner")
   options = beam_options.PipelineOptions(args)
   unknown = sorted(set(options.get_all_options(retain_unknown_options=True)) - set(options.get_all_options()))
   if unknown:
-    raise PieError(f"unknown option(s) {', '.join('--' + u for u in unknown)}: neither a flag of the analysis nor "
-                   "an Apache Beam pipeline option")
+    raise PieError(
+        f"unknown option(s) {', '.join('--' + u for u in unknown)}: neither a flag of the analysis nor "
+        "an Apache Beam pipeline option"
+    )
   return options
 
 
@@ -359,11 +403,22 @@ def _concatenate(shards, path):
         out.write(body)
 
 
-def analyze_study(study_dir=None, out_dir=None, prediction_files=None, alpha=0.05, seed=0,
-                  normalization=significance.DEFAULT_NORMALIZATION, bootstrap_resamples=200,
-                  power_effect=analysis.DEFAULT_POWER_EFFECT, allow_mixed_configs=False, pipeline_args=(),
-                  block_size=DEFAULT_BLOCK_SIZE, shard_rows=DEFAULT_SHARD_ROWS,
-                  noise_floor_splits=analysis.DEFAULT_NOISE_FLOOR_SPLITS, log=print):
+def analyze_study(
+    study_dir=None,
+    out_dir=None,
+    prediction_files=None,
+    alpha=0.05,
+    seed=0,
+    normalization=significance.DEFAULT_NORMALIZATION,
+    bootstrap_resamples=200,
+    power_effect=analysis.DEFAULT_POWER_EFFECT,
+    allow_mixed_configs=False,
+    pipeline_args=(),
+    block_size=DEFAULT_BLOCK_SIZE,
+    shard_rows=DEFAULT_SHARD_ROWS,
+    noise_floor_splits=analysis.DEFAULT_NOISE_FLOOR_SPLITS,
+    log=print,
+):
   """Runs the analysis as a Beam pipeline and writes its tables and summary.json into `out_dir`; returns the summary.
 
   Arguments as for `pie.analysis.analyze_study` and `pie.study.load_study`, plus the Beam `pipeline_args`
@@ -390,17 +445,23 @@ def analyze_study(study_dir=None, out_dir=None, prediction_files=None, alpha=0.0
     population = index.populations[(method, sparsity)]
     rows = slice(len(models), len(models) + len(population))
     row_of_key[(method, sparsity)] = rows
-    resamples = (significance.bootstrap_resamples(n_dense, len(population), bootstrap_resamples, seed)
-                 if bootstrap_resamples else (None, None))
+    resamples = (
+        significance.bootstrap_resamples(n_dense, len(population), bootstrap_resamples, seed)
+        if bootstrap_resamples
+        else (None, None)
+    )
     levels.append(_Level(method, sparsity, rows, *resamples))
     models += population
   work_dir = os.path.join(out_dir, f".beam-work-{uuid.uuid4().hex[:8]}")
   floor = analysis.FloorPlan(index.populations, compressed, noise_floor_splits, seed)
-  plan = _Plan(index, models, levels, with_method, seed, block_size, shard_rows, work_dir, floor,
-               floor.pool_rows(row_of_key))
+  plan = _Plan(
+      index, models, levels, with_method, seed, block_size, shard_rows, work_dir, floor, floor.pool_rows(row_of_key)
+  )
   runner = options.get_all_options()["runner"]
-  log(f"beam: {len(models)} prediction files, {len(levels)} compared populations, {plan.num_blocks} block(s) of up "
-      f"to {block_size} examples; runner {runner}")
+  log(
+      f"beam: {len(models)} prediction files, {len(levels)} compared populations, {plan.num_blocks} block(s) of up "
+      f"to {block_size} examples; runner {runner}"
+  )
   io_utils.makedirs(out_dir)
   try:
     start = time.time()
@@ -409,13 +470,12 @@ def analyze_study(study_dir=None, out_dir=None, prediction_files=None, alpha=0.0
     pipeline.run().wait_until_finish()
     log(f"beam: pipeline finished in {time.time() - start:.1f}s")
     results = _collect_sums(plan, index, log)
-    summary, tables = _tables(plan, index, results, alpha, seed, normalization, bootstrap_resamples, power_effect,
-                              log)
+    summary, tables = _tables(plan, index, results, alpha, seed, normalization, bootstrap_resamples, power_effect, log)
     shards = -(-plan.num_examples // shard_rows)
-    for name, paths in ((outputs.PIES_CSV, [plan.pies_shard(j, b) for j in range(len(levels))
-                                            for b in range(plan.num_blocks)]),
-                        (outputs.EXEMPLAR_SCORES_CSV, [plan.exemplar_shard(j, s) for j in range(len(levels))
-                                                       for s in range(shards)])):
+    for name, paths in (
+        (outputs.PIES_CSV, [plan.pies_shard(j, b) for j in range(len(levels)) for b in range(plan.num_blocks)]),
+        (outputs.EXEMPLAR_SCORES_CSV, [plan.exemplar_shard(j, s) for j in range(len(levels)) for s in range(shards)]),
+    ):
       if paths:
         _concatenate(paths, os.path.join(out_dir, name))
       else:  # a study of dense models only: no compared population, the header alone
@@ -433,20 +493,44 @@ def analyze_study(study_dir=None, out_dir=None, prediction_files=None, alpha=0.0
   return summary
 
 
-def run(study_dir=None, predictions=None, out_dir=None, alpha=0.05, seed=0, allow_mixed_configs=False,
-        normalization=significance.DEFAULT_NORMALIZATION, bootstrap_resamples=200,
-        power_effect=analysis.DEFAULT_POWER_EFFECT, validate_first=True, pipeline_args=(), block_size=DEFAULT_BLOCK_SIZE,
-        shard_rows=DEFAULT_SHARD_ROWS, noise_floor_splits=analysis.DEFAULT_NOISE_FLOOR_SPLITS, log=print):
+def run(
+    study_dir=None,
+    predictions=None,
+    out_dir=None,
+    alpha=0.05,
+    seed=0,
+    allow_mixed_configs=False,
+    normalization=significance.DEFAULT_NORMALIZATION,
+    bootstrap_resamples=200,
+    power_effect=analysis.DEFAULT_POWER_EFFECT,
+    validate_first=True,
+    pipeline_args=(),
+    block_size=DEFAULT_BLOCK_SIZE,
+    shard_rows=DEFAULT_SHARD_ROWS,
+    noise_floor_splits=analysis.DEFAULT_NOISE_FLOOR_SPLITS,
+    log=print,
+):
   """`pie.analysis.run` with Beam: validation first, then `analyze_study`; returns (out_dir, summary)."""
   out_dir = analysis.output_dir(study_dir, predictions, out_dir)
   import_beam()  # a missing extra is reported before any work
   if study_dir and validate_first:
     validate.require_valid(study_dir, allow_mixed_configs=allow_mixed_configs, read_records=False, log=log)
-  summary = analyze_study(study_dir, out_dir, prediction_files=predictions, alpha=alpha, seed=seed,
-                          normalization=normalization, bootstrap_resamples=bootstrap_resamples,
-                          power_effect=power_effect, allow_mixed_configs=allow_mixed_configs,
-                          pipeline_args=pipeline_args, block_size=block_size, shard_rows=shard_rows,
-                          noise_floor_splits=noise_floor_splits, log=log)
+  summary = analyze_study(
+      study_dir,
+      out_dir,
+      prediction_files=predictions,
+      alpha=alpha,
+      seed=seed,
+      normalization=normalization,
+      bootstrap_resamples=bootstrap_resamples,
+      power_effect=power_effect,
+      allow_mixed_configs=allow_mixed_configs,
+      pipeline_args=pipeline_args,
+      block_size=block_size,
+      shard_rows=shard_rows,
+      noise_floor_splits=noise_floor_splits,
+      log=log,
+  )
   return out_dir, summary
 
 
@@ -467,31 +551,71 @@ def _tables(plan, index, results, alpha, seed, normalization, bootstrap_resample
     class_stability = None
     if bootstrap_resamples:
       class_stability, _ = significance.bootstrap_class_stability(
-          dense_hits, pruned_hits, class_count, level.dense_resamples, level.pruned_resamples, alpha=alpha,
-          normalization=normalization)
-    ties = {name: sums[(j, name)] for name in ("num_ties_dense", "num_ties_pruned", "num_pies_with_tie",
-                                                "num_pies_largest_id_rule", "num_pies_tie_dependent")}
+          dense_hits,
+          pruned_hits,
+          class_count,
+          level.dense_resamples,
+          level.pruned_resamples,
+          alpha=alpha,
+          normalization=normalization,
+      )
+    ties = {
+        name: sums[(j, name)]
+        for name in (
+            "num_ties_dense",
+            "num_ties_pruned",
+            "num_pies_with_tie",
+            "num_pies_largest_id_rule",
+            "num_pies_tie_dependent",
+        )
+    }
     classes = analysis.compare_level(
-        entry, level.sparsity, dense_hits, pruned_hits, class_count, index.class_names, sums[(j, "num_pies")], ties,
-        alpha, normalization, power_effect, class_stability=class_stability,
-        num_pies_stable_90=sums.get((j, "num_pies_stable_90")))
+        entry,
+        level.sparsity,
+        dense_hits,
+        pruned_hits,
+        class_count,
+        index.class_names,
+        sums[(j, "num_pies")],
+        ties,
+        alpha,
+        normalization,
+        power_effect,
+        class_stability=class_stability,
+        num_pies_stable_90=sums.get((j, "num_pies_stable_90")),
+    )
     sizes = {subset: accuracy[(j, "size", subset)] for subset in outputs.SUBSETS}
-    correct = {population: {subset: accuracy[(j, population, subset)] for subset in outputs.SUBSETS}
-               for population in outputs.POPULATIONS}
-    frames = {outputs.CLASS_STATS_CSV: classes,
-              outputs.PIE_ACCURACY_CSV: analysis.accuracy_rows(level.sparsity, sizes, correct)}
+    correct = {
+        population: {subset: accuracy[(j, population, subset)] for subset in outputs.SUBSETS}
+        for population in outputs.POPULATIONS
+    }
+    frames = {
+        outputs.CLASS_STATS_CSV: classes,
+        outputs.PIE_ACCURACY_CSV: analysis.accuracy_rows(level.sparsity, sizes, correct),
+    }
     for name, frame in frames.items():
       if plan.with_method:
         frame[outputs.METHOD_COLUMN] = level.method
       parts[name].append(frame)
     levels.append(entry)
     analysis.log_level(log, level.method, level.sparsity, entry)
-  level_counts = {(level.method, level.sparsity): {"bootstrap": sums.get((j, "bootstrap_counts"))}
-                  for j, level in enumerate(plan.levels)}
-  floor = analysis.noise_floor(plan.floor, levels, hits[plan.pool_rows], class_count,
-                               {pair: sums[("floor", pair)] for pair in plan.floor.splits}, level_counts, alpha,
-                               normalization)
+  level_counts = {
+      (level.method, level.sparsity): {"bootstrap": sums.get((j, "bootstrap_counts"))}
+      for j, level in enumerate(plan.levels)
+  }
+  floor = analysis.noise_floor(
+      plan.floor,
+      levels,
+      hits[plan.pool_rows],
+      class_count,
+      {pair: sums[("floor", pair)] for pair in plan.floor.splits},
+      level_counts,
+      alpha,
+      normalization,
+  )
   analysis.log_floor(log, floor, levels)
   summary = analysis.study_summary(index, levels, alpha, seed, normalization, bootstrap_resamples, floor)
-  return summary, {name: (pd.concat(frames, ignore_index=True) if frames else
-                          analysis.empty_table(name, plan.with_method)) for name, frames in parts.items()}
+  return summary, {
+      name: (pd.concat(frames, ignore_index=True) if frames else analysis.empty_table(name, plan.with_method))
+      for name, frames in parts.items()
+  }

@@ -4,6 +4,7 @@ The library (pie/) knows no flags: its errors name the argument they are about (
 wraps its main with `main_with_errors`, which prints the error and the flag that sets that argument (a flag of the
 same name, or one given in `flag_names`).
 """
+
 import functools
 import sys
 
@@ -17,6 +18,7 @@ def quiet_logs():
   """Keeps the console for progress lines: TensorFlow's and absl's info chatter is hidden."""
   logging.set_verbosity(logging.WARNING)
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
   tf.get_logger().setLevel("ERROR")
 
 

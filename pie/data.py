@@ -4,6 +4,7 @@ Every dataset serves raw uint8 images and integer labels; a named preprocessing 
 Evaluation examples are read in a fixed order and numbered by their position: that `example_id` is the key that
 joins the predictions of all models of a study.
 """
+
 import abc
 import dataclasses
 from typing import Optional, Sequence
@@ -26,7 +27,7 @@ class DatasetInfo:
   num_classes: int
   class_names: Sequence[str]
   image_shape: Sequence[int]  # of the raw uint8 images; None entries for variable sizes
-  num_train: Optional[int]    # None when the split size is unknown (e.g. mocked TFDS data)
+  num_train: Optional[int]  # None when the split size is unknown (e.g. mocked TFDS data)
   num_eval: Optional[int]
   train_split: str
   eval_split: str
@@ -52,12 +53,16 @@ class Dataset(abc.ABC):
     if override:
       return int(override)
     if not self.info.num_train:
-      raise PieError(f"dataset {self.info.name!r}: the size of split {self.info.train_split!r} is unknown; "
-                     "set config.steps_per_epoch")
+      raise PieError(
+          f"dataset {self.info.name!r}: the size of split {self.info.train_split!r} is unknown; "
+          "set config.steps_per_epoch"
+      )
     steps = self.info.num_train // batch_size
     if steps < 1:
-      raise PieError(f"dataset {self.info.name!r}: batch size {batch_size} is larger than the "
-                     f"{self.info.num_train} training examples")
+      raise PieError(
+          f"dataset {self.info.name!r}: batch size {batch_size} is larger than the "
+          f"{self.info.num_train} training examples"
+      )
     return steps
 
   def train_batches(self, batch_size, seed, start_epoch, num_epochs, steps_per_epoch):
@@ -85,8 +90,9 @@ class Dataset(abc.ABC):
       if batchable:
         return ds.batch(batch_size, drop_remainder=True)
       # Augmentation: every example carries its epoch's seed and its index, for its stateless random ops.
-      return tf.data.Dataset.zip((tf.data.Dataset.from_tensors(tf.constant(epoch_seed, tf.int64)).repeat(),
-                                  ds.enumerate()))
+      return tf.data.Dataset.zip(
+          (tf.data.Dataset.from_tensors(tf.constant(epoch_seed, tf.int64)).repeat(), ds.enumerate())
+      )
 
     def prep_batch(ex):
       return fn(ex["image"], training=True, seed=None, image_size=image_size), tf.one_hot(ex["label"], num_classes)
@@ -107,8 +113,7 @@ class Dataset(abc.ABC):
     if batchable:
       ds = ds.map(prep_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     else:
-      ds = ds.map(prep, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).batch(batch_size,
-                                                                                      drop_remainder=True)
+      ds = ds.map(prep, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).batch(batch_size, drop_remainder=True)
     return ds.prefetch(tf.data.AUTOTUNE)
 
   def eval_batches(self, batch_size):
@@ -117,9 +122,11 @@ class Dataset(abc.ABC):
     image_size = self.config.get("image_size")
 
     def prep(index, ex):
-      return {"example_id": index,
-              "image": fn(ex["image"], training=False, seed=None, image_size=image_size),
-              "label": tf.cast(ex["label"], tf.int64)}
+      return {
+          "example_id": index,
+          "image": fn(ex["image"], training=False, seed=None, image_size=image_size),
+          "label": tf.cast(ex["label"], tf.int64),
+      }
 
     ds = self._raw_eval().enumerate().map(prep, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
@@ -152,21 +159,26 @@ class DigitsDataset(Dataset):
   def __init__(self, data_config):
     super().__init__(data_config)
     from sklearn.datasets import load_digits  # pylint: disable=g-import-not-at-top
+
     digits = load_digits()
     # Pixel values are 0..16; stored as uint8 0..255 like every other dataset's raw images.
     images = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)[..., None]
     labels = digits.target.astype(np.int64)
     n_train = len(labels) - DIGITS_NUM_TEST
-    self._splits = {"train": (images[:n_train], labels[:n_train]),
-                    "test": (images[n_train:], labels[n_train:])}
+    self._splits = {"train": (images[:n_train], labels[:n_train]), "test": (images[n_train:], labels[n_train:])}
     for split in (data_config.train_split, data_config.eval_split):
       if split not in self._splits:
         raise PieError(f"dataset 'digits' has splits 'train' and 'test', not {split!r}")
     self.info = DatasetInfo(
-        name=EMBEDDED_DATASET, num_classes=10, class_names=[str(d) for d in range(10)], image_shape=(8, 8, 1),
+        name=EMBEDDED_DATASET,
+        num_classes=10,
+        class_names=[str(d) for d in range(10)],
+        image_shape=(8, 8, 1),
         num_train=len(self._splits[data_config.train_split][1]),
         num_eval=len(self._splits[data_config.eval_split][1]),
-        train_split=data_config.train_split, eval_split=data_config.eval_split)
+        train_split=data_config.train_split,
+        eval_split=data_config.eval_split,
+    )
 
   def _from_split(self, split):
     images, labels = self._splits[split]
@@ -189,19 +201,24 @@ class TfdsDataset(Dataset):
   def __init__(self, data_config):
     super().__init__(data_config)
     import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
     self._tfds = tfds
     name = data_config.name
     try:
       self._builder = tfds.builder(name, data_dir=data_config.get("data_dir"))
     except tfds.core.registered.DatasetNotFoundError as e:
-      raise PieError(f"unknown dataset {name!r}: neither the embedded {EMBEDDED_DATASET!r} nor a TFDS dataset "
-                     f"({str(e).splitlines()[0]})") from None
+      raise PieError(
+          f"unknown dataset {name!r}: neither the embedded {EMBEDDED_DATASET!r} nor a TFDS dataset "
+          f"({str(e).splitlines()[0]})"
+      ) from None
     info = self._builder.info
     features = info.features
     image_key, label_key = data_config.get("image_key", "image"), data_config.get("label_key", "label")
     if image_key not in features or label_key not in features:
-      raise PieError(f"dataset {name!r} has features {sorted(features.keys())}: no {image_key!r}/{label_key!r} "
-                     "image classification pair (set config.data.image_key / label_key)")
+      raise PieError(
+          f"dataset {name!r} has features {sorted(features.keys())}: no {image_key!r}/{label_key!r} "
+          "image classification pair (set config.data.image_key / label_key)"
+      )
     label_feature = features[label_key]
     splits = info.splits
 
@@ -212,26 +229,38 @@ class TfdsDataset(Dataset):
         return None
 
     self.info = DatasetInfo(
-        name=name, num_classes=label_feature.num_classes, class_names=list(label_feature.names),
-        image_shape=tuple(features[image_key].shape), num_train=split_size(data_config.train_split),
-        num_eval=split_size(data_config.eval_split), train_split=data_config.train_split,
-        eval_split=data_config.eval_split)
+        name=name,
+        num_classes=label_feature.num_classes,
+        class_names=list(label_feature.names),
+        image_shape=tuple(features[image_key].shape),
+        num_train=split_size(data_config.train_split),
+        num_eval=split_size(data_config.eval_split),
+        train_split=data_config.train_split,
+        eval_split=data_config.eval_split,
+    )
     # Fail now, with the data_dir in the message, rather than deep inside training: tfds.load checks that the data
     # is prepared without reading it.
     self._load(data_config.eval_split, shuffle_files=False)
 
   def _load(self, split, shuffle_files, seed=None):
     cfg = self.config
-    read_config = self._tfds.ReadConfig(
-        shuffle_seed=seed, interleave_cycle_length=None if shuffle_files else 1)
+    read_config = self._tfds.ReadConfig(shuffle_seed=seed, interleave_cycle_length=None if shuffle_files else 1)
     try:
-      ds = self._tfds.load(cfg.name, split=split, data_dir=cfg.get("data_dir"), download=cfg.get("download", False),
-                           shuffle_files=shuffle_files, read_config=read_config)
+      ds = self._tfds.load(
+          cfg.name,
+          split=split,
+          data_dir=cfg.get("data_dir"),
+          download=cfg.get("download", False),
+          shuffle_files=shuffle_files,
+          read_config=read_config,
+      )
     except (AssertionError, FileNotFoundError, self._tfds.core.registered.DatasetNotFoundError) as e:
       where = cfg.get("data_dir") or "the default TFDS data_dir (~/tensorflow_datasets)"
-      raise PieError(f"dataset {cfg.name!r} split {split!r} is not prepared in {where}: prepare it there (or set "
-                     f"config.data.data_dir to where it is; config.data.download=True lets TFDS download it). "
-                     f"TFDS said: {str(e).splitlines()[0]}") from None
+      raise PieError(
+          f"dataset {cfg.name!r} split {split!r} is not prepared in {where}: prepare it there (or set "
+          f"config.data.data_dir to where it is; config.data.download=True lets TFDS download it). "
+          f"TFDS said: {str(e).splitlines()[0]}"
+      ) from None
     image_key, label_key = cfg.get("image_key", "image"), cfg.get("label_key", "label")
     return ds.map(lambda ex: {"image": ex[image_key], "label": tf.cast(ex[label_key], tf.int64)})
 

@@ -1,4 +1,5 @@
 """tf.distribute strategies by name: the same training code on CPU, GPUs, several machines or a TPU."""
+
 import tensorflow as tf
 
 from pie.errors import PieError

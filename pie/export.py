@@ -3,6 +3,7 @@
 `predict_eval` runs a Keras model, `predict_tflite` a TFLite flatbuffer (a QAT model's conversion, a post-training
 quantized dense model): both return the same arrays, which `pie.model_dir.write_outputs` writes.
 """
+
 import time
 
 import numpy as np
@@ -45,14 +46,21 @@ def export_predictions(model, dataset, path, metadata, batch_size=256, top_k=5, 
   """Predicts the eval split and writes `path` (.tfrecord) and its metadata JSON; returns (metadata, top-1 arrays)."""
   arrays = predict_eval(model, dataset, batch_size, top_k=top_k, with_logits=with_logits, log=log)
   metadata = predictions_lib.write_predictions(
-      path, arrays["example_ids"], arrays["labels"], arrays["top_k_classes"], arrays["top_k_probs"], metadata,
-      logits=arrays["logits"])
+      path,
+      arrays["example_ids"],
+      arrays["labels"],
+      arrays["top_k_classes"],
+      arrays["top_k_probs"],
+      metadata,
+      logits=arrays["logits"],
+  )
   return metadata, arrays
 
 
 def predict_tflite(tflite_bytes, dataset, batch_size=256, top_k=5, with_logits=False, log=print):
   """The arrays of `predict_eval` for a TFLite flatbuffer run by `pie.quantization.TFLiteClassifier`."""
   from pie import quantization  # pylint: disable=g-import-not-at-top
+
   classifier = quantization.TFLiteClassifier(tflite_bytes)
   k = min(top_k, classifier.num_classes)
   out = {"example_ids": [], "labels": [], "top_k_classes": [], "top_k_probs": [], "logits": []}

@@ -1,5 +1,6 @@
 """Atomic file output: write to a temporary name beside the target, then rename, so that a reader (or a rerun) never
 sees a half-written file. Paths may be local or any tf.io.gfile filesystem (e.g. gs://)."""
+
 import contextlib
 import json
 import os

@@ -8,6 +8,7 @@ recorded size. The name comes from the method registry (`pie.variants.model_name
 Training (pie.training), post-training quantization (pie.ptq) and the launcher (pie.population) share these helpers,
 so that what a folder holds, and how a finished one is recognised, is decided in one place.
 """
+
 import copy
 import hashlib
 import json
@@ -54,10 +55,14 @@ def dense_config(config):
 
 def model_paths(workdir, name):
   """The files of the model `name` (its Job's name) in its folder `workdir`."""
-  return {"name": name, "checkpoints": os.path.join(workdir, "checkpoints"),
-          "tensorboard": os.path.join(workdir, "tensorboard"), "model": os.path.join(workdir, "model.h5"),
-          "metrics": os.path.join(workdir, "metrics.json"),
-          "predictions": os.path.join(workdir, f"{name}.tfrecord")}
+  return {
+      "name": name,
+      "checkpoints": os.path.join(workdir, "checkpoints"),
+      "tensorboard": os.path.join(workdir, "tensorboard"),
+      "model": os.path.join(workdir, "model.h5"),
+      "metrics": os.path.join(workdir, "metrics.json"),
+      "predictions": os.path.join(workdir, f"{name}.tfrecord"),
+  }
 
 
 def is_finished(workdir, name):
@@ -85,6 +90,7 @@ def save_model(model, path):
 def load_model(path):
   """Loads a model saved by `save_model` (stripped: plain Keras layers)."""
   import tf_keras as keras  # pylint: disable=g-import-not-at-top
+
   if not tf.io.gfile.exists(path):
     raise PieError(f"{path}: no saved model there")
   with tempfile.TemporaryDirectory() as tmpdir:
@@ -101,10 +107,18 @@ def prediction_metadata(config, info, sparsity_report, extra=None, job=None):
   (`variants.config_job`) when not given."""
   job = job or variants.config_job(config)
   metadata = {
-      "dataset": info.name, "split": info.eval_split, "num_classes": info.num_classes,
-      "class_names": list(info.class_names), "target_sparsity": float(job.sparsity),
-      "measured_sparsity": sparsity_report["overall"], "seed": int(job.seed), "config_hash": config_hash(config),
-      "model": config.model.name, "config": config_to_dict(config), "name": job.name, "method": job.method,
+      "dataset": info.name,
+      "split": info.eval_split,
+      "num_classes": info.num_classes,
+      "class_names": list(info.class_names),
+      "target_sparsity": float(job.sparsity),
+      "measured_sparsity": sparsity_report["overall"],
+      "seed": int(job.seed),
+      "config_hash": config_hash(config),
+      "model": config.model.name,
+      "config": config_to_dict(config),
+      "name": job.name,
+      "method": job.method,
   }
   metadata.update(extra or {})
   return metadata
@@ -113,19 +127,31 @@ def prediction_metadata(config, info, sparsity_report, extra=None, job=None):
 def compression_fields(report):
   """The metadata fields every export records from a size report (`pie.quantization.model_size_report`)."""
   bits = report.get("bits_per_weight")
-  return {"bits_per_weight": None if bits is None or not math.isfinite(bits) else float(bits),
-          "compressed_bytes": int(report["gzip_bytes"]), "compression": report}
+  return {
+      "bits_per_weight": None if bits is None or not math.isfinite(bits) else float(bits),
+      "compressed_bytes": int(report["gzip_bytes"]),
+      "compression": report,
+  }
 
 
 def eval_metrics(arrays, num_classes):
   """Top-1 and per-class recall of one model from its exported arrays."""
   top1 = arrays["top_k_classes"][:, :1].T
-  return {"top1": float(stats.top1_accuracy(top1, arrays["labels"])[0]),
-          "per_class_recall": stats.per_class_recall(top1, arrays["labels"], num_classes)[0].tolist()}
+  return {
+      "top1": float(stats.top1_accuracy(top1, arrays["labels"])[0]),
+      "per_class_recall": stats.per_class_recall(top1, arrays["labels"], num_classes)[0].tolist(),
+  }
 
 
 def write_outputs(paths, arrays, metadata, metrics):
   """metrics.json, then the predictions: their metadata JSON, written last, marks the model as finished."""
   io_utils.write_json(paths["metrics"], metrics)
-  predictions_lib.write_predictions(paths["predictions"], arrays["example_ids"], arrays["labels"],
-                                    arrays["top_k_classes"], arrays["top_k_probs"], metadata, logits=arrays["logits"])
+  predictions_lib.write_predictions(
+      paths["predictions"],
+      arrays["example_ids"],
+      arrays["labels"],
+      arrays["top_k_classes"],
+      arrays["top_k_probs"],
+      metadata,
+      logits=arrays["logits"],
+  )

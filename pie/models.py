@@ -2,6 +2,7 @@
 
 Every model ends in a Dense layer named "classifier" that outputs logits; pruning scopes refer to that name.
 """
+
 import tf_keras as keras
 
 from pie.errors import PieError
@@ -19,8 +20,9 @@ def small_cnn(input_shape, num_classes, filters=(8, 16), hidden=32, weight_decay
   inputs = keras.Input(shape=input_shape, name="image")
   x = inputs
   for i, f in enumerate(filters):
-    x = keras.layers.Conv2D(f, 3, padding="same", activation="relu", kernel_regularizer=_l2(weight_decay),
-                            name=f"conv{i + 1}")(x)
+    x = keras.layers.Conv2D(
+        f, 3, padding="same", activation="relu", kernel_regularizer=_l2(weight_decay), name=f"conv{i + 1}"
+    )(x)
   x = keras.layers.MaxPooling2D(2, name="pool")(x)
   x = keras.layers.Flatten(name="flatten")(x)
   if hidden:
@@ -31,17 +33,24 @@ def small_cnn(input_shape, num_classes, filters=(8, 16), hidden=32, weight_decay
 
 def _bn(name, momentum, epsilon, zero_gamma=False):
   return keras.layers.BatchNormalization(
-      momentum=momentum, epsilon=epsilon, name=name,
-      gamma_initializer="zeros" if zero_gamma else "ones")
+      momentum=momentum, epsilon=epsilon, name=name, gamma_initializer="zeros" if zero_gamma else "ones"
+  )
 
 
 def _conv(filters, kernel, strides, weight_decay, name):
-  return keras.layers.Conv2D(filters, kernel, strides=strides, padding="same", use_bias=False,
-                             kernel_initializer="he_normal", kernel_regularizer=_l2(weight_decay), name=name)
+  return keras.layers.Conv2D(
+      filters,
+      kernel,
+      strides=strides,
+      padding="same",
+      use_bias=False,
+      kernel_initializer="he_normal",
+      kernel_regularizer=_l2(weight_decay),
+      name=name,
+  )
 
 
-def cifar_resnet(input_shape, num_classes, depth=20, width=1, weight_decay=5e-4, bn_momentum=0.9,
-                 bn_epsilon=1e-5):
+def cifar_resnet(input_shape, num_classes, depth=20, width=1, weight_decay=5e-4, bn_momentum=0.9, bn_epsilon=1e-5):
   """He et al.'s CIFAR ResNet (depth 6n+2: 20, 32, 56, ...), widened by `width` (a wide ResNet when > 1).
 
   Downsampling shortcuts are 1x1 projections, so that pruning covers them as in the paper.
@@ -93,8 +102,11 @@ def resnet50(input_shape, num_classes, weight_decay=1e-4, bn_momentum=0.9, bn_ep
       x = keras.layers.ReLU(name=f"{name}_out")(keras.layers.Add(name=f"{name}_add")([shortcut, y]))
   x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
   outputs = keras.layers.Dense(
-      num_classes, kernel_initializer=keras.initializers.RandomNormal(stddev=0.01),
-      kernel_regularizer=_l2(weight_decay), name=CLASSIFIER)(x)
+      num_classes,
+      kernel_initializer=keras.initializers.RandomNormal(stddev=0.01),
+      kernel_regularizer=_l2(weight_decay),
+      name=CLASSIFIER,
+  )(x)
   return keras.Model(inputs, outputs, name="resnet50")
 
 
@@ -116,7 +128,7 @@ def input_shape_for(info, data_config):
   if image_size:
     return (image_size, image_size, channels)
   if None in tuple(info.image_shape):
-    raise PieError(f"dataset {info.name!r} has images of varying size {tuple(info.image_shape)}: "
-                   "set config.data.image_size")
+    raise PieError(
+        f"dataset {info.name!r} has images of varying size {tuple(info.image_shape)}: " "set config.data.image_size"
+    )
   return tuple(info.image_shape)
-

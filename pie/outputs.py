@@ -13,6 +13,7 @@ A table's columns come in three groups, in file order:
 
 Importing this module costs no TensorFlow: the pies.tfrecord writer and reader load it when called.
 """
+
 import dataclasses
 
 from pie import variants
@@ -34,14 +35,23 @@ ROBUSTNESS_MODELS_CSV = "robustness_models.csv"
 ROBUSTNESS_SUMMARY_JSON = "robustness_summary.json"
 
 # The files `pie.analysis.analyze_study` writes, and those of the robustness analysis.
-ANALYSIS_FILES = (PIES_CSV, CLASS_STATS_CSV, EXEMPLAR_SCORES_CSV, PIE_ACCURACY_CSV, SUMMARY_JSON, PIES_TFRECORD,
-                  REPORT_HTML)
+ANALYSIS_FILES = (
+    PIES_CSV,
+    CLASS_STATS_CSV,
+    EXEMPLAR_SCORES_CSV,
+    PIE_ACCURACY_CSV,
+    SUMMARY_JSON,
+    PIES_TFRECORD,
+    REPORT_HTML,
+)
 ROBUSTNESS_FILES = (ROBUSTNESS_CSV, ROBUSTNESS_MODELS_CSV, ROBUSTNESS_SUMMARY_JSON)
 
 # Kinds of values a column holds, as readers parse them.
 INT, FLOAT, BOOL, STR, BYTES = "int", "float", "bool", "str", "bytes"
 
 METHOD_COLUMN = "method"
+
+
 # Populations other than these give every table the method column.
 def has_method_column(methods):
   """Whether the tables of a study whose populations have these methods end with the `method` column: whenever a
@@ -52,6 +62,7 @@ def has_method_column(methods):
 @dataclasses.dataclass(frozen=True)
 class Table:
   """One CSV of the analysis: its name and its columns as (name, kind) pairs, in file order (see the module doc)."""
+
   name: str
   required: tuple
   optional: tuple = ()
@@ -86,32 +97,78 @@ class Table:
 
 PIES = Table(
     PIES_CSV,
-    required=(("sparsity", FLOAT), ("example_id", INT), ("label", INT), ("dense_modal", INT), ("pruned_modal", INT),
-              ("dense_modal_share", FLOAT), ("pruned_modal_share", FLOAT), ("modal_tie", BOOL), ("label_name", STR),
-              ("dense_modal_name", STR), ("pruned_modal_name", STR)),
+    required=(
+        ("sparsity", FLOAT),
+        ("example_id", INT),
+        ("label", INT),
+        ("dense_modal", INT),
+        ("pruned_modal", INT),
+        ("dense_modal_share", FLOAT),
+        ("pruned_modal_share", FLOAT),
+        ("modal_tie", BOOL),
+        ("label_name", STR),
+        ("dense_modal_name", STR),
+        ("pruned_modal_name", STR),
+    ),
     # pie_replicability is pie_stability under a name that says what it is (kept under both names).
     optional=(("pie_stability", FLOAT), ("pie_replicability", FLOAT)),
-    bootstrap=("pie_stability", "pie_replicability"))
+    bootstrap=("pie_stability", "pie_replicability"),
+)
 
 CLASS_STATS = Table(
     CLASS_STATS_CSV,
-    required=(("sparsity", FLOAT), ("class_id", INT), ("class_name", STR), ("num_examples", INT),
-              ("dense_recall_mean", FLOAT), ("pruned_recall_mean", FLOAT), ("recall_change", FLOAT),
-              ("normalized_change", FLOAT), ("t_statistic", FLOAT), ("p_value", FLOAT), ("significant", BOOL)),
-    optional=(("q_value", FLOAT), ("significant_fdr", BOOL), ("ci_low", FLOAT), ("ci_high", FLOAT),
-              ("hedges_g", FLOAT), ("df", FLOAT), ("note", STR), ("significant_stability", FLOAT),
-              ("significance_replicability", FLOAT)),
-    bootstrap=("significant_stability", "significance_replicability"))
+    required=(
+        ("sparsity", FLOAT),
+        ("class_id", INT),
+        ("class_name", STR),
+        ("num_examples", INT),
+        ("dense_recall_mean", FLOAT),
+        ("pruned_recall_mean", FLOAT),
+        ("recall_change", FLOAT),
+        ("normalized_change", FLOAT),
+        ("t_statistic", FLOAT),
+        ("p_value", FLOAT),
+        ("significant", BOOL),
+    ),
+    optional=(
+        ("q_value", FLOAT),
+        ("significant_fdr", BOOL),
+        ("ci_low", FLOAT),
+        ("ci_high", FLOAT),
+        ("hedges_g", FLOAT),
+        ("df", FLOAT),
+        ("note", STR),
+        ("significant_stability", FLOAT),
+        ("significance_replicability", FLOAT),
+    ),
+    bootstrap=("significant_stability", "significance_replicability"),
+)
 
 EXEMPLAR_SCORES = Table(
     EXEMPLAR_SCORES_CSV,
-    required=(("sparsity", FLOAT), ("example_id", INT), ("label", INT), ("dense_modal", INT), ("pruned_modal", INT),
-              ("is_pie", BOOL), ("l1_distance", FLOAT), ("rank", INT)))
+    required=(
+        ("sparsity", FLOAT),
+        ("example_id", INT),
+        ("label", INT),
+        ("dense_modal", INT),
+        ("pruned_modal", INT),
+        ("is_pie", BOOL),
+        ("l1_distance", FLOAT),
+        ("rank", INT),
+    ),
+)
 
 PIE_ACCURACY = Table(
     PIE_ACCURACY_CSV,
-    required=(("sparsity", FLOAT), ("population", STR), ("subset", STR), ("num_examples", INT),
-              ("top1_mean", FLOAT), ("top1_std", FLOAT)))
+    required=(
+        ("sparsity", FLOAT),
+        ("population", STR),
+        ("subset", STR),
+        ("num_examples", INT),
+        ("top1_mean", FLOAT),
+        ("top1_std", FLOAT),
+    ),
+)
 
 # The values of pie_accuracy.csv's `subset` and `population` columns, in row order (populations outer).
 SUBSETS = ("pie", "random", "non_pie")
@@ -119,17 +176,44 @@ POPULATIONS = (variants.DENSE, "pruned")
 
 ROBUSTNESS = Table(
     ROBUSTNESS_CSV,
-    required=(("sparsity", FLOAT), ("corruption", STR), ("severity", INT), ("dense_top1_mean", FLOAT),
-              ("dense_top1_std", FLOAT), ("pruned_top1_mean", FLOAT), ("pruned_top1_std", FLOAT),
-              ("dense_drop", FLOAT), ("pruned_drop", FLOAT), ("relative_drop_dense", FLOAT),
-              ("relative_drop_pruned", FLOAT), ("t_statistic", FLOAT), ("p_value", FLOAT), ("significant", BOOL)),
-    optional=(("num_pies", INT), ("pie_fraction", FLOAT), ("q_value", FLOAT), ("num_examples", INT),
-              ("dense_clean_top1", FLOAT), ("pruned_clean_top1", FLOAT), ("significant_fdr", BOOL)))
+    required=(
+        ("sparsity", FLOAT),
+        ("corruption", STR),
+        ("severity", INT),
+        ("dense_top1_mean", FLOAT),
+        ("dense_top1_std", FLOAT),
+        ("pruned_top1_mean", FLOAT),
+        ("pruned_top1_std", FLOAT),
+        ("dense_drop", FLOAT),
+        ("pruned_drop", FLOAT),
+        ("relative_drop_dense", FLOAT),
+        ("relative_drop_pruned", FLOAT),
+        ("t_statistic", FLOAT),
+        ("p_value", FLOAT),
+        ("significant", BOOL),
+    ),
+    optional=(
+        ("num_pies", INT),
+        ("pie_fraction", FLOAT),
+        ("q_value", FLOAT),
+        ("num_examples", INT),
+        ("dense_clean_top1", FLOAT),
+        ("pruned_clean_top1", FLOAT),
+        ("significant_fdr", BOOL),
+    ),
+)
 
 ROBUSTNESS_MODELS = Table(
     ROBUSTNESS_MODELS_CSV,
-    required=(("model", STR), ("sparsity", FLOAT), ("seed", INT), ("corruption", STR), ("severity", INT),
-              ("top1", FLOAT)))
+    required=(
+        ("model", STR),
+        ("sparsity", FLOAT),
+        ("seed", INT),
+        ("corruption", STR),
+        ("severity", INT),
+        ("top1", FLOAT),
+    ),
+)
 
 # The tables of `pie.analysis`, in the order it computes them.
 ANALYSIS_TABLES = (PIES, CLASS_STATS, EXEMPLAR_SCORES, PIE_ACCURACY)
@@ -149,37 +233,95 @@ def table(name):
 TRIAGE_CSV = "pies.csv"
 TRIAGE_JSON = "pies.json"
 TRIAGE_IMAGES_DIR = "images"
-TRIAGE_FIELDS = ("example_id", "sparsity", "image", "label", "label_name", "dense_modal", "dense_modal_name",
-                 "pruned_modal", "pruned_modal_name", "dense_modal_share", "pruned_modal_share", "modal_tie",
-                 "pie_stability")
+TRIAGE_FIELDS = (
+    "example_id",
+    "sparsity",
+    "image",
+    "label",
+    "label_name",
+    "dense_modal",
+    "dense_modal_name",
+    "pruned_modal",
+    "pruned_modal_name",
+    "dense_modal_share",
+    "pruned_modal_share",
+    "modal_tie",
+    "pie_stability",
+)
 
 # summary.json: the keys a reader may rely on, and those it uses when present (files of earlier versions lack them).
 SUMMARY_KEYS = ("study", "alpha", "tie_rule", "levels")
 SUMMARY_OPTIONAL = ("normalization", "normalization_warning", "noise_floor")
-STUDY_KEYS = ("name", "dataset", "eval_split", "num_classes", "class_names", "num_examples", "model", "config",
-              "config_hash")
+STUDY_KEYS = (
+    "name",
+    "dataset",
+    "eval_split",
+    "num_classes",
+    "class_names",
+    "num_examples",
+    "model",
+    "config",
+    "config_hash",
+)
 # One entry of `levels` per population; its role is one of ROLES (exactly one level is dense).
-LEVEL_KEYS = ("sparsity", "role", "num_models", "top1_mean", "top1_std", "measured_sparsity_mean", "num_pies",
-              "pie_fraction", "num_significant_classes", "num_ties_dense", "num_ties_pruned")
+LEVEL_KEYS = (
+    "sparsity",
+    "role",
+    "num_models",
+    "top1_mean",
+    "top1_std",
+    "measured_sparsity_mean",
+    "num_pies",
+    "pie_fraction",
+    "num_significant_classes",
+    "num_ties_dense",
+    "num_ties_pruned",
+)
 LEVEL_OPTIONAL = ("num_significant_classes_fdr",)
 # A level's population and its measured size (studies comparing compression methods).
 LEVEL_METHOD_KEYS = ("method", "bits_per_weight", "compressed_bytes")
 # A compressed level against the noise floor.
-LEVEL_FLOOR_KEYS = ("distinguishable_from_noise", "noise_floor_pies_mean", "pies_excess", "pies_excess_ci_low",
-                    "pies_excess_ci_high")
+LEVEL_FLOOR_KEYS = (
+    "distinguishable_from_noise",
+    "noise_floor_pies_mean",
+    "pies_excess",
+    "pies_excess_ci_low",
+    "pies_excess_ci_high",
+)
 ROLES = (variants.DENSE, variants.COMPRESSED_ROLE, variants.CONTROL_ROLE)
 # summary.json `noise_floor` (None when the floor was not measured) and its `half_splits` (None without A/A splits).
-NOISE_FLOOR_KEYS = ("control", "control_models", "num_pies", "pie_fraction", "num_significant_classes",
-                    "num_significant_classes_fdr", "half_splits")
-HALF_SPLITS_KEYS = ("pool_models", "sizes", "num_pies_mean", "num_pies_high", "num_significant_classes_mean",
-                    "num_significant_classes_fdr_mean", "splits_with_fdr_discovery")
+NOISE_FLOOR_KEYS = (
+    "control",
+    "control_models",
+    "num_pies",
+    "pie_fraction",
+    "num_significant_classes",
+    "num_significant_classes_fdr",
+    "half_splits",
+)
+HALF_SPLITS_KEYS = (
+    "pool_models",
+    "sizes",
+    "num_pies_mean",
+    "num_pies_high",
+    "num_significant_classes_mean",
+    "num_significant_classes_fdr_mean",
+    "splits_with_fdr_discovery",
+)
 
 # pies.tfrecord: one tf.train.Example per PIE of the report's per-level view (dense against the primary pruning
 # method, `pie.variants.primary_method`), with these features of one value each; `image` is the PNG of the image as
 # the model sees it at eval, before normalization. Float features are float32 in the file.
-PIE_IMAGE_FEATURES = (("sparsity", FLOAT), ("example_id", INT), ("label", INT), ("dense_modal", INT),
-                      ("pruned_modal", INT), ("dense_modal_share", FLOAT), ("pruned_modal_share", FLOAT),
-                      ("image", BYTES))
+PIE_IMAGE_FEATURES = (
+    ("sparsity", FLOAT),
+    ("example_id", INT),
+    ("label", INT),
+    ("dense_modal", INT),
+    ("pruned_modal", INT),
+    ("dense_modal_share", FLOAT),
+    ("pruned_modal_share", FLOAT),
+    ("image", BYTES),
+)
 _FEATURE_LISTS = {INT: "int64_list", FLOAT: "float_list", BYTES: "bytes_list"}
 
 
@@ -204,8 +346,9 @@ def write_pie_images(path, pies_table, images):
     with tf.io.TFRecordWriter(tmp) as writer:
       for row in pies_table.itertuples(index=False):
         png = tf.io.encode_png(tf.convert_to_tensor(images[row.example_id], tf.uint8)).numpy()
-        features = {name: feature(kind, png if name == "image" else getattr(row, name))
-                    for name, kind in PIE_IMAGE_FEATURES}
+        features = {
+            name: feature(kind, png if name == "image" else getattr(row, name)) for name, kind in PIE_IMAGE_FEATURES
+        }
         example = tf.train.Example(features=tf.train.Features(feature=features))
         writer.write(example.SerializeToString(deterministic=True))
 
@@ -217,6 +360,7 @@ def read_pie_records(path):
   """
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
   from google.protobuf import message  # pylint: disable=import-outside-toplevel
+
   python_type = {INT: int, FLOAT: float, BYTES: bytes}
   records = []
   try:
@@ -225,12 +369,16 @@ def read_pie_records(path):
       record = {}
       for name, kind in PIE_IMAGE_FEATURES:
         if name not in feature:
-          raise PieError(f"{path}: record {index} has no feature {name!r}: the file was not written by the analysis; "
-                         "rerun it to rewrite the file")
+          raise PieError(
+              f"{path}: record {index} has no feature {name!r}: the file was not written by the analysis; "
+              "rerun it to rewrite the file"
+          )
         values = getattr(feature[name], _FEATURE_LISTS[kind]).value
         if len(values) != 1:
-          raise PieError(f"{path}: record {index} feature {name!r} has {len(values)} values, expected 1: the file was "
-                         "not written by the analysis; rerun it to rewrite the file")
+          raise PieError(
+              f"{path}: record {index} feature {name!r} has {len(values)} values, expected 1: the file was "
+              "not written by the analysis; rerun it to rewrite the file"
+          )
         record[name] = python_type[kind](values[0])
       records.append(record)
   except (tf.errors.DataLossError, message.DecodeError) as e:
@@ -242,11 +390,13 @@ def read_pie_records(path):
 def read_pie_images(path):
   """Reads pies.tfrecord back as a list of dicts, each image decoded to a uint8 [height, width, channels] array."""
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
   records = read_pie_records(path)
   for index, record in enumerate(records):
     try:
       record["image"] = tf.io.decode_png(record["image"]).numpy()
     except tf.errors.InvalidArgumentError:
-      raise PieError(f"{path}: the image of record {index} is not a PNG: rerun the analysis to rewrite the "
-                     "file") from None
+      raise PieError(
+          f"{path}: the image of record {index} is not a PNG: rerun the analysis to rewrite the " "file"
+      ) from None
   return records

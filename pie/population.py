@@ -14,6 +14,7 @@ The grid is resolved once into `variants.Job`s (method, level, seed, name; `jobs
 `pie.training.train_and_export` or `pie.ptq.derive_ptq` with the config built from it (`job_config`), and checks
 whether a model is finished by its name (`pie.model_dir.is_finished`).
 """
+
 import contextlib
 import copy
 import fcntl
@@ -169,16 +170,25 @@ def release(directory):
 
 def write_study_file(config, study_dir):
   io_utils.makedirs(study_dir)
-  io_utils.write_json(os.path.join(study_dir, STUDY_FILE), {
-      "config": model_dir_lib.config_to_dict(config), "config_hash": model_dir_lib.config_hash(config),
-      "models": [job.name for job in jobs(config)]})
+  io_utils.write_json(
+      os.path.join(study_dir, STUDY_FILE),
+      {
+          "config": model_dir_lib.config_to_dict(config),
+          "config_hash": model_dir_lib.config_hash(config),
+          "models": [job.name for job in jobs(config)],
+      },
+  )
 
 
 def finished_models(config, study_dir):
   """The (sparsity, seed) of the magnitude grid whose export is complete."""
-  return [(s, seed) for s, seed in grid(config)
-          if model_dir_lib.is_finished(model_dir(study_dir, s, seed),
-                                       variants.config_job(model_config(config, s, seed)).name)]
+  return [
+      (s, seed)
+      for s, seed in grid(config)
+      if model_dir_lib.is_finished(
+          model_dir(study_dir, s, seed), variants.config_job(model_config(config, s, seed)).name
+      )
+  ]
 
 
 def finished_jobs(config, study_dir):
@@ -205,6 +215,7 @@ def run_worker(config, study_dir, worker_id=0, strategy=None, log=print):
   from pie import ptq  # pylint: disable=g-import-not-at-top
   from pie import training  # pylint: disable=g-import-not-at-top
   import tf_keras  # pylint: disable=g-import-not-at-top
+
   failed = []
   representative = {}
   for job in jobs(config):
@@ -230,14 +241,18 @@ def run_worker(config, study_dir, worker_id=0, strategy=None, log=print):
       if job.kind == "derive":
         if "images" not in representative and variants.get_variant(job.method).needs_representative:
           representative["images"] = ptq.representative_images(cfg.data)
-        metrics = ptq.derive_ptq(cfg, source_dir, directory, representative=representative.get("images"),
-                                 log=model_log, job=job)
+        metrics = ptq.derive_ptq(
+            cfg, source_dir, directory, representative=representative.get("images"), log=model_log, job=job
+        )
       else:
         # Consecutive jobs are seeds of one level: the compiled model is reused, its train step traced once.
-        metrics = training.train_and_export(cfg, directory, strategy=strategy, log=model_log, reuse_traced=True,
-                                            job=job)
-      log(f"[worker {worker_id}] {name}: top-1 {metrics['top1']:.4f}, sparsity "
-          f"{metrics['measured_sparsity']:.4f}, {metrics['wall_seconds']:.1f}s")
+        metrics = training.train_and_export(
+            cfg, directory, strategy=strategy, log=model_log, reuse_traced=True, job=job
+        )
+      log(
+          f"[worker {worker_id}] {name}: top-1 {metrics['top1']:.4f}, sparsity "
+          f"{metrics['measured_sparsity']:.4f}, {metrics['wall_seconds']:.1f}s"
+      )
     except Exception as e:  # pylint: disable=broad-except
       # One bad model must not stop the grid: report it, keep going, fail at the end.
       model_log(f"error: {type(e).__name__}: {e}")
@@ -283,14 +298,17 @@ def launch(config, study_dir, num_workers, worker_argv, threads=None, log=print,
     the number of models that are still unfinished at the end (0 on success).
   """
   import subprocess  # pylint: disable=g-import-not-at-top
+
   write_study_file(config, study_dir)
   total = len(jobs(config))
   done_before = len(finished_jobs(config, study_dir))
   if done_before == total:
     log(f"all {total} models of {study_dir} are finished")
     return 0
-  log(f"training {total - done_before} of {total} models in {study_dir} with {num_workers} worker(s)"
-      + (f" ({done_before} already finished)" if done_before else ""))
+  log(
+      f"training {total - done_before} of {total} models in {study_dir} with {num_workers} worker(s)"
+      + (f" ({done_before} already finished)" if done_before else "")
+  )
   env = dict(os.environ)
   procs = []
   for worker_id in range(num_workers):
@@ -337,8 +355,10 @@ def _wait_for_other_launchers(config, study_dir, log, poll_seconds):
   held = [job_dir(study_dir, job) for job in jobs(config) if job.name not in done]
   held = [d for d in held if _held_on_this_host(d)]
   if held:
-    log(f"waiting for {len(held)} model(s) being trained by another process: "
-        + ", ".join(os.path.basename(d) for d in held))
+    log(
+        f"waiting for {len(held)} model(s) being trained by another process: "
+        + ", ".join(os.path.basename(d) for d in held)
+    )
   while held:
     time.sleep(poll_seconds)
     held = [d for d in held if _held_on_this_host(d)]
@@ -351,6 +371,7 @@ def dry_run_commands(config, study_dir, config_args, extra_args=()):
   launcher itself, which derives them once the dense models are done.
   """
   import shlex  # pylint: disable=g-import-not-at-top
+
   done = {job.name for job in finished_jobs(config, study_dir)} if os.path.isdir(study_dir) else set()
   commands = []
   derive = False
@@ -362,12 +383,19 @@ def dry_run_commands(config, study_dir, config_args, extra_args=()):
       continue
     # The config's default method trains dense and magnitude models: only the others need --config.method.
     method_args = [] if job.method in (variants.DENSE, variants.DEFAULT_METHOD) else [f"--config.method={job.method}"]
-    argv = ["python", "-m", "train.train", *config_args, *method_args, f"--config.sparsity={job.sparsity}",
-            f"--config.seed={job.seed}", f"--workdir={job_dir(study_dir, job)}", *extra_args]
+    argv = [
+        "python",
+        "-m",
+        "train.train",
+        *config_args,
+        *method_args,
+        f"--config.sparsity={job.sparsity}",
+        f"--config.seed={job.seed}",
+        f"--workdir={job_dir(study_dir, job)}",
+        *extra_args,
+    ]
     commands.append(" ".join(shlex.quote(a) for a in argv))
   if derive:
     argv = ["python", "-m", "train.population", *config_args, f"--workdir={study_dir}", "--num_workers=1"]
     commands.append(" ".join(shlex.quote(a) for a in argv))
   return commands
-
-

@@ -10,6 +10,7 @@ Each record is a `tf.train.Example` for one eval example:
   top_k_probs    float list    their softmax probabilities, same order
   logits         float list    optional, num_classes values
 """
+
 import collections
 import concurrent.futures
 import dataclasses
@@ -24,8 +25,18 @@ from pie.errors import PieError
 
 SCHEMA_VERSION = 1
 _READ_BUFFER_BYTES = 4 << 20
-REQUIRED_METADATA = ("dataset", "split", "num_classes", "class_names", "target_sparsity", "measured_sparsity", "seed",
-                     "config_hash", "num_examples", "top_k")
+REQUIRED_METADATA = (
+    "dataset",
+    "split",
+    "num_classes",
+    "class_names",
+    "target_sparsity",
+    "measured_sparsity",
+    "seed",
+    "config_hash",
+    "num_examples",
+    "top_k",
+)
 
 
 def _int64(values):
@@ -37,8 +48,12 @@ def _float(values):
 
 
 def serialize_example(example_id, label, top_k_classes, top_k_probs, logits=None):
-  features = {"example_id": _int64([int(example_id)]), "label": _int64([int(label)]),
-              "top_k_classes": _int64(top_k_classes), "top_k_probs": _float(top_k_probs)}
+  features = {
+      "example_id": _int64([int(example_id)]),
+      "label": _int64([int(label)]),
+      "top_k_classes": _int64(top_k_classes),
+      "top_k_probs": _float(top_k_probs),
+  }
   if logits is not None:
     features["logits"] = _float(logits)
   return tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString()
@@ -47,7 +62,7 @@ def serialize_example(example_id, label, top_k_classes, top_k_probs, logits=None
 def metadata_path(tfrecord_path):
   if not tfrecord_path.endswith(".tfrecord"):
     raise PieError(f"{tfrecord_path}: prediction files must end in .tfrecord")
-  return tfrecord_path[:-len(".tfrecord")] + ".json"
+  return tfrecord_path[: -len(".tfrecord")] + ".json"
 
 
 def write_predictions(path, example_ids, labels, top_k_classes, top_k_probs, metadata, logits=None):
@@ -61,9 +76,15 @@ def write_predictions(path, example_ids, labels, top_k_classes, top_k_probs, met
       records.write_examples(writer, example_ids, labels, top_k_classes, top_k_probs, logits)
     with tf.io.gfile.GFile(tmp, "rb") as f:
       data = f.read()
-  metadata = dict(metadata, num_examples=int(len(example_ids)), top_k=int(np.shape(top_k_classes)[1]),
-                  has_logits=logits is not None, schema_version=SCHEMA_VERSION, file_bytes=len(data),
-                  file_crc32c=records.file_crc32c(data))
+  metadata = dict(
+      metadata,
+      num_examples=int(len(example_ids)),
+      top_k=int(np.shape(top_k_classes)[1]),
+      has_logits=logits is not None,
+      schema_version=SCHEMA_VERSION,
+      file_bytes=len(data),
+      file_crc32c=records.file_crc32c(data),
+  )
   io_utils.write_json(metadata_path(path), metadata)
   return metadata
 
@@ -71,12 +92,13 @@ def write_predictions(path, example_ids, labels, top_k_classes, top_k_probs, met
 @dataclasses.dataclass
 class Predictions:
   """One model's predictions, sorted by example_id."""
+
   path: str
   metadata: dict
-  example_ids: np.ndarray      # int64 [n]
-  labels: np.ndarray           # int64 [n]
-  top_k_classes: np.ndarray    # int64 [n, k]
-  top_k_probs: np.ndarray      # float32 [n, k]
+  example_ids: np.ndarray  # int64 [n]
+  labels: np.ndarray  # int64 [n]
+  top_k_classes: np.ndarray  # int64 [n, k]
+  top_k_probs: np.ndarray  # float32 [n, k]
   logits: Optional[np.ndarray] = None  # float32 [n, num_classes]
 
   @property
@@ -105,8 +127,7 @@ def _metadata_problem(metadata):
     if not _is_int(metadata[key]) or metadata[key] < low:
       return f"{key} must be an integer >= {low}, got {metadata[key]!r}"
   names = metadata["class_names"]
-  if (not isinstance(names, list) or len(names) != metadata["num_classes"]
-      or not all(isinstance(n, str) for n in names)):
+  if not isinstance(names, list) or len(names) != metadata["num_classes"] or not all(isinstance(n, str) for n in names):
     return f"class_names must be a list of num_classes ({metadata['num_classes']}) strings"
   for key in ("target_sparsity", "measured_sparsity"):
     if not _is_number(metadata[key]) or not 0.0 <= metadata[key] <= 1.0:
@@ -150,13 +171,18 @@ def read_predictions(path, with_logits=False, batch_size=4096):
   size = tf.io.gfile.stat(path).length
   if "file_bytes" in metadata and size != metadata["file_bytes"]:
     # Checked before parsing: a file cut at a record boundary, or with records appended, parses cleanly.
-    raise PieError(f"{path}: truncated or corrupt TFRecord ({size} bytes, its metadata records "
-                   f"{metadata['file_bytes']}; rerun the launcher or the export to redo this model)")
+    raise PieError(
+        f"{path}: truncated or corrupt TFRecord ({size} bytes, its metadata records "
+        f"{metadata['file_bytes']}; rerun the launcher or the export to redo this model)"
+    )
   k = int(metadata["top_k"])
   num_classes = int(metadata["num_classes"])
-  spec = {"example_id": tf.io.FixedLenFeature([], tf.int64), "label": tf.io.FixedLenFeature([], tf.int64),
-          "top_k_classes": tf.io.FixedLenFeature([k], tf.int64),
-          "top_k_probs": tf.io.FixedLenFeature([k], tf.float32)}
+  spec = {
+      "example_id": tf.io.FixedLenFeature([], tf.int64),
+      "label": tf.io.FixedLenFeature([], tf.int64),
+      "top_k_classes": tf.io.FixedLenFeature([k], tf.int64),
+      "top_k_probs": tf.io.FixedLenFeature([k], tf.float32),
+  }
   if with_logits:
     if not metadata.get("has_logits"):
       raise PieError(f"{path}: logits were requested but this export has none (config.export_logits)")
@@ -173,8 +199,10 @@ def read_predictions(path, with_logits=False, batch_size=4096):
   except UnicodeDecodeError:
     # TensorFlow quotes the unparsable bytes in its error message and then fails to decode that message.
     raise PieError(f"{path}: records do not match the prediction schema (not tf.train.Example records)") from None
-  arrays = {key: (np.concatenate(v) if v else np.zeros((0,) + tuple(spec[key].shape), spec[key].dtype.as_numpy_dtype))
-            for key, v in parts.items()}
+  arrays = {
+      key: (np.concatenate(v) if v else np.zeros((0,) + tuple(spec[key].shape), spec[key].dtype.as_numpy_dtype))
+      for key, v in parts.items()
+  }
   return _checked(path, metadata, arrays)
 
 
@@ -192,14 +220,16 @@ def _record_batches(path, metadata, batch_size):
   with tf.io.gfile.GFile(path, "rb") as f:
     data = f.read()
   if records.file_crc32c(data) != metadata["file_crc32c"]:
-    raise PieError(f"{path}: truncated or corrupt TFRecord (its CRC-32C differs from the one in "
-                   f"{metadata_path(path)}; rerun the launcher or the export to redo this model)")
+    raise PieError(
+        f"{path}: truncated or corrupt TFRecord (its CRC-32C differs from the one in "
+        f"{metadata_path(path)}; rerun the launcher or the export to redo this model)"
+    )
   try:
     serialized = records.split_records(data)
   except ValueError as e:
     raise PieError(f"{path}: truncated or corrupt TFRecord ({e})") from None
   for start in range(0, len(serialized), batch_size):
-    yield tf.constant(serialized[start:start + batch_size])
+    yield tf.constant(serialized[start : start + batch_size])
 
 
 def read_many(paths, workers=2, **kwargs):
@@ -241,6 +271,12 @@ def _checked(path, metadata, arrays):
   probs = arrays["top_k_probs"]
   if probs.size and (probs.min() < 0 or probs.max() > 1 + 1e-6):
     raise PieError(f"{path}: top_k_probs outside [0, 1] (not softmax probabilities)")
-  return Predictions(path=path, metadata=metadata, example_ids=ids, labels=arrays["label"],
-                     top_k_classes=arrays["top_k_classes"], top_k_probs=arrays["top_k_probs"],
-                     logits=arrays.get("logits"))
+  return Predictions(
+      path=path,
+      metadata=metadata,
+      example_ids=ids,
+      labels=arrays["label"],
+      top_k_classes=arrays["top_k_classes"],
+      top_k_probs=arrays["top_k_probs"],
+      logits=arrays.get("logits"),
+  )

@@ -4,6 +4,7 @@ Each takes (image, training, seed, image_size): `seed` is a stateless seed (shap
 reproducible per example and epoch. The matching display function returns the uint8 image as the model sees it at
 eval time (resized and cropped, not normalized), for reports.
 """
+
 import tensorflow as tf
 
 from pie.errors import PieError
@@ -33,8 +34,7 @@ def digits_display(image, image_size):
 
 def _maybe_resize(image, image_size):
   if image_size:
-    image = tf.cast(tf.clip_by_value(tf.math.round(tf.image.resize(image, [image_size, image_size])), 0, 255),
-                    tf.uint8)
+    image = tf.cast(tf.clip_by_value(tf.math.round(tf.image.resize(image, [image_size, image_size])), 0, 255), tf.uint8)
   return image
 
 
@@ -77,9 +77,15 @@ def imagenet(image, training, seed, image_size):
   if training:
     crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
     begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
-        tf.shape(image), bounding_boxes=tf.constant([0.0, 0.0, 1.0, 1.0], shape=[1, 1, 4]), seed=crop_seed,
-        min_object_covered=0.1, aspect_ratio_range=(3 / 4, 4 / 3), area_range=(0.08, 1.0), max_attempts=10,
-        use_image_if_no_bounding_boxes=True)
+        tf.shape(image),
+        bounding_boxes=tf.constant([0.0, 0.0, 1.0, 1.0], shape=[1, 1, 4]),
+        seed=crop_seed,
+        min_object_covered=0.1,
+        aspect_ratio_range=(3 / 4, 4 / 3),
+        area_range=(0.08, 1.0),
+        max_attempts=10,
+        use_image_if_no_bounding_boxes=True,
+    )
     image = tf.slice(image, begin, size)
     image = tf.image.resize(image, [image_size, image_size], method="bilinear")
     image = tf.image.stateless_random_flip_left_right(image, flip_seed)
@@ -108,8 +114,11 @@ def normalize_display(name, images):
   raise PieError(f"preprocessing {name!r} has no display normalization")
 
 
-_PREPROCESS = {"digits": (digits, digits_display), "cifar": (cifar, cifar_display),
-               "imagenet": (imagenet, imagenet_display)}
+_PREPROCESS = {
+    "digits": (digits, digits_display),
+    "cifar": (cifar, cifar_display),
+    "imagenet": (imagenet, imagenet_display),
+}
 
 
 def _lookup(name):

@@ -4,6 +4,7 @@ Each pruned layer gets its own magnitude threshold (no global threshold), follow
 polynomial schedule s(t) = s_f + (0 - s_f)(1 - p)^3 between begin_step and end_step, masks updated every `frequency`
 steps.
 """
+
 import numpy as np
 import tensorflow as tf
 import tensorflow_model_optimization as tfmot
@@ -43,8 +44,10 @@ def schedule_steps(pruning_config, total_steps):
     end = int(round(pruning_config.get("end_fraction", 0.6) * total_steps))
   frequency = int(pruning_config.get("frequency", 10))
   if not 0 <= begin < end <= total_steps:
-    raise PieError(f"pruning window [{begin}, {end}] must satisfy 0 <= begin < end <= total steps ({total_steps}); "
-                   "check config.pruning")
+    raise PieError(
+        f"pruning window [{begin}, {end}] must satisfy 0 <= begin < end <= total steps ({total_steps}); "
+        "check config.pruning"
+    )
   if frequency < 1:
     raise PieError(f"config.pruning.frequency must be >= 1, got {frequency}")
   return begin, end, frequency
@@ -58,8 +61,13 @@ def apply_pruning(model, target_sparsity, begin_step, end_step, frequency, scope
   if not names:
     raise PieError(f"pruning scope {scope!r} selects no layer of model {model.name!r}")
   schedule = tfmot.sparsity.keras.PolynomialDecay(
-      initial_sparsity=0.0, final_sparsity=float(target_sparsity), begin_step=int(begin_step),
-      end_step=int(end_step), power=3, frequency=int(frequency))
+      initial_sparsity=0.0,
+      final_sparsity=float(target_sparsity),
+      begin_step=int(begin_step),
+      end_step=int(end_step),
+      power=3,
+      frequency=int(frequency),
+  )
 
   def wrap(layer):
     if layer.name in names:

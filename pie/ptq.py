@@ -7,6 +7,7 @@ quantized model (`pie.export.predict_tflite`) in the usual schema. Full int8 cal
 the first `variants.PTQ_REPRESENTATIVE_EXAMPLES` training examples, preprocessed as at evaluation. A finished
 derivation is left as it is, so the launcher's reruns reuse it.
 """
+
 import copy
 import os
 import time
@@ -60,22 +61,41 @@ def derive_ptq(config, source_dir, workdir, representative=None, dataset=None, l
   io_utils.write_bytes(os.path.join(workdir, "model.tflite"), tflite_bytes)
   dataset = dataset or data_lib.load_dataset(config.data)
   info = dataset.info
-  arrays = export_lib.predict_tflite(tflite_bytes, dataset, config.get("eval_batch_size", 256),
-                                     top_k=config.get("top_k", 5), with_logits=config.get("export_logits", False),
-                                     log=lambda m: log(f"{job.name}: {m}"))
+  arrays = export_lib.predict_tflite(
+      tflite_bytes,
+      dataset,
+      config.get("eval_batch_size", 256),
+      top_k=config.get("top_k", 5),
+      with_logits=config.get("export_logits", False),
+      log=lambda m: log(f"{job.name}: {m}"),
+  )
   scope = config.pruning.get("scope", "all_but_classifier")
   sparsity_report = variants.measure_sparsity(model, variants.layers_in_scope(model, scope))
   size = quantization.model_size_report(tflite_bytes)
-  extra = {"method": job.method, "source_model": job.source, "ptq_mode": variant.ptq_mode,
-           "representative_examples": (int(len(representative)) if variant.needs_representative else 0),
-           **model_dir.compression_fields(size)}
+  extra = {
+      "method": job.method,
+      "source_model": job.source,
+      "ptq_mode": variant.ptq_mode,
+      "representative_examples": (int(len(representative)) if variant.needs_representative else 0),
+      **model_dir.compression_fields(size),
+  }
   metadata = model_dir.prediction_metadata(config, info, sparsity_report, extra, job=job)
-  metrics = {"name": job.name, "method": job.method, "source_model": job.source,
-             **model_dir.eval_metrics(arrays, info.num_classes), "target_sparsity": 0.0,
-             "measured_sparsity": sparsity_report["overall"], "bits_per_weight": extra["bits_per_weight"],
-             "compressed_bytes": extra["compressed_bytes"], "wall_seconds": round(time.time() - start, 2),
-             "config_hash": metadata["config_hash"], "seed": int(job.seed)}
+  metrics = {
+      "name": job.name,
+      "method": job.method,
+      "source_model": job.source,
+      **model_dir.eval_metrics(arrays, info.num_classes),
+      "target_sparsity": 0.0,
+      "measured_sparsity": sparsity_report["overall"],
+      "bits_per_weight": extra["bits_per_weight"],
+      "compressed_bytes": extra["compressed_bytes"],
+      "wall_seconds": round(time.time() - start, 2),
+      "config_hash": metadata["config_hash"],
+      "seed": int(job.seed),
+  }
   model_dir.write_outputs(paths, arrays, metadata, metrics)
-  log(f"{job.name}: top-1 {metrics['top1']:.4f}, {extra['bits_per_weight']:.2f} bits/weight, "
-      f"{extra['compressed_bytes']} bytes gzip, {metrics['wall_seconds']:.1f}s")
+  log(
+      f"{job.name}: top-1 {metrics['top1']:.4f}, {extra['bits_per_weight']:.2f} bits/weight, "
+      f"{extra['compressed_bytes']} bytes gzip, {metrics['wall_seconds']:.1f}s"
+  )
   return metrics

@@ -26,6 +26,7 @@ Runtime: `TFLiteClassifier` uses the LiteRT interpreter (`ai_edge_litert`, the i
 package is installed, and otherwise `tf.lite.Interpreter`, whose deprecation warning is silenced here: the two run
 the same flatbuffers with the same kernels, and the warning tells a study's user nothing they can act on.
 """
+
 import gzip
 import warnings
 
@@ -43,8 +44,16 @@ GZIP_LEVEL = 9
 
 # Storage bits of one element of each TFLite tensor type a weight can have.
 _TYPE_BITS = {
-    "FLOAT64": 64, "FLOAT32": 32, "FLOAT16": 16, "BFLOAT16": 16,
-    "INT64": 64, "INT32": 32, "INT16": 16, "INT8": 8, "UINT8": 8, "INT4": 4,
+    "FLOAT64": 64,
+    "FLOAT32": 32,
+    "FLOAT16": 16,
+    "BFLOAT16": 16,
+    "INT64": 64,
+    "INT32": 32,
+    "INT16": 16,
+    "INT8": 8,
+    "UINT8": 8,
+    "INT4": 4,
 }
 _FLOAT_TYPES = ("FLOAT64", "FLOAT32", "FLOAT16", "BFLOAT16")
 _TFLITE_IDENTIFIER = b"TFL3"
@@ -120,21 +129,25 @@ def quantize_model(model, mode, representative_images=None, *, sparse_weights=Fa
     optimizations.append(tf.lite.Optimize.EXPERIMENTAL_SPARSITY)
 
   if mode == "float16":
+
     def configure(converter):
       converter.target_spec.supported_types = [tf.float16]
+
   elif mode == "dynamic_int8":
     configure = None  # DEFAULT without a representative dataset is dynamic-range quantization.
   else:
     if representative_images is None:
-      raise PieError("mode 'full_int8' needs representative_images to calibrate activation ranges "
-                     "(e.g. the first 100 training images, preprocessed like the model's inputs)")
+      raise PieError(
+          "mode 'full_int8' needs representative_images to calibrate activation ranges "
+          "(e.g. the first 100 training images, preprocessed like the model's inputs)"
+      )
     images = _check_images(representative_images, tuple(model.inputs[0].shape[1:]), "representative_images")
     if images.shape[0] == 0:
       raise PieError("representative_images is empty: full_int8 needs at least one image to calibrate on")
 
     def representative_dataset():
       for i in range(images.shape[0]):
-        yield [images[i:i + 1]]
+        yield [images[i : i + 1]]
 
     def configure(converter):
       converter.representative_dataset = representative_dataset
@@ -286,6 +299,7 @@ def _interpreter_classes(backend):
   if backend in ("auto", "litert"):
     try:
       from ai_edge_litert import interpreter as litert  # pylint: disable=g-import-not-at-top
+
       return litert.Interpreter, litert.OpResolverType, "litert"
     except ImportError:
       if backend == "litert":
@@ -307,35 +321,38 @@ class TFLiteClassifier:
 
   def __init__(self, tflite_bytes, *, num_threads=None, backend="auto", use_default_delegates=None):
     """Args:
-      tflite_bytes: a flatbuffer, e.g. from `quantize_model`, with one float32 image input [N,H,W,C] and one
-        float32 output [N, num_classes].
-      num_threads: interpreter threads (None: the runtime's default).
-      backend: "auto" (LiteRT if installed, else tf.lite), "litert" or "tflite".
-      use_default_delegates: None picks automatically: off when the flatbuffer holds a sparse tensor (XNNPack
-        fails to prepare sparse convolutions), on otherwise.
+    tflite_bytes: a flatbuffer, e.g. from `quantize_model`, with one float32 image input [N,H,W,C] and one
+      float32 output [N, num_classes].
+    num_threads: interpreter threads (None: the runtime's default).
+    backend: "auto" (LiteRT if installed, else tf.lite), "litert" or "tflite".
+    use_default_delegates: None picks automatically: off when the flatbuffer holds a sparse tensor (XNNPack
+      fails to prepare sparse convolutions), on otherwise.
     """
     data = _read_flatbuffer(tflite_bytes)
     interpreter_class, resolver_types, self.backend = _interpreter_classes(backend)
     if use_default_delegates is None:
       use_default_delegates = not _has_sparse_tensors(data)
     self.uses_default_delegates = bool(use_default_delegates)
-    resolver = (resolver_types.AUTO if self.uses_default_delegates
-                else resolver_types.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    resolver = resolver_types.AUTO if self.uses_default_delegates else resolver_types.BUILTIN_WITHOUT_DEFAULT_DELEGATES
     with warnings.catch_warnings():
       warnings.filterwarnings("ignore", message=r"\s*Warning: tf\.lite\.Interpreter is deprecated")
-      self._interpreter = interpreter_class(model_content=data, num_threads=num_threads,
-                                            experimental_op_resolver_type=resolver)
+      self._interpreter = interpreter_class(
+          model_content=data, num_threads=num_threads, experimental_op_resolver_type=resolver
+      )
     inputs, outputs = self._interpreter.get_input_details(), self._interpreter.get_output_details()
     if len(inputs) != 1 or len(outputs) != 1:
       raise PieError(f"expected a flatbuffer with one input and one output, got {len(inputs)} and {len(outputs)}")
     input_detail, output_detail = inputs[0], outputs[0]
     for role, detail, rank in (("input", input_detail, 4), ("output", output_detail, 2)):
       if detail["dtype"] != np.float32:
-        raise PieError(f"the flatbuffer's {role} tensor is {np.dtype(detail['dtype']).name}, expected float32 "
-                       "(quantize_model keeps float32 inputs and outputs in every mode)")
+        raise PieError(
+            f"the flatbuffer's {role} tensor is {np.dtype(detail['dtype']).name}, expected float32 "
+            "(quantize_model keeps float32 inputs and outputs in every mode)"
+        )
       if len(detail["shape_signature"]) != rank:
-        raise PieError(f"the flatbuffer's {role} tensor has shape {tuple(detail['shape_signature'])}, "
-                       f"expected rank {rank}")
+        raise PieError(
+            f"the flatbuffer's {role} tensor has shape {tuple(detail['shape_signature'])}, " f"expected rank {rank}"
+        )
     self.input_shape = tuple(int(d) for d in input_detail["shape_signature"][1:])
     self.num_classes = int(output_detail["shape_signature"][-1])
     self._input_index, self._output_index = input_detail["index"], output_detail["index"]
@@ -360,8 +377,8 @@ class TFLiteClassifier:
     n = images.shape[0]
     logits = np.empty((n, self.num_classes), np.float32)
     for start in range(0, n, int(batch_size)):
-      batch = np.ascontiguousarray(images[start:start + batch_size])
-      logits[start:start + batch.shape[0]] = self._run(batch)
+      batch = np.ascontiguousarray(images[start : start + batch_size])
+      logits[start : start + batch.shape[0]] = self._run(batch)
     return logits
 
   def predict_labels(self, images, batch_size=256):

@@ -8,6 +8,7 @@ Reading: `split_records` cuts a whole file held in memory into its records. tf.d
 record, more than parsing costs; a file whose CRC-32C is known (the export records it in the metadata) is checked
 in one call, so its per-record checksums need not be.
 """
+
 import struct
 
 import google_crc32c
@@ -89,12 +90,16 @@ def encode_examples(example_ids, labels, top_k_classes, top_k_probs, logits=None
   labels = np.asarray(labels, np.int64).reshape(n, 1)
   top_k_classes = np.asarray(top_k_classes, np.int64).reshape(n, -1)
   top_k_probs = np.asarray(top_k_probs, np.float32).reshape(n, -1)
-  entries = [_feature_entry("example_id", _int64_values(example_ids), 0x1A),
-             _feature_entry("label", _int64_values(labels), 0x1A)]
+  entries = [
+      _feature_entry("example_id", _int64_values(example_ids), 0x1A),
+      _feature_entry("label", _int64_values(labels), 0x1A),
+  ]
   if logits is not None:
     entries.append(_feature_entry("logits", _float_values(np.asarray(logits, np.float32).reshape(n, -1)), 0x12))
-  entries += [_feature_entry("top_k_classes", _int64_values(top_k_classes), 0x1A),
-              _feature_entry("top_k_probs", _float_values(top_k_probs), 0x12)]
+  entries += [
+      _feature_entry("top_k_classes", _int64_values(top_k_classes), 0x1A),
+      _feature_entry("top_k_probs", _float_values(top_k_probs), 0x12),
+  ]
   matrix, mask = _delimited(0x0A, _concat(entries))
   offsets = np.zeros(n + 1, np.int64)
   np.cumsum(mask.sum(axis=1), out=offsets[1:])
@@ -108,11 +113,16 @@ def write_examples(writer, example_ids, labels, top_k_classes, top_k_probs, logi
   """
   for start in range(0, len(example_ids), chunk):
     stop = start + chunk
-    buffer, offsets = encode_examples(example_ids[start:stop], labels[start:stop], top_k_classes[start:stop],
-                                      top_k_probs[start:stop], None if logits is None else logits[start:stop])
+    buffer, offsets = encode_examples(
+        example_ids[start:stop],
+        labels[start:stop],
+        top_k_classes[start:stop],
+        top_k_probs[start:stop],
+        None if logits is None else logits[start:stop],
+    )
     view = memoryview(buffer)
     for i in range(len(offsets) - 1):
-      writer.write(bytes(view[offsets[i]:offsets[i + 1]]))
+      writer.write(bytes(view[offsets[i] : offsets[i + 1]]))
 
 
 def file_crc32c(data):
@@ -139,5 +149,5 @@ def split_records(data):
     pos = start + length + 4
     if pos > end:
       raise ValueError(f"record {len(records)} claims {length} bytes, the file ends before")
-    append(data[start:pos - 4])
+    append(data[start : pos - 4])
   return records

@@ -29,6 +29,7 @@ every column):
   robustness_models.csv    per-model top-1 on every set, plus its clean top-1 (corruption "clean", severity 0)
   robustness_summary.json  per level: mCE, relative mCE, corruptions that hurt the pruned population more
 """
+
 import dataclasses
 import io
 import os
@@ -71,16 +72,206 @@ CLEAN_AGREEMENT_WARNING = 0.999
 # `thousand_k_to_200` in eval.py of hendrycks/natural-adv-examples, the dataset's release. First and last:
 # 6 = n01498041 (stingray), 988 = n12267677 (acorn).
 IMAGENET_A_CLASS_IDS = (
-    6, 11, 13, 15, 17, 22, 23, 27, 30, 37, 39, 42, 47, 50, 57, 70, 71, 76, 79, 89,
-    90, 94, 96, 97, 99, 105, 107, 108, 110, 113, 124, 125, 130, 132, 143, 144, 150, 151, 207, 234,
-    235, 254, 277, 283, 287, 291, 295, 298, 301, 306, 307, 308, 309, 310, 311, 313, 314, 315, 317, 319,
-    323, 324, 326, 327, 330, 334, 335, 336, 347, 361, 363, 372, 378, 386, 397, 400, 401, 402, 404, 407,
-    411, 416, 417, 420, 425, 428, 430, 437, 438, 445, 456, 457, 461, 462, 470, 472, 483, 486, 488, 492,
-    496, 514, 516, 528, 530, 539, 542, 543, 549, 552, 557, 561, 562, 569, 572, 573, 575, 579, 589, 606,
-    607, 609, 614, 626, 627, 640, 641, 642, 643, 658, 668, 677, 682, 684, 687, 701, 704, 719, 736, 746,
-    749, 752, 758, 763, 765, 768, 773, 774, 776, 779, 780, 786, 792, 797, 802, 803, 804, 813, 815, 820,
-    823, 831, 833, 835, 839, 845, 847, 850, 859, 862, 870, 879, 880, 888, 890, 897, 900, 907, 913, 924,
-    932, 933, 934, 937, 943, 945, 947, 951, 954, 956, 957, 959, 971, 972, 980, 981, 984, 986, 987, 988,
+    6,
+    11,
+    13,
+    15,
+    17,
+    22,
+    23,
+    27,
+    30,
+    37,
+    39,
+    42,
+    47,
+    50,
+    57,
+    70,
+    71,
+    76,
+    79,
+    89,
+    90,
+    94,
+    96,
+    97,
+    99,
+    105,
+    107,
+    108,
+    110,
+    113,
+    124,
+    125,
+    130,
+    132,
+    143,
+    144,
+    150,
+    151,
+    207,
+    234,
+    235,
+    254,
+    277,
+    283,
+    287,
+    291,
+    295,
+    298,
+    301,
+    306,
+    307,
+    308,
+    309,
+    310,
+    311,
+    313,
+    314,
+    315,
+    317,
+    319,
+    323,
+    324,
+    326,
+    327,
+    330,
+    334,
+    335,
+    336,
+    347,
+    361,
+    363,
+    372,
+    378,
+    386,
+    397,
+    400,
+    401,
+    402,
+    404,
+    407,
+    411,
+    416,
+    417,
+    420,
+    425,
+    428,
+    430,
+    437,
+    438,
+    445,
+    456,
+    457,
+    461,
+    462,
+    470,
+    472,
+    483,
+    486,
+    488,
+    492,
+    496,
+    514,
+    516,
+    528,
+    530,
+    539,
+    542,
+    543,
+    549,
+    552,
+    557,
+    561,
+    562,
+    569,
+    572,
+    573,
+    575,
+    579,
+    589,
+    606,
+    607,
+    609,
+    614,
+    626,
+    627,
+    640,
+    641,
+    642,
+    643,
+    658,
+    668,
+    677,
+    682,
+    684,
+    687,
+    701,
+    704,
+    719,
+    736,
+    746,
+    749,
+    752,
+    758,
+    763,
+    765,
+    768,
+    773,
+    774,
+    776,
+    779,
+    780,
+    786,
+    792,
+    797,
+    802,
+    803,
+    804,
+    813,
+    815,
+    820,
+    823,
+    831,
+    833,
+    835,
+    839,
+    845,
+    847,
+    850,
+    859,
+    862,
+    870,
+    879,
+    880,
+    888,
+    890,
+    897,
+    900,
+    907,
+    913,
+    924,
+    932,
+    933,
+    934,
+    937,
+    943,
+    945,
+    947,
+    951,
+    954,
+    956,
+    957,
+    959,
+    971,
+    972,
+    980,
+    981,
+    984,
+    986,
+    987,
+    988,
 )
 IMAGENET_NUM_CLASSES = 1000
 
@@ -99,10 +290,18 @@ _check_class_ids(IMAGENET_A_CLASS_IDS, 200, IMAGENET_NUM_CLASSES)
 # Pre-built TFDS corruption sets: per study dataset, the TFDS dataset, its eval split, how its images relate to the
 # study's display images, and the TFDS names of corruptions that pie.corruptions names differently.
 _TFDS_CORRUPTED = {
-    "cifar10": {"name": "cifar10_corrupted", "split": "test", "images": "raw",
-                "rename": {"glass_blur": "frosted_glass_blur", "elastic_transform": "elastic"}},
-    "imagenet2012": {"name": "imagenet2012_corrupted", "split": "validation", "images": "center_crop_224",
-                     "rename": {}},
+    "cifar10": {
+        "name": "cifar10_corrupted",
+        "split": "test",
+        "images": "raw",
+        "rename": {"glass_blur": "frosted_glass_blur", "elastic_transform": "elastic"},
+    },
+    "imagenet2012": {
+        "name": "imagenet2012_corrupted",
+        "split": "validation",
+        "images": "center_crop_224",
+        "rename": {},
+    },
 }
 _IMAGENET_A_SPLIT = "test"
 
@@ -156,9 +355,10 @@ bh_q_values = significance.bh_q_values
 @dataclasses.dataclass
 class SetResult:
   """One evaluated image set: every model's top-1 labels on it, per sparsity level."""
-  corruption: str                      # a corruption name, "clean" or "imagenet_a"
-  severity: int                        # 1..5; 0 for clean and imagenet_a
-  labels: np.ndarray                   # int64 [n_examples]
+
+  corruption: str  # a corruption name, "clean" or "imagenet_a"
+  severity: int  # 1..5; 0 for clean and imagenet_a
+  labels: np.ndarray  # int64 [n_examples]
   predictions: Dict[float, np.ndarray]  # sparsity -> int [n_models, n_examples], models in the study's order
 
   def top1(self, sparsity):
@@ -214,18 +414,31 @@ def robustness_table(results, clean_top1, alpha=0.05):
       dense_mean, dense_std = _mean_std(dense_acc)
       pruned_mean, pruned_std = _mean_std(pruned_acc)
       dense_drop, pruned_drop = float(dense_drops.mean()), float(pruned_drops.mean())
-      level_rows.append({
-          "sparsity": sparsity, "corruption": result.corruption, "severity": int(result.severity),
-          "dense_top1_mean": dense_mean, "dense_top1_std": dense_std,
-          "pruned_top1_mean": pruned_mean, "pruned_top1_std": pruned_std,
-          "dense_drop": dense_drop, "pruned_drop": pruned_drop,
-          "relative_drop_dense": _ratio(dense_drop, dense_clean.mean()),
-          "relative_drop_pruned": _ratio(pruned_drop, pruned_clean.mean()),
-          "t_statistic": float(test.t[j]), "p_value": p_value, "significant": bool(significant[j]),
-          "num_pies": int(pies.sum()), "pie_fraction": float(pies.mean()),
-          "num_examples": int(len(result.labels)),
-          "dense_clean_top1": float(dense_clean.mean()), "pruned_clean_top1": float(pruned_clean.mean()),
-          "q_value": float(q_values[j]), "significant_fdr": bool(significant_fdr[j])})
+      level_rows.append(
+          {
+              "sparsity": sparsity,
+              "corruption": result.corruption,
+              "severity": int(result.severity),
+              "dense_top1_mean": dense_mean,
+              "dense_top1_std": dense_std,
+              "pruned_top1_mean": pruned_mean,
+              "pruned_top1_std": pruned_std,
+              "dense_drop": dense_drop,
+              "pruned_drop": pruned_drop,
+              "relative_drop_dense": _ratio(dense_drop, dense_clean.mean()),
+              "relative_drop_pruned": _ratio(pruned_drop, pruned_clean.mean()),
+              "t_statistic": float(test.t[j]),
+              "p_value": p_value,
+              "significant": bool(significant[j]),
+              "num_pies": int(pies.sum()),
+              "pie_fraction": float(pies.mean()),
+              "num_examples": int(len(result.labels)),
+              "dense_clean_top1": float(dense_clean.mean()),
+              "pruned_clean_top1": float(pruned_clean.mean()),
+              "q_value": float(q_values[j]),
+              "significant_fdr": bool(significant_fdr[j]),
+          }
+      )
     rows.extend(level_rows)
   return pd.DataFrame(rows, columns=list(outputs.ROBUSTNESS.columns()))
 
@@ -267,9 +480,11 @@ def corruption_errors(results, clean_top1):
     out[sparsity] = {
         "mce": float(np.mean(ce_ok)) if ce_ok else float("nan"),
         "relative_mce": float(np.mean(rel_ok)) if rel_ok else float("nan"),
-        "ce": ce, "relative_ce": rel,
+        "ce": ce,
+        "relative_ce": rel,
         "excluded_from_mce": [n for n, v in ce.items() if not np.isfinite(v)],
-        "excluded_from_relative_mce": [n for n, v in rel.items() if not np.isfinite(v)]}
+        "excluded_from_relative_mce": [n for n, v in rel.items() if not np.isfinite(v)],
+    }
   return out
 
 
@@ -278,14 +493,29 @@ def models_table(study, results):
   rows = []
   for sparsity in sorted(study.levels):
     for i, record in enumerate(study.levels[sparsity]):
-      rows.append({"model": record.name, "sparsity": sparsity, "seed": record.seed, "corruption": CLEAN,
-                   "severity": 0, "top1": float(np.mean(record.top1 == study.labels))})
+      rows.append(
+          {
+              "model": record.name,
+              "sparsity": sparsity,
+              "seed": record.seed,
+              "corruption": CLEAN,
+              "severity": 0,
+              "top1": float(np.mean(record.top1 == study.labels)),
+          }
+      )
       for result in results:
         if result.corruption == CLEAN:
           continue
-        rows.append({"model": record.name, "sparsity": sparsity, "seed": record.seed,
-                     "corruption": result.corruption, "severity": int(result.severity),
-                     "top1": float(result.top1(sparsity)[i])})
+        rows.append(
+            {
+                "model": record.name,
+                "sparsity": sparsity,
+                "seed": record.seed,
+                "corruption": result.corruption,
+                "severity": int(result.severity),
+                "top1": float(result.top1(sparsity)[i]),
+            }
+        )
   return pd.DataFrame(rows, columns=list(outputs.ROBUSTNESS_MODELS.columns()))
 
 
@@ -318,8 +548,10 @@ def plan_sets(corruption_names, severities, source, imagenet_a=False):
   if imagenet_a:
     specs.append(SetSpec(IMAGENET_A, 0))
   if not specs:
-    raise PieError("nothing to evaluate: give at least one corruption (corruption_names) or imagenet_a=True",
-                   parameter="corruption_names")
+    raise PieError(
+        "nothing to evaluate: give at least one corruption (corruption_names) or imagenet_a=True",
+        parameter="corruption_names",
+    )
   return specs
 
 
@@ -334,8 +566,10 @@ def select_corruptions(names, num_channels, include_extra=False):
     raise PieError(f"unknown corruption(s) {unknown}: choose from {', '.join(corruptions.ALL_CORRUPTIONS)}")
   inapplicable = [n for n in names if n not in applicable]
   if inapplicable:
-    raise PieError(f"corruption(s) {inapplicable} do not apply to {num_channels}-channel images: choose from "
-                   f"{', '.join(applicable)}")
+    raise PieError(
+        f"corruption(s) {inapplicable} do not apply to {num_channels}-channel images: choose from "
+        f"{', '.join(applicable)}"
+    )
   return names
 
 
@@ -350,7 +584,7 @@ class ImageStore:
     self.disk_bytes = 0
     self._arrays = {}
     self._pending = {}
-    self._files = []          # the files this store wrote (only these are removed by close)
+    self._files = []  # the files this store wrote (only these are removed by close)
     self._made_dir = False
 
   def _on_disk(self, nbytes):
@@ -426,8 +660,9 @@ def _resize_to(image, image_size):
 def _display_batches(dataset, to_display, batch_size):
   """(display uint8 images, labels) numpy batches of a dataset's eval split, in its fixed order."""
   ds = dataset.raw_eval()  # raw images: eval_batches would normalize them
-  ds = ds.map(lambda ex: (to_display(ex["image"]), ex["label"]), num_parallel_calls=tf.data.AUTOTUNE,
-              deterministic=True)
+  ds = ds.map(
+      lambda ex: (to_display(ex["image"]), ex["label"]), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+  )
   return ds.batch(batch_size).prefetch(2).as_numpy_iterator()
 
 
@@ -441,7 +676,7 @@ def _read_set(store, key, batches, num_examples=None):
         array = store.allocate(key, (num_examples, *images.shape[1:]))
       if done + len(images) > num_examples:
         raise PieError(f"{key}: more than the {num_examples} examples its split should hold")
-      array[done:done + len(images)] = images
+      array[done : done + len(images)] = images
     else:
       chunks.append(images)
     done += len(images)
@@ -468,16 +703,17 @@ def corrupt_set(display_images, corruption, severity, seed, out):
   for start in range(0, n, chunk):
     stop = min(n, start + chunk)
     images = np.asarray(display_images[start:stop], np.float32) / 255.0
-    corrupted = corruptions.corrupt(images, corruption, severity, seed=seed,
-                                    example_ids=np.arange(start, stop))
+    corrupted = corruptions.corrupt(images, corruption, severity, seed=seed, example_ids=np.arange(start, stop))
     out[start:stop] = to_uint8(corrupted)
   return out
 
 
 def _data_config(study, data_dir):
   if "data" not in study.config:
-    raise PieError(f"{study.study_dir}: the models' metadata holds no training config with a 'data' section; "
-                   "re-export them with train/export.py")
+    raise PieError(
+        f"{study.study_dir}: the models' metadata holds no training config with a 'data' section; "
+        "re-export them with train/export.py"
+    )
   data_config = ml_collections.ConfigDict(study.config["data"])
   with data_config.unlocked():
     if data_dir:
@@ -510,20 +746,26 @@ def build_sets(study, specs, store, source="on_the_fly", seed=0, data_dir=None, 
       batches = _display_batches(dataset, lambda im: display(im, image_size=image_size), batch_size)
       labels[spec.key] = _read_set(store, spec.key, batches, study.num_examples)
       if not np.array_equal(labels[spec.key], study.labels):
-        raise PieError(f"the eval split {data_config.name}/{data_config.eval_split} read now has other labels "
-                       "than the study's predictions: it is not the split the models predicted")
+        raise PieError(
+            f"the eval split {data_config.name}/{data_config.eval_split} read now has other labels "
+            "than the study's predictions: it is not the split the models predicted"
+        )
     elif spec.corruption == IMAGENET_A:
       if study.num_classes != IMAGENET_NUM_CLASSES:
-        raise PieError(f"imagenet_a needs a study of 1000-class ImageNet models; this one has "
-                       f"{study.num_classes} classes ({study.dataset})")
+        raise PieError(
+            f"imagenet_a needs a study of 1000-class ImageNet models; this one has "
+            f"{study.num_classes} classes ({study.dataset})"
+        )
       dataset = data_lib.load_dataset(_tfds_set_config(data_config, IMAGENET_A, _IMAGENET_A_SPLIT))
       batches = _display_batches(dataset, lambda im: display(im, image_size=image_size), batch_size)
       labels[spec.key] = _read_set(store, spec.key, batches, dataset.info.num_eval)
       outside = ~np.isin(labels[spec.key], IMAGENET_A_CLASS_IDS)
       if outside.any():
-        raise PieError(f"imagenet_a: {int(outside.sum())} labels are not among ImageNet-A's 200 class ids "
-                       f"(e.g. {sorted(set(labels[spec.key][outside].tolist()))[:5]}): the labels must be in the "
-                       "1000-class ImageNet label space, as TFDS imagenet_a stores them")
+        raise PieError(
+            f"imagenet_a: {int(outside.sum())} labels are not among ImageNet-A's 200 class ids "
+            f"(e.g. {sorted(set(labels[spec.key][outside].tolist()))[:5]}): the labels must be in the "
+            "1000-class ImageNet label space, as TFDS imagenet_a stores them"
+        )
     elif source == "on_the_fly":
       clean = store.get(SetSpec(CLEAN, 0).key)
       out = store.allocate(spec.key, clean.shape)
@@ -533,18 +775,24 @@ def build_sets(study, specs, store, source="on_the_fly", seed=0, data_dir=None, 
     else:
       entry = _TFDS_CORRUPTED.get(data_config.name)
       if entry is None:
-        raise PieError(f"source 'tfds': no pre-built corrupted version of {data_config.name!r} is known (known: "
-                       f"{', '.join(sorted(_TFDS_CORRUPTED))}); use source 'on_the_fly'", parameter="source")
+        raise PieError(
+            f"source 'tfds': no pre-built corrupted version of {data_config.name!r} is known (known: "
+            f"{', '.join(sorted(_TFDS_CORRUPTED))}); use source 'on_the_fly'",
+            parameter="source",
+        )
       tfds_name = f"{entry['name']}/{entry['rename'].get(spec.corruption, spec.corruption)}_{spec.severity}"
       dataset = data_lib.load_dataset(_tfds_set_config(data_config, tfds_name, entry["split"]))
       if entry["images"] == "raw":
         to_display = lambda im: display(im, image_size=image_size)  # noqa: E731
       else:  # already the central crop at 224x224: only the size may differ from the study's
         to_display = lambda im: im if image_size in (None, 224) else _resize_to(im, image_size)  # noqa: E731
-      labels[spec.key] = _read_set(store, spec.key,
-                                   _display_batches(dataset, to_display, batch_size), dataset.info.num_eval)
-    log(f"sets done {len(labels)}/{len(specs)} ({spec.key}, {len(labels[spec.key])} examples) "
-        f"[{time.time() - start:.1f}s]")
+      labels[spec.key] = _read_set(
+          store, spec.key, _display_batches(dataset, to_display, batch_size), dataset.info.num_eval
+      )
+    log(
+        f"sets done {len(labels)}/{len(specs)} ({spec.key}, {len(labels[spec.key])} examples) "
+        f"[{time.time() - start:.1f}s]"
+    )
   return labels
 
 
@@ -561,9 +809,11 @@ def model_files(study):
       (found if tf.io.gfile.exists(path) else missing).append((sparsity, i, record, path))
   if missing:
     folders = sorted({os.path.dirname(m[3]) for m in missing})
-    raise PieError(f"{study.study_dir or 'the study'}: {len(missing)} of {len(missing) + len(found)} models have "
-                   f"no saved {MODEL_FILE} beside their predictions (e.g. in {folders[0]}); robustness needs each "
-                   "model, as train/population.py saves it in the model's folder")
+    raise PieError(
+        f"{study.study_dir or 'the study'}: {len(missing)} of {len(missing) + len(found)} models have "
+        f"no saved {MODEL_FILE} beside their predictions (e.g. in {folders[0]}); robustness needs each "
+        "model, as train/population.py saves it in the model's folder"
+    )
   return found
 
 
@@ -571,6 +821,7 @@ def _predict_fn(model, preprocess_name):
   @tf.function(reduce_retracing=True)
   def logits_of(images):
     return tf.cast(model(display_to_input(preprocess_name, images), training=False), tf.float32)
+
   return logits_of
 
 
@@ -578,7 +829,7 @@ def predict_top1(logits_of, images, batch_size, class_ids=None):
   """Top-1 labels of uint8 display images (an array or memmap), batch by batch; restricted to class_ids if given."""
   out = []
   for start in range(0, len(images), batch_size):
-    logits = logits_of(np.asarray(images[start:start + batch_size])).numpy()
+    logits = logits_of(np.asarray(images[start : start + batch_size])).numpy()
     out.append(restrict_argmax(logits, class_ids) if class_ids is not None else np.argmax(logits, axis=1))
   return np.concatenate(out)
 
@@ -588,8 +839,9 @@ def evaluate_models(study, specs, store, labels, batch_size=256, log=print):
   files = model_files(study)
   preprocess_name = study.config["data"]["preprocess"]
   dtype = np.int16 if study.num_classes < 2**15 else np.int32
-  predictions = {spec.key: {s: np.zeros((len(m), len(labels[spec.key])), dtype) for s, m in study.levels.items()}
-                 for spec in specs}
+  predictions = {
+      spec.key: {s: np.zeros((len(m), len(labels[spec.key])), dtype) for s, m in study.levels.items()} for spec in specs
+  }
   agreement = {}
   start = time.time()
   for done, (sparsity, i, record, path) in enumerate(files, 1):
@@ -638,9 +890,14 @@ def summarize(study, results, table, clean_top1, alpha, settings):
   errors = corruption_errors(results, clean_top1)
   levels = []
   for sparsity in sorted(study.levels):
-    entry = {"sparsity": sparsity, "role": variants.DENSE if sparsity == 0 else "pruned",
-             "num_models": len(study.levels[sparsity]), "models": [m.name for m in study.levels[sparsity]],
-             "clean_top1_mean": float(np.mean(clean_top1[sparsity])), **errors[sparsity]}
+    entry = {
+        "sparsity": sparsity,
+        "role": variants.DENSE if sparsity == 0 else "pruned",
+        "num_models": len(study.levels[sparsity]),
+        "models": [m.name for m in study.levels[sparsity]],
+        "clean_top1_mean": float(np.mean(clean_top1[sparsity])),
+        **errors[sparsity],
+    }
     for result in results:
       if result.corruption == IMAGENET_A:
         entry["imagenet_a_top1_mean"] = float(result.top1(sparsity).mean())
@@ -648,18 +905,35 @@ def summarize(study, results, table, clean_top1, alpha, settings):
       rows = table[table["sparsity"] == sparsity]
       worse = rows[rows["significant"] & (rows["pruned_drop"] > rows["dense_drop"])]
       entry["hurt_more_than_dense"] = [
-          {"corruption": r.corruption, "severity": int(r.severity), "dense_drop": r.dense_drop,
-           "pruned_drop": r.pruned_drop, "p_value": r.p_value, "q_value": r.q_value}
-          for r in worse.itertuples(index=False)]
+          {
+              "corruption": r.corruption,
+              "severity": int(r.severity),
+              "dense_drop": r.dense_drop,
+              "pruned_drop": r.pruned_drop,
+              "p_value": r.p_value,
+              "q_value": r.q_value,
+          }
+          for r in worse.itertuples(index=False)
+      ]
       entry["corruptions_hurt_more"] = sorted(set(worse["corruption"]))
       entry["corruptions_hurt_more_fdr"] = sorted(set(worse[worse["significant_fdr"]]["corruption"]))
     levels.append(entry)
   summary = {
-      "study": {"dataset": study.dataset, "eval_split": study.split, "num_classes": study.num_classes,
-                "num_examples": study.num_examples, "study_dir": study.study_dir, "config_hash": study.config_hash},
-      "alpha": alpha, "sets": [{"corruption": r.corruption, "severity": int(r.severity),
-                                "num_examples": int(len(r.labels))} for r in results],
-      "levels": levels, **settings}
+      "study": {
+          "dataset": study.dataset,
+          "eval_split": study.split,
+          "num_classes": study.num_classes,
+          "num_examples": study.num_examples,
+          "study_dir": study.study_dir,
+          "config_hash": study.config_hash,
+      },
+      "alpha": alpha,
+      "sets": [
+          {"corruption": r.corruption, "severity": int(r.severity), "num_examples": int(len(r.labels))} for r in results
+      ],
+      "levels": levels,
+      **settings,
+  }
   return _nan_to_none(summary)
 
 
@@ -671,9 +945,23 @@ def default_cache_dir(out_dir):
   return os.path.join(out_dir, "corrupted_cache")
 
 
-def run_robustness(study, out_dir, corruption_names=None, severities=corruptions.SEVERITIES, source="on_the_fly",
-                   imagenet_a=False, include_extra=False, seed=0, alpha=0.05, data_dir=None, batch_size=None,
-                   memory_limit_mb=DEFAULT_MEMORY_LIMIT_MB, cache_dir=None, keep_cache=False, log=print):
+def run_robustness(
+    study,
+    out_dir,
+    corruption_names=None,
+    severities=corruptions.SEVERITIES,
+    source="on_the_fly",
+    imagenet_a=False,
+    include_extra=False,
+    seed=0,
+    alpha=0.05,
+    data_dir=None,
+    batch_size=None,
+    memory_limit_mb=DEFAULT_MEMORY_LIMIT_MB,
+    cache_dir=None,
+    keep_cache=False,
+    log=print,
+):
   """Evaluates every model of `study` on the chosen sets and writes `outputs.ROBUSTNESS_FILES` into `out_dir`.
 
   Args:
@@ -710,31 +998,48 @@ def run_robustness(study, out_dir, corruption_names=None, severities=corruptions
   channels = 3 if data_config.preprocess == "imagenet" else training.load_model(files[0][3]).input_shape[-1]
   names = select_corruptions(corruption_names, channels, include_extra=include_extra)
   specs = plan_sets(names, severities, source, imagenet_a=imagenet_a)
-  log(f"robustness: {len(files)} models x {len(specs)} sets ({source}; corruptions: {', '.join(names) or 'none'}; "
+  log(
+      f"robustness: {len(files)} models x {len(specs)} sets ({source}; corruptions: {', '.join(names) or 'none'}; "
       f"severities: {', '.join(map(str, sorted(severities))) if names else '-'}"
-      f"{'; imagenet_a' if imagenet_a else ''})")
+      f"{'; imagenet_a' if imagenet_a else ''})"
+  )
   store = ImageStore(cache_dir or default_cache_dir(out_dir), int(memory_limit_mb * 2**20))
   try:
-    labels = build_sets(study, specs, store, source=source, seed=int(seed), data_dir=data_dir,
-                        batch_size=batch_size, log=log)
+    labels = build_sets(
+        study, specs, store, source=source, seed=int(seed), data_dir=data_dir, batch_size=batch_size, log=log
+    )
     results, agreement = evaluate_models(study, specs, store, labels, batch_size=batch_size, log=log)
-    cache = {"mode": store.mode, "memory_bytes": store.memory_bytes, "disk_bytes": store.disk_bytes,
-             "memory_limit_bytes": store.memory_limit_bytes, "cache_dir": store.cache_dir if store.disk_bytes else None}
+    cache = {
+        "mode": store.mode,
+        "memory_bytes": store.memory_bytes,
+        "disk_bytes": store.disk_bytes,
+        "memory_limit_bytes": store.memory_limit_bytes,
+        "cache_dir": store.cache_dir if store.disk_bytes else None,
+    }
   finally:
     store.close(remove_files=not keep_cache)
   low = {name: a for name, a in agreement.items() if a < CLEAN_AGREEMENT_WARNING}
   for name, a in sorted(low.items()):
-    log(f"warning: {name}: its predictions on the clean display images agree with its exported predictions on "
-        f"only {a:.2%} of the examples; the corrupted sets may not be preprocessed as in training")
+    log(
+        f"warning: {name}: its predictions on the clean display images agree with its exported predictions on "
+        f"only {a:.2%} of the examples; the corrupted sets may not be preprocessed as in training"
+    )
   clean_top1 = {s: np.array([np.mean(m.top1 == study.labels) for m in study.levels[s]]) for s in study.levels}
   table = robustness_table(results, clean_top1, alpha=alpha)
-  settings = {"source": source, "seed": int(seed), "severities": sorted(int(s) for s in severities),
-              "corruptions": names, "imagenet_a": bool(imagenet_a),
-              "imagenet_a_class_ids": "IMAGENET_A_CLASS_IDS of pie.robustness (200 ids)" if imagenet_a else None,
-              "cache": cache, "batch_size": batch_size,
-              "clean_check": {"min_agreement": min(agreement.values()), "models_below_warning": sorted(low)}
-              if agreement else None,
-              "wall_seconds": round(time.time() - start, 2)}
+  settings = {
+      "source": source,
+      "seed": int(seed),
+      "severities": sorted(int(s) for s in severities),
+      "corruptions": names,
+      "imagenet_a": bool(imagenet_a),
+      "imagenet_a_class_ids": "IMAGENET_A_CLASS_IDS of pie.robustness (200 ids)" if imagenet_a else None,
+      "cache": cache,
+      "batch_size": batch_size,
+      "clean_check": {"min_agreement": min(agreement.values()), "models_below_warning": sorted(low)}
+      if agreement
+      else None,
+      "wall_seconds": round(time.time() - start, 2),
+  }
   summary = summarize(study, results, table, clean_top1, alpha, settings)
   io_utils.makedirs(out_dir)
   io_utils.write_text(os.path.join(out_dir, outputs.ROBUSTNESS_CSV), _csv_text(table))
@@ -743,8 +1048,10 @@ def run_robustness(study, out_dir, corruption_names=None, severities=corruptions
   for entry in summary["levels"]:
     if entry["sparsity"] > 0:
       mce = entry["mce"]
-      log(f"level {entry['sparsity']:g}: mCE {mce if mce is None else round(mce, 4)}, relative mCE "
+      log(
+          f"level {entry['sparsity']:g}: mCE {mce if mce is None else round(mce, 4)}, relative mCE "
           f"{entry['relative_mce'] if entry['relative_mce'] is None else round(entry['relative_mce'], 4)}; "
-          f"hurt more than dense (p < {alpha}): {', '.join(entry['corruptions_hurt_more']) or 'none'}")
+          f"hurt more than dense (p < {alpha}): {', '.join(entry['corruptions_hurt_more']) or 'none'}"
+      )
   log(f"robustness: done in {time.time() - start:.1f}s")
   return summary

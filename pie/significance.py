@@ -38,60 +38,60 @@ import pandas as pd
 from scipy import special, stats
 
 __all__ = [
-  "NORMALIZATIONS",
-  "DEFAULT_NORMALIZATION",
-  "TIE_BREAKS",
-  "TIE_RULE",
-  "CASE_REGULAR",
-  "CASE_ABSENT",
-  "CASE_SINGLE_MODEL",
-  "CASE_CONSTANT_EQUAL",
-  "CASE_CONSTANT_SEPARATED",
-  "CASE_UNCHANGED",
-  "CASE_CONSTANT_UNTESTABLE",
-  "CASE_NOTES",
-  "NOTE_ABSENT",
-  "NOTE_UNCHANGED",
-  "NOTE_CONSTANT_UNTESTABLE",
-  "NOTE_SINGLE_MODEL",
-  "NOTE_CONSTANT_EQUAL",
-  "NOTE_CONSTANT_SEPARATED",
-  "NOTE_DENSE_CONSTANT",
-  "NOTE_PRUNED_CONSTANT",
-  "NOTE_NO_VARIANCE",
-  "NOTE_OVER_CAP",
-  "WelchResult",
-  "ModalVotes",
-  "SortedVotes",
-  "BootstrapResult",
-  "SampleSizePlan",
-  "welch_test",
-  "welch_confidence_interval",
-  "hedges_g",
-  "modal_votes",
-  "normalized_recall",
-  "class_hits",
-  "normalized_recall_from_hits",
-  "class_tests",
-  "welch_power",
-  "models_needed",
-  "bootstrap_stability",
-  "bootstrap_resamples",
-  "bootstrap_class_stability",
-  "bootstrap_pie_stability",
-  "unchanged_classes",
-  "bh_q_values",
-  "bh_rejections",
-  "half_splits",
-  "split_pie_counts",
-  "split_class_tests",
-  "pies_against_floor",
-  "aa_calibration",
-  "exemplar_scores",
-  "exemplar_parts",
-  "exemplar_histogram",
-  "exemplar_ranks",
-  "exemplar_frame",
+    "NORMALIZATIONS",
+    "DEFAULT_NORMALIZATION",
+    "TIE_BREAKS",
+    "TIE_RULE",
+    "CASE_REGULAR",
+    "CASE_ABSENT",
+    "CASE_SINGLE_MODEL",
+    "CASE_CONSTANT_EQUAL",
+    "CASE_CONSTANT_SEPARATED",
+    "CASE_UNCHANGED",
+    "CASE_CONSTANT_UNTESTABLE",
+    "CASE_NOTES",
+    "NOTE_ABSENT",
+    "NOTE_UNCHANGED",
+    "NOTE_CONSTANT_UNTESTABLE",
+    "NOTE_SINGLE_MODEL",
+    "NOTE_CONSTANT_EQUAL",
+    "NOTE_CONSTANT_SEPARATED",
+    "NOTE_DENSE_CONSTANT",
+    "NOTE_PRUNED_CONSTANT",
+    "NOTE_NO_VARIANCE",
+    "NOTE_OVER_CAP",
+    "WelchResult",
+    "ModalVotes",
+    "SortedVotes",
+    "BootstrapResult",
+    "SampleSizePlan",
+    "welch_test",
+    "welch_confidence_interval",
+    "hedges_g",
+    "modal_votes",
+    "normalized_recall",
+    "class_hits",
+    "normalized_recall_from_hits",
+    "class_tests",
+    "welch_power",
+    "models_needed",
+    "bootstrap_stability",
+    "bootstrap_resamples",
+    "bootstrap_class_stability",
+    "bootstrap_pie_stability",
+    "unchanged_classes",
+    "bh_q_values",
+    "bh_rejections",
+    "half_splits",
+    "split_pie_counts",
+    "split_class_tests",
+    "pies_against_floor",
+    "aa_calibration",
+    "exemplar_scores",
+    "exemplar_parts",
+    "exemplar_histogram",
+    "exemplar_ranks",
+    "exemplar_frame",
 ]
 
 NORMALIZATIONS = ("population", "per_model")
@@ -100,9 +100,9 @@ NORMALIZATIONS = ("population", "per_model")
 DEFAULT_NORMALIZATION = "per_model"
 # What summary.json and the report say whenever the paper's normalization is used.
 POPULATION_NORMALIZATION_WARNING = (
-  "normalization 'population' (the paper's rule) subtracts the population's mean top-1 as if it were known: the "
-  "test ignores the sampling variance of that mean, and flags classes whose recall barely varies between models "
-  "too often; 'per_model' (the default) has the same estimate and the right standard error"
+    "normalization 'population' (the paper's rule) subtracts the population's mean top-1 as if it were known: the "
+    "test ignores the sampling variance of that mean, and flags classes whose recall barely varies between models "
+    "too often; 'per_model' (the default) has the same estimate and the right standard error"
 )
 
 # Notes written in the ``note`` column of class_tests / models_needed.  Empty string: regular case.
@@ -110,16 +110,16 @@ NOTE_ABSENT = "class absent from the eval split (no recall in at least one popul
 NOTE_SINGLE_MODEL = "a population has fewer than 2 models: no variance estimate, test undefined"
 NOTE_CONSTANT_EQUAL = "both populations constant and equal: no difference (t=0, p=1, no interval)"
 NOTE_CONSTANT_SEPARATED = (
-  "both populations constant with different values (complete separation): Welch t is infinite; "
-  "p is the exact permutation p-value of complete separation; no interval"
+    "both populations constant with different values (complete separation): Welch t is infinite; "
+    "p is the exact permutation p-value of complete separation; no interval"
 )
 NOTE_CONSTANT_UNTESTABLE = (
-  "both populations constant with different values after subtracting each population's mean top-1: that "
-  "normalization ignores the variance of the mean, so the test is undefined here (per_model normalization tests it)"
+    "both populations constant with different values after subtracting each population's mean top-1: that "
+    "normalization ignores the variance of the mean, so the test is undefined here (per_model normalization tests it)"
 )
 NOTE_UNCHANGED = (
-  "recall identical in every model of both populations: nothing class-specific changed, not tested (never "
-  "significant)"
+    "recall identical in every model of both populations: nothing class-specific changed, not tested (never "
+    "significant)"
 )
 NOTE_DENSE_CONSTANT = "dense population constant: Welch df comes from the pruned population alone"
 NOTE_PRUNED_CONSTANT = "pruned population constant: Welch df comes from the dense population alone"
@@ -135,13 +135,13 @@ CASE_CONSTANT_SEPARATED = 4  # both constant, different values, exchangeable: t 
 CASE_UNCHANGED = 5  # marked unchanged by the caller (raw recall identical everywhere): not tested
 CASE_CONSTANT_UNTESTABLE = 6  # both constant, different values, not exchangeable: not tested
 CASE_NOTES = {
-  CASE_REGULAR: "",
-  CASE_ABSENT: NOTE_ABSENT,
-  CASE_SINGLE_MODEL: NOTE_SINGLE_MODEL,
-  CASE_CONSTANT_EQUAL: NOTE_CONSTANT_EQUAL,
-  CASE_CONSTANT_SEPARATED: NOTE_CONSTANT_SEPARATED,
-  CASE_UNCHANGED: NOTE_UNCHANGED,
-  CASE_CONSTANT_UNTESTABLE: NOTE_CONSTANT_UNTESTABLE,
+    CASE_REGULAR: "",
+    CASE_ABSENT: NOTE_ABSENT,
+    CASE_SINGLE_MODEL: NOTE_SINGLE_MODEL,
+    CASE_CONSTANT_EQUAL: NOTE_CONSTANT_EQUAL,
+    CASE_CONSTANT_SEPARATED: NOTE_CONSTANT_SEPARATED,
+    CASE_UNCHANGED: NOTE_UNCHANGED,
+    CASE_CONSTANT_UNTESTABLE: NOTE_CONSTANT_UNTESTABLE,
 }
 
 # Modal labels: which of the labels tied for the most votes is modal.  "smallest" is pie's rule; "largest" is the
@@ -178,8 +178,10 @@ def _check_class_ids(values, ndim: int, name: str, num_classes=None) -> np.ndarr
   if arr.size == 0:
     raise ValueError(f"{name} is empty (shape {arr.shape}): it needs at least one entry along each axis of {layout}")
   if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.integer):
-    raise ValueError(f"{name} must hold integer class ids, got dtype {arr.dtype}; class ids stored as floats "
-                     "convert with .astype(np.int64)")
+    raise ValueError(
+        f"{name} must hold integer class ids, got dtype {arr.dtype}; class ids stored as floats "
+        "convert with .astype(np.int64)"
+    )
   # Without num_classes only the minimum is needed (one pass over the array; the maximum is read for the message).
   low = arr.min()
   if low < 0 or (num_classes is not None and arr.max() >= num_classes):
@@ -196,15 +198,19 @@ def _check_predictions(predictions, name: str = "predictions", num_classes=None)
 def _check_labels(labels, num_examples: int, num_classes=None) -> np.ndarray:
   arr = _check_class_ids(labels, 1, "labels", num_classes)
   if arr.shape[0] != num_examples:
-    raise ValueError(f"labels has {arr.shape[0]} examples but the predictions have {num_examples}: both must "
-                     "cover the same eval split, in the same order")
+    raise ValueError(
+        f"labels has {arr.shape[0]} examples but the predictions have {num_examples}: both must "
+        "cover the same eval split, in the same order"
+    )
   return arr
 
 
 def _check_same_examples(first: np.ndarray, second: np.ndarray, first_name: str, second_name: str) -> None:
   if first.shape[1] != second.shape[1]:
-    raise ValueError(f"{first_name} and {second_name} cover different numbers of examples ({first.shape[1]} and "
-                     f"{second.shape[1]}): both populations must predict the same eval split, in the same order")
+    raise ValueError(
+        f"{first_name} and {second_name} cover different numbers of examples ({first.shape[1]} and "
+        f"{second.shape[1]}): both populations must predict the same eval split, in the same order"
+    )
 
 
 def _check_probability(value, name: str) -> float:
@@ -234,11 +240,14 @@ def _check_weights(weights, n_models: int, signed: bool = False) -> np.ndarray:
   """
   arr = np.asarray(weights)
   if arr.shape != (n_models,):
-    raise ValueError(f"weights must be an array [n_models] with one weight per model ({n_models}), got shape "
-                     f"{arr.shape}")
+    raise ValueError(
+        f"weights must be an array [n_models] with one weight per model ({n_models}), got shape " f"{arr.shape}"
+    )
   if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.integer):
-    raise ValueError(f"weights must hold integer vote counts, got dtype {arr.dtype}; e.g. the multiplicities "
-                     "np.bincount(rows, minlength=n_models) of a resample")
+    raise ValueError(
+        f"weights must hold integer vote counts, got dtype {arr.dtype}; e.g. the multiplicities "
+        "np.bincount(rows, minlength=n_models) of a resample"
+    )
   if not signed and (arr.min() < 0 or not arr.any()):
     raise ValueError(f"weights must be >= 0 with at least one positive weight, got min {arr.min()}, sum {arr.sum()}")
   return arr.astype(np.int64, copy=False)
@@ -256,8 +265,10 @@ def _check_samples(dense, pruned, dense_name: str, pruned_name: str, matrix: boo
     if matrix and arr.ndim != 2:
       raise ValueError(f"{name} must be a 2-D array [n_models, n_classes], got shape {arr.shape}")
     if arr.ndim < 2:
-      raise ValueError(f"{name} must be an array [..., n_models, n_columns], got shape {arr.shape}; for one column "
-                       "of values per model pass values[:, None]")
+      raise ValueError(
+          f"{name} must be an array [..., n_models, n_columns], got shape {arr.shape}; for one column "
+          "of values per model pass values[:, None]"
+      )
     if arr.shape[-2] < 1 or arr.shape[-1] < 1:
       raise ValueError(f"{name} is empty (shape {arr.shape}): it needs at least one model and one column")
     finite = np.isfinite(arr)
@@ -268,16 +279,20 @@ def _check_samples(dense, pruned, dense_name: str, pruned_name: str, matrix: boo
       mixed = nan.any(axis=-2) & ~nan.all(axis=-2)
       if mixed.any():
         raise ValueError(
-          f"{name} has classes (columns) with NaN for some models but not all (columns "
-          f"{np.flatnonzero(mixed.reshape(-1, mixed.shape[-1]).any(axis=0))[:10].tolist()}): a class is either "
-          "absent from the eval split (NaN for every model) or present for every model"
+            f"{name} has classes (columns) with NaN for some models but not all (columns "
+            f"{np.flatnonzero(mixed.reshape(-1, mixed.shape[-1]).any(axis=0))[:10].tolist()}): a class is either "
+            "absent from the eval split (NaN for every model) or present for every model"
         )
   if dense.shape[-1] != pruned.shape[-1]:
-    raise ValueError(f"{dense_name} has {dense.shape[-1]} classes (columns) but {pruned_name} has "
-                     f"{pruned.shape[-1]}: both must hold the same columns in the same order")
+    raise ValueError(
+        f"{dense_name} has {dense.shape[-1]} classes (columns) but {pruned_name} has "
+        f"{pruned.shape[-1]}: both must hold the same columns in the same order"
+    )
   if dense.shape[:-2] != pruned.shape[:-2]:
-    raise ValueError(f"{dense_name} and {pruned_name} must have the same leading (batch) shape, got "
-                     f"{dense.shape[:-2]} and {pruned.shape[:-2]}")
+    raise ValueError(
+        f"{dense_name} and {pruned_name} must have the same leading (batch) shape, got "
+        f"{dense.shape[:-2]} and {pruned.shape[:-2]}"
+    )
   return dense, pruned
 
 
@@ -377,8 +392,10 @@ def normalized_recall_from_hits(hits, class_count, normalization: str = DEFAULT_
   hits = np.asarray(hits)
   class_count = np.asarray(class_count)
   if hits.ndim != 2 or class_count.shape != hits.shape[1:]:
-    raise ValueError(f"hits must be [n_models, num_classes] and class_count [num_classes], got shapes "
-                     f"{hits.shape} and {class_count.shape}")
+    raise ValueError(
+        f"hits must be [n_models, num_classes] and class_count [num_classes], got shapes "
+        f"{hits.shape} and {class_count.shape}"
+    )
   normalization = _check_normalization(normalization)
   return _normalize(*_recall_from_hits(hits, class_count), normalization)
 
@@ -452,9 +469,7 @@ def _complete_separation_p(n_dense: int, n_pruned: int) -> float:
   the observed absolute difference of means, so p = k / C(n_dense + n_pruned, n_dense), k = 2 if the
   sizes are equal, else 1.
   """
-  log_splits = (
-    special.gammaln(n_dense + n_pruned + 1) - special.gammaln(n_dense + 1) - special.gammaln(n_pruned + 1)
-  )
+  log_splits = special.gammaln(n_dense + n_pruned + 1) - special.gammaln(n_dense + 1) - special.gammaln(n_pruned + 1)
   extreme = 2.0 if n_dense == n_pruned else 1.0
   return float(min(1.0, extreme * math.exp(-log_splits)))
 
@@ -493,8 +508,10 @@ def welch_test(dense, pruned, unchanged=None, exchangeable: bool = True) -> Welc
     except ValueError:
       fits = False
     if not fits:
-      raise ValueError(f"unchanged must be a bool array broadcastable to the tests' shape {shape}, got "
-                       f"{unchanged.dtype} of shape {unchanged.shape}")
+      raise ValueError(
+          f"unchanged must be a bool array broadcastable to the tests' shape {shape}, got "
+          f"{unchanged.dtype} of shape {unchanged.shape}"
+      )
   return _welch(dense, pruned, unchanged, bool(exchangeable))
 
 
@@ -558,8 +575,9 @@ def welch_confidence_interval(result: WelchResult, confidence: float = 0.95) -> 
   confidence = _check_probability(confidence, "confidence")
   change = result.difference
   with np.errstate(invalid="ignore"):
-    half = stats.t.ppf(0.5 + confidence / 2.0, result.df) * np.sqrt(result.var_dense / result.n_dense
-                                                                     + result.var_pruned / result.n_pruned)
+    half = stats.t.ppf(0.5 + confidence / 2.0, result.df) * np.sqrt(
+        result.var_dense / result.n_dense + result.var_pruned / result.n_pruned
+    )
   no_interval = result.case != CASE_REGULAR
   return np.where(no_interval, np.nan, change - half), np.where(no_interval, np.nan, change + half)
 
@@ -587,8 +605,9 @@ def hedges_g(result: WelchResult) -> np.ndarray:
   with np.errstate(invalid="ignore", divide="ignore"):
     pooled_sd = np.sqrt(((n_d - 1) * result.var_dense + (n_p - 1) * result.var_pruned) / pooled_df)
     g = change / pooled_sd * _hedges_correction(pooled_df)
-  g = np.where(np.isin(result.case, (CASE_CONSTANT_EQUAL, CASE_UNCHANGED, CASE_CONSTANT_UNTESTABLE, CASE_ABSENT)),
-               np.nan, g)
+  g = np.where(
+      np.isin(result.case, (CASE_CONSTANT_EQUAL, CASE_UNCHANGED, CASE_CONSTANT_UNTESTABLE, CASE_ABSENT)), np.nan, g
+  )
   return np.where(result.case == CASE_CONSTANT_SEPARATED, np.copysign(np.inf, change), g)
 
 
@@ -623,8 +642,14 @@ def bh_q_values(p_values) -> np.ndarray:
 # --------------------------------------------------------------------------------------------------
 
 
-def class_tests(dense_norm, pruned_norm, alpha: float = 0.05, confidence=None, unchanged=None,
-                normalization: str = DEFAULT_NORMALIZATION) -> pd.DataFrame:
+def class_tests(
+    dense_norm,
+    pruned_norm,
+    alpha: float = 0.05,
+    confidence=None,
+    unchanged=None,
+    normalization: str = DEFAULT_NORMALIZATION,
+) -> pd.DataFrame:
   """Per-class Welch test of normalized recall, dense vs pruned population.
 
   Arguments are normalized recall matrices [n_models, n_classes] (see ``normalized_recall``); the
@@ -669,24 +694,24 @@ def class_tests(dense_norm, pruned_norm, alpha: float = 0.05, confidence=None, u
   ci_low, ci_high = welch_confidence_interval(w, confidence)
   q = bh_q_values(w.p)
   frame = pd.DataFrame(
-    {
-      "n_dense": w.n_dense,
-      "n_pruned": w.n_pruned,
-      "dense_mean": w.mean_dense,
-      "pruned_mean": w.mean_pruned,
-      "normalized_change": w.difference,
-      "t_statistic": w.t,
-      "df": w.df,
-      "p_value": w.p,
-      "significant": w.significant(alpha),
-      "q_value": q,
-      "significant_fdr": bh_rejections(q, alpha),
-      "ci_low": ci_low,
-      "ci_high": ci_high,
-      "hedges_g": hedges_g(w),
-      "note": w.note,
-    },
-    index=pd.RangeIndex(w.case.shape[0], name="class_id"),
+      {
+          "n_dense": w.n_dense,
+          "n_pruned": w.n_pruned,
+          "dense_mean": w.mean_dense,
+          "pruned_mean": w.mean_pruned,
+          "normalized_change": w.difference,
+          "t_statistic": w.t,
+          "df": w.df,
+          "p_value": w.p,
+          "significant": w.significant(alpha),
+          "q_value": q,
+          "significant_fdr": bh_rejections(q, alpha),
+          "ci_low": ci_low,
+          "ci_high": ci_high,
+          "hedges_g": hedges_g(w),
+          "note": w.note,
+      },
+      index=pd.RangeIndex(w.case.shape[0], name="class_id"),
   )
   return frame
 
@@ -768,12 +793,12 @@ def _smallest_sufficient_size(power_at, num_classes, power, max_models):
 
 
 def models_needed(
-  dense_norm,
-  pruned_norm,
-  effect,
-  alpha: float = 0.05,
-  power: float = 0.8,
-  max_models: int = 100_000,
+    dense_norm,
+    pruned_norm,
+    effect,
+    alpha: float = 0.05,
+    power: float = 0.8,
+    max_models: int = 100_000,
 ) -> SampleSizePlan:
   """Models per population (equal sizes) needed to detect a normalized change of size ``effect``.
 
@@ -806,8 +831,9 @@ def models_needed(
     vd, vp, eff = var_d[idx], var_p[idx], effect[idx]
     current[idx] = welch_power(vd, vp, w.n_dense, w.n_pruned, eff, alpha)
 
-    found, over = _smallest_sufficient_size(lambda n: welch_power(vd, vp, n, n, eff, alpha), idx.size, power,
-                                            max_models)
+    found, over = _smallest_sufficient_size(
+        lambda n: welch_power(vd, vp, n, n, eff, alpha), idx.size, power, max_models
+    )
     needed[idx] = np.where(over, np.inf, found.astype(np.float64))
     achieved[idx] = np.where(over, np.nan, welch_power(vd, vp, found, found, eff, alpha))
 
@@ -818,29 +844,29 @@ def models_needed(
   notes[np.isinf(needed)] = NOTE_OVER_CAP
 
   per_class = pd.DataFrame(
-    {
-      "dense_var": var_d,
-      "pruned_var": var_p,
-      "effect": effect,
-      "current_power": current,
-      "models_needed": needed,
-      "power_at_needed": achieved,
-      "note": notes,
-    },
-    index=pd.RangeIndex(num_classes, name="class_id"),
+      {
+          "dense_var": var_d,
+          "pruned_var": var_p,
+          "effect": effect,
+          "current_power": current,
+          "models_needed": needed,
+          "power_at_needed": achieved,
+          "note": notes,
+      },
+      index=pd.RangeIndex(num_classes, name="class_id"),
   )
   planned = needed[~np.isnan(needed)]
   summary = {
-    "effect_median": float(np.median(effect)),
-    "alpha": alpha,
-    "power": power,
-    "current_models": (w.n_dense, w.n_pruned),
-    "classes_planned": int(np.isfinite(planned).sum()),
-    "classes_over_cap": int(np.isinf(planned).sum()),
-    "classes_unplannable": int(np.isnan(needed).sum()),
-    "median": float(np.quantile(planned, 0.5, method="inverted_cdf")) if planned.size else math.nan,
-    "p90": float(np.quantile(planned, 0.9, method="inverted_cdf")) if planned.size else math.nan,
-    "max": float(planned.max()) if planned.size else math.nan,
+      "effect_median": float(np.median(effect)),
+      "alpha": alpha,
+      "power": power,
+      "current_models": (w.n_dense, w.n_pruned),
+      "classes_planned": int(np.isfinite(planned).sum()),
+      "classes_over_cap": int(np.isinf(planned).sum()),
+      "classes_unplannable": int(np.isnan(needed).sum()),
+      "median": float(np.quantile(planned, 0.5, method="inverted_cdf")) if planned.size else math.nan,
+      "p90": float(np.quantile(planned, 0.9, method="inverted_cdf")) if planned.size else math.nan,
+      "max": float(planned.max()) if planned.size else math.nan,
   }
   return SampleSizePlan(per_class=per_class, summary=summary)
 
@@ -967,13 +993,21 @@ class SortedVotes:
     best, totals, total_weight = self._tally(weights, tie_break, keep_totals=True)
     count = best // self.num_classes
     tied = np.count_nonzero((totals == count) & self.run_end, axis=0) > 1
-    return ModalVotes(labels=self._labels(best, tie_break), count=count.astype(np.int64),
-                      share=count / total_weight, tied=tied, tie_break=tie_break)
+    return ModalVotes(
+        labels=self._labels(best, tie_break),
+        count=count.astype(np.int64),
+        share=count / total_weight,
+        tied=tied,
+        tie_break=tie_break,
+    )
 
   def _run_sums(self, weights):
     """Yields (j, the signed int64 running total at sorted position j), row by row, in O(n_examples) memory."""
-    weights = (np.ones(self.shape[0], dtype=np.int64) if weights is None
-               else _check_weights(weights, self.shape[0], signed=True))
+    weights = (
+        np.ones(self.shape[0], dtype=np.int64)
+        if weights is None
+        else _check_weights(weights, self.shape[0], signed=True)
+    )
     total = np.zeros(self.shape[1], dtype=np.int64)
     for j in range(self.shape[0]):
       total = total * self.same_run[j] + weights[self.order[j]]
@@ -1066,8 +1100,16 @@ def bootstrap_resamples(n_dense: int, n_pruned: int, num_resamples: int, seed: i
   return dense_rows, pruned_rows
 
 
-def bootstrap_class_stability(dense_hits, pruned_hits, class_count, dense_rows, pruned_rows, alpha: float = 0.05,
-                              normalization: str = DEFAULT_NORMALIZATION, chunk_size: int = 25):
+def bootstrap_class_stability(
+    dense_hits,
+    pruned_hits,
+    class_count,
+    dense_rows,
+    pruned_rows,
+    alpha: float = 0.05,
+    normalization: str = DEFAULT_NORMALIZATION,
+    chunk_size: int = 25,
+):
   """The class part of ``bootstrap_stability`` from ``class_hits`` of both populations and the class sizes.
 
   Returns (class_significance [n_classes], observed_significant [n_classes]): the replicability of
@@ -1076,8 +1118,12 @@ def bootstrap_class_stability(dense_hits, pruned_hits, class_count, dense_rows, 
   recall_d, top1_d = _recall_from_hits(np.asarray(dense_hits), np.asarray(class_count))
   recall_p, top1_p = _recall_from_hits(np.asarray(pruned_hits), np.asarray(class_count))
   exchangeable = normalization == "per_model"
-  observed = _welch(_normalize(recall_d, top1_d, normalization), _normalize(recall_p, top1_p, normalization),
-                    unchanged=unchanged_classes(recall_d, recall_p), exchangeable=exchangeable)
+  observed = _welch(
+      _normalize(recall_d, top1_d, normalization),
+      _normalize(recall_p, top1_p, normalization),
+      unchanged=unchanged_classes(recall_d, recall_p),
+      exchangeable=exchangeable,
+  )
   observed_significant = observed.significant(alpha)
   num_resamples = len(dense_rows)
   hits = np.zeros(recall_d.shape[1], dtype=np.int64)
@@ -1085,16 +1131,18 @@ def bootstrap_class_stability(dense_hits, pruned_hits, class_count, dense_rows, 
     stop = min(start + chunk_size, num_resamples)
     rows_d, rows_p = dense_rows[start:stop], pruned_rows[start:stop]
     res = _welch(
-      _resampled_normalized(recall_d, top1_d, rows_d, normalization),
-      _resampled_normalized(recall_p, top1_p, rows_p, normalization),
-      unchanged=unchanged_classes(recall_d[rows_d], recall_p[rows_p]), exchangeable=exchangeable,
+        _resampled_normalized(recall_d, top1_d, rows_d, normalization),
+        _resampled_normalized(recall_p, top1_p, rows_p, normalization),
+        unchanged=unchanged_classes(recall_d[rows_d], recall_p[rows_p]),
+        exchangeable=exchangeable,
     )
     hits += res.significant(alpha).sum(axis=0)
   return np.where(observed.tested, hits / num_resamples, np.nan), observed_significant
 
 
-def bootstrap_pie_stability(dense_preds, pruned_preds, num_classes: int, dense_rows, pruned_rows,
-                            return_counts: bool = False):
+def bootstrap_pie_stability(
+    dense_preds, pruned_preds, num_classes: int, dense_rows, pruned_rows, return_counts: bool = False
+):
   """The PIE part of ``bootstrap_stability``: (pie_stability [n_examples], observed_pie [n_examples]).
 
   With ``return_counts``, also the number of PIEs in every resample, int64 [num_resamples].  Each
@@ -1127,15 +1175,15 @@ def bootstrap_pie_stability(dense_preds, pruned_preds, num_classes: int, dense_r
 
 
 def bootstrap_stability(
-  dense_preds,
-  pruned_preds,
-  labels,
-  num_classes: int,
-  num_resamples: int = 200,
-  seed: int = 0,
-  alpha: float = 0.05,
-  normalization: str = DEFAULT_NORMALIZATION,
-  chunk_size: int = 25,
+    dense_preds,
+    pruned_preds,
+    labels,
+    num_classes: int,
+    num_resamples: int = 200,
+    seed: int = 0,
+    alpha: float = 0.05,
+    normalization: str = DEFAULT_NORMALIZATION,
+    chunk_size: int = 25,
 ) -> BootstrapResult:
   """How stable are PIEs and significant classes when the populations are resampled?
 
@@ -1165,22 +1213,30 @@ def bootstrap_stability(
   dense_rows, pruned_rows = bootstrap_resamples(dense_preds.shape[0], pruned_preds.shape[0], num_resamples, seed)
   class_count = np.bincount(labels, minlength=num_classes)
   class_significance, observed_significant = bootstrap_class_stability(
-    _class_hits(dense_preds, labels, num_classes), _class_hits(pruned_preds, labels, num_classes), class_count,
-    dense_rows, pruned_rows, alpha=alpha, normalization=normalization, chunk_size=chunk_size)
-  pie_stability, observed_pie, pie_counts = bootstrap_pie_stability(dense_preds, pruned_preds, num_classes,
-                                                                    dense_rows, pruned_rows, return_counts=True)
+      _class_hits(dense_preds, labels, num_classes),
+      _class_hits(pruned_preds, labels, num_classes),
+      class_count,
+      dense_rows,
+      pruned_rows,
+      alpha=alpha,
+      normalization=normalization,
+      chunk_size=chunk_size,
+  )
+  pie_stability, observed_pie, pie_counts = bootstrap_pie_stability(
+      dense_preds, pruned_preds, num_classes, dense_rows, pruned_rows, return_counts=True
+  )
   return BootstrapResult(
-    pie_stability=pie_stability,
-    class_significance=class_significance,
-    observed_pie=observed_pie,
-    observed_significant=observed_significant,
-    dense_resamples=dense_rows,
-    pruned_resamples=pruned_rows,
-    num_resamples=int(num_resamples),
-    seed=seed,
-    alpha=alpha,
-    normalization=normalization,
-    pie_counts=pie_counts,
+      pie_stability=pie_stability,
+      class_significance=class_significance,
+      observed_pie=observed_pie,
+      observed_significant=observed_significant,
+      dense_resamples=dense_rows,
+      pruned_resamples=pruned_rows,
+      num_resamples=int(num_resamples),
+      seed=seed,
+      alpha=alpha,
+      normalization=normalization,
+      pie_counts=pie_counts,
   )
 
 
@@ -1203,7 +1259,7 @@ def half_splits(pool_size: int, n_first: int, n_second: int, num_splits: int, se
     raise ValueError(f"a pool of {pool_size} models cannot be split into {n_first} + {n_second}")
   rng = np.random.default_rng(seed)
   order = np.stack([rng.permutation(pool_size) for _ in range(num_splits)])
-  return order[:, :n_first], order[:, n_first:n_first + n_second]
+  return order[:, :n_first], order[:, n_first : n_first + n_second]
 
 
 def _split_weights(rows: np.ndarray, pool_size: int) -> np.ndarray:
@@ -1227,13 +1283,22 @@ def split_pie_counts(pool_predictions, first_rows, second_rows, num_classes: int
   if contested.size:
     votes = SortedVotes(pool[:, contested], num_classes)
     for s in range(len(first_rows)):
-      counts[s] = np.count_nonzero(votes.modal(_split_weights(first_rows[s], len(pool)))
-                                   != votes.modal(_split_weights(second_rows[s], len(pool))))
+      counts[s] = np.count_nonzero(
+          votes.modal(_split_weights(first_rows[s], len(pool)))
+          != votes.modal(_split_weights(second_rows[s], len(pool)))
+      )
   return counts
 
 
-def split_class_tests(pool_hits, class_count, first_rows, second_rows, alpha: float = 0.05,
-                      normalization: str = DEFAULT_NORMALIZATION, chunk_size: int = 25) -> dict:
+def split_class_tests(
+    pool_hits,
+    class_count,
+    first_rows,
+    second_rows,
+    alpha: float = 0.05,
+    normalization: str = DEFAULT_NORMALIZATION,
+    chunk_size: int = 25,
+) -> dict:
   """The class tests of every split, summarized per split.
 
   Returns {"num_tested", "num_significant" (p < alpha), "num_significant_fdr" (BH q <= alpha)}, each
@@ -1243,14 +1308,15 @@ def split_class_tests(pool_hits, class_count, first_rows, second_rows, alpha: fl
   normalization = _check_normalization(normalization)
   recall, top1 = _recall_from_hits(np.asarray(pool_hits), np.asarray(class_count))
   first_rows, second_rows = np.asarray(first_rows), np.asarray(second_rows)
-  out = {k: np.zeros(len(first_rows), dtype=np.int64) for k in ("num_tested", "num_significant",
-                                                                  "num_significant_fdr")}
+  out = {k: np.zeros(len(first_rows), dtype=np.int64) for k in ("num_tested", "num_significant", "num_significant_fdr")}
   for start in range(0, len(first_rows), chunk_size):
-    rows_a, rows_b = first_rows[start:start + chunk_size], second_rows[start:start + chunk_size]
-    res = _welch(_resampled_normalized(recall, top1, rows_a, normalization),
-                 _resampled_normalized(recall, top1, rows_b, normalization),
-                 unchanged=unchanged_classes(recall[rows_a], recall[rows_b]),
-                 exchangeable=normalization == "per_model")
+    rows_a, rows_b = first_rows[start : start + chunk_size], second_rows[start : start + chunk_size]
+    res = _welch(
+        _resampled_normalized(recall, top1, rows_a, normalization),
+        _resampled_normalized(recall, top1, rows_b, normalization),
+        unchanged=unchanged_classes(recall[rows_a], recall[rows_b]),
+        exchangeable=normalization == "per_model",
+    )
     tested, significant = res.tested, res.significant(alpha)
     for i, p in enumerate(res.p):
       out["num_tested"][start + i] = np.count_nonzero(tested[i])
@@ -1259,8 +1325,17 @@ def split_class_tests(pool_hits, class_count, first_rows, second_rows, alpha: fl
   return out
 
 
-def aa_calibration(pool_hits, class_count, n_first: int, n_second: int, num_splits: int = 200, alpha: float = 0.05,
-                   seed: int = 0, normalizations=NORMALIZATIONS, confidence: float = 0.95) -> pd.DataFrame:
+def aa_calibration(
+    pool_hits,
+    class_count,
+    n_first: int,
+    n_second: int,
+    num_splits: int = 200,
+    alpha: float = 0.05,
+    seed: int = 0,
+    normalizations=NORMALIZATIONS,
+    confidence: float = 0.95,
+) -> pd.DataFrame:
   """Calibration of the class test on models where nothing differs (an A/A comparison), per normalization.
 
   The pool (``class_hits`` of models trained alike, e.g. a dense population and its replicate) is split
@@ -1279,21 +1354,31 @@ def aa_calibration(pool_hits, class_count, n_first: int, n_second: int, num_spli
     with_discovery = int(np.count_nonzero(out["num_significant_fdr"]))
     rate_ci = stats.binomtest(flagged, tested).proportion_ci(confidence) if tested else None
     fwer_ci = stats.binomtest(with_discovery, num_splits).proportion_ci(confidence)
-    rows.append({
-      "normalization": normalization, "pool_models": int(np.shape(pool_hits)[0]), "n_first": n_first,
-      "n_second": n_second, "num_splits": num_splits, "alpha": alpha, "num_tests": tested,
-      "rate_significant": flagged / tested if tested else math.nan,
-      "rate_ci_low": rate_ci.low if rate_ci else math.nan, "rate_ci_high": rate_ci.high if rate_ci else math.nan,
-      "splits_with_fdr_discovery": with_discovery / num_splits, "fdr_splits_ci_low": fwer_ci.low,
-      "fdr_splits_ci_high": fwer_ci.high,
-      "rate_consistent_with_alpha": bool(rate_ci and rate_ci.low <= alpha <= rate_ci.high),
-      "fdr_splits_at_most_alpha": bool(fwer_ci.low <= alpha),
-    })
+    rows.append(
+        {
+            "normalization": normalization,
+            "pool_models": int(np.shape(pool_hits)[0]),
+            "n_first": n_first,
+            "n_second": n_second,
+            "num_splits": num_splits,
+            "alpha": alpha,
+            "num_tests": tested,
+            "rate_significant": flagged / tested if tested else math.nan,
+            "rate_ci_low": rate_ci.low if rate_ci else math.nan,
+            "rate_ci_high": rate_ci.high if rate_ci else math.nan,
+            "splits_with_fdr_discovery": with_discovery / num_splits,
+            "fdr_splits_ci_low": fwer_ci.low,
+            "fdr_splits_ci_high": fwer_ci.high,
+            "rate_consistent_with_alpha": bool(rate_ci and rate_ci.low <= alpha <= rate_ci.high),
+            "fdr_splits_at_most_alpha": bool(fwer_ci.low <= alpha),
+        }
+    )
   return pd.DataFrame(rows)
 
 
-def pies_against_floor(observed: int, floor_mean=None, level_counts=None, control_counts=None,
-                       alpha: float = 0.05) -> dict:
+def pies_against_floor(
+    observed: int, floor_mean=None, level_counts=None, control_counts=None, alpha: float = 0.05
+) -> dict:
   """A compressed population's PIEs set against seed noise.
 
   observed: PIEs of the compressed population against the dense one.
@@ -1396,20 +1481,24 @@ def exemplar_ranks(l1_int, histogram=None, histogram_before=None) -> np.ndarray:
   return rank + (larger_all - larger_here)[l1_int] + np.asarray(histogram_before, dtype=np.int64)[l1_int]
 
 
-def exemplar_frame(baseline_modal, compressed_modal, l1_int, n_baseline: int, n_compressed: int, rank,
-                   example_ids=None) -> pd.DataFrame:
+def exemplar_frame(
+    baseline_modal, compressed_modal, l1_int, n_baseline: int, n_compressed: int, rank, example_ids=None
+) -> pd.DataFrame:
   """The ``exemplar_scores`` table from its parts (``example_ids`` default to 0 .. n - 1)."""
   baseline_modal = np.asarray(baseline_modal)
   compressed_modal = np.asarray(compressed_modal)
-  index = (pd.RangeIndex(len(l1_int), name="example_id") if example_ids is None
-           else pd.Index(np.asarray(example_ids, dtype=np.int64), name="example_id"))
+  index = (
+      pd.RangeIndex(len(l1_int), name="example_id")
+      if example_ids is None
+      else pd.Index(np.asarray(example_ids, dtype=np.int64), name="example_id")
+  )
   return pd.DataFrame(
-    {
-      "baseline_modal": baseline_modal,
-      "compressed_modal": compressed_modal,
-      "is_cie": baseline_modal != compressed_modal,
-      "l1_distance": np.asarray(l1_int) / float(n_baseline * n_compressed),
-      "rank": rank,
-    },
-    index=index,
+      {
+          "baseline_modal": baseline_modal,
+          "compressed_modal": compressed_modal,
+          "is_cie": baseline_modal != compressed_modal,
+          "l1_distance": np.asarray(l1_int) / float(n_baseline * n_compressed),
+          "rank": rank,
+      },
+      index=index,
   )

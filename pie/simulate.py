@@ -152,9 +152,9 @@ def _solve_q(target: np.ndarray, n: int, low: int, high: int, what: str) -> np.n
   bad = ~((target > lowest) & (target < highest))
   if bad.any():
     raise ValueError(
-      f"{what}: expected vote fraction {target[bad][0]:.4f} is outside ({lowest:.4f}, {highest:.4f}), the "
-      f"range reachable with {n} models while keeping the modal label fixed; adjust the accuracies, "
-      "accuracy_drop, class_effect or pie_fraction, or use more models"
+        f"{what}: expected vote fraction {target[bad][0]:.4f} is outside ({lowest:.4f}, {highest:.4f}), the "
+        f"range reachable with {n} models while keeping the modal label fixed; adjust the accuracies, "
+        "accuracy_drop, class_effect or pie_fraction, or use more models"
     )
   lo = np.zeros_like(target)
   hi = np.ones_like(target)
@@ -235,17 +235,34 @@ def _class_ids(value, name: str, num_classes: int, rng, exclude: np.ndarray) -> 
   return ids
 
 
-def _check_arguments(num_examples, num_classes, num_dense, num_pruned, base_accuracy, accuracy_drop, pie_fraction,
-                     pie_strength, easy_accuracy, hard_accuracy, class_spread, skill_sd, ceiling_accuracy):
+def _check_arguments(
+    num_examples,
+    num_classes,
+    num_dense,
+    num_pruned,
+    base_accuracy,
+    accuracy_drop,
+    pie_fraction,
+    pie_strength,
+    easy_accuracy,
+    hard_accuracy,
+    class_spread,
+    skill_sd,
+    ceiling_accuracy,
+):
   """The arguments of `simulate_populations`, checked: (num_classes, num_examples, num_dense, num_pruned) as ints."""
   # pylint: disable=protected-access  (pie.significance's checks, shared on purpose: one message per problem)
   num_classes = significance._check_int(num_classes, "num_classes", 2)
   num_examples = significance._check_int(num_examples, "num_examples", num_classes)
   n_d = significance._check_int(num_dense, "num_dense", 3)
   n_p = significance._check_int(num_pruned, "num_pruned", 3)
-  for name, value in (("base_accuracy", base_accuracy), ("easy_accuracy", easy_accuracy),
-                      ("hard_accuracy", hard_accuracy), ("pie_strength", pie_strength),
-                      ("ceiling_accuracy", ceiling_accuracy)):
+  for name, value in (
+      ("base_accuracy", base_accuracy),
+      ("easy_accuracy", easy_accuracy),
+      ("hard_accuracy", hard_accuracy),
+      ("pie_strength", pie_strength),
+      ("ceiling_accuracy", ceiling_accuracy),
+  ):
     significance._check_probability(value, name)
   if not pie_strength > 0.5:
     raise ValueError(f"pie_strength must be > 0.5, got {pie_strength}")
@@ -277,7 +294,7 @@ def _impacted(impacted_classes, class_effect, num_classes, rng):
     effects = effect_in.copy()
   else:
     raise ValueError(
-      f"class_effect must be a scalar or have one value per impacted class ({impacted.size}), got {effect_in.size}"
+        f"class_effect must be a scalar or have one value per impacted class ({impacted.size}), got {effect_in.size}"
     )
   if impacted.size and not isinstance(impacted_classes, (int, np.integer)):
     order = np.argsort(impacted)
@@ -310,24 +327,24 @@ def _plant_pies(rng, labels, class_size, ceiling, is_ceiling, pie_fraction):
 
 
 def simulate_populations(
-  num_examples: int,
-  num_classes: int,
-  num_dense: int,
-  num_pruned: int,
-  *,
-  base_accuracy: float = 0.75,
-  accuracy_drop: float = 0.02,
-  impacted_classes: Union[int, Sequence[int]] = (),
-  class_effect: Union[float, Sequence[float]] = 0.0,
-  pie_fraction: float = 0.0,
-  pie_strength: float = 0.97,
-  easy_accuracy: float = 0.85,
-  hard_accuracy: float = 0.15,
-  class_spread: float = 0.1,
-  skill_sd: float = 0.0,
-  ceiling_classes: Union[int, Sequence[int]] = 0,
-  ceiling_accuracy: float = 0.995,
-  seed: int = 0,
+    num_examples: int,
+    num_classes: int,
+    num_dense: int,
+    num_pruned: int,
+    *,
+    base_accuracy: float = 0.75,
+    accuracy_drop: float = 0.02,
+    impacted_classes: Union[int, Sequence[int]] = (),
+    class_effect: Union[float, Sequence[float]] = 0.0,
+    pie_fraction: float = 0.0,
+    pie_strength: float = 0.97,
+    easy_accuracy: float = 0.85,
+    hard_accuracy: float = 0.15,
+    class_spread: float = 0.1,
+    skill_sd: float = 0.0,
+    ceiling_classes: Union[int, Sequence[int]] = 0,
+    ceiling_accuracy: float = 0.995,
+    seed: int = 0,
 ) -> SimulatedStudy:
   """Simulate a dense and a pruned population of classifiers on one eval set (see the module doc).
 
@@ -359,8 +376,20 @@ def simulate_populations(
     seed: seed of ``np.random.default_rng``.
   """
   num_classes, num_examples, n_d, n_p = _check_arguments(
-    num_examples, num_classes, num_dense, num_pruned, base_accuracy, accuracy_drop, pie_fraction, pie_strength,
-    easy_accuracy, hard_accuracy, class_spread, skill_sd, ceiling_accuracy)
+      num_examples,
+      num_classes,
+      num_dense,
+      num_pruned,
+      base_accuracy,
+      accuracy_drop,
+      pie_fraction,
+      pie_strength,
+      easy_accuracy,
+      hard_accuracy,
+      class_spread,
+      skill_sd,
+      ceiling_accuracy,
+  )
 
   rng = np.random.default_rng(seed)
   labels = rng.permutation(np.arange(num_examples) % num_classes)
@@ -391,15 +420,17 @@ def simulate_populations(
   q_easy_d_class = np.full(num_classes, q_easy_d)
   if ceiling.size:
     mean_easy_d[ceiling] = ceiling_accuracy
-    q_easy_d_class[ceiling] = _solve_scalar(float(ceiling_accuracy), n_d, maj_d, n_d,
-                                            "ceiling classes in the dense population (ceiling_accuracy)")
+    q_easy_d_class[ceiling] = _solve_scalar(
+        float(ceiling_accuracy), n_d, maj_d, n_d, "ceiling classes in the dense population (ceiling_accuracy)"
+    )
     pruned_target = ceiling_accuracy - accuracy_drop + class_effect_all[ceiling]
     bad = ~((pruned_target > maj_p / n_p) & (pruned_target < 1.0))
     if bad.any():
       raise ValueError(
-        f"ceiling_classes: class {int(ceiling[bad][0])} would have pruned expected recall {pruned_target[bad][0]:.4f} "
-        f"(ceiling_accuracy - accuracy_drop + class_effect), outside ({maj_p / n_p:.4f}, 1), the range of a "
-        "ceiling class; lower ceiling_accuracy or raise accuracy_drop"
+          f"ceiling_classes: class {int(ceiling[bad][0])} would have pruned expected recall "
+          f"{pruned_target[bad][0]:.4f} "
+          f"(ceiling_accuracy - accuracy_drop + class_effect), outside ({maj_p / n_p:.4f}, 1), the range of a "
+          "ceiling class; lower ceiling_accuracy or raise accuracy_drop"
       )
 
   # Planted PIEs and the easy/hard split of the other examples.
@@ -416,9 +447,9 @@ def simulate_populations(
   easy_share = ((base_rest - pie_share * mean_pie_d) / (1.0 - pie_share) - mean_hard) / (easy_accuracy - mean_hard)
   if not 0.0 <= easy_share <= 1.0:
     raise ValueError(
-      f"base_accuracy {base_accuracy} cannot be reached with easy_accuracy {easy_accuracy}, hard_accuracy "
-      f"{hard_accuracy}, pie_fraction {pie_fraction} and {ceiling.size} ceiling_classes at ceiling_accuracy "
-      f"{ceiling_accuracy}"
+        f"base_accuracy {base_accuracy} cannot be reached with easy_accuracy {easy_accuracy}, hard_accuracy "
+        f"{hard_accuracy}, pie_fraction {pie_fraction} and {ceiling.size} ceiling_classes at ceiling_accuracy "
+        f"{ceiling_accuracy}"
     )
   class_easy_share = np.clip(easy_share + rng.uniform(-class_spread, class_spread, num_classes), 0.0, 1.0)
   class_easy_share[ceiling] = 1.0  # rng.random() < 1 always: every example of a ceiling class is easy
@@ -468,21 +499,21 @@ def simulate_populations(
   overall_change = float(np.sum(class_size * change) / num_examples)
 
   return SimulatedStudy(
-    labels=labels.astype(dtype),
-    dense_predictions=dense,
-    pruned_predictions=pruned,
-    num_classes=num_classes,
-    impacted_classes=impacted,
-    class_effects=effects,
-    expected_dense_recall=expected_dense,
-    expected_pruned_recall=expected_pruned,
-    expected_normalized_change=change - overall_change,
-    planted_pies=planted,
-    confusers=confusers.astype(dtype),
-    easy=easy,
-    conditioning_mass=max(removed_d, removed_p),
-    ceiling_classes=ceiling,
-    dense_skill=np.zeros(n_d) if skill_d is None else skill_d,
-    pruned_skill=np.zeros(n_p) if skill_p is None else skill_p,
-    seed=seed,
+      labels=labels.astype(dtype),
+      dense_predictions=dense,
+      pruned_predictions=pruned,
+      num_classes=num_classes,
+      impacted_classes=impacted,
+      class_effects=effects,
+      expected_dense_recall=expected_dense,
+      expected_pruned_recall=expected_pruned,
+      expected_normalized_change=change - overall_change,
+      planted_pies=planted,
+      confusers=confusers.astype(dtype),
+      easy=easy,
+      conditioning_mass=max(removed_d, removed_p),
+      ceiling_classes=ceiling,
+      dense_skill=np.zeros(n_d) if skill_d is None else skill_d,
+      pruned_skill=np.zeros(n_p) if skill_p is None else skill_p,
+      seed=seed,
   )

@@ -12,6 +12,7 @@ This is the paper-level API. Every statistic is computed by the one kernel in `p
 `significance.SortedVotes`, the class test by `significance.welch_test` and `bh_q_values`), and the arguments are
 checked by its checks, so a function here and its kernel give the same results and the same error messages.
 """
+
 # pylint: disable=protected-access  (the argument checks are significance's _check_* functions, shared on purpose:
 # one message per problem whichever API is called)
 import numpy as np
@@ -94,8 +95,9 @@ def per_class_recall(predictions, labels, num_classes):
     return np.where(support > 0, hits / support, np.nan)
 
 
-def class_ttest(dense_predictions, pruned_predictions, labels, num_classes, alpha=0.05, class_names=None,
-                normalization="per_model"):
+def class_ttest(
+    dense_predictions, pruned_predictions, labels, num_classes, alpha=0.05, class_names=None, normalization="per_model"
+):
   """The paper's class-level test: Welch t-test of normalized recall, dense vs pruned, per class.
 
   Each model's recall on a class is normalized by subtracting the model's own top-1 accuracy (default;
@@ -120,14 +122,19 @@ def class_ttest(dense_predictions, pruned_predictions, labels, num_classes, alph
   pruned_predictions = significance._check_predictions(pruned_predictions, "pruned_predictions", num_classes)
   labels = significance._check_labels(labels, dense_predictions.shape[1], num_classes)
   significance._check_same_examples(dense_predictions, pruned_predictions, "dense_predictions", "pruned_predictions")
-  return class_ttest_from_hits(significance.class_hits(dense_predictions, labels, num_classes),
-                               significance.class_hits(pruned_predictions, labels, num_classes),
-                               np.bincount(labels, minlength=num_classes), alpha=alpha, class_names=class_names,
-                               normalization=normalization)
+  return class_ttest_from_hits(
+      significance.class_hits(dense_predictions, labels, num_classes),
+      significance.class_hits(pruned_predictions, labels, num_classes),
+      np.bincount(labels, minlength=num_classes),
+      alpha=alpha,
+      class_names=class_names,
+      normalization=normalization,
+  )
 
 
-def class_ttest_from_hits(dense_hits, pruned_hits, class_count, alpha=0.05, class_names=None,
-                          normalization="per_model"):
+def class_ttest_from_hits(
+    dense_hits, pruned_hits, class_count, alpha=0.05, class_names=None, normalization="per_model"
+):
   """`class_ttest` from its sufficient statistics: correct predictions per model and class of both populations
   (`pie.significance.class_hits`, int [n_models, num_classes]) and the class sizes [num_classes].
 
@@ -142,28 +149,33 @@ def class_ttest_from_hits(dense_hits, pruned_hits, class_count, alpha=0.05, clas
     pruned_recall = np.where(class_count > 0, pruned_hits / class_count, np.nan)
   tests = significance.class_tests(
       significance.normalized_recall_from_hits(dense_hits, class_count, normalization),
-      significance.normalized_recall_from_hits(pruned_hits, class_count, normalization), alpha=alpha,
-      unchanged=significance.unchanged_classes(dense_recall, pruned_recall), normalization=normalization)
+      significance.normalized_recall_from_hits(pruned_hits, class_count, normalization),
+      alpha=alpha,
+      unchanged=significance.unchanged_classes(dense_recall, pruned_recall),
+      normalization=normalization,
+  )
   dense_mean = dense_recall.mean(axis=0)  # NaN for a class with no example
   pruned_mean = pruned_recall.mean(axis=0)
   if class_names is None:
     class_names = [str(c) for c in range(num_classes)]
-  return pd.DataFrame({
-      "class_id": np.arange(num_classes),
-      "class_name": list(class_names),
-      "num_examples": class_count,
-      "dense_recall_mean": dense_mean,
-      "pruned_recall_mean": pruned_mean,
-      "recall_change": pruned_mean - dense_mean,
-      "normalized_change": tests["normalized_change"].to_numpy(),
-      "t_statistic": tests["t_statistic"].to_numpy(),
-      "p_value": tests["p_value"].to_numpy(),
-      "significant": tests["significant"].to_numpy(bool),
-      "q_value": tests["q_value"].to_numpy(),
-      "significant_fdr": tests["significant_fdr"].to_numpy(bool),
-      "ci_low": tests["ci_low"].to_numpy(),
-      "ci_high": tests["ci_high"].to_numpy(),
-      "hedges_g": tests["hedges_g"].to_numpy(),
-      "df": tests["df"].to_numpy(),
-      "note": tests["note"].to_numpy(),
-  })
+  return pd.DataFrame(
+      {
+          "class_id": np.arange(num_classes),
+          "class_name": list(class_names),
+          "num_examples": class_count,
+          "dense_recall_mean": dense_mean,
+          "pruned_recall_mean": pruned_mean,
+          "recall_change": pruned_mean - dense_mean,
+          "normalized_change": tests["normalized_change"].to_numpy(),
+          "t_statistic": tests["t_statistic"].to_numpy(),
+          "p_value": tests["p_value"].to_numpy(),
+          "significant": tests["significant"].to_numpy(bool),
+          "q_value": tests["q_value"].to_numpy(),
+          "significant_fdr": tests["significant_fdr"].to_numpy(bool),
+          "ci_low": tests["ci_low"].to_numpy(),
+          "ci_high": tests["ci_high"].to_numpy(),
+          "hedges_g": tests["hedges_g"].to_numpy(),
+          "df": tests["df"].to_numpy(),
+          "note": tests["note"].to_numpy(),
+      }
+  )

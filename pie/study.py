@@ -8,6 +8,7 @@ a few at a time (pie.predictions.read_many), so memory grows with models x examp
 `scan_study` makes the same metadata checks without reading any record, for an analysis that reads the records on
 other machines (pie.beam_analysis).
 """
+
 import collections
 import dataclasses
 import os
@@ -28,11 +29,11 @@ _CHECKED_FIELDS = ("dataset", "split", "num_classes", "num_examples")
 class ModelRecord:
   name: str
   path: str
-  sparsity: float          # the level it belongs to (target sparsity)
+  sparsity: float  # the level it belongs to (target sparsity)
   measured_sparsity: float
   seed: int
-  top1: np.ndarray         # int32 [n_examples]; None in a StudyIndex (metadata only)
-  method: str = variants.MAGNITUDE        # compression method (variants.DENSE for the baseline); see pie/variants.py
+  top1: np.ndarray  # int32 [n_examples]; None in a StudyIndex (metadata only)
+  method: str = variants.MAGNITUDE  # compression method (variants.DENSE for the baseline); see pie/variants.py
   bits_per_weight: Optional[float] = None  # measured storage of the exported model, when the export records it
   compressed_bytes: Optional[int] = None
 
@@ -40,14 +41,15 @@ class ModelRecord:
 @dataclasses.dataclass
 class Study:
   """Loaded populations. `levels` maps target sparsity (0.0 = dense) to its models, sorted by seed."""
+
   study_dir: Optional[str]
   dataset: str
   split: str
   num_classes: int
   class_names: List[str]
-  labels: np.ndarray                      # int64 [n_examples], indexed by example_id
+  labels: np.ndarray  # int64 [n_examples], indexed by example_id
   levels: Dict[float, List[ModelRecord]]
-  config: dict                            # the first model's config, minus its per-model fields
+  config: dict  # the first model's config, minus its per-model fields
   config_hash: str
   incomplete: List[str] = dataclasses.field(default_factory=list)  # exports skipped as unfinished
   # Every population by (method, level): ("dense", 0.0), ("magnitude", 0.9), ("2:4", 0.5), ("ptq_full_int8", 0.0)...
@@ -65,8 +67,9 @@ class Study:
   @property
   def compressed_populations(self):
     """(method, level) of every population but the dense one, in registry order then by level."""
-    return sorted((k for k in self.populations if k[0] != variants.DENSE),
-                  key=lambda k: (variants.method_rank(k[0]), k[1]))
+    return sorted(
+        (k for k in self.populations if k[0] != variants.DENSE), key=lambda k: (variants.method_rank(k[0]), k[1])
+    )
 
   def models(self, key):
     """The models of a level (a sparsity: dense or magnitude) or of a population ((method, level))."""
@@ -87,8 +90,11 @@ def find_prediction_files(study_dir):
   """
   if not tf.io.gfile.isdir(study_dir):
     raise PieError(f"{study_dir}: no such study directory", parameter="study_dir")
-  in_model_dirs = [f for f in tf.io.gfile.glob(os.path.join(study_dir, "*", "*.tfrecord"))
-                   if os.path.basename(f)[:-len(".tfrecord")] == os.path.basename(os.path.dirname(f))]
+  in_model_dirs = [
+      f
+      for f in tf.io.gfile.glob(os.path.join(study_dir, "*", "*.tfrecord"))
+      if os.path.basename(f)[: -len(".tfrecord")] == os.path.basename(os.path.dirname(f))
+  ]
   files = sorted(set(in_model_dirs + tf.io.gfile.glob(os.path.join(study_dir, "*.tfrecord"))))
   return [f for f in files if ".tmp-" not in os.path.basename(f)]
 
@@ -118,16 +124,21 @@ def _check_fields(path, meta, reference):
   ref_path, ref_meta = reference
   for field in _CHECKED_FIELDS:
     if meta[field] != ref_meta[field]:
-      raise PieError(f"{path}: {field} is {meta[field]!r} but {ref_path} has {ref_meta[field]!r}; "
-                     "a study must predict one eval split of one dataset")
+      raise PieError(
+          f"{path}: {field} is {meta[field]!r} but {ref_path} has {ref_meta[field]!r}; "
+          "a study must predict one eval split of one dataset"
+      )
 
 
 def _check_config(path, meta, reference, allow_mixed_configs):
   ref_path, ref_meta = reference
   if meta["config_hash"] != ref_meta["config_hash"] and not allow_mixed_configs:
-    raise PieError(f"{path}: config hash {meta['config_hash']} differs from {ref_meta['config_hash']} of "
-                   f"{ref_path}: the models were trained with different settings (allow_mixed_configs=True accepts "
-                   "them)", parameter="allow_mixed_configs")
+    raise PieError(
+        f"{path}: config hash {meta['config_hash']} differs from {ref_meta['config_hash']} of "
+        f"{ref_path}: the models were trained with different settings (allow_mixed_configs=True accepts "
+        "them)",
+        parameter="allow_mixed_configs",
+    )
 
 
 def _model_record(path, meta, top1):
@@ -135,9 +146,16 @@ def _model_record(path, meta, top1):
   # Exports written before compression methods existed have no `method`: dense at 0, magnitude pruning otherwise.
   method = variants.recorded_method(meta.get("method"), sparsity == 0)
   return ModelRecord(
-      name=meta.get("name", os.path.basename(path)), path=path, sparsity=sparsity,
-      measured_sparsity=float(meta["measured_sparsity"]), seed=int(meta["seed"]), top1=top1, method=method,
-      bits_per_weight=meta.get("bits_per_weight"), compressed_bytes=meta.get("compressed_bytes"))
+      name=meta.get("name", os.path.basename(path)),
+      path=path,
+      sparsity=sparsity,
+      measured_sparsity=float(meta["measured_sparsity"]),
+      seed=int(meta["seed"]),
+      top1=top1,
+      method=method,
+      bits_per_weight=meta.get("bits_per_weight"),
+      compressed_bytes=meta.get("compressed_bytes"),
+  )
 
 
 def _checked_populations(records, where):
@@ -147,13 +165,17 @@ def _checked_populations(records, where):
     populations[(record.method, record.sparsity)].append(record)
   populations = dict(populations)
   if variants.DENSE_KEY not in populations:
-    raise PieError(f"{where}: no dense population (no model with target_sparsity 0); found levels "
-                   f"{sorted({s for _, s in populations})}")
+    raise PieError(
+        f"{where}: no dense population (no model with target_sparsity 0); found levels "
+        f"{sorted({s for _, s in populations})}"
+    )
   for (method, sparsity), models in sorted(populations.items()):
     if len(models) < 2:
       what = f"level {sparsity:g}" if variants.named_by_level(method) else f"method {method} level {sparsity:g}"
-      raise PieError(f"{where}: {what} has {len(models)} model ({models[0].path}); a population "
-                     "needs at least two models for modal labels and t-tests")
+      raise PieError(
+          f"{where}: {what} has {len(models)} model ({models[0].path}); a population "
+          "needs at least two models for modal labels and t-tests"
+      )
     models.sort(key=lambda m: (m.seed, m.name))
   return populations
 
@@ -194,10 +216,19 @@ def load_study(study_dir=None, prediction_files=None, allow_mixed_configs=False,
   populations = _checked_populations(records, study_dir or "the prediction files")
   levels = {s: models for (method, s), models in populations.items() if variants.named_by_level(method)}
   ref_meta = reference[1]
-  return Study(study_dir=study_dir, dataset=ref_meta["dataset"], split=ref_meta["split"],
-               num_classes=int(ref_meta["num_classes"]), class_names=list(ref_meta["class_names"]),
-               labels=labels, levels=dict(levels), config=_study_config(ref_meta),
-               config_hash=ref_meta["config_hash"], incomplete=incomplete, populations=populations)
+  return Study(
+      study_dir=study_dir,
+      dataset=ref_meta["dataset"],
+      split=ref_meta["split"],
+      num_classes=int(ref_meta["num_classes"]),
+      class_names=list(ref_meta["class_names"]),
+      labels=labels,
+      levels=dict(levels),
+      config=_study_config(ref_meta),
+      config_hash=ref_meta["config_hash"],
+      incomplete=incomplete,
+      populations=populations,
+  )
 
 
 @dataclasses.dataclass
@@ -208,6 +239,7 @@ class StudyIndex:
   (`top1` is None); the fields shared with `Study` mean the same. `paths` lists the finished prediction files in
   the order `load_study` reads them: the first is the reference the others' labels must equal.
   """
+
   study_dir: Optional[str]
   dataset: str
   split: str
@@ -241,8 +273,16 @@ def scan_study(study_dir=None, prediction_files=None, allow_mixed_configs=False,
   log(f"read the metadata of {len(ready)} prediction files")
   populations = _checked_populations(records, study_dir or "the prediction files")
   ref_meta = reference[1]
-  return StudyIndex(study_dir=study_dir, dataset=ref_meta["dataset"], split=ref_meta["split"],
-                    num_classes=int(ref_meta["num_classes"]), class_names=list(ref_meta["class_names"]),
-                    num_examples=int(ref_meta["num_examples"]), config=_study_config(ref_meta),
-                    config_hash=ref_meta["config_hash"], incomplete=incomplete, populations=populations,
-                    paths=list(ready))
+  return StudyIndex(
+      study_dir=study_dir,
+      dataset=ref_meta["dataset"],
+      split=ref_meta["split"],
+      num_classes=int(ref_meta["num_classes"]),
+      class_names=list(ref_meta["class_names"]),
+      num_examples=int(ref_meta["num_examples"]),
+      config=_study_config(ref_meta),
+      config_hash=ref_meta["config_hash"],
+      incomplete=incomplete,
+      populations=populations,
+      paths=list(ready),
+  )

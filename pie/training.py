@@ -12,6 +12,7 @@ The launcher passes the model's `variants.Job` (method, level, seed, name); `tra
 alone. A model whose predictions metadata exists is finished: calling again does nothing. Derived models (post-training
 quantization) are not trained: see pie/ptq.py.
 """
+
 import dataclasses
 import functools
 import os
@@ -98,8 +99,10 @@ class _EpochEnd(keras.callbacks.Callback):
       self.manager.save(checkpoint_number=epoch + 1)
     logs = logs or {}
     metrics = " ".join(f"{k}={v:.4f}" for k, v in sorted(logs.items()) if isinstance(v, (float, np.floating)))
-    self.log(f"epoch {epoch + 1}/{self.num_epochs} (step {(epoch + 1) * self.steps_per_epoch}/"
-             f"{self.num_epochs * self.steps_per_epoch}) {metrics} [{time.time() - self._start:.1f}s]")
+    self.log(
+        f"epoch {epoch + 1}/{self.num_epochs} (step {(epoch + 1) * self.steps_per_epoch}/"
+        f"{self.num_epochs * self.steps_per_epoch}) {metrics} [{time.time() - self._start:.1f}s]"
+    )
 
 
 def steps_per_execution(config, steps_per_epoch):
@@ -129,8 +132,11 @@ _TRAINABLES = {}
 
 def _reuse_key(config, job, strategy):
   """What a compiled model depends on besides its seed, or None when it cannot be reused (`Variant.reusable`)."""
-  if (not variants.get_variant(job.method).reusable or strategy is not tf.distribute.get_strategy() or
-      tf.distribute.has_strategy()):
+  if (
+      not variants.get_variant(job.method).reusable
+      or strategy is not tf.distribute.get_strategy()
+      or tf.distribute.has_strategy()
+  ):
     return None
   return (model_dir.config_hash(config), config.get("steps_per_execution"), job.method, float(job.sparsity))
 
@@ -169,8 +175,15 @@ def export_from_model_file(config, model_path, out_path, dataset=None, extra_met
   sparsity_report = pruning.measure_sparsity(model, pruning.prunable_layer_names(model, scope))
   metadata = model_dir.prediction_metadata(config, dataset.info, sparsity_report, extra_metadata)
   metadata, _ = export_lib.export_predictions(
-      model, dataset, out_path, metadata, batch_size=config.get("eval_batch_size", 256),
-      top_k=config.get("top_k", 5), with_logits=config.get("export_logits", False), log=log)
+      model,
+      dataset,
+      out_path,
+      metadata,
+      batch_size=config.get("eval_batch_size", 256),
+      top_k=config.get("top_k", 5),
+      with_logits=config.get("export_logits", False),
+      log=log,
+  )
   return metadata
 
 
@@ -187,9 +200,11 @@ def train_and_export(config, workdir, strategy=None, log=print, reuse_traced=Fal
   if job is None:
     job = variants.config_job(config)
   elif (job.sparsity, job.seed) != (float(config.sparsity), int(config.seed)):
-    raise PieError(f"{job.name}: the job's level {job.sparsity} and seed {job.seed} differ from the config's "
-                   f"(config.sparsity={config.sparsity}, config.seed={config.seed}); build the config with "
-                   "pie.population.job_config")
+    raise PieError(
+        f"{job.name}: the job's level {job.sparsity} and seed {job.seed} differ from the config's "
+        f"(config.sparsity={config.sparsity}, config.seed={config.seed}); build the config with "
+        "pie.population.job_config"
+    )
   paths = model_dir.model_paths(workdir, job.name)
   if model_dir.is_finished(workdir, job.name):
     log(f"{job.name}: already finished in {workdir}; nothing to do")
@@ -212,19 +227,21 @@ def train_and_export(config, workdir, strategy=None, log=print, reuse_traced=Fal
     raise PieError(f"{job.name}: {problem}; check config.pruning (the pruning window must end before training does)")
   if not _is_chief(strategy):
     return {"name": job.name, "chief": False}
-  return _export(run, stripped, sparsity_report, structure, config, job, dataset, workdir, paths, start_time,
-                 train_seconds, log)
+  return _export(
+      run, stripped, sparsity_report, structure, config, job, dataset, workdir, paths, start_time, train_seconds, log
+  )
 
 
 @dataclasses.dataclass
 class _Run:
   """What training one model works on: its registry entry, the model to fit and its state."""
+
   variant: object
   model: object
   optimizer: object
   epoch_var: object
-  callbacks: list          # the method's own callbacks (pruning steps, masks)
-  scope_layers: list       # the layers the method compresses
+  callbacks: list  # the method's own callbacks (pruning steps, masks)
+  scope_layers: list  # the layers the method compresses
   steps_per_epoch: int
   total_steps: int
 
@@ -249,10 +266,14 @@ def _build_run(config, job, dataset, strategy, reuse_traced):
     else:
       optimizer = make_optimizer(config, steps_per_epoch)
       # Several steps per call of the train function: a small model's step costs less than the Python round trip.
-      model.compile(optimizer=optimizer, metrics=["accuracy"],
-                    steps_per_execution=steps_per_execution(config, steps_per_epoch),
-                    loss=keras.losses.CategoricalCrossentropy(
-                        from_logits=True, label_smoothing=config.get("label_smoothing", 0.0)))
+      model.compile(
+          optimizer=optimizer,
+          metrics=["accuracy"],
+          steps_per_execution=steps_per_execution(config, steps_per_epoch),
+          loss=keras.losses.CategoricalCrossentropy(
+              from_logits=True, label_smoothing=config.get("label_smoothing", 0.0)
+          ),
+      )
       optimizer.build(model.trainable_variables)
       _build_compiled_metrics(model)
       epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
@@ -280,15 +301,30 @@ def _fit(run, config, job, dataset, paths, chief, log):
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     train = train.with_options(options)
-  callbacks = [_EpochEnd(manager, run.epoch_var, config.num_epochs, run.steps_per_epoch,
-                         lambda msg: log(f"{job.name}: {msg}"), every=config.get("checkpoint_every_epochs", 1))]
+  callbacks = [
+      _EpochEnd(
+          manager,
+          run.epoch_var,
+          config.num_epochs,
+          run.steps_per_epoch,
+          lambda msg: log(f"{job.name}: {msg}"),
+          every=config.get("checkpoint_every_epochs", 1),
+      )
+  ]
   callbacks += run.callbacks + [run.variant.summaries(tensorboard_dir)]
-  run.model.fit(train, epochs=config.num_epochs, initial_epoch=initial_epoch, steps_per_epoch=run.steps_per_epoch,
-                callbacks=callbacks, verbose=0)
+  run.model.fit(
+      train,
+      epochs=config.num_epochs,
+      initial_epoch=initial_epoch,
+      steps_per_epoch=run.steps_per_epoch,
+      callbacks=callbacks,
+      verbose=0,
+  )
 
 
-def _export(run, stripped, sparsity_report, structure, config, job, dataset, workdir, paths, start_time, train_seconds,
-            log):
+def _export(
+    run, stripped, sparsity_report, structure, config, job, dataset, workdir, paths, start_time, train_seconds, log
+):
   """Saves the finished model, exports its predictions and metrics; returns the metrics."""
   info = dataset.info
   tflite_bytes = run.variant.to_tflite(stripped)
@@ -296,35 +332,60 @@ def _export(run, stripped, sparsity_report, structure, config, job, dataset, wor
     # The deployed model is the TFLite conversion (QAT's int8): save it, measure it and export its predictions.
     io_utils.write_bytes(os.path.join(workdir, "model.tflite"), tflite_bytes)
     from pie import quantization  # pylint: disable=g-import-not-at-top
+
     compression = model_dir.compression_fields(quantization.model_size_report(tflite_bytes))
   else:
     model_dir.save_model(stripped, paths["model"])
     # The size report converts the model to TFLite (about a second for a small CNN, far more for ResNet-50): only
     # studies that compare compression methods by size ask for it.
-    compression = (model_dir.compression_fields(run.variant.size_report(stripped))
-                   if config.get("size_report", False) else {"bits_per_weight": None, "compressed_bytes": None})
+    compression = (
+        model_dir.compression_fields(run.variant.size_report(stripped))
+        if config.get("size_report", False)
+        else {"bits_per_weight": None, "compressed_bytes": None}
+    )
   if structure:
     compression["structure"] = structure
 
   log(f"{job.name}: exporting predictions on {info.name}/{info.eval_split}")
-  metadata = model_dir.prediction_metadata(config, info, sparsity_report,
-                                           {"steps": int(run.total_steps), "train_seconds": round(train_seconds, 2),
-                                            **compression}, job=job)
-  predict = (functools.partial(export_lib.predict_tflite, tflite_bytes) if tflite_bytes is not None else
-             functools.partial(export_lib.predict_eval, stripped))
-  arrays = predict(dataset, config.get("eval_batch_size", 256), top_k=config.get("top_k", 5),
-                   with_logits=config.get("export_logits", False), log=log)
+  metadata = model_dir.prediction_metadata(
+      config,
+      info,
+      sparsity_report,
+      {"steps": int(run.total_steps), "train_seconds": round(train_seconds, 2), **compression},
+      job=job,
+  )
+  predict = (
+      functools.partial(export_lib.predict_tflite, tflite_bytes)
+      if tflite_bytes is not None
+      else functools.partial(export_lib.predict_eval, stripped)
+  )
+  arrays = predict(
+      dataset,
+      config.get("eval_batch_size", 256),
+      top_k=config.get("top_k", 5),
+      with_logits=config.get("export_logits", False),
+      log=log,
+  )
   metrics = {
-      "name": job.name, **model_dir.eval_metrics(arrays, info.num_classes), "target_sparsity": job.sparsity,
-      "measured_sparsity": sparsity_report["overall"], "per_layer_sparsity": sparsity_report["per_layer"],
-      "steps": int(run.total_steps), "wall_seconds": round(time.time() - start_time, 2),
-      "train_seconds": round(train_seconds, 2), "config_hash": metadata["config_hash"], "seed": job.seed,
-      "method": job.method, "bits_per_weight": compression["bits_per_weight"],
+      "name": job.name,
+      **model_dir.eval_metrics(arrays, info.num_classes),
+      "target_sparsity": job.sparsity,
+      "measured_sparsity": sparsity_report["overall"],
+      "per_layer_sparsity": sparsity_report["per_layer"],
+      "steps": int(run.total_steps),
+      "wall_seconds": round(time.time() - start_time, 2),
+      "train_seconds": round(train_seconds, 2),
+      "config_hash": metadata["config_hash"],
+      "seed": job.seed,
+      "method": job.method,
+      "bits_per_weight": compression["bits_per_weight"],
       "compressed_bytes": compression["compressed_bytes"],
   }
   model_dir.write_outputs(paths, arrays, metadata, metrics)
-  log(f"{job.name}: top-1 {metrics['top1']:.4f}, sparsity {sparsity_report['overall']:.4f}, "
-      f"{metrics['wall_seconds']:.1f}s")
+  log(
+      f"{job.name}: top-1 {metrics['top1']:.4f}, sparsity {sparsity_report['overall']:.4f}, "
+      f"{metrics['wall_seconds']:.1f}s"
+  )
   return metrics
 
 
@@ -339,8 +400,10 @@ def export_from_checkpoint(config, checkpoint_dir, out_path, dataset=None, log=p
   # The checkpoint is restored into the model rebuilt with the magnitude wrappers (none at level 0): dense and
   # magnitude models, those named by their level alone.
   if not variants.get_variant(variants.config_method(config)).named_by_level:
-    raise PieError(f"exporting from a checkpoint supports dense and magnitude-pruned models, not method "
-                   f"{config.method!r}: let train.train finish and export it")
+    raise PieError(
+        f"exporting from a checkpoint supports dense and magnitude-pruned models, not method "
+        f"{config.method!r}: let train.train finish and export it"
+    )
   model = models.build_model(config.model, models.input_shape_for(info, config.data), info.num_classes)
   if config.sparsity > 0:
     steps_per_epoch = dataset.steps_per_epoch(config.batch_size, config.get("steps_per_epoch"))
@@ -351,9 +414,17 @@ def export_from_checkpoint(config, checkpoint_dir, out_path, dataset=None, log=p
   stripped = pruning.strip_pruning(model) if config.sparsity > 0 else model
   sparsity_report = pruning.measure_sparsity(stripped, pruning.prunable_layer_names(stripped, scope))
   log(f"{latest}: epoch {int(epoch_var.numpy())}, measured sparsity {sparsity_report['overall']:.4f}")
-  metadata = model_dir.prediction_metadata(config, info, sparsity_report,
-                                           {"checkpoint": latest, "epoch": int(epoch_var.numpy())})
+  metadata = model_dir.prediction_metadata(
+      config, info, sparsity_report, {"checkpoint": latest, "epoch": int(epoch_var.numpy())}
+  )
   metadata, _ = export_lib.export_predictions(
-      stripped, dataset, out_path, metadata, batch_size=config.get("eval_batch_size", 256),
-      top_k=config.get("top_k", 5), with_logits=config.get("export_logits", False), log=log)
+      stripped,
+      dataset,
+      out_path,
+      metadata,
+      batch_size=config.get("eval_batch_size", 256),
+      top_k=config.get("top_k", 5),
+      with_logits=config.get("export_logits", False),
+      log=log,
+  )
   return metadata

@@ -13,6 +13,7 @@ model (status, target and measured sparsity, top-1) and every problem found, eac
 Nothing is written or repaired: rerunning the launcher redoes unfinished models, and `report.ok` says whether the
 analysis can go ahead.
 """
+
 import dataclasses
 import os
 from typing import List, Optional
@@ -31,33 +32,35 @@ from pie.errors import PieError
 SHARED_FIELDS = ("dataset", "split", "num_classes", "num_examples", "class_names")
 
 OK = "ok"
-MISSING = "missing"            # expected by study.json, nothing exported
-RUNNING = "running"            # not exported yet, claimed by a live process
-INCOMPLETE = "incomplete"      # export started but not finished (no metadata, or the TFRecord's size is wrong)
-CORRUPT = "corrupt"            # finished but unreadable or outside the schema
+MISSING = "missing"  # expected by study.json, nothing exported
+RUNNING = "running"  # not exported yet, claimed by a live process
+INCOMPLETE = "incomplete"  # export started but not finished (no metadata, or the TFRecord's size is wrong)
+CORRUPT = "corrupt"  # finished but unreadable or outside the schema
 INCONSISTENT = "inconsistent"  # readable, but disagrees with the study (dataset, labels, sparsity, config)
-UNEXPECTED = "unexpected"      # readable, but not a model of study.json's grid
+UNEXPECTED = "unexpected"  # readable, but not a model of study.json's grid
 
 
 @dataclasses.dataclass
 class ModelCheck:
   """The verdict on one model of a study."""
+
   name: str
-  path: str                                   # its .tfrecord (which may not exist)
+  path: str  # its .tfrecord (which may not exist)
   status: str
   target_sparsity: Optional[float] = None
   measured_sparsity: Optional[float] = None
   top1: Optional[float] = None
   config_hash: Optional[str] = None
-  method: Optional[str] = None                # compression method (dense for the dense population)
+  method: Optional[str] = None  # compression method (dense for the dense population)
   problems: List[str] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass
 class ValidationReport:
   """The result of `validate_study`. `problems` holds every problem, each a sentence naming its model or file."""
+
   study_dir: str
-  expected: Optional[List[str]]               # model names from study.json; None without one
+  expected: Optional[List[str]]  # model names from study.json; None without one
   models: List[ModelCheck]
   problems: List[str]
 
@@ -67,14 +70,17 @@ class ValidationReport:
 
   def table(self):
     """One line per model: name, status, target / measured sparsity, top-1; then the problems."""
+
     def num(value, width, digits):
       return f"{'-':>{width}}" if value is None else f"{value:{width}.{digits}f}"
 
     width = max([len("model")] + [len(m.name) for m in self.models])
     lines = [f"{'model':<{width}}  {'status':<12}  {'target':>6}  {'measured':>8}  {'top-1':>6}"]
     for m in self.models:
-      lines.append(f"{m.name:<{width}}  {m.status:<12}  {num(m.target_sparsity, 6, 3)}  "
-                   f"{num(m.measured_sparsity, 8, 4)}  {num(m.top1, 6, 4)}")
+      lines.append(
+          f"{m.name:<{width}}  {m.status:<12}  {num(m.target_sparsity, 6, 3)}  "
+          f"{num(m.measured_sparsity, 8, 4)}  {num(m.top1, 6, 4)}"
+      )
     n_ok = sum(m.status == OK for m in self.models)
     expected = f" of {len(self.expected)} expected" if self.expected is not None else ""
     lines.append(f"{n_ok} model(s) ok{expected}; {len(self.problems)} problem(s)")
@@ -83,7 +89,7 @@ class ValidationReport:
 
 
 def _model_name_of(path):
-  return os.path.basename(path)[:-len(".tfrecord")]
+  return os.path.basename(path)[: -len(".tfrecord")]
 
 
 def _read_study_file(study_dir, problems):
@@ -107,13 +113,18 @@ def _check_model(name, path, read_records=True):
   if not has_record and not has_metadata:
     owner = population.claim_owner(os.path.dirname(path))
     check.status = RUNNING if owner else MISSING
-    check.problems.append(f"{name}: being trained (claimed by {owner})" if owner else
-                          f"{name}: not trained (no {path}); rerun the launcher")
+    check.problems.append(
+        f"{name}: being trained (claimed by {owner})"
+        if owner
+        else f"{name}: not trained (no {path}); rerun the launcher"
+    )
     return check, None
   if not has_metadata:
     check.status = INCOMPLETE
-    check.problems.append(f"{path}: export unfinished (no metadata {predictions_lib.metadata_path(path)}); rerun "
-                          "the launcher to redo it")
+    check.problems.append(
+        f"{path}: export unfinished (no metadata {predictions_lib.metadata_path(path)}); rerun "
+        "the launcher to redo it"
+    )
     return check, None
   try:
     metadata = predictions_lib.read_metadata(path)
@@ -132,8 +143,10 @@ def _check_model(name, path, read_records=True):
   size = tf.io.gfile.stat(path).length
   if "file_bytes" in metadata and size != metadata["file_bytes"]:
     check.status = INCOMPLETE
-    check.problems.append(f"{path}: {size} bytes, its metadata records {metadata['file_bytes']} (truncated or "
-                          "overwritten); rerun the launcher to redo it")
+    check.problems.append(
+        f"{path}: {size} bytes, its metadata records {metadata['file_bytes']} (truncated or "
+        "overwritten); rerun the launcher to redo it"
+    )
     return check, None
   if metadata.get("name", name) != name:
     check.status = INCONSISTENT
@@ -150,8 +163,9 @@ def _check_model(name, path, read_records=True):
   return check, pred
 
 
-def validate_study(study_dir, sparsity_tolerance=variants.SPARSITY_TOLERANCE, allow_mixed_configs=False,
-                   read_records=True):
+def validate_study(
+    study_dir, sparsity_tolerance=variants.SPARSITY_TOLERANCE, allow_mixed_configs=False, read_records=True
+):
   """Checks every model of a study directory; returns a ValidationReport (see the module docstring).
 
   Args:
@@ -178,14 +192,19 @@ def validate_study(study_dir, sparsity_tolerance=variants.SPARSITY_TOLERANCE, al
     check, pred = _check_model(name, path, read_records)
     if expected is not None and name not in expected and check.status == OK:
       check.status = UNEXPECTED
-      check.problems.append(f"{path}: not a model of {population.STUDY_FILE}'s grid (left from another study?); "
-                            "the analysis would include it")
+      check.problems.append(
+          f"{path}: not a model of {population.STUDY_FILE}'s grid (left from another study?); "
+          "the analysis would include it"
+      )
     if pred is not None:
       readable[name] = pred
     checks.append(check)
   by_name = {c.name: c for c in checks}
-  for name, status, problem in (_agreement_problems(readable) + _sparsity_problems(checks, sparsity_tolerance) +
-                                ([] if allow_mixed_configs else _config_problems(checks, study_hash))):
+  for name, status, problem in (
+      _agreement_problems(readable)
+      + _sparsity_problems(checks, sparsity_tolerance)
+      + ([] if allow_mixed_configs else _config_problems(checks, study_hash))
+  ):
     check = by_name[name]
     if check.status == OK:
       check.status = status
@@ -202,9 +221,9 @@ def _model_names(study_dir, expected):
   found = {_model_name_of(p): p for p in study_lib.find_prediction_files(study_dir)}
   # Exports still being written (or abandoned): `<name>/<name>.json` without its TFRecord.
   for meta in tf.io.gfile.glob(os.path.join(study_dir, "*", "*.json")):
-    name = os.path.basename(meta)[:-len(".json")]
+    name = os.path.basename(meta)[: -len(".json")]
     if name == os.path.basename(os.path.dirname(meta)) and name not in found:
-      found[name] = meta[:-len(".json")] + ".tfrecord"
+      found[name] = meta[: -len(".json")] + ".tfrecord"
   names = list(expected) if expected is not None else []
   names += sorted(n for n in found if n not in set(names))
   return names, found
@@ -220,13 +239,19 @@ def _agreement_problems(readable):
   for name, pred in list(readable.items())[1:]:
     for field in SHARED_FIELDS:
       if pred.metadata[field] != ref.metadata[field]:
-        out.append((name, INCONSISTENT, f"{pred.path}: {field} is {pred.metadata[field]!r}, {ref.path} has "
-                                         f"{ref.metadata[field]!r}"))
+        out.append(
+            (
+                name,
+                INCONSISTENT,
+                f"{pred.path}: {field} is {pred.metadata[field]!r}, {ref.path} has " f"{ref.metadata[field]!r}",
+            )
+        )
         break
     else:
       if not np.array_equal(pred.labels, ref.labels):
-        out.append((name, INCONSISTENT, f"{pred.path}: labels differ from those of {ref.path} for the same example "
-                                         "ids"))
+        out.append(
+            (name, INCONSISTENT, f"{pred.path}: labels differ from those of {ref.path} for the same example " "ids")
+        )
   return out
 
 
@@ -234,8 +259,11 @@ def _sparsity_problems(checks, tolerance):
   """Models of a method that promises an exact sparsity (`Variant.checks_sparsity`), off target as in training."""
   out = []
   for check in checks:
-    problem = (variants.sparsity_problem(check.method, check.measured_sparsity, check.target_sparsity, tolerance)
-               if check.measured_sparsity is not None else None)
+    problem = (
+        variants.sparsity_problem(check.method, check.measured_sparsity, check.target_sparsity, tolerance)
+        if check.measured_sparsity is not None
+        else None
+    )
     if problem:
       out.append((check.name, INCONSISTENT, f"{check.path}: {problem}"))
   return out
@@ -250,9 +278,16 @@ def _config_problems(checks, study_hash):
     reference, where = hashed[0].config_hash, f"{hashed[0].config_hash} of {hashed[0].path}"
   else:
     return []
-  return [(c.name, INCONSISTENT, f"{c.path}: config hash {c.config_hash} differs from {where} (trained with other "
-                                 "settings; allow_mixed_configs=True accepts them)")
-          for c in hashed if c.config_hash != reference]
+  return [
+      (
+          c.name,
+          INCONSISTENT,
+          f"{c.path}: config hash {c.config_hash} differs from {where} (trained with other "
+          "settings; allow_mixed_configs=True accepts them)",
+      )
+      for c in hashed
+      if c.config_hash != reference
+  ]
 
 
 def _population_problems(study_dir, good):
@@ -267,16 +302,22 @@ def _population_problems(study_dir, good):
   for (method, sparsity), names in sorted(populations.items()):
     if len(names) < 2:
       what = f"level {sparsity:g}" if variants.named_by_level(method) else f"{method} at level {sparsity:g}"
-      problems.append(f"{study_dir}: {what} has {len(names)} usable model ({names[0]}); a population needs at "
-                      "least two")
+      problems.append(
+          f"{study_dir}: {what} has {len(names)} usable model ({names[0]}); a population needs at " "least two"
+      )
   return problems
 
 
-def require_valid(study_dir, allow_mixed_configs=False, sparsity_tolerance=variants.SPARSITY_TOLERANCE,
-                  read_records=True, log=print):
+def require_valid(
+    study_dir, allow_mixed_configs=False, sparsity_tolerance=variants.SPARSITY_TOLERANCE, read_records=True, log=print
+):
   """Validates a study and raises a PieError listing every problem; returns the report when there is none."""
-  report = validate_study(study_dir, sparsity_tolerance=sparsity_tolerance, allow_mixed_configs=allow_mixed_configs,
-                          read_records=read_records)
+  report = validate_study(
+      study_dir,
+      sparsity_tolerance=sparsity_tolerance,
+      allow_mixed_configs=allow_mixed_configs,
+      read_records=read_records,
+  )
   if not report.ok:
     listed = "\n  ".join(report.problems)
     raise PieError(f"{study_dir}: {len(report.problems)} problem(s) found by validation:\n  {listed}")

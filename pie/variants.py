@@ -54,6 +54,7 @@ The registry sits low in pie's imports: it imports only pie.errors, and pie.prun
 inside the hooks that build or convert models, which load TensorFlow and TF-MOT on first use. `import pie.variants`
 loads no TensorFlow, so every module can ask it.
 """
+
 import collections
 import dataclasses
 from typing import Optional
@@ -97,6 +98,7 @@ class Variant:
   fixed_level: the only level of the method (2:4 is 0.5 by construction), or None for config.sparsity_levels.
   ptq_mode: the `pie.quantization` mode of a derived post-training-quantization method.
   """
+
   name: str
   kind: str
   prefix: str
@@ -104,11 +106,11 @@ class Variant:
   ptq_mode: Optional[str] = None
 
   # Behaviour flags, set per subclass.
-  checks_sparsity = False    # the exported model must reach its target within SPARSITY_TOLERANCE
-  sparse_storage = False     # its size is measured with TFLite's sparse storage (it holds pruned weights)
+  checks_sparsity = False  # the exported model must reach its target within SPARSITY_TOLERANCE
+  sparse_storage = False  # its size is measured with TFLite's sparse storage (it holds pruned weights)
   pruning_summaries = False  # it trains under TF-MOT pruning wrappers, whose PruningSummaries go to TensorBoard
-  reusable = False           # a compiled model can be reused for the next seed (train_and_export(reuse_traced=True))
-  exports_tflite = False     # the deployed model is a TFLite conversion (`to_tflite`), not the Keras model
+  reusable = False  # a compiled model can be reused for the next seed (train_and_export(reuse_traced=True))
+  exports_tflite = False  # the deployed model is a TFLite conversion (`to_tflite`), not the Keras model
 
   @property
   def named_by_level(self):
@@ -133,8 +135,10 @@ class Variant:
     """The TensorBoard callback: TF-MOT's PruningSummaries (loss, accuracy, sparsity) under pruning wrappers."""
     if self.pruning_summaries:
       import tensorflow_model_optimization as tfmot  # pylint: disable=g-import-not-at-top
+
       return tfmot.sparsity.keras.PruningSummaries(log_dir=log_dir, write_graph=False)
     import tf_keras as keras  # pylint: disable=g-import-not-at-top
+
     return keras.callbacks.TensorBoard(log_dir=log_dir, write_graph=False)
 
   def finalize(self, model, callbacks=()):  # pylint: disable=unused-argument
@@ -160,6 +164,7 @@ class Variant:
   def size_report(self, model):
     """Size report of the exported Keras model as a float32 TFLite flatbuffer (sparse storage for pruned weights)."""
     from pie import quantization  # pylint: disable=g-import-not-at-top
+
     report = quantization.keras_model_size_report(model, sparse_weights=self.sparse_storage)
     report.pop("layer_sparsity", None)
     return report
@@ -167,12 +172,14 @@ class Variant:
 
 class Dense(Variant):
   """The plain model, trained and exported as it is: the dense baseline and its replicate control."""
+
   reusable = True
 
 
 class MagnitudePruning(Variant):
   """TF-MOT gradual magnitude pruning with the polynomial schedule of config.pruning (`pie.pruning`); the sham
   control is this at `SHAM_SPARSITY`."""
+
   checks_sparsity = True
   sparse_storage = True
   pruning_summaries = True
@@ -181,34 +188,44 @@ class MagnitudePruning(Variant):
   def wrap(self, model, config, job, total_steps):
     import tensorflow_model_optimization as tfmot  # pylint: disable=g-import-not-at-top
     from pie import pruning  # pylint: disable=g-import-not-at-top
+
     begin, end, frequency = pruning.schedule_steps(config.pruning, total_steps)
     return pruning.apply_pruning(model, job.sparsity, begin, end, frequency, _scope(config)), [
-        tfmot.sparsity.keras.UpdatePruningStep()]
+        tfmot.sparsity.keras.UpdatePruningStep()
+    ]
 
   def finalize(self, model, callbacks=()):
     from pie import pruning  # pylint: disable=g-import-not-at-top
+
     return pruning.strip_pruning(model)
 
 
 class MByNPruning(Variant):
   """M:N structured sparsity (`M_BY_N`), masked once at the end of the magnitude window, then fine-tuned."""
+
   sparse_storage = True
   pruning_summaries = True
 
   def wrap(self, model, config, job, total_steps):
     import tensorflow_model_optimization as tfmot  # pylint: disable=g-import-not-at-top
     from pie import pruning  # pylint: disable=g-import-not-at-top
+
     _, end, _ = pruning.schedule_steps(config.pruning, total_steps)
     # Fires once, at the end of the magnitude window (see the module docstring); the value 0.5 is not used by the
     # m-by-n mask, which always removes 2 of 4.
     schedule = tfmot.sparsity.keras.ConstantSparsity(0.5, begin_step=int(end), end_step=int(end), frequency=1)
-    wrapped = _clone_wrapping(model, layers_in_scope(model, _scope(config)),
-                              lambda layer: tfmot.sparsity.keras.prune_low_magnitude(
-                                  layer, pruning_schedule=schedule, sparsity_m_by_n=M_BY_N))
+    wrapped = _clone_wrapping(
+        model,
+        layers_in_scope(model, _scope(config)),
+        lambda layer: tfmot.sparsity.keras.prune_low_magnitude(
+            layer, pruning_schedule=schedule, sparsity_m_by_n=M_BY_N
+        ),
+    )
     return wrapped, [tfmot.sparsity.keras.UpdatePruningStep()]
 
   def finalize(self, model, callbacks=()):
     from pie import pruning  # pylint: disable=g-import-not-at-top
+
     return pruning.strip_pruning(model)
 
   def structure(self, model, layer_names):
@@ -218,23 +235,35 @@ class MByNPruning(Variant):
     layers = {name: m_by_n_report(kernel, m, n) for name, kernel in kernels(model, layer_names).items()}
     broken = [name for name, r in layers.items() if r["applies"] and r["blocks_violating"]]
     if broken:
-      raise PieError(f"{m}:{n} pattern broken in layers {broken}: " + ", ".join(
-          f"{name} {layers[name]['blocks_violating']}/{layers[name]['num_blocks']} blocks" for name in broken))
-    return {"m_by_n": f"{m}:{n}", "layers": layers,
-            "layers_with_pattern": sorted(k for k, r in layers.items() if r["applies"]),
-            "layers_left_dense_or_partly": sorted(k for k, r in layers.items() if not r["applies"])}
+      raise PieError(
+          f"{m}:{n} pattern broken in layers {broken}: "
+          + ", ".join(
+              f"{name} {layers[name]['blocks_violating']}/{layers[name]['num_blocks']} blocks" for name in broken
+          )
+      )
+    return {
+        "m_by_n": f"{m}:{n}",
+        "layers": layers,
+        "layers_with_pattern": sorted(k for k, r in layers.items() if r["applies"]),
+        "layers_left_dense_or_partly": sorted(k for k, r in layers.items() if not r["applies"]),
+    }
 
 
 class RandomPruning(Variant):
   """Random-order pruning on the magnitude schedule (`make_random_pruning_callback`)."""
+
   checks_sparsity = True
   sparse_storage = True
 
   def wrap(self, model, config, job, total_steps):
     from pie import pruning  # pylint: disable=g-import-not-at-top
+
     begin, end, frequency = pruning.schedule_steps(config.pruning, total_steps)
-    return model, [make_random_pruning_callback(model, layers_in_scope(model, _scope(config)), float(job.sparsity),
-                                                begin, end, frequency, int(job.seed))]
+    return model, [
+        make_random_pruning_callback(
+            model, layers_in_scope(model, _scope(config)), float(job.sparsity), begin, end, frequency, int(job.seed)
+        )
+    ]
 
   def finalize(self, model, callbacks=()):
     """The masks of the last step applied (the callback masks before each batch, so the last update is applied)."""
@@ -246,15 +275,18 @@ class RandomPruning(Variant):
 
 class QuantizationAwareTraining(Variant):
   """`quantize_model` for training; the deployed model is its int8 TFLite conversion."""
+
   exports_tflite = True
 
   def wrap(self, model, config, job, total_steps):
     import tensorflow_model_optimization as tfmot  # pylint: disable=g-import-not-at-top
+
     return tfmot.quantization.keras.quantize_model(model), []
 
   def to_tflite(self, model):
     """The int8 TFLite flatbuffer of the QAT model (the converter uses the trained fake-quant ranges)."""
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     return bytes(converter.convert())
@@ -265,17 +297,23 @@ class WeightClustering(Variant):
 
   def wrap(self, model, config, job, total_steps):
     import tensorflow_model_optimization as tfmot  # pylint: disable=g-import-not-at-top
+
     num_clusters = int(config.get("clustering", {}).get("num_clusters", DEFAULT_NUM_CLUSTERS))
     if num_clusters < 2:
       raise PieError(f"config.clustering.num_clusters must be >= 2, got {num_clusters}")
     init = tfmot.clustering.keras.CentroidInitialization.KMEANS_PLUS_PLUS
-    wrapped = _clone_wrapping(model, layers_in_scope(model, _scope(config)),
-                              lambda layer: tfmot.clustering.keras.cluster_weights(
-                                  layer, number_of_clusters=num_clusters, cluster_centroids_init=init))
+    wrapped = _clone_wrapping(
+        model,
+        layers_in_scope(model, _scope(config)),
+        lambda layer: tfmot.clustering.keras.cluster_weights(
+            layer, number_of_clusters=num_clusters, cluster_centroids_init=init
+        ),
+    )
     return wrapped, []
 
   def finalize(self, model, callbacks=()):
     import tensorflow_model_optimization as tfmot  # pylint: disable=g-import-not-at-top
+
     return tfmot.clustering.keras.strip_clustering(model)
 
   def structure(self, model, layer_names):
@@ -298,40 +336,49 @@ class PostTrainingQuantization(Variant):
   def quantize(self, model, representative=None):
     """The quantized flatbuffer of a dense Keras model (`pie.quantization.quantize_model` in this mode)."""
     from pie import quantization  # pylint: disable=g-import-not-at-top
-    return quantization.quantize_model(model, self.ptq_mode, representative)
 
+    return quantization.quantize_model(model, self.ptq_mode, representative)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
 # The registry.
 
-VARIANTS = collections.OrderedDict((v.name, v) for v in (
-    MagnitudePruning(MAGNITUDE, "pruning", ""),
-    MByNPruning("2:4", "pruning", "2of4_", fixed_level=0.5),
-    RandomPruning("random", "pruning", "random_"),
-    QuantizationAwareTraining("qat", "training", "qat_", fixed_level=0.0),
-    WeightClustering("cluster", "training", "cluster_", fixed_level=0.0),
-    PostTrainingQuantization("ptq_float16", "derived", "ptq_float16_", fixed_level=0.0, ptq_mode="float16"),
-    PostTrainingQuantization("ptq_dynamic_int8", "derived", "ptq_dynamic_int8_", fixed_level=0.0,
-                             ptq_mode="dynamic_int8"),
-    PostTrainingQuantization("ptq_full_int8", "derived", "ptq_full_int8_", fixed_level=0.0, ptq_mode="full_int8"),
-))
-CONTROLS = collections.OrderedDict((v.name, v) for v in (
-    Dense(DENSE_REPLICATE, "control", "dense_replicate_", fixed_level=0.0),
-    MagnitudePruning(SHAM, "control", "sham_", fixed_level=SHAM_SPARSITY),
-))
+VARIANTS = collections.OrderedDict(
+    (v.name, v)
+    for v in (
+        MagnitudePruning(MAGNITUDE, "pruning", ""),
+        MByNPruning("2:4", "pruning", "2of4_", fixed_level=0.5),
+        RandomPruning("random", "pruning", "random_"),
+        QuantizationAwareTraining("qat", "training", "qat_", fixed_level=0.0),
+        WeightClustering("cluster", "training", "cluster_", fixed_level=0.0),
+        PostTrainingQuantization("ptq_float16", "derived", "ptq_float16_", fixed_level=0.0, ptq_mode="float16"),
+        PostTrainingQuantization(
+            "ptq_dynamic_int8", "derived", "ptq_dynamic_int8_", fixed_level=0.0, ptq_mode="dynamic_int8"
+        ),
+        PostTrainingQuantization("ptq_full_int8", "derived", "ptq_full_int8_", fixed_level=0.0, ptq_mode="full_int8"),
+    )
+)
+CONTROLS = collections.OrderedDict(
+    (v.name, v)
+    for v in (
+        Dense(DENSE_REPLICATE, "control", "dense_replicate_", fixed_level=0.0),
+        MagnitudePruning(SHAM, "control", "sham_", fixed_level=SHAM_SPARSITY),
+    )
+)
 # Every registered method, in the order populations are listed: dense first, then the controls, then the compression
 # methods.
-METHODS = collections.OrderedDict([(DENSE, Dense(DENSE, "dense", "", fixed_level=0.0)), *CONTROLS.items(),
-                                   *VARIANTS.items()])
+METHODS = collections.OrderedDict(
+    [(DENSE, Dense(DENSE, "dense", "", fixed_level=0.0)), *CONTROLS.items(), *VARIANTS.items()]
+)
 METHOD_ORDER = tuple(METHODS)
 
 
 def get_variant(method):
   """The registry entry of a method name (the dense baseline and the controls included)."""
   if method not in METHODS:
-    raise PieError(f"unknown compression method {method!r} (config.method / config.variants): choose one of "
-                   f"{tuple(VARIANTS)}")
+    raise PieError(
+        f"unknown compression method {method!r} (config.method / config.variants): choose one of " f"{tuple(VARIANTS)}"
+    )
   return METHODS[method]
 
 
@@ -413,8 +460,10 @@ def check_variants(variants):
     if method in CONTROLS:
       raise PieError(f"{method!r} is a control, not a compression method: list it in config.controls")
     if method not in VARIANTS:
-      raise PieError(f"unknown compression method {method!r} in config.variants: choose one of {tuple(VARIANTS)} "
-                     "(the dense population is part of every study)")
+      raise PieError(
+          f"unknown compression method {method!r} in config.variants: choose one of {tuple(VARIANTS)} "
+          "(the dense population is part of every study)"
+      )
   duplicates = sorted({m for m in variants if variants.count(m) > 1})
   if duplicates:
     raise PieError(f"config.variants lists {duplicates} more than once")
@@ -446,8 +495,9 @@ def effective_method(method, sparsity):
     if sparsity == 0:
       return DENSE
     if variant.fixed_level is not None and abs(sparsity - variant.fixed_level) > 1e-9:
-      raise PieError(f"method {method!r} has sparsity {variant.fixed_level} by construction, got config.sparsity="
-                     f"{sparsity}")
+      raise PieError(
+          f"method {method!r} has sparsity {variant.fixed_level} by construction, got config.sparsity=" f"{sparsity}"
+      )
     return method
   if sparsity != 0:
     raise PieError(f"method {method!r} trains unpruned models: config.sparsity must be 0, got {sparsity}")
@@ -476,7 +526,8 @@ class Job:
   The launcher resolves every Job of the grid once (`study_jobs`) and hands each to the worker that trains or derives
   it; a model trained from its config alone gets its Job from `config_job`.
   """
-  method: str     # effective method ("dense" for the baseline)
+
+  method: str  # effective method ("dense" for the baseline)
   sparsity: float
   seed: int
   name: str
@@ -487,8 +538,9 @@ class Job:
 def _job(method, sparsity, seed):
   """The Job of an effective method at (sparsity, seed)."""
   if get_variant(method).derived:
-    return Job(method, sparsity, seed, model_name(method, sparsity, seed), "derive",
-               source=model_name(DENSE, 0.0, seed))
+    return Job(
+        method, sparsity, seed, model_name(method, sparsity, seed), "derive", source=model_name(DENSE, 0.0, seed)
+    )
   return Job(method, sparsity, seed, model_name(method, sparsity, seed), "train")
 
 
@@ -541,6 +593,8 @@ def primary_method(methods):
     if variant.kind == "pruning" and name in methods:
       return name
   return None
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Pure checks of what a compressed kernel holds (numpy only).
 
@@ -576,17 +630,22 @@ def m_by_n_report(kernel, m=2, n=4):
   violating = 0
   num_blocks = 0
   if full:
-    counts = zeros[:, :full * n].reshape(zeros.shape[0], full, n).sum(axis=-1)
+    counts = zeros[:, : full * n].reshape(zeros.shape[0], full, n).sum(axis=-1)
     violating += int((counts < m).sum())
     num_blocks += counts.size
   rest = channels - full * n
   if rest:
     need = max(0, m - (n - rest))
-    counts = zeros[:, full * n:].sum(axis=-1)
+    counts = zeros[:, full * n :].sum(axis=-1)
     violating += int((counts < need).sum())
     num_blocks += counts.size
-  return {"input_channels": int(channels), "applies": channels >= n, "num_blocks": int(num_blocks),
-          "blocks_violating": violating, "sparsity": float(np.mean(kernel == 0)) if kernel.size else 0.0}
+  return {
+      "input_channels": int(channels),
+      "applies": channels >= n,
+      "num_blocks": int(num_blocks),
+      "blocks_violating": violating,
+      "sparsity": float(np.mean(kernel == 0)) if kernel.size else 0.0,
+  }
 
 
 def unique_values(kernel):
@@ -618,7 +677,7 @@ def random_mask(shape, fraction, order):
   if not 0.0 <= fraction < 1.0:
     raise PieError(f"a pruning fraction must be in [0, 1), got {fraction}")
   mask = np.ones(size, np.float32)
-  mask[order[:int(round(fraction * size))]] = 0.0
+  mask[order[: int(round(fraction * size))]] = 0.0
   return mask.reshape(shape)
 
 
@@ -633,6 +692,7 @@ def _scope(config):
 def layers_in_scope(model, scope):
   """The names of the layers `scope` (config.pruning.scope) selects: the layers a method compresses."""
   from pie import pruning  # pylint: disable=g-import-not-at-top
+
   names = set(pruning.prunable_layer_names(model, scope))
   if not names:
     raise PieError(f"scope {scope!r} selects no layer of model {model.name!r}")
@@ -716,4 +776,3 @@ def measure_sparsity(model, layer_names):
     zeros += int(np.count_nonzero(kernel == 0))
     total += kernel.size
   return {"overall": zeros / total if total else 0.0, "per_layer": per_layer, "num_weights": total}
-

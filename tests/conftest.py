@@ -1,4 +1,5 @@
 """Shared fixtures. `import pie` first: it sets TF_USE_LEGACY_KERAS before anything imports TensorFlow."""
+
 import os
 import subprocess
 import sys
@@ -9,17 +10,25 @@ import pytest
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # A tiny study: 2 levels x 3 seeds x 1 epoch on digits (the 90% level reaches its target within the epoch).
-TINY_STUDY_FLAGS = ("--config=configs/digits.py", "--config.sparsity_levels=(0.0,0.9)", "--config.num_seeds=3",
-                    "--config.num_epochs=2", "--config.pruning.end_fraction=0.5")
+TINY_STUDY_FLAGS = (
+    "--config=configs/digits.py",
+    "--config.sparsity_levels=(0.0,0.9)",
+    "--config.num_seeds=3",
+    "--config.num_epochs=2",
+    "--config.pruning.end_fraction=0.5",
+)
 
 
 def run_binary(module, *args, check=True, timeout=600, env=None):
   """Runs `python -m module args` from the repository root; returns the CompletedProcess (text output)."""
-  proc = subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, capture_output=True, text=True,
-                        timeout=timeout, env=env)
+  proc = subprocess.run(
+      [sys.executable, "-m", module, *args], cwd=REPO, capture_output=True, text=True, timeout=timeout, env=env
+  )
   if check and proc.returncode != 0:
-    raise AssertionError(f"{module} {' '.join(args)} exited {proc.returncode}\nstdout:\n{proc.stdout}\n"
-                         f"stderr:\n{proc.stderr[-4000:]}")
+    raise AssertionError(
+        f"{module} {' '.join(args)} exited {proc.returncode}\nstdout:\n{proc.stdout}\n"
+        f"stderr:\n{proc.stderr[-4000:]}"
+    )
   return proc
 
 
@@ -27,8 +36,7 @@ def run_binary(module, *args, check=True, timeout=600, env=None):
 def tiny_study(tmp_path_factory):
   """A study trained and analysed by the real binaries, shared by the tests that only read it."""
   study_dir = str(tmp_path_factory.mktemp("tiny_study"))
-  proc = run_binary("train.population", *TINY_STUDY_FLAGS, f"--workdir={study_dir}", "--num_workers=2",
-                    "--analyze")
+  proc = run_binary("train.population", *TINY_STUDY_FLAGS, f"--workdir={study_dir}", "--num_workers=2", "--analyze")
   return {"dir": study_dir, "stdout": proc.stdout, "stderr": proc.stderr}
 
 
@@ -36,6 +44,7 @@ def digits_config(**overrides):
   """The digits config with overrides given as dotted names, e.g. digits_config(**{"pruning.end_fraction": 0.5})."""
   sys.path.insert(0, REPO)
   from configs import digits  # pylint: disable=g-import-not-at-top
+
   return override(digits.get_config(), **overrides)
 
 

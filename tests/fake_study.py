@@ -1,4 +1,5 @@
 """Prediction files in the export schema without training, for tests of readers and analysis."""
+
 import json
 import os
 
@@ -10,13 +11,29 @@ from pie import variants
 
 
 def fake_metadata(sparsity, seed, num_classes, num_examples, **overrides):
-  metadata = {"dataset": "digits", "split": "test", "num_classes": num_classes,
-              "class_names": [str(c) for c in range(num_classes)], "target_sparsity": float(sparsity),
-              "measured_sparsity": float(sparsity), "seed": int(seed), "config_hash": "feedfacecafebeef",
-              "model": "small_cnn", "name": variants.model_name(variants.DEFAULT_METHOD, sparsity, seed),
-              "config": {"name": "fake", "data": {"name": "digits", "train_split": "train", "eval_split": "test",
-                                                  "preprocess": "digits", "image_size": None},
-                         "model": {"name": "small_cnn"}}}
+  metadata = {
+      "dataset": "digits",
+      "split": "test",
+      "num_classes": num_classes,
+      "class_names": [str(c) for c in range(num_classes)],
+      "target_sparsity": float(sparsity),
+      "measured_sparsity": float(sparsity),
+      "seed": int(seed),
+      "config_hash": "feedfacecafebeef",
+      "model": "small_cnn",
+      "name": variants.model_name(variants.DEFAULT_METHOD, sparsity, seed),
+      "config": {
+          "name": "fake",
+          "data": {
+              "name": "digits",
+              "train_split": "train",
+              "eval_split": "test",
+              "preprocess": "digits",
+              "image_size": None,
+          },
+          "model": {"name": "small_cnn"},
+      },
+  }
   metadata.update(overrides)
   return metadata
 
@@ -38,8 +55,9 @@ def write_model(study_dir, sparsity, seed, top1, labels, num_classes, k=3, metho
     name = variants.model_name(method, sparsity, seed)
     metadata_overrides = {"method": method, "name": name, **metadata_overrides}
   path = os.path.join(study_dir, name, f"{name}.tfrecord")
-  predictions_lib.write_predictions(path, np.arange(n), labels, classes, probs,
-                                    fake_metadata(sparsity, seed, num_classes, n, **metadata_overrides))
+  predictions_lib.write_predictions(
+      path, np.arange(n), labels, classes, probs, fake_metadata(sparsity, seed, num_classes, n, **metadata_overrides)
+  )
   return path
 
 
@@ -47,6 +65,7 @@ def rewrite_records(path, serialized):
   """Replaces a prediction file's records with `serialized` (bytes each) and updates its metadata's size and
   checksum to match, so only the records themselves can be wrong."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
   with tf.io.TFRecordWriter(path) as writer:
     for record in serialized:
       writer.write(record)

@@ -15,6 +15,7 @@ gallery shows digits under their labels, except for the few the class sizes leav
 
 The analysis runs once per test process; each call copies its folder.
 """
+
 import atexit
 import json
 import shutil
@@ -51,11 +52,25 @@ CLASS_EFFECT = {0.5: -0.05, 0.9: -0.15}
 CORRUPTION_STEP = {"contrast": 0.02, "gaussian_noise": 0.03, "motion_blur": 0.025, "pixelate": 0.015}
 SEVERITIES = (1, 2, 3, 4, 5)
 
-_SIMULATION = dict(num_examples=NUM_EXAMPLES, num_classes=len(CLASS_NAMES), base_accuracy=0.85, easy_accuracy=0.92,
-                   hard_accuracy=0.15, seed=SEED)
-_CONFIG = {"name": "simulated-digits", "model": {"name": "small_cnn"},
-           "data": {"name": "digits", "train_split": "train", "eval_split": "test", "preprocess": "digits",
-                    "image_size": None}}
+_SIMULATION = dict(
+    num_examples=NUM_EXAMPLES,
+    num_classes=len(CLASS_NAMES),
+    base_accuracy=0.85,
+    easy_accuracy=0.92,
+    hard_accuracy=0.15,
+    seed=SEED,
+)
+_CONFIG = {
+    "name": "simulated-digits",
+    "model": {"name": "small_cnn"},
+    "data": {
+        "name": "digits",
+        "train_split": "train",
+        "eval_split": "test",
+        "preprocess": "digits",
+        "image_size": None,
+    },
+}
 _CACHE = {}
 
 
@@ -116,16 +131,26 @@ def _write_study(study_dir, levels):
   for sparsity in levels or (None,):
     # One call per level with the same seed and settings but the level's effects: the labels, the planted PIEs and
     # the dense predictions depend only on the shared settings, so every level is compared with the same dense models.
-    kwargs = {} if sparsity is None else dict(accuracy_drop=ACCURACY_DROP[sparsity], impacted_classes=IMPACTED_CLASSES,
-                                             class_effect=CLASS_EFFECT[sparsity])
-    sim = simulate.simulate_populations(num_dense=2 * NUM_MODELS, num_pruned=NUM_MODELS, pie_fraction=0.06,
-                                        **_SIMULATION, **kwargs)
+    kwargs = (
+        {}
+        if sparsity is None
+        else dict(
+            accuracy_drop=ACCURACY_DROP[sparsity],
+            impacted_classes=IMPACTED_CLASSES,
+            class_effect=CLASS_EFFECT[sparsity],
+        )
+    )
+    sim = simulate.simulate_populations(
+        num_dense=2 * NUM_MODELS, num_pruned=NUM_MODELS, pie_fraction=0.06, **_SIMULATION, **kwargs
+    )
     if dense is None:
       order = _example_order(sim.labels)
       dense, labels = sim.dense_predictions[:, order], sim.labels[order]
     elif not np.array_equal(sim.dense_predictions[:, order], dense):
-      raise AssertionError("simulate_populations drew other dense models for another level's effects: the report "
-                           "fixture needs one dense population for every level")
+      raise AssertionError(
+          "simulate_populations drew other dense models for another level's effects: the report "
+          "fixture needs one dense population for every level"
+      )
     if sparsity is not None:
       for seed, top1 in enumerate(sim.pruned_predictions[:, order]):
         _write_model(study_dir, sparsity, seed, top1, labels)
@@ -153,8 +178,17 @@ def _example_order(simulated_labels):
 
 
 def _write_model(study_dir, sparsity, seed, top1, labels, method=None):
-  fake_study.write_model(str(study_dir), sparsity, seed, top1, labels.astype(np.int64), len(CLASS_NAMES),
-                         method=method, class_names=CLASS_NAMES, config=_CONFIG)
+  fake_study.write_model(
+      str(study_dir),
+      sparsity,
+      seed,
+      top1,
+      labels.astype(np.int64),
+      len(CLASS_NAMES),
+      method=method,
+      class_names=CLASS_NAMES,
+      config=_CONFIG,
+  )
 
 
 def _corrupted_sets(labels, order, levels):
@@ -166,9 +200,12 @@ def _corrupted_sets(labels, order, levels):
       accuracy = _SIMULATION["base_accuracy"] - step * severity
       predictions = {}
       for sparsity in levels:
-        sim = simulate.simulate_populations(num_dense=NUM_MODELS, num_pruned=NUM_MODELS,
-                                            accuracy_drop=ACCURACY_DROP[sparsity] + extra * severity * sparsity,
-                                            **dict(_SIMULATION, base_accuracy=accuracy))
+        sim = simulate.simulate_populations(
+            num_dense=NUM_MODELS,
+            num_pruned=NUM_MODELS,
+            accuracy_drop=ACCURACY_DROP[sparsity] + extra * severity * sparsity,
+            **dict(_SIMULATION, base_accuracy=accuracy)
+        )
         if not np.array_equal(sim.labels[order], labels):
           raise AssertionError("simulate_populations drew other labels for the same seed")
         predictions.setdefault(0.0, sim.dense_predictions[:, order])
@@ -185,8 +222,9 @@ def _reduce_to_required(directory):
     reported_rows(frame)[list(table.required_names)].to_csv(path, index=False)
   path = directory / outputs.SUMMARY_JSON
   summary = json.loads(path.read_text(encoding="utf-8"))
-  levels = [{key: level[key] for key in outputs.LEVEL_KEYS} for level in summary["levels"]
-            if level["role"] != "control"]
+  levels = [
+      {key: level[key] for key in outputs.LEVEL_KEYS} for level in summary["levels"] if level["role"] != "control"
+  ]
   study = {key: summary["study"][key] for key in outputs.STUDY_KEYS}
   summary = {key: summary[key] for key in outputs.SUMMARY_KEYS}
   path.write_text(json.dumps(dict(summary, study=study, levels=levels), indent=2), encoding="utf-8")

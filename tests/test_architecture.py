@@ -5,6 +5,7 @@ the two modules together. Method names ("dense", "2:4", "ptq_full_int8", ...) ap
 (pie/variants.py); other modules ask the registry about a method's behaviour or use its constants. configs/ and
 tests/ name methods freely, as users do.
 """
+
 import ast
 import glob
 import os
@@ -23,7 +24,7 @@ OTHER_VOCABULARIES = {"random": {"pie", "non_pie"}}
 
 
 def _module_name(path):
-  parts = os.path.relpath(path, REPO)[:-len(".py")].split(os.sep)
+  parts = os.path.relpath(path, REPO)[: -len(".py")].split(os.sep)
   return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
@@ -74,7 +75,7 @@ def find_cycle(graph):
     stack.append(node)
     for nxt in sorted(graph.get(node, ())):
       if state.get(nxt) == "open":
-        return stack[stack.index(nxt):] + [nxt]
+        return stack[stack.index(nxt) :] + [nxt]
       if nxt not in state:
         cycle = visit(nxt)
         if cycle:
@@ -154,8 +155,15 @@ def _build_targets():
   def rule(**kwargs):
     targets[kwargs["name"]] = kwargs.get("srcs", [])
 
-  namespace = {"load": lambda *args: None, "package": lambda **kwargs: None, "requirement": lambda name: name,
-               "glob": lambda patterns: [], "py_library": rule, "py_binary": rule, "py_test": rule}
+  namespace = {
+      "load": lambda *args: None,
+      "package": lambda **kwargs: None,
+      "requirement": lambda name: name,
+      "glob": lambda patterns: [],
+      "py_library": rule,
+      "py_binary": rule,
+      "py_test": rule,
+  }
   exec(compile(open(os.path.join(REPO, "BUILD")).read(), "BUILD", "exec"), namespace)  # pylint: disable=exec-used
   return targets
 
@@ -169,10 +177,12 @@ def test_the_statistics_import_only_the_statistics():
 
 
 def test_import_pie_and_the_registry_load_no_tensorflow():
-  code = ("import sys, pie, pie.variants, pie.stats, pie.significance, pie.simulate\n"
-          "loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'tf_keras', "
-          "'tensorflow_model_optimization'))\n"
-          "assert not loaded, loaded\n")
+  code = (
+      "import sys, pie, pie.variants, pie.stats, pie.significance, pie.simulate\n"
+      "loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'tf_keras', "
+      "'tensorflow_model_optimization'))\n"
+      "assert not loaded, loaded\n"
+  )
   subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, capture_output=True)
 
 
@@ -184,8 +194,10 @@ def test_no_method_name_outside_the_registry():
       if relative == REGISTRY:
         continue
       found += [f"{relative}:{line}: {literal!r}" for line, literal in method_literals(open(path).read(), path)]
-  assert not found, ("method names outside pie/variants.py; ask the registry (e.g. variants.get_variant(m)."
-                     "checks_sparsity, variants.is_dense(m)) or use its constants:\n" + "\n".join(found))
+  assert not found, (
+      "method names outside pie/variants.py; ask the registry (e.g. variants.get_variant(m)."
+      "checks_sparsity, variants.is_dense(m)) or use its constants:\n" + "\n".join(found)
+  )
 
 
 def test_the_method_name_check_sees_what_it_should():
@@ -199,5 +211,11 @@ def f(method, level):
   order = ("pie", "random", "non_pie")
   return f"{method} is not 'sham'", g(method="ptq_full_int8")
 '''
-  assert method_literals(source) == [(4, "qat"), (4, "2:4"), (4, "random"), (5, "dense_replicate"), (6, "dense"),
-                                     (9, "ptq_full_int8")]
+  assert method_literals(source) == [
+      (4, "qat"),
+      (4, "2:4"),
+      (4, "random"),
+      (5, "dense_replicate"),
+      (6, "dense"),
+      (9, "ptq_full_int8"),
+  ]

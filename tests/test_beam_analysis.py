@@ -6,6 +6,7 @@ FnApiRunner, the engine DirectRunner uses for batch pipelines: DirectRunner itse
 runner from GitHub, which a test must not depend on. The binary is run once with its default runner choice replaced
 the same way, through the pass-through of Beam options.
 """
+
 import json
 import os
 import sys
@@ -36,8 +37,9 @@ def _in_memory(study_dir, out_dir, **options):
 
 
 def _beam(study_dir, out_dir, block_size=7, shard_rows=11, **options):
-  return beam_analysis.analyze_study(study_dir, out_dir, pipeline_args=RUNNER, block_size=block_size,
-                                     shard_rows=shard_rows, log=_quiet, **options)
+  return beam_analysis.analyze_study(
+      study_dir, out_dir, pipeline_args=RUNNER, block_size=block_size, shard_rows=shard_rows, log=_quiet, **options
+  )
 
 
 def _assert_same_files(expected_dir, actual_dir):
@@ -59,10 +61,12 @@ def _write_population(study_dir, method, sparsity, seeds, labels, num_classes, f
     name = variants.model_name(method, sparsity, seed)
     classes = (top1[:, None] + np.arange(3)[None, :]) % num_classes
     probs = np.tile(np.linspace(0.6, 0.1, 3, dtype=np.float32), (len(labels), 1))
-    metadata = fake_study.fake_metadata(sparsity, seed, num_classes, len(labels), method=method, name=name,
-                                        bits_per_weight=32.0 - seed)
-    predictions_lib.write_predictions(os.path.join(study_dir, name, f"{name}.tfrecord"), np.arange(len(labels)),
-                                      labels, classes, probs, metadata)
+    metadata = fake_study.fake_metadata(
+        sparsity, seed, num_classes, len(labels), method=method, name=name, bits_per_weight=32.0 - seed
+    )
+    predictions_lib.write_predictions(
+        os.path.join(study_dir, name, f"{name}.tfrecord"), np.arange(len(labels)), labels, classes, probs, metadata
+    )
 
 
 def test_matches_the_in_memory_analysis_on_the_digits_study(tiny_study, tmp_path):
@@ -78,23 +82,32 @@ def test_matches_the_in_memory_analysis_on_fake_studies(case, tmp_path):
   study_dir = str(tmp_path / "study")
   rng = np.random.default_rng(7)
   if case == "levels":  # three pruned levels, the paper's normalization, another seed
-    fake_study.write_study(study_dir, levels=(0.0, 0.5, 0.7, 0.9), seeds=4, num_examples=150, num_classes=5,
-                           flip=0.2, seed=3)
+    fake_study.write_study(
+        study_dir, levels=(0.0, 0.5, 0.7, 0.9), seeds=4, num_examples=150, num_classes=5, flip=0.2, seed=3
+    )
     options = dict(normalization="population", bootstrap_resamples=20, seed=5)
   elif case == "ties":  # two models per population: many tied modal labels
     fake_study.write_study(study_dir, levels=(0.0, 0.3), seeds=2, num_examples=80, num_classes=3, flip=0.5, seed=1)
     options = dict(bootstrap_resamples=10, alpha=0.2)
   elif case == "methods":  # populations of other methods: every table gains a `method` column
     labels = np.arange(90) % 4
-    for method, sparsity, flip in (("dense", 0.0, 0.1), ("magnitude", 0.5, 0.3), ("random", 0.5, 0.4),
-                                   ("ptq_dynamic_int8", 0.0, 0.05)):
+    for method, sparsity, flip in (
+        ("dense", 0.0, 0.1),
+        ("magnitude", 0.5, 0.3),
+        ("random", 0.5, 0.4),
+        ("ptq_dynamic_int8", 0.0, 0.05),
+    ):
       _write_population(study_dir, method, sparsity, 3, labels, 4, flip, rng)
     options = dict(bootstrap_resamples=15, power_effect=0.1)
   elif case == "controls":  # a replicate and a sham; levels of two sizes: the floor splits the pool two ways
     labels = np.arange(120) % 4
-    for method, sparsity, seeds, flip in (("dense", 0.0, 4, 0.2), ("dense_replicate", 0.0, range(4, 8), 0.2),
-                                          ("sham", 0.001, 4, 0.2), ("magnitude", 0.5, 4, 0.3),
-                                          ("magnitude", 0.9, 3, 0.5)):
+    for method, sparsity, seeds, flip in (
+        ("dense", 0.0, 4, 0.2),
+        ("dense_replicate", 0.0, range(4, 8), 0.2),
+        ("sham", 0.001, 4, 0.2),
+        ("magnitude", 0.5, 4, 0.3),
+        ("magnitude", 0.9, 3, 0.5),
+    ):
       _write_population(study_dir, method, sparsity, seeds, labels, 4, flip, rng)
     options = dict(bootstrap_resamples=10, noise_floor_splits=30, seed=2)
   elif case == "dense_only":  # nothing compared: the tables are headers, the summary holds the floor
@@ -123,11 +136,22 @@ def test_matches_the_in_memory_analysis_on_fake_studies(case, tmp_path):
 def test_the_binary_matches_the_analysis_binary(tiny_study, tmp_path):
   # The tiny study was analysed by analysis.analyze (train.population --analyze) with the default options.
   out_dir = str(tmp_path / "beam")
-  proc = run_binary("analysis.beam_analyze", f"--study_dir={tiny_study['dir']}", f"--out_dir={out_dir}",
-                    "--block_size=200", *RUNNER, "--direct_num_workers=2")
-  for line in ("validated 9 models", "beam: 9 prediction files, 2 compared populations, 3 block(s)",
-               "beam: pipeline finished", "level 0.9: 3 models", "noise floor: dense_replicate against dense",
-               f"analysis written to {out_dir}"):
+  proc = run_binary(
+      "analysis.beam_analyze",
+      f"--study_dir={tiny_study['dir']}",
+      f"--out_dir={out_dir}",
+      "--block_size=200",
+      *RUNNER,
+      "--direct_num_workers=2",
+  )
+  for line in (
+      "validated 9 models",
+      "beam: 9 prediction files, 2 compared populations, 3 block(s)",
+      "beam: pipeline finished",
+      "level 0.9: 3 models",
+      "noise floor: dense_replicate against dense",
+      f"analysis written to {out_dir}",
+  ):
     assert line in proc.stdout
   assert proc.stdout.count("read ") >= 9  # a line per prediction file read by the workers
   _assert_same_files(os.path.join(tiny_study["dir"], "analysis"), out_dir)
@@ -168,4 +192,3 @@ def test_bad_arguments(tmp_path, monkeypatch):
   monkeypatch.setitem(sys.modules, "apache_beam", None)  # as if the extra were not installed
   with pytest.raises(PieError, match=r"needs apache_beam, which is not installed .*: pip install -e '\.\[beam\]'"):
     beam_analysis.analyze_study(str(tmp_path), str(tmp_path / "out"))
-

@@ -66,18 +66,42 @@ class Scenario:
 def _studies(scenario: Scenario):
   """The scenario's studies, simulated once per test session (every statistic reuses them)."""
   return tuple(
-    simulate.simulate_populations(scenario.num_classes * scenario.per_class, scenario.num_classes, scenario.num_dense,
-                                  scenario.num_pruned, seed=scenario.first_seed + i, **dict(scenario.options))
-    for i in range(scenario.num_studies))
+      simulate.simulate_populations(
+          scenario.num_classes * scenario.per_class,
+          scenario.num_classes,
+          scenario.num_dense,
+          scenario.num_pruned,
+          seed=scenario.first_seed + i,
+          **dict(scenario.options),
+      )
+      for i in range(scenario.num_studies)
+  )
 
 
 BALANCED = Scenario("balanced, 10 + 10", 10, 10, 250, options=tuple(_EASY.items()), first_seed=1000)
 SKILL = Scenario("skill, 10 + 10", 10, 10, 250, options=(*_EASY.items(), ("skill_sd", 0.15)), first_seed=2000)
-CEILING = Scenario("ceiling, 10 + 10", 10, 10, 200, first_seed=3000, options=(
-  *_EASY.items(), ("skill_sd", 0.15), ("ceiling_classes", 10), ("accuracy_drop", 0.005)))
+CEILING = Scenario(
+    "ceiling, 10 + 10",
+    10,
+    10,
+    200,
+    first_seed=3000,
+    options=(*_EASY.items(), ("skill_sd", 0.15), ("ceiling_classes", 10), ("accuracy_drop", 0.005)),
+)
 SMALL = Scenario("small, 5 + 5", 5, 5, 300, options=(*_EASY.items(), ("skill_sd", 0.15)), first_seed=4000)
-PLANTED = Scenario("planted, 20 + 20", 20, 20, 250, first_seed=5000, options=(
-  ("easy_accuracy", 0.9), ("hard_accuracy", 0.1), ("impacted_classes", 8), ("class_effect", (-0.05, 0.05) * 4)))
+PLANTED = Scenario(
+    "planted, 20 + 20",
+    20,
+    20,
+    250,
+    first_seed=5000,
+    options=(
+        ("easy_accuracy", 0.9),
+        ("hard_accuracy", 0.1),
+        ("impacted_classes", 8),
+        ("class_effect", (-0.05, 0.05) * 4),
+    ),
+)
 SCENARIOS = (BALANCED, SKILL, CEILING, SMALL, PLANTED)
 
 
@@ -91,8 +115,14 @@ def pie_class_test(normalization: str):
 
   def run(study, alpha):
     # The public entry point, as the analysis calls it (unchanged classes and degenerate cases included).
-    table = pie_stats.class_ttest(study.dense_predictions, study.pruned_predictions, study.labels, study.num_classes,
-                                  alpha=alpha, normalization=normalization)
+    table = pie_stats.class_ttest(
+        study.dense_predictions,
+        study.pruned_predictions,
+        study.labels,
+        study.num_classes,
+        alpha=alpha,
+        normalization=normalization,
+    )
     return table["p_value"].to_numpy(), table["significant_fdr"].to_numpy()
 
   return run
@@ -163,8 +193,10 @@ class Measurement:
   failures: list
 
   def report(self) -> str:
-    return "\n".join(f"{self.scenario}: {label}: {value:.4f} ({detail}), {LEVEL:.1%} interval [{lo:.4f}, {hi:.4f}]"
-                     for label, value, detail, (lo, hi) in self.rows)
+    return "\n".join(
+        f"{self.scenario}: {label}: {value:.4f} ({detail}), {LEVEL:.1%} interval [{lo:.4f}, {hi:.4f}]"
+        for label, value, detail, (lo, hi) in self.rows
+    )
 
 
 def _binomial_interval(n: int, low_rate: float, high_rate: float):
@@ -204,17 +236,32 @@ def measure(test_fn, scenario: Scenario, alpha: float = ALPHA) -> Measurement:
     rows.append((f"rate of p < {alpha} on {label}", hits / tests, f"{hits}/{tests}", interval))
   if null_studies:
     interval = _binomial_interval(null_studies, min(alpha, ideal_fwer), max(alpha, ideal_fwer))
-    rows.append(("share of null studies with a BH discovery", family_hits / null_studies,
-                 f"{family_hits}/{null_studies}", interval))
+    rows.append(
+        (
+            "share of null studies with a BH discovery",
+            family_hits / null_studies,
+            f"{family_hits}/{null_studies}",
+            interval,
+        )
+    )
   if fdp:
     nominal = float(np.mean(pi0)) * alpha
     se = np.std(fdp, ddof=1) / np.sqrt(len(fdp))
     half = stats.norm.isf((1 - LEVEL) / 2) * se
-    rows.append((f"mean false discovery proportion (nominal pi0 * alpha = {nominal:.4f})", float(np.mean(fdp)),
-                 f"SE {se:.4f}, {len(fdp)} studies", (nominal - half, nominal + half)))
-  failures = [f"{scenario.name}: {label} is {value:.4f} ({detail}), {'above' if value > hi else 'below'} the "
-              f"{LEVEL:.1%} interval [{lo:.4f}, {hi:.4f}]"
-              for label, value, detail, (lo, hi) in rows if not lo <= value <= hi]
+    rows.append(
+        (
+            f"mean false discovery proportion (nominal pi0 * alpha = {nominal:.4f})",
+            float(np.mean(fdp)),
+            f"SE {se:.4f}, {len(fdp)} studies",
+            (nominal - half, nominal + half),
+        )
+    )
+  failures = [
+      f"{scenario.name}: {label} is {value:.4f} ({detail}), {'above' if value > hi else 'below'} the "
+      f"{LEVEL:.1%} interval [{lo:.4f}, {hi:.4f}]"
+      for label, value, detail, (lo, hi) in rows
+      if not lo <= value <= hi
+  ]
   return Measurement(scenario.name, rows, failures)
 
 
@@ -261,12 +308,16 @@ _RATE = r"rate of p < 0.05 on null classes is [0-9.]+ \(.*\), "
 _FDP = r"mean false discovery proportion .* is [0-9.]+ \(.*\), "
 
 
-@pytest.mark.parametrize("mutation, scenario, failure", [
-  ("z_test", SMALL, _RATE + "above"),  # measured 0.0824, interval [0.0386, 0.0567]
-  ("ddof0", SMALL, _RATE + "above"),  # measured 0.0606
-  ("min_df", SMALL, _RATE + "below"),  # measured 0.0224
-  ("by", PLANTED, _FDP + "below"),  # measured 0.0123, interval [0.0323, 0.0477] (BH: 0.0402)
-], ids=list(MUTATIONS))
+@pytest.mark.parametrize(
+    "mutation, scenario, failure",
+    [
+        ("z_test", SMALL, _RATE + "above"),  # measured 0.0824, interval [0.0386, 0.0567]
+        ("ddof0", SMALL, _RATE + "above"),  # measured 0.0606
+        ("min_df", SMALL, _RATE + "below"),  # measured 0.0224
+        ("by", PLANTED, _FDP + "below"),  # measured 0.0123, interval [0.0323, 0.0477] (BH: 0.0402)
+    ],
+    ids=list(MUTATIONS),
+)
 def test_calibration_check_rejects_a_mutated_welch_test(mutation, scenario, failure):
   """Each copy differs from pie's statistic by one mutation and must fail, in the stated direction.
 

@@ -10,6 +10,7 @@ start's config (configs/digits.py, seeds 0-39), trained on a 2-core CPU machine 
 Nothing differs between any two groups of these models, so every "significant" class is a false positive and every
 PIE is seed noise. The rates asserted here were measured on these files (docs/statistics.md, "A/A calibration").
 """
+
 import os
 import sys
 
@@ -61,8 +62,7 @@ def test_noise_floor_decision_holds_its_level_on_real_models(real):
     rows_d, rows_p = sig.bootstrap_resamples(10, 10, 100, seed=rep)
     _, rows_r = sig.bootstrap_resamples(10, 10, 100, seed=rep + 1000)
     level_counts = sig.bootstrap_pie_stability(dense, level, NUM_CLASSES, rows_d, rows_p, return_counts=True)[2]
-    control_counts = sig.bootstrap_pie_stability(dense, replicate, NUM_CLASSES, rows_d, rows_r,
-                                                 return_counts=True)[2]
+    control_counts = sig.bootstrap_pie_stability(dense, replicate, NUM_CLASSES, rows_d, rows_r, return_counts=True)[2]
     out = sig.pies_against_floor(observed, floor.mean(), level_counts, control_counts, alpha=0.05)
     flagged += out["distinguishable"]
     covered += out["ci_low"] <= 0 <= out["ci_high"]
@@ -73,10 +73,15 @@ def test_noise_floor_decision_holds_its_level_on_real_models(real):
 
 def _write_fixture(study_dir):
   from pie import study as study_lib  # pylint: disable=g-import-not-at-top
+
   study = study_lib.load_study(study_dir)
   dense = study.populations[("dense", 0.0)]
-  np.savez_compressed(FIXTURE, top1=np.stack([m.top1 for m in dense]).astype(np.int8),
-                      labels=study.labels.astype(np.int8), seeds=np.array([m.seed for m in dense]))
+  np.savez_compressed(
+      FIXTURE,
+      top1=np.stack([m.top1 for m in dense]).astype(np.int8),
+      labels=study.labels.astype(np.int8),
+      seeds=np.array([m.seed for m in dense]),
+  )
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
 """Configs load through ml_collections' config_flags and say how they are run."""
+
 import importlib.util
 import os
 
@@ -27,8 +28,18 @@ def test_config_is_complete_and_documented(name):
   config = module.get_config()
   assert isinstance(config, ml_collections.ConfigDict)
   assert "python -m train." in module.__doc__  # the docstring shows the command that runs it
-  for field in ("data", "model", "pruning", "batch_size", "num_epochs", "sparsity", "seed", "sparsity_levels",
-                "num_seeds", "top_k"):
+  for field in (
+      "data",
+      "model",
+      "pruning",
+      "batch_size",
+      "num_epochs",
+      "sparsity",
+      "seed",
+      "sparsity_levels",
+      "num_seeds",
+      "top_k",
+  ):
     assert field in config, f"{name} lacks {field}"
   assert 0.0 in config.sparsity_levels
   assert config.pruning.scope == "all_but_classifier"  # the paper's rule by default
@@ -50,4 +61,3 @@ def test_imagenet_has_the_paper_hyperparameters():
   assert tuple(config.lr_boundaries_epochs) == (30, 60, 80)
   assert "--tpu=" in _load("imagenet_resnet50.py").__doc__
   assert config.num_seeds == 30
-

@@ -1,4 +1,5 @@
 """A tiny study through the real binaries: train the populations, export, analyse, report; rerun; dry run."""
+
 import json
 import os
 
@@ -8,10 +9,27 @@ import pandas as pd
 from pie import analysis
 from tests.conftest import TINY_STUDY_FLAGS, run_binary
 
-PIES_COLUMNS = ["sparsity", "example_id", "label", "dense_modal", "pruned_modal", "dense_modal_share",
-                "pruned_modal_share"]
-CLASS_COLUMNS = ["sparsity", "class_id", "class_name", "dense_recall_mean", "pruned_recall_mean", "recall_change",
-                 "normalized_change", "t_statistic", "p_value", "significant"]
+PIES_COLUMNS = [
+    "sparsity",
+    "example_id",
+    "label",
+    "dense_modal",
+    "pruned_modal",
+    "dense_modal_share",
+    "pruned_modal_share",
+]
+CLASS_COLUMNS = [
+    "sparsity",
+    "class_id",
+    "class_name",
+    "dense_recall_mean",
+    "pruned_recall_mean",
+    "recall_change",
+    "normalized_change",
+    "t_statistic",
+    "p_value",
+    "significant",
+]
 
 
 def _analysis_dir(tiny_study):
@@ -27,8 +45,9 @@ def test_study_runs_and_prints_the_report_path(tiny_study):
 
 def test_every_model_has_its_files(tiny_study):
   names = sorted(d for d in os.listdir(tiny_study["dir"]) if d.startswith(("sparsity", "dense_replicate")))
-  assert names == ([f"dense_replicate_seed{k}" for k in (3, 4, 5)] +
-                   [f"sparsity{s}_seed{k}" for s in (0, 90) for k in range(3)])
+  assert names == (
+      [f"dense_replicate_seed{k}" for k in (3, 4, 5)] + [f"sparsity{s}_seed{k}" for s in (0, 90) for k in range(3)]
+  )
   for name in names:
     folder = os.path.join(tiny_study["dir"], name)
     for file in (f"{name}.tfrecord", f"{name}.json", "model.h5", "metrics.json", "train.log"):
@@ -44,8 +63,9 @@ def test_every_model_has_its_files(tiny_study):
     assert metadata["num_examples"] == 500 and metadata["top_k"] == 5
     target = metadata["target_sparsity"]
     assert abs(metadata["measured_sparsity"] - target) <= 0.005
-    assert metadata["method"] == ("dense_replicate" if name.startswith("dense_replicate") else
-                                  "dense" if target == 0 else "magnitude")
+    assert metadata["method"] == (
+        "dense_replicate" if name.startswith("dense_replicate") else "dense" if target == 0 else "magnitude"
+    )
 
 
 def test_summary(tiny_study):
@@ -53,8 +73,9 @@ def test_summary(tiny_study):
   dense, replicate, pruned = summary["levels"]
   assert (dense["sparsity"], replicate["sparsity"], pruned["sparsity"]) == (0.0, 0.0, 0.9)
   assert (dense["role"], replicate["role"], pruned["role"]) == ("dense", "control", "pruned")
-  assert replicate["method"] == "dense_replicate" and replicate["models"] == [f"dense_replicate_seed{k}" for k in
-                                                                               (3, 4, 5)]
+  assert replicate["method"] == "dense_replicate" and replicate["models"] == [
+      f"dense_replicate_seed{k}" for k in (3, 4, 5)
+  ]
   assert dense["num_models"] == pruned["num_models"] == replicate["num_models"] == 3
   assert abs(pruned["measured_sparsity_mean"] - 0.9) <= 0.005
   pies = pd.read_csv(os.path.join(_analysis_dir(tiny_study), "pies.csv"))
@@ -78,14 +99,21 @@ def test_summary(tiny_study):
 def test_output_columns_and_pie_images(tiny_study):
   out = _analysis_dir(tiny_study)
   pies = pd.read_csv(os.path.join(out, "pies.csv"))
-  assert list(pies.columns[:len(PIES_COLUMNS)]) == PIES_COLUMNS
+  assert list(pies.columns[: len(PIES_COLUMNS)]) == PIES_COLUMNS
   assert (pies.dense_modal != pies.pruned_modal).all()
   classes = pd.read_csv(os.path.join(out, "class_stats.csv"))
   assert set(CLASS_COLUMNS) <= set(classes.columns) and len(classes) == 20  # the replicate's classes, the level's
   assert list(classes.method.unique()) == ["dense_replicate", "magnitude"]
   accuracy = pd.read_csv(os.path.join(out, "pie_accuracy.csv"))
-  assert list(accuracy.columns) == ["sparsity", "population", "subset", "num_examples", "top1_mean", "top1_std",
-                                    "method"]
+  assert list(accuracy.columns) == [
+      "sparsity",
+      "population",
+      "subset",
+      "num_examples",
+      "top1_mean",
+      "top1_std",
+      "method",
+  ]
   assert set(accuracy.subset) == {"pie", "random", "non_pie"} and set(accuracy.population) == {"dense", "pruned"}
   images = analysis.read_pie_images(os.path.join(out, "pies.tfrecord"))
   pies = pies.loc[pies.method == "magnitude"]  # the images are the pruned level's PIEs
@@ -95,7 +123,10 @@ def test_output_columns_and_pie_images(tiny_study):
     assert first["image"].shape == (8, 8, 1) and first["image"].dtype == np.uint8
     row = pies[pies.example_id == first["example_id"]].iloc[0]
     assert (first["label"], first["dense_modal"], first["pruned_modal"]) == (
-        row.label, row.dense_modal, row.pruned_modal)
+        row.label,
+        row.dense_modal,
+        row.pruned_modal,
+    )
 
 
 def test_rerun_skips_finished_models(tiny_study):
@@ -107,8 +138,9 @@ def test_rerun_skips_finished_models(tiny_study):
 
 
 def test_dry_run_prints_one_command_per_model(tmp_path):
-  proc = run_binary("train.population", *TINY_STUDY_FLAGS, f"--workdir={tmp_path}", "--dry_run",
-                    "--strategy=tpu", "--tpu=my-tpu")
+  proc = run_binary(
+      "train.population", *TINY_STUDY_FLAGS, f"--workdir={tmp_path}", "--dry_run", "--strategy=tpu", "--tpu=my-tpu"
+  )
   commands = proc.stdout.strip().splitlines()
   assert len(commands) == 9
   assert all(c.startswith("python -m train.train --config=configs/digits.py") for c in commands)
@@ -120,10 +152,13 @@ def test_dry_run_prints_one_command_per_model(tmp_path):
 
 
 def test_analysis_of_an_explicit_file_list(tiny_study, tmp_path):
-  files = [os.path.join(tiny_study["dir"], n, f"{n}.tfrecord") for n in
-           ("sparsity0_seed0", "sparsity0_seed1", "sparsity90_seed0", "sparsity90_seed1")]
-  run_binary("analysis.analyze", f"--predictions={','.join(files)}", f"--out_dir={tmp_path}", "--nopie_images",
-             "--noreport")
+  files = [
+      os.path.join(tiny_study["dir"], n, f"{n}.tfrecord")
+      for n in ("sparsity0_seed0", "sparsity0_seed1", "sparsity90_seed0", "sparsity90_seed1")
+  ]
+  run_binary(
+      "analysis.analyze", f"--predictions={','.join(files)}", f"--out_dir={tmp_path}", "--nopie_images", "--noreport"
+  )
   summary = json.load(open(tmp_path / "summary.json"))
   assert [level["num_models"] for level in summary["levels"]] == [2, 2]
   assert not os.path.exists(tmp_path / "pies.tfrecord")

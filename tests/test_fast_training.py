@@ -4,6 +4,7 @@ A population worker reuses one compiled model per level (train_and_export(reuse_
 that way must be bit-identical to models trained from scratch, dense and pruned. Checkpoints come every
 config.checkpoint_every_epochs and after the last epoch; an epoch runs in one train-function call by default.
 """
+
 import os
 
 import numpy as np
@@ -49,6 +50,7 @@ def test_only_same_level_and_method_share_a_model(tmp_path):
 
 
 class _Manager:
+
   def __init__(self):
     self.saved = []
 
@@ -59,9 +61,11 @@ class _Manager:
 @pytest.mark.parametrize("every,expected", [(1, [1, 2, 3, 4, 5, 6, 7]), (5, [5, 7]), (10, [7])])
 def test_checkpoints_every_n_epochs_and_after_the_last(every, expected):
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
   manager = _Manager()
-  callback = training._EpochEnd(manager, tf.Variable(0, dtype=tf.int64), 7, 40, lambda m: None,  # pylint: disable=protected-access
-                                every=every)
+  callback = training._EpochEnd(
+      manager, tf.Variable(0, dtype=tf.int64), 7, 40, lambda m: None, every=every  # pylint: disable=protected-access
+  )
   for epoch in range(7):
     callback.on_epoch_begin(epoch)
     callback.on_epoch_end(epoch, {"loss": 1.0})

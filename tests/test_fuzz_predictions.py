@@ -3,6 +3,7 @@
 The property, for every damage hypothesis generates: reading either raises a PieError whose message names the file,
 or returns exactly the arrays that were written. Never a TensorFlow or Python traceback, never a wrong number.
 """
+
 import contextlib
 import json
 import os
@@ -21,8 +22,12 @@ from pie import study as study_lib
 from pie.errors import PieError
 from tests import fake_study
 
-FUZZ = settings(max_examples=30, deadline=None, derandomize=True,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+FUZZ = settings(
+    max_examples=30,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
 
 @contextlib.contextmanager
@@ -44,16 +49,22 @@ def exports(draw):
   logits = rng.normal(size=(n, num_classes)).astype(np.float32)
   probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
   classes = np.argsort(-probs, axis=1, kind="stable")[:, :k]
-  return {"ids": rng.permutation(n), "labels": rng.integers(0, num_classes, n), "classes": classes,
-          "probs": np.take_along_axis(probs, classes, axis=1).astype(np.float32),
-          "logits": logits if with_logits else None, "num_classes": num_classes}
+  return {
+      "ids": rng.permutation(n),
+      "labels": rng.integers(0, num_classes, n),
+      "classes": classes,
+      "probs": np.take_along_axis(probs, classes, axis=1).astype(np.float32),
+      "logits": logits if with_logits else None,
+      "num_classes": num_classes,
+  }
 
 
 def _write(directory, export, name="m", **metadata_overrides):
   path = os.path.join(directory, name, f"{name}.tfrecord")
   meta = fake_study.fake_metadata(0.5, 1, export["num_classes"], len(export["ids"]), **metadata_overrides)
-  predictions_lib.write_predictions(path, export["ids"], export["labels"], export["classes"], export["probs"], meta,
-                                    logits=export["logits"])
+  predictions_lib.write_predictions(
+      path, export["ids"], export["labels"], export["classes"], export["probs"], meta, logits=export["logits"]
+  )
   return path
 
 
@@ -127,7 +138,7 @@ def test_damaged_metadata_json_is_an_error_or_harmless(export, data):
     meta_path = predictions_lib.metadata_path(path)
     raw = bytearray(open(meta_path, "rb").read())
     if data.draw(st.booleans(), label="truncate"):
-      raw = raw[:data.draw(st.integers(0, len(raw) - 1), label="cut")]
+      raw = raw[: data.draw(st.integers(0, len(raw) - 1), label="cut")]
     else:
       raw[data.draw(st.integers(0, len(raw) - 1), label="position")] ^= data.draw(st.integers(1, 255), label="xor")
     with open(meta_path, "wb") as f:
@@ -135,9 +146,17 @@ def test_damaged_metadata_json_is_an_error_or_harmless(export, data):
     _read_or_error(path, export)
 
 
-_WRONG_VALUES = st.one_of(st.none(), st.booleans(), st.integers(-3, 3), st.just(10**12), st.floats(-2, 2),
-                          st.just(float("nan")), st.text(max_size=3), st.lists(st.integers(0, 3), max_size=3),
-                          st.just({}))
+_WRONG_VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-3, 3),
+    st.just(10**12),
+    st.floats(-2, 2),
+    st.just(float("nan")),
+    st.text(max_size=3),
+    st.lists(st.integers(0, 3), max_size=3),
+    st.just({}),
+)
 _FIELDS = predictions_lib.REQUIRED_METADATA + ("file_bytes", "file_crc32c", "has_logits", "schema_version", "name")
 
 
@@ -160,8 +179,14 @@ def test_missing_or_mistyped_metadata_field_is_an_error_or_harmless(export, fiel
 
 
 def test_metadata_that_is_not_an_object(tmp_path):
-  export = {"ids": np.arange(3), "labels": np.zeros(3, int), "classes": np.zeros((3, 1), int),
-            "probs": np.ones((3, 1), np.float32), "logits": None, "num_classes": 2}
+  export = {
+      "ids": np.arange(3),
+      "labels": np.zeros(3, int),
+      "classes": np.zeros((3, 1), int),
+      "probs": np.ones((3, 1), np.float32),
+      "logits": None,
+      "num_classes": 2,
+  }
   path = _write(str(tmp_path), export)
   for text in ("[1, 2]", "5", '"metadata"', "null"):
     open(predictions_lib.metadata_path(path), "w").write(text)
@@ -178,9 +203,21 @@ def _feature(kind, values):
 
 
 _KINDS = {"example_id": "int", "label": "int", "top_k_classes": "int", "top_k_probs": "float", "logits": "float"}
-_MUTATIONS = ("drop_feature", "retype_feature", "longer_list", "shorter_list", "duplicate_id", "missing_record",
-              "id_out_of_range", "label_out_of_range", "class_out_of_range", "negative_prob", "nan_prob",
-              "not_an_example", "extra_feature")
+_MUTATIONS = (
+    "drop_feature",
+    "retype_feature",
+    "longer_list",
+    "shorter_list",
+    "duplicate_id",
+    "missing_record",
+    "id_out_of_range",
+    "label_out_of_range",
+    "class_out_of_range",
+    "negative_prob",
+    "nan_prob",
+    "not_an_example",
+    "extra_feature",
+)
 
 
 @FUZZ
@@ -191,8 +228,12 @@ def test_bad_records_are_an_error_naming_the_file(export, mutation, data):
   assume(n >= 2 or mutation not in ("duplicate_id", "missing_record"))
   features = []
   for i in range(n):
-    row = {"example_id": [export["ids"][i]], "label": [export["labels"][i]],
-           "top_k_classes": list(export["classes"][i]), "top_k_probs": list(export["probs"][i])}
+    row = {
+        "example_id": [export["ids"][i]],
+        "label": [export["labels"][i]],
+        "top_k_classes": list(export["classes"][i]),
+        "top_k_probs": list(export["probs"][i]),
+    }
     if export["logits"] is not None:
       row["logits"] = list(export["logits"][i])
     features.append(row)
@@ -233,9 +274,13 @@ def test_bad_records_are_an_error_naming_the_file(export, mutation, data):
         if mutation == "extra_feature" and i == victim:
           feature["comment"] = _feature("bytes", ["written by another tool"])
         writer.write(tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString())
-    meta = dict(fake_study.fake_metadata(0.5, 1, export["num_classes"], n), num_examples=n,
-                top_k=int(export["classes"].shape[1]), has_logits=export["logits"] is not None,
-                file_bytes=os.path.getsize(path))
+    meta = dict(
+        fake_study.fake_metadata(0.5, 1, export["num_classes"], n),
+        num_examples=n,
+        top_k=int(export["classes"].shape[1]),
+        has_logits=export["logits"] is not None,
+        file_bytes=os.path.getsize(path),
+    )
     if data.draw(st.booleans(), label="whole-file checksum"):  # both read paths: in-memory split and tf.data
       meta["file_crc32c"] = records.file_crc32c(open(path, "rb").read())
     json.dump(meta, open(predictions_lib.metadata_path(path), "w"))

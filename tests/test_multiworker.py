@@ -5,6 +5,7 @@ pruned digits model together. Worker 0 is the chief: it alone saves the model an
 gets its own workdir, which must stay empty (its checkpoints and summaries go to temporary folders), and both
 processes must exit cleanly. The mirrored run splits the CPU into two logical devices (--cpu_replicas=2).
 """
+
 import json
 import os
 import socket
@@ -52,10 +53,24 @@ def test_two_local_workers(tmp_path):
   procs = []
   for index, workdir in enumerate(workdirs):
     tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
-    procs.append(subprocess.Popen(
-        [sys.executable, "-m", "train.train", *CONFIG, "--strategy=multi_worker", "--threads=1",
-         f"--workdir={workdir}"], cwd=ROOT, env=_env(TF_CONFIG=tf_config), stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True))
+    procs.append(
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "train.train",
+                *CONFIG,
+                "--strategy=multi_worker",
+                "--threads=1",
+                f"--workdir={workdir}",
+            ],
+            cwd=ROOT,
+            env=_env(TF_CONFIG=tf_config),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+    )
   outputs = []
   try:
     for proc in procs:
@@ -73,9 +88,22 @@ def test_two_local_workers(tmp_path):
 
 
 def test_mirrored_two_cpu_replicas(tmp_path):
-  proc = subprocess.run([sys.executable, "-m", "train.train", *CONFIG, "--strategy=mirrored", "--cpu_replicas=2",
-                         f"--workdir={tmp_path}"], cwd=ROOT, env=_env(), capture_output=True, text=True,
-                        timeout=240)
+  proc = subprocess.run(
+      [
+          sys.executable,
+          "-m",
+          "train.train",
+          *CONFIG,
+          "--strategy=mirrored",
+          "--cpu_replicas=2",
+          f"--workdir={tmp_path}",
+      ],
+      cwd=ROOT,
+      env=_env(),
+      capture_output=True,
+      text=True,
+      timeout=240,
+  )
   assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
   pred = _check_predictions(str(tmp_path), 0.5)
   assert np.array_equal(pred.example_ids, np.arange(500))

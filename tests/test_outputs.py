@@ -1,5 +1,6 @@
 """The output contract (pie/outputs.py): the producers write what it declares, the docs describe it, and
 pies.tfrecord has one writer and one reader."""
+
 import json
 import os
 import re
@@ -38,8 +39,13 @@ def _header(path):
 
 @pytest.mark.parametrize("controls, bootstrap", [(False, True), (True, True), (True, False)])
 def test_analysis_writes_the_declared_columns(tmp_path, controls, bootstrap):
-  out = _analyse(tmp_path / "study", tmp_path / "out", controls=controls,
-                 bootstrap_resamples=20 if bootstrap else 0, noise_floor_splits=20)
+  out = _analyse(
+      tmp_path / "study",
+      tmp_path / "out",
+      controls=controls,
+      bootstrap_resamples=20 if bootstrap else 0,
+      noise_floor_splits=20,
+  )
   assert sorted(os.listdir(out)) == sorted(set(outputs.ANALYSIS_FILES) - {outputs.PIES_TFRECORD, outputs.REPORT_HTML})
   for table in outputs.ANALYSIS_TABLES:
     assert _header(out / table.name) == table.columns(bootstrap=bootstrap, method=controls), table.name
@@ -47,7 +53,8 @@ def test_analysis_writes_the_declared_columns(tmp_path, controls, bootstrap):
   if controls:
     accuracy = accuracy.loc[accuracy[outputs.METHOD_COLUMN] == "magnitude"]
   assert list(zip(accuracy["population"], accuracy["subset"])) == 2 * [
-      (population, subset) for population in outputs.POPULATIONS for subset in outputs.SUBSETS]
+      (population, subset) for population in outputs.POPULATIONS for subset in outputs.SUBSETS
+  ]
 
 
 def test_summary_has_the_declared_keys(tmp_path):
@@ -88,12 +95,12 @@ def test_robustness_tables_have_the_declared_columns(tmp_path):
 
 def test_every_column_and_feature_is_documented():
   readme = open(os.path.join(REPO, "README.md"), encoding="utf-8").read()
-  section = readme[readme.index("## Analysis outputs"):readme.index("## Python API")]
+  section = readme[readme.index("## Analysis outputs") : readme.index("## Python API")]
   for table in outputs.ANALYSIS_TABLES:
     assert [c for c in table.columns(bootstrap=True, method=True) if f"`{c}`" not in section] == [], table.name
   assert [name for name, _ in outputs.PIE_IMAGE_FEATURES if f"`{name}`" not in section] == []
   docs = open(os.path.join(REPO, "docs", "robustness.md"), encoding="utf-8").read()
-  docs = docs[docs.index("## Outputs"):]
+  docs = docs[docs.index("## Outputs") :]
   for table in (outputs.ROBUSTNESS, outputs.ROBUSTNESS_MODELS):
     assert [c for c in table.columns() if not re.search(rf"\b{c}\b", docs)] == [], table.name
 
@@ -102,7 +109,11 @@ def test_table_kinds_and_the_method_column_rule():
   for table in outputs.ANALYSIS_TABLES + (outputs.ROBUSTNESS, outputs.ROBUSTNESS_MODELS):
     assert outputs.table(table.name) is table
     assert {table.kind(c) for c in table.columns(bootstrap=True, method=True)} <= {
-        outputs.INT, outputs.FLOAT, outputs.BOOL, outputs.STR}
+        outputs.INT,
+        outputs.FLOAT,
+        outputs.BOOL,
+        outputs.STR,
+    }
     assert set(table.bootstrap) <= set(table.optional_names)
   with pytest.raises(KeyError, match="not a table"):
     outputs.table("summary.json")
@@ -112,9 +123,20 @@ def test_table_kinds_and_the_method_column_rule():
 
 
 def _pies_table(rows):
-  return pd.DataFrame([{"sparsity": sparsity, "example_id": example_id, "label": label, "dense_modal": label,
-                        "pruned_modal": (label + 1) % 10, "dense_modal_share": 0.75, "pruned_modal_share": 0.5}
-                       for sparsity, example_id, label in rows])
+  return pd.DataFrame(
+      [
+          {
+              "sparsity": sparsity,
+              "example_id": example_id,
+              "label": label,
+              "dense_modal": label,
+              "pruned_modal": (label + 1) % 10,
+              "dense_modal_share": 0.75,
+              "pruned_modal_share": 0.5,
+          }
+          for sparsity, example_id, label in rows
+      ]
+  )
 
 
 def _images(ids, shape=(8, 8, 1)):
@@ -132,7 +154,11 @@ def test_pie_images_round_trip(tmp_path):
   for record, row in zip(records, table.itertuples(index=False)):
     assert record["sparsity"] == pytest.approx(row.sparsity, abs=1e-7)  # float32 in the file
     assert (record["example_id"], record["label"], record["dense_modal"], record["pruned_modal"]) == (
-        row.example_id, row.label, row.dense_modal, row.pruned_modal)
+        row.example_id,
+        row.label,
+        row.dense_modal,
+        row.pruned_modal,
+    )
     assert record["image"].startswith(b"\x89PNG")
   decoded = pie.read_pie_images(path)
   for record, row in zip(decoded, table.itertuples(index=False)):

@@ -1,4 +1,5 @@
 """The predictions export: schema round trip and every bad file a clear PieError naming it."""
+
 import json
 import os
 
@@ -66,8 +67,9 @@ def test_vectorized_encoder_matches_the_proto_serializer():
   buffer, offsets = records.encode_examples(ids, labels, classes, probs, logits)
   for i in range(n):
     expected = tf.train.Example.FromString(
-        predictions_lib.serialize_example(ids[i], labels[i], classes[i], probs[i], logits[i]))
-    assert tf.train.Example.FromString(buffer[offsets[i]:offsets[i + 1]]) == expected, i
+        predictions_lib.serialize_example(ids[i], labels[i], classes[i], probs[i], logits[i])
+    )
+    assert tf.train.Example.FromString(buffer[offsets[i] : offsets[i + 1]]) == expected, i
 
 
 def test_split_records_refuses_bad_framing():
@@ -100,21 +102,21 @@ def test_truncated_file(tmp_path):
 
 def test_missing_metadata(tmp_path):
   path, *_ = _write(tmp_path)
-  os.remove(path[:-len(".tfrecord")] + ".json")
+  os.remove(path[: -len(".tfrecord")] + ".json")
   with pytest.raises(PieError, match="no metadata"):
     pie.read_predictions(path)
 
 
 def test_bad_metadata_json(tmp_path):
   path, *_ = _write(tmp_path)
-  open(path[:-len(".tfrecord")] + ".json", "w").write("{not json")
+  open(path[: -len(".tfrecord")] + ".json", "w").write("{not json")
   with pytest.raises(PieError, match=r"m\.json: not valid JSON"):
     pie.read_predictions(path)
 
 
 def test_metadata_missing_field(tmp_path):
   path, *_ = _write(tmp_path)
-  meta_path = path[:-len(".tfrecord")] + ".json"
+  meta_path = path[: -len(".tfrecord")] + ".json"
   meta = json.load(open(meta_path))
   del meta["num_classes"]
   json.dump(meta, open(meta_path, "w"))
@@ -125,16 +127,18 @@ def test_metadata_missing_field(tmp_path):
 def test_duplicate_ids(tmp_path):
   path = str(tmp_path / "d.tfrecord")
   ids = np.array([0, 1, 1, 3])
-  predictions_lib.write_predictions(path, ids, np.zeros(4), np.zeros((4, 1), int), np.ones((4, 1)),
-                                    fake_study.fake_metadata(0, 0, 2, 4))
+  predictions_lib.write_predictions(
+      path, ids, np.zeros(4), np.zeros((4, 1), int), np.ones((4, 1)), fake_study.fake_metadata(0, 0, 2, 4)
+  )
   with pytest.raises(PieError, match="example ids are not 0..3"):
     pie.read_predictions(path)
 
 
 def test_nan_refused_on_write(tmp_path):
   with pytest.raises(PieError, match="NaN"):
-    predictions_lib.write_predictions(str(tmp_path / "n.tfrecord"), [0], [0], [[0]], [[np.nan]],
-                                      fake_study.fake_metadata(0, 0, 2, 1))
+    predictions_lib.write_predictions(
+        str(tmp_path / "n.tfrecord"), [0], [0], [[0]], [[np.nan]], fake_study.fake_metadata(0, 0, 2, 1)
+    )
   assert not os.listdir(tmp_path)  # nothing half-written
 
 
@@ -142,8 +146,7 @@ def test_nan_in_file(tmp_path):
   path = str(tmp_path / "n.tfrecord")
   with tf.io.TFRecordWriter(path) as writer:
     writer.write(predictions_lib.serialize_example(0, 0, [1], [float("nan")]))
-  json.dump(dict(fake_study.fake_metadata(0, 0, 2, 1), num_examples=1, top_k=1),
-            open(str(tmp_path / "n.json"), "w"))
+  json.dump(dict(fake_study.fake_metadata(0, 0, 2, 1), num_examples=1, top_k=1), open(str(tmp_path / "n.json"), "w"))
   with pytest.raises(PieError, match=r"n\.tfrecord: NaN"):
     pie.read_predictions(path)
 
@@ -152,8 +155,7 @@ def test_wrong_list_length(tmp_path):
   path = str(tmp_path / "w.tfrecord")
   with tf.io.TFRecordWriter(path) as writer:
     writer.write(predictions_lib.serialize_example(0, 0, [1, 0], [0.5, 0.4]))
-  json.dump(dict(fake_study.fake_metadata(0, 0, 2, 1), num_examples=1, top_k=3),
-            open(str(tmp_path / "w.json"), "w"))
+  json.dump(dict(fake_study.fake_metadata(0, 0, 2, 1), num_examples=1, top_k=3), open(str(tmp_path / "w.json"), "w"))
   with pytest.raises(PieError, match=r"w\.tfrecord: records do not match the prediction schema"):
     pie.read_predictions(path)
 

@@ -1,4 +1,5 @@
 """TF-MOT pruning: which layers, the schedule, and the sparsity actually reached."""
+
 import ml_collections
 import numpy as np
 import pytest
@@ -43,9 +44,11 @@ def test_schedule_steps():
 def test_wrapping_only_in_scope():
   wrapped = pruning.apply_pruning(_small_cnn(), 0.5, 0, 10, 1)
   kinds = {layer.name: type(layer).__name__ for layer in wrapped.layers}
-  assert [n for n, k in kinds.items() if k == "PruneLowMagnitude"] == ["prune_low_magnitude_conv1",
-                                                                       "prune_low_magnitude_conv2",
-                                                                       "prune_low_magnitude_hidden"]
+  assert [n for n, k in kinds.items() if k == "PruneLowMagnitude"] == [
+      "prune_low_magnitude_conv1",
+      "prune_low_magnitude_conv2",
+      "prune_low_magnitude_hidden",
+  ]
   assert kinds["classifier"] == "Dense"
 
 

@@ -1,4 +1,5 @@
 """Post-training quantization: each mode converts, runs, agrees with the Keras model and stores what it claims."""
+
 import os
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
@@ -30,8 +31,9 @@ def _cnn():
 
 
 def _compile(model):
-  model.compile(keras.optimizers.Adam(1e-2), keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                metrics=["accuracy"])
+  model.compile(
+      keras.optimizers.Adam(1e-2), keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"]
+  )
 
 
 @pytest.fixture(scope="module")
@@ -153,8 +155,10 @@ def test_bad_inputs_raise_clear_errors(trained, converted):
     classifier.predict_logits(np.zeros((3, 8, 8, 1), np.float32), batch_size=0)
 
 
-@pytest.mark.parametrize("backend", ["tflite", pytest.param(
-    "litert", marks=pytest.mark.skipif(not HAS_LITERT, reason="ai-edge-litert not installed"))])
+@pytest.mark.parametrize(
+    "backend",
+    ["tflite", pytest.param("litert", marks=pytest.mark.skipif(not HAS_LITERT, reason="ai-edge-litert not installed"))],
+)
 def test_backends_run_the_same_flatbuffer(backend, converted, digits):
   x_test = digits[2][:64]
   classifier = q.TFLiteClassifier(converted["full_int8"], backend=backend)
@@ -165,6 +169,7 @@ def test_backends_run_the_same_flatbuffer(backend, converted, digits):
 
 def test_pruned_model_converts_sparse_and_runs(trained, digits):
   import tensorflow_model_optimization as tfmot  # pylint: disable=g-import-not-at-top
+
   x_train, y_train, x_test, _ = digits
   keras.utils.set_random_seed(1)
   model = _cnn()
@@ -172,8 +177,7 @@ def test_pruned_model_converts_sparse_and_runs(trained, digits):
   schedule = tfmot.sparsity.keras.ConstantSparsity(0.8, begin_step=0, frequency=10)
   pruned = tfmot.sparsity.keras.prune_low_magnitude(model, pruning_schedule=schedule)
   _compile(pruned)
-  pruned.fit(x_train, y_train, epochs=2, batch_size=64, verbose=0,
-             callbacks=[tfmot.sparsity.keras.UpdatePruningStep()])
+  pruned.fit(x_train, y_train, epochs=2, batch_size=64, verbose=0, callbacks=[tfmot.sparsity.keras.UpdatePruningStep()])
   with pytest.raises(ValueError, match="strip_pruning"):
     q.quantize_model(pruned, "float16")
   stripped = tfmot.sparsity.keras.strip_pruning(pruned)

@@ -1,4 +1,5 @@
 """The README's quick start: two commands, the second exactly what CI runs."""
+
 import os
 import re
 

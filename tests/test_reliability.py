@@ -4,6 +4,7 @@ Each test kills or races real processes and then checks what a user relies on: a
 predictions an uninterrupted run gives, only missing models are trained, no model is trained twice, and no reader
 ever sees a partial file.
 """
+
 import glob
 import json
 import multiprocessing
@@ -34,19 +35,36 @@ from tests.conftest import REPO, digits_config, run_binary
 
 # One pruned digits model whose pruning window ends inside epoch 2: a kill after epoch 1 lands mid-pruning.
 # A checkpoint after every epoch (digits checkpoints every 5 by default): the kill lands after the first one.
-TRAIN_FLAGS = ("--config=configs/digits.py", "--config.num_epochs=3", "--config.sparsity=0.5",
-               "--config.pruning.end_fraction=0.5", "--config.batch_size=16", "--config.seed=7",
-               "--config.checkpoint_every_epochs=1")
+TRAIN_FLAGS = (
+    "--config=configs/digits.py",
+    "--config.num_epochs=3",
+    "--config.sparsity=0.5",
+    "--config.pruning.end_fraction=0.5",
+    "--config.batch_size=16",
+    "--config.seed=7",
+    "--config.checkpoint_every_epochs=1",
+)
 # A small study: 2 levels x 2 seeds x 1 epoch.
-STUDY_FLAGS = ("--config=configs/digits.py", "--config.sparsity_levels=(0.0,0.5)", "--config.num_seeds=2",
-               "--config.num_epochs=1", "--config.pruning.end_fraction=0.5", "--config.controls=()")
+STUDY_FLAGS = (
+    "--config=configs/digits.py",
+    "--config.sparsity_levels=(0.0,0.5)",
+    "--config.num_seeds=2",
+    "--config.num_epochs=1",
+    "--config.pruning.end_fraction=0.5",
+    "--config.controls=()",
+)
 STUDY_MODELS = ("sparsity0_seed0", "sparsity0_seed1", "sparsity50_seed0", "sparsity50_seed1")
 
 
 def _start(module, *args, out):
   """Starts `python -m module args` in its own process group (so the group can be killed), output to a file."""
-  return subprocess.Popen([sys.executable, "-m", module, *args], cwd=REPO, stdout=open(out, "w"),
-                          stderr=subprocess.STDOUT, start_new_session=True)
+  return subprocess.Popen(
+      [sys.executable, "-m", module, *args],
+      cwd=REPO,
+      stdout=open(out, "w"),
+      stderr=subprocess.STDOUT,
+      start_new_session=True,
+  )
 
 
 def _kill_group(proc):
@@ -74,8 +92,9 @@ def _study_config():
 
 
 def _finished(study_dir, config):
-  return {variants.model_name(variants.DEFAULT_METHOD, s, seed)
-          for s, seed in population.finished_models(config, study_dir)}
+  return {
+      variants.model_name(variants.DEFAULT_METHOD, s, seed) for s, seed in population.finished_models(config, study_dir)
+  }
 
 
 def _tfrecord(study_dir, name):
@@ -119,8 +138,9 @@ def test_killed_launcher_rerun_trains_only_what_is_missing(tmp_path):
   """SIGKILL the launcher and its worker mid-grid; damage two finished models; each rerun redoes only the rest."""
   study_dir = str(tmp_path / "study")
   config = _study_config()
-  launcher = _start("train.population", *STUDY_FLAGS, f"--workdir={study_dir}", "--num_workers=1",
-                    out=tmp_path / "run1.out")
+  launcher = _start(
+      "train.population", *STUDY_FLAGS, f"--workdir={study_dir}", "--num_workers=1", out=tmp_path / "run1.out"
+  )
   _wait_until(lambda: len(_finished(study_dir, config)) >= 1, 300, "a first finished model", proc=launcher)
   claims = glob.glob(f"{study_dir}/*/{population.CLAIM_FILE}")
   _kill_group(launcher)
@@ -153,7 +173,7 @@ def test_killed_launcher_rerun_trains_only_what_is_missing(tmp_path):
   truncated, unfinished = "sparsity50_seed1", "sparsity0_seed0"
   before = predictions_lib.read_predictions(_tfrecord(study_dir, truncated))
   data = open(_tfrecord(study_dir, truncated), "rb").read()
-  open(_tfrecord(study_dir, truncated), "wb").write(data[:len(data) // 2])
+  open(_tfrecord(study_dir, truncated), "wb").write(data[: len(data) // 2])
   os.remove(predictions_lib.metadata_path(_tfrecord(study_dir, unfinished)))
   statuses = {m.name: m.status for m in validate.validate_study(study_dir).models}
   assert statuses[truncated] == statuses[unfinished] == "incomplete"
@@ -167,8 +187,9 @@ def test_killed_launcher_rerun_trains_only_what_is_missing(tmp_path):
   assert f"problem: {_tfrecord(study_dir, truncated)}" in cli.stdout
   assert f"problem: {_tfrecord(study_dir, unfinished)}: export unfinished" in cli.stdout
 
-  untouched = {n: os.stat(_tfrecord(study_dir, n)).st_mtime_ns for n in STUDY_MODELS if n not in (truncated,
-                                                                                                  unfinished)}
+  untouched = {
+      n: os.stat(_tfrecord(study_dir, n)).st_mtime_ns for n in STUDY_MODELS if n not in (truncated, unfinished)
+  }
   proc = run_binary("train.population", *STUDY_FLAGS, f"--workdir={study_dir}", "--num_workers=1")
   assert "training 2 of 4 models" in proc.stdout, proc.stdout
   assert {n: os.stat(_tfrecord(study_dir, n)).st_mtime_ns for n in untouched} == untouched
@@ -190,8 +211,16 @@ def test_two_launchers_at_once_train_every_model_exactly_once(tmp_path):
   os.makedirs(stale)
   open(os.path.join(stale, population.CLAIM_FILE), "w").write(f"{socket.gethostname()} {dead.pid}")
 
-  launchers = [_start("train.population", *STUDY_FLAGS, f"--workdir={study_dir}", "--num_workers=1",
-                      out=tmp_path / f"launcher{i}.out") for i in range(2)]
+  launchers = [
+      _start(
+          "train.population",
+          *STUDY_FLAGS,
+          f"--workdir={study_dir}",
+          "--num_workers=1",
+          out=tmp_path / f"launcher{i}.out",
+      )
+      for i in range(2)
+  ]
   codes = [p.wait(timeout=600) for p in launchers]
   outputs = [(tmp_path / f"launcher{i}.out").read_text() for i in range(2)]
   assert codes == [0, 0], [o[-2000:] for o in outputs]
@@ -230,8 +259,7 @@ def test_a_stale_claim_is_taken_over_by_exactly_one_process(tmp_path):
     os.makedirs(directory)
     open(os.path.join(directory, population.CLAIM_FILE), "w").write(f"{socket.gethostname()} {dead.pid}")
     barrier, results = context.Barrier(6), context.Queue()
-    procs = [context.Process(target=_claim_with_a_slow_judgment, args=(directory, barrier, results))
-             for _ in range(6)]
+    procs = [context.Process(target=_claim_with_a_slow_judgment, args=(directory, barrier, results)) for _ in range(6)]
     for p in procs:
       p.start()
     for p in procs:
@@ -255,8 +283,11 @@ OUTPUTS = ("pies.csv", "class_stats.csv", "exemplar_scores.csv", "pie_accuracy.c
 
 
 def _snapshot(out_dir):
-  return {name: open(os.path.join(out_dir, name), "rb").read() for name in os.listdir(out_dir)
-          if os.path.isfile(os.path.join(out_dir, name))}
+  return {
+      name: open(os.path.join(out_dir, name), "rb").read()
+      for name in os.listdir(out_dir)
+      if os.path.isfile(os.path.join(out_dir, name))
+  }
 
 
 def test_killing_the_analysis_never_leaves_a_partial_output(tmp_path):
@@ -276,7 +307,7 @@ def test_killing_the_analysis_never_leaves_a_partial_output(tmp_path):
   for attempt in range(3):
     before = {n: os.stat(os.path.join(out_dir, n)).st_mtime_ns for n in os.listdir(out_dir)}
 
-    def writing():
+    def writing(before=before):
       try:
         now = {n: os.stat(os.path.join(out_dir, n)).st_mtime_ns for n in os.listdir(out_dir)}
       except FileNotFoundError:  # a temporary file renamed between the listing and the stat
@@ -316,16 +347,23 @@ def test_config_hash_separates_settings_but_not_seeds_or_levels():
   base = digits_config()
   same = model_dir.config_hash(digits_config(seed=5, sparsity=0.9))
   assert model_dir.config_hash(base) == same
-  for key, value in (("learning_rate", 2e-3), ("num_epochs", 21), ("pruning.end_fraction", 0.5),
-                     ("model.kwargs.hidden", 64), ("data.shuffle_buffer", 100)):
+  for key, value in (
+      ("learning_rate", 2e-3),
+      ("num_epochs", 21),
+      ("pruning.end_fraction", 0.5),
+      ("model.kwargs.hidden", 64),
+      ("data.shuffle_buffer", 100),
+  ):
     assert model_dir.config_hash(digits_config(**{key: value})) != same, key
 
 
 def test_validate_flags_every_kind_of_problem(tmp_path):
   labels, paths = fake_study.write_study(str(tmp_path), levels=(0.0, 0.5), seeds=3)
-  names = [os.path.basename(p)[:-len(".tfrecord")] for p in paths]
-  json.dump({"models": names + ["sparsity50_seed3"], "config_hash": "feedfacecafebeef"},
-            open(tmp_path / population.STUDY_FILE, "w"))
+  names = [os.path.basename(p)[: -len(".tfrecord")] for p in paths]
+  json.dump(
+      {"models": names + ["sparsity50_seed3"], "config_hash": "feedfacecafebeef"},
+      open(tmp_path / population.STUDY_FILE, "w"),
+  )
   assert [m.status for m in validate.validate_study(str(tmp_path)).models].count("missing") == 1
 
   fake_study.write_model(str(tmp_path), 0.5, 3, labels, labels, 4, measured_sparsity=0.49)  # 1 point off

@@ -2,6 +2,7 @@
 
 The analysis folders are written by the real analysis (tests/report_fixture.py); expectations come from its files.
 """
+
 import base64
 import dataclasses
 import io
@@ -32,8 +33,9 @@ def full_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def minimal_dir(tmp_path_factory):
   """The fixture study without images, robustness, optional columns or FDR counts, and its report."""
-  directory = write_analysis_fixture(tmp_path_factory.mktemp("minimal") / "analysis", images=False,
-                                     robustness=False, optional_columns=False)
+  directory = write_analysis_fixture(
+      tmp_path_factory.mktemp("minimal") / "analysis", images=False, robustness=False, optional_columns=False
+  )
   report.write_report(directory)
   return directory
 
@@ -45,9 +47,14 @@ def full_data(full_dir):
 
 def _csv(directory, name):
   """The rows of a table that the report's per-level sections show (not the controls')."""
-  return reported_rows(pd.read_csv(directory / name, dtype={"class_name": str, "label_name": str,
-                                                             "dense_modal_name": str, "pruned_modal_name": str},
-                                   keep_default_na=False, na_values=[""]))
+  return reported_rows(
+      pd.read_csv(
+          directory / name,
+          dtype={"class_name": str, "label_name": str, "dense_modal_name": str, "pruned_modal_name": str},
+          keep_default_na=False,
+          na_values=[""],
+      )
+  )
 
 
 def _first_reported(table):
@@ -122,7 +129,7 @@ def test_class_impact_plot_draws_the_series(full_data):
   sparsity = full_data.pruned_sparsities[-1]
   series = report.class_impact_series(full_data.class_stats, sparsity)
   ax = report.plot_class_impact(series, "t").axes[0]
-  bars = ax.patches[:len(series)]
+  bars = ax.patches[: len(series)]
   np.testing.assert_allclose([b.get_width() for b in bars], 100 * series["recall_change"])
   np.testing.assert_allclose(ax.collections[0].get_offsets()[:, 0], 100 * series["normalized_change"])
   assert [t.get_text() for t in ax.get_yticklabels()] == list(series["class_name"])
@@ -135,9 +142,17 @@ def test_class_impact_series_keeps_the_most_impacted_of_many_classes():
   rng = np.random.default_rng(3)
   n = 1000
   change = rng.normal(0, 0.05, n)
-  stats = pd.DataFrame({"sparsity": 0.9, "class_id": np.arange(n), "class_name": [f"c{i}" for i in range(n)],
-                        "recall_change": change - 0.02, "normalized_change": change, "significant": rng.random(n) < 0.3,
-                        "p_value": rng.random(n)})
+  stats = pd.DataFrame(
+      {
+          "sparsity": 0.9,
+          "class_id": np.arange(n),
+          "class_name": [f"c{i}" for i in range(n)],
+          "recall_change": change - 0.02,
+          "normalized_change": change,
+          "significant": rng.random(n) < 0.3,
+          "p_value": rng.random(n),
+      }
+  )
   series = report.class_impact_series(stats, 0.9, top_n=25)
   assert len(series) == 50
   assert (np.diff(series["normalized_change"]) >= 0).all()
@@ -159,8 +174,11 @@ def test_pie_accuracy_series_and_plot_match_csv(full_dir, full_data):
     series = report.pie_accuracy_series(full_data.pie_accuracy, sparsity)
     assert len(series) == 6
     for row in series.itertuples(index=False):
-      match = table.loc[np.isclose(table["sparsity"], sparsity) & (table["population"] == row.population) &
-                        (table["subset"] == row.subset)]
+      match = table.loc[
+          np.isclose(table["sparsity"], sparsity)
+          & (table["population"] == row.population)
+          & (table["subset"] == row.subset)
+      ]
       assert len(match) == 1
       assert row.top1_mean == pytest.approx(match["top1_mean"].item())
       assert row.top1_std == pytest.approx(match["top1_std"].item())
@@ -169,8 +187,11 @@ def test_pie_accuracy_series_and_plot_match_csv(full_dir, full_data):
   for ax, sparsity in zip(figure.axes, full_data.pruned_sparsities):
     heights = [b.get_height() for b in ax.patches]
     series = all_series[sparsity]
-    expected = [100 * series.loc[(series["population"] == p) & (series["subset"] == s), "top1_mean"].item()
-                for p in ("dense", "pruned") for s in ("pie", "random", "non_pie")]
+    expected = [
+        100 * series.loc[(series["population"] == p) & (series["subset"] == s), "top1_mean"].item()
+        for p in ("dense", "pruned")
+        for s in ("pie", "random", "non_pie")
+    ]
     np.testing.assert_allclose(heights, expected)
 
 
@@ -194,8 +215,9 @@ def test_robustness_series_match_csv(full_dir, full_data):
       assert r.num_significant == int(at["significant"].sum())
     assert (np.diff(drop["extra_drop"]) <= 0).all()
     ax = report.plot_robustness_drop(drop, "t").axes[0]
-    np.testing.assert_allclose([b.get_width() for b in ax.patches],
-                               100 * np.concatenate([drop["dense_drop"], drop["pruned_drop"]]))
+    np.testing.assert_allclose(
+        [b.get_width() for b in ax.patches], 100 * np.concatenate([drop["dense_drop"], drop["pruned_drop"]])
+    )
 
 
 # --- the HTML page ---------------------------------------------------------------------------------------------------
@@ -224,8 +246,12 @@ def test_report_is_self_contained(full_dir):
 def test_report_header_and_tables_show_the_summary(full_dir):
   page = (full_dir / "report.html").read_text(encoding="utf-8")
   summary = _summary(full_dir)
-  for value in (summary["study"]["name"], summary["study"]["dataset"], summary["study"]["model"],
-                summary["study"]["config_hash"]):
+  for value in (
+      summary["study"]["name"],
+      summary["study"]["dataset"],
+      summary["study"]["model"],
+      summary["study"]["config_hash"],
+  ):
     assert value in page
   for level in summary["levels"]:
     assert f"{100 * level['top1_mean']:.2f}%" in page
@@ -261,19 +287,25 @@ def test_controls_are_the_noise_floor_not_a_level(full_dir, full_data):
   assert f"<td>{control['num_pies']} ({100 * control['pie_fraction']:.2f}%)</td>" in row
   findings = re.search(r"<section id=\"findings\">(.*?)</section>", page, re.S).group(1)
   floor, splits = summary["noise_floor"], summary["noise_floor"]["half_splits"]
-  assert (f"({floor['control_models']} models) differs from the dense population on {floor['num_pies']} examples"
-          in findings)
-  assert (f"random splits of {splits['pool_models']} dense models into {splits['sizes'][0]} + {splits['sizes'][1]} "
-          f"give {splits['num_pies_mean']:.1f} PIEs on average" in findings)
+  assert (
+      f"({floor['control_models']} models) differs from the dense population on {floor['num_pies']} examples"
+      in findings
+  )
+  assert (
+      f"random splits of {splits['pool_models']} dense models into {splits['sizes'][0]} + {splits['sizes'][1]} "
+      f"give {splits['num_pies_mean']:.1f} PIEs on average" in findings
+  )
 
 
 def test_navigation_links_exactly_the_sections_on_the_page(full_dir, minimal_dir, tmp_path):
   dense_only = write_analysis_fixture(tmp_path / "dense_only", levels=())
   report.write_report(dense_only)
-  expected = {full_dir: ["findings", "populations", "overview", "classes", "gallery", "pie-accuracy", "robustness"],
-              minimal_dir: ["findings", "populations", "overview", "classes", "gallery", "pie-accuracy"],
-              # No pruned level: no PIE accuracy to show, so no section and no link to one.
-              dense_only: ["findings", "populations", "overview", "classes", "gallery"]}
+  expected = {
+      full_dir: ["findings", "populations", "overview", "classes", "gallery", "pie-accuracy", "robustness"],
+      minimal_dir: ["findings", "populations", "overview", "classes", "gallery", "pie-accuracy"],
+      # No pruned level: no PIE accuracy to show, so no section and no link to one.
+      dense_only: ["findings", "populations", "overview", "classes", "gallery"],
+  }
   for directory, sections in expected.items():
     page = (directory / "report.html").read_text(encoding="utf-8")
     nav = re.findall(r"href='#([^']+)'", re.search(r"<nav>(.*?)</nav>", page).group(1))
@@ -285,18 +317,71 @@ def test_navigation_links_exactly_the_sections_on_the_page(full_dir, minimal_dir
 
 def test_names_of_the_former_module_are_kept():
   # pie/report.py became a package; scripts and tests import these names from pie.report.
-  names = ("SUMMARY_JSON", "PIES_CSV", "CLASS_STATS_CSV", "PIE_ACCURACY_CSV", "PIES_TFRECORD", "ROBUSTNESS_CSV",
-           "REPORT_HTML", "FIGURES_DIR", "TRIAGE_DIR", "PIES_COLUMNS", "PIES_OPTIONAL", "CLASS_STATS_COLUMNS",
-           "CLASS_STATS_OPTIONAL", "PIE_ACCURACY_COLUMNS", "ROBUSTNESS_COLUMNS", "STUDY_KEYS", "LEVEL_KEYS",
-           "LEVEL_OPTIONAL", "SUBSETS", "SUBSET_LABELS", "POPULATIONS", "SPARSITY_TOLERANCE", "PNG_SIGNATURE",
-           "GALLERY_TILE_PX", "COLOR_DENSE", "COLOR_PRUNED", "COLOR_HURT", "COLOR_HELPED", "COLOR_NEUTRAL",
-           "PieImage", "AnalysisData", "load_analysis", "METHOD_LEVEL_KEYS", "read_pie_records", "decode_png_size",
-           "level_label", "level_key", "accuracy_series", "significance_series", "floor_lines", "pies_series",
-           "class_impact_series", "pie_accuracy_series", "robustness_severity_series", "robustness_drop_series",
-           "plot_accuracy", "plot_significance", "plot_pies", "plot_class_impact", "plot_pie_accuracy",
-           "plot_robustness_severity", "plot_robustness_drop", "inline_svg", "triage_image_name", "triage_records",
-           "TRIAGE_FIELDS", "write_triage", "gallery_payload", "floor_findings", "key_findings", "methods_series",
-           "plot_methods", "write_report")
+  names = (
+      "SUMMARY_JSON",
+      "PIES_CSV",
+      "CLASS_STATS_CSV",
+      "PIE_ACCURACY_CSV",
+      "PIES_TFRECORD",
+      "ROBUSTNESS_CSV",
+      "REPORT_HTML",
+      "FIGURES_DIR",
+      "TRIAGE_DIR",
+      "PIES_COLUMNS",
+      "PIES_OPTIONAL",
+      "CLASS_STATS_COLUMNS",
+      "CLASS_STATS_OPTIONAL",
+      "PIE_ACCURACY_COLUMNS",
+      "ROBUSTNESS_COLUMNS",
+      "STUDY_KEYS",
+      "LEVEL_KEYS",
+      "LEVEL_OPTIONAL",
+      "SUBSETS",
+      "SUBSET_LABELS",
+      "POPULATIONS",
+      "SPARSITY_TOLERANCE",
+      "PNG_SIGNATURE",
+      "GALLERY_TILE_PX",
+      "COLOR_DENSE",
+      "COLOR_PRUNED",
+      "COLOR_HURT",
+      "COLOR_HELPED",
+      "COLOR_NEUTRAL",
+      "PieImage",
+      "AnalysisData",
+      "load_analysis",
+      "METHOD_LEVEL_KEYS",
+      "read_pie_records",
+      "decode_png_size",
+      "level_label",
+      "level_key",
+      "accuracy_series",
+      "significance_series",
+      "floor_lines",
+      "pies_series",
+      "class_impact_series",
+      "pie_accuracy_series",
+      "robustness_severity_series",
+      "robustness_drop_series",
+      "plot_accuracy",
+      "plot_significance",
+      "plot_pies",
+      "plot_class_impact",
+      "plot_pie_accuracy",
+      "plot_robustness_severity",
+      "plot_robustness_drop",
+      "inline_svg",
+      "triage_image_name",
+      "triage_records",
+      "TRIAGE_FIELDS",
+      "write_triage",
+      "gallery_payload",
+      "floor_findings",
+      "key_findings",
+      "methods_series",
+      "plot_methods",
+      "write_report",
+  )
   assert [name for name in names if not hasattr(report, name)] == []
   assert report.PIES_COLUMNS == outputs.PIES.required_names
   assert report.read_pie_records is outputs.read_pie_records
@@ -307,10 +392,17 @@ def test_gallery_data_matches_pies_csv_and_images(full_dir, full_data):
   pies = _csv(full_dir, "pies.csv")
   assert len(payload["pies"]) == len(pies)
   by_key = {(e["level"], e["id"]): e for e in payload["pies"]}
-  records = {(report.level_key(s), r["example_id"]): r for s, r in
-             zip(report._canonical_sparsity([r["sparsity"] for r in report.read_pie_records(
-                 full_dir / "pies.tfrecord")], full_data.pruned_sparsities, "t"),
-                 report.read_pie_records(full_dir / "pies.tfrecord"))}
+  records = {
+      (report.level_key(s), r["example_id"]): r
+      for s, r in zip(
+          report._canonical_sparsity(
+              [r["sparsity"] for r in report.read_pie_records(full_dir / "pies.tfrecord")],
+              full_data.pruned_sparsities,
+              "t",
+          ),
+          report.read_pie_records(full_dir / "pies.tfrecord"),
+      )
+  }
   for row in pies.itertuples(index=False):
     entry = by_key[(report.level_key(row.sparsity), row.example_id)]
     assert (entry["y"], entry["d"], entry["p"]) == (row.label, row.dense_modal, row.pruned_modal)
@@ -321,12 +413,13 @@ def test_gallery_data_matches_pies_csv_and_images(full_dir, full_data):
     assert entry["tie"] == row.modal_tie
     prefix = "data:image/png;base64,"
     assert entry["img"].startswith(prefix)
-    shown = _png_pixels(base64.b64decode(entry["img"][len(prefix):]))
+    shown = _png_pixels(base64.b64decode(entry["img"][len(prefix) :]))
     original = _png_pixels(records[(report.level_key(row.sparsity), row.example_id)]["image"])
     np.testing.assert_array_equal(shown, original)
     assert shown.shape == (8, 8)
   assert [l["count"] for l in payload["levels"]] == [
-      int(np.isclose(pies["sparsity"], s).sum()) for s in full_data.pruned_sparsities]
+      int(np.isclose(pies["sparsity"], s).sum()) for s in full_data.pruned_sparsities
+  ]
 
 
 def test_large_images_are_shrunk_then_spread_over_levels_and_classes(full_data):
@@ -356,8 +449,7 @@ def test_large_images_are_shrunk_then_spread_over_levels_and_classes(full_data):
   groups = data.pies.groupby(["sparsity", "label"])
   capped = report.gallery_payload(data, max_image_bytes=groups.ngroups * small_uri)
   chosen = sorted((e["level"], e["id"]) for e in embedded(capped))
-  first = sorted((report.level_key(s), int(g.sort_values("example_id")["example_id"].iloc[0]))
-                 for (s, _), g in groups)
+  first = sorted((report.level_key(s), int(g.sort_values("example_id")["example_id"].iloc[0])) for (s, _), g in groups)
   assert chosen == first
   assert capped["omitted_images"] == n - groups.ngroups
   with pytest.raises(ValueError, match="max_image_bytes"):
@@ -372,9 +464,11 @@ def test_json_for_script_cannot_close_the_script_element():
 
 
 def test_inline_svg_prefixes_ids_and_references():
-  svg = ('<?xml version="1.0"?>\n<svg width="100pt" height="50pt" viewBox="0 0 100 50">'
-         '<defs><path id="g1" d="M0 0"/><clipPath id="c1"><rect/></clipPath></defs>'
-         '<use xlink:href="#g1"/><g clip-path="url(#c1)"/></svg>')
+  svg = (
+      '<?xml version="1.0"?>\n<svg width="100pt" height="50pt" viewBox="0 0 100 50">'
+      '<defs><path id="g1" d="M0 0"/><clipPath id="c1"><rect/></clipPath></defs>'
+      '<use xlink:href="#g1"/><g clip-path="url(#c1)"/></svg>'
+  )
   out = report.inline_svg(svg, "fig a")
   assert out.startswith("<svg")
   assert 'id="fig-a-g1"' in out and 'xlink:href="#fig-a-g1"' in out and "url(#fig-a-c1)" in out
@@ -389,8 +483,7 @@ def test_inline_svg_prefixes_ids_and_references():
 def test_triage_export_matches_pies_and_images(full_dir):
   triage = full_dir / "triage"
   pies = _csv(full_dir, "pies.csv")
-  table = pd.read_csv(triage / "pies.csv", dtype={"label_name": str, "dense_modal_name": str,
-                                                  "pruned_modal_name": str})
+  table = pd.read_csv(triage / "pies.csv", dtype={"label_name": str, "dense_modal_name": str, "pruned_modal_name": str})
   records = json.loads((triage / "pies.json").read_text())
   assert list(table.columns) == list(report.TRIAGE_FIELDS)
   assert len(table) == len(records) == len(pies)
@@ -399,8 +492,15 @@ def test_triage_export_matches_pies_and_images(full_dir):
   for row, record, csv_row in zip(pies.itertuples(index=False), records, table.itertuples(index=False)):
     assert record["example_id"] == row.example_id == csv_row.example_id
     assert record["sparsity"] == pytest.approx(row.sparsity)
-    for name in ("label", "dense_modal", "pruned_modal", "label_name", "dense_modal_name", "pruned_modal_name",
-                 "modal_tie"):
+    for name in (
+        "label",
+        "dense_modal",
+        "pruned_modal",
+        "label_name",
+        "dense_modal_name",
+        "pruned_modal_name",
+        "modal_tie",
+    ):
       assert record[name] == getattr(row, name) == getattr(csv_row, name)
     for name in ("dense_modal_share", "pruned_modal_share", "pie_stability"):
       assert record[name] == pytest.approx(getattr(row, name)) == pytest.approx(getattr(csv_row, name))
@@ -477,8 +577,9 @@ def test_missing_required_file_is_named(scratch_dir):
 
 
 def test_missing_column_is_named(scratch_dir):
-  pd.read_csv(scratch_dir / "pies.csv").drop(columns=["pruned_modal_share"]).to_csv(scratch_dir / "pies.csv",
-                                                                                    index=False)
+  pd.read_csv(scratch_dir / "pies.csv").drop(columns=["pruned_modal_share"]).to_csv(
+      scratch_dir / "pies.csv", index=False
+  )
   with pytest.raises(ValueError, match="pies.csv lacks column.*pruned_modal_share"):
     report.load_analysis(scratch_dir)
 

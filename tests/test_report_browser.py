@@ -4,6 +4,7 @@ Drives Debian's /usr/bin/chromium with the playwright package (its own browser d
 either, the tests are skipped on a developer machine and fail under CI (CI=true), where .ci/install_browser.sh must
 have installed Chromium. Screenshots go to $PIE_TEST_ARTIFACTS (default: a pytest temporary folder).
 """
+
 import os
 import shutil
 from pathlib import Path
@@ -13,8 +14,15 @@ import pandas as pd
 import pytest
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 PAGE_SIZE = 10  # small, so that the fixture's levels span several gallery pages
 
 
@@ -55,8 +63,9 @@ def study(tmp_path_factory):
   directory = write_analysis_fixture(tmp_path_factory.mktemp("browser") / "analysis")
   path = report.write_report(directory, page_size=PAGE_SIZE)
   # The gallery shows the PIEs of the report's per-level view, not the control's.
-  pies = reported_rows(pd.read_csv(directory / "pies.csv", dtype={"label_name": str, "dense_modal_name": str,
-                                                                  "pruned_modal_name": str}))
+  pies = reported_rows(
+      pd.read_csv(directory / "pies.csv", dtype={"label_name": str, "dense_modal_name": str, "pruned_modal_name": str})
+  )
   levels = sorted(pies["sparsity"].unique())
   return {"dir": directory, "url": path.resolve().as_uri(), "pies": pies, "levels": levels}
 
@@ -88,7 +97,8 @@ def page(browser, study):
 
 def _cards(tab):
   return tab.eval_on_selector_all(
-      "#gal-grid .card", "cs => cs.map(c => [c.dataset.level, Number(c.dataset.exampleId), Number(c.dataset.label)])")
+      "#gal-grid .card", "cs => cs.map(c => [c.dataset.level, Number(c.dataset.exampleId), Number(c.dataset.label)])"
+  )
 
 
 def _pct(share):
@@ -126,10 +136,8 @@ def test_known_example_shows_its_three_labels_and_shares(page, study):
   card = page.locator(f".card[data-level='{report.level_key(top)}'][data-example-id='{int(row['example_id'])}']")
   assert card.count() == 1
   assert card.locator(".lab-true").inner_text() == row["label_name"]
-  assert card.locator(".lab-dense").inner_text() == (
-      f"{row['dense_modal_name']} · {_pct(row['dense_modal_share'])}")
-  assert card.locator(".lab-pruned").inner_text() == (
-      f"{row['pruned_modal_name']} · {_pct(row['pruned_modal_share'])}")
+  assert card.locator(".lab-dense").inner_text() == (f"{row['dense_modal_name']} · {_pct(row['dense_modal_share'])}")
+  assert card.locator(".lab-pruned").inner_text() == (f"{row['pruned_modal_name']} · {_pct(row['pruned_modal_share'])}")
   dense_ok = row["dense_modal"] == row["label"]
   assert ("right" if dense_ok else "wrong") in card.locator(".lab-dense").get_attribute("class")
   assert "wrong" in card.locator(".lab-pruned").get_attribute("class") or row["pruned_modal"] == row["label"]

@@ -1,6 +1,7 @@
 """Robustness of dense vs pruned populations: the binary end to end on a tiny trained study, the corrupted sets
 computed once, the display -> model input path, ImageNet-A's 200-class scoring and the pre-built TFDS sets (mocked).
 """
+
 import json
 import os
 import shutil
@@ -25,9 +26,25 @@ from tests import fake_study
 from tests.conftest import run_binary
 
 # The columns the report reads, in this order (written out here, not imported, so a change in the module fails).
-REQUIRED_COLUMNS = ["sparsity", "corruption", "severity", "dense_top1_mean", "dense_top1_std", "pruned_top1_mean",
-                    "pruned_top1_std", "dense_drop", "pruned_drop", "relative_drop_dense", "relative_drop_pruned",
-                    "t_statistic", "p_value", "significant", "num_pies", "pie_fraction", "q_value"]
+REQUIRED_COLUMNS = [
+    "sparsity",
+    "corruption",
+    "severity",
+    "dense_top1_mean",
+    "dense_top1_std",
+    "pruned_top1_mean",
+    "pruned_top1_std",
+    "dense_drop",
+    "pruned_drop",
+    "relative_drop_dense",
+    "relative_drop_pruned",
+    "t_statistic",
+    "p_value",
+    "significant",
+    "num_pies",
+    "pie_fraction",
+    "q_value",
+]
 BINARY_CORRUPTIONS = ("gaussian_noise", "contrast", "pixelate")
 BINARY_SEVERITIES = (1, 5)
 
@@ -36,22 +53,30 @@ BINARY_SEVERITIES = (1, 5)
 def binary_run(tiny_study, tmp_path_factory):
   """analysis.robustness run once on the shared tiny study (2 levels x 3 seeds)."""
   out_dir = str(tmp_path_factory.mktemp("robustness_out"))
-  proc = run_binary("analysis.robustness", f"--study_dir={tiny_study['dir']}", f"--out_dir={out_dir}",
-                    f"--corruptions={','.join(BINARY_CORRUPTIONS)}",
-                    f"--severities={','.join(map(str, BINARY_SEVERITIES))}")
-  return {"out": out_dir, "stdout": proc.stdout,
-          "table": pd.read_csv(os.path.join(out_dir, "robustness.csv")),
-          "models": pd.read_csv(os.path.join(out_dir, "robustness_models.csv")),
-          "summary": json.load(open(os.path.join(out_dir, "robustness_summary.json")))}
+  proc = run_binary(
+      "analysis.robustness",
+      f"--study_dir={tiny_study['dir']}",
+      f"--out_dir={out_dir}",
+      f"--corruptions={','.join(BINARY_CORRUPTIONS)}",
+      f"--severities={','.join(map(str, BINARY_SEVERITIES))}",
+  )
+  return {
+      "out": out_dir,
+      "stdout": proc.stdout,
+      "table": pd.read_csv(os.path.join(out_dir, "robustness.csv")),
+      "models": pd.read_csv(os.path.join(out_dir, "robustness_models.csv")),
+      "summary": json.load(open(os.path.join(out_dir, "robustness_summary.json"))),
+  }
 
 
 def test_binary_writes_the_tables_with_the_required_columns(binary_run):
   table = binary_run["table"]
-  assert list(table.columns[:len(REQUIRED_COLUMNS)]) == REQUIRED_COLUMNS
+  assert list(table.columns[: len(REQUIRED_COLUMNS)]) == REQUIRED_COLUMNS
   assert len(table) == len(BINARY_CORRUPTIONS) * len(BINARY_SEVERITIES)  # one pruned level
   assert set(table["sparsity"]) == {0.9}
   assert set(zip(table["corruption"], table["severity"])) == {
-      (c, s) for c in BINARY_CORRUPTIONS for s in BINARY_SEVERITIES}
+      (c, s) for c in BINARY_CORRUPTIONS for s in BINARY_SEVERITIES
+  }
   for column in ("dense_top1_mean", "pruned_top1_mean", "pie_fraction", "p_value", "q_value"):
     assert table[column].between(0, 1).all(), column
   assert (table["q_value"] >= table["p_value"] - 1e-9).all()
@@ -69,7 +94,7 @@ def test_accuracy_falls_with_severity_on_average(binary_run):
   table = binary_run["table"]
   by_severity = table.groupby("severity")[["dense_top1_mean", "pruned_top1_mean"]].mean()
   assert (by_severity.loc[5] < by_severity.loc[1]).all()
-  assert (table.groupby("severity")["dense_drop"].mean().loc[5] > 0)
+  assert table.groupby("severity")["dense_drop"].mean().loc[5] > 0
 
 
 def test_statistics_match_scipy_on_the_per_model_accuracies(binary_run):
@@ -78,8 +103,11 @@ def test_statistics_match_scipy_on_the_per_model_accuracies(binary_run):
   for row in table.itertuples(index=False):
     drops = {}
     for level in (0.0, row.sparsity):
-      rows = models[(models["sparsity"] == level) & (models["corruption"] == row.corruption)
-                    & (models["severity"] == row.severity)].set_index("model")
+      rows = models[
+          (models["sparsity"] == level)
+          & (models["corruption"] == row.corruption)
+          & (models["severity"] == row.severity)
+      ].set_index("model")
       drops[level] = (clean[rows.index] - rows["top1"]).to_numpy()
       mean = rows["top1"].mean()
       assert mean == pytest.approx(row.dense_top1_mean if level == 0 else row.pruned_top1_mean, abs=1e-5)
@@ -115,8 +143,7 @@ def test_summary_mce_matches_the_per_model_accuracies(binary_run):
   assert levels[0.9]["corruptions_hurt_more"] == sorted(set(worse["corruption"]))
 
 
-def test_each_corrupted_set_is_computed_once_and_disk_cache_gives_the_same_results(tiny_study, tmp_path,
-                                                                                     monkeypatch):
+def test_each_corrupted_set_is_computed_once_and_disk_cache_gives_the_same_results(tiny_study, tmp_path, monkeypatch):
   study = study_lib.load_study(tiny_study["dir"], log=lambda m: None)
   calls = []
   real = corruptions.corrupt
@@ -133,12 +160,14 @@ def test_each_corrupted_set_is_computed_once_and_disk_cache_gives_the_same_resul
 
   calls.clear()
   cache = tmp_path / "cache"
-  summary = robustness.run_robustness(study, str(tmp_path / "disk"), memory_limit_mb=0, cache_dir=str(cache),
-                                      keep_cache=True, **kwargs)
+  summary = robustness.run_robustness(
+      study, str(tmp_path / "disk"), memory_limit_mb=0, cache_dir=str(cache), keep_cache=True, **kwargs
+  )
   assert len(calls) == 4
   assert summary["cache"]["mode"] == "disk"
-  assert sorted(os.listdir(cache)) == sorted(["clean_0.npy"] + [f"{c}_{s}.npy" for c in ("shot_noise", "fog")
-                                                                for s in (2, 4)])
+  assert sorted(os.listdir(cache)) == sorted(
+      ["clean_0.npy"] + [f"{c}_{s}.npy" for c in ("shot_noise", "fog") for s in (2, 4)]
+  )
   for name in ("robustness.csv", "robustness_models.csv"):
     assert (tmp_path / "memory" / name).read_text() == (tmp_path / "disk" / name).read_text()
 
@@ -149,8 +178,8 @@ def test_image_store_spills_to_disk_and_removes_only_its_own_files(tmp_path):
   (cache / "notes.txt").write_text("not the store's")
   store = robustness.ImageStore(str(cache), memory_limit_bytes=100)
   small, large = np.ones((2, 5, 5, 1), np.uint8), np.full((2, 8, 8, 1), 7, np.uint8)
-  store.put("small", small)   # 50 bytes: in memory
-  store.put("large", large)   # 50 + 128 > 100: on disk, memory-mapped read-only
+  store.put("small", small)  # 50 bytes: in memory
+  store.put("large", large)  # 50 + 128 > 100: on disk, memory-mapped read-only
   assert store.mode == "memory+disk" and store.memory_bytes == 50 and store.disk_bytes == 128
   assert isinstance(store.get("large"), np.memmap) and not store.get("large").flags.writeable
   np.testing.assert_array_equal(store.get("large"), large)
@@ -171,8 +200,15 @@ def test_chunked_corruption_equals_one_call(monkeypatch):
   assert not np.array_equal(whole, images)
 
 
-@pytest.mark.parametrize("name,image_size,shape", [("digits", None, (8, 8, 1)), ("cifar", None, (32, 32, 3)),
-                                                   ("cifar", 16, (32, 32, 3)), ("imagenet", 16, (40, 27, 3))])
+@pytest.mark.parametrize(
+    "name,image_size,shape",
+    [
+        ("digits", None, (8, 8, 1)),
+        ("cifar", None, (32, 32, 3)),
+        ("cifar", 16, (32, 32, 3)),
+        ("imagenet", 16, (40, 27, 3)),
+    ],
+)
 def test_display_to_input_equals_the_eval_preprocessing(name, image_size, shape):
   raw = np.random.default_rng(1).integers(0, 256, shape, dtype=np.uint8)
   expected = preprocess.get(name)(tf.constant(raw), training=False, seed=None, image_size=image_size)
@@ -185,6 +221,7 @@ def test_imagenet_a_class_ids_are_the_published_200():
   assert len(ids) == 200 and len(np.unique(ids)) == 200
   assert ids.min() >= 0 and ids.max() < 1000
   from tensorflow_datasets.datasets.imagenet2012 import imagenet_common  # pylint: disable=g-import-not-at-top
+
   with open(imagenet_common.label_names_file()) as f:
     wnids = f.read().split()
   # Three of ImageNet-A's classes (stingray, goldfinch, acorn) and one it lacks (tench, id 0).
@@ -194,12 +231,12 @@ def test_imagenet_a_class_ids_are_the_published_200():
 
 def test_restrict_argmax_on_hand_made_logits():
   logits = np.zeros((3, 1000), np.float32)
-  logits[0, 0] = 9.0     # best overall: class 0, not an ImageNet-A class ...
-  logits[0, 988] = 5.0   # ... so the restricted top-1 is the best of the 200: acorn
+  logits[0, 0] = 9.0  # best overall: class 0, not an ImageNet-A class ...
+  logits[0, 988] = 5.0  # ... so the restricted top-1 is the best of the 200: acorn
   logits[0, 6] = 4.0
-  logits[1, 11] = 3.0    # the best overall is an ImageNet-A class: unchanged
+  logits[1, 11] = 3.0  # the best overall is an ImageNet-A class: unchanged
   logits[1, 500] = 1.0
-  logits[2, 999] = 7.0   # all 200 tied at 0: the smallest listed id
+  logits[2, 999] = 7.0  # all 200 tied at 0: the smallest listed id
   restricted = robustness.restrict_argmax(logits, robustness.IMAGENET_A_CLASS_IDS)
   np.testing.assert_array_equal(np.argmax(logits, axis=1), [0, 11, 999])
   np.testing.assert_array_equal(restricted, [988, 11, 6])
@@ -260,10 +297,12 @@ def test_robustness_welch_is_scipy_on_regular_rows_and_the_kernel_on_degenerate_
   # complete separation gets the exact permutation p-value, 1 / C(6 + 5, 6).
   names = [r.corruption for r in results]
   with np.errstate(all="ignore"):
-    raw_equal = scipy.stats.ttest_ind(*(drops[lv][:, names.index("constant_equal")] for lv in (0.0, 0.9)),
-                                      equal_var=False)
-    raw_separated = scipy.stats.ttest_ind(*(drops[lv][:, names.index("constant_separated")] for lv in (0.0, 0.9)),
-                                          equal_var=False)
+    raw_equal = scipy.stats.ttest_ind(
+        *(drops[lv][:, names.index("constant_equal")] for lv in (0.0, 0.9)), equal_var=False
+    )
+    raw_separated = scipy.stats.ttest_ind(
+        *(drops[lv][:, names.index("constant_separated")] for lv in (0.0, 0.9)), equal_var=False
+    )
   assert np.isnan(raw_equal.pvalue) and raw_separated.pvalue == 0
   equal, separated = level.loc["constant_equal"], level.loc["constant_separated"]
   assert equal["t_statistic"] == 0 and equal["p_value"] == 1 and not equal["significant"]
@@ -309,15 +348,25 @@ def _fake_study(study_dir, data, num_classes, input_shape, bias_class=None, num_
   rng = np.random.default_rng(0)
   labels = rng.integers(0, num_classes, num_examples)
   config = {"name": "fake", "data": data, "model": {"name": "tiny"}, "eval_batch_size": 5}
-  overrides = {"dataset": data["name"], "split": data["eval_split"],
-               "class_names": [str(c) for c in range(num_classes)], "config": config}
+  overrides = {
+      "dataset": data["name"],
+      "split": data["eval_split"],
+      "class_names": [str(c) for c in range(num_classes)],
+      "config": config,
+  }
   models = {}
   for sparsity in (0.0, 0.5):
     for seed in (0, 1):
-      path = fake_study.write_model(study_dir, sparsity, seed, rng.integers(0, num_classes, num_examples), labels,
-                                    num_classes, **overrides)
-      models[sparsity, seed] = _save_tiny_model(os.path.join(os.path.dirname(path), "model.h5"), input_shape,
-                                                num_classes, seed + int(sparsity * 10), bias_class)
+      path = fake_study.write_model(
+          study_dir, sparsity, seed, rng.integers(0, num_classes, num_examples), labels, num_classes, **overrides
+      )
+      models[sparsity, seed] = _save_tiny_model(
+          os.path.join(os.path.dirname(path), "model.h5"),
+          input_shape,
+          num_classes,
+          seed + int(sparsity * 10),
+          bias_class,
+      )
   return models
 
 
@@ -327,14 +376,24 @@ def _imagenet_a_examples(num_examples, labels_within=True):
     rng = np.random.default_rng(7)
     ids = np.asarray(robustness.IMAGENET_A_CLASS_IDS)
     labels = rng.choice(ids, num_examples) if labels_within else np.arange(num_examples)
-    return tf.data.Dataset.from_tensor_slices({
-        "image": rng.integers(0, 256, (num_examples, 20, 24, 3), dtype=np.uint8), "label": labels.astype(np.int64),
-        "file_name": [f"{i}.jpg" for i in range(num_examples)]})
+    return tf.data.Dataset.from_tensor_slices(
+        {
+            "image": rng.integers(0, 256, (num_examples, 20, 24, 3), dtype=np.uint8),
+            "label": labels.astype(np.int64),
+            "file_name": [f"{i}.jpg" for i in range(num_examples)],
+        }
+    )
+
   return as_dataset
 
 
-IMAGENET_DATA = {"name": "imagenet2012", "train_split": "train", "eval_split": "validation",
-                 "preprocess": "imagenet", "image_size": 16}
+IMAGENET_DATA = {
+    "name": "imagenet2012",
+    "train_split": "train",
+    "eval_split": "validation",
+    "preprocess": "imagenet",
+    "image_size": 16,
+}
 
 
 def test_imagenet_a_predictions_stay_within_its_200_classes(tmp_path):
@@ -356,12 +415,10 @@ def test_imagenet_a_predictions_stay_within_its_200_classes(tmp_path):
       model = model_dir.load_model(os.path.join(os.path.dirname(record.path), "model.h5"))
       logits = model(robustness.display_to_input("imagenet", images)).numpy()
       assert (np.argmax(logits, axis=1) == 0).all()  # unrestricted, every prediction would be class 0
-      np.testing.assert_array_equal(predictions[i], robustness.restrict_argmax(logits,
-                                                                               robustness.IMAGENET_A_CLASS_IDS))
+      np.testing.assert_array_equal(predictions[i], robustness.restrict_argmax(logits, robustness.IMAGENET_A_CLASS_IDS))
 
   with tfds.testing.mock_data(as_dataset_fn=_imagenet_a_examples(10), data_dir=str(tmp_path / "tfds")):
-    robustness.run_robustness(study, str(tmp_path / "out"), corruption_names=[], imagenet_a=True,
-                              log=lambda m: None)
+    robustness.run_robustness(study, str(tmp_path / "out"), corruption_names=[], imagenet_a=True, log=lambda m: None)
   table = pd.read_csv(tmp_path / "out" / "robustness.csv")
   assert table[["corruption", "severity"]].values.tolist() == [["imagenet_a", 0]]
   clean = np.mean([np.mean(m.top1 == study.labels) for m in study.levels[0.0]])
@@ -373,11 +430,11 @@ def test_imagenet_a_with_labels_outside_its_classes_is_refused(tmp_path):
   study_dir = str(tmp_path / "study")
   _fake_study(study_dir, IMAGENET_DATA, 1000, (16, 16, 3))
   study = study_lib.load_study(study_dir, log=lambda m: None)
-  with tfds.testing.mock_data(as_dataset_fn=_imagenet_a_examples(10, labels_within=False),
-                              data_dir=str(tmp_path / "tfds")):
+  with tfds.testing.mock_data(
+      as_dataset_fn=_imagenet_a_examples(10, labels_within=False), data_dir=str(tmp_path / "tfds")
+  ):
     with pytest.raises(PieError, match="not among ImageNet-A's 200 class ids"):
-      robustness.run_robustness(study, str(tmp_path / "out"), corruption_names=[], imagenet_a=True,
-                                log=lambda m: None)
+      robustness.run_robustness(study, str(tmp_path / "out"), corruption_names=[], imagenet_a=True, log=lambda m: None)
 
 
 def test_cifar10_corrupted_from_tfds(tmp_path):
@@ -387,8 +444,15 @@ def test_cifar10_corrupted_from_tfds(tmp_path):
   study = study_lib.load_study(study_dir, log=lambda m: None)
   tfds_dir = str(tmp_path / "tfds")
   with tfds.testing.mock_data(num_examples=9, data_dir=tfds_dir):
-    summary = robustness.run_robustness(study, str(tmp_path / "out"), corruption_names=["glass_blur", "brightness"],
-                                        severities=[1, 3], source="tfds", data_dir=tfds_dir, log=lambda m: None)
+    summary = robustness.run_robustness(
+        study,
+        str(tmp_path / "out"),
+        corruption_names=["glass_blur", "brightness"],
+        severities=[1, 3],
+        source="tfds",
+        data_dir=tfds_dir,
+        log=lambda m: None,
+    )
     # glass_blur is TFDS's "frosted_glass_blur": read it directly and score one model by hand.
     direct = tfds.load("cifar10_corrupted/frosted_glass_blur_3", split="test", data_dir=tfds_dir, download=False)
     batch = next(iter(direct.batch(100)))
@@ -396,11 +460,15 @@ def test_cifar10_corrupted_from_tfds(tmp_path):
   expected = float(np.mean(np.argmax(models[0.5, 1](inputs).numpy(), axis=1) == batch["label"].numpy()))
   table = pd.read_csv(tmp_path / "out" / "robustness.csv")
   per_model = pd.read_csv(tmp_path / "out" / "robustness_models.csv")
-  assert set(zip(table["corruption"], table["severity"])) == {(c, s) for c in ("glass_blur", "brightness")
-                                                              for s in (1, 3)}
+  assert set(zip(table["corruption"], table["severity"])) == {
+      (c, s) for c in ("glass_blur", "brightness") for s in (1, 3)
+  }
   assert (table["num_examples"] == 9).all()
-  row = per_model[(per_model["model"] == "sparsity50_seed1") & (per_model["corruption"] == "glass_blur")
-                  & (per_model["severity"] == 3)]
+  row = per_model[
+      (per_model["model"] == "sparsity50_seed1")
+      & (per_model["corruption"] == "glass_blur")
+      & (per_model["severity"] == 3)
+  ]
   assert row["top1"].item() == pytest.approx(expected)
   assert summary["source"] == "tfds" and summary["clean_check"] is None
 
@@ -414,13 +482,20 @@ def test_imagenet2012_corrupted_crops_are_resized_to_the_study_image_size(tmp_pa
   tfds_dir = str(tmp_path / "tfds")
   with tfds.testing.mock_data(num_examples=3, data_dir=tfds_dir):
     labels = robustness.build_sets(study, specs, store, source="tfds", data_dir=tfds_dir, log=lambda m: None)
-    raw = next(iter(tfds.load("imagenet2012_corrupted/zoom_blur_2", split="validation", data_dir=tfds_dir,
-                              download=False).batch(3)))
+    raw = next(
+        iter(
+            tfds.load(
+                "imagenet2012_corrupted/zoom_blur_2", split="validation", data_dir=tfds_dir, download=False
+            ).batch(3)
+        )
+    )
   assert [s.key for s in specs] == ["zoom_blur_2"]  # no clean set: the pre-built sets need no clean images
   assert raw["image"].shape[1:] == (224, 224, 3)
   images = store.get("zoom_blur_2")
-  expected = tf.cast(tf.clip_by_value(tf.round(tf.image.resize(raw["image"], [16, 16], method="bicubic",
-                                                                antialias=True)), 0, 255), tf.uint8)
+  expected = tf.cast(
+      tf.clip_by_value(tf.round(tf.image.resize(raw["image"], [16, 16], method="bicubic", antialias=True)), 0, 255),
+      tf.uint8,
+  )
   np.testing.assert_array_equal(images, expected.numpy())
   np.testing.assert_array_equal(labels["zoom_blur_2"], raw["label"].numpy())
 
@@ -444,8 +519,9 @@ def test_study_without_saved_models_names_the_folder(tiny_study, tmp_path):
 def test_bad_corruption_and_severity_are_refused(tiny_study, tmp_path):
   study = study_lib.load_study(tiny_study["dir"], log=lambda m: None)
   with pytest.raises(PieError, match=r"unknown corruption\(s\) \['fogg'\]") as error:
-    robustness.run_robustness(study, str(tmp_path / "out"), corruption_names=["gaussian_noise", "fogg"],
-                              log=lambda m: None)
+    robustness.run_robustness(
+        study, str(tmp_path / "out"), corruption_names=["gaussian_noise", "fogg"], log=lambda m: None
+    )
   assert "gaussian_noise, shot_noise" in str(error.value) and "saturate" in str(error.value)  # valid names listed
   assert not (tmp_path / "out").exists()
   with pytest.raises(PieError, match="do not apply to 1-channel"):

@@ -28,17 +28,20 @@ def _random_pair(seed, n_d=7, n_p=9, c=6):
 
 def test_normalized_recall_by_hand():
   labels = np.array([0, 0, 1, 1, 1, 2])
-  preds = np.array([
-    [0, 1, 1, 1, 0, 2],  # recall (1/2, 2/3, 1), top1 4/6
-    [0, 0, 1, 0, 0, 0],  # recall (1, 1/3, 0), top1 3/6
-  ])
+  preds = np.array(
+      [
+          [0, 1, 1, 1, 0, 2],  # recall (1/2, 2/3, 1), top1 4/6
+          [0, 0, 1, 0, 0, 0],  # recall (1, 1/3, 0), top1 3/6
+      ]
+  )
   recall = np.array([[0.5, 2 / 3, 1.0], [1.0, 1 / 3, 0.0]])
   top1 = np.array([4 / 6, 3 / 6])
   np.testing.assert_allclose(sig.normalized_recall(preds, labels, 3, "population"), recall - top1.mean())
   np.testing.assert_allclose(sig.normalized_recall(preds, labels, 3, "per_model"), recall - top1[:, None])
   # The default is per_model: the subtracted top-1 varies with the model, and the test sees that variance.
-  np.testing.assert_array_equal(sig.normalized_recall(preds, labels, 3), sig.normalized_recall(preds, labels, 3,
-                                                                                               "per_model"))
+  np.testing.assert_array_equal(
+      sig.normalized_recall(preds, labels, 3), sig.normalized_recall(preds, labels, 3, "per_model")
+  )
 
 
 def test_normalized_recall_absent_class_is_nan_and_matches_stats_module():
@@ -55,13 +58,16 @@ def test_normalized_recall_absent_class_is_nan_and_matches_stats_module():
   np.testing.assert_allclose(per_model, expected)
 
 
-@pytest.mark.parametrize("preds, labels, message", [
-  (np.zeros((2, 3)), np.zeros(3, int), "integer"),
-  (np.zeros(3, int), np.zeros(3, int), "2-D"),
-  (np.full((2, 3), 4), np.zeros(3, int), "outside"),
-  (np.zeros((2, 3), int), np.zeros(4, int), "labels has 4"),
-  (np.zeros((2, 3), int), np.full(3, -1), "outside"),
-])
+@pytest.mark.parametrize(
+    "preds, labels, message",
+    [
+        (np.zeros((2, 3)), np.zeros(3, int), "integer"),
+        (np.zeros(3, int), np.zeros(3, int), "2-D"),
+        (np.full((2, 3), 4), np.zeros(3, int), "outside"),
+        (np.zeros((2, 3), int), np.zeros(4, int), "labels has 4"),
+        (np.zeros((2, 3), int), np.full(3, -1), "outside"),
+    ],
+)
 def test_normalized_recall_rejects_bad_input(preds, labels, message):
   with pytest.raises(ValueError, match=message):
     sig.normalized_recall(preds, labels, 4)
@@ -213,8 +219,9 @@ def test_unchanged_class_is_never_significant_under_either_normalization():
     assert np.isnan(row["ci_low"]) and np.isnan(row["ci_high"]) and np.isnan(row["hedges_g"])
     # The other classes are tested, and the unchanged one does not count among the FDR's tests.
     assert frame.drop(index=2)["p_value"].notna().all()
-    np.testing.assert_allclose(frame.drop(index=2)["q_value"],
-                               stats.false_discovery_control(frame.drop(index=2)["p_value"], method="bh"))
+    np.testing.assert_allclose(
+        frame.drop(index=2)["q_value"], stats.false_discovery_control(frame.drop(index=2)["p_value"], method="bh")
+    )
 
 
 def test_unchanged_class_mask_from_recall():
@@ -247,6 +254,7 @@ def test_bh_rejects_at_q_equal_to_alpha():
 def test_permutation_p_by_enumeration():
   # Enumerate every split of the pooled values for a small case: the exact p equals the formula.
   from itertools import combinations
+
   values = np.array([1.0] * 3 + [0.0] * 4)
   observed = abs(values[:3].mean() - values[3:].mean())
   count = total = 0
@@ -338,13 +346,23 @@ def test_vectorized_welch_over_resamples_matches_scipy():
 @pytest.mark.filterwarnings("ignore:Precision loss occurred:RuntimeWarning")  # scipy, on the constant sample
 def test_welch_test_degenerate_columns_follow_the_table():
   # Columns: regular, dense constant, both constant and equal, both constant and different, absent, unchanged.
-  dense = np.array([[0.1, 0.2, 0.3, 0.3, np.nan, 0.1], [0.3, 0.2, 0.3, 0.3, np.nan, 0.2], [0.2, 0.2, 0.3, 0.3,
-                                                                                              np.nan, 0.4]])
+  dense = np.array(
+      [[0.1, 0.2, 0.3, 0.3, np.nan, 0.1], [0.3, 0.2, 0.3, 0.3, np.nan, 0.2], [0.2, 0.2, 0.3, 0.3, np.nan, 0.4]]
+  )
   pruned = np.array([[0.0, 0.1, 0.3, 0.1, np.nan, 0.3], [0.1, 0.15, 0.3, 0.1, np.nan, 0.1]])
   unchanged = np.array([False, False, False, False, False, True])
   result = sig.welch_test(dense, pruned, unchanged=unchanged)
-  np.testing.assert_array_equal(result.case, [sig.CASE_REGULAR, sig.CASE_REGULAR, sig.CASE_CONSTANT_EQUAL,
-                                              sig.CASE_CONSTANT_SEPARATED, sig.CASE_ABSENT, sig.CASE_UNCHANGED])
+  np.testing.assert_array_equal(
+      result.case,
+      [
+          sig.CASE_REGULAR,
+          sig.CASE_REGULAR,
+          sig.CASE_CONSTANT_EQUAL,
+          sig.CASE_CONSTANT_SEPARATED,
+          sig.CASE_ABSENT,
+          sig.CASE_UNCHANGED,
+      ],
+  )
   ref = stats.ttest_ind(dense[:, :2], pruned[:, :2], equal_var=False)
   np.testing.assert_allclose(result.p[:2], ref.pvalue, rtol=1e-10)
   assert result.df[1] == pytest.approx(1.0)  # dense constant: df = n_pruned - 1
@@ -352,8 +370,14 @@ def test_welch_test_degenerate_columns_follow_the_table():
   assert result.t[3] == np.inf and result.p[3] == pytest.approx(1 / special.comb(5, 3))
   assert np.isnan(result.p[4:]).all() and np.isnan(result.t[4:]).all()
   np.testing.assert_array_equal(result.tested, [True, True, True, True, False, False])
-  assert list(result.note) == ["", sig.NOTE_DENSE_CONSTANT, sig.NOTE_CONSTANT_EQUAL, sig.NOTE_CONSTANT_SEPARATED,
-                               sig.NOTE_ABSENT, sig.NOTE_UNCHANGED]
+  assert list(result.note) == [
+      "",
+      sig.NOTE_DENSE_CONSTANT,
+      sig.NOTE_CONSTANT_EQUAL,
+      sig.NOTE_CONSTANT_SEPARATED,
+      sig.NOTE_ABSENT,
+      sig.NOTE_UNCHANGED,
+  ]
   # Not exchangeable (a population-level constant was subtracted): complete separation is untestable.
   untestable = sig.welch_test(dense, pruned, exchangeable=False)
   assert untestable.case[3] == sig.CASE_CONSTANT_UNTESTABLE and np.isnan(untestable.p[3])
@@ -382,15 +406,18 @@ def test_welch_interval_and_hedges_g_are_those_of_class_tests():
     sig.welch_confidence_interval(result, 95)
 
 
-@pytest.mark.parametrize("dense, pruned, kwargs, message", [
-  (np.zeros(3), np.zeros((3, 1)), {}, r"the dense sample must be an array \[\.\.\., n_models, n_columns\]"),
-  (np.full((3, 2), np.inf), np.zeros((3, 2)), {}, "the dense sample contains infinite values"),
-  (np.array([[0.1], [np.nan]]), np.zeros((3, 1)), {}, "NaN for some models but not all"),
-  (np.zeros((3, 2)), np.zeros((3, 3)), {}, "the dense sample has 2 classes"),
-  (np.zeros((2, 3, 2)), np.zeros((3, 3, 2)), {}, "same leading"),
-  (np.zeros((3, 2)), np.zeros((3, 2)), {"unchanged": np.zeros(3, bool)}, "unchanged must be a bool array"),
-  (np.zeros((3, 2)), np.zeros((3, 2)), {"unchanged": np.zeros(2)}, "unchanged must be a bool array"),
-])
+@pytest.mark.parametrize(
+    "dense, pruned, kwargs, message",
+    [
+        (np.zeros(3), np.zeros((3, 1)), {}, r"the dense sample must be an array \[\.\.\., n_models, n_columns\]"),
+        (np.full((3, 2), np.inf), np.zeros((3, 2)), {}, "the dense sample contains infinite values"),
+        (np.array([[0.1], [np.nan]]), np.zeros((3, 1)), {}, "NaN for some models but not all"),
+        (np.zeros((3, 2)), np.zeros((3, 3)), {}, "the dense sample has 2 classes"),
+        (np.zeros((2, 3, 2)), np.zeros((3, 3, 2)), {}, "same leading"),
+        (np.zeros((3, 2)), np.zeros((3, 2)), {"unchanged": np.zeros(3, bool)}, "unchanged must be a bool array"),
+        (np.zeros((3, 2)), np.zeros((3, 2)), {"unchanged": np.zeros(2)}, "unchanged must be a bool array"),
+    ],
+)
 def test_welch_test_rejects_bad_input(dense, pruned, kwargs, message):
   with pytest.raises(ValueError, match=message):
     sig.welch_test(dense, pruned, **kwargs)
@@ -478,8 +505,15 @@ def test_models_needed_delivers_the_predicted_power_on_normal_data():
 def test_models_needed_predicts_the_power_on_planted_classes():
   # One eval set, many i.i.d. models: disjoint groups of n models are independent replicate studies.
   study = simulate.simulate_populations(
-    2000, 40, 360, 360, impacted_classes=[3, 11, 17, 25, 31, 38], class_effect=[-0.06, 0.06] * 3,
-    class_spread=0.0, seed=11)
+      2000,
+      40,
+      360,
+      360,
+      impacted_classes=[3, 11, 17, 25, 31, 38],
+      class_effect=[-0.06, 0.06] * 3,
+      class_spread=0.0,
+      seed=11,
+  )
   impacted = study.impacted_classes
   effect = np.abs(study.expected_normalized_change[impacted])
   full_d = sig.normalized_recall(study.dense_predictions, study.labels, 40)
@@ -586,12 +620,15 @@ def test_modal_votes_with_weights_too_large_for_int32_keys():
     assert votes.tied[:100].any() and votes.count.max() > np.iinfo(np.int32).max // 1000
 
 
-@pytest.mark.parametrize("weights, message", [
-  (np.ones(3, dtype=int), r"one weight per model \(4\)"),
-  (np.ones(4), "integer vote counts"),
-  (np.array([1, -1, 1, 1]), ">= 0 with at least one positive"),
-  (np.zeros(4, dtype=int), ">= 0 with at least one positive"),
-])
+@pytest.mark.parametrize(
+    "weights, message",
+    [
+        (np.ones(3, dtype=int), r"one weight per model \(4\)"),
+        (np.ones(4), "integer vote counts"),
+        (np.array([1, -1, 1, 1]), ">= 0 with at least one positive"),
+        (np.zeros(4, dtype=int), ">= 0 with at least one positive"),
+    ],
+)
 def test_sorted_votes_reject_bad_weights(weights, message):
   votes = sig.SortedVotes(np.zeros((4, 3), dtype=int), 2)
   with pytest.raises(ValueError, match=message):
@@ -614,8 +651,9 @@ def test_run_totals_are_the_vote_table():
   rebuilt[i, votes.sorted_labels[j, i]] = totals[j, i]
   np.testing.assert_array_equal(rebuilt, table)
   np.testing.assert_array_equal(votes.abs_run_totals(weights), np.abs(table).sum(axis=1))
-  np.testing.assert_array_equal(pie_stats.vote_counts(preds, 6), np.stack([np.bincount(c, minlength=6)
-                                                                           for c in preds.T]))
+  np.testing.assert_array_equal(
+      pie_stats.vote_counts(preds, 6), np.stack([np.bincount(c, minlength=6) for c in preds.T])
+  )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -625,14 +663,12 @@ def test_run_totals_are_the_vote_table():
 
 @pytest.fixture(scope="module")
 def small_study():
-  return simulate.simulate_populations(600, 12, 8, 9, pie_fraction=0.05, impacted_classes=2, class_effect=-0.2,
-                                       seed=3)
+  return simulate.simulate_populations(600, 12, 8, 9, pie_fraction=0.05, impacted_classes=2, class_effect=-0.2, seed=3)
 
 
 def test_bootstrap_equals_a_brute_force_recomputation(small_study):
   s = small_study
-  result = sig.bootstrap_stability(s.dense_predictions, s.pruned_predictions, s.labels, 12, num_resamples=15,
-                                   seed=4)
+  result = sig.bootstrap_stability(s.dense_predictions, s.pruned_predictions, s.labels, 12, num_resamples=15, seed=4)
   assert result.dense_resamples.shape == (15, 8) and result.pruned_resamples.shape == (15, 9)
   pie_hits = np.zeros(600)
   class_hits = np.zeros(12)
@@ -647,16 +683,26 @@ def test_bootstrap_equals_a_brute_force_recomputation(small_study):
     class_hits += np.nan_to_num(pvalue, nan=1.0) < 0.05
   np.testing.assert_allclose(result.pie_stability, pie_hits / 15)
   np.testing.assert_allclose(result.class_significance, class_hits / 15)
-  observed = sig.class_tests(sig.normalized_recall(s.dense_predictions, s.labels, 12),
-                             sig.normalized_recall(s.pruned_predictions, s.labels, 12))
+  observed = sig.class_tests(
+      sig.normalized_recall(s.dense_predictions, s.labels, 12),
+      sig.normalized_recall(s.pruned_predictions, s.labels, 12),
+  )
   np.testing.assert_array_equal(result.observed_significant, observed["significant"])
   np.testing.assert_array_equal(result.observed_pie, pie_stats.find_pies(s.dense_predictions, s.pruned_predictions))
 
 
 def test_bootstrap_per_model_normalization_matches_brute_force(small_study):
   s = small_study
-  result = sig.bootstrap_stability(s.dense_predictions, s.pruned_predictions, s.labels, 12, num_resamples=6,
-                                   seed=5, normalization="per_model", chunk_size=4)
+  result = sig.bootstrap_stability(
+      s.dense_predictions,
+      s.pruned_predictions,
+      s.labels,
+      12,
+      num_resamples=6,
+      seed=5,
+      normalization="per_model",
+      chunk_size=4,
+  )
   hits = np.zeros(12)
   for b in range(6):
     d = sig.normalized_recall(s.dense_predictions[result.dense_resamples[b]], s.labels, 12, "per_model")
@@ -756,28 +802,38 @@ def test_exemplar_ranks_of_blocks_equal_the_ranks_of_all_examples(cuts):
   _, _, l1_int = sig.exemplar_parts(baseline, compressed, 3)
   histograms = [sig.exemplar_histogram(l1_int[a:b], 3, 2) for a, b in zip(cuts[:-1], cuts[1:])]
   total = np.sum(histograms, axis=0)
-  ranks = [sig.exemplar_ranks(l1_int[a:b], total, np.sum(histograms[:i], axis=0) if i else np.zeros_like(total))
-           for i, (a, b) in enumerate(zip(cuts[:-1], cuts[1:]))]
+  ranks = [
+      sig.exemplar_ranks(l1_int[a:b], total, np.sum(histograms[:i], axis=0) if i else np.zeros_like(total))
+      for i, (a, b) in enumerate(zip(cuts[:-1], cuts[1:]))
+  ]
   np.testing.assert_array_equal(np.concatenate(ranks), expected["rank"].to_numpy())
 
 
 def test_statistics_from_hits_equal_those_from_predictions():
   s = simulate.simulate_populations(84, 7, 5, 4, seed=2)
   labels = s.labels
-  hits = [sig.class_hits(p[:, :40], labels[:40], 7) + sig.class_hits(p[:, 40:], labels[40:], 7)
-          for p in (s.dense_predictions, s.pruned_predictions)]
+  hits = [
+      sig.class_hits(p[:, :40], labels[:40], 7) + sig.class_hits(p[:, 40:], labels[40:], 7)
+      for p in (s.dense_predictions, s.pruned_predictions)
+  ]
   class_count = np.bincount(labels, minlength=7)
   for normalization in sig.NORMALIZATIONS:
-    np.testing.assert_array_equal(sig.normalized_recall_from_hits(hits[0], class_count, normalization),
-                                  sig.normalized_recall(s.dense_predictions, labels, 7, normalization))
+    np.testing.assert_array_equal(
+        sig.normalized_recall_from_hits(hits[0], class_count, normalization),
+        sig.normalized_recall(s.dense_predictions, labels, 7, normalization),
+    )
   from_hits = pie_stats.class_ttest_from_hits(hits[0], hits[1], class_count)
   from_predictions = pie_stats.class_ttest(s.dense_predictions, s.pruned_predictions, labels, 7)
   assert from_hits.equals(from_predictions)
   boot = sig.bootstrap_stability(s.dense_predictions, s.pruned_predictions, labels, 7, num_resamples=9, seed=4)
   rows = sig.bootstrap_resamples(5, 4, 9, seed=4)
   np.testing.assert_array_equal(rows[0], boot.dense_resamples)
-  stability = np.concatenate([sig.bootstrap_pie_stability(s.dense_predictions[:, a:b], s.pruned_predictions[:, a:b],
-                                                          7, *rows)[0] for a, b in ((0, 30), (30, 84))])
+  stability = np.concatenate(
+      [
+          sig.bootstrap_pie_stability(s.dense_predictions[:, a:b], s.pruned_predictions[:, a:b], 7, *rows)[0]
+          for a, b in ((0, 30), (30, 84))
+      ]
+  )
   np.testing.assert_array_equal(stability, boot.pie_stability)
 
 
@@ -866,6 +922,8 @@ def test_bootstrap_pie_counts_are_the_pies_of_each_resample():
   _, _, counts = sig.bootstrap_pie_stability(dense, pruned, 4, rows_d, rows_p, return_counts=True)
   expected = [int(pie_stats.find_pies(dense[rd], pruned[rp]).sum()) for rd, rp in zip(rows_d, rows_p)]
   np.testing.assert_array_equal(counts, expected)
-  cut = [sig.bootstrap_pie_stability(dense[:, part], pruned[:, part], 4, rows_d, rows_p, return_counts=True)[2]
-         for part in (slice(0, 77), slice(77, 200))]
+  cut = [
+      sig.bootstrap_pie_stability(dense[:, part], pruned[:, part], 4, rows_d, rows_p, return_counts=True)[2]
+      for part in (slice(0, 77), slice(77, 200))
+  ]
   np.testing.assert_array_equal(cut[0] + cut[1], counts)  # counts of blocks add up

@@ -59,8 +59,9 @@ def test_null_holds_by_construction():
 
 
 def test_planted_effects_are_exact_in_expectation():
-  s = simulate.simulate_populations(2000, 20, 8, 8, accuracy_drop=0.02, impacted_classes=[4, 9],
-                                    class_effect=[-0.1, 0.05], seed=5)
+  s = simulate.simulate_populations(
+      2000, 20, 8, 8, accuracy_drop=0.02, impacted_classes=[4, 9], class_effect=[-0.1, 0.05], seed=5
+  )
   change = s.expected_pruned_recall - s.expected_dense_recall
   np.testing.assert_allclose(change[[4, 9]], [-0.12, 0.03], atol=1e-9)
   np.testing.assert_allclose(np.delete(change, [4, 9]), -0.02, atol=1e-9)
@@ -117,8 +118,9 @@ def test_benjamini_hochberg_controls_the_false_discovery_rate():
   alpha = 0.05
   fdp_bh, fdp_raw, power = [], [], []
   for seed in range(25):
-    s = simulate.simulate_populations(3000, 100, 20, 20, impacted_classes=20, class_effect=[-0.08, 0.08] * 10,
-                                      seed=200 + seed)
+    s = simulate.simulate_populations(
+        3000, 100, 20, 20, impacted_classes=20, class_effect=[-0.08, 0.08] * 10, seed=200 + seed
+    )
     null = np.abs(s.expected_normalized_change) < 1e-9
     assert null.sum() == 80
     table = _tests(s, alpha=alpha)
@@ -139,17 +141,20 @@ def test_planted_classes_are_found():
   assert (table.loc[s.impacted_classes, "normalized_change"] < 0).all()
 
 
-@pytest.mark.parametrize("kwargs, message", [
-  (dict(num_dense=2), "num_dense"),
-  (dict(num_examples=5), "num_examples"),
-  (dict(easy_accuracy=0.4), "hard_accuracy < 0.5 < easy_accuracy"),
-  (dict(impacted_classes=[1, 1]), "repeated"),
-  (dict(impacted_classes=[1, 2], class_effect=[0.1, 0.2, 0.3]), "class_effect"),
-  (dict(impacted_classes=[12]), "class ids"),
-  (dict(impacted_classes=[1], class_effect=0.5), "outside"),
-  (dict(base_accuracy=0.95), "base_accuracy"),
-  (dict(pie_fraction=1.2), "pie_fraction"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(num_dense=2), "num_dense"),
+        (dict(num_examples=5), "num_examples"),
+        (dict(easy_accuracy=0.4), "hard_accuracy < 0.5 < easy_accuracy"),
+        (dict(impacted_classes=[1, 1]), "repeated"),
+        (dict(impacted_classes=[1, 2], class_effect=[0.1, 0.2, 0.3]), "class_effect"),
+        (dict(impacted_classes=[12]), "class ids"),
+        (dict(impacted_classes=[1], class_effect=0.5), "outside"),
+        (dict(base_accuracy=0.95), "base_accuracy"),
+        (dict(pie_fraction=1.2), "pie_fraction"),
+    ],
+)
 def test_rejects_bad_or_infeasible_parameters(kwargs, message):
   args = dict(num_examples=400, num_classes=10, num_dense=6, num_pruned=6)
   args.update(kwargs)
@@ -193,8 +198,15 @@ def test_skill_keeps_the_study_structure_and_the_modal_guarantees():
   plain = simulate.simulate_populations(1500, 15, 8, 7, **args)
   skilled = simulate.simulate_populations(1500, 15, 8, 7, skill_sd=0.5, **args)
   # Skills are drawn after the structure: same labels, types, planted PIEs and exact expectations.
-  for field in ("labels", "confusers", "easy", "planted_pies", "expected_dense_recall", "expected_pruned_recall",
-                "expected_normalized_change"):
+  for field in (
+      "labels",
+      "confusers",
+      "easy",
+      "planted_pies",
+      "expected_dense_recall",
+      "expected_pruned_recall",
+      "expected_normalized_change",
+  ):
     np.testing.assert_array_equal(getattr(skilled, field), getattr(plain, field), err_msg=field)
   assert not np.array_equal(skilled.dense_predictions, plain.dense_predictions)
   pies = pie_stats.find_pies(skilled.dense_predictions, skilled.pruned_predictions)
@@ -216,24 +228,46 @@ def test_skill_keeps_every_expected_recall():
   # easy fraction by 0.026, eight standard errors.)
   dev = {"dense easy": [], "dense hard": [], "dense recall": [], "pruned recall": []}
   for seed in range(40):
-    s = simulate.simulate_populations(800, 8, 40, 40, skill_sd=0.5, pie_fraction=0.05, accuracy_drop=0.05,
-                                      impacted_classes=[1], class_effect=-0.1, seed=300 + seed)
+    s = simulate.simulate_populations(
+        800,
+        8,
+        40,
+        40,
+        skill_sd=0.5,
+        pie_fraction=0.05,
+        accuracy_drop=0.05,
+        impacted_classes=[1],
+        class_effect=-0.1,
+        seed=300 + seed,
+    )
     share = (s.dense_predictions == s.labels).mean(axis=0)
     hard = ~s.easy & ~np.isin(np.arange(800), s.planted_pies)
     dev["dense easy"].append(share[s.easy].mean() - 0.85)
     dev["dense hard"].append(share[hard].mean() - 0.15)
-    dev["dense recall"].append(np.mean(pie_stats.per_class_recall(s.dense_predictions, s.labels, 8).mean(axis=0)
-                                       - s.expected_dense_recall))
-    dev["pruned recall"].append(np.mean(pie_stats.per_class_recall(s.pruned_predictions, s.labels, 8).mean(axis=0)
-                                        - s.expected_pruned_recall))
+    dev["dense recall"].append(
+        np.mean(pie_stats.per_class_recall(s.dense_predictions, s.labels, 8).mean(axis=0) - s.expected_dense_recall)
+    )
+    dev["pruned recall"].append(
+        np.mean(pie_stats.per_class_recall(s.pruned_predictions, s.labels, 8).mean(axis=0) - s.expected_pruned_recall)
+    )
   for name, values in dev.items():
     se = np.std(values, ddof=1) / np.sqrt(len(values))
     assert abs(np.mean(values)) < 4 * se + 1e-4, (name, np.mean(values), se)
 
 
 def test_ceiling_classes_sit_near_one_and_follow_the_null():
-  s = simulate.simulate_populations(8000, 20, 30, 30, ceiling_classes=[3, 7], accuracy_drop=0.01, pie_fraction=0.04,
-                                    skill_sd=0.2, class_spread=0.0, seed=10)
+  s = simulate.simulate_populations(
+      8000,
+      20,
+      30,
+      30,
+      ceiling_classes=[3, 7],
+      accuracy_drop=0.01,
+      pie_fraction=0.04,
+      skill_sd=0.2,
+      class_spread=0.0,
+      seed=10,
+  )
   np.testing.assert_array_equal(s.ceiling_classes, [3, 7])
   np.testing.assert_allclose(s.expected_dense_recall[[3, 7]], 0.995, atol=1e-12)
   np.testing.assert_allclose(s.expected_pruned_recall - s.expected_dense_recall, -0.01, atol=1e-9)
@@ -253,31 +287,36 @@ def test_ceiling_classes_sit_near_one_and_follow_the_null():
 
 
 def test_ceiling_classes_drawn_at_random_avoid_impacted_classes():
-  s = simulate.simulate_populations(2000, 20, 10, 10, impacted_classes=6, class_effect=-0.05, ceiling_classes=5,
-                                    seed=11)
+  s = simulate.simulate_populations(
+      2000, 20, 10, 10, impacted_classes=6, class_effect=-0.05, ceiling_classes=5, seed=11
+  )
   assert s.ceiling_classes.size == 5 and np.all(np.diff(s.ceiling_classes) > 0)
   assert not np.isin(s.ceiling_classes, s.impacted_classes).any()
   np.testing.assert_allclose(s.expected_dense_recall[s.ceiling_classes], 0.995, atol=1e-12)
   # An impacted ceiling class (ids given) moves by -accuracy_drop + its effect.
-  t = simulate.simulate_populations(2000, 20, 10, 10, impacted_classes=[4], class_effect=-0.2, ceiling_classes=[4],
-                                    seed=11)
+  t = simulate.simulate_populations(
+      2000, 20, 10, 10, impacted_classes=[4], class_effect=-0.2, ceiling_classes=[4], seed=11
+  )
   np.testing.assert_allclose(t.expected_pruned_recall[4] - t.expected_dense_recall[4], -0.22, atol=1e-9)
 
 
-@pytest.mark.parametrize("kwargs, message", [
-  (dict(skill_sd=-0.1), "skill_sd"),
-  (dict(skill_sd=float("inf")), "skill_sd"),
-  (dict(ceiling_accuracy=1.0), "ceiling_accuracy"),
-  (dict(ceiling_classes=1, ceiling_accuracy=0.6), "ceiling_accuracy"),  # below the 4/6 strict majority
-  (dict(ceiling_classes=[2], accuracy_drop=-0.01), "ceiling_classes: class 2 .*ceiling_accuracy - accuracy_drop"),
-  (dict(ceiling_classes=[2], impacted_classes=[2], class_effect=0.03), "ceiling_classes: class 2"),
-  (dict(ceiling_classes=10), "at least one class"),
-  (dict(ceiling_classes=11), "ceiling_classes must be between 0 and 10"),
-  (dict(ceiling_classes=2, impacted_classes=9), "ceiling_classes must be between 0 and 1"),
-  (dict(ceiling_classes=[3, 3]), "ceiling_classes has repeated"),
-  (dict(ceiling_classes=[10]), "ceiling_classes must be class ids"),
-  (dict(ceiling_classes=8), "base_accuracy .* ceiling_classes"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(skill_sd=-0.1), "skill_sd"),
+        (dict(skill_sd=float("inf")), "skill_sd"),
+        (dict(ceiling_accuracy=1.0), "ceiling_accuracy"),
+        (dict(ceiling_classes=1, ceiling_accuracy=0.6), "ceiling_accuracy"),  # below the 4/6 strict majority
+        (dict(ceiling_classes=[2], accuracy_drop=-0.01), "ceiling_classes: class 2 .*ceiling_accuracy - accuracy_drop"),
+        (dict(ceiling_classes=[2], impacted_classes=[2], class_effect=0.03), "ceiling_classes: class 2"),
+        (dict(ceiling_classes=10), "at least one class"),
+        (dict(ceiling_classes=11), "ceiling_classes must be between 0 and 10"),
+        (dict(ceiling_classes=2, impacted_classes=9), "ceiling_classes must be between 0 and 1"),
+        (dict(ceiling_classes=[3, 3]), "ceiling_classes has repeated"),
+        (dict(ceiling_classes=[10]), "ceiling_classes must be class ids"),
+        (dict(ceiling_classes=8), "base_accuracy .* ceiling_classes"),
+    ],
+)
 def test_rejects_bad_or_infeasible_skill_and_ceiling_parameters(kwargs, message):
   args = dict(num_examples=400, num_classes=10, num_dense=6, num_pruned=6)
   args.update(kwargs)

@@ -1,4 +1,5 @@
 """The paper's statistics against hand-computed small cases and against scipy."""
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -10,10 +11,7 @@ from pie import stats
 
 
 def test_modal_labels_majority_and_ties_toward_smallest_id():
-  predictions = np.array([[1, 2, 3, 7],
-                          [2, 2, 3, 5],
-                          [1, 0, 3, 7],
-                          [2, 0, 4, 5]])
+  predictions = np.array([[1, 2, 3, 7], [2, 2, 3, 5], [1, 0, 3, 7], [2, 0, 4, 5]])
   modal, share, tied = pie.modal_labels(predictions, return_details=True)
   # Column 0: 1 and 2 tie (2 votes each) -> 1; column 1: 0 and 2 tie -> 0; column 2: 3 wins 3 of 4;
   # column 3: 5 and 7 tie -> 5.
@@ -48,8 +46,7 @@ def test_find_pies_rejects_mismatched_populations():
 
 def test_per_class_recall_by_hand_and_nan_for_absent_class():
   labels = np.array([0, 0, 1, 1, 1])
-  predictions = np.array([[0, 1, 1, 1, 0],
-                          [0, 0, 0, 1, 1]])
+  predictions = np.array([[0, 1, 1, 1, 0], [0, 0, 0, 1, 1]])
   recall = pie.per_class_recall(predictions, labels, num_classes=3)
   np.testing.assert_allclose(recall[:, :2], [[0.5, 2 / 3], [1.0, 2 / 3]])
   assert np.isnan(recall[:, 2]).all()
@@ -62,9 +59,25 @@ def test_class_ttest_matches_scipy_on_normalized_recall():
   pruned = np.where(rng.random((6, 200)) < 0.7, labels, rng.integers(0, 4, size=(6, 200)))
   table = pie.class_ttest(dense, pruned, labels, num_classes=4, alpha=0.05)
   paper = pie.class_ttest(dense, pruned, labels, num_classes=4, alpha=0.05, normalization="population")
-  assert list(table.columns) == ["class_id", "class_name", "num_examples", "dense_recall_mean", "pruned_recall_mean",
-                                 "recall_change", "normalized_change", "t_statistic", "p_value", "significant",
-                                 "q_value", "significant_fdr", "ci_low", "ci_high", "hedges_g", "df", "note"]
+  assert list(table.columns) == [
+      "class_id",
+      "class_name",
+      "num_examples",
+      "dense_recall_mean",
+      "pruned_recall_mean",
+      "recall_change",
+      "normalized_change",
+      "t_statistic",
+      "p_value",
+      "significant",
+      "q_value",
+      "significant_fdr",
+      "ci_low",
+      "ci_high",
+      "hedges_g",
+      "df",
+      "note",
+  ]
   dense_top1 = (dense == labels).mean(axis=1)  # per model: the default normalization
   pruned_top1 = (pruned == labels).mean(axis=1)
   for c in range(4):
@@ -72,8 +85,9 @@ def test_class_ttest_matches_scipy_on_normalized_recall():
     dense_recall = (dense[:, mask] == c).mean(axis=1)
     pruned_recall = (pruned[:, mask] == c).mean(axis=1)
     expected = scipy.stats.ttest_ind(dense_recall - dense_top1, pruned_recall - pruned_top1, equal_var=False)
-    expected_paper = scipy.stats.ttest_ind(dense_recall - dense_top1.mean(), pruned_recall - pruned_top1.mean(),
-                                           equal_var=False)
+    expected_paper = scipy.stats.ttest_ind(
+        dense_recall - dense_top1.mean(), pruned_recall - pruned_top1.mean(), equal_var=False
+    )
     assert paper.iloc[c].p_value == pytest.approx(expected_paper.pvalue)
     # Both normalizations have the same point estimate; only the standard error differs.
     assert paper.iloc[c].normalized_change == pytest.approx(table.iloc[c].normalized_change)
@@ -85,15 +99,17 @@ def test_class_ttest_matches_scipy_on_normalized_recall():
     assert row.ci_low < row.normalized_change < row.ci_high
     assert row.recall_change == pytest.approx(pruned_recall.mean() - dense_recall.mean())
     assert row.normalized_change == pytest.approx(
-        (pruned_recall.mean() - pruned_top1.mean()) - (dense_recall.mean() - dense_top1.mean()))
+        (pruned_recall.mean() - pruned_top1.mean()) - (dense_recall.mean() - dense_top1.mean())
+    )
 
 
 def test_class_ttest_hand_computed_welch():
   # One class, every example of class 0: recall = top-1, so normalized recall is 0 for every model: no difference
   # at all, never significant (scipy reports p = 1 or NaN for this 0/0 case depending on its version).
   labels = np.zeros(4, int)
-  table = pie.class_ttest(np.array([[0, 0, 1, 1], [0, 1, 1, 1]]), np.array([[0, 0, 0, 1], [1, 1, 1, 1]]),
-                          labels, num_classes=2)
+  table = pie.class_ttest(
+      np.array([[0, 0, 1, 1], [0, 1, 1, 1]]), np.array([[0, 0, 0, 1], [1, 1, 1, 1]]), labels, num_classes=2
+  )
   assert (np.isnan(table.p_value[0]) or table.p_value[0] == 1.0) and not table.significant[0]
   # Class 1 has no example: NaN recall, not significant.
   assert table.num_examples[1] == 0 and np.isnan(table.dense_recall_mean[1]) and not table.significant[1]
@@ -120,8 +136,9 @@ def test_class_ttest_two_classes_by_hand():
 
 
 def test_class_names_are_used():
-  table = pie.class_ttest(np.array([[0, 1], [0, 1]]), np.array([[0, 0], [1, 1]]), np.array([0, 1]), 2,
-                          class_names=["cat", "dog"])
+  table = pie.class_ttest(
+      np.array([[0, 1], [0, 1]]), np.array([[0, 0], [1, 1]]), np.array([0, 1]), 2, class_names=["cat", "dog"]
+  )
   assert list(table.class_name) == ["cat", "dog"]
   assert isinstance(table, pd.DataFrame)
 
@@ -172,18 +189,25 @@ def test_modal_labels_tie_break_largest():
     stats.modal_labels(votes, tie_break="random")
 
 
-@pytest.mark.parametrize("bad, message", [
-    (np.zeros((2, 3)), "predictions must hold integer class ids"),
-    (np.zeros(3, int), r"predictions must be a 2-D array \[n_models, n_examples\]"),
-    (np.zeros((2, 0), int), "predictions is empty"),
-    (np.full((2, 3), -1), r"predictions holds class ids outside \[0, "),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (np.zeros((2, 3)), "predictions must hold integer class ids"),
+        (np.zeros(3, int), r"predictions must be a 2-D array \[n_models, n_examples\]"),
+        (np.zeros((2, 0), int), "predictions is empty"),
+        (np.full((2, 3), -1), r"predictions holds class ids outside \[0, "),
+    ],
+)
 def test_one_message_per_problem_in_both_apis(bad, message):
   # pie.stats checks its arguments with pie.significance's checks: the same problem, the same message.
   labels = np.zeros(3, int)
-  calls = [lambda: stats.modal_labels(bad), lambda: stats.top1_accuracy(bad, labels),
-           lambda: stats.per_class_recall(bad, labels, 4), lambda: significance.class_hits(bad, labels, 4),
-           lambda: significance.modal_votes(bad, 4)]
+  calls = [
+      lambda: stats.modal_labels(bad),
+      lambda: stats.top1_accuracy(bad, labels),
+      lambda: stats.per_class_recall(bad, labels, 4),
+      lambda: significance.class_hits(bad, labels, 4),
+      lambda: significance.modal_votes(bad, 4),
+  ]
   for call in calls:
     with pytest.raises(ValueError, match=message):
       call()
@@ -191,9 +215,11 @@ def test_one_message_per_problem_in_both_apis(bad, message):
 
 def test_label_problems_have_one_message():
   predictions = np.zeros((2, 3), int)
-  for call in (lambda: stats.top1_accuracy(predictions, np.zeros(4, int)),
-               lambda: stats.class_ttest(predictions, predictions, np.zeros(4, int), 2),
-               lambda: significance.normalized_recall(predictions, np.zeros(4, int), 2)):
+  for call in (
+      lambda: stats.top1_accuracy(predictions, np.zeros(4, int)),
+      lambda: stats.class_ttest(predictions, predictions, np.zeros(4, int), 2),
+      lambda: significance.normalized_recall(predictions, np.zeros(4, int), 2),
+  ):
     with pytest.raises(ValueError, match="labels has 4 examples but the predictions have 3"):
       call()
   with pytest.raises(ValueError, match=r"labels holds class ids outside \[0, 1\]"):

@@ -1,4 +1,5 @@
 """Loading a study: the populations, and every inconsistency a PieError naming the file."""
+
 import json
 import os
 
@@ -92,7 +93,7 @@ def test_mixed_configs_refused_unless_allowed(tmp_path):
 
 def test_unfinished_export_is_skipped_not_analysed(tmp_path):
   labels, paths = fake_study.write_study(str(tmp_path), seeds=3)
-  os.remove(paths[-1][:-len(".tfrecord")] + ".json")
+  os.remove(paths[-1][: -len(".tfrecord")] + ".json")
   messages = []
   study = pie.load_study(str(tmp_path), log=messages.append)
   assert len(study.levels[0.5]) == 2 and study.incomplete == [paths[-1]]
@@ -154,12 +155,13 @@ def test_csv_floats_read_back_exactly(tmp_path):
 def test_tie_sensitivity_counts():
   # 4 models per population, two labels tied 2-2 on some examples: the PIE status of those depends on the tie rule.
   labels = np.array([0, 1, 2, 3])
-  dense = np.array([[0, 1, 2, 3], [0, 1, 2, 3], [1, 1, 3, 3], [1, 1, 3, 3]])   # example 0: 0/1 tie; 2: 2/3 tie
+  dense = np.array([[0, 1, 2, 3], [0, 1, 2, 3], [1, 1, 3, 3], [1, 1, 3, 3]])  # example 0: 0/1 tie; 2: 2/3 tie
   pruned = np.array([[0, 1, 2, 0], [0, 1, 2, 0], [0, 1, 3, 0], [0, 1, 3, 0]])  # 2: 2/3 tie; 3: unanimous 0
   details = [pie_stats.modal_labels(p, return_details=True) for p in (dense, pruned)]
   largest = [pie_stats.modal_labels(p, tie_break="largest") for p in (dense, pruned)]
-  pies, table, ties = analysis.pie_rows(0.5, np.arange(4), labels, *details, [str(c) for c in range(4)],
-                                        largest_id_modal=largest)
+  pies, table, ties = analysis.pie_rows(
+      0.5, np.arange(4), labels, *details, [str(c) for c in range(4)], largest_id_modal=largest
+  )
   # Smallest-id rule: dense modal (0, 1, 2, 3), pruned (0, 1, 2, 0): PIE on example 3 only.
   # Largest-id rule: dense (1, 1, 3, 3), pruned (0, 1, 3, 0): PIEs on examples 0 and 3.
   np.testing.assert_array_equal(pies, [False, False, False, True])

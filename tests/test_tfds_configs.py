@@ -4,6 +4,7 @@ Nothing is read from or written to a TFDS data_dir and nothing is downloaded: th
 the registered datasets' real feature specs (CIFAR-10: 32x32x3, 10 classes; ImageNet: random sizes from 5 to 49
 pixels, 1000 classes with their WordNet ids). Mocked split sizes are unknown, so each config sets steps_per_epoch.
 """
+
 import os
 
 import pie  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow is imported)
@@ -70,16 +71,29 @@ def _conv_names(model):
 
 def test_cifar10_config_trains_prunes_and_exports(tmp_path):
   num_examples = 11  # eval batches of 4: two full ones and a short one
-  config = _config(cifar10_config, tmp_path / "tfds", **{
-      "batch_size": 4, "steps_per_epoch": 2, "num_epochs": 2, "eval_batch_size": 4, "data.shuffle_buffer": 16,
-      "sparsity": 0.5, "pruning.begin_step": 0, "pruning.end_step": 2, "pruning.frequency": 1})
+  config = _config(
+      cifar10_config,
+      tmp_path / "tfds",
+      **{
+          "batch_size": 4,
+          "steps_per_epoch": 2,
+          "num_epochs": 2,
+          "eval_batch_size": 4,
+          "data.shuffle_buffer": 16,
+          "sparsity": 0.5,
+          "pruning.begin_step": 0,
+          "pruning.end_step": 2,
+          "pruning.frequency": 1,
+      },
+  )
   workdir = tmp_path / "model"
   with tfds.testing.mock_data(num_examples=num_examples):
     metrics = training.train_and_export(config, str(workdir), log=lambda msg: None)
   assert not (tmp_path / "tfds").exists(), "mocked data must not touch the data_dir"
 
-  preds = _check_export(workdir, config, num_examples, 10,
-                        _mock_labels("cifar10", "test", tmp_path / "tfds", num_examples))
+  preds = _check_export(
+      workdir, config, num_examples, 10, _mock_labels("cifar10", "test", tmp_path / "tfds", num_examples)
+  )
   assert preds.metadata["model"] == "cifar_resnet" and metrics["steps"] == 4
 
   # The saved model is the stripped ResNet-20 at the native 32x32; every conv (stem and 1x1 projection shortcuts
@@ -97,10 +111,23 @@ def test_cifar10_config_trains_prunes_and_exports(tmp_path):
 
 def test_imagenet_resnet50_config_prunes_every_conv_and_exports(tmp_path, monkeypatch):
   num_examples = 5
-  config = _config(imagenet_config, tmp_path / "tfds", **{
-      "data.image_size": 32, "data.shuffle_buffer": 8, "batch_size": 2, "steps_per_epoch": 1, "num_epochs": 1,
-      "warmup_epochs": 0, "eval_batch_size": 8, "sparsity": 0.5,
-      "pruning.begin_step": 0, "pruning.end_step": 1, "pruning.frequency": 1})
+  config = _config(
+      imagenet_config,
+      tmp_path / "tfds",
+      **{
+          "data.image_size": 32,
+          "data.shuffle_buffer": 8,
+          "batch_size": 2,
+          "steps_per_epoch": 1,
+          "num_epochs": 1,
+          "warmup_epochs": 0,
+          "eval_batch_size": 8,
+          "sparsity": 0.5,
+          "pruning.begin_step": 0,
+          "pruning.end_step": 1,
+          "pruning.frequency": 1,
+      },
+  )
   wrapped = []
 
   def recording_apply_pruning(*args, **kwargs):
@@ -128,8 +155,9 @@ def test_imagenet_resnet50_config_prunes_every_conv_and_exports(tmp_path, monkey
   assert sum(int(np.prod(w.shape)) for w in model.trainable_weights) == 25_557_032
   assert int(model.optimizer.iterations.numpy()) == 1 and metrics["steps"] == 1
 
-  preds = _check_export(workdir, config, num_examples, 1000,
-                        _mock_labels("imagenet2012", "validation", tmp_path / "tfds", num_examples))
+  preds = _check_export(
+      workdir, config, num_examples, 1000, _mock_labels("imagenet2012", "validation", tmp_path / "tfds", num_examples)
+  )
   names = tfds.builder("imagenet2012", data_dir=str(tmp_path / "tfds")).info.features["label"].names
   assert preds.metadata["class_names"] == list(names)
   assert preds.metadata["class_names"][0] == "n01440764" and len(set(names)) == 1000
@@ -161,7 +189,8 @@ def test_eval_order_is_deterministic(module, tmp_path):
   np.testing.assert_array_equal(images_a, images_b)
   assert images_a.shape == (num_examples, 16, 16, 3)
   np.testing.assert_array_equal(
-      labels_a, _mock_labels(config.data.name, config.data.eval_split, tmp_path / "tfds", num_examples))
+      labels_a, _mock_labels(config.data.name, config.data.eval_split, tmp_path / "tfds", num_examples)
+  )
 
 
 def test_train_epochs_are_full_and_resumable(tmp_path):
@@ -249,7 +278,7 @@ def test_cifar_training_augmentation_is_a_shifted_flipped_copy(image_size):
     out = preprocess.cifar(image, training=True, seed=tf.constant(seed, tf.int64), image_size=image_size).numpy()
     assert out.shape == (size, size, 3) and out.dtype == np.float32
     pixels = _unnormalize_cifar(out)
-    windows = [padded[dy:dy + size, dx:dx + size] for dy in range(9) for dx in range(9)]
+    windows = [padded[dy : dy + size, dx : dx + size] for dy in range(9) for dx in range(9)]
     assert any(np.array_equal(pixels, w) or np.array_equal(pixels, w[:, ::-1]) for w in windows)
     outputs.append(pixels)
   np.testing.assert_array_equal(outputs[0], outputs[1])

@@ -1,4 +1,5 @@
 """Compression methods as study variants: the registry, each variant's real compression, and a study end to end."""
+
 import gzip
 import json
 import os
@@ -55,8 +56,19 @@ def test_registry_entries_carry_their_behaviour():
   def having(flag):
     return {name for name in variants.METHOD_ORDER if getattr(variants.get_variant(name), flag)}
 
-  assert variants.METHOD_ORDER == ("dense", "dense_replicate", "sham", "magnitude", "2:4", "random", "qat", "cluster",
-                                   "ptq_float16", "ptq_dynamic_int8", "ptq_full_int8")
+  assert variants.METHOD_ORDER == (
+      "dense",
+      "dense_replicate",
+      "sham",
+      "magnitude",
+      "2:4",
+      "random",
+      "qat",
+      "cluster",
+      "ptq_float16",
+      "ptq_dynamic_int8",
+      "ptq_full_int8",
+  )
   assert having("checks_sparsity") == {"magnitude", "random", "sham"}
   assert having("sparse_storage") == {"magnitude", "2:4", "random", "sham"}
   assert having("pruning_summaries") == {"magnitude", "2:4", "sham"}
@@ -65,15 +77,20 @@ def test_registry_entries_carry_their_behaviour():
   assert having("derived") == {"ptq_float16", "ptq_dynamic_int8", "ptq_full_int8"}
   assert having("named_by_level") == {"dense", "magnitude"}
   assert {m for m in variants.METHOD_ORDER if variants.is_pruning(m)} == {"magnitude", "2:4", "random"}
-  assert [variants.role(m) for m in ("dense", "sham", "qat", "not_registered")] == ["dense", "control", "pruned",
-                                                                                      "pruned"]
+  assert [variants.role(m) for m in ("dense", "sham", "qat", "not_registered")] == [
+      "dense",
+      "control",
+      "pruned",
+      "pruned",
+  ]
   assert not variants.is_pruning("not_registered") and not variants.named_by_level("not_registered")
   assert variants.recorded_method(None, True) == "dense" and variants.recorded_method(None, False) == "magnitude"
   assert variants.recorded_method("2:4", False) == "2:4"
   # One sparsity check for training and validation, with one tolerance.
   assert variants.sparsity_problem("magnitude", 0.9049, 0.9) is None
   assert variants.sparsity_problem("random", 0.49, 0.5) == (
-      "measured sparsity 0.4900 is more than 0.5 points from the target 0.5")
+      "measured sparsity 0.4900 is more than 0.5 points from the target 0.5"
+  )
   assert variants.sparsity_problem("2:4", 0.4962, 0.5) is None  # 2:4 promises its pattern, not its level
   assert variants.sparsity_problem("not_registered", 0.0, 0.9) is None
   with pytest.raises(PieError, match=r"config.sparsity must lie in \[0, 1\), got 1.5"):
@@ -108,10 +125,19 @@ def test_study_jobs_with_controls():
   config = digits_config(**{"sparsity_levels": (0.0, 0.9), "num_seeds": 3, "controls": ("dense_replicate", "sham")})
   jobs = population.jobs(config)
   assert [j.name for j in jobs] == [
-      "sparsity0_seed0", "sparsity0_seed1", "sparsity0_seed2",
-      "dense_replicate_seed3", "dense_replicate_seed4", "dense_replicate_seed5",  # seeds disjoint from the dense ones
-      "sham_seed0", "sham_seed1", "sham_seed2",  # the dense seeds, like every pruned level
-      "sparsity90_seed0", "sparsity90_seed1", "sparsity90_seed2"]
+      "sparsity0_seed0",
+      "sparsity0_seed1",
+      "sparsity0_seed2",
+      "dense_replicate_seed3",
+      "dense_replicate_seed4",
+      "dense_replicate_seed5",  # seeds disjoint from the dense ones
+      "sham_seed0",
+      "sham_seed1",
+      "sham_seed2",  # the dense seeds, like every pruned level
+      "sparsity90_seed0",
+      "sparsity90_seed1",
+      "sparsity90_seed2",
+  ]
   assert [(j.method, j.sparsity) for j in jobs if j.name.startswith("sham")] == [("sham", variants.SHAM_SPARSITY)] * 3
   commands = population.dry_run_commands(config, "/nonexistent", ["--config=configs/digits.py"])
   assert sum("--config.method=dense_replicate --config.sparsity=0.0" in c for c in commands) == 3
@@ -132,9 +158,16 @@ def test_study_jobs_with_variants():
   with config.unlocked():
     config.variants = ("random", "2:4", "ptq_dynamic_int8")
   jobs = population.jobs(config)
-  assert [j.name for j in jobs] == ["sparsity0_seed0", "sparsity0_seed1", "random_sparsity90_seed0",
-                                    "random_sparsity90_seed1", "2of4_sparsity50_seed0", "2of4_sparsity50_seed1",
-                                    "ptq_dynamic_int8_seed0", "ptq_dynamic_int8_seed1"]
+  assert [j.name for j in jobs] == [
+      "sparsity0_seed0",
+      "sparsity0_seed1",
+      "random_sparsity90_seed0",
+      "random_sparsity90_seed1",
+      "2of4_sparsity50_seed0",
+      "2of4_sparsity50_seed1",
+      "ptq_dynamic_int8_seed0",
+      "ptq_dynamic_int8_seed1",
+  ]
   derived = [j for j in jobs if j.kind == "derive"]
   assert [j.source for j in derived] == ["sparsity0_seed0", "sparsity0_seed1"]
   commands = population.dry_run_commands(config, "/nonexistent", ["--config=configs/digits_methods.py"])
@@ -148,8 +181,13 @@ def test_m_by_n_report_finds_a_broken_block():
   kernel[:, :, 0:2, :] = 0  # first block of every (kh, kw, out): 2 zeros of 4
   kernel[:, :, 4:6, :] = 0
   good = variants.m_by_n_report(kernel)
-  assert good == {"input_channels": 8, "applies": True, "num_blocks": 3 * 3 * 4 * 2, "blocks_violating": 0,
-                  "sparsity": 0.5}
+  assert good == {
+      "input_channels": 8,
+      "applies": True,
+      "num_blocks": 3 * 3 * 4 * 2,
+      "blocks_violating": 0,
+      "sparsity": 0.5,
+  }
   kernel[1, 2, 4, 3] = 7.0  # one block now has a single zero
   assert variants.m_by_n_report(kernel)["blocks_violating"] == 1
   # Dense kernels [in, out] group along axis 0; one input channel cannot hold a 2:4 block.
@@ -161,6 +199,7 @@ def test_m_by_n_report_finds_a_broken_block():
 
 def test_random_masks_follow_the_magnitude_schedule_and_nest():
   import tensorflow_model_optimization as tfmot  # pylint: disable=g-import-not-at-top
+
   schedule = tfmot.sparsity.keras.PolynomialDecay(0.0, 0.9, begin_step=0, end_step=40, power=3, frequency=10)
   for step in (0, 5, 10, 19, 20, 39, 40, 41, 100):
     should_prune, sparsity = schedule(step)
@@ -201,8 +240,7 @@ def trained(tmp_path_factory):
     for seed in SEEDS:
       config = population.model_config(digits_config(**TINY), 0.0, seed, mode)
       workdir = os.path.join(root, variants.model_name(mode, 0.0, seed))
-      ptq.derive_ptq(config, out[("dense", seed)][1], workdir, representative=representative,
-                          log=lambda m: None)
+      ptq.derive_ptq(config, out[("dense", seed)][1], workdir, representative=representative, log=lambda m: None)
       out[(mode, seed)] = (config, workdir)
   return {"root": root, "models": out}
 
@@ -250,12 +288,14 @@ def test_cluster_kernels_hold_at_most_16_values(trained):
 
 def _tensor_types(tflite_bytes):
   from tensorflow.lite.tools import flatbuffer_utils  # pylint: disable=g-import-not-at-top
+
   model = flatbuffer_utils.read_model_from_bytearray(bytearray(tflite_bytes))
   return [flatbuffer_utils.type_to_name(t.type) for g in model.subgraphs for t in g.tensors]
 
 
-@pytest.mark.parametrize("method,int8_weights", [("qat", True), ("ptq_full_int8", True), ("ptq_dynamic_int8", True),
-                                                 ("ptq_float16", False)])
+@pytest.mark.parametrize(
+    "method,int8_weights", [("qat", True), ("ptq_full_int8", True), ("ptq_dynamic_int8", True), ("ptq_float16", False)]
+)
 def test_quantized_variants_hold_what_they_claim(trained, method, int8_weights):
   _, workdir = trained["models"][(method, 0)]
   with open(os.path.join(workdir, "model.tflite"), "rb") as f:
@@ -291,8 +331,15 @@ def test_rerunning_a_derivation_reuses_it(trained):
 
 def test_the_analysis_runs_on_every_variant(trained):
   study = study_lib.load_study(trained["root"], log=lambda m: None)
-  expected = {("dense", 0.0), ("random", 0.9), ("qat", 0.0), ("cluster", 0.0), ("ptq_float16", 0.0),
-              ("ptq_dynamic_int8", 0.0), ("ptq_full_int8", 0.0)}
+  expected = {
+      ("dense", 0.0),
+      ("random", 0.9),
+      ("qat", 0.0),
+      ("cluster", 0.0),
+      ("ptq_float16", 0.0),
+      ("ptq_dynamic_int8", 0.0),
+      ("ptq_full_int8", 0.0),
+  }
   assert set(study.populations) == expected
   assert sorted(study.levels) == [0.0]  # the magnitude view: dense only here
   tables, summary, _ = analysis.analyze(study, bootstrap_resamples=0, log=lambda m: None)
@@ -315,14 +362,29 @@ def test_the_analysis_runs_on_every_variant(trained):
 
 def test_study_with_variants_end_to_end(tmp_path):
   study_dir = str(tmp_path / "study")
-  flags = ["--config=configs/digits_methods.py", "--config.sparsity_levels=(0.0,0.5)", "--config.num_seeds=2",
-           "--config.num_epochs=2", "--config.steps_per_epoch=10", "--config.pruning.end_fraction=0.5",
-           "--config.variants=('2:4','ptq_dynamic_int8')", "--config.controls=('sham',)"]
+  flags = [
+      "--config=configs/digits_methods.py",
+      "--config.sparsity_levels=(0.0,0.5)",
+      "--config.num_seeds=2",
+      "--config.num_epochs=2",
+      "--config.steps_per_epoch=10",
+      "--config.pruning.end_fraction=0.5",
+      "--config.variants=('2:4','ptq_dynamic_int8')",
+      "--config.controls=('sham',)",
+  ]
   proc = run_binary("train.population", *flags, f"--workdir={study_dir}", "--num_workers=2", "--analyze")
   assert "models done 8/8" in proc.stdout
   names = sorted(d for d in os.listdir(study_dir) if os.path.isdir(os.path.join(study_dir, d)) and d != "analysis")
-  assert names == ["2of4_sparsity50_seed0", "2of4_sparsity50_seed1", "ptq_dynamic_int8_seed0",
-                   "ptq_dynamic_int8_seed1", "sham_seed0", "sham_seed1", "sparsity0_seed0", "sparsity0_seed1"]
+  assert names == [
+      "2of4_sparsity50_seed0",
+      "2of4_sparsity50_seed1",
+      "ptq_dynamic_int8_seed0",
+      "ptq_dynamic_int8_seed1",
+      "sham_seed0",
+      "sham_seed1",
+      "sparsity0_seed0",
+      "sparsity0_seed1",
+  ]
   # The sham control: trained through the pruning wrappers and schedule, at a negligible target, measured.
   sham = json.load(open(os.path.join(study_dir, "sham_seed0", "sham_seed0.json")))
   assert sham["method"] == "sham" and sham["target_sparsity"] == variants.SHAM_SPARSITY
@@ -340,7 +402,11 @@ def test_study_with_variants_end_to_end(tmp_path):
   out = os.path.join(study_dir, "analysis")
   summary = json.load(open(os.path.join(out, "summary.json")))
   assert [(lv["method"], lv["sparsity"]) for lv in summary["levels"]] == [
-      ("dense", 0.0), ("sham", variants.SHAM_SPARSITY), ("2:4", 0.5), ("ptq_dynamic_int8", 0.0)]
+      ("dense", 0.0),
+      ("sham", variants.SHAM_SPARSITY),
+      ("2:4", 0.5),
+      ("ptq_dynamic_int8", 0.0),
+  ]
   # Without a replicate, the sham is the floor's direct control and the A/A splits halve the dense models.
   assert summary["noise_floor"]["control"] == "sham" and summary["noise_floor"]["half_splits"] is None
   pies = pd.read_csv(os.path.join(out, "pies.csv"))

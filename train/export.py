@@ -9,6 +9,7 @@ r"""Exports the predictions of a saved model or a checkpoint of a study, in the 
 Use it to export with other settings (e.g. --config.export_logits=True, --config.top_k=10) or another eval split
 (--config.data.eval_split=...). The config must be the one the model was trained with.
 """
+
 from absl import app
 from absl import flags
 from ml_collections import config_flags

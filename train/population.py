@@ -5,6 +5,7 @@ r"""Trains a whole study (sparsity levels x seeds of a config) into one director
 Rerunning completes an interrupted study (finished models are skipped). `--dry_run` prints one training command per
 unfinished model instead, for launching on a cluster or on Cloud TPUs (add --strategy=tpu --tpu=NAME).
 """
+
 import os
 import sys
 
@@ -52,13 +53,20 @@ def main(argv):
     sys.exit(1 if failed else 0)
   num_workers = _NUM_WORKERS.value or os.cpu_count() or 1
   threads = _THREADS.value or max(1, (os.cpu_count() or 1) // num_workers)
-  worker_argv = [sys.executable, "-m", "train.population", *_config_args(sys.argv), f"--workdir={study_dir}",
-                 *device_args]
+  worker_argv = [
+      sys.executable,
+      "-m",
+      "train.population",
+      *_config_args(sys.argv),
+      f"--workdir={study_dir}",
+      *device_args,
+  ]
   unfinished = population.launch(config, study_dir, num_workers, worker_argv, threads=threads, log=log)
   if unfinished:
     sys.exit(1)
   if _ANALYZE.value:
     from pie import analysis  # pylint: disable=g-import-not-at-top
+
     out_dir, _ = analysis.run(study_dir=study_dir, log=log)
     print(f"\nStudy finished. Report: {os.path.abspath(os.path.join(out_dir, 'report.html'))}", flush=True)
 

@@ -5,6 +5,7 @@ r"""Trains one model of a population (dense or pruned) and exports its predictio
 
 Rerunning the same command resumes from the latest checkpoint, or does nothing if the model is finished.
 """
+
 from absl import app
 from absl import flags
 from ml_collections import config_flags

@@ -4,6 +4,7 @@ The series functions (`accuracy_series`, `class_impact_series`, ...) take the ta
 return DataFrames; the plot functions only draw what those return, so tests can check the charts against the CSVs.
 `FigureFolder` writes each figure into figures/ as PNG and SVG and returns the SVG to inline in the page.
 """
+
 import io
 import re
 
@@ -25,8 +26,15 @@ COLOR_NEUTRAL = "#c8c8c8"
 SUBSET_LABELS = {"pie": "PIEs", "random": "random sample", "non_pie": "non-PIEs"}
 
 # Names of the figures the report writes into figures/ (stale ones are removed on a rerun).
-FIGURE_PREFIXES = ("accuracy_vs_sparsity", "pies_vs_sparsity", "significant_classes_vs_sparsity", "class_impact_",
-                   "pie_accuracy", "robustness_", "methods_vs_size")
+FIGURE_PREFIXES = (
+    "accuracy_vs_sparsity",
+    "pies_vs_sparsity",
+    "significant_classes_vs_sparsity",
+    "class_impact_",
+    "pie_accuracy",
+    "robustness_",
+    "methods_vs_size",
+)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -35,16 +43,21 @@ FIGURE_PREFIXES = ("accuracy_vs_sparsity", "pies_vs_sparsity", "significant_clas
 
 def accuracy_series(levels):
   """Top-1 mean and std (fractions) of every population, by sparsity: the accuracy-vs-sparsity chart."""
-  return levels[["sparsity", "role", "num_models", "top1_mean", "top1_std"]].sort_values("sparsity").reset_index(
-      drop=True)
+  return (
+      levels[["sparsity", "role", "num_models", "top1_mean", "top1_std"]].sort_values("sparsity").reset_index(drop=True)
+  )
 
 
 def significance_series(levels):
   """Number of significantly changed classes per pruned level, uncorrected and FDR (NaN where not reported)."""
   pruned = levels.loc[levels["role"] == "pruned"]
-  return pd.DataFrame({"sparsity": pruned["sparsity"].to_numpy(),
-                       "num_significant": pruned["num_significant_classes"].to_numpy(dtype=float),
-                       "num_significant_fdr": pruned["num_significant_classes_fdr"].to_numpy(dtype=float)})
+  return pd.DataFrame(
+      {
+          "sparsity": pruned["sparsity"].to_numpy(),
+          "num_significant": pruned["num_significant_classes"].to_numpy(dtype=float),
+          "num_significant_fdr": pruned["num_significant_classes_fdr"].to_numpy(dtype=float),
+      }
+  )
 
 
 def floor_lines(noise_floor):
@@ -53,19 +66,28 @@ def floor_lines(noise_floor):
   splits = (noise_floor or {}).get("half_splits")
   if not splits:
     return None
-  return {"num_pies_mean": splits["num_pies_mean"], "num_pies_high": splits["num_pies_high"],
-          "num_significant_mean": splits["num_significant_classes_mean"],
-          "num_significant_fdr_mean": splits["num_significant_classes_fdr_mean"],
-          "sizes": tuple(splits["sizes"])}
+  return {
+      "num_pies_mean": splits["num_pies_mean"],
+      "num_pies_high": splits["num_pies_high"],
+      "num_significant_mean": splits["num_significant_classes_mean"],
+      "num_significant_fdr_mean": splits["num_significant_classes_fdr_mean"],
+      "sizes": tuple(splits["sizes"]),
+  }
 
 
 def pies_series(summary_levels):
   """PIEs per pruned level with their excess over the noise floor (NaN where the study has no comparable floor)."""
-  rows = [{"sparsity": float(level["sparsity"]), "num_pies": float(level["num_pies"]),
-           "pies_excess": _float_or_nan(level.get("pies_excess")),
-           "floor_mean": _float_or_nan(level.get("noise_floor_pies_mean")),
-           "distinguishable": level.get("distinguishable_from_noise")}
-          for level in summary_levels if level["role"] == "pruned"]
+  rows = [
+      {
+          "sparsity": float(level["sparsity"]),
+          "num_pies": float(level["num_pies"]),
+          "pies_excess": _float_or_nan(level.get("pies_excess")),
+          "floor_mean": _float_or_nan(level.get("noise_floor_pies_mean")),
+          "distinguishable": level.get("distinguishable_from_noise"),
+      }
+      for level in summary_levels
+      if level["role"] == "pruned"
+  ]
   return pd.DataFrame(rows, columns=["sparsity", "num_pies", "pies_excess", "floor_mean", "distinguishable"])
 
 
@@ -105,12 +127,20 @@ def pie_accuracy_series(pie_accuracy, sparsity):
     for population in outputs.POPULATIONS:
       match = rows.loc[(rows["subset"] == subset) & (rows["population"] == population)]
       if len(match) > 1:
-        raise PieError(f"{outputs.PIE_ACCURACY_CSV}: {len(match)} rows for {population}/{subset} at sparsity "
-                       f"{sparsity:g}")
+        raise PieError(
+            f"{outputs.PIE_ACCURACY_CSV}: {len(match)} rows for {population}/{subset} at sparsity " f"{sparsity:g}"
+        )
       if len(match) == 1:
         row = match.iloc[0]
-        out.append({"subset": subset, "population": population, "num_examples": int(row["num_examples"]),
-                    "top1_mean": float(row["top1_mean"]), "top1_std": float(row["top1_std"])})
+        out.append(
+            {
+                "subset": subset,
+                "population": population,
+                "num_examples": int(row["num_examples"]),
+                "top1_mean": float(row["top1_mean"]),
+                "top1_std": float(row["top1_std"]),
+            }
+        )
   return pd.DataFrame(out, columns=["subset", "population", "num_examples", "top1_mean", "top1_std"])
 
 
@@ -118,22 +148,30 @@ def robustness_severity_series(robustness, sparsity):
   """Mean top-1 over corruptions for each severity, both populations, and how many corruptions differ significantly."""
   rows = robustness.loc[robustness["sparsity"] == sparsity]
   grouped = rows.groupby("severity", sort=True)
-  return pd.DataFrame({"severity": list(grouped.groups),
-                       "dense_top1": grouped["dense_top1_mean"].mean().to_numpy(),
-                       "pruned_top1": grouped["pruned_top1_mean"].mean().to_numpy(),
-                       "num_significant": grouped["significant"].sum().to_numpy().astype(int),
-                       "num_corruptions": grouped["corruption"].nunique().to_numpy().astype(int)})
+  return pd.DataFrame(
+      {
+          "severity": list(grouped.groups),
+          "dense_top1": grouped["dense_top1_mean"].mean().to_numpy(),
+          "pruned_top1": grouped["pruned_top1_mean"].mean().to_numpy(),
+          "num_significant": grouped["significant"].sum().to_numpy().astype(int),
+          "num_corruptions": grouped["corruption"].nunique().to_numpy().astype(int),
+      }
+  )
 
 
 def robustness_drop_series(robustness, sparsity):
   """Mean accuracy drop over severities for each corruption, both populations, largest extra pruned drop first."""
   rows = robustness.loc[robustness["sparsity"] == sparsity]
   grouped = rows.groupby("corruption", sort=True)
-  out = pd.DataFrame({"corruption": list(grouped.groups),
-                      "dense_drop": grouped["dense_drop"].mean().to_numpy(),
-                      "pruned_drop": grouped["pruned_drop"].mean().to_numpy(),
-                      "num_significant": grouped["significant"].sum().to_numpy().astype(int),
-                      "num_severities": grouped["severity"].nunique().to_numpy().astype(int)})
+  out = pd.DataFrame(
+      {
+          "corruption": list(grouped.groups),
+          "dense_drop": grouped["dense_drop"].mean().to_numpy(),
+          "pruned_drop": grouped["pruned_drop"].mean().to_numpy(),
+          "num_significant": grouped["significant"].sum().to_numpy().astype(int),
+          "num_severities": grouped["severity"].nunique().to_numpy().astype(int),
+      }
+  )
   out["extra_drop"] = out["pruned_drop"] - out["dense_drop"]
   return out.sort_values(["extra_drop", "corruption"], ascending=[False, True], kind="stable").reset_index(drop=True)
 
@@ -154,17 +192,20 @@ def methods_series(methods, method_class_stats, max_classes=3):
   rows = methods.loc[methods["method"] != variants.DENSE].copy()
   rows["size_ratio"] = rows["compressed_bytes"] / dense["compressed_bytes"]
   rows["top1_change"] = rows["top1_mean"] - dense["top1_mean"]
-  order = rows.sort_values(["num_pies", "num_significant_classes", "top1_change"], ascending=[False, False, True],
-                           kind="stable")
+  order = rows.sort_values(
+      ["num_pies", "num_significant_classes", "top1_change"], ascending=[False, False, True], kind="stable"
+  )
   rows["harm_rank"] = pd.Series(np.arange(1, len(order) + 1), index=order.index)
   hurt = []
   for row in rows.itertuples(index=False):
     classes = pd.DataFrame()
     if method_class_stats is not None:
-      classes = method_class_stats.loc[(method_class_stats["method"] == row.method)
-                                       & ((method_class_stats["sparsity"] - row.sparsity).abs() < SPARSITY_TOLERANCE)
-                                       & method_class_stats["significant"]
-                                       & (method_class_stats["normalized_change"] < 0)]
+      classes = method_class_stats.loc[
+          (method_class_stats["method"] == row.method)
+          & ((method_class_stats["sparsity"] - row.sparsity).abs() < SPARSITY_TOLERANCE)
+          & method_class_stats["significant"]
+          & (method_class_stats["normalized_change"] < 0)
+      ]
     classes = classes.sort_values("normalized_change", kind="stable").head(max_classes)
     hurt.append([(str(n), float(c)) for n, c in zip(classes["class_name"], classes["normalized_change"])])
   rows["hurt_classes"] = hurt
@@ -178,6 +219,7 @@ def methods_series(methods, method_class_stats, max_classes=3):
 def _new_figure(width, height):
   from matplotlib.backends.backend_agg import FigureCanvasAgg  # pylint: disable=import-outside-toplevel
   from matplotlib.figure import Figure  # pylint: disable=import-outside-toplevel
+
   figure = Figure(figsize=(width, height), layout="constrained")
   FigureCanvasAgg(figure)
   return figure
@@ -195,8 +237,16 @@ def plot_accuracy(series):
   figure = _new_figure(5.2, 3.4)
   ax = figure.add_subplot()
   x = 100 * series["sparsity"].to_numpy()
-  ax.errorbar(x, 100 * series["top1_mean"].to_numpy(), yerr=100 * series["top1_std"].to_numpy(), color=COLOR_DENSE,
-              marker="o", capsize=4, linewidth=1.5, label="mean ± std over models")
+  ax.errorbar(
+      x,
+      100 * series["top1_mean"].to_numpy(),
+      yerr=100 * series["top1_std"].to_numpy(),
+      color=COLOR_DENSE,
+      marker="o",
+      capsize=4,
+      linewidth=1.5,
+      label="mean ± std over models",
+  )
   for xi, yi in zip(x, 100 * series["top1_mean"].to_numpy()):
     ax.annotate(f"{yi:.1f}", (xi, yi), textcoords="offset points", xytext=(6, 6), fontsize=8, color="#333333")
   ax.set_xlabel("sparsity (% of weights removed)")
@@ -213,16 +263,31 @@ def plot_significance(series, alpha, floor=None):
   figure = _new_figure(5.2, 3.4)
   ax = figure.add_subplot()
   x = 100 * series["sparsity"].to_numpy()
-  ax.plot(x, series["num_significant"].to_numpy(), marker="o", color=COLOR_HURT,
-          label=f"p < {alpha:g} (uncorrected)")
+  ax.plot(x, series["num_significant"].to_numpy(), marker="o", color=COLOR_HURT, label=f"p < {alpha:g} (uncorrected)")
   if series["num_significant_fdr"].notna().any():
-    ax.plot(x, series["num_significant_fdr"].to_numpy(), marker="s", linestyle="--", color="#555555",
-            label=f"q ≤ {alpha:g} (FDR-corrected)")
+    ax.plot(
+        x,
+        series["num_significant_fdr"].to_numpy(),
+        marker="s",
+        linestyle="--",
+        color="#555555",
+        label=f"q ≤ {alpha:g} (FDR-corrected)",
+    )
   if floor is not None:
-    ax.axhline(floor["num_significant_mean"], color=COLOR_HURT, linestyle=":", linewidth=1.2,
-               label="noise floor (A/A mean, uncorrected)")
-    ax.axhline(floor["num_significant_fdr_mean"], color="#555555", linestyle=":", linewidth=1.2,
-               label="noise floor (A/A mean, FDR)")
+    ax.axhline(
+        floor["num_significant_mean"],
+        color=COLOR_HURT,
+        linestyle=":",
+        linewidth=1.2,
+        label="noise floor (A/A mean, uncorrected)",
+    )
+    ax.axhline(
+        floor["num_significant_fdr_mean"],
+        color="#555555",
+        linestyle=":",
+        linewidth=1.2,
+        label="noise floor (A/A mean, FDR)",
+    )
   ax.set_xlabel("sparsity (% of weights removed)")
   ax.set_ylabel("classes")
   ax.set_title("Classes significantly changed by pruning", fontsize=11)
@@ -242,8 +307,14 @@ def plot_pies(series, floor=None):
   x = 100 * series["sparsity"].to_numpy()
   ax.plot(x, series["num_pies"].to_numpy(), marker="o", color=COLOR_PRUNED, label="PIEs (pruned vs dense)")
   if floor is not None:
-    ax.axhspan(0, floor["num_pies_high"], color=COLOR_NEUTRAL, alpha=0.35, linewidth=0,
-               label="noise floor (A/A, up to its upper quantile)")
+    ax.axhspan(
+        0,
+        floor["num_pies_high"],
+        color=COLOR_NEUTRAL,
+        alpha=0.35,
+        linewidth=0,
+        label="noise floor (A/A, up to its upper quantile)",
+    )
     ax.axhline(floor["num_pies_mean"], color="#555555", linestyle=":", linewidth=1.2, label="noise floor (A/A mean)")
   ax.set_xlabel("sparsity (% of weights removed)")
   ax.set_ylabel("PIEs")
@@ -265,6 +336,7 @@ def plot_class_impact(series, title, num_total=None):
   """
   from matplotlib.lines import Line2D  # pylint: disable=import-outside-toplevel
   from matplotlib.patches import Patch  # pylint: disable=import-outside-toplevel
+
   n = len(series)
   figure = _new_figure(7.0, 1.3 + 0.26 * n)
   ax = figure.add_subplot()
@@ -273,8 +345,14 @@ def plot_class_impact(series, title, num_total=None):
   normalized = 100 * series["normalized_change"].to_numpy()
   colors = np.where(~significant, COLOR_NEUTRAL, np.where(normalized < 0, COLOR_HURT, COLOR_HELPED))
   fdr = series["significant_fdr"].to_numpy(dtype=bool) if "significant_fdr" in series else np.zeros(n, dtype=bool)
-  ax.barh(y, 100 * series["recall_change"].to_numpy(), color=colors, height=0.7,
-          edgecolor=np.where(fdr, "#111111", "none"), linewidth=np.where(fdr, 1.2, 0.0))
+  ax.barh(
+      y,
+      100 * series["recall_change"].to_numpy(),
+      color=colors,
+      height=0.7,
+      edgecolor=np.where(fdr, "#111111", "none"),
+      linewidth=np.where(fdr, 1.2, 0.0),
+  )
   ax.scatter(normalized, y, marker="D", s=22, color="#111111", zorder=3)
   ax.axvline(0, color="#555555", linewidth=0.8)
   # normalized = recall change - overall top-1 change, so their difference is the overall change (the same for all).
@@ -290,8 +368,17 @@ def plot_class_impact(series, title, num_total=None):
     # The chart shows the two ends of the ranking: mark where the classes left out would be.
     split = int((normalized < 0).sum())
     ax.axhline(split - 0.5, color="#888888", linewidth=0.8, linestyle=":")
-    ax.annotate(f"{hidden} less affected classes not shown", (1.0, split - 0.5), xycoords=("axes fraction", "data"),
-                xytext=(-4, 3), textcoords="offset points", ha="right", va="bottom", fontsize=8, color="#555555")
+    ax.annotate(
+        f"{hidden} less affected classes not shown",
+        (1.0, split - 0.5),
+        xycoords=("axes fraction", "data"),
+        xytext=(-4, 3),
+        textcoords="offset points",
+        ha="right",
+        va="bottom",
+        fontsize=8,
+        color="#555555",
+    )
   ax.set_ylim(n - 0.5, -0.5)  # most hurt on top, no blank margin
   ax.set_xlabel("change vs dense (percentage points)")
   ax.set_title(title, fontsize=11)
@@ -299,12 +386,13 @@ def plot_class_impact(series, title, num_total=None):
   ax.set_axisbelow(True)
   ax.spines["top"].set_visible(False)
   ax.spines["right"].set_visible(False)
-  handles = [Patch(color=COLOR_HURT, label="recall change, significantly hurt"),
-             Patch(color=COLOR_HELPED, label="recall change, significantly helped"),
-             Patch(color=COLOR_NEUTRAL, label="recall change, not significant"),
-             Line2D([], [], marker="D", linestyle="none", color="#111111",
-                    label="normalized change (vs overall top-1)"),
-             Line2D([], [], linestyle="--", color="#555555", label=f"change in overall top-1 ({overall:+.1f})")]
+  handles = [
+      Patch(color=COLOR_HURT, label="recall change, significantly hurt"),
+      Patch(color=COLOR_HELPED, label="recall change, significantly helped"),
+      Patch(color=COLOR_NEUTRAL, label="recall change, not significant"),
+      Line2D([], [], marker="D", linestyle="none", color="#111111", label="normalized change (vs overall top-1)"),
+      Line2D([], [], linestyle="--", color="#555555", label=f"change in overall top-1 ({overall:+.1f})"),
+  ]
   if fdr.any() or "significant_fdr" in series:
     handles.append(Patch(facecolor="white", edgecolor="#111111", label="outlined: significant after FDR"))
   figure.legend(handles=handles, loc="outside lower center", ncol=2, frameon=False, fontsize=8)
@@ -322,8 +410,15 @@ def plot_pie_accuracy(series_by_level):
     x = np.arange(len(outputs.SUBSETS))
     for offset, population, color in zip((-width / 2, width / 2), outputs.POPULATIONS, (COLOR_DENSE, COLOR_PRUNED)):
       rows = series.loc[series["population"] == population].set_index("subset").reindex(list(outputs.SUBSETS))
-      ax.bar(x + offset, 100 * rows["top1_mean"].to_numpy(), width, yerr=100 * rows["top1_std"].to_numpy(),
-             color=color, capsize=3, label=f"{population} population")
+      ax.bar(
+          x + offset,
+          100 * rows["top1_mean"].to_numpy(),
+          width,
+          yerr=100 * rows["top1_std"].to_numpy(),
+          color=color,
+          capsize=3,
+          label=f"{population} population",
+      )
     ax.set_xticks(x)
     ax.set_xticklabels([SUBSET_LABELS[s] for s in outputs.SUBSETS], fontsize=8)
     ax.set_title(f"{level_label(sparsity)} sparsity", fontsize=10)
@@ -343,12 +438,25 @@ def plot_robustness_severity(series_by_level):
   for ax, sparsity in zip(axes, levels):
     series = series_by_level[sparsity]
     ax.plot(series["severity"], 100 * series["dense_top1"], marker="o", color=COLOR_DENSE, label=variants.DENSE)
-    ax.plot(series["severity"], 100 * series["pruned_top1"], marker="s", color=COLOR_PRUNED,
-            label=f"pruned {level_label(sparsity)}")
-    for severity, value, k, total in zip(series["severity"], 100 * series["pruned_top1"], series["num_significant"],
-                                         series["num_corruptions"]):
-      ax.annotate(f"{k}/{total}", (severity, value), textcoords="offset points", xytext=(0, -13), ha="center",
-                  fontsize=7, color=COLOR_HURT if k else "#777777")
+    ax.plot(
+        series["severity"],
+        100 * series["pruned_top1"],
+        marker="s",
+        color=COLOR_PRUNED,
+        label=f"pruned {level_label(sparsity)}",
+    )
+    for severity, value, k, total in zip(
+        series["severity"], 100 * series["pruned_top1"], series["num_significant"], series["num_corruptions"]
+    ):
+      ax.annotate(
+          f"{k}/{total}",
+          (severity, value),
+          textcoords="offset points",
+          xytext=(0, -13),
+          ha="center",
+          fontsize=7,
+          color=COLOR_HURT if k else "#777777",
+      )
     ax.set_xticks(series["severity"].tolist())
     ax.margins(x=0.08, y=0.15)
     ax.set_xlabel("corruption severity")
@@ -367,10 +475,21 @@ def plot_robustness_drop(series, title):
   y = np.arange(n)
   ax.barh(y - 0.2, 100 * series["dense_drop"].to_numpy(), 0.4, color=COLOR_DENSE, label=variants.DENSE)
   ax.barh(y + 0.2, 100 * series["pruned_drop"].to_numpy(), 0.4, color=COLOR_PRUNED, label="pruned")
-  for yi, drop, k, total in zip(y, 100 * np.maximum(series["dense_drop"], series["pruned_drop"]).to_numpy(),
-                                series["num_significant"], series["num_severities"]):
-    ax.annotate(f"{k}/{total} severities significant", (max(drop, 0), yi), textcoords="offset points",
-                xytext=(4, 0), va="center", fontsize=7, color=COLOR_HURT if k else "#777777")
+  for yi, drop, k, total in zip(
+      y,
+      100 * np.maximum(series["dense_drop"], series["pruned_drop"]).to_numpy(),
+      series["num_significant"],
+      series["num_severities"],
+  ):
+    ax.annotate(
+        f"{k}/{total} severities significant",
+        (max(drop, 0), yi),
+        textcoords="offset points",
+        xytext=(4, 0),
+        va="center",
+        fontsize=7,
+        color=COLOR_HURT if k else "#777777",
+    )
   ax.margins(x=0.25)
   names = [f"{c} *" if k else str(c) for c, k in zip(series["corruption"], series["num_significant"])]
   ax.set_yticks(y)
@@ -395,28 +514,44 @@ def plot_methods(series, dense):
   One colour and marker per method (legend below the panels); pruning levels are written beside their points.
   """
   import matplotlib.ticker as ticker  # pylint: disable=import-outside-toplevel
+
   figure = _new_figure(11.0, 4.0)
   axes = figure.subplots(1, 3)
   methods = list(dict.fromkeys(series["method"]))
   markers = "o^vDP*Xh<>"
   palette = ("#d9822b", "#8e44ad", "#27ae60", "#c0392b", "#16a085", "#7f8c8d", "#2c3e50", "#b7950b")
-  panels = (("top1_mean", "top-1 (%)", 100.0, dense["top1_mean"]),
-            ("num_significant_classes", "significantly changed classes", 1.0, 0.0),
-            ("num_pies", "CIEs (examples)", 1.0, 0.0))
+  panels = (
+      ("top1_mean", "top-1 (%)", 100.0, dense["top1_mean"]),
+      ("num_significant_classes", "significantly changed classes", 1.0, 0.0),
+      ("num_pies", "CIEs (examples)", 1.0, 0.0),
+  )
   positive = bool((series["compressed_bytes"] > 0).all()) and np.isfinite(dense["compressed_bytes"])
   for ax, (column, label, scale, dense_value) in zip(axes, panels):
     for i, method in enumerate(methods):
       rows = series.loc[series["method"] == method]
       kb = rows["compressed_bytes"].to_numpy(dtype=float) / 1024
       values = scale * rows[column].to_numpy(dtype=float)
-      ax.scatter(kb, values, color=palette[i % len(palette)], marker=markers[i % len(markers)], zorder=3,
-                 label=method, alpha=0.85)
+      ax.scatter(
+          kb,
+          values,
+          color=palette[i % len(palette)],
+          marker=markers[i % len(markers)],
+          zorder=3,
+          label=method,
+          alpha=0.85,
+      )
       if variants.is_pruning(method):
         for x, y, level in zip(kb, values, rows["sparsity"]):
           ax.annotate(f"{100 * level:.4g}%", (x, y), textcoords="offset points", xytext=(5, 3), fontsize=7)
     if np.isfinite(dense["compressed_bytes"]):
-      ax.scatter([dense["compressed_bytes"] / 1024], [scale * dense_value], color=COLOR_DENSE, marker="s", zorder=3,
-                 label=variants.DENSE)
+      ax.scatter(
+          [dense["compressed_bytes"] / 1024],
+          [scale * dense_value],
+          color=COLOR_DENSE,
+          marker="s",
+          zorder=3,
+          label=variants.DENSE,
+      )
     if positive:
       ax.set_xscale("log")
       ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
@@ -449,6 +584,7 @@ class FigureFolder:
   def save(self, figure, name):
     """Writes <name>.png and <name>.svg and returns the SVG for inlining (ids prefixed to stay unique in the page)."""
     import matplotlib  # pylint: disable=import-outside-toplevel
+
     self.written.add(name)
     encoded = {}
     with matplotlib.rc_context({"svg.hashsalt": "pie-report", "svg.fonttype": "path"}):
@@ -488,4 +624,3 @@ def inline_svg(svg, prefix):
   max_width = f"max-width:{float(width.group(1)) * 4 / 3:.0f}px;" if width else ""
   root += f' class="figure" role="img" style="{max_width}"'
   return root + svg[root_end:]
-

@@ -1,6 +1,7 @@
 """The PIE gallery's data: every PIE of the report's per-level view with its labels, shares and image, embedded in
 the page as JSON for report.js to filter and page through.
 """
+
 import base64
 import io
 
@@ -18,6 +19,7 @@ def _tile_uri(image, max_side):
   png = image.png
   if max(image.width, image.height) > max_side:
     from PIL import Image  # pylint: disable=import-outside-toplevel
+
     with Image.open(io.BytesIO(png)) as original:
       thumb = original.convert("RGB" if image.channels >= 3 else "L")
       thumb.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
@@ -51,19 +53,37 @@ def gallery_payload(data, page_size=60, max_image_bytes=20 * 2**20):
   # Spread the budget: rank r of every (level, class) before rank r + 1 of any.
   rank = pies.groupby(["sparsity", "label"], sort=False).cumcount().to_numpy()
   omitted = _embed_images(entries, images, rank, max_image_bytes)
-  levels = [{"key": load.level_key(s), "label": load.level_label(s),
-             "count": int((data.pies["sparsity"] == s).sum())} for s in data.pruned_sparsities]
-  return {"page_size": int(page_size), "tile_px": GALLERY_TILE_PX, "has_images": data.images is not None,
-          "omitted_images": omitted, "class_names": [str(c) for c in data.study["class_names"]],
-          "levels": levels, "pies": entries}
+  levels = [
+      {"key": load.level_key(s), "label": load.level_label(s), "count": int((data.pies["sparsity"] == s).sum())}
+      for s in data.pruned_sparsities
+  ]
+  return {
+      "page_size": int(page_size),
+      "tile_px": GALLERY_TILE_PX,
+      "has_images": data.images is not None,
+      "omitted_images": omitted,
+      "class_names": [str(c) for c in data.study["class_names"]],
+      "levels": levels,
+      "pies": entries,
+  }
 
 
 def _entry(row, key, has_stability):
   """One PIE as report.js reads it (short keys: the page holds thousands); its image is added by `_embed_images`."""
-  entry = {"level": load.level_key(key[0]), "id": key[1], "y": int(row.label), "yn": str(row.label_name),
-           "d": int(row.dense_modal), "dn": str(row.dense_modal_name), "p": int(row.pruned_modal),
-           "pn": str(row.pruned_modal_name), "ds": round(float(row.dense_modal_share), 4),
-           "ps": round(float(row.pruned_modal_share), 4), "tie": bool(row.modal_tie), "img": None}
+  entry = {
+      "level": load.level_key(key[0]),
+      "id": key[1],
+      "y": int(row.label),
+      "yn": str(row.label_name),
+      "d": int(row.dense_modal),
+      "dn": str(row.dense_modal_name),
+      "p": int(row.pruned_modal),
+      "pn": str(row.pruned_modal_name),
+      "ds": round(float(row.dense_modal_share), 4),
+      "ps": round(float(row.pruned_modal_share), 4),
+      "tie": bool(row.modal_tie),
+      "img": None,
+  }
   if has_stability and not pd.isna(row.pie_stability):
     entry["st"] = round(float(row.pie_stability), 4)
   return entry

@@ -3,6 +3,7 @@
 Only the files of the output contract (pie/outputs.py) are read; every problem is a PieError (a ValueError) that
 names the file and what is wrong with it, before anything is written.
 """
+
 import dataclasses
 import io
 import json
@@ -24,14 +25,26 @@ CLASS_STATS_OPTIONAL = ("q_value", "significant_fdr", "ci_low", "ci_high", "hedg
 SPARSITY_TOLERANCE = 1e-5
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # The columns of `AnalysisData.methods`: one row per population of summary.json.
-METHOD_LEVEL_KEYS = ("method", "sparsity", "num_models", "top1_mean", "top1_std", "measured_sparsity_mean",
-                     "num_pies", "pie_fraction", "num_significant_classes", "num_significant_classes_fdr",
-                     "bits_per_weight", "compressed_bytes")
+METHOD_LEVEL_KEYS = (
+    "method",
+    "sparsity",
+    "num_models",
+    "top1_mean",
+    "top1_std",
+    "measured_sparsity_mean",
+    "num_pies",
+    "pie_fraction",
+    "num_significant_classes",
+    "num_significant_classes_fdr",
+    "bits_per_weight",
+    "compressed_bytes",
+)
 
 
 @dataclasses.dataclass(frozen=True)
 class PieImage:
   """One PIE image from pies.tfrecord: the PNG bytes as written by the analysis, and its size."""
+
   png: bytes
   width: int
   height: int
@@ -46,6 +59,7 @@ class AnalysisData:
   tables holds the exact float of its level in summary.json, so levels can be compared with ==. `images` maps
   (sparsity, example_id) to the PIE's image, and is None when the folder has no pies.tfrecord.
   """
+
   directory: Path
   summary: dict
   levels: pd.DataFrame
@@ -92,8 +106,9 @@ def load_analysis(analysis_dir):
     raise PieError(f"analysis folder {directory} does not exist or is not a folder")
   full_summary = _read_summary(directory / outputs.SUMMARY_JSON)
   controls = tuple(level for level in full_summary["levels"] if level["role"] == "control")
-  summary, methods = _methods_view(dict(full_summary, levels=[level for level in full_summary["levels"]
-                                                              if level["role"] != "control"]))
+  summary, methods = _methods_view(
+      dict(full_summary, levels=[level for level in full_summary["levels"] if level["role"] != "control"])
+  )
   levels = _levels_frame(summary)
   known = levels["sparsity"].to_numpy(dtype=float)
   pruned = levels.loc[levels["role"] == "pruned", "sparsity"].to_numpy(dtype=float)
@@ -106,8 +121,9 @@ def load_analysis(analysis_dir):
   duplicated = pies.duplicated(["sparsity", "example_id"])
   if duplicated.any():
     row = pies.loc[duplicated].iloc[0]
-    raise PieError(f"{outputs.PIES_CSV}: example {int(row['example_id'])} is listed twice at sparsity "
-                   f"{row['sparsity']:g}")
+    raise PieError(
+        f"{outputs.PIES_CSV}: example {int(row['example_id'])} is listed twice at sparsity " f"{row['sparsity']:g}"
+    )
 
   class_stats = _read_table(directory, outputs.CLASS_STATS, CLASS_STATS_OPTIONAL)
   method_class_stats = class_stats if methods is not None and outputs.METHOD_COLUMN in class_stats else None
@@ -132,10 +148,21 @@ def load_analysis(analysis_dir):
   images = None
   if (directory / outputs.PIES_TFRECORD).exists():
     images = _match_images(outputs.read_pie_records(directory / outputs.PIES_TFRECORD), pies, known)
-  return AnalysisData(directory=directory, summary=summary, levels=levels, pies=pies, class_stats=class_stats,
-                      pie_accuracy=pie_accuracy, robustness=robustness, images=images, methods=methods,
-                      method_class_stats=method_class_stats, controls=controls,
-                      noise_floor=full_summary.get("noise_floor"), control_class_stats=control_class_stats)
+  return AnalysisData(
+      directory=directory,
+      summary=summary,
+      levels=levels,
+      pies=pies,
+      class_stats=class_stats,
+      pie_accuracy=pie_accuracy,
+      robustness=robustness,
+      images=images,
+      methods=methods,
+      method_class_stats=method_class_stats,
+      controls=controls,
+      noise_floor=full_summary.get("noise_floor"),
+      control_class_stats=control_class_stats,
+  )
 
 
 def _level_method(level):
@@ -154,8 +181,10 @@ def _methods_view(summary):
     return summary, None
   primary = variants.primary_method(methods)
   view = [level for level, m in zip(summary["levels"], methods) if variants.is_dense(m) or m == primary]
-  rows = [{k: (m if k == "method" else level.get(k)) for k in METHOD_LEVEL_KEYS}
-          for level, m in zip(summary["levels"], methods)]
+  rows = [
+      {k: (m if k == "method" else level.get(k)) for k in METHOD_LEVEL_KEYS}
+      for level, m in zip(summary["levels"], methods)
+  ]
   frame = pd.DataFrame(rows)
   for column in METHOD_LEVEL_KEYS[1:]:
     frame[column] = pd.to_numeric(frame[column], errors="raise").astype(float)
@@ -293,8 +322,10 @@ def _canonical_sparsity(values, known, source):
   nearest = np.abs(values[:, None] - known[None, :]).argmin(axis=1)
   stray = np.abs(values - known[nearest]) > SPARSITY_TOLERANCE
   if stray.any():
-    raise PieError(f"{source}: sparsity {values[stray][0]:g} is not one of the levels in {outputs.SUMMARY_JSON} "
-                   f"({', '.join(f'{k:g}' for k in known)})")
+    raise PieError(
+        f"{source}: sparsity {values[stray][0]:g} is not one of the levels in {outputs.SUMMARY_JSON} "
+        f"({', '.join(f'{k:g}' for k in known)})"
+    )
   return known[nearest]
 
 
@@ -313,6 +344,7 @@ def _check_values(values, allowed, what):
 def decode_png_size(png, what):
   """Returns (width, height, channels) of PNG bytes; raises PieError if they are not a PNG image."""
   from PIL import Image  # pylint: disable=import-outside-toplevel
+
   if not png.startswith(PNG_SIGNATURE):
     raise PieError(f"{what}: image is not PNG-encoded")
   try:
@@ -325,8 +357,9 @@ def decode_png_size(png, what):
 
 def _match_images(records, pies, known):
   """Keys the images by (level, example id) and checks that each record agrees with its row in pies.csv."""
-  by_key = {(float(s), int(e)): row for s, e, row in zip(pies["sparsity"], pies["example_id"],
-                                                          pies.itertuples(index=False))}
+  by_key = {
+      (float(s), int(e)): row for s, e, row in zip(pies["sparsity"], pies["example_id"], pies.itertuples(index=False))
+  }
   sparsities = _canonical_sparsity([r["sparsity"] for r in records], known, outputs.PIES_TFRECORD)
   images = {}
   for sparsity, record in zip(sparsities, records):

@@ -1,4 +1,5 @@
 """Small HTML helpers of the report: escaping, and numbers as the page shows them ("–" where there is none)."""
+
 import html
 import json
 import math

@@ -1,5 +1,6 @@
 """The report page: `write_report` loads the analysis folder, builds its sections and writes one self-contained HTML
 file (report.css and report.js, package data, are inlined; figures are inline SVG, images data: URIs)."""
+
 import importlib.resources
 
 import pie

@@ -5,6 +5,7 @@ single-method study, no robustness section without robustness.csv, ...); the pag
 same list, so it links exactly the sections that are there. Sections with figures save them through a
 `figures.FigureFolder`.
 """
+
 import dataclasses
 import json
 
@@ -26,6 +27,7 @@ from pie.report.markup import pp
 @dataclasses.dataclass(frozen=True)
 class Section:
   """One section of the page: its element id, its title in the navigation (None: not listed) and its HTML."""
+
   id: str
   nav_title: str | None
   html: str
@@ -33,10 +35,17 @@ class Section:
 
 def build_sections(data, figure_folder, top_n, page_size, max_image_bytes):
   """Every section the analysis folder has data for, in page order (arguments as for `page.write_report`)."""
-  sections = [howto_section(data), findings_section(data), populations_section(data),
-              overview_section(data, figure_folder), methods_section(data, figure_folder),
-              classes_section(data, figure_folder, top_n), gallery_section(data, page_size, max_image_bytes),
-              pie_accuracy_section(data, figure_folder), robustness_section(data, figure_folder)]
+  sections = [
+      howto_section(data),
+      findings_section(data),
+      populations_section(data),
+      overview_section(data, figure_folder),
+      methods_section(data, figure_folder),
+      classes_section(data, figure_folder, top_n),
+      gallery_section(data, page_size, max_image_bytes),
+      pie_accuracy_section(data, figure_folder),
+      robustness_section(data, figure_folder),
+  ]
   return [section for section in sections if section is not None]
 
 
@@ -46,7 +55,10 @@ def build_sections(data, figure_folder, top_n, page_size, max_image_bytes):
 
 def howto_section(data):
   triage_note = " with every image" if data.images is not None else ""
-  return Section("howto", None, f"""<section id="howto" class="howto"><h2>How to read this</h2>
+  return Section(
+      "howto",
+      None,
+      f"""<section id="howto" class="howto"><h2>How to read this</h2>
 <p>Several copies of the same network were trained from different random seeds: a <b>dense</b> population, and
 <b>pruned</b> populations with a given fraction of their weights removed (the <i>sparsity</i>). Pruning costs little
 overall accuracy, but the cost is not shared equally.</p>
@@ -60,13 +72,17 @@ are unusual, ambiguous or wrongly labelled, so they deserve a human look (the ga
 </ul>
 <p>Start with the findings below (click a class name to see its PIEs), then the red bars of the class chart,
 then the gallery.</p></section>
-""")
+""",
+  )
 
 
 def findings_section(data):
   items = "".join(f"<li>{finding}</li>" for finding in findings.key_findings(data))
-  return Section("findings", "Findings",
-                 f'<section id="findings"><h2>Key findings</h2><ul class="findings">{items}</ul></section>\n')
+  return Section(
+      "findings",
+      "Findings",
+      f'<section id="findings"><h2>Key findings</h2><ul class="findings">{items}</ul></section>\n',
+  )
 
 
 def populations_section(data):
@@ -74,46 +90,71 @@ def populations_section(data):
   config = json.dumps(study["config"], indent=2, sort_keys=True, default=str)
   alpha = float(data.summary["alpha"])
   opening = '<section id="populations"><h2>Populations</h2><div class="populations">'
-  return Section("populations", "Populations", f"""{opening}{_populations_table(data)}</div>
+  return Section(
+      "populations",
+      "Populations",
+      f"""{opening}{_populations_table(data)}</div>
 <p class="note">Significance: α = {alpha:g}; class tests normalize recall
 {esc(_normalization_text(data.summary))}. Modal ties: evaluation images whose most common prediction is tied between
 labels; rule: {esc(data.summary['tie_rule'])}. Control rows are populations in which nothing was pruned: what they
 differ by is the noise floor.</p>
 <details><summary>Study configuration (hash {esc(study['config_hash'])})</summary><pre>{esc(config)}</pre></details>
 </section>
-""")
+""",
+  )
 
 
 def _normalization_text(summary):
   if summary.get("normalization") == "population":
-    return ("by the population's mean top-1 (the paper's rule, which ignores that mean's variance: see the caution "
-            "above)")
+    return (
+        "by the population's mean top-1 (the paper's rule, which ignores that mean's variance: see the caution "
+        "above)"
+    )
   return "by each model's own top-1"
 
 
 def _populations_table(data):
   """One row per level of the per-level view, the controls right after the dense row."""
   has_fdr = data.levels["num_significant_classes_fdr"].notna().any()
-  head = ["Level", "Models", "Top-1 (mean ± std)", "Measured sparsity", "PIEs (fraction of eval set)",
-          f"Significant classes (p &lt; {data.summary['alpha']:g})"]
+  head = [
+      "Level",
+      "Models",
+      "Top-1 (mean ± std)",
+      "Measured sparsity",
+      "PIEs (fraction of eval set)",
+      f"Significant classes (p &lt; {data.summary['alpha']:g})",
+  ]
   if has_fdr:
     head.append("Significant classes (FDR)")
   head.append("Modal ties (dense / pruned)")
   rows = []
   for level in data.levels.itertuples(index=False):
-    rows.append(_population_row(esc(load.level_label(level.sparsity)), level._asdict(), level.role == "pruned",
-                                has_fdr))
+    rows.append(
+        _population_row(esc(load.level_label(level.sparsity)), level._asdict(), level.role == "pruned", has_fdr)
+    )
     if level.role == variants.DENSE:
-      rows += [_population_row(f"{esc(control['method'].replace('_', ' '))} (control)", control, True, has_fdr,
-                               " class='control'") for control in data.controls]
-  return ("<table class='data'><thead><tr>" + "".join(f"<th scope='col'>{h}</th>" for h in head) +
-          "</tr></thead><tbody>" + "".join(rows) + "</tbody></table>")
+      rows += [
+          _population_row(
+              f"{esc(control['method'].replace('_', ' '))} (control)", control, True, has_fdr, " class='control'"
+          )
+          for control in data.controls
+      ]
+  return (
+      "<table class='data'><thead><tr>"
+      + "".join(f"<th scope='col'>{h}</th>" for h in head)
+      + "</tr></thead><tbody>"
+      + "".join(rows)
+      + "</tbody></table>"
+  )
 
 
 def _population_row(header, level, compared, has_fdr, attributes=""):
   """A row of the populations table from a summary level; `compared`: a population compared with the dense one."""
-  cells = [count(level["num_models"]), f"{pct(level['top1_mean'], 2)} ± {100 * level['top1_std']:.2f}",
-           pct(level["measured_sparsity_mean"], 1)]
+  cells = [
+      count(level["num_models"]),
+      f"{pct(level['top1_mean'], 2)} ± {100 * level['top1_std']:.2f}",
+      pct(level["measured_sparsity_mean"], 1),
+  ]
   if compared:
     cells += [f"{count(level['num_pies'])} ({pct(level['pie_fraction'], 2)})", count(level["num_significant_classes"])]
     if has_fdr:
@@ -131,25 +172,35 @@ def _population_row(header, level, compared, has_fdr, attributes=""):
 def overview_section(data, figure_folder):
   alpha = float(data.summary["alpha"])
   floor = figures.floor_lines(data.noise_floor)
-  accuracy_svg = figure_folder.save(figures.plot_accuracy(figures.accuracy_series(data.levels)),
-                                    "accuracy_vs_sparsity")
+  accuracy_svg = figure_folder.save(figures.plot_accuracy(figures.accuracy_series(data.levels)), "accuracy_vs_sparsity")
   significance_svg = figure_folder.save(
       figures.plot_significance(figures.significance_series(data.levels), alpha, floor),
-      "significant_classes_vs_sparsity")
-  pies_svg = figure_folder.save(figures.plot_pies(figures.pies_series(data.summary["levels"]), floor),
-                                "pies_vs_sparsity")
-  floor_text = ("" if floor is None else
-                " Dotted lines and the grey band: the noise floor, what two populations of dense models trained with "
-                f"different seeds ({floor['sizes'][0]} + {floor['sizes'][1]} models, random splits) differ by when "
-                "nothing was pruned.")
-  return Section("overview", "Accuracy", (
-      "<section id='overview'><h2>Accuracy, PIEs and significant classes</h2>"
-      "<p class='note'>Left: mean top-1 of each population, error bars one standard deviation over its models. "
-      "Middle: PIEs per level. Right: how many classes' recall changed significantly more or less than overall top-1 "
-      f"(two-sided Welch t-test over the models, α = {alpha:g}); the FDR line corrects for testing every class "
-      f"(Benjamini–Hochberg).{floor_text}</p>"
-      f"<div class='figrow'><figure>{accuracy_svg}</figure><figure>{pies_svg}</figure>"
-      f"<figure>{significance_svg}</figure></div></section>"))
+      "significant_classes_vs_sparsity",
+  )
+  pies_svg = figure_folder.save(
+      figures.plot_pies(figures.pies_series(data.summary["levels"]), floor), "pies_vs_sparsity"
+  )
+  floor_text = (
+      ""
+      if floor is None
+      else " Dotted lines and the grey band: the noise floor, what two populations of dense models trained with "
+      f"different seeds ({floor['sizes'][0]} + {floor['sizes'][1]} models, random splits) differ by when "
+      "nothing was pruned."
+  )
+  return Section(
+      "overview",
+      "Accuracy",
+      (
+          "<section id='overview'><h2>Accuracy, PIEs and significant classes</h2>"
+          "<p class='note'>Left: mean top-1 of each population, error bars one standard deviation over its models. "
+          "Middle: PIEs per level. Right: how many classes' recall changed significantly more or less than overall "
+          "top-1 "
+          f"(two-sided Welch t-test over the models, α = {alpha:g}); the FDR line corrects for testing every class "
+          f"(Benjamini–Hochberg).{floor_text}</p>"
+          f"<div class='figrow'><figure>{accuracy_svg}</figure><figure>{pies_svg}</figure>"
+          f"<figure>{significance_svg}</figure></div></section>"
+      ),
+  )
 
 
 def methods_section(data, figure_folder):
@@ -159,45 +210,90 @@ def methods_section(data, figure_folder):
   dense = data.methods.loc[data.methods["method"] == variants.DENSE].iloc[0]
   series = figures.methods_series(data.methods, data.method_class_stats)
   svg = figure_folder.save(figures.plot_methods(series, dense), "methods_vs_size")
-  head = ["Method", "Level", "Models", "Bits / weight", "Compressed (KB)", "Size vs dense", "Top-1", "Change (pts)",
-          "Significant classes (FDR)", "CIEs (fraction)", "Harm rank", "Most hurt classes (normalized pts)"]
+  head = [
+      "Method",
+      "Level",
+      "Models",
+      "Bits / weight",
+      "Compressed (KB)",
+      "Size vs dense",
+      "Top-1",
+      "Change (pts)",
+      "Significant classes (FDR)",
+      "CIEs (fraction)",
+      "Harm rank",
+      "Most hurt classes (normalized pts)",
+  ]
   body = []
   for row in series.itertuples(index=False):
     hurt = ", ".join(f"{esc(name)} ({100 * change:+.1f})" for name, change in row.hurt_classes) or "none significant"
     fdr = "" if pd.isna(row.num_significant_classes_fdr) else f" ({int(row.num_significant_classes_fdr)})"
-    cells = [esc(row.method), esc(f"{100 * row.sparsity:.4g}%"), count(row.num_models),
-             "–" if pd.isna(row.bits_per_weight) else f"{row.bits_per_weight:.2f}",
-             "–" if pd.isna(row.compressed_bytes) else f"{row.compressed_bytes / 1024:.1f}",
-             "–" if pd.isna(row.size_ratio) else f"{row.size_ratio:.2f}×",
-             pct(row.top1_mean, 2), pp(row.top1_change, 2), f"{int(row.num_significant_classes)}{fdr}",
-             f"{int(row.num_pies)} ({pct(row.pie_fraction, 2)})", str(int(row.harm_rank)), hurt]
+    cells = [
+        esc(row.method),
+        esc(f"{100 * row.sparsity:.4g}%"),
+        count(row.num_models),
+        "–" if pd.isna(row.bits_per_weight) else f"{row.bits_per_weight:.2f}",
+        "–" if pd.isna(row.compressed_bytes) else f"{row.compressed_bytes / 1024:.1f}",
+        "–" if pd.isna(row.size_ratio) else f"{row.size_ratio:.2f}×",
+        pct(row.top1_mean, 2),
+        pp(row.top1_change, 2),
+        f"{int(row.num_significant_classes)}{fdr}",
+        f"{int(row.num_pies)} ({pct(row.pie_fraction, 2)})",
+        str(int(row.harm_rank)),
+        hurt,
+    ]
     body.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
   dense_kb = "–" if pd.isna(dense["compressed_bytes"]) else f"{dense['compressed_bytes'] / 1024:.1f} KB"
-  table = ("<table id='methods-table'><thead><tr>" + "".join(f"<th scope='col'>{h}</th>" for h in head)
-           + "</tr></thead><tbody>" + "".join(body) + "</tbody></table>")
-  return Section("methods", "Methods compared", (
-      "<section id='methods'><h2>Methods compared</h2><p class='note'>Every compressed population against the "
-      f"same dense population (top-1 {pct(dense['top1_mean'], 2)}, {dense_kb} compressed). Compressed size: gzip "
-      "of the exported TFLite model (sparse storage for pruned ones), measured per model and averaged. CIEs "
-      "(compression-identified exemplars) are the PIEs of each method: examples whose modal prediction differs "
-      "from the dense population's. Rows run from the smallest model to the largest; the harm rank orders the "
-      "methods by CIEs, then significantly changed classes, then top-1 loss (1 = most harm). Most hurt classes: "
-      "significantly hurt, most negative change in recall beyond the overall change.</p>"
-      f"<figure>{svg}</figure><div class='scroll'>{table}</div></section>"))
+  table = (
+      "<table id='methods-table'><thead><tr>"
+      + "".join(f"<th scope='col'>{h}</th>" for h in head)
+      + "</tr></thead><tbody>"
+      + "".join(body)
+      + "</tbody></table>"
+  )
+  return Section(
+      "methods",
+      "Methods compared",
+      (
+          "<section id='methods'><h2>Methods compared</h2><p class='note'>Every compressed population against the "
+          f"same dense population (top-1 {pct(dense['top1_mean'], 2)}, {dense_kb} compressed). Compressed size: gzip "
+          "of the exported TFLite model (sparse storage for pruned ones), measured per model and averaged. CIEs "
+          "(compression-identified exemplars) are the PIEs of each method: examples whose modal prediction differs "
+          "from the dense population's. Rows run from the smallest model to the largest; the harm rank orders the "
+          "methods by CIEs, then significantly changed classes, then top-1 loss (1 = most harm). Most hurt classes: "
+          "significantly hurt, most negative change in recall beyond the overall change.</p>"
+          f"<figure>{svg}</figure><div class='scroll'>{table}</div></section>"
+      ),
+  )
 
 
 def classes_section(data, figure_folder, top_n):
   """The class impact chart and table of every pruned level, the highest sparsity open."""
   num_classes = int(data.study["num_classes"])
-  parts = [_class_impact_level(data, figure_folder, sparsity, top_n, is_open=i == 0)
-           for i, sparsity in enumerate(reversed(data.pruned_sparsities))]
-  return Section("classes", "Class impact", (
-      "<section id='classes'><h2>Which classes pruning hurts</h2><p class='note'>Bars: change in the class's recall "
-      "(pruned minus dense, percentage points). Diamonds: the same change minus the change in overall top-1, i.e. how "
-      "much worse (left) or better (right) the class fares than the model as a whole. Coloured bars and bold names "
-      "are statistically significant. "
-      + (f"With {num_classes} classes only the most affected are drawn; open the table for the rest." if
-         num_classes > 2 * top_n else "") + "</p>" + "".join(parts) + "</section>"))
+  parts = [
+      _class_impact_level(data, figure_folder, sparsity, top_n, is_open=i == 0)
+      for i, sparsity in enumerate(reversed(data.pruned_sparsities))
+  ]
+  return Section(
+      "classes",
+      "Class impact",
+      (
+          "<section id='classes'><h2>Which classes pruning hurts</h2><p class='note'>Bars: change in the class's "
+          "recall "
+          "(pruned minus dense, percentage points). Diamonds: the same change minus the change in overall top-1, i.e. "
+          "how "
+          "much worse (left) or better (right) the class fares than the model as a whole. Coloured bars and bold names "
+          "are statistically significant. "
+          + (
+              f"With {num_classes} classes only the most affected are drawn; open the table for the rest."
+              if num_classes > 2 * top_n
+              else ""
+          )
+          + "</p>"
+          + "".join(parts)
+          + "</section>"
+      ),
+  )
 
 
 def _class_impact_level(data, figure_folder, sparsity, top_n, is_open):
@@ -206,28 +302,44 @@ def _class_impact_level(data, figure_folder, sparsity, top_n, is_open):
   if stats.empty:
     return f"<details><summary>{label} sparsity: no class statistics</summary></details>"
   series = figures.class_impact_series(data.class_stats, sparsity, top_n)
-  shown = (f"all {len(stats)} classes" if len(series) == len(stats) else
-           f"{top_n} most hurt and {top_n} most helped of {len(stats)} classes")
+  shown = (
+      f"all {len(stats)} classes"
+      if len(series) == len(stats)
+      else f"{top_n} most hurt and {top_n} most helped of {len(stats)} classes"
+  )
   svg = figure_folder.save(
       figures.plot_class_impact(series, f"{load.level_label(sparsity)} sparsity: {shown}", num_total=len(stats)),
-      f"class_impact_{key}")
+      f"class_impact_{key}",
+  )
   hurt = int((stats["significant"] & (stats["normalized_change"] < 0)).sum())
   helped = int((stats["significant"] & (stats["normalized_change"] > 0)).sum())
-  return (f"<details class='level'{' open' if is_open else ''} id='impact-{key}'><summary><b>{label} "
-          f"sparsity</b>: {hurt} of {len(stats)} classes significantly hurt, {helped} significantly helped"
-          f"</summary><figure>{svg}</figure><details class='table'><summary>All {len(stats)} classes (sortable "
-          f"table)</summary>{_class_table(stats, f'classes-{key}')}</details></details>")
+  return (
+      f"<details class='level'{' open' if is_open else ''} id='impact-{key}'><summary><b>{label} "
+      f"sparsity</b>: {hurt} of {len(stats)} classes significantly hurt, {helped} significantly helped"
+      f"</summary><figure>{svg}</figure><details class='table'><summary>All {len(stats)} classes (sortable "
+      f"table)</summary>{_class_table(stats, f'classes-{key}')}</details></details>"
+  )
 
 
 # The columns of the class table: (class_stats.csv column, header, format); those the file lacks are left out.
 _CLASS_TABLE_COLUMNS = (
-    ("class_id", "Id", None), ("class_name", "Class", None), ("num_examples", "Examples", None),
-    ("dense_recall_mean", "Dense recall", "pct"), ("pruned_recall_mean", "Pruned recall", "pct"),
-    ("recall_change", "Change (pts)", "pp"), ("normalized_change", "Normalized (pts)", "pp"),
-    ("t_statistic", "t", "f2"), ("p_value", "p", "p"), ("q_value", "q (FDR)", "p"),
-    ("significant", "Significant", "bool"), ("significant_fdr", "Significant (FDR)", "bool"),
-    ("ci_low", "CI low (pts)", "pp"), ("ci_high", "CI high (pts)", "pp"), ("hedges_g", "Hedges g", "f2"),
-    ("note", "Note", None))
+    ("class_id", "Id", None),
+    ("class_name", "Class", None),
+    ("num_examples", "Examples", None),
+    ("dense_recall_mean", "Dense recall", "pct"),
+    ("pruned_recall_mean", "Pruned recall", "pct"),
+    ("recall_change", "Change (pts)", "pp"),
+    ("normalized_change", "Normalized (pts)", "pp"),
+    ("t_statistic", "t", "f2"),
+    ("p_value", "p", "p"),
+    ("q_value", "q (FDR)", "p"),
+    ("significant", "Significant", "bool"),
+    ("significant_fdr", "Significant (FDR)", "bool"),
+    ("ci_low", "CI low (pts)", "pp"),
+    ("ci_high", "CI high (pts)", "pp"),
+    ("hedges_g", "Hedges g", "f2"),
+    ("note", "Note", None),
+)
 
 
 def _class_table(stats, table_id):
@@ -241,10 +353,12 @@ def _class_table(stats, table_id):
       cls = " class='hurt'" if values["normalized_change"] < 0 else " class='helped'"
     body.append(f"<tr{cls}>" + "".join(_class_cell(values[c], fmt) for c, _, fmt in columns) + "</tr>")
   head = "".join(f"<th scope='col' tabindex='0'>{esc(title)}</th>" for _, title, _ in columns)
-  return (f"<input type='search' class='table-filter' data-table='{table_id}' placeholder='filter classes…' "
-          f"aria-label='filter classes'>"
-          f"<div class='scroll'><table class='data sortable' id='{table_id}'><thead><tr>{head}</tr></thead>"
-          f"<tbody>{''.join(body)}</tbody></table></div>")
+  return (
+      f"<input type='search' class='table-filter' data-table='{table_id}' placeholder='filter classes…' "
+      f"aria-label='filter classes'>"
+      f"<div class='scroll'><table class='data sortable' id='{table_id}'><thead><tr>{head}</tr></thead>"
+      f"<tbody>{''.join(body)}</tbody></table></div>"
+  )
 
 
 def _class_cell(value, fmt):
@@ -270,25 +384,35 @@ def gallery_section(data, page_size, max_image_bytes):
   """The PIE cards, filtered and paged by report.js from the JSON payload embedded here."""
   payload = gallery.gallery_payload(data, page_size=page_size, max_image_bytes=max_image_bytes)
   if data.images is None:
-    image_note = ("<p class='warn' id='gallery-noimages'>This analysis was run without images (no "
-                  f"{outputs.PIES_TFRECORD}): the gallery shows labels only.</p>")
+    image_note = (
+        "<p class='warn' id='gallery-noimages'>This analysis was run without images (no "
+        f"{outputs.PIES_TFRECORD}): the gallery shows labels only.</p>"
+    )
   elif payload["omitted_images"]:
-    image_note = (f"<p class='warn'>{payload['omitted_images']} images were left out to keep this file small; every "
-                  "image is in triage/images.</p>")
+    image_note = (
+        f"<p class='warn'>{payload['omitted_images']} images were left out to keep this file small; every "
+        "image is in triage/images.</p>"
+    )
   else:
     image_note = ""
-  return Section("gallery", "PIE gallery", (
-      "<section id='gallery'><h2>PIE gallery: the images pruning changes</h2><p class='note'>Each card is one PIE: "
-      "the image, its true label, and the most common prediction of the dense and of the pruned population, with the "
-      "share of each population's models that voted for it. Green: equals the true label; red: differs. Many PIEs "
-      f"are atypical, ambiguous or mislabelled. Ties between modal labels are broken by the rule "
-      f"“{esc(data.summary['tie_rule'])}”.</p>{image_note}"
-      "<div class='controls'><label>Level <select id='gal-level'></select></label> "
-      "<label>True class <select id='gal-class'></select></label> "
-      "<button type='button' id='gal-prev'>‹ Previous</button> <span id='gal-page'></span> "
-      "<button type='button' id='gal-next'>Next ›</button> <span id='gal-status' role='status'></span></div>"
-      "<div id='gal-grid' class='grid'></div>"
-      f"<script type='application/json' id='pie-data'>{json_for_script(payload)}</script></section>"))
+  return Section(
+      "gallery",
+      "PIE gallery",
+      (
+          "<section id='gallery'><h2>PIE gallery: the images pruning changes</h2><p class='note'>Each card is one PIE: "
+          "the image, its true label, and the most common prediction of the dense and of the pruned population, with "
+          "the "
+          "share of each population's models that voted for it. Green: equals the true label; red: differs. Many PIEs "
+          f"are atypical, ambiguous or mislabelled. Ties between modal labels are broken by the rule "
+          f"“{esc(data.summary['tie_rule'])}”.</p>{image_note}"
+          "<div class='controls'><label>Level <select id='gal-level'></select></label> "
+          "<label>True class <select id='gal-class'></select></label> "
+          "<button type='button' id='gal-prev'>‹ Previous</button> <span id='gal-page'></span> "
+          "<button type='button' id='gal-next'>Next ›</button> <span id='gal-status' role='status'></span></div>"
+          "<div id='gal-grid' class='grid'></div>"
+          f"<script type='application/json' id='pie-data'>{json_for_script(payload)}</script></section>"
+      ),
+  )
 
 
 def pie_accuracy_section(data, figure_folder):
@@ -298,10 +422,15 @@ def pie_accuracy_section(data, figure_folder):
   if not series:
     return None
   svg = figure_folder.save(figures.plot_pie_accuracy(series), "pie_accuracy")
-  return Section("pie-accuracy", "PIE accuracy", (
-      "<section id='pie-accuracy'><h2>How hard are PIEs?</h2><p class='note'>Top-1 of each population on the PIEs, "
-      "on a random sample of the evaluation set of the same size, and on all non-PIEs (mean ± std over models). "
-      f"PIEs are hard for both populations, not only for the pruned one.</p><figure>{svg}</figure></section>"))
+  return Section(
+      "pie-accuracy",
+      "PIE accuracy",
+      (
+          "<section id='pie-accuracy'><h2>How hard are PIEs?</h2><p class='note'>Top-1 of each population on the PIEs, "
+          "on a random sample of the evaluation set of the same size, and on all non-PIEs (mean ± std over models). "
+          f"PIEs are hard for both populations, not only for the pruned one.</p><figure>{svg}</figure></section>"
+      ),
+  )
 
 
 def robustness_section(data, figure_folder):
@@ -311,43 +440,72 @@ def robustness_section(data, figure_folder):
   levels = [s for s in data.pruned_sparsities if (data.robustness["sparsity"] == s).any()]
   severity_svg = figure_folder.save(
       figures.plot_robustness_severity({s: figures.robustness_severity_series(data.robustness, s) for s in levels}),
-      "robustness_vs_severity")
+      "robustness_vs_severity",
+  )
   parts = []
   for sparsity in levels:
     key, label = load.level_key(sparsity), load.level_label(sparsity)
     svg = figure_folder.save(
-        figures.plot_robustness_drop(figures.robustness_drop_series(data.robustness, sparsity),
-                                     f"{label} sparsity: accuracy drop per corruption"),
-        f"robustness_drop_{key}")
+        figures.plot_robustness_drop(
+            figures.robustness_drop_series(data.robustness, sparsity), f"{label} sparsity: accuracy drop per corruption"
+        ),
+        f"robustness_drop_{key}",
+    )
     rows = data.robustness.loc[data.robustness["sparsity"] == sparsity]
-    parts.append(f"<details class='level'{' open' if sparsity == levels[-1] else ''} id='robustness-{key}'><summary>"
-                 f"<b>{esc(label)} sparsity</b>: {int(rows['significant'].sum())} of {len(rows)} corruption × "
-                 f"severity pairs differ significantly</summary><figure>{svg}</figure><details class='table'>"
-                 f"<summary>All rows</summary>{_robustness_table(rows, f'robustness-table-{key}')}</details>"
-                 "</details>")
-  return Section("robustness", "Robustness", (
-      "<section id='robustness'><h2>Robustness to corrupted images</h2><p class='note'>Top-1 on corrupted "
-      "copies of the evaluation set. Left: mean over corruptions per severity; the numbers under the pruned line "
-      "count the corruptions where dense and pruned differ significantly. Per level: the drop from clean accuracy "
-      f"per corruption; * marks corruptions with a significant difference at some severity.</p>"
-      f"<figure>{severity_svg}</figure>{''.join(parts)}</section>"))
+    parts.append(
+        f"<details class='level'{' open' if sparsity == levels[-1] else ''} id='robustness-{key}'><summary>"
+        f"<b>{esc(label)} sparsity</b>: {int(rows['significant'].sum())} of {len(rows)} corruption × "
+        f"severity pairs differ significantly</summary><figure>{svg}</figure><details class='table'>"
+        f"<summary>All rows</summary>{_robustness_table(rows, f'robustness-table-{key}')}</details>"
+        "</details>"
+    )
+  return Section(
+      "robustness",
+      "Robustness",
+      (
+          "<section id='robustness'><h2>Robustness to corrupted images</h2><p class='note'>Top-1 on corrupted "
+          "copies of the evaluation set. Left: mean over corruptions per severity; the numbers under the pruned line "
+          "count the corruptions where dense and pruned differ significantly. Per level: the drop from clean accuracy "
+          f"per corruption; * marks corruptions with a significant difference at some severity.</p>"
+          f"<figure>{severity_svg}</figure>{''.join(parts)}</section>"
+      ),
+  )
 
 
 def _robustness_table(rows, table_id):
-  head = ["Corruption", "Severity", "Dense top-1", "Pruned top-1", "Dense drop (pts)", "Pruned drop (pts)",
-          "Relative drop dense", "Relative drop pruned", "t", "p", "Significant"]
+  head = [
+      "Corruption",
+      "Severity",
+      "Dense top-1",
+      "Pruned top-1",
+      "Dense drop (pts)",
+      "Pruned drop (pts)",
+      "Relative drop dense",
+      "Relative drop pruned",
+      "t",
+      "p",
+      "Significant",
+  ]
   body = []
   for r in rows.sort_values(["corruption", "severity"]).itertuples(index=False):
-    cells = [(r.corruption, esc(r.corruption)), (r.severity, r.severity),
-             (r.dense_top1_mean, f"{pct(r.dense_top1_mean)} ± {100 * r.dense_top1_std:.1f}"),
-             (r.pruned_top1_mean, f"{pct(r.pruned_top1_mean)} ± {100 * r.pruned_top1_std:.1f}"),
-             (r.dense_drop, pp(r.dense_drop, 2)), (r.pruned_drop, pp(r.pruned_drop, 2)),
-             (r.relative_drop_dense, pct(r.relative_drop_dense)),
-             (r.relative_drop_pruned, pct(r.relative_drop_pruned)),
-             (r.t_statistic, f"{r.t_statistic:.2f}"), (r.p_value, f"{r.p_value:.3g}"),
-             (int(r.significant), "yes" if r.significant else "")]
+    cells = [
+        (r.corruption, esc(r.corruption)),
+        (r.severity, r.severity),
+        (r.dense_top1_mean, f"{pct(r.dense_top1_mean)} ± {100 * r.dense_top1_std:.1f}"),
+        (r.pruned_top1_mean, f"{pct(r.pruned_top1_mean)} ± {100 * r.pruned_top1_std:.1f}"),
+        (r.dense_drop, pp(r.dense_drop, 2)),
+        (r.pruned_drop, pp(r.pruned_drop, 2)),
+        (r.relative_drop_dense, pct(r.relative_drop_dense)),
+        (r.relative_drop_pruned, pct(r.relative_drop_pruned)),
+        (r.t_statistic, f"{r.t_statistic:.2f}"),
+        (r.p_value, f"{r.p_value:.3g}"),
+        (int(r.significant), "yes" if r.significant else ""),
+    ]
     cls = " class='hurt'" if r.significant else ""
     body.append(f"<tr{cls}>" + "".join(f"<td data-v='{esc(v)}'>{s}</td>" for v, s in cells) + "</tr>")
-  return (f"<div class='scroll'><table class='data sortable' id='{table_id}'><thead><tr>" +
-          "".join(f"<th scope='col' tabindex='0'>{h}</th>" for h in head) + f"</tr></thead><tbody>{''.join(body)}"
-          "</tbody></table></div>")
+  return (
+      f"<div class='scroll'><table class='data sortable' id='{table_id}'><thead><tr>"
+      + "".join(f"<th scope='col' tabindex='0'>{h}</th>" for h in head)
+      + f"</tr></thead><tbody>{''.join(body)}"
+      "</tbody></table></div>"
+  )

@@ -4,6 +4,7 @@ The paper found that over half of the PIEs have a wrong or ambiguous label. tria
 them (fields `outputs.TRIAGE_FIELDS`), and triage/images holds each one's PNG, so the folder can be imported into a
 labelling tool (Label Studio, a spreadsheet) or moved and zipped as a whole.
 """
+
 import json
 from pathlib import Path
 
@@ -29,21 +30,23 @@ def triage_records(data):
     key = (float(row.sparsity), int(row.example_id))
     has_image = data.images is not None and key in data.images
     stability = float(row.pie_stability) if has_stability and not pd.isna(row.pie_stability) else None
-    records.append({
-        "example_id": int(row.example_id),
-        "sparsity": float(row.sparsity),
-        "image": f"{outputs.TRIAGE_IMAGES_DIR}/{triage_image_name(*key)}" if has_image else None,
-        "label": int(row.label),
-        "label_name": str(row.label_name),
-        "dense_modal": int(row.dense_modal),
-        "dense_modal_name": str(row.dense_modal_name),
-        "pruned_modal": int(row.pruned_modal),
-        "pruned_modal_name": str(row.pruned_modal_name),
-        "dense_modal_share": float(row.dense_modal_share),
-        "pruned_modal_share": float(row.pruned_modal_share),
-        "modal_tie": bool(row.modal_tie),
-        "pie_stability": stability,
-    })
+    records.append(
+        {
+            "example_id": int(row.example_id),
+            "sparsity": float(row.sparsity),
+            "image": f"{outputs.TRIAGE_IMAGES_DIR}/{triage_image_name(*key)}" if has_image else None,
+            "label": int(row.label),
+            "label_name": str(row.label_name),
+            "dense_modal": int(row.dense_modal),
+            "dense_modal_name": str(row.dense_modal_name),
+            "pruned_modal": int(row.pruned_modal),
+            "pruned_modal_name": str(row.pruned_modal_name),
+            "dense_modal_share": float(row.dense_modal_share),
+            "pruned_modal_share": float(row.pruned_modal_share),
+            "modal_tie": bool(row.modal_tie),
+            "pie_stability": stability,
+        }
+    )
   return records
 
 
