@@ -297,7 +297,7 @@ def _fit(run, config, job, dataset, paths, chief, log):
   if initial_epoch >= config.num_epochs:
     return
   train = dataset.train_batches(config.batch_size, job.seed, initial_epoch, config.num_epochs, run.steps_per_epoch)
-  if isinstance(dataset, data_lib.DigitsDataset):
+  if isinstance(dataset, data_lib.ArrayDataset):
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     train = train.with_options(options)
