@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
+from pie import difficulty
 from pie import io_utils
 from pie import outputs
 from pie import significance
@@ -408,9 +409,10 @@ def top1_from_hits(hits, num_examples):
   return np.asarray(hits).sum(axis=1) / num_examples
 
 
-def exemplar_rows(sparsity, labels, scores):
-  """Rows of exemplar_scores.csv from `significance.exemplar_scores` (or `exemplar_frame`) of some examples."""
-  return pd.DataFrame(
+def exemplar_rows(sparsity, labels, scores, difficulty_scores=None):
+  """Rows of exemplar_scores.csv from `significance.exemplar_scores` (or `exemplar_frame`) of some examples, with the
+  examples' `difficulty.example_scores` (the same rows, in the same order) when given."""
+  rows = pd.DataFrame(
       {
           "sparsity": sparsity,
           "example_id": scores.index.to_numpy(),
@@ -422,12 +424,36 @@ def exemplar_rows(sparsity, labels, scores):
           "rank": scores["rank"].to_numpy(),
       }
   )
+  if difficulty_scores is not None:
+    for name in difficulty.SCORES:
+      rows[name] = difficulty_scores[name].to_numpy()
+  return rows
 
 
-def exemplar_table(sparsity, dense_predictions, pruned_predictions, labels, num_classes):
+def exemplar_table(sparsity, dense_predictions, pruned_predictions, labels, num_classes, difficulty_scores=None):
   """Rows of exemplar_scores.csv: every example with both modal labels and its L1 score, most different first."""
   scores = significance.exemplar_scores(dense_predictions, pruned_predictions, num_classes)
-  return exemplar_rows(sparsity, labels, scores).sort_values("rank", kind="stable")
+  return exemplar_rows(sparsity, labels, scores, difficulty_scores).sort_values("rank", kind="stable")
+
+
+def dense_difficulty(dense_models, dense_predictions):
+  """`difficulty.example_scores` of the dense population from its loaded models (EL2N when every one has logits)."""
+  el2n = [m.el2n for m in dense_models]
+  return difficulty.example_scores(
+      dense_predictions,
+      np.stack([m.true_prob for m in dense_models]),
+      None if any(e is None for e in el2n) else np.stack(el2n),
+  )
+
+
+def harm_sources(entry, scores, pies, classes, train_class_counts):
+  """Where a level's harm comes from, into its summary entry: how well each dense-only score predicts its PIEs (risk),
+  and the Spearman correlation of each class's normalized change with its dense recall and its training frequency."""
+  entry["risk"] = difficulty.risk_metrics(scores, pies)
+  entry["class_difficulty_spearman"] = difficulty.spearman(classes["dense_recall_mean"], classes["normalized_change"])
+  entry["train_frequency_spearman"] = (
+      None if train_class_counts is None else difficulty.spearman(train_class_counts, classes["normalized_change"])
+  )
 
 
 def _power_plan(dense_hits, pruned_hits, class_count, normalization, alpha, effect):
@@ -563,6 +589,8 @@ def analyze(
   dense_hits = significance.class_hits(dense, labels, num_classes)
   dense_details = stats.modal_labels(dense, return_details=True)
   dense_largest = stats.modal_labels(dense, tie_break="largest")
+  scores = dense_difficulty(study.models(dense_key), dense)
+  bins = difficulty.deciles(scores["dense_true_prob"].to_numpy())
   levels = [level_entry(dense_key, study.models(dense_key), top1_from_hits(dense_hits, num_examples))]
   parts = {table.name: [] for table in outputs.ANALYSIS_TABLES}
   pie_ids = {}
@@ -614,9 +642,20 @@ def analyze(
     level_tables = {
         outputs.PIES_CSV: table,
         outputs.CLASS_STATS_CSV: classes,
-        outputs.EXEMPLAR_SCORES_CSV: exemplar_table(sparsity, dense, pruned, labels, num_classes),
+        outputs.EXEMPLAR_SCORES_CSV: exemplar_table(sparsity, dense, pruned, labels, num_classes, scores),
         outputs.PIE_ACCURACY_CSV: pie_accuracy_table(sparsity, dense, pruned, labels, pies, rng),
+        outputs.DIFFICULTY_CSV: difficulty.difficulty_rows(
+            sparsity,
+            scores["dense_true_prob"].to_numpy(),
+            bins,
+            pies,
+            (dense == labels).sum(axis=0),
+            len(dense),
+            (pruned == labels).sum(axis=0),
+            len(pruned),
+        ),
     }
+    harm_sources(entry, scores, pies, classes, study.train_class_counts)
     for name, frame in level_tables.items():
       if with_method:
         frame[outputs.METHOD_COLUMN] = method

@@ -55,6 +55,7 @@ class DatasetInfo:
   num_eval: Optional[int]
   train_split: str
   eval_split: str
+  train_class_counts: Optional[Sequence[int]] = None  # training examples per class, when known (in-memory datasets)
 
 
 class Dataset(abc.ABC):
@@ -177,17 +178,46 @@ class Dataset(abc.ABC):
     return found
 
 
+def long_tail(images, labels, fractions, num_classes, seed, name):
+  """The training split with only a fraction of each class's examples kept (config.data.train_class_fraction).
+
+  Which examples a class keeps is drawn once from `seed` (config.data.subset_seed, 0 by default), the same for every
+  model of a study, and the kept examples stay in their order: a long-tailed training set whose classes differ in
+  frequency, to relate each class's harm to how often it was seen.
+  """
+  fractions = np.asarray(fractions, dtype=np.float64)
+  if fractions.shape != (num_classes,) or not np.all((fractions > 0) & (fractions <= 1)):
+    raise PieError(
+        f"config.data.train_class_fraction must hold {num_classes} fractions in (0, 1] (one per class of {name!r}), "
+        f"got {tuple(fractions.tolist())}",
+        parameter="train_class_fraction",
+    )
+  rng = np.random.default_rng(seed)
+  keep = np.zeros(len(labels), dtype=bool)
+  for c in range(num_classes):
+    members = np.flatnonzero(labels == c)
+    count = max(1, int(round(fractions[c] * len(members)))) if len(members) else 0
+    keep[rng.permutation(members)[:count]] = True
+  return images[keep], labels[keep]
+
+
 class ArrayDataset(Dataset):
   """A dataset held in memory as numpy arrays per split ({split: (uint8 images [N, H, W, C], int64 labels [N])})."""
 
   def __init__(self, data_config, name, splits, class_names):
     super().__init__(data_config)
-    self._splits = splits
     for split in (data_config.train_split, data_config.eval_split):
       if split not in splits:
         raise PieError(
-            f"dataset {name!r} has splits {sorted(splits)}, not {split!r} (config.data.train_split / " "eval_split)"
+            f"dataset {name!r} has splits {sorted(splits)}, not {split!r} (config.data.train_split / eval_split)"
         )
+    fractions = data_config.get("train_class_fraction")
+    if fractions:
+      splits = dict(splits)
+      splits[data_config.train_split] = long_tail(
+          *splits[data_config.train_split], fractions, len(class_names), data_config.get("subset_seed", 0), name
+      )
+    self._splits = splits
     images = splits[data_config.eval_split][0]
     self.info = DatasetInfo(
         name=name,
@@ -198,6 +228,9 @@ class ArrayDataset(Dataset):
         num_eval=len(splits[data_config.eval_split][1]),
         train_split=data_config.train_split,
         eval_split=data_config.eval_split,
+        train_class_counts=tuple(
+            int(c) for c in np.bincount(splits[data_config.train_split][1], minlength=len(class_names))
+        ),
     )
 
   def _from_split(self, split):

@@ -120,26 +120,29 @@ def deciles(dense_true_prob, num_bins=DECILES):
   return bins
 
 
-def difficulty_rows(sparsity, dense_true_prob, bins, pies, dense_correct, pruned_correct):
+def difficulty_rows(sparsity, dense_true_prob, bins, pies, dense_correct, num_dense, pruned_correct, num_pruned):
   """Rows of difficulty.csv for one level: per decile its size, score range, PIE rate and both populations' top-1.
 
-  dense_correct / pruned_correct: bool [n_models, n_examples].
+  dense_correct / pruned_correct: per example, how many models of the population are right (int [n_examples]): sums
+  over examples, so blocks of examples can be counted apart.
   """
+  dense_true_prob = np.asarray(dense_true_prob, np.float64)
   rows = []
   for decile in range(1, int(bins.max(initial=0)) + 1):
     mask = bins == decile
     if not mask.any():
       continue
+    size = int(mask.sum())
     rows.append(
         {
             "sparsity": sparsity,
             "decile": decile,
-            "num_examples": int(mask.sum()),
+            "num_examples": size,
             "dense_true_prob_low": float(dense_true_prob[mask].min()),
             "dense_true_prob_high": float(dense_true_prob[mask].max()),
             "pie_rate": float(np.mean(pies[mask])),
-            "dense_top1_mean": float(np.asarray(dense_correct)[:, mask].mean()),
-            "pruned_top1_mean": float(np.asarray(pruned_correct)[:, mask].mean()),
+            "dense_top1_mean": float(np.sum(dense_correct[mask]) / (num_dense * size)),
+            "pruned_top1_mean": float(np.sum(pruned_correct[mask]) / (num_pruned * size)),
         }
     )
   return pd.DataFrame(rows, columns=list(DIFFICULTY_COLUMNS))

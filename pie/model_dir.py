@@ -120,6 +120,8 @@ def prediction_metadata(config, info, sparsity_report, extra=None, job=None):
       "name": job.name,
       "method": job.method,
   }
+  if getattr(info, "train_class_counts", None) is not None:
+    metadata["train_class_counts"] = [int(c) for c in info.train_class_counts]
   metadata.update(extra or {})
   return metadata
 

@@ -24,6 +24,7 @@ PIES_CSV = "pies.csv"
 CLASS_STATS_CSV = "class_stats.csv"
 EXEMPLAR_SCORES_CSV = "exemplar_scores.csv"
 PIE_ACCURACY_CSV = "pie_accuracy.csv"
+DIFFICULTY_CSV = "difficulty.csv"
 SUMMARY_JSON = "summary.json"
 PIES_TFRECORD = "pies.tfrecord"
 REPORT_HTML = "report.html"
@@ -40,6 +41,7 @@ ANALYSIS_FILES = (
     CLASS_STATS_CSV,
     EXEMPLAR_SCORES_CSV,
     PIE_ACCURACY_CSV,
+    DIFFICULTY_CSV,
     SUMMARY_JSON,
     PIES_TFRECORD,
     REPORT_HTML,
@@ -156,6 +158,8 @@ EXEMPLAR_SCORES = Table(
         ("l1_distance", FLOAT),
         ("rank", INT),
     ),
+    # The example's difficulty from the dense population alone (pie.difficulty); dense_el2n is empty without logits.
+    optional=(("dense_true_prob", FLOAT), ("dense_disagreement", FLOAT), ("dense_el2n", FLOAT)),
 )
 
 PIE_ACCURACY = Table(
@@ -167,6 +171,20 @@ PIE_ACCURACY = Table(
         ("num_examples", INT),
         ("top1_mean", FLOAT),
         ("top1_std", FLOAT),
+    ),
+)
+
+DIFFICULTY = Table(
+    DIFFICULTY_CSV,
+    required=(
+        ("sparsity", FLOAT),
+        ("decile", INT),
+        ("num_examples", INT),
+        ("dense_true_prob_low", FLOAT),
+        ("dense_true_prob_high", FLOAT),
+        ("pie_rate", FLOAT),
+        ("dense_top1_mean", FLOAT),
+        ("pruned_top1_mean", FLOAT),
     ),
 )
 
@@ -216,7 +234,7 @@ ROBUSTNESS_MODELS = Table(
 )
 
 # The tables of `pie.analysis`, in the order it computes them.
-ANALYSIS_TABLES = (PIES, CLASS_STATS, EXEMPLAR_SCORES, PIE_ACCURACY)
+ANALYSIS_TABLES = (PIES, CLASS_STATS, EXEMPLAR_SCORES, PIE_ACCURACY, DIFFICULTY)
 
 
 def table(name):
@@ -288,6 +306,8 @@ LEVEL_FLOOR_KEYS = (
     "pies_excess_ci_low",
     "pies_excess_ci_high",
 )
+# A compared level: where its harm comes from (pie.difficulty), from the dense population alone.
+LEVEL_DIFFICULTY_KEYS = ("risk", "class_difficulty_spearman", "train_frequency_spearman")
 ROLES = (variants.DENSE, variants.COMPRESSED_ROLE, variants.CONTROL_ROLE)
 # summary.json `noise_floor` (None when the floor was not measured) and its `half_splits` (None without A/A splits).
 NOISE_FLOOR_KEYS = (

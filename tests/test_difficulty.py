@@ -66,7 +66,7 @@ def test_difficulty_rows():
   pies = np.array([True, False, False, False])
   dense = np.array([[False, True, True, True], [False, False, True, True]])
   pruned = np.array([[False, False, True, True], [True, False, True, False]])
-  rows = difficulty.difficulty_rows(0.9, true_prob, bins, pies, dense, pruned)
+  rows = difficulty.difficulty_rows(0.9, true_prob, bins, pies, dense.sum(axis=0), 2, pruned.sum(axis=0), 2)
   assert list(rows.columns) == list(difficulty.DIFFICULTY_COLUMNS)
   assert rows["pie_rate"].tolist() == [0.5, 0.0]
   assert rows["dense_top1_mean"].tolist() == [0.25, 1.0] and rows["pruned_top1_mean"].tolist() == [0.25, 0.75]

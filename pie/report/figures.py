@@ -34,6 +34,7 @@ FIGURE_PREFIXES = (
     "pie_accuracy",
     "robustness_",
     "methods_vs_size",
+    "difficulty_deciles",
 )
 
 
@@ -396,6 +397,23 @@ def plot_class_impact(series, title, num_total=None):
   if fdr.any() or "significant_fdr" in series:
     handles.append(Patch(facecolor="white", edgecolor="#111111", label="outlined: significant after FDR"))
   figure.legend(handles=handles, loc="outside lower center", ncol=2, frameon=False, fontsize=8)
+  return figure
+
+
+def plot_difficulty(difficulty, sparsities):
+  """PIE rate per difficulty decile (1 = hardest), one line per level: where the PIEs fall."""
+  figure = _new_figure(5.2, 3.4)
+  ax = figure.add_subplot()
+  for sparsity in sparsities:
+    rows = difficulty.loc[difficulty["sparsity"] == sparsity].sort_values("decile")
+    ax.plot(rows["decile"], 100 * rows["pie_rate"], marker="o", label=f"{level_label(sparsity)} sparsity")
+  ax.set_xlabel("difficulty decile (1 = hardest for the dense models)")
+  ax.set_ylabel("PIEs (% of the decile)")
+  ax.set_title("Where PIEs fall", fontsize=11)
+  ax.set_xticks(range(1, 11))
+  ax.set_ylim(bottom=0)
+  ax.legend(frameon=False, fontsize=8)
+  _style_axes(ax)
   return figure
 
 
