@@ -108,3 +108,22 @@ def test_the_real_files():
   images, labels = dataset.eval_arrays()
   np.testing.assert_array_equal(np.bincount(labels), np.full(10, 1000))  # balanced test split
   assert images.dtype == np.uint8 and images.shape == (10_000, 28, 28, 1) and 0 < images.mean() < 255
+
+
+def test_long_tailed_training_set(tmp_path):
+  _write_fake_files(str(tmp_path), n_train=400, n_test=20)
+  full = data.load_dataset(_config(str(tmp_path)))
+  fractions = (1.0, 0.5, 0.25, 0.1, 1.0, 1.0, 1.0, 1.0, 1.0, 0.05)
+  tail = data.load_dataset(_config(str(tmp_path), train_class_fraction=fractions))
+  before, after = np.array(full.info.train_class_counts), np.array(tail.info.train_class_counts)
+  np.testing.assert_array_equal(after, np.maximum(1, np.round(np.array(fractions) * before)).astype(int))
+  assert tail.info.num_train == after.sum()
+  # Seeded: the same examples every time (every model of a study trains on the same set); another seed, others.
+  again = data.load_dataset(_config(str(tmp_path), train_class_fraction=fractions))
+  other = data.load_dataset(_config(str(tmp_path), train_class_fraction=fractions, subset_seed=1))
+  kept = tail._splits["train"][0]  # pylint: disable=protected-access
+  np.testing.assert_array_equal(kept, again._splits["train"][0])  # pylint: disable=protected-access
+  assert not np.array_equal(kept, other._splits["train"][0])  # pylint: disable=protected-access
+  np.testing.assert_array_equal(tail.eval_arrays()[1], full.eval_arrays()[1])  # the eval split is untouched
+  with pytest.raises(PieError, match="train_class_fraction must hold 10 fractions"):
+    data.load_dataset(_config(str(tmp_path), train_class_fraction=(0.5, 1.0)))
