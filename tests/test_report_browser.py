@@ -5,6 +5,7 @@ either, the tests are skipped on a developer machine and fail under CI (CI=true)
 have installed Chromium. Screenshots go to $PIE_TEST_ARTIFACTS (default: a pytest temporary folder).
 """
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -221,3 +222,19 @@ def test_screenshot_is_written(page, study, artifacts):
   assert page.errors == []
   if os.environ.get("PIE_TEST_ARTIFACTS"):
     shutil.copy(study["dir"] / "report.html", artifacts / "report.html")
+
+
+def test_harm_sources_section_matches_the_summary(page, study):
+  """The "Where the harm comes from" section: linked from the navigation, its figure drawn, and per level the risk
+  AUROC of the dense-only score that the summary holds."""
+  assert page.locator("nav a[href='#harm-sources']").count() == 1
+  assert page.locator("#harm-sources figure svg").count() == 1
+  summary = json.loads((study["dir"] / "summary.json").read_text())
+  pruned = [level for level in summary["levels"] if level["role"] == "pruned" and level.get("risk")]
+  rows = page.eval_on_selector_all(
+      "#risk-table tbody tr", "rs => rs.map(r => [r.cells[0].textContent, " "r.cells[1].textContent])"
+  )
+  shown = dict(rows)
+  for level in pruned:
+    auroc = level["risk"]["dense_true_prob"]["auroc"]
+    assert shown[report.level_label(level["sparsity"])].startswith(f"{auroc:.2f}")
