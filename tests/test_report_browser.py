@@ -1,8 +1,9 @@
 """The report in a real headless browser: it loads offline without errors, and the PIE gallery's filters and pages work.
 
 Drives Debian's /usr/bin/chromium with the playwright package (its own browser download is never used). Without
-either, the tests are skipped on a developer machine and fail under CI (CI=true), where .ci/install_browser.sh must
-have installed Chromium. Screenshots go to $PIE_TEST_ARTIFACTS (default: a pytest temporary folder).
+either, the tests are skipped on a developer machine and fail under CI (CI=true), where
+.ci/install_debian_packages.sh must have installed Chromium. Screenshots go to $PIE_TEST_ARTIFACTS (default: a
+pytest temporary folder).
 """
 
 import json
@@ -29,7 +30,7 @@ PAGE_SIZE = 10  # small, so that the fixture's levels span several gallery pages
 
 def _browser_missing_reason():
   if not os.path.exists(CHROMIUM):
-    return f"{CHROMIUM} is missing (run .ci/install_browser.sh as root)"
+    return f"{CHROMIUM} is missing (run .ci/install_debian_packages.sh as root)"
   try:
     import playwright.sync_api  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
   except ImportError:
