@@ -25,7 +25,8 @@ The gate, for CI pipelines: a candidate fails when some class's harm may exceed 
 its interval of harm, -ci_low, is above it) or when the top-1 drop may exceed `max_top1_drop` (the upper end of its
 bootstrap interval is above it). Upper ends, so that a gate passes only what the data show to be within bounds.
 
-Everything here is numpy/scipy on label arrays; reading models and files is the binary's job (analysis/compare.py).
+The statistics are numpy/scipy on label arrays (`compare_pair`, `compare` on `Predictions`); `compare_models` reads
+models and prediction files and is what `pie.compare` and analysis/compare.py call.
 """
 import dataclasses
 import math
