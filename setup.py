@@ -10,8 +10,8 @@ setuptools.setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=setuptools.find_packages(include=["pie", "pie.*", "train", "analysis"]),
-    # The report's stylesheet and script, inlined into every report.html.
-    package_data={"pie.report": ["report.css", "report.js"]},
+    # The report's stylesheet and scripts, inlined into every report.html and compare.html.
+    package_data={"pie.report": ["report.css", "report.js", "compare.js"]},
     install_requires=[
         # TF-MOT 0.8.1 needs Keras 2 models: tf-keras pinned to the TensorFlow release it was built for.
         "tensorflow>=2.21,<2.22",
@@ -34,8 +34,15 @@ setuptools.setup(
         # apache-beam in the tests too: tests/test_beam_analysis.py checks that the Beam analysis matches the
         # in-memory one file for file (on the in-process DirectRunner engine).
         # pyink and ruff pinned: a new release may format or lint differently, and CI checks the code with them.
-        "test": ["pytest>=8", "pytest-xdist>=3", "hypothesis>=6", "playwright>=1.40", "apache-beam>=2.77,<3",
-                 "pyink==26.5.1", "ruff==0.17.6"],
+        "test": [
+            "pytest>=8",
+            "pytest-xdist>=3",
+            "hypothesis>=6",
+            "playwright>=1.40",
+            "apache-beam>=2.77,<3",
+            "pyink==26.5.1",
+            "ruff==0.17.6",
+        ],
         "litert": ["ai-edge-litert>=2.3"],
         # The Beam analysis (analysis/beam_analyze.py) for prediction sets beyond one machine's memory. 2.77 installs
         # beside TensorFlow 2.21 but pins protobuf < 7, pillow < 13, pyarrow < 26 and python-dateutil < 3.
