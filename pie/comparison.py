@@ -109,12 +109,13 @@ class Comparison:
     parts = [f"{c['name']}: {'; '.join(c['gate']['failures'])}" for c in self.candidates if not c["gate"]["passed"]]
     return f"gate failed ({', '.join(bounds)}): " + " | ".join(parts)
 
-  def write(self, out_dir, images=True, log=print):
+  def write(self, out_dir, images=True, page_size=60, log=print):
     """Writes the four files into out_dir, each atomically, once all of them are ready (an error writes none).
 
-    images: the flipped examples' images for compare.html's gallery, from the eval split (`eval_display_images`);
+    images: the changed examples' images for compare.html's gallery, from the eval split (`eval_display_images`);
       False, or a comparison of arrays without a dataset, shows labels only. A dict {example_id: uint8 [H, W, C]}
       gives them directly.
+    page_size: gallery cards per page.
     """
     from pie import analysis  # pylint: disable=import-outside-toplevel
     from pie import io_utils  # pylint: disable=import-outside-toplevel
@@ -130,7 +131,7 @@ class Comparison:
     texts = {
         outputs.COMPARE_CLASSES_CSV: analysis.csv_text(self.classes),
         outputs.COMPARE_EXAMPLES_CSV: analysis.csv_text(self.examples),
-        outputs.COMPARE_HTML: compare_page.render(self, found),
+        outputs.COMPARE_HTML: compare_page.render(self, found, page_size=page_size),
     }
     io_utils.makedirs(out_dir)
     for name, text in texts.items():

@@ -146,18 +146,18 @@ def default_name(source, index, role):
 
 def load(source, name, split, parameter, log=print):
   """`source` (see the module docstring) as ModelOutputs on `split`; a PieError naming it when it does not fit."""
-  from pie import predictions as predictions_lib  # pylint: disable=import-outside-toplevel
-
   if isinstance(source, ModelOutputs):
     return _checked_outputs(dataclasses.replace(source, name=name), split, parameter)
+  if isinstance(source, np.ndarray):
+    return _from_array(source, name, split, parameter)
   if isinstance(source, (str, os.PathLike)):
     return _load_path(os.fspath(source), name, split, parameter, log)
-  if isinstance(source, predictions_lib.Predictions):
-    return _from_predictions(source, name, split, source.path, parameter)
   if isinstance(source, (bytes, bytearray, memoryview)):
     return _from_tflite(bytes(source), name, split, "the TFLite bytes", parameter, log)
-  if isinstance(source, np.ndarray):
-    return _from_array(np.asarray(source), name, split, parameter)
+  from pie import predictions as predictions_lib  # pylint: disable=import-outside-toplevel
+
+  if isinstance(source, predictions_lib.Predictions):
+    return _from_predictions(source, name, split, source.path, parameter)
   if _is_keras_model(source):
     return _from_keras(source, name, split, f"the Keras model {getattr(source, 'name', '')!r}", parameter, log)
   raise PieError(
@@ -181,7 +181,11 @@ def _load_path(path, name, split, parameter, log):
   if path.endswith(PREDICTIONS_SUFFIX):
     from pie import predictions as predictions_lib  # pylint: disable=import-outside-toplevel
 
-    return _from_predictions(predictions_lib.read_predictions(path), name, split, path, parameter)
+    try:
+      predictions = predictions_lib.read_predictions(path)
+    except PieError as e:  # already names the file; the binary needs the argument to name the flag
+      raise PieError(str(e), parameter=parameter) from None
+    return _from_predictions(predictions, name, split, path, parameter)
   if path.endswith(TFLITE_SUFFIX):
     try:
       with tf.io.gfile.GFile(path, "rb") as f:
