@@ -7,6 +7,8 @@ models are trained once per module on digits (pie.training.train_and_export, a f
 
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -176,6 +178,17 @@ def test_intensification_ratio_counts_classes_moved_away_from_top1():
   assert summary["intensification_ratio"] == 0.5
 
 
+def test_arrays_are_compared_without_tensorflow():
+  code = (
+      "import sys, numpy as np, pie\n"
+      "labels = np.arange(100) % 4\n"
+      "result = pie.compare(labels, [np.roll(labels, 1)], labels=labels, class_names=list('abcd'), log=print)\n"
+      "assert result.candidates[0]['num_changed'] == 100\n"
+      "assert not [m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'tf_keras')]\n"
+  )
+  subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, capture_output=True)
+
+
 def test_compare_on_arrays_and_scores():
   reference, candidate = _planted(np.random.default_rng(2), 0.05, 0.01)
   scores = np.eye(NUM_CLASSES)[candidate] * 5.0  # logits: softmax gives the top-1 its probability
@@ -247,6 +260,8 @@ def models(tmp_path_factory):
   wrong[rng.choice(500, 30, replace=False)] += 1
   wrong %= 10
   paths["other_labels"] = fake_study.write_model(str(root / "other"), 0.0, 0, labels, wrong, 10)
+  paths["no_metadata"] = str(root / "no_metadata.tfrecord")
+  (root / "no_metadata.tfrecord").write_bytes((workdir / "sparsity0_seed0.tfrecord").read_bytes())
   return {"root": root, "paths": paths, "int8_bytes": int8}
 
 
@@ -364,6 +379,7 @@ def test_tflite_prediction_file_and_objects_in_memory(models, tmp_path):
         ("fewer_examples", "holds example ids 0..399, the eval split of digits has 500 examples"),
         ("other_labels", "its labels differ from the eval split's at 30 example ids"),
         ("junk_keras", "not a readable Keras model"),
+        ("no_metadata", "no metadata file"),
         ("missing", "no such file or folder"),
     ],
 )
