@@ -53,9 +53,11 @@ from pie.errors import PieError
 # One model's answers on the eval split, as the statistics take them (defined with the loaders that make them).
 ModelOutputs = comparison_inputs.ModelOutputs
 DEFAULT_BOOTSTRAP = 2000
-# Jeffreys' prior: half an example of each direction of change, in every class (see bootstrap_changes).
+# Jeffreys' prior: half an example of each direction of change that occurs in the split, in every class
+# (see bootstrap_changes).
 PRIOR_COUNT = 0.5
-# Classes whose Dirichlet draws are made at once: bounds the memory of a large label set to a few hundred MB.
+# Classes whose Dirichlet draws are made at once: the gamma draws of 1000 classes would hold resamples x 1000 x 3
+# doubles at a time; blocks keep that temporary to resamples x 256 x 3.
 _CLASS_BLOCK = 256
 
 
