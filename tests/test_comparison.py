@@ -437,3 +437,19 @@ def test_the_readme_documents_the_comparison():
   ):
     assert flag in section, flag
   assert "exit status 3" in section and "pie.compare(" in section
+
+
+def test_keras_files_and_savedmodel_folders_give_the_same_answers(models, tmp_path):
+  dense = model_dir.load_model(models["paths"]["dense"])
+  dense.save(str(tmp_path / "dense.keras"))
+  dense.save(str(tmp_path / "dense_savedmodel"), save_format="tf")
+  result = pie.compare(
+      models["paths"]["dense"],
+      [str(tmp_path / "dense.keras"), str(tmp_path / "dense_savedmodel")],
+      digits_config(),
+      bootstrap_resamples=200,
+      log=lambda m: None,
+  )
+  assert [c["name"] for c in result.candidates] == ["dense", "dense_savedmodel"]
+  assert [c["kind"] for c in result.candidates] == ["keras", "keras"]
+  assert [c["num_changed"] for c in result.candidates] == [0, 0]
