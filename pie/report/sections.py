@@ -17,6 +17,7 @@ from pie.report import figures
 from pie.report import findings
 from pie.report import gallery
 from pie.report import load
+from pie.report.markup import cell
 from pie.report.markup import count
 from pie.report.markup import esc
 from pie.report.markup import json_for_script
@@ -352,7 +353,7 @@ def _class_table(stats, table_id):
     cls = ""
     if values["significant"]:
       cls = " class='hurt'" if values["normalized_change"] < 0 else " class='helped'"
-    body.append(f"<tr{cls}>" + "".join(_class_cell(values[c], fmt) for c, _, fmt in columns) + "</tr>")
+    body.append(f"<tr{cls}>" + "".join(cell(values[c], fmt) for c, _, fmt in columns) + "</tr>")
   head = "".join(f"<th scope='col' tabindex='0'>{esc(title)}</th>" for _, title, _ in columns)
   return (
       f"<input type='search' class='table-filter' data-table='{table_id}' placeholder='filter classes…' "
@@ -360,25 +361,6 @@ def _class_table(stats, table_id):
       f"<div class='scroll'><table class='data sortable' id='{table_id}'><thead><tr>{head}</tr></thead>"
       f"<tbody>{''.join(body)}</tbody></table></div>"
   )
-
-
-def _class_cell(value, fmt):
-  if value is None or (not isinstance(value, str) and pd.isna(value)):
-    return "<td data-v=''>–</td>"
-  if fmt == "bool":
-    return f"<td data-v='{int(value)}'>{'yes' if value else ''}</td>"
-  if fmt == "pct":
-    shown = pct(value)
-  elif fmt == "pp":
-    shown = pp(value, 2)
-  elif fmt == "f2":
-    shown = f"{value:.2f}"
-  elif fmt == "p":
-    shown = f"{value:.2g}" if value < 0.001 else f"{value:.3f}"
-  else:
-    shown = str(value)
-  sort_value = value if isinstance(value, str) else f"{float(value):.10g}"
-  return f"<td data-v='{esc(sort_value)}'>{esc(shown)}</td>"
 
 
 def gallery_section(data, page_size, max_image_bytes):
