@@ -404,7 +404,7 @@ def plot_class_impact(series, title, num_total=None):
 
 def plot_difficulty(difficulty, sparsities):
   """PIE rate per difficulty decile (1 = hardest), one line per level: where the PIEs fall."""
-  figure = _new_figure(5.2, 3.4)
+  figure = new_figure(5.2, 3.4)
   ax = figure.add_subplot()
   for sparsity in sparsities:
     rows = difficulty.loc[difficulty["sparsity"] == sparsity].sort_values("decile")
@@ -415,7 +415,7 @@ def plot_difficulty(difficulty, sparsities):
   ax.set_xticks(range(1, 11))
   ax.set_ylim(bottom=0)
   ax.legend(frameon=False, fontsize=8)
-  _style_axes(ax)
+  style_axes(ax)
   return figure
 
 
