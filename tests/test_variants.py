@@ -419,3 +419,27 @@ def test_study_with_variants_end_to_end(tmp_path):
   # A rerun finds everything finished and derives nothing again.
   proc = run_binary("train.population", *flags, f"--workdir={study_dir}", "--num_workers=2")
   assert "all 8 models" in proc.stdout and "are finished" in proc.stdout
+
+
+def test_the_name_rule_reads_what_model_name_writes():
+  for method, sparsity, seed in (
+      ("magnitude", 0.9, 3),
+      ("dense", 0.0, 0),
+      ("2:4", 0.5, 1),
+      ("random", 0.7, 2),
+      ("qat", 0.0, 4),
+      ("cluster", 0.0, 5),
+      ("ptq_full_int8", 0.0, 6),
+      ("dense_replicate", 0.0, 11),
+      ("sham", variants.SHAM_SPARSITY, 1),
+  ):
+    name = variants.model_name(method, sparsity, seed)
+    parsed = variants.parse_model_name(name)
+    # Dense models are named like magnitude ones: the rule reads them as magnitude at level 0, which is dense.
+    assert parsed == (variants.MAGNITUDE if method == "dense" else method, sparsity, seed), name
+    assert variants.effective_method(parsed[0], parsed[1]) == method
+  assert variants.parse_model_name("cnn-sparsity90-seed3-2024") == ("magnitude", 0.9, 3)
+  assert variants.parse_model_name("exp1_random_sparsity50_seed0") == ("random", 0.5, 0)
+  assert variants.parse_model_name("myrandom_sparsity50_seed0") == ("magnitude", 0.5, 0)  # not at a word start
+  for name in ("run3", "sparsity90", "seed3", "random_seed3"):  # no seed; no level for a method that needs one
+    assert variants.parse_model_name(name) is None, name
