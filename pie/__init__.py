@@ -64,6 +64,7 @@ _SUBMODULES = (
     "corruptions",
     "quantization",
     "robustness",
+    "saved_exports",
     "validate",
     "variants",
 )
