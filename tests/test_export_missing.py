@@ -119,8 +119,9 @@ def test_export_missing_from_the_final_checkpoint_gives_the_same_analysis(study)
     for file in ("model.h5", "metrics.json"):  # the folder holds again what training leaves
       assert os.path.exists(os.path.join(study["dir"], name, file)), (name, file)
 
-  again = run_binary("analysis.analyze", f"--study_dir={study['dir']}", "--export_missing", "--nopie_images")
-  assert "no trained model is missing its predictions" in again.stdout
+  logs = []
+  assert saved_exports.export_missing(study["dir"], log=logs.append) == []
+  assert logs == [f"{study['dir']}: no trained model is missing its predictions"]
 
 
 def test_unfinished_training_is_listed_not_exported(study, tmp_path):
@@ -163,6 +164,20 @@ def test_unfinished_training_is_listed_not_exported(study, tmp_path):
   assert [level["num_models"] for level in summary["levels"]] == [3, 2]
   assert not os.path.exists(_tfrecord(study_dir, name))
 
+  # An export that fails is reported with its model once the others are done.
+  broken, fine = "sparsity0_seed2", "sparsity90_seed0"
+  for model in (broken, fine):
+    _remove(study_dir, model, f"{model}.tfrecord", f"{model}.json")
+  with open(os.path.join(study_dir, broken, "model.h5"), "wb") as f:
+    f.write(b"not an HDF5 file")
+  proc = run_binary("analysis.analyze", f"--study_dir={study_dir}", "--export_missing", "--num_workers=1", check=False)
+  assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+  assert "1 of 2 export(s) failed" in proc.stderr and f"{broken}: {study_dir}/{broken}/model.h5: not a readable" in (
+      proc.stderr
+  )
+  assert os.path.exists(_tfrecord(study_dir, fine)) and not os.path.exists(_tfrecord(study_dir, broken))
+  assert not os.path.exists(os.path.join(study_dir, broken, population.CLAIM_FILE))
+
 
 def test_model_states_of_a_study(study, tmp_path):
   config, states = saved_exports.study_states(study["dir"])
@@ -200,13 +215,16 @@ def test_the_study_checkpoints_analysed_as_runs(study, tmp_path):
   assert [level["num_pies"] for level in summary["levels"]] == [level["num_pies"] for level in reference["levels"]]
 
   # With the config's 20 epochs, checkpoints at epoch 2 are unfinished runs: listed, not exported.
-  refused = run_binary(
-      "analysis.analyze", pattern, "--config=configs/digits.py", f"--out_dir={tmp_path / 'other'}", check=False
-  )
-  assert refused.returncode == 1 and "Traceback" not in refused.stderr, refused.stderr[-3000:]
-  assert "6 problem(s) with the runs" in refused.stderr
-  assert f"{study['dir']}/sparsity0_seed0/checkpoints: training unfinished" in refused.stderr
-  assert "at epoch 2 of config.num_epochs=20); not exported" in refused.stderr
+  patterns, other = [f"{study['dir']}/sparsity*/checkpoints"], str(tmp_path / "other")
+  with pytest.raises(PieError, match="6 problem\\(s\\) with the runs") as error:
+    saved_exports.export_runs(digits_config(), patterns, other, log=lambda m: None)
+  assert error.value.parameter == "validate_first"
+  assert f"{study['dir']}/sparsity0_seed0/checkpoints: training unfinished" in str(error.value)
+  assert "at epoch 2 of config.num_epochs=20); not exported" in str(error.value)
+  logs = []  # not strict (--novalidate): a warning, and no run left to analyse
+  with pytest.raises(PieError, match="no run is ready to analyse"):
+    saved_exports.export_runs(digits_config(), patterns, other, strict=False, log=logs.append)
+  assert logs[-1].startswith("warning: 6 problem(s) with the runs")
   assert not os.path.exists(tmp_path / "other" / "predictions")
 
 
