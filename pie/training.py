@@ -216,7 +216,7 @@ def train_and_export(config, workdir, strategy=None, log=print, reuse_traced=Fal
     tf.config.experimental.enable_op_determinism()
   dataset = data_lib.load_dataset(config.data)
   run = _build_run(config, job, dataset, strategy, reuse_traced)
-  _fit(run, config, job, dataset, paths, _is_chief(strategy), log)
+  _fit(run, config, job, dataset, paths, _is_chief(strategy), log, strategy)
   train_seconds = time.time() - start_time
   with strategy.scope():
     stripped = run.variant.finalize(run.model, run.callbacks)
@@ -283,7 +283,7 @@ def _build_run(config, job, dataset, strategy, reuse_traced):
   return _Run(variant, model, optimizer, epoch_var, method_callbacks, scope_layers, steps_per_epoch, total_steps)
 
 
-def _fit(run, config, job, dataset, paths, chief, log):
+def _fit(run, config, job, dataset, paths, chief, log, strategy):
   """Restores the latest checkpoint, if any, and trains the remaining epochs, checkpointing as it goes."""
   checkpoint = tf.train.Checkpoint(model=run.model, optimizer=run.optimizer, epoch=run.epoch_var)
   ckpt_dir = paths["checkpoints"] if chief else tempfile.mkdtemp(prefix="pie-worker-ckpt-")
@@ -296,11 +296,17 @@ def _fit(run, config, job, dataset, paths, chief, log):
   initial_epoch = int(run.epoch_var.numpy())
   if initial_epoch >= config.num_epochs:
     return
-  train = dataset.train_batches(config.batch_size, job.seed, initial_epoch, config.num_epochs, run.steps_per_epoch)
-  if isinstance(dataset, data_lib.DigitsDataset):
-    options = tf.data.Options()
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    train = train.with_options(options)
+  # Per-host input: each host reads its own share of the split (its files) and feeds its own replicas, as multi-host
+  # TPU slices need; one step of all of them is one global batch of config.batch_size.
+  input_fn = dataset.train_input_fn(
+      config.batch_size,
+      job.seed,
+      initial_epoch,
+      config.num_epochs,
+      run.steps_per_epoch,
+      deterministic=config.get("deterministic", False),
+  )
+  train = strategy.distribute_datasets_from_function(input_fn)
   callbacks = [
       _EpochEnd(
           manager,

@@ -195,11 +195,13 @@ def test_eval_order_is_deterministic(module, tmp_path):
 
 def test_train_epochs_are_full_and_resumable(tmp_path):
   """Each epoch has steps_per_epoch full batches, even from a split smaller than that (5 examples, 4 x 2 wanted),
-  and a run resumed at epoch 1 sees exactly the batches of an uninterrupted run."""
+  and a run resumed at epoch 1 sees exactly the batches of an uninterrupted run (deterministic, as on CPU with
+  config.deterministic=True: otherwise parallel stages may hand elements out in another order)."""
   config = _config(imagenet_config, tmp_path / "tfds", **{"data.image_size": 16})
 
   def batches(seed, start_epoch):
-    return [(x, y) for x, y in dataset.train_batches(2, seed, start_epoch, 3, 4).as_numpy_iterator()]
+    ds = dataset.train_batches(2, seed, start_epoch, 3, 4, deterministic=True)
+    return [(x, y) for x, y in ds.as_numpy_iterator()]
 
   with tfds.testing.mock_data(num_examples=5):
     dataset = data_lib.load_dataset(config.data)
