@@ -7,14 +7,15 @@
      config.checkpoint_every_epochs epochs and after the last;
   3. let the method finalize the model (strip wrappers, apply masks), check what it promises (structure, target
      sparsity), measure the sparsity reached, save the model (or its TFLite conversion);
-  4. export its predictions on the eval split and its metrics (`pie.model_dir`).
+  4. export its predictions on the eval split, scored under the same strategy (every worker joins; the chief
+     writes), and its metrics (`pie.model_dir`).
+Training reads its input per host (`Dataset.train_input_fn` through `strategy.distribute_datasets_from_function`).
 The launcher passes the model's `variants.Job` (method, level, seed, name); `train.train` trains from the config
 alone. A model whose predictions metadata exists is finished: calling again does nothing. Derived models (post-training
 quantization) are not trained: see pie/ptq.py.
 """
 
 import dataclasses
-import functools
 import os
 import tempfile
 import time
@@ -225,10 +226,36 @@ def train_and_export(config, workdir, strategy=None, log=print, reuse_traced=Fal
   problem = run.variant.sparsity_problem(sparsity_report["overall"], job.sparsity)
   if problem:
     raise PieError(f"{job.name}: {problem}; check config.pruning (the pruning window must end before training does)")
+  predictions = None
+  if not run.variant.exports_tflite:
+    # Every worker runs the export: the model scores the eval split under the strategy it trained in, and the
+    # outputs are gathered across workers by collectives that all of them must join.
+    log(f"{job.name}: exporting predictions on {dataset.info.name}/{dataset.info.eval_split}")
+    predictions = export_lib.predict_eval(
+        stripped,
+        dataset,
+        config.get("eval_batch_size", 256),
+        top_k=config.get("top_k", 5),
+        with_logits=config.get("export_logits", False),
+        log=log,
+        strategy=strategy,
+    )
   if not _is_chief(strategy):
     return {"name": job.name, "chief": False}
   return _export(
-      run, stripped, sparsity_report, structure, config, job, dataset, workdir, paths, start_time, train_seconds, log
+      run,
+      stripped,
+      predictions,
+      sparsity_report,
+      structure,
+      config,
+      job,
+      dataset,
+      workdir,
+      paths,
+      start_time,
+      train_seconds,
+      log,
   )
 
 
@@ -329,9 +356,22 @@ def _fit(run, config, job, dataset, paths, chief, log, strategy):
 
 
 def _export(
-    run, stripped, sparsity_report, structure, config, job, dataset, workdir, paths, start_time, train_seconds, log
+    run,
+    stripped,
+    predictions,
+    sparsity_report,
+    structure,
+    config,
+    job,
+    dataset,
+    workdir,
+    paths,
+    start_time,
+    train_seconds,
+    log,
 ):
-  """Saves the finished model, exports its predictions and metrics; returns the metrics."""
+  """Saves the finished model, writes its predictions (`predictions`, or those of its TFLite conversion) and
+  metrics; returns the metrics."""
   info = dataset.info
   tflite_bytes = run.variant.to_tflite(stripped)
   if tflite_bytes is not None:
@@ -352,7 +392,6 @@ def _export(
   if structure:
     compression["structure"] = structure
 
-  log(f"{job.name}: exporting predictions on {info.name}/{info.eval_split}")
   metadata = model_dir.prediction_metadata(
       config,
       info,
@@ -360,18 +399,17 @@ def _export(
       {"steps": int(run.total_steps), "train_seconds": round(train_seconds, 2), **compression},
       job=job,
   )
-  predict = (
-      functools.partial(export_lib.predict_tflite, tflite_bytes)
-      if tflite_bytes is not None
-      else functools.partial(export_lib.predict_eval, stripped)
-  )
-  arrays = predict(
-      dataset,
-      config.get("eval_batch_size", 256),
-      top_k=config.get("top_k", 5),
-      with_logits=config.get("export_logits", False),
-      log=log,
-  )
+  arrays = predictions
+  if tflite_bytes is not None:
+    log(f"{job.name}: exporting predictions of its TFLite model on {info.name}/{info.eval_split}")
+    arrays = export_lib.predict_tflite(
+        tflite_bytes,
+        dataset,
+        config.get("eval_batch_size", 256),
+        top_k=config.get("top_k", 5),
+        with_logits=config.get("export_logits", False),
+        log=log,
+    )
   metrics = {
       "name": job.name,
       **model_dir.eval_metrics(arrays, info.num_classes),
