@@ -62,6 +62,8 @@ def get_config():
   config.warmup_epochs = 5
   config.label_smoothing = 0.1
   config.deterministic = False
+  # bfloat16 compute with float32 variables (TPU's native format; runs, slowly, on CPU too); None for float32.
+  config.mixed_precision = "bfloat16"
   # Train steps per call of the train function (None: a whole epoch; see pie.training.steps_per_execution).
   config.steps_per_execution = ml_collections.config_dict.placeholder(int)
   config.checkpoint_every_epochs = 1

@@ -9,7 +9,8 @@
      sparsity), measure the sparsity reached, save the model (or its TFLite conversion);
   4. export its predictions on the eval split, scored under the same strategy (every worker joins; the chief
      writes), and its metrics (`pie.model_dir`).
-Training reads its input per host (`Dataset.train_input_fn` through `strategy.distribute_datasets_from_function`).
+Training reads its input per host (`Dataset.train_input_fn` through `strategy.distribute_datasets_from_function`)
+and runs under the config's precision (`config.mixed_precision`: None, or "bfloat16" for TPUs).
 The launcher passes the model's `variants.Job` (method, level, seed, name); `train.train` trains from the config
 alone. A model whose predictions metadata exists is finished: calling again does nothing. Derived models (post-training
 quantization) are not trained: see pie/ptq.py.
@@ -25,6 +26,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from pie import data as data_lib
+from pie import devices
 from pie import export as export_lib
 from pie import io_utils
 from pie import model_dir
@@ -216,30 +218,32 @@ def train_and_export(config, workdir, strategy=None, log=print, reuse_traced=Fal
   if config.get("deterministic", False):
     tf.config.experimental.enable_op_determinism()
   dataset = data_lib.load_dataset(config.data)
-  run = _build_run(config, job, dataset, strategy, reuse_traced)
-  _fit(run, config, job, dataset, paths, _is_chief(strategy), log, strategy)
-  train_seconds = time.time() - start_time
-  with strategy.scope():
-    stripped = run.variant.finalize(run.model, run.callbacks)
-  sparsity_report = variants.measure_sparsity(stripped, run.scope_layers)
-  structure = run.variant.structure(stripped, run.scope_layers)  # raises if the method's promise does not hold
-  problem = run.variant.sparsity_problem(sparsity_report["overall"], job.sparsity)
-  if problem:
-    raise PieError(f"{job.name}: {problem}; check config.pruning (the pruning window must end before training does)")
-  predictions = None
-  if not run.variant.exports_tflite:
-    # Every worker runs the export: the model scores the eval split under the strategy it trained in, and the
-    # outputs are gathered across workers by collectives that all of them must join.
-    log(f"{job.name}: exporting predictions on {dataset.info.name}/{dataset.info.eval_split}")
-    predictions = export_lib.predict_eval(
-        stripped,
-        dataset,
-        config.get("eval_batch_size", 256),
-        top_k=config.get("top_k", 5),
-        with_logits=config.get("export_logits", False),
-        log=log,
-        strategy=strategy,
-    )
+  with devices.precision(config.get("mixed_precision")):
+    run = _build_run(config, job, dataset, strategy, reuse_traced)
+    _fit(run, config, job, dataset, paths, _is_chief(strategy), log, strategy)
+    train_seconds = time.time() - start_time
+    with strategy.scope():
+      stripped = run.variant.finalize(run.model, run.callbacks)
+    sparsity_report = variants.measure_sparsity(stripped, run.scope_layers)
+    structure = run.variant.structure(stripped, run.scope_layers)  # raises if the method's promise does not hold
+    problem = run.variant.sparsity_problem(sparsity_report["overall"], job.sparsity)
+    if problem:
+      raise PieError(f"{job.name}: {problem}; check config.pruning (the pruning window must end before training does)")
+    predictions = None
+    if not run.variant.exports_tflite:
+      # Every worker runs the export: the model scores the eval split under the strategy it trained in, and the
+      # outputs are gathered across workers by collectives that all of them must join.
+      log(f"{job.name}: exporting predictions on {dataset.info.name}/{dataset.info.eval_split}")
+      predictions = export_lib.predict_eval(
+          stripped,
+          dataset,
+          config.get("eval_batch_size", 256),
+          top_k=config.get("top_k", 5),
+          with_logits=config.get("export_logits", False),
+          log=log,
+          strategy=strategy,
+          image_dtype=devices.input_dtype(config.get("mixed_precision")),
+      )
   if not _is_chief(strategy):
     return {"name": job.name, "chief": False}
   return _export(
@@ -332,6 +336,7 @@ def _fit(run, config, job, dataset, paths, chief, log, strategy):
       config.num_epochs,
       run.steps_per_epoch,
       deterministic=config.get("deterministic", False),
+      image_dtype=devices.input_dtype(config.get("mixed_precision")),
   )
   train = strategy.distribute_datasets_from_function(input_fn)
   callbacks = [

@@ -150,6 +150,9 @@ def test_imagenet_resnet50_config_prunes_every_conv_and_exports(tmp_path, monkey
   assert pruned["stem_conv"].kernel_size == (7, 7)
   assert {f"stage{s}_block1_proj" for s in range(1, 5)} <= set(pruned)
   assert isinstance(model.get_layer("classifier"), keras.layers.Dense)
+  # The config's TPU precision, trained here on CPU: bfloat16 convolutions, a float32 classifier.
+  assert config.mixed_precision == "bfloat16" and pruned["stem_conv"].compute_dtype == "bfloat16"
+  assert model.get_layer("classifier").compute_dtype == "float32" and model.output.dtype == tf.float32
   # ResNet-50's published size: 25,557,032 parameters (conv kernels without biases, BN scales and offsets, the
   # 1000-way classifier); the pruning masks and thresholds beside them are not trainable.
   assert sum(int(np.prod(w.shape)) for w in model.trainable_weights) == 25_557_032
