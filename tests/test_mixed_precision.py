@@ -5,6 +5,8 @@ same measured sparsity, layer by layer, as the same model in float32 (TF-MOT kee
 variables' float32), its logits are float32, and the policy is restored for whatever the process builds next.
 """
 
+import os
+
 import numpy as np
 import pytest
 
@@ -40,12 +42,12 @@ def _train(tmp_path, monkeypatch, precision):
   metrics = training.train_and_export(config, str(workdir), log=lambda msg: None)
   (model,) = wrapped
   name = "sparsity70_seed5"
-  return metrics, model, predictions_lib.read_predictions(str(workdir / f"{name}.tfrecord")), workdir
+  return metrics, model, predictions_lib.read_predictions(str(workdir / f"{name}.tfrecord")), workdir, config
 
 
 def test_bfloat16_pruning_reaches_the_float32_sparsity(tmp_path, monkeypatch):
-  metrics32, model32, preds32, _ = _train(tmp_path, monkeypatch, None)
-  metrics16, model16, preds16, workdir = _train(tmp_path, monkeypatch, "bfloat16")
+  metrics32, model32, preds32, _, _ = _train(tmp_path, monkeypatch, None)
+  metrics16, model16, preds16, workdir, config16 = _train(tmp_path, monkeypatch, "bfloat16")
   assert keras.mixed_precision.global_policy().name == "float32"  # restored after training
 
   # Same masks size for size: every pruned layer at exactly the float32 model's sparsity.
@@ -70,6 +72,19 @@ def test_bfloat16_pruning_reaches_the_float32_sparsity(tmp_path, monkeypatch):
   assert preds16.top_k_probs.dtype == np.float32
   assert np.mean(preds16.top1 == preds16.labels) > 0.5
   assert abs(np.mean(preds16.top1 == preds16.labels) - np.mean(preds32.top1 == preds32.labels)) < 0.1
+
+  # Exported again from its final checkpoint (analysis --export_missing): the model is rebuilt in bfloat16, as it
+  # trained, so the file holds the same predictions as the export under the training strategy.
+  name = "sparsity70_seed5"
+  for file in (f"{name}.tfrecord", f"{name}.json", "model.h5"):
+    (workdir / file).unlink()
+  again = training.export_trained(config16, str(workdir), log=lambda msg: None)
+  assert keras.mixed_precision.global_policy().name == "float32"
+  exported = predictions_lib.read_predictions(str(workdir / f"{name}.tfrecord"))
+  assert os.path.dirname(exported.metadata["exported_from"]) == str(workdir / "checkpoints")
+  np.testing.assert_array_equal(exported.top_k_classes, preds16.top_k_classes)
+  np.testing.assert_array_equal(exported.top_k_probs, preds16.top_k_probs)
+  assert again["measured_sparsity"] == metrics16["measured_sparsity"]
 
 
 def test_precision_context_and_input_dtype():

@@ -78,6 +78,7 @@ class AnalysisData:
   controls: tuple = ()
   noise_floor: dict | None = None
   control_class_stats: pd.DataFrame | None = None  # class_stats.csv's rows of the control populations
+  difficulty: pd.DataFrame | None = None  # difficulty.csv of the per-level view (None in an older analysis)
 
   @property
   def study(self):
@@ -140,6 +141,11 @@ def load_analysis(analysis_dir):
   _check_values(pie_accuracy["population"], outputs.POPULATIONS, f"{outputs.PIE_ACCURACY_CSV} column population")
   _check_values(pie_accuracy["subset"], outputs.SUBSETS, f"{outputs.PIE_ACCURACY_CSV} column subset")
 
+  difficulty = None
+  if (directory / outputs.DIFFICULTY_CSV).exists():
+    difficulty = _only_view(_read_table(directory, outputs.DIFFICULTY), methods)
+    difficulty["sparsity"] = _canonical_sparsity(difficulty["sparsity"], pruned, outputs.DIFFICULTY_CSV)
+
   robustness = None
   if (directory / outputs.ROBUSTNESS_CSV).exists():
     robustness = _read_table(directory, outputs.ROBUSTNESS, with_method=False)
@@ -162,6 +168,7 @@ def load_analysis(analysis_dir):
       controls=controls,
       noise_floor=full_summary.get("noise_floor"),
       control_class_stats=control_class_stats,
+      difficulty=difficulty,
   )
 
 
