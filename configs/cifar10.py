@@ -43,6 +43,7 @@ def get_config():
   config.steps_per_epoch = ml_collections.config_dict.placeholder(int)
   config.label_smoothing = 0.0
   config.deterministic = False
+  config.mixed_precision = ml_collections.config_dict.placeholder(str)  # None: float32; "bfloat16" on TPUs
   # Train steps per call of the train function (None: a whole epoch; see pie.training.steps_per_execution).
   config.steps_per_execution = ml_collections.config_dict.placeholder(int)
   config.checkpoint_every_epochs = 1

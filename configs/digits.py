@@ -42,6 +42,7 @@ def get_config():
   )  # derived from the training split: 1297 // 32 = 40
   config.label_smoothing = 0.0
   config.deterministic = True  # TF op determinism: same seed, same predictions on CPU
+  config.mixed_precision = ml_collections.config_dict.placeholder(str)  # None: float32; "bfloat16" on TPUs
   # Train steps per call of the train function (None: a whole epoch; see pie.training.steps_per_execution).
   config.steps_per_execution = ml_collections.config_dict.placeholder(int)
   config.checkpoint_every_epochs = 5  # an epoch takes a fraction of a second; a checkpoint write about 60 ms

@@ -56,6 +56,7 @@ def get_config(variant=None):
   config.steps_per_epoch = ml_collections.config_dict.placeholder(int)  # 60,000 // 128 = 468
   config.label_smoothing = 0.0
   config.deterministic = True
+  config.mixed_precision = ml_collections.config_dict.placeholder(str)  # None: float32; "bfloat16" on TPUs
   config.steps_per_execution = ml_collections.config_dict.placeholder(int)
   config.checkpoint_every_epochs = 1
 

@@ -4,10 +4,16 @@ dataset, behind one interface.
 Every dataset serves raw uint8 images and integer labels; a named preprocessing turns them into model inputs.
 Evaluation examples are read in a fixed order and numbered by their position: that `example_id` is the key that
 joins the predictions of all models of a study.
+
+Training and export read through input functions for `strategy.distribute_datasets_from_function`: each host (input
+pipeline) reads its own share of a split and yields per-replica batches. A TFDS dataset is read as its TPU reference
+pipelines read it: the file names are shuffled and sharded by host, the encoded records are shuffled, and images are
+decoded and augmented after the shuffle, so that the shuffle buffer holds compressed bytes, not pixels.
 """
 
 import abc
 import dataclasses
+import os
 from typing import Optional, Sequence
 
 import numpy as np
@@ -20,6 +26,9 @@ EMBEDDED_DATASET = "digits"
 # The last 500 of sklearn's 1797 digit images are the test split: a fixed, documented split that needs no random
 # state. The file is ordered by writer, so the test images come from writers the training set never saw.
 DIGITS_NUM_TEST = 500
+# example_id of the padding that fills the last eval batch of a distributed export (dropped on the host).
+PADDING_ID = -1
+
 
 FASHION_MNIST = "fashion_mnist"
 # Where Debian's package dataset-fashion-mnist puts the four original IDX files (the files TFDS's fashion_mnist
@@ -43,6 +52,39 @@ FASHION_MNIST_CLASSES = (
     "Bag",
     "Ankle boot",
 )
+
+
+def _per_replica_batch(input_context, batch_size):
+  """The per-replica batch of a global `batch_size`, which must split evenly over the replicas."""
+  replicas = input_context.num_replicas_in_sync
+  if batch_size % replicas:
+    raise PieError(
+        f"batch size {batch_size} does not split over {replicas} replicas: use a multiple of {replicas}",
+        parameter="batch_size",
+    )
+  return batch_size // replicas
+
+
+def _host_batch(input_context, batch_size):
+  """Examples per step that this host's pipeline feeds to its own replicas."""
+  local_replicas = input_context.num_replicas_in_sync // input_context.num_input_pipelines
+  return _per_replica_batch(input_context, batch_size) * local_replicas
+
+
+def _options(deterministic, private_threadpool):
+  """tf.data options of a training or eval pipeline.
+
+  Parallel stages are autotuned. Without `deterministic` they may hand elements out as they finish (sloppy order,
+  faster on a busy host). A private thread pool, one thread per core with single-threaded ops, keeps the input
+  pipeline from queueing behind the runtime's own ops, as on TPU hosts.
+  """
+  options = tf.data.Options()
+  options.deterministic = bool(deterministic)
+  options.autotune.enabled = True
+  if private_threadpool:
+    options.threading.private_threadpool_size = os.cpu_count() or 1
+    options.threading.max_intra_op_parallelism = 1
+  return options
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,75 +132,180 @@ class Dataset(abc.ABC):
       )
     return steps
 
-  def train_batches(self, batch_size, seed, start_epoch, num_epochs, steps_per_epoch):
-    """Batches of (image, one-hot label) for epochs [start_epoch, num_epochs).
+  # Hooks of the input pipelines. A dataset that stores its images encoded (TFDS) serves encoded records from
+  # `_train_records` and `_eval_records` and decodes them in `_decode`, after the shuffle; in-memory datasets serve
+  # their raw examples and need no decoding.
+  encoded = False
 
-    Epoch e is shuffled with a seed derived from (seed, e) and its augmentations use stateless per-example seeds, so
-    a run resumed at epoch e sees exactly the batches an uninterrupted run would have seen.
+  def _train_records(self, seed, epoch_seed, input_context):
+    """This host's share of the training split for one epoch, unshuffled: every n-th example of n hosts.
+
+    `epoch_seed` seeds what the source itself shuffles (TFDS: the order of the files).
     """
-    raw = self._raw_train(seed)
+    del epoch_seed
+    records = self._raw_train(seed)
+    if input_context.num_input_pipelines > 1:
+      records = records.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
+    return records
+
+  def _eval_records(self):
+    """The eval split's records in their fixed order (position = example_id), encoded when `encoded`."""
+    return self._raw_eval()
+
+  def _decode(self, record):
+    """{"image": uint8 [H,W,C], "label": int64} of a record of `_train_records` / `_eval_records`."""
+    return record
+
+  def train_batches(self, batch_size, seed, start_epoch, num_epochs, steps_per_epoch, deterministic=True):
+    """Batches of (image, one-hot label) for epochs [start_epoch, num_epochs), read by one host."""
+    input_fn = self.train_input_fn(batch_size, seed, start_epoch, num_epochs, steps_per_epoch, deterministic)
+    return input_fn(tf.distribute.InputContext())
+
+  def train_input_fn(
+      self, batch_size, seed, start_epoch, num_epochs, steps_per_epoch, deterministic=True, image_dtype=tf.float32
+  ):
+    """For `strategy.distribute_datasets_from_function`: this host's per-replica batches of (image, one-hot label).
+
+    A step of all hosts is one global batch of `batch_size`. Each host reads its own share of the split (its files
+    for TFDS: `_train_records`). Epoch e is shuffled with a seed derived from (seed, e) and its augmentations use
+    stateless per-example seeds, so a run resumed at epoch e sees exactly the batches an uninterrupted run would have
+    seen (with `deterministic`: otherwise parallel stages may reorder elements). Images are cast to `image_dtype`
+    (bfloat16 under mixed precision: half the host memory and infeed of float32).
+    """
+    if start_epoch >= num_epochs:
+      raise PieError(f"no epoch left to train: start epoch {start_epoch}, {num_epochs} epochs")
     fn = preprocess.get(self.config.preprocess)
     num_classes = self.info.num_classes
     image_size = self.config.get("image_size")
     buffer = self.config.get("shuffle_buffer", 10_000)
-
     batchable = preprocess.is_batchable(self.config.preprocess)
-
-    def one_epoch(epoch):
-      epoch_seed = int(seed) * 100_003 + epoch  # a Python int: tf.data needs static shuffle seeds
-      # Repeated so that every epoch has its steps_per_epoch full batches even when the split is smaller than that
-      # (a steps_per_epoch override, an unknown split size): a short epoch would let fit() read the next epoch's
-      # batches and then run out, silently training fewer steps than recorded. On a large enough split the first
-      # pass alone is read, so the batches are unchanged; an empty split still ends (tf.data stops repeating it).
-      ds = raw.shuffle(buffer, seed=epoch_seed, reshuffle_each_iteration=False).repeat()
-      ds = ds.take(steps_per_epoch * batch_size)
-      if batchable:
-        return ds.batch(batch_size, drop_remainder=True)
-      # Augmentation: every example carries its epoch's seed and its index, for its stateless random ops.
-      return tf.data.Dataset.zip(
-          (tf.data.Dataset.from_tensors(tf.constant(epoch_seed, tf.int64)).repeat(), ds.enumerate())
-      )
+    options = _options(deterministic, self.config.get("private_threadpool", False))
 
     def prep_batch(ex):
-      return fn(ex["image"], training=True, seed=None, image_size=image_size), tf.one_hot(ex["label"], num_classes)
-
-    def prep(epoch_seed, indexed):
-      index, ex = indexed
-      example_seed = tf.stack([epoch_seed, index])
-      image = fn(ex["image"], training=True, seed=example_seed, image_size=image_size)
+      image = tf.cast(fn(ex["image"], training=True, seed=None, image_size=image_size), image_dtype)
       return image, tf.one_hot(ex["label"], num_classes)
 
-    epochs = [one_epoch(e) for e in range(start_epoch, num_epochs)]
-    if not epochs:
-      raise PieError(f"no epoch left to train: start epoch {start_epoch}, {num_epochs} epochs")
-    ds = epochs[0]
-    for more in epochs[1:]:
-      ds = ds.concatenate(more)
-    # One map over all epochs: a map per epoch was traced once per epoch.
-    if batchable:
-      ds = ds.map(prep_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    else:
-      ds = ds.map(prep, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).batch(batch_size, drop_remainder=True)
-    return ds.prefetch(tf.data.AUTOTUNE)
+    def input_fn(input_context):
+      per_replica = _per_replica_batch(input_context, batch_size)
+      examples = steps_per_epoch * _host_batch(input_context, batch_size)
+      hosts, host = input_context.num_input_pipelines, input_context.input_pipeline_id
 
-  def eval_batches(self, batch_size):
-    """Batches of {"example_id", "image", "label"} in the split's fixed order."""
+      def prep(epoch_seed, indexed):
+        index, record = indexed
+        ex = self._decode(record)
+        # Augmentation seeds differ between hosts: the host's position in the epoch, interleaved with the others'.
+        example_seed = tf.stack([epoch_seed, index * hosts + host])
+        image = tf.cast(fn(ex["image"], training=True, seed=example_seed, image_size=image_size), image_dtype)
+        return image, tf.one_hot(ex["label"], num_classes)
+
+      def one_epoch(epoch):
+        epoch_seed = int(seed) * 100_003 + epoch  # a Python int: tf.data needs static shuffle seeds
+        records = self._train_records(seed, epoch_seed, input_context)
+        # Repeated so that every epoch has its steps_per_epoch full batches even when the split is smaller than that
+        # (a steps_per_epoch override, an unknown split size): a short epoch would let fit() read the next epoch's
+        # batches and then run out, silently training fewer steps than recorded. On a large enough split the first
+        # pass alone is read, so the batches are unchanged; an empty split still ends (tf.data stops repeating it).
+        ds = records.shuffle(buffer, seed=epoch_seed, reshuffle_each_iteration=False).repeat().take(examples)
+        if batchable:
+          if self.encoded:
+            ds = ds.map(self._decode, num_parallel_calls=tf.data.AUTOTUNE)
+          return ds.batch(per_replica, drop_remainder=True)
+        # Augmentation: every example carries its epoch's seed and its index, for its stateless random ops.
+        return tf.data.Dataset.zip(
+            (tf.data.Dataset.from_tensors(tf.constant(epoch_seed, tf.int64)).repeat(), ds.enumerate())
+        )
+
+      epochs = [one_epoch(e) for e in range(start_epoch, num_epochs)]
+      ds = epochs[0]
+      for more in epochs[1:]:
+        ds = ds.concatenate(more)
+      # One map over all epochs: a map per epoch was traced once per epoch.
+      if batchable:
+        ds = ds.map(prep_batch, num_parallel_calls=tf.data.AUTOTUNE)
+      else:
+        ds = ds.map(prep, num_parallel_calls=tf.data.AUTOTUNE).batch(per_replica, drop_remainder=True)
+      return ds.prefetch(tf.data.AUTOTUNE).with_options(options)
+
+    return input_fn
+
+  def num_eval_examples(self):
+    """Size of the eval split: from the dataset's info, else from its pipeline (counted when it does not know)."""
+    if self.info.num_eval is not None:
+      return int(self.info.num_eval)
+    records = self._eval_records()
+    count = int(records.cardinality())
+    if count == tf.data.INFINITE_CARDINALITY:
+      raise PieError(f"dataset {self.info.name!r}: the eval split {self.info.eval_split!r} never ends")
+    if count == tf.data.UNKNOWN_CARDINALITY:
+      count = int(records.reduce(tf.constant(0, tf.int64), lambda n, _: n + 1))
+    return count
+
+  def _prep_eval(self, image_dtype):
     fn = preprocess.get(self.config.preprocess)
     image_size = self.config.get("image_size")
 
-    def prep(index, ex):
+    def prep(index, record):
+      ex = self._decode(record)
       return {
           "example_id": index,
-          "image": fn(ex["image"], training=False, seed=None, image_size=image_size),
+          "image": tf.cast(fn(ex["image"], training=False, seed=None, image_size=image_size), image_dtype),
           "label": tf.cast(ex["label"], tf.int64),
       }
 
-    ds = self._raw_eval().enumerate().map(prep, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return prep
+
+  def eval_batches(self, batch_size):
+    """Batches of {"example_id", "image", "label"} in the split's fixed order, read by this host alone."""
+    ds = self._eval_records().enumerate()
+    ds = ds.map(self._prep_eval(tf.float32), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+  def eval_input_fn(self, batch_size, image_dtype=tf.float32):
+    """For `strategy.distribute_datasets_from_function`: the eval split in per-replica batches, every example once.
+
+    Each step's global batch holds the next `batch_size` examples of the split; host h of n takes the h-th n-th of
+    it (it reads the split's records and decodes only those). The last global batch is filled up with blank images
+    whose example_id is PADDING_ID, so that every replica of every host runs the same number of full batches (TPUs
+    need static shapes; collectives need every worker in every step). Ids and labels are int32, which TPUs carry
+    natively.
+    """
+    num_examples = self.num_eval_examples()
+    steps = -(-num_examples // batch_size)
+    prep = self._prep_eval(image_dtype)
+
+    def to_device_types(ex):
+      return {**ex, "example_id": tf.cast(ex["example_id"], tf.int32), "label": tf.cast(ex["label"], tf.int32)}
+
+    def blank(ex):
+      return {
+          "example_id": tf.constant(PADDING_ID, tf.int32),
+          "image": tf.zeros_like(ex["image"]),
+          "label": tf.constant(0, tf.int32),
+      }
+
+    def input_fn(input_context):
+      per_replica = _per_replica_batch(input_context, batch_size)
+      host_batch = _host_batch(input_context, batch_size)
+      host = input_context.input_pipeline_id
+      records = self._eval_records().enumerate()
+      if input_context.num_input_pipelines > 1:
+        records = records.filter(lambda index, _: (index % batch_size) // host_batch == host)
+      ds = records.map(lambda *r: to_device_types(prep(*r)), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+      last = num_examples % batch_size or batch_size
+      own = (steps - 1) * host_batch + min(max(last - host * host_batch, 0), host_batch) if steps else 0
+      padding = steps * host_batch - own
+      if padding:
+        # The blank has the shape of a real eval image: the split's first example, preprocessed, then zeroed.
+        first = self._eval_records().take(1).enumerate().map(lambda *r: blank(prep(*r)))
+        ds = ds.concatenate(first.repeat(padding))
+      ds = ds.batch(per_replica, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+      return ds.with_options(_options(True, self.config.get("private_threadpool", False)))
+
+    return input_fn
 
   def raw_eval(self):
     """The eval split's raw examples {"image": uint8, "label": int64} in their fixed order (position = example_id)."""
-    return self._raw_eval()
+    return self._eval_records().map(self._decode) if self.encoded else self._eval_records()
 
   def eval_display_images(self, example_ids):
     """uint8 images as a model sees them at eval (resized and cropped, not normalized), keyed by example_id."""
@@ -168,7 +315,7 @@ class Dataset(abc.ABC):
     found = {}
     if not len(wanted):
       return found
-    ds = self._raw_eval().enumerate()
+    ds = self.raw_eval().enumerate()
     ds = ds.filter(lambda i, ex: tf.reduce_any(tf.equal(i, wanted)))
     ds = ds.map(lambda i, ex: (i, display(ex["image"], image_size=image_size)))
     for index, image in ds.as_numpy_iterator():
@@ -364,21 +511,25 @@ class TfdsDataset(Dataset):
         train_split=data_config.train_split,
         eval_split=data_config.eval_split,
     )
-    # Fail now, with the data_dir in the message, rather than deep inside training: tfds.load checks that the data
-    # is prepared without reading it.
-    self._load(data_config.eval_split, shuffle_files=False)
+    self._image_feature = features[image_key]
+    if data_config.get("download", False):
+      self._builder.download_and_prepare()
+    # Fail now, with the data_dir in the message, rather than deep inside training: building the dataset checks that
+    # the data is prepared without reading it.
+    self._eval_records()
 
-  def _load(self, split, shuffle_files, seed=None):
+  encoded = True  # images are read as their stored JPEG/PNG bytes and decoded after the shuffle
+
+  def _read(self, split, shuffle_files, read_config):
+    """The split's records with the image left encoded: {"image": string, "label": int64}."""
     cfg = self.config
-    read_config = self._tfds.ReadConfig(shuffle_seed=seed, interleave_cycle_length=None if shuffle_files else 1)
+    image_key, label_key = cfg.get("image_key", "image"), cfg.get("label_key", "label")
     try:
-      ds = self._tfds.load(
-          cfg.name,
+      ds = self._builder.as_dataset(
           split=split,
-          data_dir=cfg.get("data_dir"),
-          download=cfg.get("download", False),
           shuffle_files=shuffle_files,
           read_config=read_config,
+          decoders={image_key: self._tfds.decode.SkipDecoding()},
       )
     except (AssertionError, FileNotFoundError, self._tfds.core.registered.DatasetNotFoundError) as e:
       where = cfg.get("data_dir") or "the default TFDS data_dir (~/tensorflow_datasets)"
@@ -387,14 +538,48 @@ class TfdsDataset(Dataset):
           f"config.data.data_dir to where it is; config.data.download=True lets TFDS download it). "
           f"TFDS said: {str(e).splitlines()[0]}"
       ) from None
-    image_key, label_key = cfg.get("image_key", "image"), cfg.get("label_key", "label")
+    except ValueError as e:
+      if read_config.input_context is None:
+        raise
+      raise PieError(
+          f"dataset {cfg.name!r} split {split!r} cannot be shared by file between "
+          f"{read_config.input_context.num_input_pipelines} hosts: each host reads whole files, and the split has "
+          f"fewer. TFDS said: {str(e).splitlines()[0]}"
+      ) from None
     return ds.map(lambda ex: {"image": ex[image_key], "label": tf.cast(ex[label_key], tf.int64)})
 
+  def _train_records(self, seed, epoch_seed, input_context):
+    """This host's files of the training split, in an order shuffled per epoch, read 16 files at a time.
+
+    TFDS shards the files by host (`input_context`) before shuffling them with `epoch_seed`; records are interleaved
+    one at a time from 16 open files, so consecutive records come from different files before any buffer shuffles
+    them. Each open file has a read buffer of config.data.read_buffer_mib (TFDS's default: 8 MiB); the reader keeps
+    about 30 of them allocated, over half a GiB at 8 MiB.
+    """
+    del seed
+    hosts = input_context.num_input_pipelines
+    buffer_mib = self.config.get("read_buffer_mib")
+    read_config = self._tfds.ReadConfig(
+        shuffle_seed=epoch_seed,
+        interleave_block_length=1,
+        input_context=input_context if hosts > 1 else None,
+        override_buffer_size=int(buffer_mib * 2**20) if buffer_mib else None,
+    )
+    return self._read(self.config.train_split, shuffle_files=True, read_config=read_config)
+
+  def _eval_records(self):
+    return self._read(
+        self.config.eval_split, shuffle_files=False, read_config=self._tfds.ReadConfig(interleave_cycle_length=1)
+    )
+
+  def _decode(self, record):
+    return {"image": self._image_feature.decode_example(record["image"]), "label": record["label"]}
+
   def _raw_train(self, seed):
-    return self._load(self.config.train_split, shuffle_files=True, seed=seed)
+    return self._train_records(seed, seed, tf.distribute.InputContext()).map(self._decode)
 
   def _raw_eval(self):
-    return self._load(self.config.eval_split, shuffle_files=False)
+    return self._eval_records().map(self._decode)
 
 
 # Datasets read by pie itself (no TFDS builder): name -> class.

@@ -35,6 +35,9 @@ PER_MODEL_FIELDS = ("seed", "sparsity", "method")
 # Fields that change how a model is trained but not what it learns: left out of config_hash, so a study can be
 # resumed with other values.
 EXECUTION_FIELDS = ("steps_per_execution", "checkpoint_every_epochs")
+# Fields added after studies were trained, at the value that trains as before they existed: left out of config_hash
+# at that value, so that a study begun before them resumes with the same hash (float32 models are unchanged).
+ADDED_FIELDS_AT_OLD_BEHAVIOUR = {"mixed_precision": None}
 
 
 def config_to_dict(config):
@@ -44,7 +47,12 @@ def config_to_dict(config):
 def config_hash(config):
   """sha256 (first 16 hex digits) of the config without its per-model and execution fields: equal for all models
   of a study."""
-  shared = {k: v for k, v in config_to_dict(config).items() if k not in PER_MODEL_FIELDS + EXECUTION_FIELDS}
+  shared = {
+      k: v
+      for k, v in config_to_dict(config).items()
+      if k not in PER_MODEL_FIELDS + EXECUTION_FIELDS
+      and not (k in ADDED_FIELDS_AT_OLD_BEHAVIOUR and v == ADDED_FIELDS_AT_OLD_BEHAVIOUR[k])
+  }
   return hashlib.sha256(json.dumps(shared, sort_keys=True).encode()).hexdigest()[:16]
 
 

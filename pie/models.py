@@ -1,6 +1,8 @@
 """Functional tf_keras classifiers (TF-MOT wraps only Sequential/Functional Keras 2 models).
 
-Every model ends in a Dense layer named "classifier" that outputs logits; pruning scopes refer to that name.
+Every model ends in a Dense layer named "classifier" that outputs logits; pruning scopes refer to that name. The
+classifier computes in float32 whatever the global dtype policy: under mixed precision the logits, the softmax and
+the loss stay float32 (Keras' rule for mixed-precision outputs).
 """
 
 import tf_keras as keras
@@ -33,7 +35,7 @@ def small_cnn(input_shape, num_classes, filters=(8, 16), hidden=32, weight_decay
   x = keras.layers.Flatten(name="flatten")(x)
   if hidden:
     x = keras.layers.Dense(hidden, activation="relu", kernel_regularizer=_l2(weight_decay), name="hidden")(x)
-  outputs = keras.layers.Dense(num_classes, kernel_regularizer=_l2(weight_decay), name=CLASSIFIER)(x)
+  outputs = keras.layers.Dense(num_classes, kernel_regularizer=_l2(weight_decay), name=CLASSIFIER, dtype="float32")(x)
   return keras.Model(inputs, outputs, name="small_cnn")
 
 
@@ -81,7 +83,7 @@ def cifar_resnet(input_shape, num_classes, depth=20, width=1, weight_decay=5e-4,
       y = _bn(f"{name}_bn2", bn_momentum, bn_epsilon, zero_gamma=True)(y)
       x = keras.layers.ReLU(name=f"{name}_out")(keras.layers.Add(name=f"{name}_add")([shortcut, y]))
   x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
-  outputs = keras.layers.Dense(num_classes, kernel_regularizer=_l2(weight_decay), name=CLASSIFIER)(x)
+  outputs = keras.layers.Dense(num_classes, kernel_regularizer=_l2(weight_decay), name=CLASSIFIER, dtype="float32")(x)
   return keras.Model(inputs, outputs, name=f"resnet{depth}x{width}")
 
 
@@ -112,6 +114,7 @@ def resnet50(input_shape, num_classes, weight_decay=1e-4, bn_momentum=0.9, bn_ep
       kernel_initializer=keras.initializers.RandomNormal(stddev=0.01),
       kernel_regularizer=_l2(weight_decay),
       name=CLASSIFIER,
+      dtype="float32",
   )(x)
   return keras.Model(inputs, outputs, name="resnet50")
 

@@ -391,7 +391,10 @@ def dry_run_commands(config, study_dir, config_args, extra_args=()):
   """
   import shlex  # pylint: disable=g-import-not-at-top
 
-  done = {job.name for job in finished_jobs(config, study_dir)} if os.path.isdir(study_dir) else set()
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
+  # tf.io.gfile: a study on gs:// lists only its unfinished models too (os.path sees no such folder).
+  done = {job.name for job in finished_jobs(config, study_dir)} if tf.io.gfile.isdir(study_dir) else set()
   commands = []
   derive = False
   for job in jobs(config):

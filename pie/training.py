@@ -7,7 +7,10 @@
      config.checkpoint_every_epochs epochs and after the last;
   3. let the method finalize the model (strip wrappers, apply masks), check what it promises (structure, target
      sparsity), measure the sparsity reached, save the model (or its TFLite conversion);
-  4. export its predictions on the eval split and its metrics (`pie.model_dir`).
+  4. export its predictions on the eval split, scored under the same strategy (every worker joins; the chief
+     writes), and its metrics (`pie.model_dir`).
+Training reads its input per host (`Dataset.train_input_fn` through `strategy.distribute_datasets_from_function`)
+and runs under the config's precision (`config.mixed_precision`: None, or "bfloat16" for TPUs).
 The launcher passes the model's `variants.Job` (method, level, seed, name); `train.train` trains from the config
 alone. A model whose predictions metadata exists is finished: calling again does nothing. Derived models (post-training
 quantization) are not trained: see pie/ptq.py.
@@ -28,6 +31,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from pie import data as data_lib
+from pie import devices
 from pie import export as export_lib
 from pie import io_utils
 from pie import model_dir
@@ -228,12 +232,28 @@ def train_and_export(config, workdir, strategy=None, log=print, reuse_traced=Fal
   start_time = time.time()
   seed_and_determinism(config, job)
   dataset = data_lib.load_dataset(config.data)
-  run = _build_run(config, job, dataset, strategy, reuse_traced)
-  _fit(run, config, job, dataset, paths, _is_chief(strategy), log)
-  train_seconds = time.time() - start_time
-  with strategy.scope():
-    stripped = run.variant.finalize(run.model, run.callbacks)
-  sparsity_report, structure = _checked(run.variant, stripped, run.scope_layers, job)
+  with devices.precision(config.get("mixed_precision")):
+    run = _build_run(config, job, dataset, strategy, reuse_traced)
+    _fit(run, config, job, dataset, paths, _is_chief(strategy), log, strategy)
+    train_seconds = time.time() - start_time
+    with strategy.scope():
+      stripped = run.variant.finalize(run.model, run.callbacks)
+    sparsity_report, structure = _checked(run.variant, stripped, run.scope_layers, job)
+    predictions = None
+    if not run.variant.exports_tflite:
+      # Every worker runs the export: the model scores the eval split under the strategy it trained in, and the
+      # outputs are gathered across workers by collectives that all of them must join.
+      log(f"{job.name}: exporting predictions on {dataset.info.name}/{dataset.info.eval_split}")
+      predictions = export_lib.predict_eval(
+          stripped,
+          dataset,
+          config.get("eval_batch_size", 256),
+          top_k=config.get("top_k", 5),
+          with_logits=config.get("export_logits", False),
+          log=log,
+          strategy=strategy,
+          image_dtype=devices.input_dtype(config.get("mixed_precision")),
+      )
   if not _is_chief(strategy):
     return {"name": job.name, "chief": False}
   return _export(
@@ -249,6 +269,7 @@ def train_and_export(config, workdir, strategy=None, log=print, reuse_traced=Fal
       start_time,
       train_seconds,
       log,
+      predictions=predictions,
   )
 
 
@@ -378,7 +399,7 @@ def _build_run(config, job, dataset, strategy, reuse_traced):
   return _Run(variant, model, optimizer, epoch_var, method_callbacks, scope_layers, steps_per_epoch, total_steps)
 
 
-def _fit(run, config, job, dataset, paths, chief, log):
+def _fit(run, config, job, dataset, paths, chief, log, strategy):
   """Restores the latest checkpoint, if any, and trains the remaining epochs, checkpointing as it goes."""
   checkpoint = tf.train.Checkpoint(model=run.model, optimizer=run.optimizer, epoch=run.epoch_var)
   ckpt_dir = paths["checkpoints"] if chief else tempfile.mkdtemp(prefix="pie-worker-ckpt-")
@@ -391,11 +412,18 @@ def _fit(run, config, job, dataset, paths, chief, log):
   initial_epoch = int(run.epoch_var.numpy())
   if initial_epoch >= config.num_epochs:
     return
-  train = dataset.train_batches(config.batch_size, job.seed, initial_epoch, config.num_epochs, run.steps_per_epoch)
-  if isinstance(dataset, data_lib.ArrayDataset):
-    options = tf.data.Options()
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    train = train.with_options(options)
+  # Per-host input: each host reads its own share of the split (its files) and feeds its own replicas, as multi-host
+  # TPU slices need; one step of all of them is one global batch of config.batch_size.
+  input_fn = dataset.train_input_fn(
+      config.batch_size,
+      job.seed,
+      initial_epoch,
+      config.num_epochs,
+      run.steps_per_epoch,
+      deterministic=config.get("deterministic", False),
+      image_dtype=devices.input_dtype(config.get("mixed_precision")),
+  )
+  train = strategy.distribute_datasets_from_function(input_fn)
   callbacks = [
       _EpochEnd(
           manager,
@@ -433,10 +461,13 @@ def _export(
     save=True,
     source=None,
     tflite_bytes=None,
+    predictions=None,
 ):
   """Saves the finished model (unless `save` is False: it is on file), exports its predictions and metrics; returns
   the metrics. `source`: the file an export of a trained model comes from (recorded as `exported_from`);
-  `tflite_bytes`: the deployed flatbuffer when it is on file (then `stripped` may be None)."""
+  `tflite_bytes`: the deployed flatbuffer when it is on file (then `stripped` may be None); `predictions`: the
+  export arrays of `stripped` when training already scored it under its strategy (not used for a TFLite model,
+  whose own predictions are exported)."""
   info = dataset.info
   paths = model_dir.model_paths(workdir, job.name)
   if tflite_bytes is None:
@@ -461,13 +492,17 @@ def _export(
   if structure:
     compression["structure"] = structure
 
-  log(f"{job.name}: exporting predictions on {info.name}/{info.eval_split}")
   train_seconds = None if train_seconds is None else round(train_seconds, 2)
   extra = {"steps": int(total_steps), "train_seconds": train_seconds, **compression}
   if source is not None:
     extra["exported_from"] = source
   metadata = model_dir.prediction_metadata(config, info, sparsity_report, extra, job=job)
-  arrays = _predict(stripped, tflite_bytes, dataset, config, log)
+  if predictions is not None and tflite_bytes is None:
+    arrays = predictions
+  else:
+    deployed = " of its TFLite model" if tflite_bytes is not None else ""
+    log(f"{job.name}: exporting predictions{deployed} on {info.name}/{info.eval_split}")
+    arrays = _predict(stripped, tflite_bytes, dataset, config, log)
   metrics = {
       "name": job.name,
       **model_dir.eval_metrics(arrays, info.num_classes),
@@ -536,28 +571,30 @@ def restore_checkpoint(config, job, dataset, checkpoint):
   step). A checkpoint of the model alone, written outside pie by `tf.train.Checkpoint(model=...)` or
   `model.save_weights`, is read into the model wrapped by the method (then finalized) or into the plain model
   (wrappers stripped before saving). Raises PieError when none fits: a checkpoint of another model than the config's.
+  The model is built under the config's precision (`config.mixed_precision`), as training built it.
   """
-  run = _build_run(config, job, dataset, tf.distribute.get_strategy(), reuse_traced=False)
-  names = model_dir.checkpoint_reader(checkpoint).get_variable_to_shape_map()
-  under_model = any(name.startswith("model/") for name in names)
-  if _restores(run.model, checkpoint, under_model):
-    tf.train.Checkpoint(optimizer=run.optimizer, epoch=run.epoch_var).read(checkpoint).expect_partial()
-    return run.variant.finalize(run.model, run.callbacks), run
-  info = dataset.info
-  for wrapped in (True, False):
-    # Uncompiled: a compiled model expects its optimizer in the checkpoint too.
-    model = models.build_model(config.model, models.input_shape_for(info, config.data), info.num_classes)
-    if wrapped:
-      model, plain = run.variant.wrap(model, config, job, run.total_steps)[0], model
-      if model is plain:
-        continue  # the method does not wrap layers: the plain model is the one to try
-    if _restores(model, checkpoint, under_model):
-      return (run.variant.finalize(model) if wrapped else model), run
-  raise PieError(
-      f"{checkpoint}: not a checkpoint of the config's model {config.model.name!r} (method {job.method}): its "
-      "variables match neither the model wrapped for training nor the plain model; check config.model",
-      parameter="config",
-  )
+  with devices.precision(config.get("mixed_precision")):
+    run = _build_run(config, job, dataset, tf.distribute.get_strategy(), reuse_traced=False)
+    names = model_dir.checkpoint_reader(checkpoint).get_variable_to_shape_map()
+    under_model = any(name.startswith("model/") for name in names)
+    if _restores(run.model, checkpoint, under_model):
+      tf.train.Checkpoint(optimizer=run.optimizer, epoch=run.epoch_var).read(checkpoint).expect_partial()
+      return run.variant.finalize(run.model, run.callbacks), run
+    info = dataset.info
+    for wrapped in (True, False):
+      # Uncompiled: a compiled model expects its optimizer in the checkpoint too.
+      model = models.build_model(config.model, models.input_shape_for(info, config.data), info.num_classes)
+      if wrapped:
+        model, plain = run.variant.wrap(model, config, job, run.total_steps)[0], model
+        if model is plain:
+          continue  # the method does not wrap layers: the plain model is the one to try
+      if _restores(model, checkpoint, under_model):
+        return (run.variant.finalize(model) if wrapped else model), run
+    raise PieError(
+        f"{checkpoint}: not a checkpoint of the config's model {config.model.name!r} (method {job.method}): its "
+        "variables match neither the model wrapped for training nor the plain model; check config.model",
+        parameter="config",
+    )
 
 
 def export_from_checkpoint(config, checkpoint_dir, out_path, dataset=None, log=print):

@@ -157,6 +157,9 @@ def test_dry_run_prints_one_command_per_model(tmp_path):
   assert all("--config.num_epochs=2" in c and "--strategy=tpu --tpu=my-tpu" in c for c in commands)
   assert "--config.sparsity=0.9 --config.seed=2" in commands[-1]
   assert f"--workdir={tmp_path}/sparsity90_seed2" in commands[-1]
+  # The grid is on record for validation and --export_missing, as after a launch.
+  study = json.load(open(tmp_path / "study.json"))
+  assert len(study["models"]) == 9 and f"--workdir={tmp_path}/{study['models'][-1]}" in commands[-1]
 
 
 def test_analysis_of_an_explicit_file_list(tiny_study, tmp_path):

@@ -353,8 +353,17 @@ def test_config_hash_separates_settings_but_not_seeds_or_levels():
       ("pruning.end_fraction", 0.5),
       ("model.kwargs.hidden", 64),
       ("data.shuffle_buffer", 100),
+      ("mixed_precision", "bfloat16"),
   ):
     assert model_dir.config_hash(digits_config(**{key: value})) != same, key
+
+
+def test_config_hash_of_float32_is_that_of_a_config_before_mixed_precision():
+  """config.mixed_precision = None trains as before the field existed: a study begun without it keeps its hash."""
+  before = digits_config()
+  with before.unlocked():
+    del before["mixed_precision"]
+  assert model_dir.config_hash(digits_config()) == model_dir.config_hash(before)
 
 
 def test_validate_flags_every_kind_of_problem(tmp_path):

@@ -150,6 +150,9 @@ def test_imagenet_resnet50_config_prunes_every_conv_and_exports(tmp_path, monkey
   assert pruned["stem_conv"].kernel_size == (7, 7)
   assert {f"stage{s}_block1_proj" for s in range(1, 5)} <= set(pruned)
   assert isinstance(model.get_layer("classifier"), keras.layers.Dense)
+  # The config's TPU precision, trained here on CPU: bfloat16 convolutions, a float32 classifier.
+  assert config.mixed_precision == "bfloat16" and pruned["stem_conv"].compute_dtype == "bfloat16"
+  assert model.get_layer("classifier").compute_dtype == "float32" and model.output.dtype == tf.float32
   # ResNet-50's published size: 25,557,032 parameters (conv kernels without biases, BN scales and offsets, the
   # 1000-way classifier); the pruning masks and thresholds beside them are not trainable.
   assert sum(int(np.prod(w.shape)) for w in model.trainable_weights) == 25_557_032
@@ -195,11 +198,13 @@ def test_eval_order_is_deterministic(module, tmp_path):
 
 def test_train_epochs_are_full_and_resumable(tmp_path):
   """Each epoch has steps_per_epoch full batches, even from a split smaller than that (5 examples, 4 x 2 wanted),
-  and a run resumed at epoch 1 sees exactly the batches of an uninterrupted run."""
+  and a run resumed at epoch 1 sees exactly the batches of an uninterrupted run (deterministic, as on CPU with
+  config.deterministic=True: otherwise parallel stages may hand elements out in another order)."""
   config = _config(imagenet_config, tmp_path / "tfds", **{"data.image_size": 16})
 
   def batches(seed, start_epoch):
-    return [(x, y) for x, y in dataset.train_batches(2, seed, start_epoch, 3, 4).as_numpy_iterator()]
+    ds = dataset.train_batches(2, seed, start_epoch, 3, 4, deterministic=True)
+    return [(x, y) for x, y in ds.as_numpy_iterator()]
 
   with tfds.testing.mock_data(num_examples=5):
     dataset = data_lib.load_dataset(config.data)

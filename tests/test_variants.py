@@ -19,6 +19,7 @@ from pie import study as study_lib
 from pie import training
 from pie import variants
 from pie.errors import PieError
+from tests import fake_study
 from tests.conftest import digits_config, run_binary
 
 SEEDS = (0, 1)
@@ -142,6 +143,12 @@ def test_study_jobs_with_controls():
   commands = population.dry_run_commands(config, "/nonexistent", ["--config=configs/digits.py"])
   assert sum("--config.method=dense_replicate --config.sparsity=0.0" in c for c in commands) == 3
   assert sum("--config.method=sham --config.sparsity=0.001" in c for c in commands) == 3
+  # A study on another filesystem (ram:// here, gs:// on Cloud TPUs): its finished models are left out too.
+  fake_study.write_model("ram://dry_run_study", 0.9, 1, np.zeros(4, np.int64), np.zeros(4, np.int64), 10)
+  remaining = population.dry_run_commands(config, "ram://dry_run_study", ["--config=configs/digits.py"])
+  assert len(remaining) == len(commands) - 1
+  assert not any("--workdir=ram://dry_run_study/sparsity90_seed1 " in c + " " for c in remaining)
+  assert any("--workdir=ram://dry_run_study/sparsity90_seed0" in c for c in remaining)
   with pytest.raises(PieError, match="unknown control 'replicate'"):
     population.jobs(digits_config(controls=("replicate",)))
   with pytest.raises(PieError, match="is a control"):

@@ -3,7 +3,8 @@ r"""Trains a whole study (sparsity levels x seeds of a config) into one director
   python -m train.population --config=configs/digits.py --workdir=studies/digits --analyze
 
 Rerunning completes an interrupted study (finished models are skipped). `--dry_run` prints one training command per
-unfinished model instead, for launching on a cluster or on Cloud TPUs (add --strategy=tpu --tpu=NAME).
+unfinished model instead, for launching on a cluster or on Cloud TPUs (add --strategy=tpu --tpu=NAME; docs/tpu.md),
+and writes the study's study.json as the launcher does.
 """
 
 import os
@@ -21,7 +22,9 @@ from pie import population
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py).", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Study directory: one folder per model.")
 _NUM_WORKERS = flags.DEFINE_integer("num_workers", None, "Parallel worker processes (default: number of cores).")
-_DRY_RUN = flags.DEFINE_bool("dry_run", False, "Print one train.train command per unfinished model; train nothing.")
+_DRY_RUN = flags.DEFINE_bool(
+    "dry_run", False, "Print one train.train command per unfinished model (and write study.json); train nothing."
+)
 _ANALYZE = flags.DEFINE_bool("analyze", False, "Run analysis.analyze on the study when training is done.")
 _STRATEGY = flags.DEFINE_enum("strategy", "default", devices.STRATEGIES, "tf.distribute strategy of each model.")
 _TPU = flags.DEFINE_string("tpu", None, "TPU name or address, forwarded with --strategy=tpu.")
@@ -43,6 +46,8 @@ def main(argv):
   log = lambda m: print(m, flush=True)  # noqa: E731
   device_args = [f"--strategy={_STRATEGY.value}"] + ([f"--tpu={_TPU.value}"] if _TPU.value else [])
   if _DRY_RUN.value:
+    # The grid on record, as the launcher records it: validation and --export_missing know which models to expect.
+    population.write_study_file(config, study_dir)
     for command in population.dry_run_commands(config, study_dir, _config_args(sys.argv), device_args):
       print(command)
     return
