@@ -24,6 +24,7 @@ import time
 
 from pie import io_utils
 from pie import model_dir as model_dir_lib
+from pie import names
 from pie import variants
 from pie.errors import PieError
 
@@ -372,6 +373,7 @@ def dry_run_commands(config, study_dir, config_args, extra_args=()):
   """
   import shlex  # pylint: disable=g-import-not-at-top
 
+  study_dir = names.resolve_path(study_dir, "study_dir")  # the commands run elsewhere, from another folder
   done = {job.name for job in finished_jobs(config, study_dir)} if os.path.isdir(study_dir) else set()
   commands = []
   derive = False
