@@ -67,6 +67,7 @@ _SUBMODULES = (
     "corruptions",
     "quantization",
     "robustness",
+    "saved_exports",
     "validate",
     "variants",
 )
