@@ -129,6 +129,7 @@ def run(
           "checkpoint_dirs needs an output folder (out_dir); predictions go to its predictions/",
           parameter="out_dir",
       )
+    out_dir = names.resolve_path(out_dir, "out_dir")  # the exports and the analysis write to the same place
     predictions = saved_exports.export_runs(
         config, checkpoint_dirs, out_dir, num_workers=num_workers, strict=validate_first, log=log
     )
