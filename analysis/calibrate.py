@@ -45,7 +45,7 @@ def run(study_dir, out_dir=None, num_splits=200, alpha=0.05, seed=0, log=print):
       alpha=alpha,
       seed=seed,
   )
-  out_dir = out_dir or os.path.join(study_dir, "analysis")
+  out_dir = analysis.output_dir(study_dir, None, out_dir)
   io_utils.write_text(os.path.join(out_dir, "calibration.csv"), analysis.csv_text(table))
   log(
       f"A/A calibration: {plan.pool_size} dense models ({' + '.join(k[0] for k in plan.pool_keys)}) split "

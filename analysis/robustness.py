@@ -16,6 +16,7 @@ from absl import flags
 
 import pie  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from pie import cli
+from pie import names
 from pie import robustness
 from pie import study as study_lib
 from pie.errors import PieError
@@ -74,7 +75,11 @@ def run(
     **kwargs,
 ):
   """Loads the study and writes the robustness analysis; returns (out_dir, summary)."""
-  out_dir = out_dir or os.path.join(study_dir, "analysis")
+  out_dir = (
+      names.resolve_path(out_dir, "out_dir")
+      if out_dir
+      else os.path.join(names.resolve_path(study_dir, "study_dir"), "analysis")
+  )
   study = study_lib.load_study(study_dir, allow_mixed_configs=allow_mixed_configs, log=log)
   summary = robustness.run_robustness(
       study, out_dir, corruption_names=corruptions, severities=severities, log=log, **kwargs

@@ -38,6 +38,7 @@ import tensorflow as tf
 
 from pie import difficulty
 from pie import io_utils
+from pie import names
 from pie import outputs
 from pie import saved_exports
 from pie import significance
@@ -73,7 +74,8 @@ def check_options(alpha, normalization, bootstrap_resamples, noise_floor_splits=
 
 
 def output_dir(study_dir, prediction_files, out_dir):
-  """Where the analysis writes: `out_dir`, or <study_dir>/analysis; exactly one of a study or prediction files."""
+  """Where the analysis writes: `out_dir`, or <study_dir>/analysis, resolved once (pie.names.resolve_path); exactly
+  one of a study or prediction files."""
   if bool(study_dir) == bool(prediction_files):
     raise PieError(
         "give exactly one of a study directory (study_dir) or prediction files (predictions)", parameter="study_dir"
@@ -81,8 +83,8 @@ def output_dir(study_dir, prediction_files, out_dir):
   if out_dir is None:
     if not study_dir:
       raise PieError("an output folder (out_dir) is needed with prediction files", parameter="out_dir")
-    out_dir = os.path.join(study_dir, "analysis")
-  return out_dir
+    return os.path.join(names.resolve_path(study_dir, "study_dir"), "analysis")
+  return names.resolve_path(out_dir, "out_dir")
 
 
 def run(
@@ -127,6 +129,7 @@ def run(
           "checkpoint_dirs needs an output folder (out_dir); predictions go to its predictions/",
           parameter="out_dir",
       )
+    out_dir = names.resolve_path(out_dir, "out_dir")  # the exports and the analysis write to the same place
     predictions = saved_exports.export_runs(
         config, checkpoint_dirs, out_dir, num_workers=num_workers, strict=validate_first, log=log
     )

@@ -46,6 +46,7 @@ import pandas as pd
 from scipy import stats as scipy_stats
 
 from pie import comparison_inputs
+from pie import names as names_lib
 from pie import outputs
 from pie import significance
 from pie.errors import PieError
@@ -123,6 +124,7 @@ class Comparison:
     from pie import io_utils  # pylint: disable=import-outside-toplevel
     from pie.report import compare_page  # pylint: disable=import-outside-toplevel
 
+    out_dir = names_lib.resolve_path(out_dir, "out_dir")
     found = None
     if isinstance(images, dict):
       found = images
@@ -473,7 +475,8 @@ def compare(
   sources = list(candidates) if isinstance(candidates, (list, tuple)) else [candidates]
   if not sources:
     raise PieError("give at least one candidate to compare with the reference", parameter="candidates")
-  if names is not None:
+  given_names = names is not None
+  if given_names:
     names = [str(n) for n in names]
     if len(names) != len(sources):
       raise PieError(
@@ -486,10 +489,12 @@ def compare(
       raise PieError(
           f"candidates share the names {repeated} (file stems): give each its own with names", parameter="names"
       )
+  for i, (source, name) in enumerate(zip(sources, names)):
+    _check_name(name, f"names[{i}]" if given_names else source, "names" if given_names else "candidates")
+  reference_name = comparison_inputs.default_name(reference, 0, "reference")
+  _check_name(reference_name, reference, "reference")
   split = comparison_inputs.eval_split(comparison_inputs.load_config(config), labels, class_names, batch_size)
-  ref = comparison_inputs.load(
-      reference, comparison_inputs.default_name(reference, 0, "reference"), split, "reference", log=log
-  )
+  ref = comparison_inputs.load(reference, reference_name, split, "reference", log=log)
   log(f"reference {ref.name}: {ref.kind}, top-1 {np.mean(ref.top1 == split.require_labels()):.2%}")
   cands = []
   for source, name in zip(sources, names):
@@ -508,6 +513,15 @@ def compare(
       dataset_fields={"name": split.name, "eval_split": split.split},
   )
   return dataclasses.replace(result, split=split)
+
+
+def _check_name(name, where, parameter):
+  """A model's name (given, or its file's stem) reaches compare.html, the CSVs and the gate's line on stderr: the
+  rules of names from metadata (pie.names). `where` (an argument or the file) is only formatted on failure: names
+  of objects in memory are always fit."""
+  problem = names_lib.text_problem(name)
+  if problem:
+    raise PieError(f"{where}: the model's name {problem}", parameter=parameter)
 
 
 def run(reference, candidates, config, out_dir, images=True, log=print, **options):

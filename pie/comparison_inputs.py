@@ -23,6 +23,7 @@ import os
 
 import numpy as np
 
+from pie import names as names_lib
 from pie.errors import PieError
 
 KERAS_SUFFIXES = (".h5", ".hdf5", ".keras")
@@ -116,7 +117,9 @@ def eval_split(config=None, labels=None, class_names=None, batch_size=None):
 
     dataset = data_lib.load_dataset(config.data)
     return EvalSplit(
-        class_names=[str(n) for n in dataset.info.class_names],
+        class_names=_checked_class_names(
+            dataset.info.class_names, f"the class names of {dataset.info.name}:", "config"
+        ),
         dataset=dataset,
         batch_size=int(batch_size or config.get("eval_batch_size", 256)),
         name=dataset.info.name,
@@ -131,10 +134,18 @@ def eval_split(config=None, labels=None, class_names=None, batch_size=None):
   labels = np.asarray(labels)
   if labels.ndim != 1 or (labels.size and not np.issubdtype(labels.dtype, np.integer)):
     raise PieError(f"labels must be a 1-D int array, got {labels.dtype} of shape {labels.shape}", parameter="labels")
-  names = [str(n) for n in class_names]
+  names = _checked_class_names(class_names, "", "class_names")
   if labels.size and (labels.min() < 0 or labels.max() >= len(names)):
     raise PieError(f"labels outside 0..{len(names) - 1} ({len(names)} class_names)", parameter="labels")
   return EvalSplit(class_names=names, labels=labels.astype(np.int64))
+
+
+def _checked_class_names(class_names, what, parameter):
+  """The class names as text, each fit to be shown in compare.html, the CSVs and the gate's line (pie.names)."""
+  out = [n if isinstance(n, str) else str(n) for n in class_names]
+  for i, name in enumerate(out):
+    names_lib.check_text(name, f"{what} class_names[{i}]".strip(), parameter=parameter)
+  return out
 
 
 def default_name(source, index, role):

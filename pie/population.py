@@ -24,6 +24,7 @@ import time
 
 from pie import io_utils
 from pie import model_dir as model_dir_lib
+from pie import names
 from pie import variants
 from pie.errors import PieError
 
@@ -393,6 +394,7 @@ def dry_run_commands(config, study_dir, config_args, extra_args=()):
 
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
+  study_dir = names.resolve_path(study_dir, "study_dir")  # the commands run elsewhere, from another folder
   # tf.io.gfile: a study on gs:// lists only its unfinished models too (os.path sees no such folder).
   done = {job.name for job in finished_jobs(config, study_dir)} if tf.io.gfile.isdir(study_dir) else set()
   commands = []

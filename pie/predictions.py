@@ -20,6 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from pie import io_utils
+from pie import names
 from pie import records
 from pie.errors import PieError
 
@@ -118,28 +119,64 @@ def _metadata_problem(metadata):
   """What is wrong with the fields of a metadata dict, or None.
 
   The reader builds its parsing spec and its checks from these fields, so a damaged value must be refused here:
-  otherwise it surfaces later as a TensorFlow or Python error that names no file (e.g. a top_k of "5").
+  otherwise it surfaces later as a TensorFlow or Python error that names no file (e.g. a top_k of "5"). The names
+  pie copies into its pages, CSVs and logs (dataset, split, class names, the model's name and architecture, its
+  method, the config's name) follow pie.names' rules, and the model's `name`, a folder name in a study, is one path
+  component.
   """
   for key in ("dataset", "split", "config_hash"):
-    if not isinstance(metadata[key], str) or not metadata[key]:
-      return f"{key} must be a non-empty string, got {metadata[key]!r}"
+    problem = names.text_problem(metadata[key])
+    if problem:
+      return f"{key} {problem}"
   for key, low in (("num_classes", 1), ("num_examples", 0), ("top_k", 1)):
     if not _is_int(metadata[key]) or metadata[key] < low:
-      return f"{key} must be an integer >= {low}, got {metadata[key]!r}"
-  names = metadata["class_names"]
-  if not isinstance(names, list) or len(names) != metadata["num_classes"] or not all(isinstance(n, str) for n in names):
+      return f"{key} must be an integer >= {low}, got {names.shown(metadata[key])}"
+  class_names = metadata["class_names"]
+  if not isinstance(class_names, list) or len(class_names) != metadata["num_classes"]:
     return f"class_names must be a list of num_classes ({metadata['num_classes']}) strings"
+  for i, name in enumerate(class_names):
+    problem = names.text_problem(name)
+    if problem:
+      return f"class_names[{i}] {problem}"
   for key in ("target_sparsity", "measured_sparsity"):
     if not _is_number(metadata[key]) or not 0.0 <= metadata[key] <= 1.0:
-      return f"{key} must be a number in [0, 1], got {metadata[key]!r}"
+      return f"{key} must be a number in [0, 1], got {names.shown(metadata[key])}"
   if not _is_int(metadata["seed"]):
-    return f"seed must be an integer, got {metadata['seed']!r}"
+    return f"seed must be an integer, got {names.shown(metadata['seed'])}"
   if "file_bytes" in metadata and (not _is_int(metadata["file_bytes"]) or metadata["file_bytes"] < 0):
-    return f"file_bytes must be an integer >= 0, got {metadata['file_bytes']!r}"
+    return f"file_bytes must be an integer >= 0, got {names.shown(metadata['file_bytes'])}"
   if "file_crc32c" in metadata and (not _is_int(metadata["file_crc32c"]) or not 0 <= metadata["file_crc32c"] < 2**32):
-    return f"file_crc32c must be an integer in [0, 2**32), got {metadata['file_crc32c']!r}"
+    return f"file_crc32c must be an integer in [0, 2**32), got {names.shown(metadata['file_crc32c'])}"
   if "has_logits" in metadata and not isinstance(metadata["has_logits"], bool):
-    return f"has_logits must be true or false, got {metadata['has_logits']!r}"
+    return f"has_logits must be true or false, got {names.shown(metadata['has_logits'])}"
+  return _name_problem(metadata)
+
+
+def _name_problem(metadata):
+  """The optional name fields: the model's architecture, method and name, and the names in its config."""
+  for key in ("model", "method"):
+    if metadata.get(key) is not None:
+      problem = names.text_problem(metadata[key])
+      if problem:
+        return f"{key} {problem}"
+  if "name" in metadata:
+    problem = names.component_problem(metadata["name"])
+    if problem:
+      return f"name (the model's folder and file name) {problem}"
+  config = metadata.get("config")
+  if config is None:
+    return None
+  if not isinstance(config, dict):
+    return f"config must be an object (the training config), got {type(config).__name__}"
+  if config.get("name") is not None and names.text_problem(config["name"]):
+    return f"config.name {names.text_problem(config['name'])}"
+  model = config.get("model")
+  if model is None:
+    return None
+  if not isinstance(model, dict):
+    return f"config.model must be an object, got {type(model).__name__}"
+  if model.get("name") is not None and names.text_problem(model["name"]):
+    return f"config.model.name {names.text_problem(model['name'])}"
   return None
 
 

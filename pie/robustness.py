@@ -47,6 +47,7 @@ import tf_keras as keras
 from pie import corruptions
 from pie import data as data_lib
 from pie import io_utils
+from pie import names as names_lib
 from pie import outputs
 from pie import preprocess
 from pie import significance
@@ -937,6 +938,15 @@ def summarize(study, results, table, clean_top1, alpha, settings):
   return _nan_to_none(summary)
 
 
+def write_outputs(out_dir, study, results, table, summary):
+  """Writes `outputs.ROBUSTNESS_FILES` into out_dir, each atomically: `table` (robustness_table), the per-model
+  table of `results`, and `summary` (summarize). Model names are written exactly: these are tables for programs."""
+  io_utils.makedirs(out_dir)
+  io_utils.write_text(os.path.join(out_dir, outputs.ROBUSTNESS_CSV), _csv_text(table))
+  io_utils.write_text(os.path.join(out_dir, outputs.ROBUSTNESS_MODELS_CSV), _csv_text(models_table(study, results)))
+  io_utils.write_json(os.path.join(out_dir, outputs.ROBUSTNESS_SUMMARY_JSON), summary)
+
+
 def default_cache_dir(out_dir):
   """`<out_dir>/corrupted_cache` for a local out_dir; for a remote one (memmaps need a local file system) a folder
   in the local temporary directory. Only created if a set goes to disk."""
@@ -984,6 +994,8 @@ def run_robustness(
     The summary dict (also written as robustness_summary.json).
   """
   start = time.time()
+  out_dir = names_lib.resolve_path(out_dir, "out_dir")
+  cache_dir = names_lib.resolve_path(cache_dir, "cache_dir") if cache_dir else None
   if not 0 < alpha < 1:
     raise PieError(f"alpha must be in (0, 1), got {alpha}", parameter="alpha")
   if isinstance(seed, bool) or int(seed) != seed or seed < 0:
@@ -1041,10 +1053,7 @@ def run_robustness(
       "wall_seconds": round(time.time() - start, 2),
   }
   summary = summarize(study, results, table, clean_top1, alpha, settings)
-  io_utils.makedirs(out_dir)
-  io_utils.write_text(os.path.join(out_dir, outputs.ROBUSTNESS_CSV), _csv_text(table))
-  io_utils.write_text(os.path.join(out_dir, outputs.ROBUSTNESS_MODELS_CSV), _csv_text(models_table(study, results)))
-  io_utils.write_json(os.path.join(out_dir, outputs.ROBUSTNESS_SUMMARY_JSON), summary)
+  write_outputs(out_dir, study, results, table, summary)
   for entry in summary["levels"]:
     if entry["sparsity"] > 0:
       mce = entry["mce"]

@@ -25,6 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 from pie import io_utils
+from pie import names as names_lib
 from pie import population
 from pie import predictions as predictions_lib
 from pie import saved_exports
@@ -113,11 +114,18 @@ def _read_study_file(study_dir, problems):
     return None, None
   try:
     study = io_utils.read_json(path)
-    names = [str(n) for n in study["models"]]
-    return names, study.get("config_hash")
+    models = list(study["models"])
+    config_hash = study.get("config_hash")
   except (ValueError, KeyError, TypeError) as e:
     problems.append(f"{path}: unreadable study file ({type(e).__name__}: {e}); the expected models are unknown")
     return None, None
+  for i, name in enumerate(models):
+    # Each name becomes <study_dir>/<name>/<name>.tfrecord: one folder name, never a path out of the study.
+    problem = names_lib.component_problem(name)
+    if problem:
+      problems.append(f"{path}: models[{i}] {problem}; the expected models are unknown (was the file edited?)")
+      return None, None
+  return models, config_hash
 
 
 def _unexported(name, path, state):
@@ -186,7 +194,9 @@ def _check_model(name, path, read_records=True, state_of=lambda name: None):
     return check, None
   if metadata.get("name", name) != name:
     check.status = INCONSISTENT
-    check.problems.append(f"{path}: its metadata names the model {metadata['name']!r}: a file copied or renamed?")
+    check.problems.append(
+        f"{path}: its metadata names the model {names_lib.shown(metadata['name'])}: a file copied or renamed?"
+    )
   if not read_records:
     return check, None
   try:

@@ -16,6 +16,7 @@ from ml_collections import config_flags
 
 import pie  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from pie import cli
+from pie import names
 from pie import training
 from pie.errors import PieError
 
@@ -33,11 +34,12 @@ def main(argv):
   if bool(_MODEL.value) == bool(_CHECKPOINT_DIR.value):
     raise PieError("give exactly one of --model or --checkpoint_dir")
   log = lambda m: print(m, flush=True)  # noqa: E731
+  out = names.resolve_path(_OUT.value, "out")
   if _MODEL.value:
-    metadata = training.export_from_model_file(_CONFIG.value, _MODEL.value, _OUT.value, log=log)
+    metadata = training.export_from_model_file(_CONFIG.value, _MODEL.value, out, log=log)
   else:
-    metadata = training.export_from_checkpoint(_CONFIG.value, _CHECKPOINT_DIR.value, _OUT.value, log=log)
-  print(f"wrote {metadata['num_examples']} predictions to {_OUT.value}", flush=True)
+    metadata = training.export_from_checkpoint(_CONFIG.value, _CHECKPOINT_DIR.value, out, log=log)
+  print(f"wrote {metadata['num_examples']} predictions to {out}", flush=True)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from ml_collections import config_flags
 import pie  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from pie import cli
 from pie import devices
+from pie import names
 from pie import population
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py).", lock_config=True)
@@ -42,7 +43,7 @@ def _config_args(argv):
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  config, study_dir = _CONFIG.value, _WORKDIR.value
+  config, study_dir = _CONFIG.value, names.resolve_path(_WORKDIR.value, "workdir")
   log = lambda m: print(m, flush=True)  # noqa: E731
   device_args = [f"--strategy={_STRATEGY.value}"] + ([f"--tpu={_TPU.value}"] if _TPU.value else [])
   if _DRY_RUN.value:

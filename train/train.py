@@ -13,6 +13,7 @@ from ml_collections import config_flags
 import pie  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from pie import cli
 from pie import devices
+from pie import names
 from pie import training
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py).", lock_config=True)
@@ -30,7 +31,8 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   devices.set_threads(_THREADS.value)
   strategy = devices.make_strategy(_STRATEGY.value, tpu=_TPU.value, cpu_replicas=_CPU_REPLICAS.value)
-  training.train_and_export(_CONFIG.value, _WORKDIR.value, strategy=strategy, log=lambda msg: print(msg, flush=True))
+  workdir = names.resolve_path(_WORKDIR.value, "workdir")
+  training.train_and_export(_CONFIG.value, workdir, strategy=strategy, log=lambda msg: print(msg, flush=True))
 
 
 if __name__ == "__main__":

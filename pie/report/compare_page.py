@@ -236,7 +236,7 @@ def plot_excess(series, title, max_excess_drop=None, num_total=None):
         Line2D([], [], color=figures.COLOR_HURT, linestyle="--", label=f"gate: harm bound {100 * max_excess_drop:g}")
     )
   ax.set_yticks(y)
-  ax.set_yticklabels(series["class_name"].astype(str).tolist(), fontsize=8)
+  ax.set_yticklabels([figures.plain_text(name) for name in series["class_name"]], fontsize=8)
   for label, sig in zip(ax.get_yticklabels(), significant):
     if sig:
       label.set_fontweight("bold")
@@ -268,8 +268,8 @@ def _classes_section(result, top_n):
     rows = result.classes.loc[result.classes["candidate"] == name]
     series = excess_series(result.classes, name, top_n)
     title = (
-        f"{name}: top-1 {100 * candidate['reference_top1']:.1f}% → {100 * candidate['candidate_top1']:.1f}% "
-        f"({100 * candidate['top1_change']:+.1f} points)"
+        f"{figures.plain_text(name)}: top-1 {100 * candidate['reference_top1']:.1f}% → "
+        f"{100 * candidate['candidate_top1']:.1f}% ({100 * candidate['top1_change']:+.1f} points)"
     )
     figure = plot_excess(series, title, settings["max_excess_drop"], num_total=int((rows["num_examples"] > 0).sum()))
     svg = figures.inline_svg(figures.encode(figure, "svg").decode("utf-8"), prefix=f"excess-{index}")

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from pie import io_utils
+from pie import names
 from pie import outputs
 from pie import variants
 from pie.errors import PieError
@@ -217,6 +218,26 @@ def methods_series(methods, method_class_stats, max_classes=3):
 # Figures (matplotlib, object API on the Agg canvas: no pyplot global state).
 
 
+# Names longer than this are cut in the charts (the tables beside them show them whole).
+MAX_LABEL_CHARS = 60
+
+
+def plain_text(value, max_chars=MAX_LABEL_CHARS, legend=False):
+  """A name (a class, a method, a corruption, a candidate) as matplotlib should draw it: literally.
+
+  A `$` would start mathtext, which draws "$x^2$" as math and raises on "$\\frac{$": every `$` is escaped. A name
+  cut to `max_chars` characters with an ellipsis: a 10,000-character class name would squeeze the chart to nothing.
+  Characters pie.names refuses (they can only come from files edited by hand) are drawn as U+FFFD. With `legend`, a
+  leading underscore is kept visible: matplotlib leaves labels that start with one out of the legend.
+  """
+  text = names.REFUSED_CHARACTERS.sub("\ufffd", str(value))
+  if len(text) > max_chars:
+    text = text[: max_chars - 1] + "…"
+  if legend and text.startswith("_"):
+    text = "\u200b" + text
+  return text.replace("$", r"\$")
+
+
 def new_figure(width, height):
   """A matplotlib Figure on its own Agg canvas (inches), laid out by constrained layout; shared by compare.html."""
   from matplotlib.backends.backend_agg import FigureCanvasAgg  # pylint: disable=import-outside-toplevel
@@ -362,7 +383,7 @@ def plot_class_impact(series, title, num_total=None):
   overall = float(np.mean(100 * series["recall_change"].to_numpy() - normalized)) if n else 0.0
   ax.axvline(overall, color="#555555", linewidth=1.0, linestyle="--")
   ax.set_yticks(y)
-  ax.set_yticklabels(series["class_name"].astype(str).tolist(), fontsize=8)
+  ax.set_yticklabels([plain_text(name) for name in series["class_name"]], fontsize=8)
   for label, sig in zip(ax.get_yticklabels(), significant):
     if sig:
       label.set_fontweight("bold")
@@ -511,9 +532,9 @@ def plot_robustness_drop(series, title):
         color=COLOR_HURT if k else "#777777",
     )
   ax.margins(x=0.25)
-  names = [f"{c} *" if k else str(c) for c, k in zip(series["corruption"], series["num_significant"])]
+  labels = [plain_text(c) + (" *" if k else "") for c, k in zip(series["corruption"], series["num_significant"])]
   ax.set_yticks(y)
-  ax.set_yticklabels(names, fontsize=8)
+  ax.set_yticklabels(labels, fontsize=8)
   for label, k in zip(ax.get_yticklabels(), series["num_significant"]):
     if k:
       label.set_fontweight("bold")
@@ -557,7 +578,7 @@ def plot_methods(series, dense):
           color=palette[i % len(palette)],
           marker=markers[i % len(markers)],
           zorder=3,
-          label=method,
+          label=plain_text(method, legend=True),
           alpha=0.85,
       )
       if variants.is_pruning(method):

@@ -3,6 +3,11 @@
 The paper found that over half of the PIEs have a wrong or ambiguous label. triage/pies.csv and triage/pies.json list
 them (fields `outputs.TRIAGE_FIELDS`), and triage/images holds each one's PNG, so the folder can be imported into a
 labelling tool (Label Studio, a spreadsheet) or moved and zipped as a whole.
+
+pies.csv is meant for spreadsheets, which evaluate a cell that starts with `=`, `+`, `-` or `@`: its text cells go
+through `pie.names.spreadsheet_cell` (a class name `=HYPERLINK(...)` is written `'=HYPERLINK(...)`, shown as text,
+never evaluated). pies.json, for programs, holds the exact names. Image file names are made of the level and the
+example id, never of a name from the metadata.
 """
 
 import json
@@ -11,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from pie import io_utils
+from pie import names
 from pie import outputs
 from pie.report import load
 
@@ -76,6 +82,6 @@ def write_triage_files(data):
     if stale.name not in wanted:
       stale.unlink()
   table = pd.DataFrame(records, columns=list(outputs.TRIAGE_FIELDS))
-  io_utils.write_text(str(triage_dir / outputs.TRIAGE_CSV), table.to_csv(index=False))
+  io_utils.write_text(str(triage_dir / outputs.TRIAGE_CSV), names.spreadsheet_frame(table).to_csv(index=False))
   io_utils.write_text(str(triage_dir / outputs.TRIAGE_JSON), json.dumps(records, indent=1) + "\n")
   return triage_dir
