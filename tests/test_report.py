@@ -253,6 +253,9 @@ def test_report_header_and_tables_show_the_summary(full_dir):
       summary["study"]["config_hash"],
   ):
     assert value in page
+  # The design is stated; an independent study has no paired view.
+  assert summary["design"] == "independent" and "<b>Design: independent.</b>" in page
+  assert "id='pairs'" not in page
   for level in summary["levels"]:
     assert f"{100 * level['top1_mean']:.2f}%" in page
     if level["role"] == "pruned":
