@@ -34,8 +34,15 @@ setuptools.setup(
         # apache-beam in the tests too: tests/test_beam_analysis.py checks that the Beam analysis matches the
         # in-memory one file for file (on the in-process DirectRunner engine).
         # pyink and ruff pinned: a new release may format or lint differently, and CI checks the code with them.
-        "test": ["pytest>=8", "pytest-xdist>=3", "hypothesis>=6", "playwright>=1.40", "apache-beam>=2.77,<3",
-                 "pyink==26.5.1", "ruff==0.17.6"],
+        "test": [
+            "pytest>=8",
+            "pytest-xdist>=3",
+            "hypothesis>=6",
+            "playwright>=1.40",
+            "apache-beam>=2.77,<3",
+            "pyink==26.5.1",
+            "ruff==0.17.6",
+        ],
         "litert": ["ai-edge-litert>=2.3"],
         # The Beam analysis (analysis/beam_analyze.py) for prediction sets beyond one machine's memory. 2.77 installs
         # beside TensorFlow 2.21 but pins protobuf < 7, pillow < 13, pyarrow < 26 and python-dateutil < 3.
