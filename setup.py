@@ -10,8 +10,8 @@ setuptools.setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=setuptools.find_packages(include=["pie", "pie.*", "train", "analysis"]),
-    # The report's stylesheet and script, inlined into every report.html.
-    package_data={"pie.report": ["report.css", "report.js"]},
+    # The report's stylesheet and scripts, inlined into every report.html and compare.html.
+    package_data={"pie.report": ["report.css", "report.js", "compare.js"]},
     install_requires=[
         # TF-MOT 0.8.1 needs Keras 2 models: tf-keras pinned to the TensorFlow release it was built for.
         "tensorflow>=2.21,<2.22",

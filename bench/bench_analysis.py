@@ -132,6 +132,9 @@ def main(argv=None) -> int:
       help="cache of the prediction files (default: a folder in /tmp " "named after the sizes, reused between runs)",
   )
   parser.add_argument("--regenerate", action="store_true", help="rewrite the cached prediction files")
+  parser.add_argument(
+      "--study_dir", default=None, help="benchmark a real study's prediction files instead of generated ones"
+  )
   parser.add_argument("--repeats", type=int, default=3)
   parser.add_argument("--target_seconds", type=float, default=60.0)
   parser.add_argument("--target_gib", type=float, default=4.0)
@@ -143,7 +146,10 @@ def main(argv=None) -> int:
   )
   # Named after the writer's version: files from an older writer (no file_crc32c in the metadata) are regenerated.
   marker = os.path.join(data_dir, f"GENERATED-schema{predictions_lib.SCHEMA_VERSION}-crc32c")
-  if args.regenerate or not os.path.exists(marker):
+  if args.study_dir:
+    data_dir = args.study_dir
+    print(f"the prediction files of {data_dir}")
+  elif args.regenerate or not os.path.exists(marker):
     start = time.perf_counter()
     generate(data_dir, args.examples, args.classes, args.seeds, args.top_k)
     with open(marker, "w") as f:
@@ -161,7 +167,12 @@ def main(argv=None) -> int:
   size = sum(os.path.getsize(f) for f in files) / 2**20
   print(f"{len(files)} files, {size:.0f} MiB; load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
 
-  out_dir = os.path.join(data_dir, "analysis")
+  # A real study's own analysis folder is left alone: the benchmark writes without images and report.
+  out_dir = (
+      os.path.join(tempfile.mkdtemp(prefix="pie-bench-analysis-"), "analysis")
+      if args.study_dir
+      else (os.path.join(data_dir, "analysis"))
+  )
   analyze = [
       sys.executable,
       "-m",

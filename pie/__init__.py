@@ -42,9 +42,12 @@ _LAZY = {
     "validate_study": "pie.validate",
     "quantize_model": "pie.quantization",
     "TFLiteClassifier": "pie.quantization",
+    "compare": "pie.comparison",
+    "Comparison": "pie.comparison",
 }
 _SUBMODULES = (
     "analysis",
+    "comparison",
     "data",
     "devices",
     "errors",
@@ -64,6 +67,7 @@ _SUBMODULES = (
     "corruptions",
     "quantization",
     "robustness",
+    "saved_exports",
     "validate",
     "variants",
 )

@@ -37,8 +37,10 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
+from pie import difficulty
 from pie import io_utils
 from pie import outputs
+from pie import saved_exports
 from pie import significance
 from pie import stats
 from pie import study as study_lib
@@ -98,13 +100,48 @@ def run(
     power_effect=DEFAULT_POWER_EFFECT,
     validate_first=True,
     noise_floor_splits=DEFAULT_NOISE_FLOOR_SPLITS,
+    export_missing=False,
+    checkpoint_dirs=None,
+    config=None,
+    num_workers=None,
     log=print,
 ):
   """The whole analysis of a study directory (or of a list of prediction files): validation, loading, every output.
 
+  export_missing: first export the study's trained models that have no finished prediction file, from their saved
+    models or final checkpoints (`pie.saved_exports.export_missing`, in `num_workers` processes).
+  checkpoint_dirs: glob patterns of runs trained outside a study, one directory per model, instead of a study or
+    prediction files: they are exported with `config` into <out_dir>/predictions (`pie.saved_exports.export_runs`)
+    and analysed; with `validate_first`, unfinished runs and declared levels their weights contradict stop it.
   Returns (out_dir, summary). This is what `python -m analysis.analyze` and `train.population --analyze` run.
   """
+  if checkpoint_dirs:
+    if study_dir or predictions:
+      raise PieError(
+          "give runs (checkpoint_dirs), a study directory (study_dir) or prediction files (predictions), not several",
+          parameter="checkpoint_dirs",
+      )
+    if config is None:
+      raise PieError("checkpoint_dirs needs the config the runs were trained with (config)", parameter="config")
+    if not out_dir:
+      raise PieError(
+          "checkpoint_dirs needs an output folder (out_dir); predictions go to its predictions/",
+          parameter="out_dir",
+      )
+    predictions = saved_exports.export_runs(
+        config, checkpoint_dirs, out_dir, num_workers=num_workers, strict=validate_first, log=log
+    )
+  elif config is not None:
+    raise PieError(
+        "a config is read with checkpoint_dirs only (a study's config is in its study.json)", parameter="config"
+    )
   out_dir = output_dir(study_dir, predictions, out_dir)
+  if export_missing:
+    if not study_dir:
+      raise PieError(
+          "export_missing exports the missing models of a study directory (study_dir)", parameter="export_missing"
+      )
+    saved_exports.export_missing(study_dir, num_workers=num_workers, log=log)
   if study_dir and validate_first:
     # Metadata-level checks here; load_study reads and checks every record, so no file is read twice.
     validate.require_valid(study_dir, allow_mixed_configs=allow_mixed_configs, read_records=False, log=log)
@@ -409,9 +446,10 @@ def top1_from_hits(hits, num_examples):
   return np.asarray(hits).sum(axis=1) / num_examples
 
 
-def exemplar_rows(sparsity, labels, scores):
-  """Rows of exemplar_scores.csv from `significance.exemplar_scores` (or `exemplar_frame`) of some examples."""
-  return pd.DataFrame(
+def exemplar_rows(sparsity, labels, scores, difficulty_scores=None):
+  """Rows of exemplar_scores.csv from `significance.exemplar_scores` (or `exemplar_frame`) of some examples, with the
+  examples' `difficulty.example_scores` (the same rows, in the same order) when given."""
+  rows = pd.DataFrame(
       {
           "sparsity": sparsity,
           "example_id": scores.index.to_numpy(),
@@ -423,12 +461,36 @@ def exemplar_rows(sparsity, labels, scores):
           "rank": scores["rank"].to_numpy(),
       }
   )
+  if difficulty_scores is not None:
+    for name in difficulty.SCORES:
+      rows[name] = difficulty_scores[name].to_numpy()
+  return rows
 
 
-def exemplar_table(sparsity, dense_predictions, pruned_predictions, labels, num_classes):
+def exemplar_table(sparsity, dense_predictions, pruned_predictions, labels, num_classes, difficulty_scores=None):
   """Rows of exemplar_scores.csv: every example with both modal labels and its L1 score, most different first."""
   scores = significance.exemplar_scores(dense_predictions, pruned_predictions, num_classes)
-  return exemplar_rows(sparsity, labels, scores).sort_values("rank", kind="stable")
+  return exemplar_rows(sparsity, labels, scores, difficulty_scores).sort_values("rank", kind="stable")
+
+
+def dense_difficulty(dense_models, dense_predictions):
+  """`difficulty.example_scores` of the dense population from its loaded models (EL2N when every one has logits)."""
+  el2n = [m.el2n for m in dense_models]
+  return difficulty.example_scores(
+      dense_predictions,
+      np.stack([m.true_prob for m in dense_models]),
+      None if any(e is None for e in el2n) else np.stack(el2n),
+  )
+
+
+def harm_sources(entry, scores, pies, classes, train_class_counts):
+  """Where a level's harm comes from, into its summary entry: how well each dense-only score predicts its PIEs (risk),
+  and the Spearman correlation of each class's normalized change with its dense recall and its training frequency."""
+  entry["risk"] = difficulty.risk_metrics(scores, pies)
+  entry["class_difficulty_spearman"] = difficulty.spearman(classes["dense_recall_mean"], classes["normalized_change"])
+  entry["train_frequency_spearman"] = (
+      None if train_class_counts is None else difficulty.spearman(train_class_counts, classes["normalized_change"])
+  )
 
 
 def study_design(populations):
@@ -795,6 +857,8 @@ def analyze(
   dense_hits = significance.class_hits(dense, labels, num_classes)
   dense_details = stats.modal_labels(dense, return_details=True)
   dense_largest = stats.modal_labels(dense, tie_break="largest")
+  scores = dense_difficulty(study.models(dense_key), dense)
+  bins = difficulty.deciles(scores["dense_true_prob"].to_numpy())
   levels = [level_entry(dense_key, study.models(dense_key), top1_from_hits(dense_hits, num_examples))]
   parts = {table.name: [] for table in outputs.ANALYSIS_TABLES}
   pie_ids = {}
@@ -859,9 +923,20 @@ def analyze(
     level_tables = {
         outputs.PIES_CSV: table,
         outputs.CLASS_STATS_CSV: classes,
-        outputs.EXEMPLAR_SCORES_CSV: exemplar_table(sparsity, dense, pruned, labels, num_classes),
+        outputs.EXEMPLAR_SCORES_CSV: exemplar_table(sparsity, dense, pruned, labels, num_classes, scores),
         outputs.PIE_ACCURACY_CSV: pie_accuracy_table(sparsity, dense, pruned, labels, pies, rng),
+        outputs.DIFFICULTY_CSV: difficulty.difficulty_rows(
+            sparsity,
+            scores["dense_true_prob"].to_numpy(),
+            bins,
+            pies,
+            (dense == labels).sum(axis=0),
+            len(dense),
+            (pruned == labels).sum(axis=0),
+            len(pruned),
+        ),
     }
+    harm_sources(entry, scores, pies, classes, study.train_class_counts)
     for name, frame in level_tables.items():
       if with_method:
         frame[outputs.METHOD_COLUMN] = method

@@ -36,6 +36,7 @@ import pandas as pd
 import tensorflow as tf
 
 from pie import analysis
+from pie import difficulty
 from pie import io_utils
 from pie import outputs
 from pie import predictions as predictions_lib
@@ -85,6 +86,8 @@ class _Plan:
     self.levels, self.with_method, self.seed = levels, with_method, seed
     self.block_size, self.shard_rows, self.work_dir = block_size, shard_rows, work_dir
     self.design = analysis.study_design(index.populations)
+    # Logits give the EL2N difficulty score; read only when every export has them, as load_study does.
+    self.with_logits = all(m.has_logits for m in models)
 
   @property
   def num_blocks(self):
@@ -118,7 +121,7 @@ def _read_model(item, plan):
   index, path = item
   start = time.time()
   try:
-    pred = predictions_lib.read_predictions(path)
+    pred = predictions_lib.read_predictions(path, with_logits=plan.with_logits)
   except PieError as e:  # reported by the driver, in file order, like load_study would
     pred, error = None, str(e)
   if pred is None:
@@ -137,9 +140,16 @@ def _read_model(item, plan):
             },
         ),
     )
+    true_prob, el2n = study_lib.difficulty_parts(pred)
     for block in range(plan.num_blocks):
       ids = slice(block * plan.block_size, (block + 1) * plan.block_size)
-      yield block, (index, top1[ids], labels[ids] if reference else None)
+      yield block, (
+          index,
+          top1[ids],
+          true_prob[ids],
+          None if el2n is None else el2n[ids],
+          labels[ids] if reference else None,
+      )
     beam.metrics.Metrics.counter("pie", "prediction_files_read").inc()  # progress in the runner's monitoring
     print(f"read {path} ({len(labels)} examples, {time.time() - start:.1f}s)", flush=True)
 
@@ -148,7 +158,7 @@ def _score_block(item, plan):
   """Every model's predictions of one block -> pies.csv shards, per-level sums, exemplar parts, correctness bits."""
   block, parts = item
   parts = list(parts)
-  labels = next((l for _, _, l in parts if l is not None), None)
+  labels = next((part[-1] for part in parts if part[-1] is not None), None)
   if len(parts) == len(plan.paths) and labels is not None:  # else a file was unreadable: the driver reports it
     yield from _scored_block(block, parts, labels, plan)
 
@@ -157,9 +167,15 @@ def _scored_block(block, parts, labels, plan):
   beam = import_beam()
   ids = plan.block_ids(block)
   predictions = np.empty((len(plan.paths), len(ids)), np.int32)
-  for index, top1, _ in parts:
-    predictions[index] = top1
+  true_prob = np.empty((len(plan.paths), len(ids)), np.float32)
+  el2n = np.empty((len(plan.paths), len(ids)), np.float32) if plan.with_logits else None
+  for index, top1, model_true_prob, model_el2n, _ in parts:
+    predictions[index], true_prob[index] = top1, model_true_prob
+    if el2n is not None:
+      el2n[index] = model_el2n
   dense = predictions[plan.dense]
+  scores = difficulty.example_scores(dense, true_prob[plan.dense], None if el2n is None else el2n[plan.dense])
+  correct = predictions == labels
   dense_details = stats.modal_labels(dense, return_details=True)
   dense_largest = stats.modal_labels(dense, tie_break="largest")
   sums = {
@@ -197,14 +213,30 @@ def _scored_block(block, parts, labels, plan):
     if stability is not None:
       sums[(j, "num_pies_stable_90")] = int((table["pie_stability"] >= 0.9).sum())
     dense_modal, pruned_modal, l1_int = significance.exemplar_parts(dense, pruned, plan.num_classes)
-    yield beam.pvalue.TaggedOutput("scores", (block, (j, labels, dense_modal, pruned_modal, l1_int)))
+    yield beam.pvalue.TaggedOutput("scores", (block, (j, labels, dense_modal, pruned_modal, l1_int, scores)))
     yield beam.pvalue.TaggedOutput(
         "histograms",
         (j, block, significance.exemplar_histogram(l1_int, plan.dense.stop, level.rows.stop - level.rows.start)),
     )
   yield beam.pvalue.TaggedOutput("sums", sums)
+  # difficulty.csv and the risk metrics rank every example: the driver gathers a few numbers per example (never the
+  # models x examples predictions).
+  yield beam.pvalue.TaggedOutput(
+      "difficulty",
+      (
+          block,
+          {
+              "scores": scores,
+              "pies": pies,
+              "dense_correct": correct[plan.dense].sum(axis=0),
+              "pruned_correct": np.stack([correct[level.rows].sum(axis=0) for level in plan.levels])
+              if plan.levels
+              else np.zeros((0, len(ids)), np.int64),
+          },
+      ),
+  )
   # pie_accuracy.csv needs each model's correctness on subsets known only once every block is scored: one bit each.
-  yield block, (np.packbits(predictions == labels, axis=1), np.packbits(pies, axis=1))
+  yield block, (np.packbits(correct, axis=1), np.packbits(pies, axis=1))
 
 
 def _add(values):
@@ -274,14 +306,14 @@ def _ranked_rows(item, plan):
   block, grouped = item
   offsets = grouped["offsets"][0] if grouped["offsets"] else {}
   ids = plan.block_ids(block)
-  for j, labels, dense_modal, pruned_modal, l1_int in grouped["scores"]:
+  for j, labels, dense_modal, pruned_modal, l1_int, difficulty_scores in grouped["scores"]:
     level = plan.levels[j]
     total, before = offsets[j]
     rank = significance.exemplar_ranks(l1_int, total, before)
     scores = significance.exemplar_frame(
         dense_modal, pruned_modal, l1_int, plan.dense.stop, level.rows.stop - level.rows.start, rank, example_ids=ids
     )
-    rows = analysis.exemplar_rows(level.sparsity, labels, scores)
+    rows = analysis.exemplar_rows(level.sparsity, labels, scores, difficulty_scores)
     if plan.with_method:
       rows[outputs.METHOD_COLUMN] = level.method
     shard = (rank - 1) // plan.shard_rows
@@ -295,10 +327,18 @@ def _write_exemplar_shard(item, plan):
   io_utils.write_text(plan.exemplar_shard(j, shard), analysis.csv_text(rows))
 
 
-def _write_sums(unused_start, plan, models, errors, sums, accuracy):
+def _write_sums(unused_start, plan, models, errors, sums, accuracy, difficulty_parts):
   io_utils.write_bytes(
       plan.small_results,
-      pickle.dumps({"models": dict(models), "errors": dict(errors), "sums": sums, "accuracy": accuracy}),
+      pickle.dumps(
+          {
+              "models": dict(models),
+              "errors": dict(errors),
+              "sums": sums,
+              "accuracy": accuracy,
+              "difficulty": dict(difficulty_parts),
+          }
+      ),
   )
 
 
@@ -312,7 +352,8 @@ def _build_pipeline(pipeline, plan):
   scored = (
       read.blocks
       | "GroupByBlock" >> beam.GroupByKey()
-      | "ScoreBlocks" >> beam.FlatMap(_score_block, plan).with_outputs("scores", "histograms", "sums", main="correct")
+      | "ScoreBlocks"
+      >> beam.FlatMap(_score_block, plan).with_outputs("scores", "histograms", "sums", "difficulty", main="correct")
   )
   sums = scored.sums | "SumLevels" >> beam.CombineGlobally(_add)
   samples = sums | "DrawRandomSubsets" >> beam.FlatMap(_random_samples, plan)
@@ -345,6 +386,7 @@ def _build_pipeline(pipeline, plan):
           errors=beam.pvalue.AsList(read.errors),
           sums=beam.pvalue.AsSingleton(sums),
           accuracy=beam.pvalue.AsSingleton(accuracy),
+          difficulty_parts=beam.pvalue.AsList(scored.difficulty),
       )
   )
 
@@ -554,7 +596,12 @@ def _tables(plan, index, results, alpha, seed, normalization, bootstrap_resample
   dense_hits = hits[plan.dense]
   dense_models = index.populations[variants.DENSE_KEY]
   levels = [analysis.level_entry(variants.DENSE_KEY, dense_models, analysis.top1_from_hits(dense_hits, num_examples))]
-  parts = {outputs.CLASS_STATS_CSV: [], outputs.PIE_ACCURACY_CSV: []}
+  parts = {outputs.CLASS_STATS_CSV: [], outputs.PIE_ACCURACY_CSV: [], outputs.DIFFICULTY_CSV: []}
+  blocks = [results["difficulty"][block] for block in range(plan.num_blocks)]
+  scores = pd.concat([b["scores"] for b in blocks], ignore_index=True)
+  true_prob = scores["dense_true_prob"].to_numpy()
+  bins = difficulty.deciles(true_prob)
+  dense_correct = np.concatenate([b["dense_correct"] for b in blocks])
   for j, level in enumerate(plan.levels):
     key = (level.method, level.sparsity)
     pruned_hits = hits[level.rows]
@@ -604,10 +651,23 @@ def _tables(plan, index, results, alpha, seed, normalization, bootstrap_resample
         population: {subset: accuracy[(j, population, subset)] for subset in outputs.SUBSETS}
         for population in outputs.POPULATIONS
     }
+    pies = np.concatenate([b["pies"][j] for b in blocks])
+    n_pruned = level.rows.stop - level.rows.start
     frames = {
         outputs.CLASS_STATS_CSV: classes,
         outputs.PIE_ACCURACY_CSV: analysis.accuracy_rows(level.sparsity, sizes, correct),
+        outputs.DIFFICULTY_CSV: difficulty.difficulty_rows(
+            level.sparsity,
+            true_prob,
+            bins,
+            pies,
+            dense_correct,
+            plan.dense.stop,
+            np.concatenate([b["pruned_correct"][j] for b in blocks]),
+            n_pruned,
+        ),
     }
+    analysis.harm_sources(entry, scores, pies, classes, index.train_class_counts)
     for name, frame in frames.items():
       if plan.with_method:
         frame[outputs.METHOD_COLUMN] = level.method

@@ -1,4 +1,4 @@
-"""What every binary shares: quiet logs, and bad input turned into one clear line and exit code 1.
+"""What every binary shares: quiet logs, bad input turned into one clear line and exit code 1, and the exit statuses.
 
 The library (pie/) knows no flags: its errors name the argument they are about (`PieError.parameter`). A binary
 wraps its main with `main_with_errors`, which prints the error and the flag that sets that argument (a flag of the
@@ -12,6 +12,11 @@ from absl import flags
 from absl import logging
 
 from pie.errors import PieError
+
+# Exit statuses of the binaries: bad input (a PieError) is 1; a gate that fails on good input (analysis.compare's
+# --max_excess_drop / --max_top1_drop) is 3, so that a CI pipeline can tell a model refused from a broken run.
+EXIT_ERROR = 1
+EXIT_GATE_FAILED = 3
 
 
 def quiet_logs():
@@ -39,7 +44,7 @@ def error_line(error, flag_names=None):
 
 
 def main_with_errors(main=None, flag_names=None):
-  """Wraps an absl main: a PieError prints `error_line` to stderr and exits with status 1.
+  """Wraps an absl main: a PieError prints `error_line` to stderr and exits with status EXIT_ERROR (1).
 
   Use as `@main_with_errors` or `@main_with_errors(flag_names={"images": "--nopie_images"})`.
   """
@@ -53,6 +58,6 @@ def main_with_errors(main=None, flag_names=None):
       return main(argv)
     except PieError as e:
       print(error_line(e, flag_names), file=sys.stderr, flush=True)
-      sys.exit(1)
+      sys.exit(EXIT_ERROR)
 
   return wrapped

@@ -1,4 +1,5 @@
-"""Datasets: the embedded handwritten digits and any TFDS image-classification dataset, behind one interface.
+"""Datasets: the embedded handwritten digits, Fashion-MNIST from its original files, and any TFDS image-classification
+dataset, behind one interface.
 
 Every dataset serves raw uint8 images and integer labels; a named preprocessing turns them into model inputs.
 Evaluation examples are read in a fixed order and numbered by their position: that `example_id` is the key that
@@ -20,6 +21,29 @@ EMBEDDED_DATASET = "digits"
 # state. The file is ordered by writer, so the test images come from writers the training set never saw.
 DIGITS_NUM_TEST = 500
 
+FASHION_MNIST = "fashion_mnist"
+# Where Debian's package dataset-fashion-mnist puts the four original IDX files (the files TFDS's fashion_mnist
+# builder downloads), used when config.data.data_dir is not set.
+FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
+FASHION_MNIST_INSTALL = "apt-get install dataset-fashion-mnist"
+FASHION_MNIST_FILES = {
+    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+    "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
+}
+# The class names of the dataset's authors (and of TFDS's fashion_mnist), in label order.
+FASHION_MNIST_CLASSES = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
+
 
 @dataclasses.dataclass(frozen=True)
 class DatasetInfo:
@@ -31,6 +55,7 @@ class DatasetInfo:
   num_eval: Optional[int]
   train_split: str
   eval_split: str
+  train_class_counts: Optional[Sequence[int]] = None  # training examples per class, when known (in-memory datasets)
 
 
 class Dataset(abc.ABC):
@@ -153,31 +178,59 @@ class Dataset(abc.ABC):
     return found
 
 
-class DigitsDataset(Dataset):
-  """scikit-learn's bundled UCI handwritten digits: 1797 8x8 images, 10 classes, no download."""
+def long_tail(images, labels, fractions, num_classes, seed, name):
+  """The training split with only a fraction of each class's examples kept (config.data.train_class_fraction).
 
-  def __init__(self, data_config):
+  Which examples a class keeps is drawn once from `seed` (config.data.subset_seed, 0 by default), the same for every
+  model of a study, and the kept examples stay in their order: a long-tailed training set whose classes differ in
+  frequency, to relate each class's harm to how often it was seen.
+  """
+  fractions = np.asarray(fractions, dtype=np.float64)
+  if fractions.shape != (num_classes,) or not np.all((fractions > 0) & (fractions <= 1)):
+    raise PieError(
+        f"config.data.train_class_fraction must hold {num_classes} fractions in (0, 1] (one per class of {name!r}), "
+        f"got {tuple(fractions.tolist())}",
+        parameter="train_class_fraction",
+    )
+  rng = np.random.default_rng(seed)
+  keep = np.zeros(len(labels), dtype=bool)
+  for c in range(num_classes):
+    members = np.flatnonzero(labels == c)
+    count = max(1, int(round(fractions[c] * len(members)))) if len(members) else 0
+    keep[rng.permutation(members)[:count]] = True
+  return images[keep], labels[keep]
+
+
+class ArrayDataset(Dataset):
+  """A dataset held in memory as numpy arrays per split ({split: (uint8 images [N, H, W, C], int64 labels [N])})."""
+
+  def __init__(self, data_config, name, splits, class_names):
     super().__init__(data_config)
-    from sklearn.datasets import load_digits  # pylint: disable=g-import-not-at-top
-
-    digits = load_digits()
-    # Pixel values are 0..16; stored as uint8 0..255 like every other dataset's raw images.
-    images = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)[..., None]
-    labels = digits.target.astype(np.int64)
-    n_train = len(labels) - DIGITS_NUM_TEST
-    self._splits = {"train": (images[:n_train], labels[:n_train]), "test": (images[n_train:], labels[n_train:])}
     for split in (data_config.train_split, data_config.eval_split):
-      if split not in self._splits:
-        raise PieError(f"dataset 'digits' has splits 'train' and 'test', not {split!r}")
+      if split not in splits:
+        raise PieError(
+            f"dataset {name!r} has splits {sorted(splits)}, not {split!r} (config.data.train_split / eval_split)"
+        )
+    fractions = data_config.get("train_class_fraction")
+    if fractions:
+      splits = dict(splits)
+      splits[data_config.train_split] = long_tail(
+          *splits[data_config.train_split], fractions, len(class_names), data_config.get("subset_seed", 0), name
+      )
+    self._splits = splits
+    images = splits[data_config.eval_split][0]
     self.info = DatasetInfo(
-        name=EMBEDDED_DATASET,
-        num_classes=10,
-        class_names=[str(d) for d in range(10)],
-        image_shape=(8, 8, 1),
-        num_train=len(self._splits[data_config.train_split][1]),
-        num_eval=len(self._splits[data_config.eval_split][1]),
+        name=name,
+        num_classes=len(class_names),
+        class_names=list(class_names),
+        image_shape=images.shape[1:],
+        num_train=len(splits[data_config.train_split][1]),
+        num_eval=len(splits[data_config.eval_split][1]),
         train_split=data_config.train_split,
         eval_split=data_config.eval_split,
+        train_class_counts=tuple(
+            int(c) for c in np.bincount(splits[data_config.train_split][1], minlength=len(class_names))
+        ),
     )
 
   def _from_split(self, split):
@@ -193,6 +246,79 @@ class DigitsDataset(Dataset):
   def eval_arrays(self):
     """The raw eval split as numpy (images uint8, labels int64): cheap here, so analysis can skip tf.data."""
     return self._splits[self.config.eval_split]
+
+
+class DigitsDataset(ArrayDataset):
+  """scikit-learn's bundled UCI handwritten digits: 1797 8x8 images, 10 classes, no download."""
+
+  def __init__(self, data_config):
+    from sklearn.datasets import load_digits  # pylint: disable=g-import-not-at-top
+
+    digits = load_digits()
+    # Pixel values are 0..16; stored as uint8 0..255 like every other dataset's raw images.
+    images = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)[..., None]
+    labels = digits.target.astype(np.int64)
+    n_train = len(labels) - DIGITS_NUM_TEST
+    super().__init__(
+        data_config,
+        EMBEDDED_DATASET,
+        {"train": (images[:n_train], labels[:n_train]), "test": (images[n_train:], labels[n_train:])},
+        [str(d) for d in range(10)],
+    )
+
+
+def read_idx(path):
+  """An IDX file (gzip-compressed or not) as a numpy array: the format of MNIST and Fashion-MNIST.
+
+  The header is a magic number (two zero bytes, a type code, the number of dimensions) and one big-endian uint32 per
+  dimension; only unsigned bytes (type 0x08) are read, the one type these datasets use.
+  """
+  import gzip  # pylint: disable=g-import-not-at-top
+  import zlib  # pylint: disable=g-import-not-at-top
+
+  try:
+    with tf.io.gfile.GFile(path, "rb") as f:
+      data = f.read()
+    if data[:2] == b"\x1f\x8b":  # gzip's magic, whatever the file's name says
+      data = gzip.decompress(data)
+  except (OSError, EOFError, zlib.error, tf.errors.OpError) as e:
+    raise PieError(f"{path}: not a readable IDX file ({e})") from None
+  if len(data) < 4 or data[:2] != b"\0\0" or data[2] != 0x08:
+    raise PieError(f"{path}: not an IDX file of unsigned bytes (header {data[:4].hex()})")
+  ndim = data[3]
+  header = 4 + 4 * ndim
+  shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+  if len(data) != header + int(np.prod(shape)):
+    raise PieError(f"{path}: {len(data) - header} bytes of data for shape {shape}: the file is truncated or damaged")
+  return np.frombuffer(data, np.uint8, offset=header).reshape(shape)
+
+
+class FashionMnistDataset(ArrayDataset):
+  """Fashion-MNIST (Zalando, 2017) from its four original IDX files: 60,000 training and 10,000 test images of
+  28x28 grayscale clothing, 10 classes. Examples keep the files' order (TFDS's prepared fashion_mnist shuffles it)."""
+
+  def __init__(self, data_config):
+    import os  # pylint: disable=g-import-not-at-top
+
+    folder = data_config.get("data_dir") or FASHION_MNIST_DIR
+    splits = {}
+    for split, (image_file, label_file) in FASHION_MNIST_FILES.items():
+      paths = [os.path.join(folder, image_file), os.path.join(folder, label_file)]
+      for path in paths:
+        if not tf.io.gfile.exists(path):
+          raise PieError(
+              f"{path}: missing, a file of Fashion-MNIST. Install Debian's package ({FASHION_MNIST_INSTALL}"
+              f", which puts the four files in {FASHION_MNIST_DIR}) or set config.data.data_dir to a folder "
+              f"holding {', '.join(f for pair in FASHION_MNIST_FILES.values() for f in pair)}"
+          )
+      images, labels = read_idx(paths[0]), read_idx(paths[1])
+      if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels) or labels.max(initial=0) > 9:
+        raise PieError(
+            f"{paths[0]}, {paths[1]}: {images.shape} images and {labels.shape} labels are not one "
+            "Fashion-MNIST split (28x28 images, one label 0-9 each)"
+        )
+      splits[split] = (images[..., None], labels.astype(np.int64))
+    super().__init__(data_config, FASHION_MNIST, splits, FASHION_MNIST_CLASSES)
 
 
 class TfdsDataset(Dataset):
@@ -271,8 +397,13 @@ class TfdsDataset(Dataset):
     return self._load(self.config.eval_split, shuffle_files=False)
 
 
+# Datasets read by pie itself (no TFDS builder): name -> class.
+ARRAY_DATASETS = {EMBEDDED_DATASET: DigitsDataset, FASHION_MNIST: FashionMnistDataset}
+
+
 def load_dataset(data_config):
-  """The dataset named by `data_config.name`: "digits" (embedded) or any registered TFDS name."""
-  if data_config.name == EMBEDDED_DATASET:
-    return DigitsDataset(data_config)
+  """The dataset named by `data_config.name`: "digits" (embedded), "fashion_mnist" (from its IDX files, see
+  `FashionMnistDataset`; config.data.source = "tfds" reads a TFDS-prepared copy instead) or any TFDS name."""
+  if data_config.name in ARRAY_DATASETS and data_config.get("source", "files") != "tfds":
+    return ARRAY_DATASETS[data_config.name](data_config)
   return TfdsDataset(data_config)

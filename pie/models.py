@@ -15,14 +15,20 @@ def _l2(weight_decay):
   return keras.regularizers.L2(weight_decay / 2) if weight_decay else None
 
 
-def small_cnn(input_shape, num_classes, filters=(8, 16), hidden=32, weight_decay=0.0):
-  """Conv-conv-maxpool-dense CNN for tiny images (the embedded digits)."""
+def small_cnn(input_shape, num_classes, filters=(8, 16), hidden=32, weight_decay=0.0, pool_each=False):
+  """Conv-conv-maxpool-dense CNN for small images: the embedded digits (8x8), Fashion-MNIST (28x28).
+
+  pool_each: a 2x2 max-pool after every convolution instead of one after the last: a quarter of the next layer's cost
+    per pooling, what keeps a 28x28 population trainable on a laptop.
+  """
   inputs = keras.Input(shape=input_shape, name="image")
   x = inputs
   for i, f in enumerate(filters):
     x = keras.layers.Conv2D(
         f, 3, padding="same", activation="relu", kernel_regularizer=_l2(weight_decay), name=f"conv{i + 1}"
     )(x)
+    if pool_each and i + 1 < len(filters):
+      x = keras.layers.MaxPooling2D(2, name=f"pool{i + 1}")(x)
   x = keras.layers.MaxPooling2D(2, name="pool")(x)
   x = keras.layers.Flatten(name="flatten")(x)
   if hidden:

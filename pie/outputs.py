@@ -1,4 +1,5 @@
-"""The analysis output contract: the files of an analysis folder, their columns and keys, and pies.tfrecord.
+"""The output contract: the files of an analysis folder, their columns and keys, pies.tfrecord, and the files of a
+comparison of one model with its compressed versions (pie.comparison).
 
 The analyses write these files (`pie.analysis`, `pie.beam_analysis`, `pie.robustness`) and the report reads them
 (`pie.report`); both sides, and the tests, take the names from here so that a column cannot drift between them.
@@ -25,6 +26,7 @@ PIES_CSV = "pies.csv"
 CLASS_STATS_CSV = "class_stats.csv"
 EXEMPLAR_SCORES_CSV = "exemplar_scores.csv"
 PIE_ACCURACY_CSV = "pie_accuracy.csv"
+DIFFICULTY_CSV = "difficulty.csv"
 SUMMARY_JSON = "summary.json"
 PIES_TFRECORD = "pies.tfrecord"
 REPORT_HTML = "report.html"
@@ -41,11 +43,18 @@ ANALYSIS_FILES = (
     CLASS_STATS_CSV,
     EXEMPLAR_SCORES_CSV,
     PIE_ACCURACY_CSV,
+    DIFFICULTY_CSV,
     SUMMARY_JSON,
     PIES_TFRECORD,
     REPORT_HTML,
 )
 ROBUSTNESS_FILES = (ROBUSTNESS_CSV, ROBUSTNESS_MODELS_CSV, ROBUSTNESS_SUMMARY_JSON)
+# Written by `python -m analysis.compare` / `pie.compare(...).write` (pie.comparison), into a folder of their own.
+COMPARE_CLASSES_CSV = "compare_classes.csv"
+COMPARE_EXAMPLES_CSV = "compare_examples.csv"
+COMPARE_SUMMARY_JSON = "compare_summary.json"
+COMPARE_HTML = "compare.html"
+COMPARE_FILES = (COMPARE_CLASSES_CSV, COMPARE_EXAMPLES_CSV, COMPARE_SUMMARY_JSON, COMPARE_HTML)
 
 # Kinds of values a column holds, as readers parse them.
 INT, FLOAT, BOOL, STR, BYTES = "int", "float", "bool", "str", "bytes"
@@ -186,6 +195,8 @@ EXEMPLAR_SCORES = Table(
         ("l1_distance", FLOAT),
         ("rank", INT),
     ),
+    # The example's difficulty from the dense population alone (pie.difficulty); dense_el2n is empty without logits.
+    optional=(("dense_true_prob", FLOAT), ("dense_disagreement", FLOAT), ("dense_el2n", FLOAT)),
 )
 
 PIE_ACCURACY = Table(
@@ -197,6 +208,20 @@ PIE_ACCURACY = Table(
         ("num_examples", INT),
         ("top1_mean", FLOAT),
         ("top1_std", FLOAT),
+    ),
+)
+
+DIFFICULTY = Table(
+    DIFFICULTY_CSV,
+    required=(
+        ("sparsity", FLOAT),
+        ("decile", INT),
+        ("num_examples", INT),
+        ("dense_true_prob_low", FLOAT),
+        ("dense_true_prob_high", FLOAT),
+        ("pie_rate", FLOAT),
+        ("dense_top1_mean", FLOAT),
+        ("pruned_top1_mean", FLOAT),
     ),
 )
 
@@ -246,12 +271,99 @@ ROBUSTNESS_MODELS = Table(
 )
 
 # The tables of `pie.analysis`, in the order it computes them.
-ANALYSIS_TABLES = (PIES, CLASS_STATS, EXEMPLAR_SCORES, PIE_ACCURACY)
+ANALYSIS_TABLES = (PIES, CLASS_STATS, EXEMPLAR_SCORES, PIE_ACCURACY, DIFFICULTY)
+
+# One model against its compressed versions (pie.comparison): one row per candidate per class, and one per candidate
+# per example whose top-1 changed. Probabilities are those each model gives its own top-1 (empty when unknown).
+COMPARE_CLASSES = Table(
+    COMPARE_CLASSES_CSV,
+    required=(
+        ("candidate", STR),
+        ("class_id", INT),
+        ("class_name", STR),
+        ("num_examples", INT),
+        ("reference_recall", FLOAT),
+        ("candidate_recall", FLOAT),
+        ("recall_change", FLOAT),
+        ("excess_change", FLOAT),
+        ("ci_low", FLOAT),
+        ("ci_high", FLOAT),
+        ("p_value", FLOAT),
+        ("q_value", FLOAT),
+        ("significant_fdr", BOOL),
+    ),
+)
+COMPARE_EXAMPLES = Table(
+    COMPARE_EXAMPLES_CSV,
+    required=(
+        ("candidate", STR),
+        ("example_id", INT),
+        ("label", INT),
+        ("reference_pred", INT),
+        ("candidate_pred", INT),
+        ("reference_prob", FLOAT),
+        ("candidate_prob", FLOAT),
+        ("reference_correct", BOOL),
+        ("candidate_correct", BOOL),
+    ),
+)
+COMPARE_TABLES = (COMPARE_CLASSES, COMPARE_EXAMPLES)
+# compare_summary.json: the reference, the eval split, the settings (gate bounds included), one entry per candidate,
+# and `passed` (every candidate passes the gate; true without a gate).
+COMPARE_SUMMARY_KEYS = ("reference", "dataset", "settings", "candidates", "passed")
+COMPARE_REFERENCE_KEYS = ("name", "source", "kind", "top1", "size")
+COMPARE_DATASET_KEYS = ("name", "eval_split", "num_examples", "num_classes", "class_names")
+COMPARE_SETTINGS_KEYS = (
+    "alpha",
+    "confidence_level",
+    "bootstrap_resamples",
+    "seed",
+    "interval",
+    "max_excess_drop",
+    "max_top1_drop",
+)
+COMPARE_CANDIDATE_KEYS = (
+    "name",
+    "source",
+    "kind",
+    "reference_top1",
+    "candidate_top1",
+    "top1_change",
+    "top1_change_ci_low",
+    "top1_change_ci_high",
+    "agreement",
+    "num_changed",
+    "flips_correct_to_wrong",
+    "flips_wrong_to_correct",
+    "flips_wrong_to_wrong",
+    "num_significant_classes_fdr",
+    "significant_classes_fdr",
+    "largest_harm",
+    "intensification_ratio",
+    "intensified_classes",
+    "intensification_classes",
+    "size",
+    "size_ratio",
+    "gate",
+)
+# A candidate's `largest_harm` (None without examples), its `size` and the reference's (None when not a model: the
+# measured storage of pie.quantization's size reports, or what its prediction file's metadata records), its `gate`.
+COMPARE_HARM_KEYS = ("class_id", "class_name", "excess_change", "ci_low", "ci_high")
+COMPARE_SIZE_KEYS = ("source", "format", "raw_bytes", "gzip_bytes", "bits_per_weight")
+COMPARE_GATE_KEYS = (
+    "max_excess_drop",
+    "max_top1_drop",
+    "top1_drop_ci_high",
+    "passed",
+    "failing_classes",
+    "top1_failed",
+    "failures",
+)
 
 
 def table(name):
-  """The Table of a CSV file name of the analysis or the robustness analysis."""
-  for candidate in ANALYSIS_TABLES + (ROBUSTNESS, ROBUSTNESS_MODELS):
+  """The Table of a CSV file name of the analysis, the robustness analysis or the comparison."""
+  for candidate in ANALYSIS_TABLES + (ROBUSTNESS, ROBUSTNESS_MODELS) + COMPARE_TABLES:
     if candidate.name == name:
       return candidate
   raise KeyError(f"{name!r} is not a table of the analysis output contract")
@@ -368,6 +480,8 @@ MITIGATION_KEYS = (
     "interval_level",
     "sentence",
 )
+# A compared level: where its harm comes from (pie.difficulty), from the dense population alone.
+LEVEL_DIFFICULTY_KEYS = ("risk", "class_difficulty_spearman", "train_frequency_spearman")
 ROLES = (variants.DENSE, variants.COMPRESSED_ROLE, variants.CONTROL_ROLE)
 # summary.json `noise_floor` (None when the floor was not measured) and its `half_splits` (None without A/A splits).
 NOISE_FLOOR_KEYS = (

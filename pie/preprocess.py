@@ -22,7 +22,7 @@ def _normalize(image, mean, std):
 
 
 def digits(image, training, seed, image_size):
-  """Digits: scale to [0, 1]; no augmentation (the images are 8x8 and centred)."""
+  """Digits and Fashion-MNIST: scale to [0, 1]; no augmentation (small, centred images)."""
   del training, seed, image_size
   return tf.cast(image, tf.float32) / 255.0
 
@@ -104,7 +104,7 @@ def normalize_display(name, images):
   Eval preprocessing = display (resize/crop) then this normalization, so corrupted or otherwise edited display
   images can be fed to a model exactly as clean ones are.
   """
-  if name == "digits":
+  if name in ("digits", "unit_scale"):
     return tf.cast(images, tf.float32) / 255.0
   if name == "cifar":
     return _normalize(images, _CIFAR_MEAN, _CIFAR_STD)
@@ -114,8 +114,10 @@ def normalize_display(name, images):
   raise PieError(f"preprocessing {name!r} has no display normalization")
 
 
+# "unit_scale" is the digits preprocessing under a name that says what it does, for other small grayscale datasets.
 _PREPROCESS = {
     "digits": (digits, digits_display),
+    "unit_scale": (digits, digits_display),
     "cifar": (cifar, cifar_display),
     "imagenet": (imagenet, imagenet_display),
 }
@@ -129,7 +131,7 @@ def _lookup(name):
 
 # Preprocessings without training-time randomness that work on a batch as on one image: the training pipeline maps
 # them once per batch instead of once per example (the per-example map cost more CPU than the small model's steps).
-_BATCHABLE = frozenset({"digits"})
+_BATCHABLE = frozenset({"digits", "unit_scale"})
 
 
 def get(name):

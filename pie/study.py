@@ -18,6 +18,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 import tensorflow as tf
 
+from pie import difficulty
 from pie import predictions as predictions_lib
 from pie import variants
 from pie.errors import PieError
@@ -40,6 +41,11 @@ class ModelRecord:
   # derived from (`source_model`, post-training quantization); None for a model trained from scratch.
   dense_twin: Optional[str] = None
   init_from: Optional[str] = None  # the metadata's `init_from`: set only for a model fine-tuned from its dense twin
+  # Per example, for the difficulty scores (pie.difficulty): the probability of the true label from the exported top-k,
+  # and, when the export has logits, the EL2N error norm. float32 [n_examples]; None in a StudyIndex.
+  true_prob: Optional[np.ndarray] = None
+  el2n: Optional[np.ndarray] = None
+  has_logits: bool = False  # the export carries logits (config.export_logits)
 
 
 @dataclasses.dataclass
@@ -59,6 +65,8 @@ class Study:
   # Every population by (method, level): ("dense", 0.0), ("magnitude", 0.9), ("2:4", 0.5), ("ptq_full_int8", 0.0)...
   # `levels` is the dense and magnitude part of it, keyed by sparsity as before.
   populations: Dict[Tuple[str, float], List[ModelRecord]] = dataclasses.field(default_factory=dict)
+  # Training examples per class, when the exports record them (config.data.train_class_fraction makes them unequal).
+  train_class_counts: Optional[List[int]] = None
 
   @property
   def num_examples(self):
@@ -145,7 +153,7 @@ def _check_config(path, meta, reference, allow_mixed_configs):
     )
 
 
-def _model_record(path, meta, top1):
+def _model_record(path, meta, top1, true_prob=None, el2n=None):
   sparsity = round(float(meta["target_sparsity"]), 6)
   # Exports written before compression methods existed have no `method`: dense at 0, magnitude pruning otherwise.
   method = variants.recorded_method(meta.get("method"), sparsity == 0)
@@ -161,7 +169,17 @@ def _model_record(path, meta, top1):
       compressed_bytes=meta.get("compressed_bytes"),
       dense_twin=meta.get("init_from") or meta.get("source_model"),
       init_from=meta.get("init_from"),
+      true_prob=true_prob,
+      el2n=el2n,
+      has_logits=bool(meta.get("has_logits")),
   )
+
+
+def difficulty_parts(pred):
+  """The per-example parts of the difficulty scores of one model's predictions (pie.difficulty)."""
+  true_prob = difficulty.true_label_prob(pred.top_k_classes, pred.top_k_probs, pred.labels).astype(np.float32)
+  el2n = None if pred.logits is None else difficulty.el2n(pred.logits, pred.labels).astype(np.float32)
+  return true_prob, el2n
 
 
 def _checked_populations(records, where):
@@ -206,7 +224,9 @@ def load_study(study_dir=None, prediction_files=None, allow_mixed_configs=False,
   records = []
   labels = None
   start = time.time()
-  for i, pred in enumerate(predictions_lib.read_many(ready, workers=read_workers)):
+  # Logits give the EL2N difficulty score; read them only when every export has them (they can be large).
+  with_logits = all(predictions_lib.read_metadata(path).get("has_logits") for path in ready)
+  for i, pred in enumerate(predictions_lib.read_many(ready, workers=read_workers, with_logits=with_logits)):
     path, meta = pred.path, pred.metadata
     if reference is None:
       reference, labels = (path, meta), pred.labels
@@ -215,7 +235,7 @@ def load_study(study_dir=None, prediction_files=None, allow_mixed_configs=False,
       if not np.array_equal(pred.labels, labels):
         raise PieError(f"{path}: labels differ from those of {reference[0]} for the same example ids")
       _check_config(path, meta, reference, allow_mixed_configs)
-    records.append(_model_record(path, meta, pred.top1.astype(np.int32)))
+    records.append(_model_record(path, meta, pred.top1.astype(np.int32), *difficulty_parts(pred)))
     if (i + 1) % 20 == 0 or i + 1 == len(ready):
       log(f"read {i + 1}/{len(ready)} prediction files ({time.time() - start:.1f}s)")
 
@@ -234,6 +254,7 @@ def load_study(study_dir=None, prediction_files=None, allow_mixed_configs=False,
       config_hash=ref_meta["config_hash"],
       incomplete=incomplete,
       populations=populations,
+      train_class_counts=ref_meta.get("train_class_counts"),
   )
 
 
@@ -257,6 +278,7 @@ class StudyIndex:
   incomplete: List[str]
   populations: Dict[Tuple[str, float], List[ModelRecord]]
   paths: List[str]
+  train_class_counts: Optional[List[int]] = None
 
 
 def scan_study(study_dir=None, prediction_files=None, allow_mixed_configs=False, log=print):
@@ -291,4 +313,5 @@ def scan_study(study_dir=None, prediction_files=None, allow_mixed_configs=False,
       incomplete=incomplete,
       populations=populations,
       paths=list(ready),
+      train_class_counts=ref_meta.get("train_class_counts"),
   )

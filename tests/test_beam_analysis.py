@@ -12,6 +12,7 @@ import os
 import sys
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from pie import analysis
@@ -23,7 +24,7 @@ from pie.errors import PieError
 from tests import fake_study
 from tests.conftest import run_binary
 
-OUTPUTS = ("pies.csv", "class_stats.csv", "exemplar_scores.csv", "pie_accuracy.csv", "summary.json")
+OUTPUTS = ("pies.csv", "class_stats.csv", "exemplar_scores.csv", "pie_accuracy.csv", "difficulty.csv", "summary.json")
 RUNNER = ("--runner=FnApiRunner",)
 
 
@@ -53,9 +54,12 @@ def _assert_same_files(expected_dir, actual_dir):
     assert actual == expected, name
 
 
-def _write_population(study_dir, method, sparsity, seeds, labels, num_classes, flip, rng, twin_field=None):
+def _write_population(
+    study_dir, method, sparsity, seeds, labels, num_classes, flip, rng, twin_field=None, logits=False
+):
   """Noisy copies of the labels, one prediction file per seed (a count, or the seeds), for any compression method;
-  `twin_field` ("init_from", "source_model") records the dense model of the same seed as its twin."""
+  `twin_field` ("init_from", "source_model") records the dense model of the same seed as its twin; with `logits`,
+  random logits too (the EL2N difficulty score reads them)."""
   for seed in (range(seeds) if isinstance(seeds, int) else seeds):
     twin = {twin_field: variants.model_name("dense", 0.0, seed)} if twin_field else {}
     noise = rng.random(len(labels)) < flip
@@ -67,7 +71,13 @@ def _write_population(study_dir, method, sparsity, seeds, labels, num_classes, f
         sparsity, seed, num_classes, len(labels), method=method, name=name, bits_per_weight=32.0 - seed, **twin
     )
     predictions_lib.write_predictions(
-        os.path.join(study_dir, name, f"{name}.tfrecord"), np.arange(len(labels)), labels, classes, probs, metadata
+        os.path.join(study_dir, name, f"{name}.tfrecord"),
+        np.arange(len(labels)),
+        labels,
+        classes,
+        probs,
+        metadata,
+        logits=rng.normal(size=(len(labels), num_classes)).astype(np.float32) if logits else None,
     )
 
 
@@ -80,7 +90,8 @@ def test_matches_the_in_memory_analysis_on_the_digits_study(tiny_study, tmp_path
 
 
 @pytest.mark.parametrize(
-    "case", ["levels", "ties", "methods", "absent_class", "controls", "dense_only", "paired", "mitigations"]
+    "case",
+    ["levels", "ties", "methods", "absent_class", "controls", "dense_only", "logits", "paired", "mitigations"],
 )
 def test_matches_the_in_memory_analysis_on_fake_studies(case, tmp_path):
   study_dir = str(tmp_path / "study")
@@ -135,6 +146,11 @@ def test_matches_the_in_memory_analysis_on_fake_studies(case, tmp_path):
     ):
       _write_population(study_dir, method, sparsity, 4, labels, 4, flip, rng)
     options = dict(bootstrap_resamples=15, noise_floor_splits=10)
+  elif case == "logits":  # every export has logits: exemplar_scores.csv gains the EL2N score
+    labels = np.arange(90) % 6
+    for method, sparsity, flip in (("dense", 0.0, 0.2), ("magnitude", 0.9, 0.5)):
+      _write_population(study_dir, method, sparsity, 4, labels, 6, flip, rng, logits=True)
+    options = dict(bootstrap_resamples=5)
   elif case == "dense_only":  # nothing compared: the tables are headers, the summary holds the floor
     labels = np.arange(50) % 5
     _write_population(study_dir, "dense", 0.0, 6, labels, 5, 0.3, rng)
@@ -154,6 +170,9 @@ def test_matches_the_in_memory_analysis_on_fake_studies(case, tmp_path):
     assert summary["noise_floor"]["control"] == "dense_replicate"
     assert summary["noise_floor"]["half_splits"]["sizes"] == [4, 4]
     assert [lv.get("pies_excess") is not None for lv in summary["levels"]] == [False, False, False, True, True]
+  if case == "logits":
+    scores = pd.read_csv(tmp_path / "beam" / "exemplar_scores.csv")
+    assert scores["dense_el2n"].notna().all() and (scores["dense_el2n"] > 0).all()
   if case == "levels":
     assert "normalization_warning" in summary
   assert summary["design"] == ("paired" if case == "paired" else "independent")

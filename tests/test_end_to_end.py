@@ -94,6 +94,14 @@ def test_summary(tiny_study):
   assert pruned["pies_excess_ci_low"] <= pruned["num_pies"] - floor["half_splits"]["num_pies_mean"]
   for key in ("num_pies_largest_id_rule", "num_pies_tie_dependent"):
     assert isinstance(pruned[key], int)
+  # Where the harm comes from, from the dense population alone.
+  assert set(pruned["risk"]) == {"dense_true_prob", "dense_disagreement"}  # no logits exported: no EL2N
+  assert 0.5 < pruned["risk"]["dense_true_prob"]["auroc"] <= 1.0  # hard examples are more often PIEs
+  assert pruned["train_frequency_spearman"]["num_classes"] == 10  # the exports record the training class counts
+  deciles = pd.read_csv(os.path.join(_analysis_dir(tiny_study), "difficulty.csv"))
+  at_90 = deciles.loc[deciles.method == "magnitude"]
+  assert at_90["decile"].tolist() == list(range(1, 11)) and at_90["num_examples"].sum() == 500
+  assert at_90["pie_rate"].iloc[0] >= at_90["pie_rate"].iloc[-1]
 
 
 def test_output_columns_and_pie_images(tiny_study):

@@ -304,8 +304,17 @@ def test_navigation_links_exactly_the_sections_on_the_page(full_dir, minimal_dir
   dense_only = write_analysis_fixture(tmp_path / "dense_only", levels=())
   report.write_report(dense_only)
   expected = {
-      full_dir: ["findings", "populations", "overview", "classes", "gallery", "pie-accuracy", "robustness"],
-      minimal_dir: ["findings", "populations", "overview", "classes", "gallery", "pie-accuracy"],
+      full_dir: [
+          "findings",
+          "populations",
+          "overview",
+          "classes",
+          "gallery",
+          "pie-accuracy",
+          "harm-sources",
+          "robustness",
+      ],
+      minimal_dir: ["findings", "populations", "overview", "classes", "gallery", "pie-accuracy", "harm-sources"],
       # No pruned level: no PIE accuracy to show, so no section and no link to one.
       dense_only: ["findings", "populations", "overview", "classes", "gallery"],
   }

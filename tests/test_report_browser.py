@@ -1,10 +1,12 @@
 """The report in a real headless browser: it loads offline without errors, and the PIE gallery's filters and pages work.
 
 Drives Debian's /usr/bin/chromium with the playwright package (its own browser download is never used). Without
-either, the tests are skipped on a developer machine and fail under CI (CI=true), where .ci/install_browser.sh must
-have installed Chromium. Screenshots go to $PIE_TEST_ARTIFACTS (default: a pytest temporary folder).
+either, the tests are skipped on a developer machine and fail under CI (CI=true), where
+.ci/install_debian_packages.sh must have installed Chromium. Screenshots go to $PIE_TEST_ARTIFACTS (default: a
+pytest temporary folder).
 """
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -28,7 +30,7 @@ PAGE_SIZE = 10  # small, so that the fixture's levels span several gallery pages
 
 def _browser_missing_reason():
   if not os.path.exists(CHROMIUM):
-    return f"{CHROMIUM} is missing (run .ci/install_browser.sh as root)"
+    return f"{CHROMIUM} is missing (run .ci/install_debian_packages.sh as root)"
   try:
     import playwright.sync_api  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
   except ImportError:
@@ -221,3 +223,19 @@ def test_screenshot_is_written(page, study, artifacts):
   assert page.errors == []
   if os.environ.get("PIE_TEST_ARTIFACTS"):
     shutil.copy(study["dir"] / "report.html", artifacts / "report.html")
+
+
+def test_harm_sources_section_matches_the_summary(page, study):
+  """The "Where the harm comes from" section: linked from the navigation, its figure drawn, and per level the risk
+  AUROC of the dense-only score that the summary holds."""
+  assert page.locator("nav a[href='#harm-sources']").count() == 1
+  assert page.locator("#harm-sources figure svg").count() == 1
+  summary = json.loads((study["dir"] / "summary.json").read_text())
+  pruned = [level for level in summary["levels"] if level["role"] == "pruned" and level.get("risk")]
+  rows = page.eval_on_selector_all(
+      "#risk-table tbody tr", "rs => rs.map(r => [r.cells[0].textContent, " "r.cells[1].textContent])"
+  )
+  shown = dict(rows)
+  for level in pruned:
+    auroc = level["risk"]["dense_true_prob"]["auroc"]
+    assert shown[report.level_label(level["sparsity"])].startswith(f"{auroc:.2f}")

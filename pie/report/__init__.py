@@ -15,7 +15,8 @@ Every file is written under a temporary name and renamed into place, so a reader
 Modules: `load` (reading and validating the folder), `figures` (what each chart plots, as plain tables, and the
 figures drawing them), `triage` (the triage export), `gallery` (the PIE gallery's data), `findings` (the key findings
 in plain language), `sections` (the page's sections), `page` (the document and `write_report`). The names below are
-their public API, importable from `pie.report` as before the package was split.
+their public API, importable from `pie.report` as before the package was split. `compare_page` renders compare.html,
+the page of `pie.compare` (one model against its compressed versions), with the same helpers and style.
 """
 
 from pie.outputs import CLASS_STATS_CSV

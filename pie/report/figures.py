@@ -34,6 +34,7 @@ FIGURE_PREFIXES = (
     "pie_accuracy",
     "robustness_",
     "methods_vs_size",
+    "difficulty_deciles",
 )
 
 
@@ -216,7 +217,8 @@ def methods_series(methods, method_class_stats, max_classes=3):
 # Figures (matplotlib, object API on the Agg canvas: no pyplot global state).
 
 
-def _new_figure(width, height):
+def new_figure(width, height):
+  """A matplotlib Figure on its own Agg canvas (inches), laid out by constrained layout; shared by compare.html."""
   from matplotlib.backends.backend_agg import FigureCanvasAgg  # pylint: disable=import-outside-toplevel
   from matplotlib.figure import Figure  # pylint: disable=import-outside-toplevel
 
@@ -225,7 +227,8 @@ def _new_figure(width, height):
   return figure
 
 
-def _style_axes(ax):
+def style_axes(ax):
+  """The report's look: no top or right spine, light horizontal grid lines behind the data."""
   ax.spines["top"].set_visible(False)
   ax.spines["right"].set_visible(False)
   ax.grid(True, axis="y", color="#e6e6e6", linewidth=0.8)
@@ -234,7 +237,7 @@ def _style_axes(ax):
 
 def plot_accuracy(series):
   """Top-1 (%) vs sparsity (%) with one-std error bars over each population's models."""
-  figure = _new_figure(5.2, 3.4)
+  figure = new_figure(5.2, 3.4)
   ax = figure.add_subplot()
   x = 100 * series["sparsity"].to_numpy()
   ax.errorbar(
@@ -254,13 +257,13 @@ def plot_accuracy(series):
   ax.set_title("Overall accuracy vs sparsity", fontsize=11)
   ax.set_xticks(x)
   ax.set_xticklabels([f"{v:.4g}" for v in x])
-  _style_axes(ax)
+  style_axes(ax)
   return figure
 
 
 def plot_significance(series, alpha, floor=None):
   """Number of classes whose normalized recall changed significantly, vs sparsity; with the A/A noise floor."""
-  figure = _new_figure(5.2, 3.4)
+  figure = new_figure(5.2, 3.4)
   ax = figure.add_subplot()
   x = 100 * series["sparsity"].to_numpy()
   ax.plot(x, series["num_significant"].to_numpy(), marker="o", color=COLOR_HURT, label=f"p < {alpha:g} (uncorrected)")
@@ -296,13 +299,13 @@ def plot_significance(series, alpha, floor=None):
   ax.set_ylim(bottom=0)
   ax.yaxis.get_major_locator().set_params(integer=True)
   ax.legend(frameon=False, fontsize=8)
-  _style_axes(ax)
+  style_axes(ax)
   return figure
 
 
 def plot_pies(series, floor=None):
   """PIEs vs sparsity, with the noise floor: the A/A mean and its upper quantile as a band."""
-  figure = _new_figure(5.2, 3.4)
+  figure = new_figure(5.2, 3.4)
   ax = figure.add_subplot()
   x = 100 * series["sparsity"].to_numpy()
   ax.plot(x, series["num_pies"].to_numpy(), marker="o", color=COLOR_PRUNED, label="PIEs (pruned vs dense)")
@@ -325,7 +328,7 @@ def plot_pies(series, floor=None):
   ax.set_ylim(bottom=0)
   ax.yaxis.get_major_locator().set_params(integer=True)
   ax.legend(frameon=False, fontsize=8)
-  _style_axes(ax)
+  style_axes(ax)
   return figure
 
 
@@ -338,7 +341,7 @@ def plot_class_impact(series, title, num_total=None):
   from matplotlib.patches import Patch  # pylint: disable=import-outside-toplevel
 
   n = len(series)
-  figure = _new_figure(7.0, 1.3 + 0.26 * n)
+  figure = new_figure(7.0, 1.3 + 0.26 * n)
   ax = figure.add_subplot()
   y = np.arange(n)
   significant = series["significant"].to_numpy(dtype=bool)
@@ -399,10 +402,27 @@ def plot_class_impact(series, title, num_total=None):
   return figure
 
 
+def plot_difficulty(difficulty, sparsities):
+  """PIE rate per difficulty decile (1 = hardest), one line per level: where the PIEs fall."""
+  figure = new_figure(5.2, 3.4)
+  ax = figure.add_subplot()
+  for sparsity in sparsities:
+    rows = difficulty.loc[difficulty["sparsity"] == sparsity].sort_values("decile")
+    ax.plot(rows["decile"], 100 * rows["pie_rate"], marker="o", label=f"{level_label(sparsity)} sparsity")
+  ax.set_xlabel("difficulty decile (1 = hardest for the dense models)")
+  ax.set_ylabel("PIEs (% of the decile)")
+  ax.set_title("Where PIEs fall", fontsize=11)
+  ax.set_xticks(range(1, 11))
+  ax.set_ylim(bottom=0)
+  ax.legend(frameon=False, fontsize=8)
+  style_axes(ax)
+  return figure
+
+
 def plot_pie_accuracy(series_by_level):
   """Top-1 of each population on PIEs, a random sample and non-PIEs, one panel per level."""
   levels = list(series_by_level)
-  figure = _new_figure(max(4.0, 3.4 * len(levels)), 3.4)
+  figure = new_figure(max(4.0, 3.4 * len(levels)), 3.4)
   axes = figure.subplots(1, len(levels), sharey=True, squeeze=False)[0]
   width = 0.38
   for ax, sparsity in zip(axes, levels):
@@ -423,7 +443,7 @@ def plot_pie_accuracy(series_by_level):
     ax.set_xticklabels([SUBSET_LABELS[s] for s in outputs.SUBSETS], fontsize=8)
     ax.set_title(f"{level_label(sparsity)} sparsity", fontsize=10)
     ax.set_ylim(0, 105)
-    _style_axes(ax)
+    style_axes(ax)
   axes[0].set_ylabel("top-1 accuracy (%)")
   handles, labels = axes[0].get_legend_handles_labels()
   figure.legend(handles, labels, loc="outside lower center", ncol=2, frameon=False, fontsize=8)
@@ -433,7 +453,7 @@ def plot_pie_accuracy(series_by_level):
 def plot_robustness_severity(series_by_level):
   """Mean top-1 over corruptions vs severity for both populations, one panel per level."""
   levels = list(series_by_level)
-  figure = _new_figure(max(4.0, 3.4 * len(levels)), 3.4)
+  figure = new_figure(max(4.0, 3.4 * len(levels)), 3.4)
   axes = figure.subplots(1, len(levels), sharey=True, squeeze=False)[0]
   for ax, sparsity in zip(axes, levels):
     series = series_by_level[sparsity]
@@ -462,7 +482,7 @@ def plot_robustness_severity(series_by_level):
     ax.set_xlabel("corruption severity")
     ax.set_title(f"{level_label(sparsity)} sparsity", fontsize=10)
     ax.legend(frameon=False, fontsize=8)
-    _style_axes(ax)
+    style_axes(ax)
   axes[0].set_ylabel("top-1, mean over corruptions (%)")
   return figure
 
@@ -470,7 +490,7 @@ def plot_robustness_severity(series_by_level):
 def plot_robustness_drop(series, title):
   """Mean accuracy drop per corruption for both populations; corruptions with a significant difference starred."""
   n = len(series)
-  figure = _new_figure(6.4, 1.4 + 0.42 * n)
+  figure = new_figure(6.4, 1.4 + 0.42 * n)
   ax = figure.add_subplot()
   y = np.arange(n)
   ax.barh(y - 0.2, 100 * series["dense_drop"].to_numpy(), 0.4, color=COLOR_DENSE, label=variants.DENSE)
@@ -515,7 +535,7 @@ def plot_methods(series, dense):
   """
   import matplotlib.ticker as ticker  # pylint: disable=import-outside-toplevel
 
-  figure = _new_figure(11.0, 4.0)
+  figure = new_figure(11.0, 4.0)
   axes = figure.subplots(1, 3)
   methods = list(dict.fromkeys(series["method"]))
   markers = "o^vDP*Xh<>"
@@ -562,7 +582,7 @@ def plot_methods(series, dense):
     if column != "top1_mean":
       ax.set_ylim(bottom=0)
       ax.yaxis.get_major_locator().set_params(integer=True)
-    _style_axes(ax)
+    style_axes(ax)
   handles, labels = axes[0].get_legend_handles_labels()
   figure.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 8), frameon=False, fontsize=8)
   figure.suptitle("What each compression method costs, against the size it reaches", fontsize=11)
@@ -583,15 +603,8 @@ class FigureFolder:
 
   def save(self, figure, name):
     """Writes <name>.png and <name>.svg and returns the SVG for inlining (ids prefixed to stay unique in the page)."""
-    import matplotlib  # pylint: disable=import-outside-toplevel
-
     self.written.add(name)
-    encoded = {}
-    with matplotlib.rc_context({"svg.hashsalt": "pie-report", "svg.fonttype": "path"}):
-      for fmt, metadata in (("svg", {"Date": None}), ("png", {"Software": None})):
-        buffer = io.BytesIO()
-        figure.savefig(buffer, format=fmt, dpi=150, metadata=metadata)
-        encoded[fmt] = buffer.getvalue()
+    encoded = {fmt: encode(figure, fmt) for fmt in ("svg", "png")}
     io_utils.write_bytes(str(self.directory / f"{name}.svg"), encoded["svg"])
     io_utils.write_bytes(str(self.directory / f"{name}.png"), encoded["png"])
     return inline_svg(encoded["svg"].decode("utf-8"), prefix=name)
@@ -600,6 +613,18 @@ class FigureFolder:
     for path in self.directory.iterdir():
       if path.suffix in (".png", ".svg") and path.stem.startswith(FIGURE_PREFIXES) and path.stem not in self.written:
         path.unlink()
+
+
+def encode(figure, fmt):
+  """The figure as SVG or PNG bytes, the same bytes on every run (fixed ids and no date in the SVG, no software tag in
+  the PNG), glyphs drawn as paths so that the SVG needs no font."""
+  import matplotlib  # pylint: disable=import-outside-toplevel
+
+  metadata = {"Date": None} if fmt == "svg" else {"Software": None}
+  with matplotlib.rc_context({"svg.hashsalt": "pie-report", "svg.fonttype": "path"}):
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format=fmt, dpi=150, metadata=metadata)
+  return buffer.getvalue()
 
 
 def inline_svg(svg, prefix):

@@ -14,8 +14,9 @@ from pie.report import load
 GALLERY_TILE_PX = 112
 
 
-def _tile_uri(image, max_side):
-  """A data: URI for a gallery tile: the original PNG when small, else a PNG shrunk to max_side pixels."""
+def tile_uri(image, max_side):
+  """A data: URI for a gallery tile (compare.html's too): the original PNG when small, else a PNG shrunk to max_side
+  pixels."""
   png = image.png
   if max(image.width, image.height) > max_side:
     from PIL import Image  # pylint: disable=import-outside-toplevel
@@ -52,7 +53,7 @@ def gallery_payload(data, page_size=60, max_image_bytes=20 * 2**20):
       images[index] = image
   # Spread the budget: rank r of every (level, class) before rank r + 1 of any.
   rank = pies.groupby(["sparsity", "label"], sort=False).cumcount().to_numpy()
-  omitted = _embed_images(entries, images, rank, max_image_bytes)
+  omitted = embed_images(entries, images, rank, max_image_bytes)
   levels = [
       {"key": load.level_key(s), "label": load.level_label(s), "count": int((data.pies["sparsity"] == s).sum())}
       for s in data.pruned_sparsities
@@ -69,7 +70,7 @@ def gallery_payload(data, page_size=60, max_image_bytes=20 * 2**20):
 
 
 def _entry(row, key, has_stability):
-  """One PIE as report.js reads it (short keys: the page holds thousands); its image is added by `_embed_images`."""
+  """One PIE as report.js reads it (short keys: the page holds thousands); its image is added by `embed_images`."""
   entry = {
       "level": load.level_key(key[0]),
       "id": key[1],
@@ -89,12 +90,12 @@ def _entry(row, key, has_stability):
   return entry
 
 
-def _embed_images(entries, images, rank, max_image_bytes):
+def embed_images(entries, images, rank, max_image_bytes):
   """Puts the images ({entry index: PieImage}) into their entries within the budget, lowest rank first; returns how
   many were left out."""
-  uris = {i: _tile_uri(image, 2 * GALLERY_TILE_PX) for i, image in images.items()}
+  uris = {i: tile_uri(image, 2 * GALLERY_TILE_PX) for i, image in images.items()}
   if sum(map(len, uris.values())) > max_image_bytes:
-    uris = {i: _tile_uri(image, GALLERY_TILE_PX) for i, image in images.items()}
+    uris = {i: tile_uri(image, GALLERY_TILE_PX) for i, image in images.items()}
   used = omitted = 0
   for i in sorted(uris, key=lambda i: (rank[i], i)):
     if used + len(uris[i]) <= max_image_bytes:

@@ -94,6 +94,7 @@ class AnalysisData:
   # Every compressed population of summary.json (role "pruned", every method), as written: the per-pair view and the
   # mitigations compared read their keys.
   compared_levels: tuple = ()
+  difficulty: pd.DataFrame | None = None  # difficulty.csv of the per-level view (None in an older analysis)
 
   @property
   def design(self):
@@ -161,6 +162,11 @@ def load_analysis(analysis_dir):
   _check_values(pie_accuracy["population"], outputs.POPULATIONS, f"{outputs.PIE_ACCURACY_CSV} column population")
   _check_values(pie_accuracy["subset"], outputs.SUBSETS, f"{outputs.PIE_ACCURACY_CSV} column subset")
 
+  difficulty = None
+  if (directory / outputs.DIFFICULTY_CSV).exists():
+    difficulty = _only_view(_read_table(directory, outputs.DIFFICULTY), methods)
+    difficulty["sparsity"] = _canonical_sparsity(difficulty["sparsity"], pruned, outputs.DIFFICULTY_CSV)
+
   robustness = None
   if (directory / outputs.ROBUSTNESS_CSV).exists():
     robustness = _read_table(directory, outputs.ROBUSTNESS, with_method=False)
@@ -184,6 +190,7 @@ def load_analysis(analysis_dir):
       noise_floor=full_summary.get("noise_floor"),
       control_class_stats=control_class_stats,
       compared_levels=tuple(level for level in full_summary["levels"] if level["role"] == variants.COMPRESSED_ROLE),
+      difficulty=difficulty,
   )
 
 

@@ -1,4 +1,5 @@
-"""Small HTML helpers of the report: escaping, and numbers as the page shows them ("–" where there is none)."""
+"""Small HTML helpers of the report and compare.html: escaping, numbers as the pages show them ("–" where there is
+none), and sortable table cells."""
 
 import html
 import json
@@ -32,3 +33,27 @@ def json_for_script(obj):
   """JSON safe inside <script type="application/json">: no '</' or '<!--' can end or comment the element."""
   text = json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
   return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def cell(value, fmt=None):
+  """A cell of a sortable table (report.js sorts on data-v, the raw value; "–" shows a missing one).
+
+  fmt: "pct" (a fraction as a percentage), "pp" (a change as signed points, 2 decimals), "f2", "p" (a p-value),
+  "bool" ("yes" or empty), or None (the value as text).
+  """
+  if value is None or (not isinstance(value, str) and value != value):  # None or NaN
+    return "<td data-v=''>–</td>"
+  if fmt == "bool":
+    return f"<td data-v='{int(value)}'>{'yes' if value else ''}</td>"
+  if fmt == "pct":
+    shown = pct(value)
+  elif fmt == "pp":
+    shown = pp(value, 2)
+  elif fmt == "f2":
+    shown = f"{value:.2f}"
+  elif fmt == "p":
+    shown = f"{value:.2g}" if value < 0.001 else f"{value:.3f}"
+  else:
+    shown = str(value)
+  sort_value = value if isinstance(value, str) else f"{float(value):.10g}"
+  return f"<td data-v='{esc(sort_value)}'>{esc(shown)}</td>"

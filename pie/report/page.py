@@ -46,7 +46,7 @@ def render_page(data, sections):
  content="default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'">
 <title>Pruning impact: {esc(study['name'])}</title>
 <style>
-{_asset('report.css')}</style></head>
+{asset('report.css')}</style></head>
 <body>
 <header><h1>What pruning costs, class by class and image by image</h1>
 <p class="meta"><b>{esc(study['name'])}</b> · dataset <b>{esc(study['dataset'])}</b> (split
@@ -58,13 +58,14 @@ def render_page(data, sections):
 </main>
 <footer>Written by pie {esc(pie.__version__)} from {', '.join(_inputs_present(data))}.</footer>
 <script>
-{_asset('report.js')}</script>
+{asset('report.js')}</script>
 </body></html>
 """
 
 
-def _asset(name):
-  """A file of the package (report.css, report.js), to inline: the report must open offline and stay one file."""
+def asset(name):
+  """A file of the package (report.css, report.js, compare.js), to inline: a page must open offline and stay one
+  file."""
   return importlib.resources.files("pie.report").joinpath(name).read_text(encoding="utf-8")
 
 

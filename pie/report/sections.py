@@ -17,6 +17,7 @@ from pie.report import figures
 from pie.report import findings
 from pie.report import gallery
 from pie.report import load
+from pie.report.markup import cell
 from pie.report.markup import count
 from pie.report.markup import esc
 from pie.report.markup import json_for_script
@@ -46,6 +47,7 @@ def build_sections(data, figure_folder, top_n, page_size, max_image_bytes):
       classes_section(data, figure_folder, top_n),
       gallery_section(data, page_size, max_image_bytes),
       pie_accuracy_section(data, figure_folder),
+      harm_sources_section(data, figure_folder),
       robustness_section(data, figure_folder),
   ]
   return [section for section in sections if section is not None]
@@ -519,7 +521,7 @@ def _class_table(stats, table_id):
     cls = ""
     if values["significant"]:
       cls = " class='hurt'" if values["normalized_change"] < 0 else " class='helped'"
-    body.append(f"<tr{cls}>" + "".join(_class_cell(values[c], fmt) for c, _, fmt in columns) + "</tr>")
+    body.append(f"<tr{cls}>" + "".join(cell(values[c], fmt) for c, _, fmt in columns) + "</tr>")
   head = "".join(f"<th scope='col' tabindex='0'>{esc(title)}</th>" for _, title, _ in columns)
   return (
       f"<input type='search' class='table-filter' data-table='{table_id}' placeholder='filter classes…' "
@@ -527,25 +529,6 @@ def _class_table(stats, table_id):
       f"<div class='scroll'><table class='data sortable' id='{table_id}'><thead><tr>{head}</tr></thead>"
       f"<tbody>{''.join(body)}</tbody></table></div>"
   )
-
-
-def _class_cell(value, fmt):
-  if value is None or (not isinstance(value, str) and pd.isna(value)):
-    return "<td data-v=''>–</td>"
-  if fmt == "bool":
-    return f"<td data-v='{int(value)}'>{'yes' if value else ''}</td>"
-  if fmt == "pct":
-    shown = pct(value)
-  elif fmt == "pp":
-    shown = pp(value, 2)
-  elif fmt == "f2":
-    shown = f"{value:.2f}"
-  elif fmt == "p":
-    shown = f"{value:.2g}" if value < 0.001 else f"{value:.3f}"
-  else:
-    shown = str(value)
-  sort_value = value if isinstance(value, str) else f"{float(value):.10g}"
-  return f"<td data-v='{esc(sort_value)}'>{esc(shown)}</td>"
 
 
 def gallery_section(data, page_size, max_image_bytes):
@@ -597,6 +580,63 @@ def pie_accuracy_section(data, figure_folder):
           "<section id='pie-accuracy'><h2>How hard are PIEs?</h2><p class='note'>Top-1 of each population on the PIEs, "
           "on a random sample of the evaluation set of the same size, and on all non-PIEs (mean ± std over models). "
           f"PIEs are hard for both populations, not only for the pruned one.</p><figure>{svg}</figure></section>"
+      ),
+  )
+
+
+def _risk_cell(level, score):
+  metrics = (level.get("risk") or {}).get(score)
+  if not metrics or metrics["auroc"] is None or metrics["auroc"] != metrics["auroc"]:
+    return "–"
+  return f"{metrics['auroc']:.2f} / {pct(metrics['precision_at_pies'], 0)}"
+
+
+def _spearman_cell(value):
+  if not value or value.get("rho") is None:
+    return "–"
+  return f"{value['rho']:+.2f} (p = {value['p_value']:.2g})"
+
+
+def harm_sources_section(data, figure_folder):
+  """Where the harm comes from: PIE rate by difficulty decile, how well dense-only scores predict the PIEs, and how
+  class harm follows class difficulty and frequency; None for an analysis without difficulty.csv."""
+  if data.difficulty is None or data.difficulty.empty:
+    return None
+  sparsities = [s for s in data.pruned_sparsities if (data.difficulty["sparsity"] == s).any()]
+  svg = figure_folder.save(figures.plot_difficulty(data.difficulty, sparsities), "difficulty_deciles")
+  by_sparsity = {float(level["sparsity"]): level for level in data.summary["levels"] if level["role"] == "pruned"}
+  rows = []
+  for sparsity in sparsities:
+    level = by_sparsity.get(sparsity, {})
+    cells = [_risk_cell(level, score) for score in ("dense_true_prob", "dense_disagreement", "dense_el2n")]
+    cells += [
+        _spearman_cell(level.get("class_difficulty_spearman")),
+        _spearman_cell(level.get("train_frequency_spearman")),
+    ]
+    rows.append(
+        f"<tr><th scope='row'>{esc(load.level_label(sparsity))}</th>"
+        + "".join(f"<td>{c}</td>" for c in cells)
+        + "</tr>"
+    )
+  head = ["Level", "1 − true-label prob.", "Disagreement", "EL2N", "Class recall vs harm", "Class frequency vs harm"]
+  table = (
+      "<table class='data' id='risk-table'><thead><tr>"
+      + "".join(f"<th scope='col'>{h}</th>" for h in head)
+      + "</tr></thead><tbody>"
+      + "".join(rows)
+      + "</tbody></table>"
+  )
+  return Section(
+      "harm-sources",
+      "Where harm comes from",
+      (
+          "<section id='harm-sources'><h2>Where the harm comes from</h2><p class='note'>Measured on the dense "
+          "population alone, before compressing. Left: the share of PIEs in each tenth of the evaluation set, from "
+          "the hardest examples for the dense models (lowest mean probability of the true label) to the easiest. "
+          "Table: how well each dense-only score predicts which examples become PIEs (AUROC: 0.5 is chance; and the "
+          "share of PIEs among the examples it ranks most at risk, as many as there are PIEs), and the Spearman "
+          "correlation of each class's normalized change with its dense recall and its number of training examples "
+          f"(positive: easier or more frequent classes fare better).</p><figure>{svg}</figure>{table}</section>"
       ),
   )
 

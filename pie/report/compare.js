@@ -1,0 +1,144 @@
+(function () {
+  "use strict";
+  // compare.html: the class view's candidate select, and the gallery of changed examples (filters and pages).
+  function el(tag, cls, text) {
+    const e = document.createElement(tag);
+    if (cls) e.className = cls;
+    if (text !== undefined) e.textContent = text;
+    return e;
+  }
+  function option(value, text) { const o = el("option", null, text); o.value = value; return o; }
+  function pct(x) { return (x === null || x === undefined) ? "" : " · " + Math.round(100 * x) + "%"; }
+
+  const classSelect = document.getElementById("cls-candidate");
+  if (classSelect) {
+    classSelect.addEventListener("change", function () {
+      document.querySelectorAll("#classes .cand-block").forEach(function (block) {
+        block.hidden = block.dataset.candidate !== classSelect.value;
+      });
+    });
+  }
+
+  const dataEl = document.getElementById("flip-data");
+  if (!dataEl) return;
+  const data = JSON.parse(dataEl.textContent);
+  const candSel = document.getElementById("flip-candidate");
+  const classSel = document.getElementById("flip-class");
+  const dirSel = document.getElementById("flip-direction");
+  const grid = document.getElementById("flip-grid");
+  const status = document.getElementById("flip-status");
+  const pageInfo = document.getElementById("flip-page");
+  const prev = document.getElementById("flip-prev");
+  const next = document.getElementById("flip-next");
+  const directionLabel = {};
+  data.directions.forEach(function (d) { directionLabel[d[0]] = d[1]; });
+  let page = 0;
+
+  function countBy(items, key) {
+    const counts = {};
+    items.forEach(function (f) { counts[f[key]] = (counts[f[key]] || 0) + 1; });
+    return counts;
+  }
+  const perCandidate = countBy(data.flips, "c");
+  candSel.appendChild(option("all", "All candidates (" + data.flips.length + ")"));
+  data.candidates.forEach(function (name, i) {
+    candSel.appendChild(option(String(i), name + " (" + (perCandidate[i] || 0) + ")"));
+  });
+  candSel.value = data.candidates.length ? "0" : "all";
+
+  function ofCandidate() {
+    const c = candSel.value;
+    return data.flips.filter(function (f) { return c === "all" || String(f.c) === c; });
+  }
+  function ofClass(items) {
+    const y = classSel.value;
+    return items.filter(function (f) { return y === "all" || String(f.y) === y; });
+  }
+  function selected() {
+    const d = dirSel.value;
+    return ofClass(ofCandidate()).filter(function (f) { return d === "all" || f.d === d; });
+  }
+  // The class and direction lists count what the filters before them leave, and keep a choice that matches nothing.
+  function fillClasses(keep) {
+    const items = ofCandidate();
+    const counts = countBy(items, "y");
+    classSel.textContent = "";
+    classSel.appendChild(option("all", "All classes (" + items.length + ")"));
+    Object.keys(counts).map(Number).sort(function (a, b) { return counts[b] - counts[a] || a - b; })
+      .forEach(function (y) { classSel.appendChild(option(String(y), data.class_names[y] + " (" + counts[y] + ")")); });
+    if (keep !== "all" && !(keep in counts)) {
+      classSel.appendChild(option(keep, data.class_names[Number(keep)] + " (0)"));
+    }
+    classSel.value = keep;
+  }
+  function fillDirections(keep) {
+    const items = ofClass(ofCandidate());
+    const counts = countBy(items, "d");
+    dirSel.textContent = "";
+    dirSel.appendChild(option("all", "All directions (" + items.length + ")"));
+    data.directions.forEach(function (d) {
+      dirSel.appendChild(option(d[0], d[1] + " (" + (counts[d[0]] || 0) + ")"));
+    });
+    dirSel.value = keep;
+  }
+  function labelRow(name, cls, value, prob, correct) {
+    const row = el("div", "row");
+    row.appendChild(el("span", "k", name));
+    row.appendChild(el("span", "v " + cls + (correct === undefined ? "" : (correct ? " right" : " wrong")),
+                       value + pct(prob)));
+    return row;
+  }
+  function card(f) {
+    const c = el("div", "card");
+    c.dataset.candidate = String(f.c);
+    c.dataset.exampleId = f.id;
+    c.dataset.label = f.y;
+    c.dataset.direction = f.d;
+    const pic = el("div", "pic");
+    const image = data.images[String(f.id)];
+    if (image) {
+      const img = el("img", Math.max(image.w, image.h) < data.tile_px ? "px" : "");
+      img.src = image.img;
+      img.alt = "example " + f.id + ", true label " + data.class_names[f.y];
+      pic.appendChild(img);
+    } else {
+      pic.appendChild(el("span", "noimg", data.has_images ? "image not embedded" : "no image"));
+    }
+    c.appendChild(pic);
+    const head = el("div", "head");
+    head.appendChild(el("span", null, "#" + f.id));
+    head.appendChild(el("span", null, data.candidates[f.c]));
+    c.appendChild(head);
+    c.appendChild(labelRow("true", "lab-true", data.class_names[f.y]));
+    c.appendChild(labelRow("reference", "lab-reference", data.class_names[f.r], f.rp, f.r === f.y));
+    c.appendChild(labelRow("candidate", "lab-candidate", data.class_names[f.k], f.kp, f.k === f.y));
+    c.appendChild(el("div", "dir " + f.d, directionLabel[f.d]));
+    return c;
+  }
+  function render() {
+    const items = selected();
+    const pages = Math.max(1, Math.ceil(items.length / data.page_size));
+    page = Math.min(Math.max(page, 0), pages - 1);
+    const start = page * data.page_size;
+    const shown = items.slice(start, start + data.page_size);
+    grid.textContent = "";
+    const frag = document.createDocumentFragment();
+    shown.forEach(function (f) { frag.appendChild(card(f)); });
+    grid.appendChild(frag);
+    pageInfo.textContent = "Page " + (page + 1) + " of " + pages;
+    status.textContent = items.length ? ("Showing " + (start + 1) + "–" + (start + shown.length) + " of " +
+                                         items.length + " changed examples") : "No changed example matches these filters";
+    prev.disabled = page === 0;
+    next.disabled = page >= pages - 1;
+  }
+  candSel.addEventListener("change", function () {
+    page = 0; fillClasses(classSel.value || "all"); fillDirections(dirSel.value || "all"); render();
+  });
+  classSel.addEventListener("change", function () { page = 0; fillDirections(dirSel.value || "all"); render(); });
+  dirSel.addEventListener("change", function () { page = 0; render(); });
+  prev.addEventListener("click", function () { page -= 1; render(); });
+  next.addEventListener("click", function () { page += 1; render(); });
+  fillClasses("all");
+  fillDirections("all");
+  render();
+})();
