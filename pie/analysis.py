@@ -502,12 +502,24 @@ def study_design(populations):
 
 @dataclasses.dataclass(frozen=True)
 class Pairs:
-  """The pairs of a compared population in the paired design: model `rows[i]` of the population and its dense twin,
-  model `dense_rows[i]` of the dense population (`names[i]`: their names, dense first)."""
+  """The model pairs of a compared population: model `rows[i]` of the population and model `dense_rows[i]` of the
+  dense population (`names[i]`: their names, dense first). `twins`: each compressed model was made from its dense
+  model (fine-tuned or derived: the paired design's pairs, which the paired tests use); False for pairs of the same
+  seed trained independently (the independent design), which only the single-pair view uses."""
 
   dense_rows: np.ndarray
   rows: np.ndarray
   names: list
+  twins: bool = True
+
+
+def _pairs(dense_models, models, found, twins):
+  return Pairs(
+      np.array([d for d, _ in found], dtype=np.int64),
+      np.array([j for _, j in found], dtype=np.int64),
+      [(dense_models[d].name, models[j].name) for d, j in found],
+      twins,
+  )
 
 
 def twin_pairs(dense_models, models):
@@ -515,16 +527,25 @@ def twin_pairs(dense_models, models):
   `ModelRecord.dense_twin`) is in the dense population; the others take no part in the paired tests."""
   index = {m.name: i for i, m in enumerate(dense_models)}
   found = [(index[m.dense_twin], j) for j, m in enumerate(models) if m.dense_twin in index]
-  return Pairs(
-      np.array([d for d, _ in found], dtype=np.int64),
-      np.array([j for _, j in found], dtype=np.int64),
-      [(dense_models[d].name, models[j].name) for d, j in found],
-  )
+  return _pairs(dense_models, models, found, twins=True)
+
+
+def seed_pairs(dense_models, models):
+  """Pairs of a dense and a compressed model with the same seed, trained independently (no pair for a seed that only
+  one population has): what a user comparing one trained model with one compressed model would compare."""
+  index = {m.seed: i for i, m in enumerate(dense_models)}
+  found = [(index[m.seed], j) for j, m in enumerate(models) if m.seed in index]
+  return _pairs(dense_models, models, found, twins=False)
+
+
+def level_pairs(design, dense_models, models):
+  """The `Pairs` of a compared population: its twin pairs in the paired design, its same-seed pairs otherwise."""
+  return twin_pairs(dense_models, models) if design == outputs.PAIRED_DESIGN else seed_pairs(dense_models, models)
 
 
 def single_pair_summary(discordance, class_count, pairs, alpha, class_names):
   """summary.json's `single_pair` of a level: what each model pair alone says (exact McNemar per class, BH over the
-  classes: `significance.single_pair_tests`), and the medians over the pairs."""
+  classes: `significance.single_pair_tests`, as `pie.compare` tests one candidate), and the medians over the pairs."""
   tests = significance.single_pair_tests(discordance, class_count, alpha)
 
   def median(column):
@@ -543,7 +564,8 @@ def single_pair_summary(discordance, class_count, pairs, alpha, class_names):
     )
   return {
       "num_pairs": len(tests),
-      "test": "one model against its dense twin: exact McNemar test per class, Benjamini-Hochberg over the classes",
+      "test": ("one model against its dense twin" if pairs.twins else "one model against the dense model of its seed")
+      + ": exact McNemar test per class, Benjamini-Hochberg over the classes",
       "classes_flagged_fdr_median": median("classes_flagged_fdr"),
       "classes_hurt_fdr_median": median("classes_hurt_fdr"),
       "largest_class_drop_median": median("largest_class_drop"),
@@ -603,9 +625,9 @@ def compare_level(
   """class_stats.csv rows of one compared population, and its summary entry completed (in place).
 
   Everything here comes from sums over examples (correct predictions per model and class, PIE and tie counts), so
-  the in-memory analysis and `pie.beam_analysis` share it. In the paired design `pairs` (`twin_pairs`) and
-  `discordance` (`significance.pair_discordance` of the pairs, summed over every example) add the paired columns
-  and the entry's paired keys; None in the independent design.
+  the in-memory analysis and `pie.beam_analysis` share it. `pairs` (`level_pairs`) and `discordance`
+  (`significance.pair_discordance` of the pairs, summed over every example) add the entry's `single_pair` (what each
+  model pair alone says); twin pairs (the paired design) add the paired columns and the entry's paired keys too.
   """
   classes = stats.class_ttest_from_hits(
       dense_hits, pruned_hits, class_count, alpha=alpha, class_names=class_names, normalization=normalization
@@ -628,6 +650,8 @@ def compare_level(
       models_needed=_power_plan(dense_hits, pruned_hits, class_count, normalization, alpha, power_effect),
   )
   if pairs is not None:
+    entry["single_pair"] = single_pair_summary(discordance, class_count, pairs, alpha, class_names)
+  if pairs is not None and pairs.twins:
     paired = stats.paired_class_ttest_from_hits(
         dense_hits, pruned_hits, class_count, pairs.dense_rows, pairs.rows, alpha=alpha, normalization=normalization
     )
@@ -640,7 +664,6 @@ def compare_level(
         paired_models_needed=_paired_power_plan(
             dense_hits, pruned_hits, class_count, pairs, normalization, alpha, power_effect
         ),
-        single_pair=single_pair_summary(discordance, class_count, pairs, alpha, class_names),
         num_hurt_classes_paired_fdr=int((paired["paired_significant_fdr"] & (paired["paired_change"] < 0)).sum()),
     )
   entry.update(
@@ -871,14 +894,12 @@ def analyze(
     pruned = study.predictions(key)
     pruned_hits = significance.class_hits(pruned, labels, num_classes)
     hits_of[(method, sparsity)] = pruned_hits
-    pairs = discordance = None
-    if design == outputs.PAIRED_DESIGN:
-      pairs = twin_pairs(populations[variants.DENSE_KEY], study.models(key))
-      discordance = (
-          significance.pair_discordance(dense[pairs.dense_rows], pruned[pairs.rows], labels, num_classes)
-          if len(pairs.rows)
-          else np.zeros((0, num_classes, 2), np.int64)
-      )
+    pairs = level_pairs(design, populations[variants.DENSE_KEY], study.models(key))
+    discordance = (
+        significance.pair_discordance(dense[pairs.dense_rows], pruned[pairs.rows], labels, num_classes)
+        if len(pairs.rows)
+        else np.zeros((0, num_classes, 2), np.int64)
+    )
     boot = None
     if bootstrap_resamples:
       boot = significance.bootstrap_stability(

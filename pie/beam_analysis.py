@@ -500,9 +500,9 @@ def analyze_study(
         if bootstrap_resamples
         else (None, None)
     )
-    pairs = None
-    if analysis.study_design(index.populations) == outputs.PAIRED_DESIGN:
-      pairs = analysis.twin_pairs(index.populations[variants.DENSE_KEY], population)
+    pairs = analysis.level_pairs(
+        analysis.study_design(index.populations), index.populations[variants.DENSE_KEY], population
+    )
     levels.append(_Level(method, sparsity, rows, *resamples, pairs=pairs))
     models += population
   work_dir = os.path.join(out_dir, f".beam-work-{uuid.uuid4().hex[:8]}")

@@ -180,6 +180,11 @@ def test_matches_the_in_memory_analysis_on_fake_studies(case, tmp_path):
   if case == "paired":
     assert [level.get("num_pairs") for level in summary["levels"]] == [None, 0, 4, 3, 4]
     assert "paired_p_value" in open(tmp_path / "beam" / "class_stats.csv").readline()
+  else:  # every compressed model against the dense model of its seed, in the single-pair view only
+    assert "paired_p_value" not in open(tmp_path / "beam" / "class_stats.csv").readline()
+    for level in summary["levels"][1:]:
+      assert "num_pairs" not in level
+      assert level["single_pair"]["test"].startswith("one model against the dense model of its seed")
 
 
 def test_the_binary_matches_the_analysis_binary(tiny_study, tmp_path):

@@ -288,12 +288,14 @@ def methods_section(data, figure_folder):
 
 
 def pairs_section(data):
-  """What one model against its dense twin would have told a reader, next to what the populations tell: per
-  compressed population of the paired design; None when there is none."""
+  """What one model against its dense model would have told a reader, next to what the populations tell: per
+  compressed population with model pairs (its dense twins in the paired design, the dense models of the same seeds
+  otherwise); None when there is none."""
   levels = [level for level in data.compared_levels if level.get("single_pair") and level["single_pair"]["num_pairs"]]
   if not levels:
     return None
   alpha = float(data.summary["alpha"])
+  paired = data.design == outputs.PAIRED_DESIGN
   head = [
       "Population",
       "Pairs",
@@ -310,8 +312,11 @@ def pairs_section(data):
     harm = level.get("largest_class_harm") or {}
     harm_text = "–"
     if harm:
-      low, high = harm.get("paired_ci_low", harm.get("ci_low")), harm.get("paired_ci_high", harm.get("ci_high"))
-      harm_text = f"class {esc(harm['class_name'])}: {pp(harm['normalized_change'])} ({pp(low)} to {pp(high)})"
+      # The paired estimate and interval when the class has them, the Welch ones otherwise.
+      key = "paired_" if harm.get("paired_change") is not None else ""
+      change = harm["paired_change"] if key else harm["normalized_change"]
+      low, high = harm.get(f"{key}ci_low"), harm.get(f"{key}ci_high")
+      harm_text = f"class {esc(harm['class_name'])}: {pp(change)} ({pp(low)} to {pp(high)})"
     cells = [
         esc(_population_name(level)),
         count(single["num_pairs"]),
@@ -335,7 +340,13 @@ def pairs_section(data):
       "One pair vs population",
       (
           "<section id='pairs'><h2>One model pair against the population</h2><p class='note'>What a single "
-          "comparison would have shown: each compressed model against its own dense twin, alone, with an exact "
+          "comparison would have shown: each compressed model against "
+          + (
+              "its own dense twin"
+              if paired
+              else "the dense model of its seed (trained independently: this design has no twins)"
+          )
+          + ", alone, with an exact "
           f"McNemar test per class (its examples the twin gets right and it gets wrong, and the reverse) and "
           f"Benjamini–Hochberg over the classes at α = {alpha:g}; the medians over the pairs. A single pair "
           "answers “did this class's recall change in this model?”, the populations answer “does this class lose "
