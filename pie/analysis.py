@@ -28,6 +28,7 @@ per-example rows, by functions that `pie.beam_analysis` shares: it computes the 
 large for one machine's memory.
 """
 
+import dataclasses
 import io
 import os
 
@@ -495,6 +496,95 @@ def harm_sources(entry, scores, pies, classes, train_class_counts):
   )
 
 
+def study_design(populations):
+  """summary.json `design`: "paired" when compressed models started from their dense twins (their metadata records
+  `init_from`, config.init_from_dense), else "independent"."""
+  paired = any(m.init_from for models in populations.values() for m in models)
+  return outputs.PAIRED_DESIGN if paired else outputs.INDEPENDENT_DESIGN
+
+
+@dataclasses.dataclass(frozen=True)
+class Pairs:
+  """The model pairs of a compared population: model `rows[i]` of the population and model `dense_rows[i]` of the
+  dense population (`names[i]`: their names, dense first). `twins`: each compressed model was made from its dense
+  model (fine-tuned or derived: the paired design's pairs, which the paired tests use); False for pairs of the same
+  seed trained independently (the independent design), which only the single-pair view uses."""
+
+  dense_rows: np.ndarray
+  rows: np.ndarray
+  names: list
+  twins: bool = True
+
+
+def _pairs(dense_models, models, found, twins):
+  return Pairs(
+      np.array([d for d, _ in found], dtype=np.int64),
+      np.array([j for _, j in found], dtype=np.int64),
+      [(dense_models[d].name, models[j].name) for d, j in found],
+      twins,
+  )
+
+
+def twin_pairs(dense_models, models):
+  """The `Pairs` of a population: each of its models whose dense twin (the model it was fine-tuned or derived from,
+  `ModelRecord.dense_twin`) is in the dense population; the others take no part in the paired tests."""
+  index = {m.name: i for i, m in enumerate(dense_models)}
+  found = [(index[m.dense_twin], j) for j, m in enumerate(models) if m.dense_twin in index]
+  return _pairs(dense_models, models, found, twins=True)
+
+
+def seed_pairs(dense_models, models):
+  """Pairs of a dense and a compressed model with the same seed, trained independently (no pair for a seed that only
+  one population has): what a user comparing one trained model with one compressed model would compare."""
+  index = {m.seed: i for i, m in enumerate(dense_models)}
+  found = [(index[m.seed], j) for j, m in enumerate(models) if m.seed in index]
+  return _pairs(dense_models, models, found, twins=False)
+
+
+def level_pairs(design, dense_models, models):
+  """The `Pairs` of a compared population: its twin pairs in the paired design, its same-seed pairs otherwise."""
+  return twin_pairs(dense_models, models) if design == outputs.PAIRED_DESIGN else seed_pairs(dense_models, models)
+
+
+def single_pair_summary(discordance, class_count, pairs, alpha, class_names):
+  """summary.json's `single_pair` of a level: what each model pair alone says (exact McNemar per class, BH over the
+  classes: `significance.single_pair_tests`, as `pie.compare` tests one candidate), and the medians over the pairs."""
+  tests = significance.single_pair_tests(discordance, class_count, alpha)
+
+  def median(column):
+    return float(np.median(tests[column])) if len(tests) else None
+
+  rows = []
+  for (dense, compressed), row in zip(pairs.names, tests.to_dict("records")):
+    worst = int(row["largest_class_drop_class"])
+    rows.append(
+        {
+            "dense_model": dense,
+            "compressed_model": compressed,
+            **{k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in row.items()},
+            "largest_class_drop_name": class_names[worst] if worst >= 0 else None,
+        }
+    )
+  return {
+      "num_pairs": len(tests),
+      "test": ("one model against its dense twin" if pairs.twins else "one model against the dense model of its seed")
+      + ": exact McNemar test per class, Benjamini-Hochberg over the classes",
+      "classes_flagged_fdr_median": median("classes_flagged_fdr"),
+      "classes_hurt_fdr_median": median("classes_hurt_fdr"),
+      "largest_class_drop_median": median("largest_class_drop"),
+      "largest_normalized_drop_median": median("largest_normalized_drop"),
+      "pairs": rows,
+  }
+
+
+def _plan_dict(plan, alpha, effect):
+  summary = {
+      k: (None if v is None or not np.isfinite(v) else float(v)) if isinstance(v, (float, np.floating)) else v
+      for k, v in plan.summary.items()
+  }
+  return {"effect": effect, "alpha": alpha, "power": 0.8, **summary}
+
+
 def _power_plan(dense_hits, pruned_hits, class_count, normalization, alpha, effect):
   plan = significance.models_needed(
       significance.normalized_recall_from_hits(dense_hits, class_count, normalization),
@@ -502,11 +592,20 @@ def _power_plan(dense_hits, pruned_hits, class_count, normalization, alpha, effe
       effect=effect,
       alpha=alpha,
   )
-  summary = {
-      k: (None if v is None or not np.isfinite(v) else float(v)) if isinstance(v, (float, np.floating)) else v
-      for k, v in plan.summary.items()
-  }
-  return {"effect": effect, "alpha": alpha, "power": 0.8, **summary}
+  return _plan_dict(plan, alpha, effect)
+
+
+def _paired_power_plan(dense_hits, pruned_hits, class_count, pairs, normalization, alpha, effect):
+  """`models_needed` for the paired test: pairs needed (one model per population each), or None under 2 pairs."""
+  if len(pairs.rows) < 2:
+    return None
+  plan = significance.pairs_needed(
+      significance.normalized_recall_from_hits(dense_hits, class_count, normalization)[pairs.dense_rows],
+      significance.normalized_recall_from_hits(pruned_hits, class_count, normalization)[pairs.rows],
+      effect=effect,
+      alpha=alpha,
+  )
+  return _plan_dict(plan, alpha, effect)
 
 
 def compare_level(
@@ -523,11 +622,15 @@ def compare_level(
     power_effect,
     class_stability=None,
     num_pies_stable_90=None,
+    pairs=None,
+    discordance=None,
 ):
   """class_stats.csv rows of one compared population, and its summary entry completed (in place).
 
   Everything here comes from sums over examples (correct predictions per model and class, PIE and tie counts), so
-  the in-memory analysis and `pie.beam_analysis` share it.
+  the in-memory analysis and `pie.beam_analysis` share it. `pairs` (`level_pairs`) and `discordance`
+  (`significance.pair_discordance` of the pairs, summed over every example) add the entry's `single_pair` (what each
+  model pair alone says); twin pairs (the paired design) add the paired columns and the entry's paired keys too.
   """
   classes = stats.class_ttest_from_hits(
       dense_hits, pruned_hits, class_count, alpha=alpha, class_names=class_names, normalization=normalization
@@ -549,7 +652,147 @@ def compare_level(
       num_significant_classes_fdr=int(classes["significant_fdr"].sum()),
       models_needed=_power_plan(dense_hits, pruned_hits, class_count, normalization, alpha, power_effect),
   )
+  if pairs is not None:
+    entry["single_pair"] = single_pair_summary(discordance, class_count, pairs, alpha, class_names)
+  if pairs is not None and pairs.twins:
+    paired = stats.paired_class_ttest_from_hits(
+        dense_hits, pruned_hits, class_count, pairs.dense_rows, pairs.rows, alpha=alpha, normalization=normalization
+    )
+    for column in significance.PAIRED_COLUMNS:
+      classes[column] = paired[column].to_numpy()
+    entry.update(
+        num_pairs=len(pairs.rows),
+        num_significant_classes_paired=int(paired["paired_significant"].sum()),
+        num_significant_classes_paired_fdr=int(paired["paired_significant_fdr"].sum()),
+        paired_models_needed=_paired_power_plan(
+            dense_hits, pruned_hits, class_count, pairs, normalization, alpha, power_effect
+        ),
+        num_hurt_classes_paired_fdr=int((paired["paired_significant_fdr"] & (paired["paired_change"] < 0)).sum()),
+    )
+  entry.update(
+      num_hurt_classes_fdr=int((classes["significant_fdr"] & (classes["normalized_change"] < 0)).sum()),
+      largest_class_harm=largest_class_harm(classes),
+  )
   return classes
+
+
+# The fields of a level's `largest_class_harm` (summary.json), taken from its class_stats.csv row when it has them.
+HARM_FIELDS = (
+    "class_id",
+    "class_name",
+    "normalized_change",
+    "ci_low",
+    "ci_high",
+    "q_value",
+    "significant_fdr",
+    "paired_change",
+    "paired_ci_low",
+    "paired_ci_high",
+    "paired_q_value",
+    "paired_significant_fdr",
+)
+
+
+def _json_value(value):
+  """A table value as JSON: Python numbers, None for NaN."""
+  if isinstance(value, (bool, np.bool_)):
+    return bool(value)
+  if isinstance(value, (int, np.integer)):
+    return int(value)
+  if isinstance(value, (float, np.floating)):
+    return None if np.isnan(value) else float(value)
+  return value
+
+
+def largest_class_harm(classes):
+  """The class whose normalized recall fell most (the most negative normalized_change), with its interval, q-value
+  and, in the paired design, its paired change and interval; None when no class has a change.
+
+  The interval is the class's own (Welch, and paired): picking the worst of many classes makes the point estimate
+  lean toward harm, so read the interval, and the FDR verdict, rather than the number alone.
+  """
+  change = classes["normalized_change"].to_numpy(dtype=float)
+  if not np.isfinite(change).any():
+    return None
+  row = classes.iloc[int(np.nanargmin(change))]
+  return {field: _json_value(row[field]) for field in HARM_FIELDS if field in classes.columns}
+
+
+def mitigation_comparisons(levels, dense_hits, hits_of, class_count, class_names, boot_counts, alpha, normalization):
+  """summary.json's `mitigations`: every mitigated population against the unmitigated one of its method and level
+  (`significance.mitigation_effect`: intervals of the changes and a verdict), with a sentence a reader can quote.
+
+  `levels` are the summary's level entries; `hits_of` and `boot_counts` map (method, sparsity) to the population's
+  `class_hits` and its bootstrap PIE counts (or None). Populations without an unmitigated counterpart are skipped.
+  """
+  by_key = {(entry["method"], entry["sparsity"]): entry for entry in levels}
+  comparisons = []
+  for (method, sparsity), entry in by_key.items():
+    base = variants.base_method(method)
+    if base == method or (base, sparsity) not in by_key:
+      continue
+    effect = significance.mitigation_effect(
+        dense_hits,
+        hits_of[(base, sparsity)],
+        hits_of[(method, sparsity)],
+        class_count,
+        by_key[(base, sparsity)]["num_pies"],
+        entry["num_pies"],
+        boot_counts.get((base, sparsity)),
+        boot_counts.get((method, sparsity)),
+        alpha=alpha,
+        normalization=normalization,
+    )
+    worst = effect.pop("worst_class")
+    comparison = {
+        "population": method,
+        "method": base,
+        "mitigation": variants.mitigation_of(method),
+        "sparsity": sparsity,
+        "num_models": entry["num_models"],
+        "unmitigated_models": by_key[(base, sparsity)]["num_models"],
+        "worst_class_id": worst,
+        "worst_class_name": None if worst is None else class_names[worst],
+        **effect,
+        "interval_level": 1 - alpha / 2,
+    }
+    comparison["sentence"] = mitigation_sentence(comparison)
+    comparisons.append(comparison)
+  return comparisons
+
+
+def _points(value):
+  return f"{100 * value:+.1f}"
+
+
+def _interval(low, high, scale=100, digits=1):
+  if low is None or high is None:
+    return "no interval"
+  return f"{scale * low:+.{digits}f} to {scale * high:+.{digits}f}"
+
+
+def mitigation_sentence(comparison):
+  """One plain sentence: the verdict and the changes it rests on, each with its interval."""
+  where = f"{comparison['mitigation']} on {comparison['method']}" + (
+      f" at {100 * comparison['sparsity']:.4g}% sparsity" if comparison["sparsity"] else ""
+  )
+  parts = []
+  if comparison["harm_change"] is not None:
+    parts.append(
+        f"the class compression hurts most here (class {comparison['worst_class_name']}) changed by "
+        f"{_points(comparison['harm_change'])} points of normalized recall "
+        f"({_interval(comparison['harm_change_ci_low'], comparison['harm_change_ci_high'])})"
+    )
+  pies_interval = _interval(comparison["pies_change_ci_low"], comparison["pies_change_ci_high"], scale=1, digits=1)
+  parts.append(f"PIEs changed by {comparison['pies_change']:+d} ({pies_interval})")
+  parts.append(
+      f"top-1 by {_points(comparison['top1_change'])} points "
+      f"({_interval(comparison['top1_change_ci_low'], comparison['top1_change_ci_high'])})"
+  )
+  return (
+      f"{where}: {comparison['verdict']} (intervals at {100 * comparison['interval_level']:g}%, mitigated minus "
+      f"unmitigated): " + "; ".join(parts) + "."
+  )
 
 
 def log_level(log, method, sparsity, entry):
@@ -561,7 +804,17 @@ def log_level(log, method, sparsity, entry):
   )
 
 
-def study_summary(study, levels, alpha, seed, normalization, bootstrap_resamples, noise_floor_summary=None):
+def study_summary(
+    study,
+    levels,
+    alpha,
+    seed,
+    normalization,
+    bootstrap_resamples,
+    noise_floor_summary=None,
+    design=None,
+    mitigations=None,
+):
   """summary.json. `study` is a `pie.study.Study` or a `pie.study.StudyIndex` (the same fields)."""
   summary = {
       "study": {
@@ -583,8 +836,10 @@ def study_summary(study, levels, alpha, seed, normalization, bootstrap_resamples
       "normalization": normalization,
       "bootstrap_resamples": bootstrap_resamples,
       "tie_rule": stats.TIE_RULE,
+      "design": design or outputs.INDEPENDENT_DESIGN,
       "levels": levels,
       "noise_floor": noise_floor_summary,
+      "mitigations": mitigations or [],
   }
   if normalization == "population":
     summary["normalization_warning"] = significance.POPULATION_NORMALIZATION_WARNING
@@ -634,11 +889,20 @@ def analyze(
   parts = {table.name: [] for table in outputs.ANALYSIS_TABLES}
   pie_ids = {}
   plan = FloorPlan(populations, compressed, noise_floor_splits, seed)
+  design = study_design(populations)
   level_counts = {}
+  hits_of = {}
   for method, sparsity in compressed:
     key = (method, sparsity) if study.populations else sparsity
     pruned = study.predictions(key)
     pruned_hits = significance.class_hits(pruned, labels, num_classes)
+    hits_of[(method, sparsity)] = pruned_hits
+    pairs = level_pairs(design, populations[variants.DENSE_KEY], study.models(key))
+    discordance = (
+        significance.pair_discordance(dense[pairs.dense_rows], pruned[pairs.rows], labels, num_classes)
+        if len(pairs.rows)
+        else np.zeros((0, num_classes, 2), np.int64)
+    )
     boot = None
     if bootstrap_resamples:
       boot = significance.bootstrap_stability(
@@ -677,6 +941,8 @@ def analyze(
         power_effect,
         class_stability=None if boot is None else boot.class_significance,
         num_pies_stable_90=None if boot is None else (table["pie_stability"] >= 0.9).sum(),
+        pairs=pairs,
+        discordance=discordance,
     )
     level_tables = {
         outputs.PIES_CSV: table,
@@ -717,7 +983,18 @@ def analyze(
       normalization,
   )
   log_floor(log, floor, levels)
-  summary = study_summary(study, levels, alpha, seed, normalization, bootstrap_resamples, floor)
+  mitigations = mitigation_comparisons(
+      levels,
+      dense_hits,
+      hits_of,
+      class_count,
+      study.class_names,
+      {key: counts["bootstrap"] for key, counts in level_counts.items()},
+      alpha,
+      normalization,
+  )
+  log_mitigations(log, mitigations)
+  summary = study_summary(study, levels, alpha, seed, normalization, bootstrap_resamples, floor, design, mitigations)
   tables = {
       name: (pd.concat(frames, ignore_index=True) if frames else empty_table(name, with_method))
       for name, frames in parts.items()
@@ -742,6 +1019,11 @@ def log_floor(log, floor, levels):
   within = [f"{e['method']} {e['sparsity']:g}" for e in levels if e.get("distinguishable_from_noise") is False]
   if within:
     log(f"within the noise floor (PIEs): {', '.join(within)}")
+
+
+def log_mitigations(log, mitigations):
+  for comparison in mitigations:
+    log(f"mitigation: {comparison['sentence']}")
 
 
 def empty_table(name, with_method=False):

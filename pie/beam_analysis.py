@@ -64,11 +64,13 @@ def import_beam():
 
 
 class _Level:
-  """One compared population: its rows in the block's model matrix and its bootstrap resamples (or None)."""
+  """One compared population: its rows in the block's model matrix, its bootstrap resamples (or None) and, in the
+  paired design, its pairs with their dense twins (`analysis.Pairs`, rows within each population; or None)."""
 
-  def __init__(self, method, sparsity, rows, dense_resamples=None, pruned_resamples=None):
+  def __init__(self, method, sparsity, rows, dense_resamples=None, pruned_resamples=None, pairs=None):
     self.method, self.sparsity, self.rows = method, sparsity, rows
     self.dense_resamples, self.pruned_resamples = dense_resamples, pruned_resamples
+    self.pairs = pairs
 
 
 class _Plan:
@@ -83,6 +85,7 @@ class _Plan:
     self.dense = slice(0, len(index.populations[variants.DENSE_KEY]))
     self.levels, self.with_method, self.seed = levels, with_method, seed
     self.block_size, self.shard_rows, self.work_dir = block_size, shard_rows, work_dir
+    self.design = analysis.study_design(index.populations)
     # Logits give the EL2N difficulty score; read only when every export has them, as load_study does.
     self.with_logits = all(m.has_logits for m in models)
 
@@ -200,6 +203,11 @@ def _scored_block(block, parts, labels, plan):
     if plan.with_method:
       table[outputs.METHOD_COLUMN] = level.method
     io_utils.write_text(plan.pies_shard(j, block), analysis.csv_text(table))
+    if level.pairs is not None and len(level.pairs.rows):
+      # The discordant examples of each pair, per class: counts that add up over blocks (one model pair alone).
+      sums[(j, "discordance")] = significance.pair_discordance(
+          dense[level.pairs.dense_rows], pruned[level.pairs.rows], labels, plan.num_classes
+      )
     sums.update({(j, name): value for name, value in ties.items()})
     sums[(j, "num_pies")] = int(pies[j].sum())
     if stability is not None:
@@ -492,7 +500,10 @@ def analyze_study(
         if bootstrap_resamples
         else (None, None)
     )
-    levels.append(_Level(method, sparsity, rows, *resamples))
+    pairs = analysis.level_pairs(
+        analysis.study_design(index.populations), index.populations[variants.DENSE_KEY], population
+    )
+    levels.append(_Level(method, sparsity, rows, *resamples, pairs=pairs))
     models += population
   work_dir = os.path.join(out_dir, f".beam-work-{uuid.uuid4().hex[:8]}")
   floor = analysis.FloorPlan(index.populations, compressed, noise_floor_splits, seed)
@@ -630,6 +641,10 @@ def _tables(plan, index, results, alpha, seed, normalization, bootstrap_resample
         power_effect,
         class_stability=class_stability,
         num_pies_stable_90=sums.get((j, "num_pies_stable_90")),
+        pairs=level.pairs,
+        discordance=None
+        if level.pairs is None
+        else sums.get((j, "discordance"), np.zeros((0, plan.num_classes, 2), np.int64)),
     )
     sizes = {subset: accuracy[(j, "size", subset)] for subset in outputs.SUBSETS}
     correct = {
@@ -674,7 +689,20 @@ def _tables(plan, index, results, alpha, seed, normalization, bootstrap_resample
       normalization,
   )
   analysis.log_floor(log, floor, levels)
-  summary = analysis.study_summary(index, levels, alpha, seed, normalization, bootstrap_resamples, floor)
+  mitigations = analysis.mitigation_comparisons(
+      levels,
+      dense_hits,
+      {(level.method, level.sparsity): hits[level.rows] for level in plan.levels},
+      class_count,
+      index.class_names,
+      {key: counts["bootstrap"] for key, counts in level_counts.items()},
+      alpha,
+      normalization,
+  )
+  analysis.log_mitigations(log, mitigations)
+  summary = analysis.study_summary(
+      index, levels, alpha, seed, normalization, bootstrap_resamples, floor, plan.design, mitigations
+  )
   return summary, {
       name: (pd.concat(frames, ignore_index=True) if frames else analysis.empty_table(name, plan.with_method))
       for name, frames in parts.items()

@@ -31,7 +31,7 @@ from pie import variants
 from pie.errors import PieError
 
 # Fields that differ between the models of one study; everything else must match (see config_hash).
-PER_MODEL_FIELDS = ("seed", "sparsity", "method")
+PER_MODEL_FIELDS = ("seed", "sparsity", "method", "mitigation")
 # Fields that change how a model is trained but not what it learns: left out of config_hash, so a study can be
 # resumed with other values.
 EXECUTION_FIELDS = ("steps_per_execution", "checkpoint_every_epochs")
@@ -207,6 +207,7 @@ def prediction_metadata(config, info, sparsity_report, extra=None, job=None):
   """The metadata of a model's predictions (the README's schema); `job` is the model's Job, taken from the config
   (`variants.config_job`) when not given."""
   job = job or variants.config_job(config)
+  variant = variants.get_variant(job.method)
   metadata = {
       "dataset": info.name,
       "split": info.eval_split,
@@ -220,6 +221,9 @@ def prediction_metadata(config, info, sparsity_report, extra=None, job=None):
       "config": config_to_dict(config),
       "name": job.name,
       "method": job.method,
+      # The mitigation the model trained with (pie.variants.MITIGATIONS) and its resolved parameters; None without.
+      "mitigation": variant.mitigation.name if variant.mitigation is not None else None,
+      "mitigation_params": variant.mitigation_params(config),
   }
   if getattr(info, "train_class_counts", None) is not None:
     metadata["train_class_counts"] = [int(c) for c in info.train_class_counts]

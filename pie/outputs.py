@@ -8,7 +8,8 @@ README.md ("Analysis outputs") says what each column means.
 A table's columns come in three groups, in file order:
   * `required`: in every file; a reader may rely on them (the report refuses a file without one).
   * `optional`: written by today's analysis but absent from files of earlier versions or other writers; those
-    named in `bootstrap` only when the analysis ran the bootstrap.
+    named in `bootstrap` only when the analysis ran the bootstrap, those named in `paired` only when the study's
+    design is paired (its compressed models start from their dense twins: summary.json `design`).
   * `method`: last, in every table of a study with populations other than dense and magnitude pruning (controls,
     other compression methods); it names the population, and `sparsity` is then the population's level.
 
@@ -76,6 +77,7 @@ class Table:
   required: tuple
   optional: tuple = ()
   bootstrap: tuple = ()  # the names of the optional columns written only with the bootstrap
+  paired: tuple = ()  # the names of the optional columns written only in the paired design
 
   @staticmethod
   def names(columns):
@@ -89,9 +91,14 @@ class Table:
   def optional_names(self):
     return self.names(self.optional)
 
-  def columns(self, bootstrap=False, method=False):
-    """The header today's analysis writes: without the bootstrap columns unless it ran the bootstrap."""
-    optional = tuple(name for name in self.optional_names if bootstrap or name not in self.bootstrap)
+  def columns(self, bootstrap=False, method=False, paired=False):
+    """The header today's analysis writes: without the bootstrap columns unless it ran the bootstrap, without the
+    paired columns unless the design is paired."""
+    optional = tuple(
+        name
+        for name in self.optional_names
+        if (bootstrap or name not in self.bootstrap) and (paired or name not in self.paired)
+    )
     return self.required_names + optional + ((METHOD_COLUMN,) if method else ())
 
   def kind(self, column):
@@ -149,8 +156,31 @@ CLASS_STATS = Table(
         ("note", STR),
         ("significant_stability", FLOAT),
         ("significance_replicability", FLOAT),
+        # The paired design: each compressed model against its own dense twin (pie.significance.PAIRED_COLUMNS).
+        ("paired_change", FLOAT),
+        ("paired_t_statistic", FLOAT),
+        ("paired_p_value", FLOAT),
+        ("paired_significant", BOOL),
+        ("paired_q_value", FLOAT),
+        ("paired_significant_fdr", BOOL),
+        ("paired_ci_low", FLOAT),
+        ("paired_ci_high", FLOAT),
+        ("num_pairs", INT),
+        ("paired_note", STR),
     ),
     bootstrap=("significant_stability", "significance_replicability"),
+    paired=(
+        "paired_change",
+        "paired_t_statistic",
+        "paired_p_value",
+        "paired_significant",
+        "paired_q_value",
+        "paired_significant_fdr",
+        "paired_ci_low",
+        "paired_ci_high",
+        "num_pairs",
+        "paired_note",
+    ),
 )
 
 EXEMPLAR_SCORES = Table(
@@ -363,7 +393,11 @@ TRIAGE_FIELDS = (
 
 # summary.json: the keys a reader may rely on, and those it uses when present (files of earlier versions lack them).
 SUMMARY_KEYS = ("study", "alpha", "tie_rule", "levels")
-SUMMARY_OPTIONAL = ("normalization", "normalization_warning", "noise_floor")
+SUMMARY_OPTIONAL = ("normalization", "normalization_warning", "noise_floor", "design", "mitigations")
+# summary.json `design`: how the compressed models relate to the dense ones.
+INDEPENDENT_DESIGN = "independent"  # trained from scratch with their own seeds: populations compared as samples
+PAIRED_DESIGN = "paired"  # each started from the finished dense model of its seed (config.init_from_dense)
+DESIGNS = (INDEPENDENT_DESIGN, PAIRED_DESIGN)
 STUDY_KEYS = (
     "name",
     "dataset",
@@ -390,6 +424,9 @@ LEVEL_KEYS = (
     "num_ties_pruned",
 )
 LEVEL_OPTIONAL = ("num_significant_classes_fdr",)
+# A compared population's hurt classes: those significant after FDR with a negative normalized change, and the class
+# that fell most (`pie.analysis.largest_class_harm`: class_id, class_name, normalized_change, ci_low, ci_high, ...).
+LEVEL_HARM_KEYS = ("num_hurt_classes_fdr", "largest_class_harm")
 # A level's population and its measured size (studies comparing compression methods).
 LEVEL_METHOD_KEYS = ("method", "bits_per_weight", "compressed_bytes")
 # A compressed level against the noise floor.
@@ -399,6 +436,49 @@ LEVEL_FLOOR_KEYS = (
     "pies_excess",
     "pies_excess_ci_low",
     "pies_excess_ci_high",
+)
+# A compared population of the paired design: its pairs, its classes under the paired test, the models (pairs) the
+# paired test needs, and what one model pair alone says (`single_pair`, with SINGLE_PAIR_KEYS).
+LEVEL_PAIRED_KEYS = (
+    "num_pairs",
+    "num_significant_classes_paired",
+    "num_significant_classes_paired_fdr",
+    "num_hurt_classes_paired_fdr",
+    "paired_models_needed",
+    "single_pair",
+)
+SINGLE_PAIR_KEYS = (
+    "num_pairs",
+    "test",
+    "classes_flagged_fdr_median",
+    "classes_hurt_fdr_median",
+    "largest_class_drop_median",
+    "largest_normalized_drop_median",
+    "pairs",
+)
+# summary.json `mitigations`: one entry per mitigated population against the unmitigated one of its method and level
+# (pie.analysis.mitigation_comparisons; the rule in docs/statistics.md, "Mitigations compared").
+MITIGATION_KEYS = (
+    "population",
+    "method",
+    "mitigation",
+    "sparsity",
+    "num_models",
+    "unmitigated_models",
+    "worst_class_id",
+    "worst_class_name",
+    "harm_change",
+    "harm_change_ci_low",
+    "harm_change_ci_high",
+    "pies_change",
+    "pies_change_ci_low",
+    "pies_change_ci_high",
+    "top1_change",
+    "top1_change_ci_low",
+    "top1_change_ci_high",
+    "verdict",
+    "interval_level",
+    "sentence",
 )
 # A compared level: where its harm comes from (pie.difficulty), from the dense population alone.
 LEVEL_DIFFICULTY_KEYS = ("risk", "class_difficulty_spearman", "train_frequency_spearman")

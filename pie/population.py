@@ -8,7 +8,9 @@ the launcher completes an interrupted study.
 
 A study can compare several compression methods (`config.variants`, see pie/variants.py): every trained variant's
 models are jobs of the same grid, and the post-training-quantization variants are derived from each finished dense
-model after training (a worker that reaches one whose dense model is still training waits for it, pie/ptq.py).
+model after training (pie/ptq.py). With config.init_from_dense (the paired design) every compressed model that trains
+starts from the finished dense model of its seed. A job that requires another model (`Job.requires`) is deferred
+while that model is being trained: the worker takes the next job, and waits only when every job left is deferred.
 
 The grid is resolved once into `variants.Job`s (method, level, seed, name; `jobs`): a worker hands each job to
 `pie.training.train_and_export` or `pie.ptq.derive_ptq` with the config built from it (`job_config`), and checks
@@ -51,14 +53,17 @@ def jobs(config):
 
 
 def model_config(config, sparsity, seed, method=None):
-  """One model's config. `method` (a variant name) is set only when given and not the default, so magnitude
-  studies keep exactly today's configs; "dense" leaves config.method as it is (sparsity 0 makes the model dense)."""
+  """One model's config. `method` (a variant name, "magnitude+distill" for a mitigated one) is set only when given and
+  not the default, so magnitude studies keep exactly today's configs; "dense" leaves config.method as it is (sparsity
+  0 makes the model dense). A config with a `mitigation` field gets the model's mitigation there (None without)."""
   cfg = copy.deepcopy(config)
   with cfg.unlocked():
     cfg.sparsity = float(sparsity)
     cfg.seed = int(seed)
     if method not in (None, variants.DENSE) and (method != variants.DEFAULT_METHOD or "method" in cfg):
       cfg.method = method
+    if "mitigation" in cfg:
+      cfg.mitigation = variants.mitigation_of(method) if method else None
   return cfg
 
 
@@ -228,74 +233,123 @@ class _Tee:
     self._file.close()
 
 
-def run_worker(config, study_dir, worker_id=0, strategy=None, log=print):
+def run_worker(config, study_dir, worker_id=0, strategy=None, log=print, poll_seconds=1.0):
   """Trains (or derives) every unfinished, unclaimed model of the grid in this process; returns the names that
-  failed. Each model gets its resolved Job, so training records the launcher's method, level, seed and name."""
-  from pie import ptq  # pylint: disable=g-import-not-at-top
+  failed. Each model gets its resolved Job, so training records the launcher's method, level, seed and name.
+
+  Jobs are taken in the grid's order (dense first). A job that requires unfinished models (a derived model, or one
+  that starts from its dense twin: `Job.requires`) is deferred while another process trains them, and the worker
+  takes the next job instead; it waits only when every job left is deferred. A job whose requirement failed, or is
+  unfinished with no live process on it, fails.
+  """
   from pie import training  # pylint: disable=g-import-not-at-top
   import tf_keras  # pylint: disable=g-import-not-at-top
 
   failed = []
   representative = {}
-  for job in jobs(config):
-    cfg = job_config(config, job)
-    directory = job_dir(study_dir, job)
-    name = job.name
-    if model_dir_lib.is_finished(directory, name):
+  pending = list(jobs(config))
+  announced = set()
+  while pending:
+    job, blocked, unavailable = _next_job(pending, study_dir, failed)
+    for lost, requirement in unavailable:
+      log(f"[worker {worker_id}] {lost.name}: FAILED: it requires {requirement}, which did not finish")
+      failed.append(lost.name)
+    if job is None:
+      if not blocked:
+        break
+      for waiting, requirement in blocked:
+        if waiting.name not in announced:
+          log(f"[worker {worker_id}] {waiting.name}: waiting for {requirement} to finish")
+          announced.add(waiting.name)
+      time.sleep(poll_seconds)
       continue
-    if job.kind == "derive":
-      source_dir = os.path.join(study_dir, job.source)
-      if not _wait_for(source_dir, job.source, log):
-        log(f"[worker {worker_id}] {name}: its dense model {job.source} did not finish; not derived")
-        failed.append(name)
-        continue
-    if not claim(directory):
-      continue
-    if model_dir_lib.is_finished(directory, name):
-      # Another launcher finished it between our check and our claim: not ours to redo (or to report as trained).
-      release(directory)
-      continue
-    model_log = _Tee(os.path.join(directory, "train.log"))
-    try:
-      if job.kind == "derive":
-        if "images" not in representative and variants.get_variant(job.method).needs_representative:
-          representative["images"] = ptq.representative_images(cfg.data)
-        metrics = ptq.derive_ptq(
-            cfg, source_dir, directory, representative=representative.get("images"), log=model_log, job=job
-        )
-      else:
-        # Consecutive jobs are seeds of one level: the compiled model is reused, its train step traced once.
-        metrics = training.train_and_export(
-            cfg, directory, strategy=strategy, log=model_log, reuse_traced=True, job=job
-        )
-      log(
-          f"[worker {worker_id}] {name}: top-1 {metrics['top1']:.4f}, sparsity "
-          f"{metrics['measured_sparsity']:.4f}, {metrics['wall_seconds']:.1f}s"
-      )
-    except Exception as e:  # pylint: disable=broad-except
-      # One bad model must not stop the grid: report it, keep going, fail at the end.
-      model_log(f"error: {type(e).__name__}: {e}")
-      log(f"[worker {worker_id}] {name}: FAILED ({type(e).__name__}: {e}); see {directory}/train.log")
-      failed.append(name)
-    finally:
-      model_log.close()
-      release(directory)
-      tf_keras.backend.clear_session()
+    pending.remove(job)
+    if not claim(job_dir(study_dir, job)):
+      continue  # another process trains it
+    failed += _run_claimed(job, config, study_dir, worker_id, strategy, log, representative)
+    tf_keras.backend.clear_session()
   training.drop_reused()
   return failed
 
 
-def _wait_for(source_dir, source_name, log, poll_seconds=1.0):
-  """Waits while another live process holds the claim of an unfinished source model; True once it is finished."""
-  announced = False
-  while not model_dir_lib.is_finished(source_dir, source_name):
-    if not _claimed_by_live_process(source_dir):
-      return False
-    if not announced:
-      log(f"waiting for {os.path.basename(source_dir)} to finish before deriving from it")
-      announced = True
-    time.sleep(poll_seconds)
-  return True
+def _next_job(pending, study_dir, failed):
+  """The first pending job that can start (or None), [(job, requirement)] of the jobs waiting for another process,
+  and [(job, requirement)] of the jobs that can never start.
+
+  Finished jobs leave `pending`, and so do those that can never start: a requirement failed here, or is unfinished
+  with no live process on it and not pending here.
+  """
+  pending_names = {j.name for j in pending}
+  blocked, unavailable = [], []
+  for job in list(pending):
+    if model_dir_lib.is_finished(job_dir(study_dir, job), job.name):
+      pending.remove(job)
+      continue
+    requirement, available = _unfinished_requirement(job, study_dir, pending_names, failed)
+    if requirement is None:
+      return job, blocked, unavailable
+    if available:
+      blocked.append((job, requirement))
+    else:
+      pending.remove(job)
+      unavailable.append((job, requirement))
+  return None, blocked, unavailable
+
+
+def _unfinished_requirement(job, study_dir, pending_names, failed):
+  """(the first model `job` requires that is not finished, whether it will be: pending here or being trained by a
+  live process); (None, True) when the job can start."""
+  for name in job.requires:
+    directory = os.path.join(study_dir, name)
+    if model_dir_lib.is_finished(directory, name):
+      continue
+    if name in failed:
+      return name, False
+    if name in pending_names or _claimed_by_live_process(directory):
+      return name, True
+    # Checked again: it may have finished and released its claim between the two checks above.
+    if not model_dir_lib.is_finished(directory, name):
+      return name, False
+  return None, True
+
+
+def _run_claimed(job, config, study_dir, worker_id, strategy, log, representative):
+  """Trains or derives one claimed job and releases its claim; returns [its name] if it failed, else []."""
+  from pie import ptq  # pylint: disable=g-import-not-at-top
+  from pie import training  # pylint: disable=g-import-not-at-top
+
+  cfg = job_config(config, job)
+  directory = job_dir(study_dir, job)
+  name = job.name
+  if model_dir_lib.is_finished(directory, name):
+    # Another launcher finished it between our check and our claim: not ours to redo (or to report as trained).
+    release(directory)
+    return []
+  model_log = _Tee(os.path.join(directory, "train.log"))
+  try:
+    if job.kind == "derive":
+      source_dir = os.path.join(study_dir, job.source)
+      if "images" not in representative and variants.get_variant(job.method).needs_representative:
+        representative["images"] = ptq.representative_images(cfg.data)
+      metrics = ptq.derive_ptq(
+          cfg, source_dir, directory, representative=representative.get("images"), log=model_log, job=job
+      )
+    else:
+      # Consecutive jobs are seeds of one level: the compiled model is reused, its train step traced once.
+      metrics = training.train_and_export(cfg, directory, strategy=strategy, log=model_log, reuse_traced=True, job=job)
+    log(
+        f"[worker {worker_id}] {name}: top-1 {metrics['top1']:.4f}, sparsity "
+        f"{metrics['measured_sparsity']:.4f}, {metrics['wall_seconds']:.1f}s"
+    )
+    return []
+  except Exception as e:  # pylint: disable=broad-except
+    # One bad model must not stop the grid: report it, keep going, fail at the end.
+    model_log(f"error: {type(e).__name__}: {e}")
+    log(f"[worker {worker_id}] {name}: FAILED ({type(e).__name__}: {e}); see {directory}/train.log")
+    return [name]
+  finally:
+    model_log.close()
+    release(directory)
 
 
 def _claimed_by_live_process(directory):
@@ -387,8 +441,11 @@ def _wait_for_other_launchers(config, study_dir, log, poll_seconds):
 def dry_run_commands(config, study_dir, config_args, extra_args=()):
   """One `python -m train.train` command per unfinished model, for launching on a cluster or TPUs.
 
-  Derived (post-training-quantization) models are not trained: when some are unfinished, the last command is the
-  launcher itself, which derives them once the dense models are done.
+  Models that need other models (`Job.requires`: a dense twin they start from, config.init_from_dense, or what a
+  mitigation needs) come after every other command, below a comment line that says to run them once the dense models
+  above have finished. Derived (post-training-quantization) models
+  are not trained: when some are unfinished, the last command is the launcher itself, which derives them once the
+  dense models are done.
   """
   import shlex  # pylint: disable=g-import-not-at-top
 
@@ -397,7 +454,7 @@ def dry_run_commands(config, study_dir, config_args, extra_args=()):
   study_dir = names.resolve_path(study_dir, "study_dir")  # the commands run elsewhere, from another folder
   # tf.io.gfile: a study on gs:// lists only its unfinished models too (os.path sees no such folder).
   done = {job.name for job in finished_jobs(config, study_dir)} if tf.io.gfile.isdir(study_dir) else set()
-  commands = []
+  first, after = [], []
   derive = False
   for job in jobs(config):
     if job.name in done:
@@ -418,7 +475,15 @@ def dry_run_commands(config, study_dir, config_args, extra_args=()):
         f"--workdir={job_dir(study_dir, job)}",
         *extra_args,
     ]
-    commands.append(" ".join(shlex.quote(a) for a in argv))
+    command = " ".join(shlex.quote(a) for a in argv)
+    (after if job.requires else first).append(command)
+  commands = list(first)
+  if after:
+    commands.append(
+        f"# the {len(after)} command(s) below need dense models above (their dense twins, config.init_from_dense, or "
+        "a mitigation's teacher or class weights): run them once the dense models have finished"
+    )
+    commands += after
   if derive:
     argv = ["python", "-m", "train.population", *config_args, f"--workdir={study_dir}", "--num_workers=1"]
     commands.append(" ".join(shlex.quote(a) for a in argv))

@@ -89,7 +89,7 @@ def model_state(study_dir, config, job):
     status = UNFINISHED if source.unfinished else UNTRAINED
     return ModelState(job, directory, status, f"its dense model {job.source}: {source.describe()}")
   tflite = variants.get_variant(job.method).exports_tflite
-  state = model_dir.training_state(directory, config.num_epochs, tflite=tflite)
+  state = model_dir.training_state(directory, variants.training_epochs(config, job), tflite=tflite)
   status = EXPORTABLE if state.trained else UNFINISHED if state.unfinished else UNTRAINED
   return ModelState(job, directory, status, state.describe())
 

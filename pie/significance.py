@@ -24,6 +24,9 @@ these; this module imports neither.
   welch_confidence_interval, hedges_g the interval and effect size of a WelchResult
   bh_q_values, bh_rejections          Benjamini-Hochberg q-values and decisions (q <= alpha)
   SortedVotes, modal_votes -> ModalVotes  (weighted) modal labels, both tie rules, shares and ties
+  paired_test -> PairedResult         paired t-test of each compressed model against its dense twin (paired design)
+  pair_discordance, mcnemar_exact     one model pair alone: discordant examples per class, exact McNemar
+  mitigation_effect                   a mitigated population against the unmitigated one: intervals and a verdict
 
 The formulas, the degenerate-case table and the references are in ``docs/statistics.md``.
 """
@@ -92,6 +95,26 @@ __all__ = [
     "exemplar_histogram",
     "exemplar_ranks",
     "exemplar_frame",
+    "PairedResult",
+    "PAIRED_CASE_NOTES",
+    "PAIRED_COLUMNS",
+    "NOTE_FEW_PAIRS",
+    "NOTE_NO_PAIRS",
+    "NOTE_PAIRED_ZERO",
+    "NOTE_PAIRED_CONSTANT",
+    "NOTE_PAIRED_UNTESTABLE",
+    "SINGLE_PAIR_COLUMNS",
+    "VERDICTS",
+    "mitigation_verdict",
+    "mitigation_effect",
+    "paired_test",
+    "paired_confidence_interval",
+    "paired_class_tests",
+    "paired_power",
+    "pairs_needed",
+    "pair_discordance",
+    "mcnemar_exact",
+    "single_pair_tests",
 ]
 
 NORMALIZATIONS = ("population", "per_model")
@@ -855,12 +878,19 @@ def models_needed(
       },
       index=pd.RangeIndex(num_classes, name="class_id"),
   )
+  return SampleSizePlan(
+      per_class=per_class, summary=_plan_summary(needed, effect, alpha, power, (w.n_dense, w.n_pruned))
+  )
+
+
+def _plan_summary(needed, effect, alpha, power, current_models):
+  """The summary of a SampleSizePlan from the models needed per class (NaN: unplannable, inf: over the cap)."""
   planned = needed[~np.isnan(needed)]
-  summary = {
+  return {
       "effect_median": float(np.median(effect)),
       "alpha": alpha,
       "power": power,
-      "current_models": (w.n_dense, w.n_pruned),
+      "current_models": current_models,
       "classes_planned": int(np.isfinite(planned).sum()),
       "classes_over_cap": int(np.isinf(planned).sum()),
       "classes_unplannable": int(np.isnan(needed).sum()),
@@ -868,7 +898,394 @@ def models_needed(
       "p90": float(np.quantile(planned, 0.9, method="inverted_cdf")) if planned.size else math.nan,
       "max": float(planned.max()) if planned.size else math.nan,
   }
-  return SampleSizePlan(per_class=per_class, summary=summary)
+
+
+# --------------------------------------------------------------------------------------------------
+# Paired design: each compressed model against its own dense twin
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True, eq=False)  # eq=False: arrays have no single truth value to compare
+class PairedResult:
+  """Result of ``paired_test``: one two-sided one-sample t-test of the per-pair differences, per column.
+
+  Every array has the shape [..., n_columns] of the tests (the samples' shape without the pairs axis).
+
+  mean_difference: mean over the pairs of ``pruned - dense`` (negative: the pruned member is lower).
+  var_difference: sample variance of the differences (ddof=1; 0 when they are all equal, NaN with fewer than 2
+    pairs).
+  n_pairs: number of pairs.
+  t: the one-sample t of ``dense - pruned`` (``scipy.stats.ttest_1samp(dense - pruned, 0)``), the sign of the Welch
+    t: t > 0 when the pruned member is lower.
+  df: ``n_pairs - 1`` (NaN where the test is undefined or every difference is equal).
+  p: two-sided p-value; NaN where the test is undefined.
+  case: int8 ``CASE_*`` code; for pairs the constant cases mean "every difference is equal" (``PAIRED_CASE_NOTES``).
+  """
+
+  mean_difference: np.ndarray
+  var_difference: np.ndarray
+  n_pairs: int
+  t: np.ndarray
+  df: np.ndarray
+  p: np.ndarray
+  case: np.ndarray
+
+  @property
+  def tested(self) -> np.ndarray:
+    """Columns with a defined p-value: those a multiple-testing correction counts."""
+    return ~np.isnan(self.p)
+
+  def significant(self, alpha: float) -> np.ndarray:
+    """``p < alpha``; an undefined test is never significant."""
+    return self.tested & (self.p < alpha)
+
+  @property
+  def note(self) -> np.ndarray:
+    """Why a column has no regular test (``PAIRED_CASE_NOTES``), else an empty string."""
+    notes = np.full(self.case.shape, "", dtype=object)
+    for code, text in PAIRED_CASE_NOTES.items():
+      if code != CASE_REGULAR:
+        notes[self.case == code] = text
+    return notes
+
+
+NOTE_FEW_PAIRS = "fewer than 2 pairs of a model and its dense twin: no variance estimate, paired test undefined"
+NOTE_NO_PAIRS = "no model of this population has its dense twin in the study: no paired test"
+NOTE_PAIRED_ZERO = "every pair's difference is 0: no change (t=0, p=1, no interval)"
+NOTE_PAIRED_CONSTANT = (
+    "every pair's difference is the same non-zero value: t is infinite; p is the exact sign-flip p-value 2^(1 - pairs);"
+    " no interval"
+)
+NOTE_PAIRED_UNTESTABLE = (
+    "every pair's difference is the same non-zero value after subtracting each population's mean top-1: that "
+    "normalization ignores the variance of the mean, so the test is undefined here (per_model normalization tests it)"
+)
+PAIRED_CASE_NOTES = {
+    CASE_REGULAR: "",
+    CASE_ABSENT: NOTE_ABSENT,
+    CASE_SINGLE_MODEL: NOTE_FEW_PAIRS,
+    CASE_CONSTANT_EQUAL: NOTE_PAIRED_ZERO,
+    CASE_CONSTANT_SEPARATED: NOTE_PAIRED_CONSTANT,
+    CASE_UNCHANGED: NOTE_UNCHANGED,
+    CASE_CONSTANT_UNTESTABLE: NOTE_PAIRED_UNTESTABLE,
+}
+
+
+def _sign_flip_p(n_pairs: int) -> float:
+  """Exact two-sided sign-flip p-value when every difference is the same non-zero value: of the 2^n sign patterns
+  only the observed one and its mirror reach the observed |mean|, so p = 2 / 2^n."""
+  return float(min(1.0, 2.0 ** (1 - n_pairs)))
+
+
+def paired_test(dense, pruned, unchanged=None, exchangeable: bool = True) -> PairedResult:
+  """Two-sided paired t-test along the pairs axis: row i of ``dense`` and row i of ``pruned`` are one pair.
+
+  Per column, the differences ``d_i = dense_i - pruned_i`` get a one-sample t-test of mean 0, equal to
+  ``scipy.stats.ttest_1samp(dense - pruned, 0, axis=-2)`` on every regular column (up to float rounding).  The pairs
+  share what the two members of a pair have in common (in pie: the dense twin a compressed model starts from, its
+  seed), so the test sees the change with that shared part removed.  Degenerate columns get defined results, never
+  a 0/0: every difference 0 -> t = 0, p = 1; every difference the same non-zero value -> t = +-inf and the exact
+  sign-flip p-value 2^(1 - n) (when ``exchangeable``: each value a function of its own model, so under the null a
+  pair's difference is symmetric about 0), else not tested; a column NaN in every pair (an absent class), fewer than
+  2 pairs, or a column marked ``unchanged`` -> not tested (NaN).
+
+  Args:
+    dense, pruned: float arrays [..., n_pairs, n_columns], aligned row by row (the same shape).
+    unchanged: optional bool, broadcastable to [..., n_columns]: columns where nothing changed at all (raw recall
+      the same number in every model of both sides); not tested, as in ``welch_test``.
+    exchangeable: False under the "population" normalization (a population-level constant was subtracted).
+  """
+  dense, pruned = _check_samples(dense, pruned, "the dense sample", "the pruned sample")
+  if dense.shape != pruned.shape:
+    raise ValueError(
+        f"a paired test needs one dense row per pruned row, got shapes {dense.shape} and {pruned.shape}: pass the "
+        "dense twins in the order of their pruned models"
+    )
+  if unchanged is not None:
+    unchanged = np.broadcast_to(np.asarray(unchanged, dtype=bool), dense.shape[:-2] + dense.shape[-1:])
+  return _paired(dense, pruned, unchanged, bool(exchangeable))
+
+
+def _paired(dense: np.ndarray, pruned: np.ndarray, unchanged=None, exchangeable: bool = True) -> PairedResult:
+  """``paired_test`` on samples already checked."""
+  n = dense.shape[-2]
+  diff = pruned - dense
+  absent = np.isnan(diff).all(axis=-2)
+  with np.errstate(invalid="ignore", divide="ignore"):
+    constant = diff.max(axis=-2) == diff.min(axis=-2)
+    first = diff[..., 0, :]
+    mean = np.where(constant, first, diff.mean(axis=-2))
+    var = np.where(constant, 0.0, diff.var(axis=-2, ddof=1)) if n >= 2 else np.full(mean.shape, np.nan)
+    t = (0.0 - mean) / np.sqrt(var / n)  # the t of dense - pruned (0.0 - : no negative zero)
+    df = np.full(mean.shape, float(n - 1))
+    p = 2.0 * stats.t.sf(np.abs(t), df)
+  case = np.full(mean.shape, CASE_REGULAR, dtype=np.int8)
+  if n < 2:
+    case[...] = CASE_SINGLE_MODEL
+  else:
+    zero = constant & (mean == 0) & ~absent
+    same = constant & (mean != 0) & ~absent
+    case[zero] = CASE_CONSTANT_EQUAL
+    case[same] = CASE_CONSTANT_SEPARATED if exchangeable else CASE_CONSTANT_UNTESTABLE
+    t = np.where(zero, 0.0, np.where(same, np.copysign(np.inf, -mean), t))
+    p = np.where(zero, 1.0, np.where(same, _sign_flip_p(n) if exchangeable else np.nan, p))
+    df = np.where(constant, np.nan, df)
+    if unchanged is not None:
+      case[unchanged & ~absent] = CASE_UNCHANGED
+  case[absent] = CASE_ABSENT
+  undefined = np.isin(case, (CASE_ABSENT, CASE_SINGLE_MODEL, CASE_UNCHANGED, CASE_CONSTANT_UNTESTABLE))
+  t = np.where(undefined, np.nan, t)
+  df = np.where(undefined, np.nan, df)
+  p = np.where(undefined, np.nan, np.clip(p, 0.0, 1.0))
+  return PairedResult(mean, var, n, t, df, p, case)
+
+
+def paired_confidence_interval(result: PairedResult, confidence: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
+  """Confidence interval of the mean pair difference ``pruned - dense``: (low, high).
+
+  ``mean ± t_{(1 + confidence)/2, n - 1} · sqrt(var / n)``, so at ``confidence = 1 - alpha`` it excludes 0 exactly
+  when ``p < alpha``.  NaN for every column that is not ``CASE_REGULAR``.
+  """
+  confidence = _check_probability(confidence, "confidence")
+  with np.errstate(invalid="ignore"):
+    half = stats.t.ppf(0.5 + confidence / 2.0, result.df) * np.sqrt(result.var_difference / result.n_pairs)
+  no_interval = result.case != CASE_REGULAR
+  change = result.mean_difference
+  return np.where(no_interval, np.nan, change - half), np.where(no_interval, np.nan, change + half)
+
+
+# The columns `paired_class_tests` returns, in order (class_stats.csv's paired columns).
+PAIRED_COLUMNS = (
+    "paired_change",
+    "paired_t_statistic",
+    "paired_p_value",
+    "paired_significant",
+    "paired_q_value",
+    "paired_significant_fdr",
+    "paired_ci_low",
+    "paired_ci_high",
+    "num_pairs",
+    "paired_note",
+)
+
+
+def paired_class_tests(
+    dense_norm,
+    pruned_norm,
+    alpha: float = 0.05,
+    confidence=None,
+    unchanged=None,
+    normalization: str = DEFAULT_NORMALIZATION,
+) -> pd.DataFrame:
+  """Per-class paired t-test of normalized recall: each compressed model against its own dense twin.
+
+  Arguments are normalized recall matrices [n_pairs, n_classes] whose row i is the dense twin (``dense_norm``) and
+  the compressed model (``pruned_norm``) of pair i; ``unchanged`` and ``normalization`` as in ``class_tests``.  With
+  no pair at all (zero rows) every class is reported untested (``NOTE_NO_PAIRS``).  Returns one row per class (index
+  ``class_id``) with the columns of ``PAIRED_COLUMNS``:
+
+    paired_change                mean over the pairs of pruned - dense (negative: the class lost more than top-1)
+    paired_t_statistic           one-sample t of dense - pruned (t > 0: the class is hurt), df = pairs - 1
+    paired_p_value, paired_significant   two-sided p, and p < alpha
+    paired_q_value, paired_significant_fdr   Benjamini-Hochberg over the classes with a defined p, q <= alpha
+    paired_ci_low, paired_ci_high        t interval of paired_change at ``confidence`` (1 - alpha by default)
+    num_pairs                    pairs tested
+    paired_note                  empty for a regular test, else the degenerate case (``PAIRED_CASE_NOTES``)
+  """
+  alpha = _check_probability(alpha, "alpha")
+  confidence = 1.0 - alpha if confidence is None else _check_probability(confidence, "confidence")
+  normalization = _check_normalization(normalization)
+  dense = np.asarray(dense_norm, dtype=np.float64)
+  pruned = np.asarray(pruned_norm, dtype=np.float64)
+  if dense.ndim != 2 or dense.shape != pruned.shape:
+    raise ValueError(
+        f"dense_norm and pruned_norm must both be [n_pairs, n_classes], got shapes {dense.shape} and {pruned.shape}"
+    )
+  num_classes = dense.shape[1]
+  index = pd.RangeIndex(num_classes, name="class_id")
+  if dense.shape[0] == 0:
+    frame = pd.DataFrame({name: np.full(num_classes, np.nan) for name in PAIRED_COLUMNS}, index=index)
+    frame["paired_significant"] = frame["paired_significant_fdr"] = False
+    frame["num_pairs"] = 0
+    frame["paired_note"] = NOTE_NO_PAIRS
+    return frame
+  dense, pruned = _check_recall_pair(dense, pruned)
+  result = _paired(
+      dense,
+      pruned,
+      None if unchanged is None else np.asarray(unchanged, dtype=bool),
+      exchangeable=normalization == "per_model",
+  )
+  low, high = paired_confidence_interval(result, confidence)
+  q = bh_q_values(result.p)
+  return pd.DataFrame(
+      {
+          "paired_change": result.mean_difference,
+          "paired_t_statistic": result.t,
+          "paired_p_value": result.p,
+          "paired_significant": result.significant(alpha),
+          "paired_q_value": q,
+          "paired_significant_fdr": bh_rejections(q, alpha),
+          "paired_ci_low": low,
+          "paired_ci_high": high,
+          "num_pairs": result.n_pairs,
+          "paired_note": result.note,
+      },
+      index=index,
+  )
+
+
+def paired_power(var_difference, n_pairs, effect, alpha: float = 0.05) -> np.ndarray:
+  """Power of the two-sided paired t-test to detect a true mean difference ``effect``: a noncentral t with
+  ``n - 1`` degrees of freedom and noncentrality ``|effect| / sqrt(var / n)``.  NaN where the variance is 0 or NaN."""
+  alpha = _check_probability(alpha, "alpha")
+  var = np.asarray(var_difference, dtype=np.float64)
+  n = np.asarray(n_pairs, dtype=np.float64)
+  if np.any(n < 2):
+    raise ValueError("a paired test needs at least 2 pairs")
+  effect = np.abs(np.asarray(effect, dtype=np.float64))
+  with np.errstate(invalid="ignore", divide="ignore"):
+    df = n - 1
+    ncp = effect / np.sqrt(var / n)
+    crit = stats.t.ppf(1.0 - alpha / 2.0, df)
+    power = stats.nct.sf(crit, df, ncp) + stats.nct.cdf(-crit, df, ncp)
+  return np.where(var > 0, power, np.nan)
+
+
+def pairs_needed(
+    dense_norm, pruned_norm, effect, alpha: float = 0.05, power: float = 0.8, max_models: int = 100_000
+) -> SampleSizePlan:
+  """``models_needed`` for the paired design: pairs (a dense model and the compressed model made from it) needed to
+  detect a normalized change of size ``effect`` with the paired t-test, from each class's observed variance of the
+  pair differences (rows of the two matrices are the pairs).  The result has the fields of ``models_needed``'s;
+  ``per_class`` holds ``difference_var`` in place of the two variances, and a pair costs one model per population.
+  """
+  alpha = _check_probability(alpha, "alpha")
+  power = _check_probability(power, "power")
+  max_models = _check_int(max_models, "max_models", 2)
+  dense, pruned = _check_recall_pair(dense_norm, pruned_norm)
+  num_classes = dense.shape[1]
+  effect = np.broadcast_to(np.abs(np.asarray(effect, dtype=np.float64)), (num_classes,)).copy()
+  if not np.all(np.isfinite(effect)) or np.any(effect == 0):
+    raise ValueError("effect must be finite and non-zero (a zero effect needs infinitely many models)")
+  result = _paired(dense, pruned)
+  var = result.var_difference
+  plannable = (result.case != CASE_ABSENT) & (result.case != CASE_SINGLE_MODEL) & (var > 0)
+  current = np.full(num_classes, np.nan)
+  needed = np.full(num_classes, np.nan)
+  achieved = np.full(num_classes, np.nan)
+  idx = np.flatnonzero(plannable)
+  if idx.size:
+    v, eff = var[idx], effect[idx]
+    current[idx] = paired_power(v, result.n_pairs, eff, alpha)
+    found, over = _smallest_sufficient_size(lambda n: paired_power(v, n, eff, alpha), idx.size, power, max_models)
+    needed[idx] = np.where(over, np.inf, found.astype(np.float64))
+    achieved[idx] = np.where(over, np.nan, paired_power(v, found, eff, alpha))
+  notes = np.full(num_classes, "", dtype=object)
+  notes[~plannable & (result.case != CASE_ABSENT) & (result.case != CASE_SINGLE_MODEL)] = NOTE_NO_VARIANCE
+  notes[result.case == CASE_SINGLE_MODEL] = NOTE_FEW_PAIRS
+  notes[result.case == CASE_ABSENT] = NOTE_ABSENT
+  notes[np.isinf(needed)] = NOTE_OVER_CAP
+  per_class = pd.DataFrame(
+      {
+          "difference_var": var,
+          "effect": effect,
+          "current_power": current,
+          "models_needed": needed,
+          "power_at_needed": achieved,
+          "note": notes,
+      },
+      index=pd.RangeIndex(num_classes, name="class_id"),
+  )
+  return SampleSizePlan(per_class=per_class, summary=_plan_summary(needed, effect, alpha, power, (result.n_pairs,) * 2))
+
+
+def pair_discordance(dense_predictions, pruned_predictions, labels, num_classes: int) -> np.ndarray:
+  """Per pair and class, the examples one member gets right and the other wrong: int64 [n_pairs, num_classes, 2].
+
+  Row i of both prediction matrices is pair i (a compressed model and its dense twin).  ``[..., 0]`` counts the
+  examples the dense member gets right and the compressed one wrong (lost), ``[..., 1]`` the reverse (gained): the
+  discordant cells of each class's 2x2 table, which are all McNemar's test needs.  They add up over disjoint blocks
+  of examples.
+  """
+  num_classes = _check_num_classes(num_classes)
+  dense = _check_predictions(dense_predictions, "dense_predictions", num_classes)
+  pruned = _check_predictions(pruned_predictions, "pruned_predictions", num_classes)
+  if dense.shape != pruned.shape:
+    raise ValueError(f"pairs need one dense row per compressed row, got shapes {dense.shape} and {pruned.shape}")
+  labels = _check_labels(labels, dense.shape[1], num_classes)
+  dense_right = dense == labels[None, :]
+  pruned_right = pruned == labels[None, :]
+  return np.stack(
+      [
+          _class_hits(np.where(dense_right & ~pruned_right, labels[None, :], -1), labels, num_classes),
+          _class_hits(np.where(pruned_right & ~dense_right, labels[None, :], -1), labels, num_classes),
+      ],
+      axis=-1,
+  ).astype(np.int64)
+
+
+def mcnemar_exact(lost, gained) -> np.ndarray:
+  """Exact two-sided McNemar p-values (``scipy.stats.binomtest(lost, lost + gained, 0.5)``), vectorized.
+
+  ``min(1, 2 · P(Bin(n, 1/2) <= min(lost, gained)))`` with ``n = lost + gained``: under the null a discordant example
+  is equally likely to go either way.  NaN where there is no discordant example (nothing to test).
+  """
+  lost = np.asarray(lost, dtype=np.int64)
+  gained = np.asarray(gained, dtype=np.int64)
+  n = lost + gained
+  with np.errstate(invalid="ignore"):
+    p = np.minimum(1.0, 2.0 * stats.binom.cdf(np.minimum(lost, gained), n, 0.5))
+  return np.where(n > 0, p, np.nan)
+
+
+def single_pair_tests(discordance, class_count, alpha: float = 0.05) -> pd.DataFrame:
+  """What one model pair alone says, for every pair: exact McNemar per class, Benjamini-Hochberg over the classes.
+
+  ``discordance`` is ``pair_discordance`` [n_pairs, C, 2]; ``class_count`` the class sizes.  Returns one row per
+  pair with: classes_flagged_fdr (classes whose McNemar q <= alpha, either direction), classes_hurt_fdr (of those,
+  the ones the compressed model lost more examples on than it gained), largest_class_drop (the largest fall of a
+  class's recall, dense minus compressed, a fraction), largest_class_drop_class (its class id), and
+  largest_normalized_drop (the largest fall beyond the pair's fall in top-1).  A class without discordant examples
+  has no test; a pair without any has 0 classes flagged.
+  """
+  alpha = _check_probability(alpha, "alpha")
+  counts = np.asarray(discordance, dtype=np.int64)
+  class_count = np.asarray(class_count)
+  if counts.ndim != 3 or counts.shape[-1] != 2 or counts.shape[1] != class_count.shape[0]:
+    raise ValueError(
+        f"discordance must be [n_pairs, num_classes, 2] with num_classes = {class_count.shape[0]}, got shape "
+        f"{counts.shape}"
+    )
+  lost, gained = counts[..., 0], counts[..., 1]
+  p = mcnemar_exact(lost, gained)
+  present = class_count > 0
+  with np.errstate(invalid="ignore", divide="ignore"):
+    drop = np.where(present, (lost - gained) / np.where(present, class_count, 1), np.nan)
+  top1_drop = (lost - gained).sum(axis=1) / class_count.sum()
+  rows = []
+  for i in range(counts.shape[0]):
+    flagged = bh_rejections(bh_q_values(p[i]), alpha)
+    worst = int(np.nanargmax(drop[i])) if present.any() else -1
+    rows.append(
+        {
+            "classes_flagged_fdr": int(flagged.sum()),
+            "classes_hurt_fdr": int((flagged & (lost[i] > gained[i])).sum()),
+            "largest_class_drop": float(drop[i, worst]) if worst >= 0 else math.nan,
+            "largest_class_drop_class": worst,
+            "largest_normalized_drop": float(np.nanmax(drop[i] - top1_drop[i])) if worst >= 0 else math.nan,
+        }
+    )
+  return pd.DataFrame(rows, columns=list(SINGLE_PAIR_COLUMNS))
+
+
+SINGLE_PAIR_COLUMNS = (
+    "classes_flagged_fdr",
+    "classes_hurt_fdr",
+    "largest_class_drop",
+    "largest_class_drop_class",
+    "largest_normalized_drop",
+)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -1405,6 +1822,115 @@ def pies_against_floor(
     low, high = np.quantile(diff - diff.mean(), [alpha / 2, 1 - alpha / 2])
     out.update(ci_low=out["excess"] + float(low), ci_high=out["excess"] + float(high))
     out["distinguishable"] = bool(out["ci_low"] > 0)
+  return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Mitigations: did training a compressed population differently reduce its harm?
+# --------------------------------------------------------------------------------------------------
+
+HELPED, NO_EFFECT, HURT, MIXED = "helped", "no measurable effect", "hurt", "mixed"
+VERDICTS = (HELPED, NO_EFFECT, HURT, MIXED)
+
+
+def mitigation_verdict(harm_interval, pies_interval) -> str:
+  """The verdict on a mitigation from two intervals, never from point estimates.
+
+  ``harm_interval``: interval of the change, mitigated minus unmitigated, of the normalized recall of the class
+  compression hurts most (> 0: that class recovered). ``pies_interval``: interval of the change in PIEs (< 0: fewer
+  PIEs). Either may be (None, None) or NaN (no interval: no evidence either way).  "helped" when an interval lies on
+  the helpful side of 0 and none on the harmful side, "hurt" the reverse, "mixed" when both happen, "no measurable
+  effect" when every interval covers 0.
+  """
+
+  def side(interval, sign):
+    low, high = (np.nan, np.nan) if interval is None else interval
+    low = np.nan if low is None else float(low)
+    high = np.nan if high is None else float(high)
+    return (low > 0) if sign > 0 else (high < 0)
+
+  helped = side(harm_interval, +1) or side(pies_interval, -1)
+  hurt = side(harm_interval, -1) or side(pies_interval, +1)
+  if helped and hurt:
+    return MIXED
+  if helped:
+    return HELPED
+  if hurt:
+    return HURT
+  return NO_EFFECT
+
+
+def mitigation_effect(
+    dense_hits,
+    unmitigated_hits,
+    mitigated_hits,
+    class_count,
+    pies_unmitigated: int,
+    pies_mitigated: int,
+    boot_unmitigated=None,
+    boot_mitigated=None,
+    alpha: float = 0.05,
+    normalization: str = DEFAULT_NORMALIZATION,
+) -> dict:
+  """What a mitigation changed, against the unmitigated population of the same method and level, with intervals.
+
+  Three changes, mitigated minus unmitigated, each with an interval at ``1 - alpha / 2`` (Bonferroni over the two
+  that decide the verdict, so that a mitigation that changes nothing gets a verdict other than "no measurable
+  effect" in at most about ``alpha`` of studies):
+
+  * ``harm_change``: the normalized recall of the *worst class*, the class whose normalized change against the dense
+    population is most negative in the two compressed populations pooled (the sum of their changes); a Welch test of
+    the per-model values of the two populations. Selecting on the sum and testing the difference keeps the selection
+    from favouring either side (with equal variances the sum and the difference of the two means are independent):
+    picking the class the unmitigated population hurts most, and comparing, would call a mitigation that does nothing
+    "helped" by regression to the mean.
+  * ``pies_change``: PIEs against the dense population; the interval is the change plus the centred quantiles of the
+    bootstrap differences (``boot_*``: PIE counts in the same resamples of the dense models, as
+    ``bootstrap_pie_stability`` returns them); None without resamples.
+  * ``top1_change``: mean top-1; Welch over the models (reported, not part of the verdict).
+
+  The verdict is ``mitigation_verdict(harm interval, PIE interval)``. Arguments: ``class_hits`` of the three
+  populations and the class sizes; the PIE counts of both compressed populations.
+  """
+  alpha = _check_probability(alpha, "alpha")
+  normalization = _check_normalization(normalization)
+  level = alpha / 2.0  # each endpoint's share of alpha
+  class_count = np.asarray(class_count)
+  norm = {
+      name: _normalize(*_recall_from_hits(np.asarray(hits), class_count), normalization)
+      for name, hits in (("dense", dense_hits), ("unmitigated", unmitigated_hits), ("mitigated", mitigated_hits))
+  }
+  dense_mean = norm["dense"].mean(axis=0)
+  pooled = (norm["unmitigated"].mean(axis=0) - dense_mean) + (norm["mitigated"].mean(axis=0) - dense_mean)
+  out = {"worst_class": None, "harm_change": None, "harm_change_ci_low": None, "harm_change_ci_high": None}
+  if np.isfinite(pooled).any():
+    worst = int(np.nanargmin(pooled))
+    result = _welch(norm["unmitigated"][:, worst : worst + 1], norm["mitigated"][:, worst : worst + 1])
+    low, high = welch_confidence_interval(result, 1.0 - level)
+    out.update(
+        worst_class=worst,
+        harm_change=float(result.difference[0]),
+        harm_change_ci_low=None if np.isnan(low[0]) else float(low[0]),
+        harm_change_ci_high=None if np.isnan(high[0]) else float(high[0]),
+    )
+  top1 = {
+      name: np.asarray(hits).sum(axis=1) / class_count.sum()
+      for name, hits in (("unmitigated", unmitigated_hits), ("mitigated", mitigated_hits))
+  }
+  result = _welch(top1["unmitigated"][:, None], top1["mitigated"][:, None])
+  low, high = welch_confidence_interval(result, 1.0 - level)
+  pies = pies_against_floor(pies_mitigated, pies_unmitigated, boot_mitigated, boot_unmitigated, level)
+  out.update(
+      top1_change=float(result.difference[0]),
+      top1_change_ci_low=None if np.isnan(low[0]) else float(low[0]),
+      top1_change_ci_high=None if np.isnan(high[0]) else float(high[0]),
+      pies_change=int(pies_mitigated) - int(pies_unmitigated),
+      pies_change_ci_low=pies["ci_low"],
+      pies_change_ci_high=pies["ci_high"],
+  )
+  out["verdict"] = mitigation_verdict(
+      (out["harm_change_ci_low"], out["harm_change_ci_high"]), (out["pies_change_ci_low"], out["pies_change_ci_high"])
+  )
   return out
 
 

@@ -179,3 +179,32 @@ def class_ttest_from_hits(
           "note": tests["note"].to_numpy(),
       }
   )
+
+
+def paired_class_ttest_from_hits(
+    dense_hits, pruned_hits, class_count, dense_rows, pruned_rows, alpha=0.05, normalization="per_model"
+):
+  """The paired test of `pie.significance.paired_class_tests` from correct predictions per model and class.
+
+  Pair i is dense model `dense_rows[i]` and compressed model `pruned_rows[i]` (the compressed model fine-tuned or
+  derived from that dense twin). Recall is normalized over each whole population first (as in
+  `class_ttest_from_hits`), then the pairs are taken; a class whose recall is the same in every model of the pairs
+  is not tested. Returns one row per class with `significance.PAIRED_COLUMNS`.
+  """
+  dense_hits, pruned_hits = np.asarray(dense_hits), np.asarray(pruned_hits)
+  class_count = np.asarray(class_count)
+  dense_rows, pruned_rows = np.asarray(dense_rows, dtype=np.int64), np.asarray(pruned_rows, dtype=np.int64)
+  if dense_rows.shape != pruned_rows.shape or dense_rows.ndim != 1:
+    raise ValueError(
+        f"dense_rows and pruned_rows must be 1-D and of one length (one entry per pair), got shapes "
+        f"{dense_rows.shape} and {pruned_rows.shape}"
+    )
+  dense_norm = significance.normalized_recall_from_hits(dense_hits, class_count, normalization)[dense_rows]
+  pruned_norm = significance.normalized_recall_from_hits(pruned_hits, class_count, normalization)[pruned_rows]
+  with np.errstate(invalid="ignore", divide="ignore"):
+    dense_recall = np.where(class_count > 0, dense_hits[dense_rows] / class_count, np.nan)
+    pruned_recall = np.where(class_count > 0, pruned_hits[pruned_rows] / class_count, np.nan)
+  unchanged = significance.unchanged_classes(dense_recall, pruned_recall) if len(dense_rows) else None
+  return significance.paired_class_tests(
+      dense_norm, pruned_norm, alpha=alpha, unchanged=unchanged, normalization=normalization
+  ).reset_index(drop=True)

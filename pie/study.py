@@ -37,6 +37,10 @@ class ModelRecord:
   method: str = variants.MAGNITUDE  # compression method (variants.DENSE for the baseline); see pie/variants.py
   bits_per_weight: Optional[float] = None  # measured storage of the exported model, when the export records it
   compressed_bytes: Optional[int] = None
+  # The dense model this one was made from: the twin it was fine-tuned from (`init_from`, config.init_from_dense) or
+  # derived from (`source_model`, post-training quantization); None for a model trained from scratch.
+  dense_twin: Optional[str] = None
+  init_from: Optional[str] = None  # the metadata's `init_from`: set only for a model fine-tuned from its dense twin
   # Per example, for the difficulty scores (pie.difficulty): the probability of the true label from the exported top-k,
   # and, when the export has logits, the EL2N error norm. float32 [n_examples]; None in a StudyIndex.
   true_prob: Optional[np.ndarray] = None
@@ -163,6 +167,8 @@ def _model_record(path, meta, top1, true_prob=None, el2n=None):
       method=method,
       bits_per_weight=meta.get("bits_per_weight"),
       compressed_bytes=meta.get("compressed_bytes"),
+      dense_twin=meta.get("init_from") or meta.get("source_model"),
+      init_from=meta.get("init_from"),
       true_prob=true_prob,
       el2n=el2n,
       has_logits=bool(meta.get("has_logits")),
@@ -199,7 +205,7 @@ def _checked_populations(records, where):
 
 
 def _study_config(ref_meta):
-  return {k: v for k, v in ref_meta.get("config", {}).items() if k not in ("seed", "sparsity", "method")}
+  return {k: v for k, v in ref_meta.get("config", {}).items() if k not in ("seed", "sparsity", "method", "mitigation")}
 
 
 def load_study(study_dir=None, prediction_files=None, allow_mixed_configs=False, log=print, read_workers=2):

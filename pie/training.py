@@ -2,7 +2,11 @@
 
 `train_and_export(config, workdir, job=...)` is the whole life of one model:
   1. build data, model and optimizer under a tf.distribute strategy; the model's method (its registry entry,
-     `pie.variants`) wraps it for training and adds its callbacks;
+     `pie.variants`) wraps it for training and adds its callbacks. With config.init_from_dense (the paired design) a
+     compressed model starts from the finished dense model of its seed (its Job's `init_from`, in the study folder
+     beside its own): the dense weights are loaded, the method wraps the trained model (`Variant.wrap_trained`) and
+     it is fine-tuned for config.finetune_epochs, its pruning window fitted into those steps and its batches
+     continuing the dense twin's data stream (fine-tuning epoch e reads epoch config.num_epochs + e);
   2. restore the latest checkpoint in workdir, if any, and train the remaining epochs, checkpointing every
      config.checkpoint_every_epochs epochs and after the last;
   3. let the method finalize the model (strip wrappers, apply masks), check what it promises (structure, target
@@ -21,8 +25,10 @@ same code and files; `restore_checkpoint` is the restoring part, which `pie.save
 outside a study.
 """
 
+import copy
 import dataclasses
 import functools
+import os
 import tempfile
 import time
 
@@ -45,14 +51,15 @@ from pie.errors import PieError
 load_model = model_dir.load_model
 
 
-def make_optimizer(config, steps_per_epoch):
-  """Optimizer and learning-rate schedule from the config (Adam or SGD; constant, piecewise or cosine)."""
+def make_optimizer(config, steps_per_epoch, num_epochs=None):
+  """Optimizer and learning-rate schedule from the config (Adam or SGD; constant, piecewise or cosine) over
+  `num_epochs` (config.num_epochs by default; the fine-tuning epochs of a model started from its dense twin)."""
   lr = config.learning_rate
   if config.get("lr_scale_by_batch"):
     lr = lr * config.batch_size / 256
   schedule_name = config.get("lr_schedule", "constant")
   warmup = int(config.get("warmup_epochs", 0) * steps_per_epoch)
-  total = config.num_epochs * steps_per_epoch
+  total = (num_epochs or config.num_epochs) * steps_per_epoch
   if schedule_name == "constant":
     schedule = lr
   elif schedule_name == "piecewise":
@@ -206,12 +213,14 @@ def seed_and_determinism(config, job):
     tf.config.experimental.enable_op_determinism()
 
 
-def train_and_export(config, workdir, strategy=None, log=print, reuse_traced=False, job=None):
+def train_and_export(config, workdir, strategy=None, log=print, reuse_traced=False, job=None, source_dir=None):
   """Trains (or resumes) one model and exports it; returns its metrics (see module docstring).
 
   job: the model's `variants.Job` (method, level, seed, name) as the launcher resolved it; without it (one model
     trained by `train.train`) it is read from the config (`variants.config_job`). The config must hold the job's
     level and seed (`pie.population.job_config`): it is recorded in the metadata.
+  source_dir: the folder of the dense twin a model starts from (`job.init_from`); by default the folder of that
+    name beside `workdir`, as the launcher lays a study out. It must be finished.
   reuse_traced: keep the compiled model of this call for the next one of the same architecture, method and level
     (another seed), which then only resets its values instead of tracing its train step again. Tracing costs more
     than training a small model; the predictions are bit-identical either way (tested). Population workers use it.
@@ -228,16 +237,20 @@ def train_and_export(config, workdir, strategy=None, log=print, reuse_traced=Fal
   if model_dir.is_finished(workdir, job.name):
     log(f"{job.name}: already finished in {workdir}; nothing to do")
     return io_utils.read_json(paths["metrics"])
+  study_dir = os.path.dirname(os.path.normpath(workdir))
+  trained = _dense_twin(job, study_dir, source_dir, log) if job.init_from else None
+  _check_requirements(job, study_dir)
   strategy = strategy or tf.distribute.get_strategy()
   start_time = time.time()
   seed_and_determinism(config, job)
   dataset = data_lib.load_dataset(config.data)
+  context = _MitigationContext(config, job, dataset, study_dir, log)
   with devices.precision(config.get("mixed_precision")):
-    run = _build_run(config, job, dataset, strategy, reuse_traced)
+    run = _build_run(config, job, dataset, strategy, reuse_traced, trained, context)
     _fit(run, config, job, dataset, paths, _is_chief(strategy), log, strategy)
     train_seconds = time.time() - start_time
     with strategy.scope():
-      stripped = run.variant.finalize(run.model, run.callbacks)
+      stripped = run.variant.finalize(run.student, run.callbacks)
     sparsity_report, structure = _checked(run.variant, stripped, run.scope_layers, job)
     predictions = None
     if not run.variant.exports_tflite:
@@ -270,7 +283,92 @@ def train_and_export(config, workdir, strategy=None, log=print, reuse_traced=Fal
       train_seconds,
       log,
       predictions=predictions,
+      mitigation_state=run.record or None,
   )
+
+
+def _dense_twin(job, study_dir, source_dir, log):
+  """The finished dense model a model starts from (config.init_from_dense), loaded from its folder."""
+  source_dir = source_dir or os.path.join(study_dir, job.init_from)
+  if not model_dir.is_finished(source_dir, job.init_from):
+    raise PieError(
+        f"{job.name} starts from its dense twin {job.init_from} (config.init_from_dense), which is not finished in "
+        f"{source_dir}: train it first (train.train with config.sparsity=0 and config.seed={job.seed}, workdir "
+        f"{source_dir}), or let train.population train the study, dense models first",
+        parameter="init_from_dense",
+    )
+  log(f"{job.name}: starting from its dense twin {job.init_from} ({os.path.join(source_dir, 'model.h5')})")
+  return model_dir.load_model(os.path.join(source_dir, "model.h5"))
+
+
+def _check_requirements(job, study_dir):
+  """Every model a job requires besides its dense twin (a mitigation's teacher or dense population) is finished."""
+  for name in job.requires:
+    if name != job.init_from and not model_dir.is_finished(os.path.join(study_dir, name), name):
+      raise PieError(
+          f"{job.name} ({job.method}) needs the finished model {name} in {study_dir}, and it is not finished: train "
+          "it first, or let train.population train the study (the models a mitigation needs come first)",
+          parameter="mitigation",
+      )
+
+
+# Per-class error of the dense models on the training split, by (model path, file size, mtime): a worker computes it
+# once for every class_reweight model of a study.
+_DENSE_ERRORS = {}
+
+
+class _MitigationContext:
+  """What a mitigation may ask of the study while its model is prepared (`pie.variants.Mitigation.training`)."""
+
+  def __init__(self, config, job, dataset, study_dir, log):
+    self.config, self.job, self.dataset, self.study_dir = config, job, dataset, study_dir
+    self.num_classes = dataset.info.num_classes
+    self.log = lambda message: log(f"{job.name}: {message}")
+    self.dense_names = [
+        variants.model_name(variants.DENSE, 0.0, seed) for seed in range(int(config.get("num_seeds", 0) or 0))
+    ]
+
+  def model_path(self, name):
+    if self.study_dir is None:
+      raise PieError(
+          f"{self.job.name} ({self.job.method}) needs the study's model {name}, and no study folder was given: "
+          "restore it from its folder in the study"
+      )
+    return os.path.join(self.study_dir, name, "model.h5")
+
+  def load_model(self, name):
+    """A finished model of the study (a distillation teacher), loaded from its model.h5."""
+    self.log(f"loading {name} from {self.model_path(name)}")
+    return model_dir.load_model(self.model_path(name))
+
+  def train_batches(self):
+    """The training split as (images, labels) batches, preprocessed as at evaluation (no augmentation)."""
+    data_config = copy.deepcopy(self.config.data)
+    with data_config.unlocked():
+      data_config.eval_split = data_config.train_split
+    for batch in data_lib.load_dataset(data_config).eval_batches(self.config.get("eval_batch_size", 256)):
+      yield batch["image"], batch["label"].numpy()
+
+  def dense_error(self, names):
+    """(mean per-class error on the training split of the named dense models, examples per class)."""
+    from pie import mitigation  # pylint: disable=g-import-not-at-top
+
+    errors, count = [], None
+    for name in names:
+      path = self.model_path(name)
+      stat = tf.io.gfile.stat(path)
+      key = (path, stat.length, stat.mtime_nsec)
+      if key not in _DENSE_ERRORS:
+        model = model_dir.load_model(path)
+        _DENSE_ERRORS[key] = mitigation.per_class_error(
+            lambda images, model=model: model(images, training=False), self.train_batches(), self.num_classes
+        )
+      error, count = _DENSE_ERRORS[key]
+      errors.append(error)
+    if not errors:
+      raise PieError(f"{self.job.name}: no dense model to take the per-class error from (config.num_seeds)")
+    self.log(f"per-class training error of {len(errors)} dense models: {np.round(np.mean(errors, 0), 4).tolist()}")
+    return np.mean(errors, axis=0), count
 
 
 def _checked(variant, stripped, scope_layers, job):
@@ -311,7 +409,7 @@ def export_trained(config, workdir, job=None, log=print):
   variant = variants.get_variant(job.method)
   if variant.derived:
     raise PieError(f"{job.name}: a derived model is made from its dense model by pie.ptq.derive_ptq, not exported")
-  state = model_dir.training_state(workdir, config.num_epochs, tflite=variant.exports_tflite)
+  state = model_dir.training_state(workdir, variants.training_epochs(config, job), tflite=variant.exports_tflite)
   if not state.trained:
     raise PieError(
         f"{workdir}: training of {job.name} is unfinished ({state.describe()}); rerun the launcher to finish it",
@@ -320,7 +418,9 @@ def export_trained(config, workdir, job=None, log=print):
   start_time = time.time()
   seed_and_determinism(config, job)
   dataset = data_lib.load_dataset(config.data)
-  total_steps = config.num_epochs * dataset.steps_per_epoch(config.batch_size, config.get("steps_per_epoch"))
+  total_steps = variants.training_epochs(config, job) * dataset.steps_per_epoch(
+      config.batch_size, config.get("steps_per_epoch")
+  )
   previous = io_utils.read_json(paths["metrics"]) if tf.io.gfile.exists(paths["metrics"]) else {}
   train_seconds = previous.get("train_seconds")
   common = (config, job, dataset, workdir, total_steps, start_time, train_seconds, log)
@@ -332,9 +432,18 @@ def export_trained(config, workdir, job=None, log=print):
     return _export(variant, stripped, report, structure, *common, save=False, source=state.saved_model)
   if state.final_checkpoint:
     log(f"{job.name}: exporting from {state.describe()}")
-    stripped, run = restore_checkpoint(config, job, dataset, state.checkpoint)
+    study_dir = os.path.dirname(os.path.normpath(workdir))
+    stripped, run = restore_checkpoint(config, job, dataset, state.checkpoint, study_dir=study_dir, log=log)
     report, structure = _checked(variant, stripped, run.scope_layers, job)
-    return _export(variant, stripped, report, structure, *common, source=state.checkpoint)
+    return _export(
+        variant,
+        stripped,
+        report,
+        structure,
+        *common,
+        source=state.checkpoint,
+        mitigation_state=run.record or None,
+    )
   if "measured_sparsity" not in previous:
     raise PieError(
         f"{workdir}: {job.name} has {state.saved_model} but neither a final checkpoint nor a metrics.json that records "
@@ -353,42 +462,64 @@ class _Run:
   """What training one model works on: its registry entry, the model to fit and its state."""
 
   variant: object
-  model: object
+  model: object  # the Keras model fitted: the student itself, or a mitigation's model around it
+  student: object  # the method-wrapped model that is finalized and exported
+  record: dict  # the mitigation's state, recorded as `mitigation_state`
   optimizer: object
   epoch_var: object
   callbacks: list  # the method's own callbacks (pruning steps, masks)
   scope_layers: list  # the layers the method compresses
   steps_per_epoch: int
   total_steps: int
+  num_epochs: int  # config.num_epochs, or config.finetune_epochs for a model started from its dense twin
+  data_epoch_offset: int  # the data stream's epoch of training epoch 0 (config.num_epochs when fine-tuning)
 
 
-def _build_run(config, job, dataset, strategy, reuse_traced):
-  """The model of `job`, wrapped by its method and compiled (or a compiled one reset to the same initial values)."""
+def _build_run(config, job, dataset, strategy, reuse_traced, trained=None, context=None):
+  """The model of `job`, wrapped by its method and compiled (or a compiled one reset to the same initial values);
+  `trained`: the dense twin whose weights it starts from (config.init_from_dense; None when a checkpoint is restored
+  over it anyway). A mitigated method trains through its mitigation's setup (`Variant.training`: the model to fit, its
+  loss and metrics); `context` (`_MitigationContext`) is what it may ask."""
   variant = variants.get_variant(job.method)
   info = dataset.info
   steps_per_epoch = dataset.steps_per_epoch(config.batch_size, config.get("steps_per_epoch"))
-  total_steps = config.num_epochs * steps_per_epoch
+  num_epochs = variants.training_epochs(config, job)
+  total_steps = num_epochs * steps_per_epoch
   scope = config.pruning.get("scope", "all_but_classifier")
   with strategy.scope():
     model = models.build_model(config.model, models.input_shape_for(info, config.data), info.num_classes)
     scope_layers = pruning.prunable_layer_names(model, scope)
-    # Every method (magnitude pruning included) wraps the model through its registry entry.
-    model, method_callbacks = variant.wrap(model, config, job, total_steps)
+    # Every method (magnitude pruning included) wraps the model through its registry entry: the fresh model, or the
+    # dense twin's weights (the same architecture) over the fine-tuning steps.
+    if job.init_from:
+      if trained is not None:
+        model.set_weights(trained.get_weights())
+      model, method_callbacks = variant.wrap_trained(model, config, job, total_steps)
+    else:
+      model, method_callbacks = variant.wrap(model, config, job, total_steps)
+    student, record = model, {}
+    setup = variant.training(student, config, job, context)
+    if setup is not None:
+      model, record = setup.model, setup.record
+      method_callbacks = list(method_callbacks) + list(setup.callbacks)
     reuse_key = _reuse_key(config, job, strategy) if reuse_traced else None
     if reuse_key is not None and reuse_key in _TRAINABLES:
       # The model above is built exactly as for a fresh run (same seed, same construction), so copying its values
       # into the model whose train step is already traced starts training from the same state.
       model, optimizer, epoch_var = _reset_trainable(_TRAINABLES[reuse_key], model)
+      student = model
     else:
-      optimizer = make_optimizer(config, steps_per_epoch)
+      optimizer = make_optimizer(config, steps_per_epoch, num_epochs)
       # Several steps per call of the train function: a small model's step costs less than the Python round trip.
       model.compile(
           optimizer=optimizer,
-          metrics=["accuracy"],
+          metrics=["accuracy"] if setup is None else setup.metrics,
           steps_per_execution=steps_per_execution(config, steps_per_epoch),
           loss=keras.losses.CategoricalCrossentropy(
               from_logits=True, label_smoothing=config.get("label_smoothing", 0.0)
-          ),
+          )
+          if setup is None
+          else setup.loss,
       )
       optimizer.build(model.trainable_variables)
       _build_compiled_metrics(model)
@@ -396,7 +527,21 @@ def _build_run(config, job, dataset, strategy, reuse_traced):
       if reuse_key is not None:
         _TRAINABLES.clear()  # one architecture at a time: a worker's jobs come grouped by level
         _TRAINABLES[reuse_key] = (model, optimizer, epoch_var)
-  return _Run(variant, model, optimizer, epoch_var, method_callbacks, scope_layers, steps_per_epoch, total_steps)
+  offset = config.num_epochs if job.init_from else 0
+  return _Run(
+      variant,
+      model,
+      student,
+      record,
+      optimizer,
+      epoch_var,
+      method_callbacks,
+      scope_layers,
+      steps_per_epoch,
+      total_steps,
+      num_epochs,
+      offset,
+  )
 
 
 def _fit(run, config, job, dataset, paths, chief, log, strategy):
@@ -410,15 +555,17 @@ def _fit(run, config, job, dataset, paths, chief, log, strategy):
     checkpoint.restore(manager.latest_checkpoint).expect_partial()
     log(f"{job.name}: resumed from {manager.latest_checkpoint} (epoch {int(run.epoch_var.numpy())})")
   initial_epoch = int(run.epoch_var.numpy())
-  if initial_epoch >= config.num_epochs:
+  if initial_epoch >= run.num_epochs:
     return
   # Per-host input: each host reads its own share of the split (its files) and feeds its own replicas, as multi-host
-  # TPU slices need; one step of all of them is one global batch of config.batch_size.
+  # TPU slices need; one step of all of them is one global batch of config.batch_size. A model fine-tuned from its
+  # dense twin continues the twin's data order: its epochs are numbered after the twin's (run.data_epoch_offset).
+  offset = run.data_epoch_offset
   input_fn = dataset.train_input_fn(
       config.batch_size,
       job.seed,
-      initial_epoch,
-      config.num_epochs,
+      offset + initial_epoch,
+      offset + run.num_epochs,
       run.steps_per_epoch,
       deterministic=config.get("deterministic", False),
       image_dtype=devices.input_dtype(config.get("mixed_precision")),
@@ -428,7 +575,7 @@ def _fit(run, config, job, dataset, paths, chief, log, strategy):
       _EpochEnd(
           manager,
           run.epoch_var,
-          config.num_epochs,
+          run.num_epochs,
           run.steps_per_epoch,
           lambda msg: log(f"{job.name}: {msg}"),
           every=config.get("checkpoint_every_epochs", 1),
@@ -437,7 +584,7 @@ def _fit(run, config, job, dataset, paths, chief, log, strategy):
   callbacks += run.callbacks + [run.variant.summaries(tensorboard_dir)]
   run.model.fit(
       train,
-      epochs=config.num_epochs,
+      epochs=run.num_epochs,
       initial_epoch=initial_epoch,
       steps_per_epoch=run.steps_per_epoch,
       callbacks=callbacks,
@@ -462,12 +609,14 @@ def _export(
     source=None,
     tflite_bytes=None,
     predictions=None,
+    mitigation_state=None,
 ):
   """Saves the finished model (unless `save` is False: it is on file), exports its predictions and metrics; returns
   the metrics. `source`: the file an export of a trained model comes from (recorded as `exported_from`);
   `tflite_bytes`: the deployed flatbuffer when it is on file (then `stripped` may be None); `predictions`: the
   export arrays of `stripped` when training already scored it under its strategy (not used for a TFLite model,
-  whose own predictions are exported)."""
+  whose own predictions are exported); `mitigation_state`: what the model's mitigation recorded while training (a
+  distillation teacher, class weights), or None."""
   info = dataset.info
   paths = model_dir.model_paths(workdir, job.name)
   if tflite_bytes is None:
@@ -493,7 +642,13 @@ def _export(
     compression["structure"] = structure
 
   train_seconds = None if train_seconds is None else round(train_seconds, 2)
-  extra = {"steps": int(total_steps), "train_seconds": train_seconds, **compression}
+  extra = {
+      "steps": int(total_steps),
+      "train_seconds": train_seconds,
+      "init_from": job.init_from,
+      "mitigation_state": mitigation_state,
+      **compression,
+  }
   if source is not None:
     extra["exported_from"] = source
   metadata = model_dir.prediction_metadata(config, info, sparsity_report, extra, job=job)
@@ -515,6 +670,8 @@ def _export(
       "config_hash": metadata["config_hash"],
       "seed": job.seed,
       "method": job.method,
+      "init_from": job.init_from,
+      "mitigation": metadata["mitigation"],
       "bits_per_weight": compression["bits_per_weight"],
       "compressed_bytes": compression["compressed_bytes"],
   }
@@ -563,7 +720,7 @@ def _restores(model, checkpoint, under_model):
   return True
 
 
-def restore_checkpoint(config, job, dataset, checkpoint):
+def restore_checkpoint(config, job, dataset, checkpoint, study_dir=None, log=print):
   """The finalized model of a training checkpoint of `job`'s model, and its `_Run` (scope layers, method).
 
   A checkpoint of pie's training (model, optimizer, epoch) is read into the model built, wrapped and compiled as for
@@ -571,15 +728,18 @@ def restore_checkpoint(config, job, dataset, checkpoint):
   step). A checkpoint of the model alone, written outside pie by `tf.train.Checkpoint(model=...)` or
   `model.save_weights`, is read into the model wrapped by the method (then finalized) or into the plain model
   (wrappers stripped before saving). Raises PieError when none fits: a checkpoint of another model than the config's.
-  The model is built under the config's precision (`config.mixed_precision`), as training built it.
+  `study_dir`: the study folder, for a mitigation that builds its training model from the study's models (a
+  distillation teacher, the dense population's class weights); None outside a study. The model is built under the
+  config's precision (`config.mixed_precision`), as training built it.
   """
+  context = _MitigationContext(config, job, dataset, study_dir, log)
   with devices.precision(config.get("mixed_precision")):
-    run = _build_run(config, job, dataset, tf.distribute.get_strategy(), reuse_traced=False)
+    run = _build_run(config, job, dataset, tf.distribute.get_strategy(), reuse_traced=False, context=context)
     names = model_dir.checkpoint_reader(checkpoint).get_variable_to_shape_map()
     under_model = any(name.startswith("model/") for name in names)
     if _restores(run.model, checkpoint, under_model):
       tf.train.Checkpoint(optimizer=run.optimizer, epoch=run.epoch_var).read(checkpoint).expect_partial()
-      return run.variant.finalize(run.model, run.callbacks), run
+      return run.variant.finalize(run.student, run.callbacks), run
     info = dataset.info
     for wrapped in (True, False):
       # Uncompiled: a compiled model expects its optimizer in the checkpoint too.

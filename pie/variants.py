@@ -112,6 +112,9 @@ class Variant:
   pruning_summaries = False  # it trains under TF-MOT pruning wrappers, whose PruningSummaries go to TensorBoard
   reusable = False  # a compiled model can be reused for the next seed (train_and_export(reuse_traced=True))
   exports_tflite = False  # the deployed model is a TFLite conversion (`to_tflite`), not the Keras model
+  # With config.init_from_dense, its models start from the finished dense model of their seed and are fine-tuned
+  # (`wrap_trained`); the dense population, the replicate and derived methods are never fine-tuned.
+  fine_tunes_from_dense = False
 
   @property
   def named_by_level(self):
@@ -131,6 +134,38 @@ class Variant:
   def wrap(self, model, config, job, total_steps):  # pylint: disable=unused-argument
     """(model to train, extra callbacks) for one model of this method (`job`: its Job, for level and seed)."""
     return model, []
+
+  def wrap_trained(self, model, config, job, total_steps):
+    """(model to fine-tune, extra callbacks) for a model that starts from its trained dense twin.
+
+    `model` holds the dense twin's weights. The method's own wrapper (`wrap`) is applied to it over the fine-tuning
+    steps (`total_steps`), as TF-MOT's guide prunes a pretrained model; layers the wrapper re-creates instead of
+    wrapping (the classifier outside the pruning scope, say) get the trained values back, so that the model to
+    fine-tune computes what the dense twin computes until its method changes it.
+    """
+    if not self.fine_tunes_from_dense:
+      raise PieError(
+          f"method {self.name!r} does not start from a dense model: only compressed methods that train are "
+          "fine-tuned from their dense twin (config.init_from_dense)",
+          parameter="init_from_dense",
+      )
+    wrapped, callbacks = self.wrap(model, config, job, total_steps)
+    _restore_recreated_layers(wrapped, model)
+    return wrapped, callbacks
+
+  @property
+  def mitigation(self):
+    """The `Mitigation` this population trains with (`MITIGATIONS`), or None."""
+    return None
+
+  def mitigation_params(self, config):  # pylint: disable=unused-argument
+    """The resolved parameters of its mitigation (recorded as `mitigation_params`), or None without one."""
+    return None
+
+  def training(self, student, config, job, context):  # pylint: disable=unused-argument
+    """How the wrapped model trains: a `TrainingSetup` (the model to fit, its loss, metrics, callbacks), or None for
+    the plain cross-entropy on the model itself. Mitigated populations return their mitigation's."""
+    return None
 
   def summaries(self, log_dir):
     """The TensorBoard callback: TF-MOT's PruningSummaries (loss, accuracy, sparsity) under pruning wrappers."""
@@ -181,6 +216,7 @@ class MagnitudePruning(Variant):
   """TF-MOT gradual magnitude pruning with the polynomial schedule of config.pruning (`pie.pruning`); the sham
   control is this at `SHAM_SPARSITY`."""
 
+  fine_tunes_from_dense = True
   checks_sparsity = True
   sparse_storage = True
   pruning_summaries = True
@@ -202,8 +238,10 @@ class MagnitudePruning(Variant):
 
 
 class MByNPruning(Variant):
-  """M:N structured sparsity (`M_BY_N`), masked once at the end of the magnitude window, then fine-tuned."""
+  """M:N structured sparsity (`M_BY_N`), masked once at the end of the magnitude window, then fine-tuned; a model that
+  starts from its trained dense twin is masked at the window's start (its weights are trained already)."""
 
+  fine_tunes_from_dense = True
   sparse_storage = True
   pruning_summaries = True
 
@@ -211,10 +249,12 @@ class MByNPruning(Variant):
     import tensorflow_model_optimization as tfmot  # pylint: disable=g-import-not-at-top
     from pie import pruning  # pylint: disable=g-import-not-at-top
 
-    _, end, _ = pruning.schedule_steps(config.pruning, total_steps)
-    # Fires once, at the end of the magnitude window (see the module docstring); the value 0.5 is not used by the
-    # m-by-n mask, which always removes 2 of 4.
-    schedule = tfmot.sparsity.keras.ConstantSparsity(0.5, begin_step=int(end), end_step=int(end), frequency=1)
+    begin, end, _ = pruning.schedule_steps(config.pruning, total_steps)
+    # Fires once: at the end of the magnitude window when training from scratch (see the module docstring), at its
+    # start when the weights come trained from the dense twin. The value 0.5 is not used by the m-by-n mask, which
+    # always removes 2 of 4.
+    step = int(begin if job.init_from else end)
+    schedule = tfmot.sparsity.keras.ConstantSparsity(0.5, begin_step=step, end_step=step, frequency=1)
     wrapped = _clone_wrapping(
         model,
         layers_in_scope(model, _scope(config)),
@@ -253,6 +293,7 @@ class MByNPruning(Variant):
 class RandomPruning(Variant):
   """Random-order pruning on the magnitude schedule (`make_random_pruning_callback`)."""
 
+  fine_tunes_from_dense = True
   checks_sparsity = True
   sparse_storage = True
 
@@ -267,16 +308,18 @@ class RandomPruning(Variant):
     ]
 
   def finalize(self, model, callbacks=()):
-    """The masks of the last step applied (the callback masks before each batch, so the last update is applied)."""
+    """The final masks applied (the callback masks before each batch, so the last update would be left unmasked);
+    training always runs past the end of the pruning window, where the mask is the final one."""
     for callback in callbacks:
-      if hasattr(callback, "apply"):
-        callback.apply(int(model.optimizer.iterations.numpy()))
+      if hasattr(callback, "finish"):
+        callback.finish()
     return model
 
 
 class QuantizationAwareTraining(Variant):
   """`quantize_model` for training; the deployed model is its int8 TFLite conversion."""
 
+  fine_tunes_from_dense = True
   exports_tflite = True
 
   def wrap(self, model, config, job, total_steps):
@@ -295,6 +338,8 @@ class QuantizationAwareTraining(Variant):
 
 class WeightClustering(Variant):
   """`cluster_weights` on the layers pruning would touch, from the start of training; `strip_clustering` after."""
+
+  fine_tunes_from_dense = True
 
   def wrap(self, model, config, job, total_steps):
     import tensorflow_model_optimization as tfmot  # pylint: disable=g-import-not-at-top
@@ -342,6 +387,291 @@ class PostTrainingQuantization(Variant):
 
 
 # ---------------------------------------------------------------------------------------------------------------------
+# Mitigations: training a compression method so that it does less harm.
+
+
+@dataclasses.dataclass
+class TrainingSetup:
+  """How a mitigated model trains (`Variant.training`): the Keras model to fit (the student itself, or an outer model
+  around it), its loss and metrics, extra callbacks, and what to record in the export's metadata
+  (`mitigation_state`)."""
+
+  model: object
+  loss: object
+  metrics: list
+  callbacks: list
+  record: dict
+
+
+@dataclasses.dataclass(frozen=True)
+class Mitigation:
+  """A way to train a compression method so that it does less harm: one entry of `MITIGATIONS`.
+
+  A mitigation applies to any compressed method that trains (`config.variants` entry "<method>+<mitigation>", or
+  `config.mitigation` for one model), from scratch or from the dense twin; it changes the loss, never the
+  compression, which stays the method's own entry. Its parameters are `config.mitigation_params` entries (the
+  `parameters` keys, with their defaults); they are recorded in every export (`mitigation_params`) and, being part of
+  the config, in the config hash.
+
+  name: the name configs use. prefix: what its model names start with, before the method's own prefix.
+  """
+
+  name: str
+  prefix: str
+  parameters = ()  # ((key of config.mitigation_params, default), ...)
+
+  def params(self, config):
+    """Its parameters: config.mitigation_params over the defaults, checked (`check_params`)."""
+    given = dict(config.get("mitigation_params", None) or {})
+    unknown = sorted(set(given) - set(MITIGATION_PARAMETERS))
+    if unknown:
+      raise PieError(
+          f"unknown config.mitigation_params {unknown}: the mitigations take {sorted(MITIGATION_PARAMETERS)}",
+          parameter="mitigation_params",
+      )
+    params = {key: given.get(key, default) for key, default in self.parameters}
+    self.check_params(params)
+    return params
+
+  def check_params(self, params):
+    """Raises PieError for parameters it cannot train with."""
+
+  def requires(self, params, seed, dense_names):  # pylint: disable=unused-argument
+    """The finished models its model needs (besides a dense twin it starts from): none by default."""
+    return ()
+
+  def training(self, student, config, params, job, context):
+    """The `TrainingSetup` of `student` (the method-wrapped model) under this mitigation. `context` is what training
+    offers: `load_model(name)`, `train_batches()` (the training split as at evaluation), `num_classes`, `log`."""
+    raise NotImplementedError
+
+
+def _label_smoothing(config):
+  return float(config.get("label_smoothing", 0.0))
+
+
+class Distillation(Mitigation):
+  """Knowledge distillation from a dense teacher: (1 - weight) * CE + weight * T^2 * KL(teacher || student) at
+  temperature T (`pie.mitigation.DistillationLoss`). The teacher is the dense twin of the same seed (the paired
+  design's twin), or the dense model named by `teacher`."""
+
+  parameters = (("weight", 0.5), ("temperature", 4.0), ("teacher", None))
+
+  def check_params(self, params):
+    if not 0.0 <= float(params["weight"]) <= 1.0:
+      raise PieError(
+          f"config.mitigation_params.weight must lie in [0, 1], got {params['weight']}", parameter="mitigation_params"
+      )
+    if not float(params["temperature"]) > 0.0:
+      raise PieError(
+          f"config.mitigation_params.temperature must be > 0, got {params['temperature']}",
+          parameter="mitigation_params",
+      )
+    if params["teacher"] is not None and not isinstance(params["teacher"], str):
+      raise PieError(
+          f"config.mitigation_params.teacher must be a dense model's name (e.g. 'sparsity0_seed0') or None (the dense "
+          f"twin of each model), got {params['teacher']!r}",
+          parameter="mitigation_params",
+      )
+
+  def teacher(self, params, seed):
+    return params["teacher"] or model_name(DENSE, 0.0, seed)
+
+  def requires(self, params, seed, dense_names):
+    return (self.teacher(params, seed),)
+
+  def training(self, student, config, params, job, context):
+    from pie import mitigation  # pylint: disable=g-import-not-at-top
+
+    teacher = self.teacher(params, job.seed)
+    num_classes = context.num_classes
+    return TrainingSetup(
+        model=mitigation.with_teacher(student, context.load_model(teacher)),
+        loss=mitigation.DistillationLoss(
+            num_classes, params["weight"], params["temperature"], label_smoothing=_label_smoothing(config)
+        ),
+        metrics=[mitigation.student_accuracy(num_classes)],
+        callbacks=[],
+        record={"teacher": teacher},
+    )
+
+
+class ClassReweighting(Mitigation):
+  """Per-class loss weights, harder classes weighing more (`pie.mitigation.class_weights`): from the dense
+  population's per-class error on the training split; `weights_update` "fixed" keeps them, "per_epoch" recomputes
+  them at the start of every later epoch from the model being trained. Normalized so that the mean weight over the
+  training examples is 1."""
+
+  parameters = (("weights_update", "fixed"), ("smoothing", 0.02), ("power", 1.0))
+  UPDATES = ("fixed", "per_epoch")
+
+  def check_params(self, params):
+    if params["weights_update"] not in self.UPDATES:
+      raise PieError(
+          f"config.mitigation_params.weights_update must be one of {self.UPDATES}, got {params['weights_update']!r}",
+          parameter="mitigation_params",
+      )
+    if not (float(params["smoothing"]) > 0 and float(params["power"]) > 0):
+      raise PieError(
+          f"config.mitigation_params.smoothing and .power must be > 0, got {params['smoothing']} and "
+          f"{params['power']}",
+          parameter="mitigation_params",
+      )
+
+  def requires(self, params, seed, dense_names):
+    return tuple(dense_names)
+
+  def training(self, student, config, params, job, context):
+    from pie import mitigation  # pylint: disable=g-import-not-at-top
+
+    error, count = context.dense_error(context.dense_names)
+    weights = mitigation.class_weights(error, count, float(params["smoothing"]), float(params["power"]))
+    loss = mitigation.ClassWeightedLoss(weights, label_smoothing=_label_smoothing(config))
+    callbacks = []
+    if params["weights_update"] == "per_epoch":
+      callbacks.append(
+          mitigation.ClassWeightUpdate(
+              loss,
+              student,
+              context.train_batches,
+              count,
+              float(params["smoothing"]),
+              float(params["power"]),
+              log=context.log,
+          )
+      )
+    return TrainingSetup(
+        model=student,
+        loss=loss,
+        metrics=["accuracy"],
+        callbacks=callbacks,
+        record={"class_weights": [float(w) for w in weights], "dense_error": [float(e) for e in error]},
+    )
+
+
+class EqualizedLoss(Mitigation):
+  """Cross-entropy plus penalty * sum_c p_c (L_c - L)^2 over each batch's classes (`pie.mitigation.EqualizedLoss`),
+  after Tran et al. (NeurIPS 2022)."""
+
+  parameters = (("penalty", 1.0),)
+
+  def check_params(self, params):
+    if not float(params["penalty"]) >= 0.0:
+      raise PieError(
+          f"config.mitigation_params.penalty must be >= 0, got {params['penalty']}", parameter="mitigation_params"
+      )
+
+  def training(self, student, config, params, job, context):
+    from pie import mitigation  # pylint: disable=g-import-not-at-top
+
+    return TrainingSetup(
+        model=student,
+        loss=mitigation.EqualizedLoss(params["penalty"], label_smoothing=_label_smoothing(config)),
+        metrics=["accuracy"],
+        callbacks=[],
+        record={},
+    )
+
+
+MITIGATIONS = collections.OrderedDict(
+    (m.name, m)
+    for m in (
+        Distillation("distill", "distill_"),
+        ClassReweighting("class_reweight", "reweight_"),
+        EqualizedLoss("equalized_loss", "eqloss_"),
+    )
+)
+# Every key config.mitigation_params may hold (each mitigation reads its own).
+MITIGATION_PARAMETERS = {key for m in MITIGATIONS.values() for key, _ in m.parameters}
+# "magnitude+distill": a compression method and the mitigation it trains with (config.variants).
+MITIGATION_SEPARATOR = "+"
+
+
+@dataclasses.dataclass(frozen=True)
+class MitigatedVariant(Variant):
+  """A compression method trained with a mitigation ("magnitude+distill"): the method's entry does the compression
+  (wrapping, finalizing, structure, sparsity, size), the mitigation's the loss (`training`). Named by the mitigation's
+  prefix before the method's ("distill_sparsity90_seed3"), compared with the dense population like any population,
+  and side by side with the unmitigated one in the report's "Mitigations compared"."""
+
+  base: Optional[Variant] = None
+  mitigation_entry: Optional[Mitigation] = None
+
+  # A mitigation's training model and loss are built per model (a teacher, class weights): never reused.
+  reusable = False
+
+  checks_sparsity = property(lambda self: self.base.checks_sparsity)
+  sparse_storage = property(lambda self: self.base.sparse_storage)
+  pruning_summaries = property(lambda self: self.base.pruning_summaries)
+  exports_tflite = property(lambda self: self.base.exports_tflite)
+  fine_tunes_from_dense = property(lambda self: self.base.fine_tunes_from_dense)
+
+  @property
+  def mitigation(self):
+    return self.mitigation_entry
+
+  def mitigation_params(self, config):
+    return self.mitigation_entry.params(config)
+
+  def wrap(self, model, config, job, total_steps):
+    return self.base.wrap(model, config, job, total_steps)
+
+  def wrap_trained(self, model, config, job, total_steps):
+    return self.base.wrap_trained(model, config, job, total_steps)
+
+  def training(self, student, config, job, context):
+    return self.mitigation_entry.training(student, config, self.mitigation_params(config), job, context)
+
+  def summaries(self, log_dir):
+    return self.base.summaries(log_dir)
+
+  def finalize(self, model, callbacks=()):
+    return self.base.finalize(model, callbacks)
+
+  def structure(self, model, layer_names):
+    return self.base.structure(model, layer_names)
+
+  def to_tflite(self, model):
+    return self.base.to_tflite(model)
+
+  def size_report(self, model):
+    return self.base.size_report(model)
+
+
+def mitigated_name(method, mitigation):
+  """The population name of a method trained with a mitigation: "magnitude+distill" (None: the method itself)."""
+  return method if not mitigation else f"{method}{MITIGATION_SEPARATOR}{mitigation}"
+
+
+_MITIGATED = {}
+
+
+def _mitigated(method):
+  """The MitigatedVariant of "<method>+<mitigation>", or a PieError saying what is wrong with the name."""
+  base_name, _, mitigation_name = method.partition(MITIGATION_SEPARATOR)
+  if base_name not in VARIANTS:
+    raise PieError(
+        f"unknown compression method {base_name!r} in {method!r}: a mitigation applies to one of "
+        f"{tuple(m for m, v in VARIANTS.items() if not v.derived)}"
+    )
+  if mitigation_name not in MITIGATIONS:
+    raise PieError(
+        f"unknown mitigation {mitigation_name!r} in {method!r} (config.mitigation / config.variants): choose one of "
+        f"{tuple(MITIGATIONS)}",
+        parameter="mitigation",
+    )
+  base = VARIANTS[base_name]
+  if base.kind not in ("pruning", "training"):
+    raise PieError(f"{method!r}: method {base_name!r} is not trained, so it cannot train with a mitigation")
+  if method not in _MITIGATED:
+    entry = MITIGATIONS[mitigation_name]
+    _MITIGATED[method] = MitigatedVariant(
+        method, base.kind, entry.prefix + base.prefix, base.fixed_level, base=base, mitigation_entry=entry
+    )
+  return _MITIGATED[method]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
 # The registry.
 
 VARIANTS = collections.OrderedDict(
@@ -375,12 +705,23 @@ METHOD_ORDER = tuple(METHODS)
 
 
 def get_variant(method):
-  """The registry entry of a method name (the dense baseline and the controls included)."""
-  if method not in METHODS:
-    raise PieError(
-        f"unknown compression method {method!r} (config.method / config.variants): choose one of " f"{tuple(VARIANTS)}"
-    )
-  return METHODS[method]
+  """The registry entry of a method name (the dense baseline and the controls included), or of a method trained with
+  a mitigation ("magnitude+distill", a `MitigatedVariant`)."""
+  if method in METHODS:
+    return METHODS[method]
+  if isinstance(method, str) and MITIGATION_SEPARATOR in method:
+    return _mitigated(method)
+  raise PieError(
+      f"unknown compression method {method!r} (config.method / config.variants): choose one of " f"{tuple(VARIANTS)}"
+  )
+
+
+def _lookup(method):
+  """The entry of a method name, or None for a name this registry does not know (a recorded method, say)."""
+  try:
+    return get_variant(method)
+  except PieError:
+    return None
 
 
 def is_dense(method):
@@ -395,13 +736,15 @@ def is_control(method):
 
 def is_pruning(method):
   """True for pruning methods, whose populations are levels of sparsity (False for names not registered)."""
-  return method in METHODS and METHODS[method].kind == "pruning"
+  variant = _lookup(method)
+  return variant is not None and variant.kind == "pruning"
 
 
 def named_by_level(method):
   """True for dense and magnitude populations: named "sparsity90_seed3", called "level 0.9", kept in `Study.levels`;
   a study of only them writes no `method` column (False for names not registered)."""
-  return method in METHODS and METHODS[method].named_by_level
+  variant = _lookup(method)
+  return variant is not None and variant.named_by_level
 
 
 def role(method):
@@ -417,7 +760,8 @@ def recorded_method(method, dense_level):
 
 def sparsity_problem(method, measured, target, tolerance=SPARSITY_TOLERANCE):
   """`Variant.sparsity_problem` of a recorded method; None for a method this registry does not know."""
-  return METHODS[method].sparsity_problem(measured, target, tolerance) if method in METHODS else None
+  variant = _lookup(method)
+  return variant.sparsity_problem(measured, target, tolerance) if variant is not None else None
 
 
 def check_sparsity(sparsity, field="config.sparsity"):
@@ -446,8 +790,26 @@ def study_controls(config):
 
 
 def method_rank(method):
-  """Sort key of a method: dense first, then the registry order, unknown methods last by name."""
-  return (METHOD_ORDER.index(method), "") if method in METHOD_ORDER else (len(METHOD_ORDER), method)
+  """Sort key of a method: dense first, then the registry order, each method's mitigated populations right after it
+  (in the order of `MITIGATIONS`), unknown methods last by name."""
+  if method in METHOD_ORDER:
+    return (METHOD_ORDER.index(method), 0, "")
+  variant = _lookup(method)
+  if isinstance(variant, MitigatedVariant):
+    return (METHOD_ORDER.index(variant.base.name), 1 + tuple(MITIGATIONS).index(variant.mitigation.name), "")
+  return (len(METHOD_ORDER), 0, method)
+
+
+def base_method(method):
+  """The compression method of a population: "magnitude" for "magnitude+distill", the method itself otherwise."""
+  variant = _lookup(method)
+  return variant.base.name if isinstance(variant, MitigatedVariant) else method
+
+
+def mitigation_of(method):
+  """The mitigation name of a population ("distill" for "magnitude+distill"), or None."""
+  variant = _lookup(method)
+  return variant.mitigation.name if variant is not None and variant.mitigation is not None else None
 
 
 def check_variants(variants):
@@ -460,10 +822,13 @@ def check_variants(variants):
   for method in variants:
     if method in CONTROLS:
       raise PieError(f"{method!r} is a control, not a compression method: list it in config.controls")
-    if method not in VARIANTS:
+    if MITIGATION_SEPARATOR in str(method):
+      _mitigated(method)  # raises for an unknown method or mitigation, or one that does not train
+    elif method not in VARIANTS:
       raise PieError(
-          f"unknown compression method {method!r} in config.variants: choose one of {tuple(VARIANTS)} "
-          "(the dense population is part of every study)"
+          f"unknown compression method {method!r} in config.variants: choose one of {tuple(VARIANTS)}, each "
+          f"optionally with a mitigation ('magnitude+distill'; mitigations {tuple(MITIGATIONS)}) (the dense "
+          "population is part of every study)"
       )
   duplicates = sorted({m for m in variants if variants.count(m) > 1})
   if duplicates:
@@ -473,6 +838,12 @@ def check_variants(variants):
 
 def study_variants(config):
   """config.variants, defaulting to the single config.method (magnitude): today's magnitude-only study."""
+  if config.get("mitigation", None):
+    raise PieError(
+        f"config.mitigation ({config.mitigation!r}) is the mitigation of one model (train.train); a study lists its "
+        f"mitigated populations in config.variants, e.g. ('magnitude', 'magnitude+{config.mitigation}')",
+        parameter="mitigation",
+    )
   return check_variants(config.get("variants", None) or (config.get("method", DEFAULT_METHOD),))
 
 
@@ -505,9 +876,9 @@ def effective_method(method, sparsity):
   return method
 
 
-def config_method(config):
+def config_effective_method(config):
   """The effective method of one model's config (see `effective_method`)."""
-  return effective_method(config.get("method", DEFAULT_METHOD), float(config.sparsity))
+  return effective_method(config_method(config), float(config.sparsity))
 
 
 def model_name(method, sparsity, seed):
@@ -559,6 +930,10 @@ class Job:
 
   The launcher resolves every Job of the grid once (`study_jobs`) and hands each to the worker that trains or derives
   it; a model trained from its config alone gets its Job from `config_job`.
+
+  source: the dense model of the same seed that a derived model is made from, or that a trained model starts from
+    (config.init_from_dense: its dense twin); None for a model trained from scratch.
+  requires: the models that must be finished before this one can start (the launcher defers it until they are).
   """
 
   method: str  # effective method ("dense" for the baseline)
@@ -567,41 +942,108 @@ class Job:
   name: str
   kind: str
   source: Optional[str] = None
+  requires: tuple = ()
+
+  @property
+  def init_from(self):
+    """The dense twin a trained model starts from (recorded as `init_from` in its metadata), or None."""
+    return self.source if self.kind == "train" else None
 
 
-def _job(method, sparsity, seed):
-  """The Job of an effective method at (sparsity, seed)."""
-  if get_variant(method).derived:
-    return Job(
-        method, sparsity, seed, model_name(method, sparsity, seed), "derive", source=model_name(DENSE, 0.0, seed)
+def init_from_dense(config):
+  """config.init_from_dense, checked: whether the study's compressed models start from their trained dense twins
+  (the paired design); then config.finetune_epochs must be a positive number of epochs."""
+  value = config.get("init_from_dense", False)
+  if not isinstance(value, (bool, np.bool_)):
+    raise PieError(f"config.init_from_dense must be True or False, got {value!r}", parameter="init_from_dense")
+  if value:
+    finetune_epochs(config)
+  return bool(value)
+
+
+def finetune_epochs(config):
+  """config.finetune_epochs: the epochs a model started from its dense twin is fine-tuned for (a positive int)."""
+  epochs = config.get("finetune_epochs", None)
+  if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 1:
+    raise PieError(
+        f"config.finetune_epochs must be a positive number of epochs when config.init_from_dense is set, got "
+        f"{epochs!r}",
+        parameter="finetune_epochs",
     )
-  return Job(method, sparsity, seed, model_name(method, sparsity, seed), "train")
+  return int(epochs)
+
+
+def training_epochs(config, job):
+  """The epochs a job's model trains: config.finetune_epochs when it starts from its dense twin (`job.init_from`),
+  else config.num_epochs."""
+  return finetune_epochs(config) if job.init_from else config.num_epochs
+
+
+def _job(method, sparsity, seed, config=None, dense_seeds=()):
+  """The Job of an effective method at (sparsity, seed). With a config: its models start from their dense twins when
+  config.init_from_dense (every method that can), and a mitigation requires what it needs (a teacher, the dense
+  population of `dense_seeds`)."""
+  dense = model_name(DENSE, 0.0, seed)
+  name = model_name(method, sparsity, seed)
+  variant = get_variant(method)
+  if variant.derived:
+    return Job(method, sparsity, seed, name, "derive", source=dense, requires=(dense,))
+  source = dense if config is not None and init_from_dense(config) and variant.fine_tunes_from_dense else None
+  requires = (source,) if source else ()
+  if variant.mitigation is not None:
+    dense_names = [model_name(DENSE, 0.0, s) for s in dense_seeds]
+    extra = variant.mitigation.requires(variant.mitigation_params(config), seed, dense_names)
+    requires += tuple(n for n in extra if n not in requires)
+  return Job(method, sparsity, seed, name, "train", source=source, requires=requires)
+
+
+def config_method(config):
+  """The method of one model's config as given: config.method, with config.mitigation when set
+  ("magnitude" and "distill" give "magnitude+distill"; config.method may also name the pair itself)."""
+  method = config.get("method", DEFAULT_METHOD)
+  mitigation = config.get("mitigation", None)
+  if not mitigation:
+    return method
+  if MITIGATION_SEPARATOR in method:
+    if mitigation_of(method) != mitigation:
+      raise PieError(
+          f"config.method {method!r} and config.mitigation {mitigation!r} disagree: give the mitigation once",
+          parameter="mitigation",
+      )
+    return method
+  return mitigated_name(method, mitigation)
 
 
 def config_job(config):
-  """The Job of one model's config (config.method, config.sparsity, config.seed), checked (`effective_method`)."""
+  """The Job of one model's config (config.method, config.mitigation, config.sparsity, config.seed), checked
+  (`effective_method`); a mitigation that needs the dense population takes the config's num_seeds dense models."""
   sparsity = float(config.sparsity)
-  return _job(effective_method(config.get("method", DEFAULT_METHOD), sparsity), sparsity, int(config.seed))
+  method = effective_method(config_method(config), sparsity)
+  return _job(method, sparsity, int(config.seed), config, range(int(config.get("num_seeds", 0) or 0)))
 
 
 def study_jobs(config, levels_and_seeds):
   """Every model of a study, dense first, then the controls, then the trained variants, then the derived ones.
 
+  With config.init_from_dense, every model of a method that can (`Variant.fine_tunes_from_dense`: the compressed
+  methods that train, and the sham control) starts from the dense model of its seed: its Job requires it.
+
   Args:
-    config: the study config (reads config.variants / config.method, config.controls).
+    config: the study config (reads config.variants / config.method, config.controls, config.init_from_dense).
     levels_and_seeds: the [(sparsity, seed)] grid of the magnitude study, dense level included
       (`pie.population.grid`, which checks it).
   """
   variants = study_variants(config)
+  init_from_dense(config)  # checked once, before any job
   seeds = sorted({seed for _, seed in levels_and_seeds})
   levels = sorted({s for s, _ in levels_and_seeds if s > 0})
   jobs = [_job(DENSE, 0.0, seed) for seed in seeds]
   for control in study_controls(config):
     # The replicate's seeds follow the dense ones (disjoint); the sham reuses them, like every pruned level does.
     control_seeds = [seed + max(seeds) + 1 for seed in seeds] if control == DENSE_REPLICATE else seeds
-    jobs += [_job(control, CONTROLS[control].fixed_level, seed) for seed in control_seeds]
+    jobs += [_job(control, CONTROLS[control].fixed_level, seed, config, seeds) for seed in control_seeds]
   for method in variants:
-    variant = VARIANTS[method]
+    variant = get_variant(method)
     if variant.derived:
       continue
     method_levels = levels if variant.kind == "pruning" and variant.fixed_level is None else [variant.fixed_level]
@@ -609,9 +1051,9 @@ def study_jobs(config, levels_and_seeds):
       if method == DEFAULT_METHOD:
         continue  # config.sparsity_levels = (0.0,): a study of dense models only (a baseline, or an A/A study)
       raise PieError(f"method {method!r} needs a non-zero level in config.sparsity_levels")
-    jobs += [_job(method, s, seed) for s in method_levels for seed in seeds]
+    jobs += [_job(method, s, seed, config, seeds) for s in method_levels for seed in seeds]
   for method in variants:
-    if VARIANTS[method].derived:
+    if get_variant(method).derived:
       jobs += [_job(method, 0.0, seed) for seed in seeds]
   names = [j.name for j in jobs]
   if len(set(names)) != len(names):
@@ -744,6 +1186,20 @@ def _clone_wrapping(model, names, wrap):
   return keras.models.clone_model(model, clone_function=clone)
 
 
+def _restore_recreated_layers(wrapped, trained):
+  """Gives the layers of `wrapped` that a wrapping re-created (not wrapped, not the same object) the values of the
+  same-named layer of `trained`; wrapped layers keep what their wrapper made of the trained layer."""
+  for layer in wrapped.layers:
+    if inner_layer(layer) is not layer or not layer.weights:
+      continue
+    try:
+      source = trained.get_layer(layer.name)
+    except ValueError:
+      continue
+    if source is not layer:
+      layer.set_weights(source.get_weights())
+
+
 def make_random_pruning_callback(model, layer_names, final_sparsity, begin_step, end_step, frequency, seed):
   """A Keras callback that keeps each named layer's kernel masked by its random mask for the current step.
 
@@ -776,6 +1232,10 @@ def make_random_pruning_callback(model, layer_names, final_sparsity, begin_step,
 
     def on_train_end(self, logs=None):
       self.apply(int(self.model.optimizer.iterations.numpy()))
+
+    def finish(self):
+      """The final masks (those of any step from the end of the pruning window on)."""
+      self.apply(int(end_step))
 
   return RandomPruning()
 

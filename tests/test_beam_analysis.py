@@ -54,17 +54,21 @@ def _assert_same_files(expected_dir, actual_dir):
     assert actual == expected, name
 
 
-def _write_population(study_dir, method, sparsity, seeds, labels, num_classes, flip, rng, logits=False):
+def _write_population(
+    study_dir, method, sparsity, seeds, labels, num_classes, flip, rng, twin_field=None, logits=False
+):
   """Noisy copies of the labels, one prediction file per seed (a count, or the seeds), for any compression method;
-  with `logits`, random logits too (the EL2N difficulty score reads them)."""
+  `twin_field` ("init_from", "source_model") records the dense model of the same seed as its twin; with `logits`,
+  random logits too (the EL2N difficulty score reads them)."""
   for seed in (range(seeds) if isinstance(seeds, int) else seeds):
+    twin = {twin_field: variants.model_name("dense", 0.0, seed)} if twin_field else {}
     noise = rng.random(len(labels)) < flip
     top1 = np.where(noise, rng.integers(0, num_classes, len(labels)), labels)
     name = variants.model_name(method, sparsity, seed)
     classes = (top1[:, None] + np.arange(3)[None, :]) % num_classes
     probs = np.tile(np.linspace(0.6, 0.1, 3, dtype=np.float32), (len(labels), 1))
     metadata = fake_study.fake_metadata(
-        sparsity, seed, num_classes, len(labels), method=method, name=name, bits_per_weight=32.0 - seed
+        sparsity, seed, num_classes, len(labels), method=method, name=name, bits_per_weight=32.0 - seed, **twin
     )
     predictions_lib.write_predictions(
         os.path.join(study_dir, name, f"{name}.tfrecord"),
@@ -85,7 +89,10 @@ def test_matches_the_in_memory_analysis_on_the_digits_study(tiny_study, tmp_path
   assert sorted(os.listdir(tmp_path / "beam")) == sorted(OUTPUTS)  # the work folder is gone
 
 
-@pytest.mark.parametrize("case", ["levels", "ties", "methods", "absent_class", "controls", "dense_only", "logits"])
+@pytest.mark.parametrize(
+    "case",
+    ["levels", "ties", "methods", "absent_class", "controls", "dense_only", "logits", "paired", "mitigations"],
+)
 def test_matches_the_in_memory_analysis_on_fake_studies(case, tmp_path):
   study_dir = str(tmp_path / "study")
   rng = np.random.default_rng(7)
@@ -118,6 +125,27 @@ def test_matches_the_in_memory_analysis_on_fake_studies(case, tmp_path):
     ):
       _write_population(study_dir, method, sparsity, seeds, labels, 4, flip, rng)
     options = dict(bootstrap_resamples=10, noise_floor_splits=30, seed=2)
+  elif case == "paired":  # fine-tuned from dense twins (one twin missing), derived, a replicate: paired columns
+    labels = np.arange(110) % 5
+    for method, sparsity, seeds, flip, twin_field in (
+        ("dense", 0.0, 4, 0.2, None),
+        ("dense_replicate", 0.0, range(4, 8), 0.2, None),
+        ("magnitude", 0.5, 4, 0.3, "init_from"),
+        ("magnitude", 0.9, range(1, 5), 0.5, "init_from"),  # seed 4 has no dense twin in the study
+        ("ptq_dynamic_int8", 0.0, 4, 0.25, "source_model"),
+    ):
+      _write_population(study_dir, method, sparsity, seeds, labels, 5, flip, rng, twin_field)
+    options = dict(bootstrap_resamples=10, noise_floor_splits=20, seed=1)
+  elif case == "mitigations":  # mitigated populations beside the unmitigated one: summary.json `mitigations`
+    labels = np.arange(100) % 4
+    for method, sparsity, flip in (
+        ("dense", 0.0, 0.1),
+        ("magnitude", 0.9, 0.4),
+        ("magnitude+distill", 0.9, 0.2),
+        ("magnitude+equalized_loss", 0.9, 0.4),
+    ):
+      _write_population(study_dir, method, sparsity, 4, labels, 4, flip, rng)
+    options = dict(bootstrap_resamples=15, noise_floor_splits=10)
   elif case == "logits":  # every export has logits: exemplar_scores.csv gains the EL2N score
     labels = np.arange(90) % 6
     for method, sparsity, flip in (("dense", 0.0, 0.2), ("magnitude", 0.9, 0.5)):
@@ -147,6 +175,16 @@ def test_matches_the_in_memory_analysis_on_fake_studies(case, tmp_path):
     assert scores["dense_el2n"].notna().all() and (scores["dense_el2n"] > 0).all()
   if case == "levels":
     assert "normalization_warning" in summary
+  assert summary["design"] == ("paired" if case == "paired" else "independent")
+  assert len(summary["mitigations"]) == (2 if case == "mitigations" else 0)
+  if case == "paired":
+    assert [level.get("num_pairs") for level in summary["levels"]] == [None, 0, 4, 3, 4]
+    assert "paired_p_value" in open(tmp_path / "beam" / "class_stats.csv").readline()
+  else:  # every compressed model against the dense model of its seed, in the single-pair view only
+    assert "paired_p_value" not in open(tmp_path / "beam" / "class_stats.csv").readline()
+    for level in summary["levels"][1:]:
+      assert "num_pairs" not in level
+      assert level["single_pair"]["test"].startswith("one model against the dense model of its seed")
 
 
 def test_the_binary_matches_the_analysis_binary(tiny_study, tmp_path):

@@ -66,11 +66,44 @@ def test_summary_has_the_declared_keys(tmp_path):
   for level in summary["levels"]:
     assert set(outputs.LEVEL_KEYS + outputs.LEVEL_METHOD_KEYS) <= set(level)
     if level["role"] != "dense":  # a compared population
-      assert set(outputs.LEVEL_OPTIONAL) <= set(level)
+      assert set(outputs.LEVEL_OPTIONAL + outputs.LEVEL_HARM_KEYS) <= set(level)
     if level["role"] == "pruned":
       assert set(outputs.LEVEL_FLOOR_KEYS) <= set(level)
   assert set(outputs.NOISE_FLOOR_KEYS) <= set(summary["noise_floor"])
   assert set(outputs.HALF_SPLITS_KEYS) <= set(summary["noise_floor"]["half_splits"])
+
+
+def test_a_paired_study_writes_the_paired_columns_and_keys(tmp_path):
+  study_dir, out = tmp_path / "study", tmp_path / "out"
+  labels, _ = fake_study.write_study(str(study_dir), levels=(0.0,), seeds=4)
+  rng = np.random.default_rng(2)
+  for seed in range(4):
+    top1 = np.where(rng.random(len(labels)) < 0.3, rng.integers(0, 4, len(labels)), labels)
+    twin = variants.model_name(variants.DENSE, 0.0, seed)
+    fake_study.write_model(str(study_dir), 0.5, seed, top1, labels, 4, init_from=twin)
+  study = pie.load_study(str(study_dir), log=lambda message: None)
+  analysis.analyze_study(study, str(out), images=False, report=False, log=lambda message: None, noise_floor_splits=10)
+  for table in outputs.ANALYSIS_TABLES:
+    assert _header(out / table.name) == table.columns(bootstrap=True, paired=True), table.name
+  summary = json.loads((out / outputs.SUMMARY_JSON).read_text())
+  assert summary["design"] == outputs.PAIRED_DESIGN
+  pruned = summary["levels"][1]
+  assert set(outputs.LEVEL_PAIRED_KEYS + outputs.LEVEL_HARM_KEYS) <= set(pruned)
+  assert set(outputs.SINGLE_PAIR_KEYS) <= set(pruned["single_pair"])
+
+
+def test_mitigations_have_the_declared_keys(tmp_path):
+  study_dir, out = tmp_path / "study", tmp_path / "out"
+  labels, _ = fake_study.write_study(str(study_dir), levels=(0.0, 0.5), seeds=4)
+  rng = np.random.default_rng(3)
+  for seed in range(4):
+    top1 = np.where(rng.random(len(labels)) < 0.2, rng.integers(0, 4, len(labels)), labels)
+    fake_study.write_model(str(study_dir), 0.5, seed, top1, labels, 4, method="magnitude+distill")
+  study = pie.load_study(str(study_dir), log=lambda message: None)
+  analysis.analyze_study(study, str(out), images=False, report=False, log=lambda message: None, noise_floor_splits=10)
+  summary = json.loads((out / outputs.SUMMARY_JSON).read_text())
+  assert [set(c) for c in summary["mitigations"]] == [set(outputs.MITIGATION_KEYS)]
+  assert summary["mitigations"][0]["population"] == "magnitude+distill"
 
 
 def test_a_study_of_dense_models_only_writes_the_headers(tmp_path):
@@ -97,7 +130,11 @@ def test_every_column_and_feature_is_documented():
   readme = open(os.path.join(REPO, "README.md"), encoding="utf-8").read()
   section = readme[readme.index("## Analysis outputs") : readme.index("## Python API")]
   for table in outputs.ANALYSIS_TABLES:
-    assert [c for c in table.columns(bootstrap=True, method=True) if f"`{c}`" not in section] == [], table.name
+    columns = table.columns(bootstrap=True, method=True, paired=True)
+    assert [c for c in columns if f"`{c}`" not in section] == [], table.name
+  keys = outputs.LEVEL_PAIRED_KEYS + outputs.LEVEL_HARM_KEYS + outputs.SINGLE_PAIR_KEYS + outputs.MITIGATION_KEYS
+  keys += ("design", "mitigations")
+  assert [k for k in keys if f"`{k}`" not in section] == []
   assert [name for name, _ in outputs.PIE_IMAGE_FEATURES if f"`{name}`" not in section] == []
   docs = open(os.path.join(REPO, "docs", "robustness.md"), encoding="utf-8").read()
   docs = docs[docs.index("## Outputs") :]
@@ -108,13 +145,13 @@ def test_every_column_and_feature_is_documented():
 def test_table_kinds_and_the_method_column_rule():
   for table in outputs.ANALYSIS_TABLES + (outputs.ROBUSTNESS, outputs.ROBUSTNESS_MODELS):
     assert outputs.table(table.name) is table
-    assert {table.kind(c) for c in table.columns(bootstrap=True, method=True)} <= {
+    assert {table.kind(c) for c in table.columns(bootstrap=True, method=True, paired=True)} <= {
         outputs.INT,
         outputs.FLOAT,
         outputs.BOOL,
         outputs.STR,
     }
-    assert set(table.bootstrap) <= set(table.optional_names)
+    assert set(table.bootstrap) <= set(table.optional_names) and set(table.paired) <= set(table.optional_names)
   with pytest.raises(KeyError, match="not a table"):
     outputs.table("summary.json")
   assert not outputs.has_method_column(["dense", "magnitude"])

@@ -253,6 +253,15 @@ def test_report_header_and_tables_show_the_summary(full_dir):
       summary["study"]["config_hash"],
   ):
     assert value in page
+  # The design is stated; an independent study's single-pair view pairs the models of the same seed.
+  assert summary["design"] == "independent" and "<b>Design: independent.</b>" in page
+  pairs = re.search(r"<section id='pairs'>(.*?)</section>", page, re.S).group(1)
+  assert "the dense model of its seed (trained independently" in pairs
+  for level in summary["levels"]:
+    if level["role"] == "pruned":
+      single = level["single_pair"]
+      assert "num_pairs" not in level and single["num_pairs"] == level["num_models"]
+      assert f"<td>{single['num_pairs']}</td><td>{single['classes_flagged_fdr_median']:g}</td>" in pairs
   for level in summary["levels"]:
     assert f"{100 * level['top1_mean']:.2f}%" in page
     if level["role"] == "pruned":
@@ -305,6 +314,7 @@ def test_navigation_links_exactly_the_sections_on_the_page(full_dir, minimal_dir
           "findings",
           "populations",
           "overview",
+          "pairs",
           "classes",
           "gallery",
           "pie-accuracy",

@@ -102,6 +102,12 @@ def key_findings(data, max_names=5):
             " (“also in the control”: the control, where nothing was pruned, differs from the dense population "
             "on that class in the same direction, so the dense population itself may be what is unusual)"
         )
+    paired = by_sparsity.get(sparsity, {}).get("num_hurt_classes_paired_fdr")
+    if paired is not None:
+      text += (
+          f" (paired test, each model against its dense twin: {count(paired)} class"
+          f"{'es' if paired != 1 else ''} hurt after FDR)"
+      )
     # "Better than overall" is relative: a class whose own recall did not move while top-1 fell is spared, not
     # improved.
     text += (
@@ -111,4 +117,6 @@ def key_findings(data, max_names=5):
         else "."
     )
     findings.append(text)
+  for comparison in data.summary.get("mitigations") or []:
+    findings.append(f"<b>Mitigation:</b> {esc(comparison['sentence'])}")
   return findings

@@ -19,7 +19,20 @@ from pie.errors import PieError
 # The optional columns the report shows when a file has them (it does not read the others, e.g. class_stats.csv's
 # df or the replicability aliases).
 PIES_OPTIONAL = ("pie_stability",)
-CLASS_STATS_OPTIONAL = ("q_value", "significant_fdr", "ci_low", "ci_high", "hedges_g", "note")
+CLASS_STATS_OPTIONAL = (
+    "q_value",
+    "significant_fdr",
+    "ci_low",
+    "ci_high",
+    "hedges_g",
+    "note",
+    "paired_change",
+    "paired_q_value",
+    "paired_significant_fdr",
+    "paired_ci_low",
+    "paired_ci_high",
+    "num_pairs",
+)
 
 # Two sparsities closer than this are the same level: pies.tfrecord stores float32, the CSVs and JSON float64.
 SPARSITY_TOLERANCE = 1e-5
@@ -78,7 +91,15 @@ class AnalysisData:
   controls: tuple = ()
   noise_floor: dict | None = None
   control_class_stats: pd.DataFrame | None = None  # class_stats.csv's rows of the control populations
+  # Every compressed population of summary.json (role "pruned", every method), as written: the per-pair view and the
+  # mitigations compared read their keys.
+  compared_levels: tuple = ()
   difficulty: pd.DataFrame | None = None  # difficulty.csv of the per-level view (None in an older analysis)
+
+  @property
+  def design(self):
+    """summary.json `design` ("independent" for analyses written before designs were recorded)."""
+    return self.summary.get("design") or outputs.INDEPENDENT_DESIGN
 
   @property
   def study(self):
@@ -168,6 +189,7 @@ def load_analysis(analysis_dir):
       controls=controls,
       noise_floor=full_summary.get("noise_floor"),
       control_class_stats=control_class_stats,
+      compared_levels=tuple(level for level in full_summary["levels"] if level["role"] == variants.COMPRESSED_ROLE),
       difficulty=difficulty,
   )
 
@@ -232,6 +254,8 @@ def _read_summary(path):
     raise PieError(f"{name}: {len(study['class_names'])} class_names for num_classes={study['num_classes']}")
   if not isinstance(summary["levels"], list) or not summary["levels"]:
     raise PieError(f"{name}: levels must be a non-empty list")
+  if summary.get("design", outputs.INDEPENDENT_DESIGN) not in outputs.DESIGNS:
+    raise PieError(f"{name}: design {summary['design']!r} is not one of {', '.join(outputs.DESIGNS)}")
   for i, level in enumerate(summary["levels"]):
     missing = [k for k in outputs.LEVEL_KEYS if k not in level]
     if missing:

@@ -42,6 +42,8 @@ def build_sections(data, figure_folder, top_n, page_size, max_image_bytes):
       populations_section(data),
       overview_section(data, figure_folder),
       methods_section(data, figure_folder),
+      pairs_section(data),
+      mitigations_section(data),
       classes_section(data, figure_folder, top_n),
       gallery_section(data, page_size, max_image_bytes),
       pie_accuracy_section(data, figure_folder),
@@ -100,9 +102,25 @@ def populations_section(data):
 {esc(_normalization_text(data.summary))}. Modal ties: evaluation images whose most common prediction is tied between
 labels; rule: {esc(data.summary['tie_rule'])}. Control rows are populations in which nothing was pruned: what they
 differ by is the noise floor.</p>
+<p class="note" id="design">{design_text(data)}</p>
 <details><summary>Study configuration (hash {esc(study['config_hash'])})</summary><pre>{esc(config)}</pre></details>
 </section>
 """,
+  )
+
+
+def design_text(data):
+  """What the study's design is, in one or two sentences (summary.json `design`)."""
+  if data.design == outputs.PAIRED_DESIGN:
+    return (
+        "<b>Design: paired.</b> Each compressed model was fine-tuned from the trained dense model of its seed (its "
+        "twin), so the dense population and each compressed one are pairs of models. Classes are tested twice: the "
+        "Welch test compares the two populations as samples; the paired t-test compares each model with its own "
+        "twin, which removes what a pair shares."
+    )
+  return (
+      "<b>Design: independent.</b> Each compressed model was trained from scratch with its own seed; the populations "
+      "are compared as independent samples (Welch test per class)."
   )
 
 
@@ -269,6 +287,164 @@ def methods_section(data, figure_folder):
   )
 
 
+def pairs_section(data):
+  """What one model against its dense model would have told a reader, next to what the populations tell: per
+  compressed population with model pairs (its dense twins in the paired design, the dense models of the same seeds
+  otherwise); None when there is none."""
+  levels = [level for level in data.compared_levels if level.get("single_pair") and level["single_pair"]["num_pairs"]]
+  if not levels:
+    return None
+  alpha = float(data.summary["alpha"])
+  paired = data.design == outputs.PAIRED_DESIGN
+  head = [
+      "Population",
+      "Pairs",
+      "One pair: classes flagged (median)",
+      "One pair: classes hurt (median)",
+      "One pair: largest class drop (median, pts)",
+      "Population: classes hurt, Welch (FDR)",
+      "Population: classes hurt, paired (FDR)",
+      "Population: largest class harm (normalized pts, interval)",
+  ]
+  body = []
+  for level in levels:
+    single = level["single_pair"]
+    harm = level.get("largest_class_harm") or {}
+    harm_text = "–"
+    if harm:
+      # The paired estimate and interval when the class has them, the Welch ones otherwise.
+      key = "paired_" if harm.get("paired_change") is not None else ""
+      change = harm["paired_change"] if key else harm["normalized_change"]
+      low, high = harm.get(f"{key}ci_low"), harm.get(f"{key}ci_high")
+      harm_text = f"class {esc(harm['class_name'])}: {pp(change)} ({pp(low)} to {pp(high)})"
+    cells = [
+        esc(_population_name(level)),
+        count(single["num_pairs"]),
+        _median(single["classes_flagged_fdr_median"]),
+        _median(single["classes_hurt_fdr_median"]),
+        pp(single["largest_class_drop_median"]),
+        count(level.get("num_hurt_classes_fdr")),
+        count(level.get("num_hurt_classes_paired_fdr")),
+        harm_text,
+    ]
+    body.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+  table = (
+      "<table class='data' id='pairs-table'><thead><tr>"
+      + "".join(f"<th scope='col'>{h}</th>" for h in head)
+      + "</tr></thead><tbody>"
+      + "".join(body)
+      + "</tbody></table>"
+  )
+  return Section(
+      "pairs",
+      "One pair vs population",
+      (
+          "<section id='pairs'><h2>One model pair against the population</h2><p class='note'>What a single "
+          "comparison would have shown: each compressed model against "
+          + (
+              "its own dense twin"
+              if paired
+              else "the dense model of its seed (trained independently: this design has no twins)"
+          )
+          + ", alone, with an exact "
+          f"McNemar test per class (its examples the twin gets right and it gets wrong, and the reverse) and "
+          f"Benjamini–Hochberg over the classes at α = {alpha:g}; the medians over the pairs. A single pair "
+          "answers “did this class's recall change in this model?”, the populations answer “does this class lose "
+          "more than the model as a whole, beyond seed noise?”. The interval of the largest harm is the paired one "
+          "when there is one (the class's own interval: picking the worst class leans toward harm).</p>"
+          f"<div class='scroll'>{table}</div></section>"
+      ),
+  )
+
+
+def mitigations_section(data):
+  """Each mitigation side by side with the unmitigated population of its method and level, with its verdict; None
+  when the study compares no mitigation (summary.json `mitigations`)."""
+  comparisons = data.summary.get("mitigations") or []
+  if not comparisons:
+    return None
+  by_key = {(level["method"], float(level["sparsity"])): level for level in data.compared_levels}
+  groups = {}
+  for comparison in comparisons:
+    groups.setdefault((comparison["method"], float(comparison["sparsity"])), []).append(comparison)
+  head = [
+      "Population",
+      "Models",
+      "Top-1",
+      "PIEs",
+      "PIEs over the noise floor (interval)",
+      "Classes hurt (FDR)",
+      "Largest class harm (normalized pts, interval)",
+      "Verdict",
+  ]
+  parts = []
+  for (method, sparsity), group in groups.items():
+    rows = [(by_key.get((method, sparsity)), "unmitigated")] + [
+        (by_key.get((c["population"], sparsity)), c["verdict"]) for c in group
+    ]
+    body = "".join(_mitigation_row(level, verdict) for level, verdict in rows if level is not None)
+    sentences = "".join(f"<li>{esc(c['sentence'])}</li>" for c in group)
+    parts.append(
+        f"<h3>{esc(_population_name(by_key.get((method, sparsity)) or {'method': method, 'sparsity': sparsity}))}"
+        "</h3><div class='scroll'><table class='data mitigations'><thead><tr>"
+        + "".join(f"<th scope='col'>{h}</th>" for h in head)
+        + f"</tr></thead><tbody>{body}</tbody></table></div><ul class='verdicts'>{sentences}</ul>"
+    )
+  return Section(
+      "mitigations",
+      "Mitigations compared",
+      (
+          "<section id='mitigations'><h2>Mitigations compared</h2><p class='note'>Each mitigation trains the same "
+          "compression differently; every population is compared with the same dense population. The verdict compares "
+          "a mitigated population with the unmitigated one and rests on intervals, not on point estimates: "
+          "<b>helped</b> when the interval of the change in the worst class's normalized recall lies above 0 or the "
+          "interval of the change in PIEs lies below 0, and neither lies on the other side; <b>hurt</b> the reverse; "
+          "<b>mixed</b> when both happen; <b>no measurable effect</b> when both intervals cover 0. The worst class is "
+          "the one compression hurts most in the two populations pooled (so that picking it favours neither); each "
+          "interval is at 1 − α/2, so a mitigation that does nothing gets a verdict in about α of studies.</p>"
+          + "".join(parts)
+          + "</section>"
+      ),
+  )
+
+
+def _mitigation_row(level, verdict):
+  harm = level.get("largest_class_harm") or {}
+  excess = level.get("pies_excess")
+  cells = [
+      esc(_population_name(level)),
+      count(level["num_models"]),
+      pct(level["top1_mean"], 2),
+      count(level["num_pies"]),
+      "–"
+      if excess is None
+      else f"{excess:+.1f} ("
+      + (
+          "–"
+          if level.get("pies_excess_ci_low") is None
+          else f"{level['pies_excess_ci_low']:+.1f} to {level['pies_excess_ci_high']:+.1f}"
+      )
+      + ")",
+      count(level.get("num_hurt_classes_fdr")),
+      "–"
+      if not harm
+      else f"class {esc(harm['class_name'])}: {pp(harm['normalized_change'])} ({pp(harm.get('ci_low'))} to "
+      f"{pp(harm.get('ci_high'))})",
+      esc(verdict),
+  ]
+  return "<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>"
+
+
+def _population_name(level):
+  method = level.get("method") or ""
+  name = method.replace("_", " ").replace("+", " + ")
+  return f"{name} {100 * float(level['sparsity']):.4g}%" if float(level["sparsity"]) else name
+
+
+def _median(value):
+  return "–" if value is None else f"{value:g}"
+
+
 def classes_section(data, figure_folder, top_n):
   """The class impact chart and table of every pruned level, the highest sparsity open."""
   num_classes = int(data.study["num_classes"])
@@ -340,6 +516,9 @@ _CLASS_TABLE_COLUMNS = (
     ("ci_low", "CI low (pts)", "pp"),
     ("ci_high", "CI high (pts)", "pp"),
     ("hedges_g", "Hedges g", "f2"),
+    ("paired_change", "Paired change (pts)", "pp"),
+    ("paired_q_value", "Paired q (FDR)", "p"),
+    ("paired_significant_fdr", "Paired significant (FDR)", "bool"),
     ("note", "Note", None),
 )
 
