@@ -1898,9 +1898,9 @@ def mitigation_effect(
   class_count = np.asarray(class_count)
   norm = {
       name: _normalize(*_recall_from_hits(np.asarray(hits), class_count), normalization)
-      for name, hits in (("dense", dense_hits), ("unmitigated", unmitigated_hits), ("mitigated", mitigated_hits))
+      for name, hits in (("reference", dense_hits), ("unmitigated", unmitigated_hits), ("mitigated", mitigated_hits))
   }
-  dense_mean = norm["dense"].mean(axis=0)
+  dense_mean = norm["reference"].mean(axis=0)
   pooled = (norm["unmitigated"].mean(axis=0) - dense_mean) + (norm["mitigated"].mean(axis=0) - dense_mean)
   out = {"worst_class": None, "harm_change": None, "harm_change_ci_low": None, "harm_change_ci_high": None}
   if np.isfinite(pooled).any():

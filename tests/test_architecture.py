@@ -17,7 +17,7 @@ from tests.conftest import REPO
 
 REGISTRY = "pie/variants.py"
 # Modules the registry may import: below it, so that every other module can import the registry.
-REGISTRY_IMPORTS = {"pie.errors", "pie.pruning", "pie.quantization"}
+REGISTRY_IMPORTS = {"pie.errors", "pie.mitigation", "pie.pruning", "pie.quantization"}
 # Words of other vocabularies spelled like a method: "random" is also the random-sample subset of pie_accuracy.csv,
 # always listed beside the "pie" and "non_pie" subsets.
 OTHER_VOCABULARIES = {"random": {"pie", "non_pie"}}
