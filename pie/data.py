@@ -13,6 +13,7 @@ from typing import Optional, Sequence
 import numpy as np
 import tensorflow as tf
 
+from pie import features as features_lib
 from pie import preprocess
 from pie.errors import PieError
 
@@ -159,6 +160,35 @@ class Dataset(abc.ABC):
   def raw_eval(self):
     """The eval split's raw examples {"image": uint8, "label": int64} in their fixed order (position = example_id)."""
     return self._raw_eval()
+
+  def slice_specs(self, paths):
+    """The `features.SliceFeature` of each path of config.slice_features; a PieError for a feature the dataset lacks.
+
+    Datasets held as arrays have an image and a label per example and nothing else.
+    """
+    paths = features_lib.check_paths(paths)
+    if paths:
+      raise PieError(
+          f"dataset {self.info.name!r} has no feature {paths[0]!r} (config.slice_features): its examples have an "
+          "image and a label only; slice features need a TFDS dataset that has them (e.g. celeb_a's attributes)",
+          parameter="slice_features",
+      )
+    return []
+
+  def _slice_columns(self, specs):
+    """Raw values of each slice feature over the eval split, in example order (a list of numpy arrays)."""
+    del specs
+    return []
+
+  def eval_slices(self, paths):
+    """The eval examples' slice feature codes, exported beside the predictions: (metadata list, int64 [n, features]).
+
+    Read in a pass of its own (the values belong to the eval split, not to a model), without decoding images.
+    """
+    specs = self.slice_specs(paths)
+    if not specs:
+      return [], None
+    return features_lib.encode(specs, self._slice_columns(specs))
 
   def eval_display_images(self, example_ids):
     """uint8 images as a model sees them at eval (resized and cropped, not normalized), keyed by example_id."""
@@ -340,12 +370,17 @@ class TfdsDataset(Dataset):
     info = self._builder.info
     features = info.features
     image_key, label_key = data_config.get("image_key", "image"), data_config.get("label_key", "label")
-    if image_key not in features or label_key not in features:
+    # config.data.label_feature: any scalar feature by path (e.g. CelebA's attributes/Blond_Hair), label_key's stead.
+    self._label_path = data_config.get("label_feature") or label_key
+    if image_key not in features or (not data_config.get("label_feature") and label_key not in features):
       raise PieError(
           f"dataset {name!r} has features {sorted(features.keys())}: no {image_key!r}/{label_key!r} "
-          "image classification pair (set config.data.image_key / label_key)"
+          "image classification pair (set config.data.image_key / label_key, or label_feature)"
       )
-    label_feature = features[label_key]
+    label_spec = features_lib.describe(
+        features_lib.resolve(features, self._label_path, name, "label_feature"), self._label_path, name, "label_feature"
+    )
+    class_names = features_lib.label_names(label_spec, data_config.get("class_names"), name)
     splits = info.splits
 
     def split_size(split):
@@ -356,8 +391,8 @@ class TfdsDataset(Dataset):
 
     self.info = DatasetInfo(
         name=name,
-        num_classes=label_feature.num_classes,
-        class_names=list(label_feature.names),
+        num_classes=len(class_names),
+        class_names=list(class_names),
         image_shape=tuple(features[image_key].shape),
         num_train=split_size(data_config.train_split),
         num_eval=split_size(data_config.eval_split),
@@ -368,7 +403,7 @@ class TfdsDataset(Dataset):
     # is prepared without reading it.
     self._load(data_config.eval_split, shuffle_files=False)
 
-  def _load(self, split, shuffle_files, seed=None):
+  def _load(self, split, shuffle_files, seed=None, decoders=None):
     cfg = self.config
     read_config = self._tfds.ReadConfig(shuffle_seed=seed, interleave_cycle_length=None if shuffle_files else 1)
     try:
@@ -379,6 +414,7 @@ class TfdsDataset(Dataset):
           download=cfg.get("download", False),
           shuffle_files=shuffle_files,
           read_config=read_config,
+          decoders=decoders,
       )
     except (AssertionError, FileNotFoundError, self._tfds.core.registered.DatasetNotFoundError) as e:
       where = cfg.get("data_dir") or "the default TFDS data_dir (~/tensorflow_datasets)"
@@ -387,8 +423,29 @@ class TfdsDataset(Dataset):
           f"config.data.data_dir to where it is; config.data.download=True lets TFDS download it). "
           f"TFDS said: {str(e).splitlines()[0]}"
       ) from None
-    image_key, label_key = cfg.get("image_key", "image"), cfg.get("label_key", "label")
-    return ds.map(lambda ex: {"image": ex[image_key], "label": tf.cast(ex[label_key], tf.int64)})
+    if decoders is not None:
+      return ds
+    image_key, label_path = cfg.get("image_key", "image"), self._label_path
+    return ds.map(
+        lambda ex: {"image": ex[image_key], "label": tf.cast(features_lib.value_at(ex, label_path), tf.int64)}
+    )
+
+  def slice_specs(self, paths):
+    features = self._builder.info.features
+    return [
+        features_lib.describe(features_lib.resolve(features, path, self.info.name), path, self.info.name)
+        for path in features_lib.check_paths(paths)
+    ]
+
+  def _slice_columns(self, specs):
+    image_key = self.config.get("image_key", "image")
+    ds = self._load(self.config.eval_split, shuffle_files=False, decoders={image_key: self._tfds.decode.SkipDecoding()})
+    ds = ds.map(lambda ex: tuple(features_lib.value_at(ex, spec.name) for spec in specs)).batch(4096)
+    parts = [[] for _ in specs]
+    for batch in ds.as_numpy_iterator():
+      for j, values in enumerate(batch):
+        parts[j].append(values)
+    return [np.concatenate(p) if p else np.zeros(0) for p in parts]
 
   def _raw_train(self, seed):
     return self._load(self.config.train_split, shuffle_files=True, seed=seed)

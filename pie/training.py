@@ -183,6 +183,7 @@ def export_from_model_file(config, model_path, out_path, dataset=None, extra_met
       top_k=config.get("top_k", 5),
       with_logits=config.get("export_logits", False),
       log=log,
+      slice_features=config.get("slice_features"),
   )
   return metadata
 
@@ -215,6 +216,7 @@ def train_and_export(config, workdir, strategy=None, log=print, reuse_traced=Fal
   if config.get("deterministic", False):
     tf.config.experimental.enable_op_determinism()
   dataset = data_lib.load_dataset(config.data)
+  dataset.slice_specs(config.get("slice_features"))  # a slice feature the dataset lacks fails before training
   run = _build_run(config, job, dataset, strategy, reuse_traced)
   _fit(run, config, job, dataset, paths, _is_chief(strategy), log)
   train_seconds = time.time() - start_time
@@ -381,7 +383,7 @@ def _export(
       "bits_per_weight": compression["bits_per_weight"],
       "compressed_bytes": compression["compressed_bytes"],
   }
-  model_dir.write_outputs(paths, arrays, metadata, metrics)
+  model_dir.write_outputs(paths, arrays, metadata, metrics, dataset.eval_slices(config.get("slice_features")))
   log(
       f"{job.name}: top-1 {metrics['top1']:.4f}, sparsity {sparsity_report['overall']:.4f}, "
       f"{metrics['wall_seconds']:.1f}s"
@@ -426,5 +428,6 @@ def export_from_checkpoint(config, checkpoint_dir, out_path, dataset=None, log=p
       top_k=config.get("top_k", 5),
       with_logits=config.get("export_logits", False),
       log=log,
+      slice_features=config.get("slice_features"),
   )
   return metadata
