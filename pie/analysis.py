@@ -5,6 +5,7 @@ Outputs (each written to a temporary name, then renamed; pie/outputs.py is their
   class_stats.csv     one row per class per level (Welch test, FDR, CI, effect size, bootstrap stability)
   exemplar_scores.csv one row per example per level: modal labels and the L1 "taxicab" score, ranked
   pie_accuracy.csv    top-1 of both populations on PIEs, a random sample of the same size, and non-PIEs
+  slice_stats.csv     one row per slice per level (attribute values, their pairs, class groups: pie.slices)
   summary.json        per level: models, top-1, measured sparsity, PIEs, significant classes, models needed, the
                       excess of PIEs over the noise floor; the noise floor itself (A/A comparisons of dense models)
   pies.tfrecord     the PIE images with their labels (unless images are skipped)
@@ -40,6 +41,7 @@ from pie import difficulty
 from pie import io_utils
 from pie import outputs
 from pie import significance
+from pie import slices as slices_lib
 from pie import stats
 from pie import study as study_lib
 from pie import validate
@@ -98,6 +100,8 @@ def run(
     power_effect=DEFAULT_POWER_EFFECT,
     validate_first=True,
     noise_floor_splits=DEFAULT_NOISE_FLOOR_SPLITS,
+    class_groups=None,
+    min_slice_size=slices_lib.DEFAULT_MIN_SLICE_SIZE,
     log=print,
 ):
   """The whole analysis of a study directory (or of a list of prediction files): validation, loading, every output.
@@ -120,6 +124,8 @@ def run(
       bootstrap_resamples=bootstrap_resamples,
       power_effect=power_effect,
       noise_floor_splits=noise_floor_splits,
+      class_groups=class_groups,
+      min_slice_size=min_slice_size,
       log=log,
   )
   return out_dir, summary
@@ -513,6 +519,16 @@ def compare_level(
   return classes
 
 
+def slice_table(entry, plan, sparsity, dense_hits, pruned_hits, sizes, dense_top1, pruned_top1, pies, *options):
+  """slice_stats.csv rows of one compared population (`slices.slice_rows`), its slice counts into its summary entry.
+
+  `options` are alpha, normalization and min_slice_size. From sums over examples, shared with `pie.beam_analysis`.
+  """
+  table = slices_lib.slice_rows(plan, sparsity, dense_hits, pruned_hits, sizes, dense_top1, pruned_top1, pies, *options)
+  entry.update(slices_lib.level_counts(table))
+  return table
+
+
 def log_level(log, method, sparsity, entry):
   log(
       f"{'' if variants.named_by_level(method) else method + ' '}level {sparsity:g}: {entry['num_models']} models, "
@@ -522,7 +538,9 @@ def log_level(log, method, sparsity, entry):
   )
 
 
-def study_summary(study, levels, alpha, seed, normalization, bootstrap_resamples, noise_floor_summary=None):
+def study_summary(
+    study, levels, alpha, seed, normalization, bootstrap_resamples, noise_floor_summary=None, slices_summary=None
+):
   """summary.json. `study` is a `pie.study.Study` or a `pie.study.StudyIndex` (the same fields)."""
   summary = {
       "study": {
@@ -546,6 +564,7 @@ def study_summary(study, levels, alpha, seed, normalization, bootstrap_resamples
       "tie_rule": stats.TIE_RULE,
       "levels": levels,
       "noise_floor": noise_floor_summary,
+      "slices": slices_summary,
   }
   if normalization == "population":
     summary["normalization_warning"] = significance.POPULATION_NORMALIZATION_WARNING
@@ -570,10 +589,17 @@ def analyze(
     bootstrap_resamples=200,
     power_effect=DEFAULT_POWER_EFFECT,
     noise_floor_splits=DEFAULT_NOISE_FLOOR_SPLITS,
+    class_groups=None,
+    min_slice_size=slices_lib.DEFAULT_MIN_SLICE_SIZE,
     log=print,
 ):
-  """Computes every table of the analysis in memory: dict of DataFrames, the summary, and the PIE ids per level."""
+  """Computes every table of the analysis in memory: dict of DataFrames, the summary, and the PIE ids per level.
+
+  `class_groups` (None: the study config's) and the study's exported slice features give slice_stats.csv
+  (`pie.slices`); slices smaller than `min_slice_size` are reported, not tested.
+  """
   check_options(alpha, normalization, bootstrap_resamples, noise_floor_splits)
+  min_slice_size = slices_lib.check_min_slice_size(min_slice_size)
   rng = np.random.default_rng(seed)
   labels = study.labels
   num_classes, num_examples = study.num_classes, study.num_examples
@@ -591,6 +617,9 @@ def analyze(
   dense_largest = stats.modal_labels(dense, tie_break="largest")
   scores = dense_difficulty(study.models(dense_key), dense)
   bins = difficulty.deciles(scores["dense_true_prob"].to_numpy())
+  slice_plan = slices_lib.study_plan(study, class_groups)
+  membership = slice_plan.membership(labels, study.slice_values)
+  dense_slice_hits = significance.subset_hits(dense, labels, membership)
   levels = [level_entry(dense_key, study.models(dense_key), top1_from_hits(dense_hits, num_examples))]
   parts = {table.name: [] for table in outputs.ANALYSIS_TABLES}
   pie_ids = {}
@@ -655,6 +684,21 @@ def analyze(
             len(pruned),
         ),
     }
+    if len(slice_plan):
+      level_tables[outputs.SLICE_STATS_CSV] = slice_table(
+          entry,
+          slice_plan,
+          sparsity,
+          dense_slice_hits,
+          significance.subset_hits(pruned, labels, membership),
+          membership.sum(axis=0),
+          top1_from_hits(dense_hits, num_examples),
+          top1_from_hits(pruned_hits, num_examples),
+          slice_plan.pie_counts(pies, membership),
+          alpha,
+          normalization,
+          min_slice_size,
+      )
     harm_sources(entry, scores, pies, classes, study.train_class_counts)
     for name, frame in level_tables.items():
       if with_method:
@@ -678,7 +722,9 @@ def analyze(
       normalization,
   )
   log_floor(log, floor, levels)
-  summary = study_summary(study, levels, alpha, seed, normalization, bootstrap_resamples, floor)
+  summary = study_summary(
+      study, levels, alpha, seed, normalization, bootstrap_resamples, floor, slice_plan.summary(min_slice_size)
+  )
   tables = {
       name: (pd.concat(frames, ignore_index=True) if frames else empty_table(name, with_method))
       for name, frames in parts.items()
@@ -752,6 +798,8 @@ def analyze_study(
     bootstrap_resamples=200,
     power_effect=DEFAULT_POWER_EFFECT,
     noise_floor_splits=DEFAULT_NOISE_FLOOR_SPLITS,
+    class_groups=None,
+    min_slice_size=slices_lib.DEFAULT_MIN_SLICE_SIZE,
     log=print,
 ):
   """Runs the analysis and writes every output file into `out_dir`; returns the summary dict."""
@@ -763,6 +811,8 @@ def analyze_study(
       bootstrap_resamples=bootstrap_resamples,
       power_effect=power_effect,
       noise_floor_splits=noise_floor_splits,
+      class_groups=class_groups,
+      min_slice_size=min_slice_size,
       log=log,
   )
   io_utils.makedirs(out_dir)
