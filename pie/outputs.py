@@ -197,6 +197,8 @@ DIFFICULTY = Table(
     ),
 )
 
+# slice_stats.csv's slice_kind: a value of a slice feature, a pair of values of two, a group of classes (pie.slices).
+SLICE_KINDS = ("feature", "intersection", "class_group")
 # One row per slice per compared population (pie.slices): a value of a slice feature, an intersection of two, a group
 # of classes. The statistics of class_stats.csv on the slice's accuracy, and its PIEs. Header only without slices.
 SLICE_STATS = Table(

@@ -29,8 +29,8 @@ from pie import outputs
 from pie import significance
 from pie.errors import PieError
 
-FEATURE, INTERSECTION, CLASS_GROUP = "feature", "intersection", "class_group"
-KINDS = (FEATURE, INTERSECTION, CLASS_GROUP)
+FEATURE, INTERSECTION, CLASS_GROUP = outputs.SLICE_KINDS
+KINDS = outputs.SLICE_KINDS
 # The slice_name of every class group's row (its slice_value is the group's name).
 CLASS_GROUP_NAME = "class_group"
 # Joins the two features of an intersection in slice_name, and their values in slice_value.

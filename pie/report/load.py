@@ -79,6 +79,7 @@ class AnalysisData:
   noise_floor: dict | None = None
   control_class_stats: pd.DataFrame | None = None  # class_stats.csv's rows of the control populations
   difficulty: pd.DataFrame | None = None  # difficulty.csv of the per-level view (None in an older analysis)
+  slice_stats: pd.DataFrame | None = None  # slice_stats.csv of the per-level view (None in an older analysis)
 
   @property
   def study(self):
@@ -146,6 +147,14 @@ def load_analysis(analysis_dir):
     difficulty = _only_view(_read_table(directory, outputs.DIFFICULTY), methods)
     difficulty["sparsity"] = _canonical_sparsity(difficulty["sparsity"], pruned, outputs.DIFFICULTY_CSV)
 
+  slice_stats = None
+  if (directory / outputs.SLICE_STATS_CSV).exists():
+    # A tested slice has no note, and a text feature may have the empty text as a value.
+    slice_stats = _read_table(directory, outputs.SLICE_STATS, may_be_empty=("slice_name", "slice_value", "note"))
+    _check_values(slice_stats["slice_kind"], outputs.SLICE_KINDS, f"{outputs.SLICE_STATS_CSV} column slice_kind")
+    slice_stats = _only_view(slice_stats, methods)
+    slice_stats["sparsity"] = _canonical_sparsity(slice_stats["sparsity"], pruned, outputs.SLICE_STATS_CSV)
+
   robustness = None
   if (directory / outputs.ROBUSTNESS_CSV).exists():
     robustness = _read_table(directory, outputs.ROBUSTNESS, with_method=False)
@@ -169,6 +178,7 @@ def load_analysis(analysis_dir):
       noise_floor=full_summary.get("noise_floor"),
       control_class_stats=control_class_stats,
       difficulty=difficulty,
+      slice_stats=slice_stats,
   )
 
 
@@ -270,9 +280,10 @@ def _levels_frame(summary):
   return levels
 
 
-def _read_table(directory, table, optional=(), with_method=True):
+def _read_table(directory, table, optional=(), with_method=True, may_be_empty=()):
   """A table of the contract: its required columns, the given optional ones and (with_method) the method column
-  when the file has them, each parsed as its kind."""
+  when the file has them, each parsed as its kind. Required text columns must not be empty, except `may_be_empty`
+  (read as "")."""
   path = directory / table.name
   if not path.exists():
     raise PieError(f"{path} is missing: is this the output folder of the analysis?")
@@ -298,6 +309,8 @@ def _read_table(directory, table, optional=(), with_method=True):
       frame[column] = values.astype(float)
     elif kind == outputs.BOOL:
       frame[column] = _as_bool(frame[column], f"{path.name} column {column}")
+    elif column in may_be_empty:
+      frame[column] = frame[column].fillna("")
     elif column in table.required_names and frame[column].isna().any():
       raise PieError(f"{path.name}: column {column} has empty values")
   return frame
