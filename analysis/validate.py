@@ -4,7 +4,8 @@ r"""Checks a study directory before analysing it: every model present, complete,
 
 Prints one line per model (name, status, target and measured sparsity, top-1), then every problem found, each naming
 its model or file. The expected models come from the study.json the launcher writes (if present). Rerunning the
-launcher redoes missing or incomplete models; see docs/reliability.md.
+launcher redoes missing, unfinished or incomplete models; `analysis.analyze --export_missing` exports the trained ones
+(status unexported) without training; see docs/reliability.md.
 """
 
 from absl import app

@@ -70,6 +70,7 @@ _SUBMODULES = (
     "corruptions",
     "quantization",
     "robustness",
+    "saved_exports",
     "validate",
     "variants",
 )

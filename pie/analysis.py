@@ -40,6 +40,7 @@ import tensorflow as tf
 from pie import difficulty
 from pie import io_utils
 from pie import outputs
+from pie import saved_exports
 from pie import significance
 from pie import slices as slices_lib
 from pie import stats
@@ -100,15 +101,50 @@ def run(
     power_effect=DEFAULT_POWER_EFFECT,
     validate_first=True,
     noise_floor_splits=DEFAULT_NOISE_FLOOR_SPLITS,
+    export_missing=False,
+    checkpoint_dirs=None,
+    config=None,
+    num_workers=None,
     class_groups=None,
     min_slice_size=slices_lib.DEFAULT_MIN_SLICE_SIZE,
     log=print,
 ):
   """The whole analysis of a study directory (or of a list of prediction files): validation, loading, every output.
 
+  export_missing: first export the study's trained models that have no finished prediction file, from their saved
+    models or final checkpoints (`pie.saved_exports.export_missing`, in `num_workers` processes).
+  checkpoint_dirs: glob patterns of runs trained outside a study, one directory per model, instead of a study or
+    prediction files: they are exported with `config` into <out_dir>/predictions (`pie.saved_exports.export_runs`)
+    and analysed; with `validate_first`, unfinished runs and declared levels their weights contradict stop it.
   Returns (out_dir, summary). This is what `python -m analysis.analyze` and `train.population --analyze` run.
   """
+  if checkpoint_dirs:
+    if study_dir or predictions:
+      raise PieError(
+          "give runs (checkpoint_dirs), a study directory (study_dir) or prediction files (predictions), not several",
+          parameter="checkpoint_dirs",
+      )
+    if config is None:
+      raise PieError("checkpoint_dirs needs the config the runs were trained with (config)", parameter="config")
+    if not out_dir:
+      raise PieError(
+          "checkpoint_dirs needs an output folder (out_dir); predictions go to its predictions/",
+          parameter="out_dir",
+      )
+    predictions = saved_exports.export_runs(
+        config, checkpoint_dirs, out_dir, num_workers=num_workers, strict=validate_first, log=log
+    )
+  elif config is not None:
+    raise PieError(
+        "a config is read with checkpoint_dirs only (a study's config is in its study.json)", parameter="config"
+    )
   out_dir = output_dir(study_dir, predictions, out_dir)
+  if export_missing:
+    if not study_dir:
+      raise PieError(
+          "export_missing exports the missing models of a study directory (study_dir)", parameter="export_missing"
+      )
+    saved_exports.export_missing(study_dir, num_workers=num_workers, log=log)
   if study_dir and validate_first:
     # Metadata-level checks here; load_study reads and checks every record, so no file is read twice.
     validate.require_valid(study_dir, allow_mixed_configs=allow_mixed_configs, read_records=False, log=log)

@@ -1,21 +1,26 @@
-"""One model's folder: its files, when it is finished, its saved model, and what its export records.
+"""One model's folder: its files, when it is finished, how far its training got, its saved model, and what its export
+records.
 
 A study holds one folder per model, `<study_dir>/<name>/`: `model.h5` (or `model.tflite` for a model deployed as
 TFLite), `metrics.json`, `checkpoints/`, `tensorboard/`, `train.log`, and the predictions `<name>.tfrecord` with
 their metadata `<name>.json`, written last: a model is finished when that metadata exists and its TFRecord has the
-recorded size. The name comes from the method registry (`pie.variants.model_name`, or a Job's `name`).
+recorded size. Training is finished when the saved model is there or the last checkpoint records the last epoch
+(`training_state`): such a model can be exported without training (`pie.training.export_trained`). The name comes from
+the method registry (`pie.variants.model_name`, or a Job's `name`).
 
 Training (pie.training), post-training quantization (pie.ptq) and the launcher (pie.population) share these helpers,
 so that what a folder holds, and how a finished one is recognised, is decided in one place.
 """
 
 import copy
+import dataclasses
 import hashlib
 import json
 import math
 import os
 import tempfile
 import warnings
+from typing import Optional
 
 import tensorflow as tf
 
@@ -60,6 +65,7 @@ def model_paths(workdir, name):
       "checkpoints": os.path.join(workdir, "checkpoints"),
       "tensorboard": os.path.join(workdir, "tensorboard"),
       "model": os.path.join(workdir, "model.h5"),
+      "tflite": os.path.join(workdir, "model.tflite"),
       "metrics": os.path.join(workdir, "metrics.json"),
       "predictions": os.path.join(workdir, f"{name}.tfrecord"),
   }
@@ -76,6 +82,90 @@ def is_finished(workdir, name):
   return tf.io.gfile.exists(path) and tf.io.gfile.stat(path).length == metadata.get("file_bytes")
 
 
+# The variable of training checkpoints that records the epochs done (pie.training's tf.train.Checkpoint(epoch=...)).
+CHECKPOINT_EPOCH_KEY = "epoch/.ATTRIBUTES/VARIABLE_VALUE"
+
+
+def latest_checkpoint(path):
+  """The latest TF checkpoint under `path` (a checkpoint directory, a model folder with `checkpoints/`, or a checkpoint
+  prefix such as .../ckpt-20), or None."""
+  for directory in (path, os.path.join(path, "checkpoints")):
+    latest = tf.train.latest_checkpoint(directory)
+    if latest:
+      return latest
+  return path if tf.io.gfile.exists(f"{path}.index") else None
+
+
+def checkpoint_reader(checkpoint):
+  """A reader of the variables of the checkpoint at prefix `checkpoint`.
+
+  Opened by its prefix: tf.train.load_variable and list_variables first ask whether the path is a directory, which a
+  filesystem that lists keys by prefix (TF's ram://) answers yes for `.../ckpt-2` beside `.../ckpt-2.index`.
+  """
+  try:
+    return tf.compat.v1.train.NewCheckpointReader(checkpoint)
+  except (tf.errors.OpError, ValueError) as e:
+    raise PieError(f"{checkpoint}: not a readable TF checkpoint ({e})") from None
+
+
+def checkpoint_epoch(checkpoint):
+  """The epochs done when `checkpoint` was written, as pie's training records them; None when it records none."""
+  reader = checkpoint_reader(checkpoint)
+  return int(reader.get_tensor(CHECKPOINT_EPOCH_KEY)) if reader.has_tensor(CHECKPOINT_EPOCH_KEY) else None
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingState:
+  """What a model folder holds besides its predictions: the saved model and the last checkpoint.
+
+  Training saves the model (model.h5, or model.tflite for a method deployed as TFLite) once its last epoch is done,
+  and checkpoints after the last epoch: either one means training is finished and the predictions can be exported
+  without training again. A checkpoint before `num_epochs` (and no saved model) means training is unfinished.
+  """
+
+  saved_model: Optional[str]  # model.h5 or model.tflite, when present
+  checkpoint: Optional[str]  # the latest checkpoint, when present
+  epoch: Optional[int]  # the epochs done at that checkpoint
+  num_epochs: int
+
+  @property
+  def final_checkpoint(self):
+    return self.checkpoint is not None and self.epoch is not None and self.epoch >= self.num_epochs
+
+  @property
+  def trained(self):
+    """Training is finished: a saved model or a checkpoint after the last epoch."""
+    return self.saved_model is not None or self.final_checkpoint
+
+  @property
+  def unfinished(self):
+    """Training started (a checkpoint) but did not reach its last epoch."""
+    return not self.trained and self.checkpoint is not None
+
+  def describe(self):
+    """Where the trained model is, or how far training got, for messages."""
+    if self.saved_model is not None:
+      return os.path.basename(self.saved_model)
+    if self.checkpoint is None:
+      return "no saved model and no checkpoint"
+    epoch = "an unknown epoch" if self.epoch is None else f"epoch {self.epoch}"
+    kind = "final checkpoint" if self.final_checkpoint else "last checkpoint"
+    return f"{kind} {self.checkpoint} at {epoch} of {self.num_epochs}"
+
+
+def training_state(workdir, num_epochs, tflite=False):
+  """The `TrainingState` of the model folder `workdir` (`tflite`: the method saves model.tflite, not model.h5)."""
+  paths = model_paths(workdir, "")
+  saved = paths["tflite" if tflite else "model"]
+  checkpoint = tf.train.latest_checkpoint(paths["checkpoints"])
+  return TrainingState(
+      saved_model=saved if tf.io.gfile.exists(saved) else None,
+      checkpoint=checkpoint,
+      epoch=None if checkpoint is None else checkpoint_epoch(checkpoint),
+      num_epochs=int(num_epochs),
+  )
+
+
 def save_model(model, path):
   """Saves a Keras model as HDF5 atomically (via a local temporary file, so `path` may be remote)."""
   with tempfile.TemporaryDirectory() as tmpdir:
@@ -88,18 +178,21 @@ def save_model(model, path):
 
 
 def load_model(path):
-  """Loads a model saved by `save_model` (stripped: plain Keras layers)."""
+  """Loads a Keras model: an HDF5 or .keras file (copied to a local temporary file first, so `path` may be remote),
+  or a Keras SavedModel directory; as saved (a model saved by `save_model` is stripped: plain Keras layers)."""
   import tf_keras as keras  # pylint: disable=g-import-not-at-top
 
   if not tf.io.gfile.exists(path):
     raise PieError(f"{path}: no saved model there")
-  with tempfile.TemporaryDirectory() as tmpdir:
-    local = os.path.join(tmpdir, "model.h5")
-    tf.io.gfile.copy(path, local)
-    try:
+  try:
+    if tf.io.gfile.isdir(path):
+      return keras.models.load_model(path, compile=False)
+    with tempfile.TemporaryDirectory() as tmpdir:
+      local = os.path.join(tmpdir, os.path.basename(path))
+      tf.io.gfile.copy(path, local)
       return keras.models.load_model(local, compile=False)
-    except (OSError, ValueError) as e:
-      raise PieError(f"{path}: not a readable saved model ({e})") from None
+  except (OSError, ValueError, TypeError) as e:
+    raise PieError(f"{path}: not a readable saved model ({e})") from None
 
 
 def prediction_metadata(config, info, sparsity_report, extra=None, job=None):

@@ -180,6 +180,24 @@ def write_study_file(config, study_dir):
   )
 
 
+def load_study_config(study_dir):
+  """The config the launcher recorded in `<study_dir>/study.json` (a ConfigDict), from which every model's config is
+  rebuilt (`job_config`) exactly as the launcher built it."""
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
+  path = os.path.join(study_dir, STUDY_FILE)
+  try:
+    config = io_utils.read_json(path)["config"]
+  except (OSError, ValueError, KeyError, TypeError, tf.errors.OpError) as e:
+    raise PieError(
+        f"{path}: no readable study config ({type(e).__name__}: {e}); it is written by the launcher "
+        "(python -m train.population)",
+        parameter="study_dir",
+    ) from None
+  return ml_collections.ConfigDict(config)
+
+
 def finished_models(config, study_dir):
   """The (sparsity, seed) of the magnitude grid whose export is complete."""
   return [
@@ -284,7 +302,8 @@ def _claimed_by_live_process(directory):
   return owner is not None and _live(owner)
 
 
-def _format_seconds(seconds):
+def format_seconds(seconds):
+  """A duration for progress lines: "42s", "3m05s"."""
   seconds = int(round(seconds))
   return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
@@ -324,7 +343,7 @@ def launch(config, study_dir, num_workers, worker_argv, threads=None, log=print,
         elapsed = time.time() - start
         rate = (done - done_before) / elapsed
         eta = (total - done) / rate if rate > 0 else float("nan")
-        log(f"models done {done}/{total}, elapsed {_format_seconds(elapsed)}, ETA {_format_seconds(eta)}")
+        log(f"models done {done}/{total}, elapsed {format_seconds(elapsed)}, ETA {format_seconds(eta)}")
   except KeyboardInterrupt:
     for p in procs:
       p.terminate()
@@ -335,7 +354,7 @@ def launch(config, study_dir, num_workers, worker_argv, threads=None, log=print,
   if remaining or any(codes):
     log(f"{remaining} of {total} models unfinished; worker exit codes {codes}. Rerun the same command to retry.")
   else:
-    log(f"all {total} models finished in {_format_seconds(time.time() - start)}")
+    log(f"all {total} models finished in {format_seconds(time.time() - start)}")
   return remaining or int(any(codes))
 
 

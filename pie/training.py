@@ -11,11 +11,15 @@
 The launcher passes the model's `variants.Job` (method, level, seed, name); `train.train` trains from the config
 alone. A model whose predictions metadata exists is finished: calling again does nothing. Derived models (post-training
 quantization) are not trained: see pie/ptq.py.
+
+`export_trained(config, workdir, job=...)` does step 4 alone for a model whose training is finished but whose
+predictions are missing (from its saved model, or its final checkpoint restored and finalized as in step 3), with the
+same code and files; `restore_checkpoint` is the restoring part, which `pie.saved_exports` also uses for runs trained
+outside a study.
 """
 
 import dataclasses
 import functools
-import os
 import tempfile
 import time
 
@@ -28,6 +32,7 @@ from pie import export as export_lib
 from pie import io_utils
 from pie import model_dir
 from pie import models
+from pie import predictions as predictions_lib
 from pie import pruning
 from pie import variants
 from pie.errors import PieError
@@ -167,12 +172,15 @@ def _is_chief(strategy):
   return resolver.task_type == "worker" and resolver.task_id == 0
 
 
+def _scope(config):
+  return config.pruning.get("scope", "all_but_classifier") if "pruning" in config else "all_but_classifier"
+
+
 def export_from_model_file(config, model_path, out_path, dataset=None, extra_metadata=None, log=print):
   """Exports the predictions of a saved (stripped) model; the sparsity is measured on it."""
   dataset = dataset or data_lib.load_dataset(config.data)
   model = model_dir.load_model(model_path)
-  scope = config.pruning.get("scope", "all_but_classifier") if "pruning" in config else "all_but_classifier"
-  sparsity_report = pruning.measure_sparsity(model, pruning.prunable_layer_names(model, scope))
+  sparsity_report = pruning.measure_sparsity(model, pruning.prunable_layer_names(model, _scope(config)))
   metadata = model_dir.prediction_metadata(config, dataset.info, sparsity_report, extra_metadata)
   metadata, _ = export_lib.export_predictions(
       model,
@@ -186,6 +194,13 @@ def export_from_model_file(config, model_path, out_path, dataset=None, extra_met
       slice_features=config.get("slice_features"),
   )
   return metadata
+
+
+def seed_and_determinism(config, job):
+  """The random state and op determinism of a model's process, as its training set them."""
+  keras.utils.set_random_seed(job.seed)
+  if config.get("deterministic", False):
+    tf.config.experimental.enable_op_determinism()
 
 
 def train_and_export(config, workdir, strategy=None, log=print, reuse_traced=False, job=None):
@@ -212,9 +227,7 @@ def train_and_export(config, workdir, strategy=None, log=print, reuse_traced=Fal
     return io_utils.read_json(paths["metrics"])
   strategy = strategy or tf.distribute.get_strategy()
   start_time = time.time()
-  keras.utils.set_random_seed(job.seed)
-  if config.get("deterministic", False):
-    tf.config.experimental.enable_op_determinism()
+  seed_and_determinism(config, job)
   dataset = data_lib.load_dataset(config.data)
   dataset.slice_specs(config.get("slice_features"))  # a slice feature the dataset lacks fails before training
   run = _build_run(config, job, dataset, strategy, reuse_traced)
@@ -222,16 +235,98 @@ def train_and_export(config, workdir, strategy=None, log=print, reuse_traced=Fal
   train_seconds = time.time() - start_time
   with strategy.scope():
     stripped = run.variant.finalize(run.model, run.callbacks)
-  sparsity_report = variants.measure_sparsity(stripped, run.scope_layers)
-  structure = run.variant.structure(stripped, run.scope_layers)  # raises if the method's promise does not hold
-  problem = run.variant.sparsity_problem(sparsity_report["overall"], job.sparsity)
-  if problem:
-    raise PieError(f"{job.name}: {problem}; check config.pruning (the pruning window must end before training does)")
+  sparsity_report, structure = _checked(run.variant, stripped, run.scope_layers, job)
   if not _is_chief(strategy):
     return {"name": job.name, "chief": False}
   return _export(
-      run, stripped, sparsity_report, structure, config, job, dataset, workdir, paths, start_time, train_seconds, log
+      run.variant,
+      stripped,
+      sparsity_report,
+      structure,
+      config,
+      job,
+      dataset,
+      workdir,
+      run.total_steps,
+      start_time,
+      train_seconds,
+      log,
   )
+
+
+def _checked(variant, stripped, scope_layers, job):
+  """(sparsity report, structure) of a finalized model; a PieError when it breaks what its method promises."""
+  sparsity_report = variants.measure_sparsity(stripped, scope_layers)
+  structure = variant.structure(stripped, scope_layers)  # raises if the method's promise does not hold
+  problem = variant.sparsity_problem(sparsity_report["overall"], job.sparsity)
+  if problem:
+    raise PieError(f"{job.name}: {problem}; check config.pruning (the pruning window must end before training does)")
+  return sparsity_report, structure
+
+
+def export_trained(config, workdir, job=None, log=print):
+  """Exports the predictions of a model whose training is finished but whose export is missing; never trains.
+
+  The source is the model folder's saved model (model.h5, which training saved after finalizing the model), else its
+  final checkpoint, restored and finalized as training does (`restore_checkpoint`). A method deployed as TFLite (QAT)
+  is exported from its final checkpoint when there is one (its sparsity is measured on the Keras weights), else from
+  its model.tflite with the sparsity its training recorded in metrics.json. The files are those `train_and_export`
+  writes, by the same code (`_export`): metrics.json, `<name>.tfrecord`, then `<name>.json`, atomically; the saved
+  model too when it was missing. Their metadata adds `exported_from` (the file the model came from).
+
+  Args:
+    config: the model's config (`pie.population.job_config` of the study's config).
+    workdir: the model's folder in the study.
+    job: the model's `variants.Job` (default: `variants.config_job(config)`).
+  Returns:
+    the metrics dict (those on file when the model is already finished).
+  Raises:
+    PieError: a derived model (see pie/ptq.py), or no saved model and no final checkpoint (training unfinished:
+      rerun the launcher).
+  """
+  job = job or variants.config_job(config)
+  paths = model_dir.model_paths(workdir, job.name)
+  if model_dir.is_finished(workdir, job.name):
+    log(f"{job.name}: already finished in {workdir}; nothing to do")
+    return io_utils.read_json(paths["metrics"])
+  variant = variants.get_variant(job.method)
+  if variant.derived:
+    raise PieError(f"{job.name}: a derived model is made from its dense model by pie.ptq.derive_ptq, not exported")
+  state = model_dir.training_state(workdir, config.num_epochs, tflite=variant.exports_tflite)
+  if not state.trained:
+    raise PieError(
+        f"{workdir}: training of {job.name} is unfinished ({state.describe()}); rerun the launcher to finish it",
+        parameter="workdir",
+    )
+  start_time = time.time()
+  seed_and_determinism(config, job)
+  dataset = data_lib.load_dataset(config.data)
+  total_steps = config.num_epochs * dataset.steps_per_epoch(config.batch_size, config.get("steps_per_epoch"))
+  previous = io_utils.read_json(paths["metrics"]) if tf.io.gfile.exists(paths["metrics"]) else {}
+  train_seconds = previous.get("train_seconds")
+  common = (config, job, dataset, workdir, total_steps, start_time, train_seconds, log)
+  if state.saved_model and not variant.exports_tflite:
+    log(f"{job.name}: exporting from {state.saved_model}")
+    stripped = model_dir.load_model(state.saved_model)
+    scope_layers = pruning.prunable_layer_names(stripped, _scope(config))
+    report, structure = _checked(variant, stripped, scope_layers, job)
+    return _export(variant, stripped, report, structure, *common, save=False, source=state.saved_model)
+  if state.final_checkpoint:
+    log(f"{job.name}: exporting from {state.describe()}")
+    stripped, run = restore_checkpoint(config, job, dataset, state.checkpoint)
+    report, structure = _checked(variant, stripped, run.scope_layers, job)
+    return _export(variant, stripped, report, structure, *common, source=state.checkpoint)
+  if "measured_sparsity" not in previous:
+    raise PieError(
+        f"{workdir}: {job.name} has {state.saved_model} but neither a final checkpoint nor a metrics.json that records "
+        "the sparsity measured on its weights; retrain it (delete the folder and rerun the launcher)",
+        parameter="workdir",
+    )
+  log(f"{job.name}: exporting from {state.saved_model}")
+  with tf.io.gfile.GFile(state.saved_model, "rb") as f:
+    tflite_bytes = f.read()
+  report = {"overall": previous["measured_sparsity"], "per_layer": previous.get("per_layer_sparsity", {})}
+  return _export(variant, None, report, {}, *common, save=False, source=state.saved_model, tflite_bytes=tflite_bytes)
 
 
 @dataclasses.dataclass
@@ -325,23 +420,43 @@ def _fit(run, config, job, dataset, paths, chief, log):
 
 
 def _export(
-    run, stripped, sparsity_report, structure, config, job, dataset, workdir, paths, start_time, train_seconds, log
+    variant,
+    stripped,
+    sparsity_report,
+    structure,
+    config,
+    job,
+    dataset,
+    workdir,
+    total_steps,
+    start_time,
+    train_seconds,
+    log,
+    save=True,
+    source=None,
+    tflite_bytes=None,
 ):
-  """Saves the finished model, exports its predictions and metrics; returns the metrics."""
+  """Saves the finished model (unless `save` is False: it is on file), exports its predictions and metrics; returns
+  the metrics. `source`: the file an export of a trained model comes from (recorded as `exported_from`);
+  `tflite_bytes`: the deployed flatbuffer when it is on file (then `stripped` may be None)."""
   info = dataset.info
-  tflite_bytes = run.variant.to_tflite(stripped)
+  paths = model_dir.model_paths(workdir, job.name)
+  if tflite_bytes is None:
+    tflite_bytes = variant.to_tflite(stripped)
   if tflite_bytes is not None:
     # The deployed model is the TFLite conversion (QAT's int8): save it, measure it and export its predictions.
-    io_utils.write_bytes(os.path.join(workdir, "model.tflite"), tflite_bytes)
+    if save:
+      io_utils.write_bytes(paths["tflite"], tflite_bytes)
     from pie import quantization  # pylint: disable=g-import-not-at-top
 
     compression = model_dir.compression_fields(quantization.model_size_report(tflite_bytes))
   else:
-    model_dir.save_model(stripped, paths["model"])
+    if save:
+      model_dir.save_model(stripped, paths["model"])
     # The size report converts the model to TFLite (about a second for a small CNN, far more for ResNet-50): only
     # studies that compare compression methods by size ask for it.
     compression = (
-        model_dir.compression_fields(run.variant.size_report(stripped))
+        model_dir.compression_fields(variant.size_report(stripped))
         if config.get("size_report", False)
         else {"bits_per_weight": None, "compressed_bytes": None}
     )
@@ -349,34 +464,21 @@ def _export(
     compression["structure"] = structure
 
   log(f"{job.name}: exporting predictions on {info.name}/{info.eval_split}")
-  metadata = model_dir.prediction_metadata(
-      config,
-      info,
-      sparsity_report,
-      {"steps": int(run.total_steps), "train_seconds": round(train_seconds, 2), **compression},
-      job=job,
-  )
-  predict = (
-      functools.partial(export_lib.predict_tflite, tflite_bytes)
-      if tflite_bytes is not None
-      else functools.partial(export_lib.predict_eval, stripped)
-  )
-  arrays = predict(
-      dataset,
-      config.get("eval_batch_size", 256),
-      top_k=config.get("top_k", 5),
-      with_logits=config.get("export_logits", False),
-      log=log,
-  )
+  train_seconds = None if train_seconds is None else round(train_seconds, 2)
+  extra = {"steps": int(total_steps), "train_seconds": train_seconds, **compression}
+  if source is not None:
+    extra["exported_from"] = source
+  metadata = model_dir.prediction_metadata(config, info, sparsity_report, extra, job=job)
+  arrays = _predict(stripped, tflite_bytes, dataset, config, log)
   metrics = {
       "name": job.name,
       **model_dir.eval_metrics(arrays, info.num_classes),
       "target_sparsity": job.sparsity,
       "measured_sparsity": sparsity_report["overall"],
       "per_layer_sparsity": sparsity_report["per_layer"],
-      "steps": int(run.total_steps),
+      "steps": int(total_steps),
       "wall_seconds": round(time.time() - start_time, 2),
-      "train_seconds": round(train_seconds, 2),
+      "train_seconds": train_seconds,
       "config_hash": metadata["config_hash"],
       "seed": job.seed,
       "method": job.method,
@@ -391,43 +493,101 @@ def _export(
   return metrics
 
 
-def export_from_checkpoint(config, checkpoint_dir, out_path, dataset=None, log=print):
-  """Exports the predictions of the latest checkpoint in `checkpoint_dir` (a model still training, say)."""
-  dataset = dataset or data_lib.load_dataset(config.data)
-  info = dataset.info
-  latest = tf.train.latest_checkpoint(checkpoint_dir)
-  if latest is None:
-    raise PieError(f"{checkpoint_dir}: no checkpoint there")
-  scope = config.pruning.get("scope", "all_but_classifier")
-  # The checkpoint is restored into the model rebuilt with the magnitude wrappers (none at level 0): dense and
-  # magnitude models, those named by their level alone.
-  if not variants.get_variant(variants.config_method(config)).named_by_level:
-    raise PieError(
-        f"exporting from a checkpoint supports dense and magnitude-pruned models, not method "
-        f"{config.method!r}: let train.train finish and export it"
-    )
-  model = models.build_model(config.model, models.input_shape_for(info, config.data), info.num_classes)
-  if config.sparsity > 0:
-    steps_per_epoch = dataset.steps_per_epoch(config.batch_size, config.get("steps_per_epoch"))
-    begin, end, frequency = pruning.schedule_steps(config.pruning, config.num_epochs * steps_per_epoch)
-    model = pruning.apply_pruning(model, config.sparsity, begin, end, frequency, scope)
-  epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
-  tf.train.Checkpoint(model=model, epoch=epoch_var).restore(latest).expect_partial()
-  stripped = pruning.strip_pruning(model) if config.sparsity > 0 else model
-  sparsity_report = pruning.measure_sparsity(stripped, pruning.prunable_layer_names(stripped, scope))
-  log(f"{latest}: epoch {int(epoch_var.numpy())}, measured sparsity {sparsity_report['overall']:.4f}")
-  metadata = model_dir.prediction_metadata(
-      config, info, sparsity_report, {"checkpoint": latest, "epoch": int(epoch_var.numpy())}
+def _predict(model, tflite_bytes, dataset, config, log):
+  """The export arrays of the deployed model: the TFLite flatbuffer when there is one, else the Keras model."""
+  predict = (
+      functools.partial(export_lib.predict_tflite, tflite_bytes)
+      if tflite_bytes is not None
+      else functools.partial(export_lib.predict_eval, model)
   )
-  metadata, _ = export_lib.export_predictions(
-      stripped,
+  return predict(
       dataset,
-      out_path,
-      metadata,
-      batch_size=config.get("eval_batch_size", 256),
+      config.get("eval_batch_size", 256),
       top_k=config.get("top_k", 5),
       with_logits=config.get("export_logits", False),
       log=log,
-      slice_features=config.get("slice_features"),
   )
-  return metadata
+
+
+def predict_deployed(variant, model, dataset, config, log=print):
+  """The export arrays of a finalized model as its method deploys it: its TFLite conversion (QAT), else itself."""
+  return _predict(model, variant.to_tflite(model), dataset, config, log)
+
+
+def _restores(model, checkpoint, under_model):
+  """Reads `checkpoint` into `model`; True when every variable of the model had its value there.
+
+  `under_model`: the checkpoint keeps the model under the key "model" (pie's training, tf.train.Checkpoint(model=...)),
+  not at its root (Keras' save_weights).
+  """
+  root = tf.train.Checkpoint(model=model) if under_model else tf.train.Checkpoint(root=model)
+  status = root.read(checkpoint)
+  status.expect_partial()  # the optimizer and the epoch are read separately
+  try:
+    status.assert_existing_objects_matched()
+  except AssertionError:
+    return False
+  return True
+
+
+def restore_checkpoint(config, job, dataset, checkpoint):
+  """The finalized model of a training checkpoint of `job`'s model, and its `_Run` (scope layers, method).
+
+  A checkpoint of pie's training (model, optimizer, epoch) is read into the model built, wrapped and compiled as for
+  training, and the method finalizes it as after training (random pruning applies the masks of the optimizer's last
+  step). A checkpoint of the model alone, written outside pie by `tf.train.Checkpoint(model=...)` or
+  `model.save_weights`, is read into the model wrapped by the method (then finalized) or into the plain model
+  (wrappers stripped before saving). Raises PieError when none fits: a checkpoint of another model than the config's.
+  """
+  run = _build_run(config, job, dataset, tf.distribute.get_strategy(), reuse_traced=False)
+  names = model_dir.checkpoint_reader(checkpoint).get_variable_to_shape_map()
+  under_model = any(name.startswith("model/") for name in names)
+  if _restores(run.model, checkpoint, under_model):
+    tf.train.Checkpoint(optimizer=run.optimizer, epoch=run.epoch_var).read(checkpoint).expect_partial()
+    return run.variant.finalize(run.model, run.callbacks), run
+  info = dataset.info
+  for wrapped in (True, False):
+    # Uncompiled: a compiled model expects its optimizer in the checkpoint too.
+    model = models.build_model(config.model, models.input_shape_for(info, config.data), info.num_classes)
+    if wrapped:
+      model, plain = run.variant.wrap(model, config, job, run.total_steps)[0], model
+      if model is plain:
+        continue  # the method does not wrap layers: the plain model is the one to try
+    if _restores(model, checkpoint, under_model):
+      return (run.variant.finalize(model) if wrapped else model), run
+  raise PieError(
+      f"{checkpoint}: not a checkpoint of the config's model {config.model.name!r} (method {job.method}): its "
+      "variables match neither the model wrapped for training nor the plain model; check config.model",
+      parameter="config",
+  )
+
+
+def export_from_checkpoint(config, checkpoint_dir, out_path, dataset=None, log=print):
+  """Exports the predictions of the latest checkpoint in `checkpoint_dir` (a model still training, say)."""
+  dataset = dataset or data_lib.load_dataset(config.data)
+  checkpoint = model_dir.latest_checkpoint(checkpoint_dir)
+  if checkpoint is None:
+    raise PieError(f"{checkpoint_dir}: no checkpoint there", parameter="checkpoint_dir")
+  job = variants.config_job(config)
+  if variants.get_variant(job.method).derived:
+    raise PieError(f"method {job.method!r} is not trained: it has no checkpoint to export", parameter="config")
+  stripped, run = restore_checkpoint(config, job, dataset, checkpoint)
+  sparsity_report = variants.measure_sparsity(stripped, run.scope_layers)
+  epoch = model_dir.checkpoint_epoch(checkpoint)
+  log(f"{checkpoint}: epoch {epoch}, measured sparsity {sparsity_report['overall']:.4f}")
+  metadata = model_dir.prediction_metadata(
+      config, dataset.info, sparsity_report, {"checkpoint": checkpoint, "epoch": epoch}, job=job
+  )
+  slice_features, slice_values = dataset.eval_slices(config.get("slice_features"))
+  arrays = predict_deployed(run.variant, stripped, dataset, config, log)
+  return predictions_lib.write_predictions(
+      out_path,
+      arrays["example_ids"],
+      arrays["labels"],
+      arrays["top_k_classes"],
+      arrays["top_k_probs"],
+      metadata,
+      logits=arrays["logits"],
+      slice_features=slice_features,
+      slice_values=slice_values,
+  )

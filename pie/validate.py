@@ -3,15 +3,18 @@
 `validate_study(study_dir)` reads every prediction file of a study and returns a `ValidationReport`: one row per
 model (status, target and measured sparsity, top-1) and every problem found, each naming the model or file:
   - a model the launcher's study.json expects is missing, still being trained, or its export is incomplete (a
-    TFRecord without its metadata, or of another size than the metadata records);
+    TFRecord without its metadata, or of another size than the metadata records); each with its remedy, from what its
+    folder holds (`pie.saved_exports.model_state`): a model trained but not exported (a saved model or a final
+    checkpoint) is exported without training by the analysis with --export_missing; one whose training is
+    unfinished, or never started, needs the launcher;
   - a prediction file is unreadable or breaks the schema (truncated, corrupt, bad ids, bad metadata);
   - models disagree on the dataset, split, classes, example count or labels;
   - a model whose method promises its sparsity (`pie.variants`, `checks_sparsity`) measures more than the tolerance
     (0.5 percentage points) from its target;
   - models were trained with different configs (config hashes differ, or differ from study.json's), unless allowed;
   - a population is missing or has fewer than two models (the analysis needs a dense and a pruned population).
-Nothing is written or repaired: rerunning the launcher redoes unfinished models, and `report.ok` says whether the
-analysis can go ahead.
+Nothing is written or repaired: rerunning the launcher redoes unfinished models (`analysis.analyze --export_missing`
+exports the trained ones), and `report.ok` says whether the analysis can go ahead.
 """
 
 import dataclasses
@@ -24,6 +27,7 @@ import tensorflow as tf
 from pie import io_utils
 from pie import population
 from pie import predictions as predictions_lib
+from pie import saved_exports
 from pie import study as study_lib
 from pie import variants
 from pie.errors import PieError
@@ -32,12 +36,23 @@ from pie.errors import PieError
 SHARED_FIELDS = ("dataset", "split", "num_classes", "num_examples", "class_names")
 
 OK = "ok"
-MISSING = "missing"  # expected by study.json, nothing exported
+MISSING = "missing"  # expected by study.json, nothing trained
+UNEXPORTED = "unexported"  # expected by study.json, trained (saved model or final checkpoint), not exported
+UNFINISHED = "unfinished"  # expected by study.json, its training stopped before its last epoch
 RUNNING = "running"  # not exported yet, claimed by a live process
 INCOMPLETE = "incomplete"  # export started but not finished (no metadata, or the TFRecord's size is wrong)
 CORRUPT = "corrupt"  # finished but unreadable or outside the schema
 INCONSISTENT = "inconsistent"  # readable, but disagrees with the study (dataset, labels, sparsity, config)
 UNEXPECTED = "unexpected"  # readable, but not a model of study.json's grid
+
+RELAUNCH_REMEDY = "rerun the launcher"
+
+
+def export_remedy(path):
+  """The remedy for a model trained but not exported (`path`: its prediction file): the analysis exports it, without
+  training, from its saved model or final checkpoint."""
+  study_dir = os.path.dirname(os.path.dirname(path))
+  return f"export it without training: python -m analysis.analyze --study_dir={study_dir} --export_missing"
 
 
 @dataclasses.dataclass
@@ -105,25 +120,46 @@ def _read_study_file(study_dir, problems):
     return None, None
 
 
-def _check_model(name, path, read_records=True):
-  """Checks one model's export; returns its ModelCheck and, when its records were read, its Predictions."""
+def _unexported(name, path, state):
+  """The ModelCheck of a model with no file of its export: being trained, trained, half-trained, or not trained."""
+  if state is not None and state.status == saved_exports.RUNNING:
+    return ModelCheck(name, path, RUNNING, problems=[f"{name}: being trained ({state.detail})"])
+  if state is None:  # not in study.json's grid, or no config there to tell
+    owner = population.claim_owner(os.path.dirname(path))
+    if owner:
+      return ModelCheck(name, path, RUNNING, problems=[f"{name}: being trained (claimed by {owner})"])
+  if state is not None and state.status == saved_exports.EXPORTABLE:
+    problem = f"{name}: trained ({state.detail}) but not exported (no {path}); {export_remedy(path)}"
+    return ModelCheck(name, path, UNEXPORTED, problems=[problem])
+  if state is not None and state.status == saved_exports.UNFINISHED:
+    problem = f"{name}: training unfinished ({state.detail}); {RELAUNCH_REMEDY} to finish it"
+    return ModelCheck(name, path, UNFINISHED, problems=[problem])
+  return ModelCheck(name, path, MISSING, problems=[f"{name}: not trained (no {path}); {RELAUNCH_REMEDY}"])
+
+
+def _redo_remedy(path, state):
+  """How to redo an unfinished export: the launcher; or, when the model is trained, the analysis's export too."""
+  if state is not None and state.status == saved_exports.EXPORTABLE:
+    return f"{RELAUNCH_REMEDY} to redo it, or {export_remedy(path)}"
+  return f"{RELAUNCH_REMEDY} to redo it"
+
+
+def _check_model(name, path, read_records=True, state_of=lambda name: None):
+  """Checks one model's export; returns its ModelCheck and, when its records were read, its Predictions.
+
+  `state_of(name)` is the model's `saved_exports.ModelState` (or None), asked only for a model without a finished
+  export, to name the remedy.
+  """
   check = ModelCheck(name=name, path=path, status=OK)
   has_record = tf.io.gfile.exists(path)
   has_metadata = tf.io.gfile.exists(predictions_lib.metadata_path(path))
   if not has_record and not has_metadata:
-    owner = population.claim_owner(os.path.dirname(path))
-    check.status = RUNNING if owner else MISSING
-    check.problems.append(
-        f"{name}: being trained (claimed by {owner})"
-        if owner
-        else f"{name}: not trained (no {path}); rerun the launcher"
-    )
-    return check, None
+    return _unexported(name, path, state_of(name)), None
   if not has_metadata:
     check.status = INCOMPLETE
     check.problems.append(
-        f"{path}: export unfinished (no metadata {predictions_lib.metadata_path(path)}); rerun "
-        "the launcher to redo it"
+        f"{path}: export unfinished (no metadata {predictions_lib.metadata_path(path)}); "
+        f"{_redo_remedy(path, state_of(name))}"
     )
     return check, None
   try:
@@ -138,14 +174,14 @@ def _check_model(name, path, read_records=True):
   check.method = variants.recorded_method(metadata.get("method"), check.target_sparsity == 0)
   if not has_record:
     check.status = INCOMPLETE
-    check.problems.append(f"{path}: missing, but its metadata exists; rerun the launcher to redo it")
+    check.problems.append(f"{path}: missing, but its metadata exists; {_redo_remedy(path, state_of(name))}")
     return check, None
   size = tf.io.gfile.stat(path).length
   if "file_bytes" in metadata and size != metadata["file_bytes"]:
     check.status = INCOMPLETE
     check.problems.append(
         f"{path}: {size} bytes, its metadata records {metadata['file_bytes']} (truncated or "
-        "overwritten); rerun the launcher to redo it"
+        f"overwritten); {_redo_remedy(path, state_of(name))}"
     )
     return check, None
   if metadata.get("name", name) != name:
@@ -187,9 +223,10 @@ def validate_study(
     problems.append(f"{study_dir}: no prediction files and no {population.STUDY_FILE}: not a study directory")
 
   checks, readable = [], {}
+  state_of = saved_exports.state_lookup(study_dir) if expected is not None else (lambda name: None)
   for name in names:
     path = found.get(name, os.path.join(study_dir, name, f"{name}.tfrecord"))
-    check, pred = _check_model(name, path, read_records)
+    check, pred = _check_model(name, path, read_records, state_of)
     if expected is not None and name not in expected and check.status == OK:
       check.status = UNEXPECTED
       check.problems.append(
@@ -320,6 +357,13 @@ def require_valid(
   )
   if not report.ok:
     listed = "\n  ".join(report.problems)
-    raise PieError(f"{study_dir}: {len(report.problems)} problem(s) found by validation:\n  {listed}")
+    # A study whose only problems are trained models without predictions is one flag away from its analysis.
+    exportable = all(m.status in (OK, UNEXPORTED) for m in report.models) and any(
+        m.status == UNEXPORTED for m in report.models
+    )
+    raise PieError(
+        f"{study_dir}: {len(report.problems)} problem(s) found by validation:\n  {listed}",
+        parameter="export_missing" if exportable else None,
+    )
   log(f"validated {len(report.models)} models of {study_dir}")
   return report

@@ -57,6 +57,7 @@ loads no TensorFlow, so every module can ask it.
 
 import collections
 import dataclasses
+import re
 from typing import Optional
 
 import numpy as np
@@ -513,6 +514,39 @@ def model_name(method, sparsity, seed):
   """File-system name of one model: "sparsity90_seed3" (dense and magnitude, as always), "2of4_sparsity50_seed3",
   "random_sparsity90_seed3", "qat_seed3", "cluster_seed3", "ptq_dynamic_int8_seed3"."""
   return get_variant(effective_method(method, float(sparsity))).model_name(sparsity, seed)
+
+
+_NAME_SEED = re.compile(r"seed(\d+)")
+_NAME_SPARSITY = re.compile(r"sparsity(\d+(?:\.\d+)?)")
+
+
+def parse_model_name(name):
+  """(method, sparsity, seed) that a directory or model name states, or None: the inverse of `model_name`, for runs
+  trained outside a study.
+
+  The rule: `seed<N>` gives the seed; `sparsity<P>` the level in percent (`sparsity90` is 0.9, `sparsity0.1` 0.001);
+  a registered method's model-name prefix just before them (`2of4_sparsity50_seed1`, `qat_seed3`,
+  `dense_replicate_seed7`, after the start of the name or a non-alphanumeric character) names the method, else it is
+  magnitude pruning (dense at level 0). A method with a fixed level needs no `sparsity<P>`; the others do. Other text
+  around them is ignored: `cnn-sparsity90-seed3-2024` is magnitude pruning at 0.9 with seed 3.
+  """
+  seed = _NAME_SEED.search(name)
+  if seed is None:
+    return None
+  method = DEFAULT_METHOD
+  longest = ""
+  for candidate, variant in METHODS.items():
+    prefix = variant.prefix
+    if len(prefix) > len(longest) and re.search(r"(?:^|[^A-Za-z0-9])" + re.escape(prefix) + r"(?:sparsity|seed)", name):
+      method, longest = candidate, prefix
+  level = _NAME_SPARSITY.search(name)
+  if level is not None:
+    sparsity = round(float(level.group(1)) / 100, 8)
+  elif METHODS[method].fixed_level is not None and longest:
+    sparsity = METHODS[method].fixed_level
+  else:
+    return None
+  return method, sparsity, int(seed.group(1))
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -145,3 +145,22 @@ def test_the_config_trains_on_the_real_files(tmp_path):
     config.num_epochs, config.steps_per_epoch, config.controls = 1, 30, ()
   metrics = training.train_and_export(config, str(tmp_path), log=lambda m: None)
   assert metrics["top1"] > 0.6 and len(metrics["per_class_recall"]) == 10
+
+
+def test_the_long_tail_variant_of_the_config(tmp_path):
+  from configs import fashion_mnist  # pylint: disable=g-import-not-at-top
+
+  _write_fake_files(str(tmp_path), n_train=2_000, n_test=20)
+  config = fashion_mnist.get_config("long_tail")
+  assert config.sparsity_levels == (0.0, 0.9) and config.name == "fashion_mnist_long_tail"
+  with config.unlocked():
+    config.data.data_dir = str(tmp_path)
+  full = np.array(data.load_dataset(_config(str(tmp_path))).info.train_class_counts)
+  tail = np.array(data.load_dataset(config.data).info.train_class_counts)
+  fractions = np.array(config.data.train_class_fraction)
+  np.testing.assert_allclose(fractions, 0.6 ** np.arange(10), rtol=1e-3)
+  np.testing.assert_array_equal(tail, np.maximum(1, np.round(fractions * full)).astype(int))
+  # The balanced study's config has no long-tail fields: its config hash is what it was.
+  assert "train_class_fraction" not in fashion_mnist.get_config().data
+  with pytest.raises(ValueError, match="knows the variant 'long_tail', not 'longtail'"):
+    fashion_mnist.get_config("longtail")

@@ -419,3 +419,51 @@ def test_study_with_variants_end_to_end(tmp_path):
   # A rerun finds everything finished and derives nothing again.
   proc = run_binary("train.population", *flags, f"--workdir={study_dir}", "--num_workers=2")
   assert "all 8 models" in proc.stdout and "are finished" in proc.stdout
+
+  # Predictions lost on a machine that cannot train: --export_missing exports 2:4 from its model.h5, the sham and a
+  # dense model from their final checkpoints, then derives the PTQ model again from that dense model; the analysis
+  # is the same, file for file.
+  before = {}
+  for root, _, files in os.walk(out):
+    for file in files:
+      before[os.path.relpath(os.path.join(root, file), out)] = open(os.path.join(root, file), "rb").read()
+  for name, files in (
+      ("2of4_sparsity50_seed1", ()),
+      ("sham_seed0", ("model.h5",)),
+      ("sparsity0_seed1", ("model.h5", "metrics.json")),
+      ("ptq_dynamic_int8_seed1", ("model.tflite",)),
+  ):
+    for file in (f"{name}.tfrecord", f"{name}.json") + files:
+      os.remove(os.path.join(study_dir, name, file))
+  proc = run_binary("analysis.analyze", f"--study_dir={study_dir}", "--export_missing", "--num_workers=1")
+  assert "exported 3/3: " in proc.stdout and "exported 1/1: ptq_dynamic_int8_seed1" in proc.stdout, proc.stdout
+  after = {}
+  for root, _, files in os.walk(out):
+    for file in files:
+      after[os.path.relpath(os.path.join(root, file), out)] = open(os.path.join(root, file), "rb").read()
+  assert sorted(after) == sorted(before)
+  assert [name for name in before if after[name] != before[name]] == []
+
+
+def test_the_name_rule_reads_what_model_name_writes():
+  for method, sparsity, seed in (
+      ("magnitude", 0.9, 3),
+      ("dense", 0.0, 0),
+      ("2:4", 0.5, 1),
+      ("random", 0.7, 2),
+      ("qat", 0.0, 4),
+      ("cluster", 0.0, 5),
+      ("ptq_full_int8", 0.0, 6),
+      ("dense_replicate", 0.0, 11),
+      ("sham", variants.SHAM_SPARSITY, 1),
+  ):
+    name = variants.model_name(method, sparsity, seed)
+    parsed = variants.parse_model_name(name)
+    # Dense models are named like magnitude ones: the rule reads them as magnitude at level 0, which is dense.
+    assert parsed == (variants.MAGNITUDE if method == "dense" else method, sparsity, seed), name
+    assert variants.effective_method(parsed[0], parsed[1]) == method
+  assert variants.parse_model_name("cnn-sparsity90-seed3-2024") == ("magnitude", 0.9, 3)
+  assert variants.parse_model_name("exp1_random_sparsity50_seed0") == ("random", 0.5, 0)
+  assert variants.parse_model_name("myrandom_sparsity50_seed0") == ("magnitude", 0.5, 0)  # not at a word start
+  for name in ("run3", "sparsity90", "seed3", "random_seed3"):  # no seed; no level for a method that needs one
+    assert variants.parse_model_name(name) is None, name
