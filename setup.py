@@ -10,8 +10,16 @@ setuptools.setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=setuptools.find_packages(include=["pie", "pie.*", "train", "analysis"]),
-    # The report's stylesheet and scripts, inlined into every report.html and compare.html.
-    package_data={"pie.report": ["report.css", "report.js", "compare.js"]},
+    # The report's stylesheet and scripts, inlined into every report.html and compare.html; the class groupings
+    # shipped with pie (pie.slices.SHIPPED_GROUPINGS).
+    package_data={
+        "pie.report": ["report.css", "report.js", "compare.js"],
+        "pie": [
+            "class_groups/digits.json",
+            "class_groups/fashion_mnist.json",
+            "class_groups/imagenet2012_wordnet.json",
+        ],
+    },
     install_requires=[
         # TF-MOT 0.8.1 needs Keras 2 models: tf-keras pinned to the TensorFlow release it was built for.
         "tensorflow>=2.21,<2.22",
@@ -42,10 +50,13 @@ setuptools.setup(
             "apache-beam>=2.77,<3",
             "pyink==26.5.1",
             "ruff==0.17.6",
+            "fairlearn>=0.15,<0.16",
         ],
         "litert": ["ai-edge-litert>=2.3"],
         # The Beam analysis (analysis/beam_analyze.py) for prediction sets beyond one machine's memory. 2.77 installs
         # beside TensorFlow 2.21 but pins protobuf < 7, pillow < 13, pyarrow < 26 and python-dateutil < 3.
         "beam": ["apache-beam>=2.77,<3"],
+        # pie.slices.metric_frame: slice_stats.csv's accuracies as a Fairlearn MetricFrame (also in `test`).
+        "fairlearn": ["fairlearn>=0.15,<0.16"],
     },
 )

@@ -4,6 +4,7 @@ take a study and the statistics' settings alike."""
 from absl import flags
 
 from pie import analysis
+from pie import slices
 
 STUDY_DIR = flags.DEFINE_string("study_dir", None, "Study directory written by train/population.py.")
 PREDICTIONS = flags.DEFINE_list("predictions", None, "Explicit prediction files (.tfrecord) instead of a study.")
@@ -45,6 +46,19 @@ POWER_EFFECT = flags.DEFINE_float(
     "Normalized recall change that " "summary.json's models_needed plan is sized to detect (80% power).",
 )
 
+CLASS_GROUPS = flags.DEFINE_string(
+    "class_groups",
+    None,
+    "Class groups analysed as slices (slice_stats.csv): a grouping shipped with pie "
+    f"({', '.join(slices.SHIPPED_GROUPINGS)}) or a JSON file mapping group names to class ids or names "
+    "(default: the study config's class_groups).",
+)
+MIN_SLICE_SIZE = flags.DEFINE_integer(
+    "min_slice_size",
+    slices.DEFAULT_MIN_SLICE_SIZE,
+    "Slices (attribute values, their pairs, class groups) with fewer examples are reported in slice_stats.csv but "
+    "not tested.",
+)
 
 # Library arguments whose flag has another name (pie.cli prints the flag with errors about them).
 FLAG_NAMES = {"validate_first": "validate"}
@@ -64,4 +78,6 @@ def arguments():
       "power_effect": POWER_EFFECT.value,
       "validate_first": VALIDATE.value,
       "noise_floor_splits": NOISE_FLOOR_SPLITS.value,
+      "class_groups": CLASS_GROUPS.value,
+      "min_slice_size": MIN_SLICE_SIZE.value,
   }

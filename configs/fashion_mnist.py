@@ -78,6 +78,10 @@ def get_config(variant=None):
   config.controls = ("dense_replicate",)
   config.size_report = False
 
+  # Groups of classes analysed like classes (slice_stats.csv): a grouping shipped with pie (pie/class_groups/), a JSON
+  # file, or a mapping {group: [class ids or names]}.
+  config.class_groups = "fashion_mnist"
+
   config.top_k = 5
   config.export_logits = False
   config.eval_batch_size = 1000

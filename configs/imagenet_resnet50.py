@@ -85,6 +85,10 @@ def get_config():
   config.controls = ()
   config.size_report = False  # record each model's compressed size (a TFLite conversion per model)
 
+  # Groups of classes analysed like classes (slice_stats.csv): a grouping shipped with pie (pie/class_groups/), a JSON
+  # file, or a mapping {group: [class ids or names]}.
+  config.class_groups = "imagenet2012_wordnet"
+
   config.top_k = 5
   config.export_logits = False
   config.eval_batch_size = 1000

@@ -5,6 +5,7 @@ Outputs (each written to a temporary name, then renamed; pie/outputs.py is their
   class_stats.csv     one row per class per level (Welch test, FDR, CI, effect size, bootstrap stability)
   exemplar_scores.csv one row per example per level: modal labels and the L1 "taxicab" score, ranked
   pie_accuracy.csv    top-1 of both populations on PIEs, a random sample of the same size, and non-PIEs
+  slice_stats.csv     one row per slice per level (attribute values, their pairs, class groups: pie.slices)
   summary.json        per level: models, top-1, measured sparsity, PIEs, significant classes, models needed, the
                       excess of PIEs over the noise floor; the noise floor itself (A/A comparisons of dense models)
   pies.tfrecord     the PIE images with their labels (unless images are skipped)
@@ -43,6 +44,7 @@ from pie import names
 from pie import outputs
 from pie import saved_exports
 from pie import significance
+from pie import slices as slices_lib
 from pie import stats
 from pie import study as study_lib
 from pie import validate
@@ -106,6 +108,8 @@ def run(
     checkpoint_dirs=None,
     config=None,
     num_workers=None,
+    class_groups=None,
+    min_slice_size=slices_lib.DEFAULT_MIN_SLICE_SIZE,
     log=print,
 ):
   """The whole analysis of a study directory (or of a list of prediction files): validation, loading, every output.
@@ -160,6 +164,8 @@ def run(
       bootstrap_resamples=bootstrap_resamples,
       power_effect=power_effect,
       noise_floor_splits=noise_floor_splits,
+      class_groups=class_groups,
+      min_slice_size=min_slice_size,
       log=log,
   )
   return out_dir, summary
@@ -795,6 +801,16 @@ def mitigation_sentence(comparison):
   )
 
 
+def slice_table(entry, plan, sparsity, dense_hits, pruned_hits, sizes, dense_top1, pruned_top1, pies, *options):
+  """slice_stats.csv rows of one compared population (`slices.slice_rows`), its slice counts into its summary entry.
+
+  `options` are alpha, normalization and min_slice_size. From sums over examples, shared with `pie.beam_analysis`.
+  """
+  table = slices_lib.slice_rows(plan, sparsity, dense_hits, pruned_hits, sizes, dense_top1, pruned_top1, pies, *options)
+  entry.update(slices_lib.level_counts(table))
+  return table
+
+
 def log_level(log, method, sparsity, entry):
   log(
       f"{'' if variants.named_by_level(method) else method + ' '}level {sparsity:g}: {entry['num_models']} models, "
@@ -814,6 +830,7 @@ def study_summary(
     noise_floor_summary=None,
     design=None,
     mitigations=None,
+    slices_summary=None,
 ):
   """summary.json. `study` is a `pie.study.Study` or a `pie.study.StudyIndex` (the same fields)."""
   summary = {
@@ -840,6 +857,7 @@ def study_summary(
       "levels": levels,
       "noise_floor": noise_floor_summary,
       "mitigations": mitigations or [],
+      "slices": slices_summary,
   }
   if normalization == "population":
     summary["normalization_warning"] = significance.POPULATION_NORMALIZATION_WARNING
@@ -864,10 +882,17 @@ def analyze(
     bootstrap_resamples=200,
     power_effect=DEFAULT_POWER_EFFECT,
     noise_floor_splits=DEFAULT_NOISE_FLOOR_SPLITS,
+    class_groups=None,
+    min_slice_size=slices_lib.DEFAULT_MIN_SLICE_SIZE,
     log=print,
 ):
-  """Computes every table of the analysis in memory: dict of DataFrames, the summary, and the PIE ids per level."""
+  """Computes every table of the analysis in memory: dict of DataFrames, the summary, and the PIE ids per level.
+
+  `class_groups` (None: the study config's) and the study's exported slice features give slice_stats.csv
+  (`pie.slices`); slices smaller than `min_slice_size` are reported, not tested.
+  """
   check_options(alpha, normalization, bootstrap_resamples, noise_floor_splits)
+  min_slice_size = slices_lib.check_min_slice_size(min_slice_size)
   rng = np.random.default_rng(seed)
   labels = study.labels
   num_classes, num_examples = study.num_classes, study.num_examples
@@ -885,6 +910,9 @@ def analyze(
   dense_largest = stats.modal_labels(dense, tie_break="largest")
   scores = dense_difficulty(study.models(dense_key), dense)
   bins = difficulty.deciles(scores["dense_true_prob"].to_numpy())
+  slice_plan = slices_lib.study_plan(study, class_groups)
+  membership = slice_plan.membership(labels, study.slice_values)
+  dense_slice_hits = significance.subset_hits(dense, labels, membership)
   levels = [level_entry(dense_key, study.models(dense_key), top1_from_hits(dense_hits, num_examples))]
   parts = {table.name: [] for table in outputs.ANALYSIS_TABLES}
   pie_ids = {}
@@ -960,6 +988,21 @@ def analyze(
             len(pruned),
         ),
     }
+    if len(slice_plan):
+      level_tables[outputs.SLICE_STATS_CSV] = slice_table(
+          entry,
+          slice_plan,
+          sparsity,
+          dense_slice_hits,
+          significance.subset_hits(pruned, labels, membership),
+          membership.sum(axis=0),
+          top1_from_hits(dense_hits, num_examples),
+          top1_from_hits(pruned_hits, num_examples),
+          slice_plan.pie_counts(pies, membership),
+          alpha,
+          normalization,
+          min_slice_size,
+      )
     harm_sources(entry, scores, pies, classes, study.train_class_counts)
     for name, frame in level_tables.items():
       if with_method:
@@ -994,7 +1037,18 @@ def analyze(
       normalization,
   )
   log_mitigations(log, mitigations)
-  summary = study_summary(study, levels, alpha, seed, normalization, bootstrap_resamples, floor, design, mitigations)
+  summary = study_summary(
+      study,
+      levels,
+      alpha,
+      seed,
+      normalization,
+      bootstrap_resamples,
+      floor,
+      design,
+      mitigations,
+      slices_summary=slice_plan.summary(min_slice_size),
+  )
   tables = {
       name: (pd.concat(frames, ignore_index=True) if frames else empty_table(name, with_method))
       for name, frames in parts.items()
@@ -1073,6 +1127,8 @@ def analyze_study(
     bootstrap_resamples=200,
     power_effect=DEFAULT_POWER_EFFECT,
     noise_floor_splits=DEFAULT_NOISE_FLOOR_SPLITS,
+    class_groups=None,
+    min_slice_size=slices_lib.DEFAULT_MIN_SLICE_SIZE,
     log=print,
 ):
   """Runs the analysis and writes every output file into `out_dir`; returns the summary dict."""
@@ -1084,6 +1140,8 @@ def analyze_study(
       bootstrap_resamples=bootstrap_resamples,
       power_effect=power_effect,
       noise_floor_splits=noise_floor_splits,
+      class_groups=class_groups,
+      min_slice_size=min_slice_size,
       log=log,
   )
   io_utils.makedirs(out_dir)

@@ -1,10 +1,10 @@
 """The study analysis as an Apache Beam pipeline, for prediction sets larger than one machine's memory.
 
-`analyze_study(study_dir, out_dir)` writes pies.csv, class_stats.csv, exemplar_scores.csv, pie_accuracy.csv and
-summary.json with the same columns, rows, order and text as `pie.analysis.analyze_study` (tests/test_beam_analysis.py
-compares them byte for byte), bootstrap stability included. It writes neither the PIE images (pies.tfrecord) nor
-report.html: both need the tables in one process; `pie.report.write_report(out_dir)` makes the report from the files
-when they fit in memory.
+`analyze_study(study_dir, out_dir)` writes pies.csv, class_stats.csv, exemplar_scores.csv, pie_accuracy.csv,
+difficulty.csv, slice_stats.csv and summary.json with the same columns, rows, order and text as
+`pie.analysis.analyze_study` (tests/test_beam_analysis.py compares them byte for byte), bootstrap stability included.
+It writes neither the PIE images (pies.tfrecord) nor report.html: both need the tables in one process;
+`pie.report.write_report(out_dir)` makes the report from the files when they fit in memory.
 
 What runs where:
   driver   the metadata of every prediction file (`study.scan_study`), the bootstrap's resampled model indices, and
@@ -41,6 +41,7 @@ from pie import io_utils
 from pie import outputs
 from pie import predictions as predictions_lib
 from pie import significance
+from pie import slices as slices_lib
 from pie import stats
 from pie import study as study_lib
 from pie import validate
@@ -76,8 +77,11 @@ class _Level:
 class _Plan:
   """Everything the workers need, pickled into the pipeline: small (no predictions)."""
 
-  def __init__(self, index, models, levels, with_method, seed, block_size, shard_rows, work_dir, floor, pool_rows):
+  def __init__(
+      self, index, models, levels, with_method, seed, block_size, shard_rows, work_dir, floor, pool_rows, slices
+  ):
     self.paths = [m.path for m in models]  # model i of the block matrix reads paths[i]
+    self.slices = slices  # the SlicePlan: slice_stats.csv's slices (features, intersections, class groups)
     self.floor, self.pool_rows = floor, pool_rows  # the noise floor's A/A splits and its models' rows
     self.reference = self.paths.index(index.paths[0])  # the file whose labels the others must equal
     self.num_examples, self.num_classes = index.num_examples, index.num_classes
@@ -112,6 +116,19 @@ def _labels_digest(labels):
   return hashlib.sha256(np.ascontiguousarray(labels, np.int64).tobytes()).hexdigest()
 
 
+def _model_sums(top1, labels, slice_values, plan, reference):
+  """One model's sums over its examples: hits per class and per slice, with the sizes when it is the reference."""
+  membership = plan.slices.membership(labels, slice_values)
+  return {
+      "hits": significance.class_hits(top1[None, :], labels, plan.num_classes)[0],
+      "labels_digest": _labels_digest(labels),
+      "slices_digest": _labels_digest(slice_values),
+      "slice_hits": significance.subset_hits(top1[None, :], labels, membership)[0],
+      "class_count": np.bincount(labels, minlength=plan.num_classes) if reference else None,
+      "slice_sizes": membership.sum(axis=0) if reference else None,
+  }
+
+
 # --- Worker steps (module functions, so that any runner can pickle them by reference) -------------------------------
 
 
@@ -129,17 +146,7 @@ def _read_model(item, plan):
   else:
     top1, labels = pred.top1.astype(np.int32), pred.labels
     reference = index == plan.reference
-    yield beam.pvalue.TaggedOutput(
-        "models",
-        (
-            index,
-            {
-                "hits": significance.class_hits(top1[None, :], labels, plan.num_classes)[0],
-                "labels_digest": _labels_digest(labels),
-                "class_count": np.bincount(labels, minlength=plan.num_classes) if reference else None,
-            },
-        ),
-    )
+    yield beam.pvalue.TaggedOutput("models", (index, _model_sums(top1, labels, pred.slice_values, plan, reference)))
     true_prob, el2n = study_lib.difficulty_parts(pred)
     for block in range(plan.num_blocks):
       ids = slice(block * plan.block_size, (block + 1) * plan.block_size)
@@ -148,6 +155,7 @@ def _read_model(item, plan):
           top1[ids],
           true_prob[ids],
           None if el2n is None else el2n[ids],
+          pred.slice_values[ids] if reference else None,
           labels[ids] if reference else None,
       )
     beam.metrics.Metrics.counter("pie", "prediction_files_read").inc()  # progress in the runner's monitoring
@@ -158,18 +166,18 @@ def _score_block(item, plan):
   """Every model's predictions of one block -> pies.csv shards, per-level sums, exemplar parts, correctness bits."""
   block, parts = item
   parts = list(parts)
-  labels = next((part[-1] for part in parts if part[-1] is not None), None)
-  if len(parts) == len(plan.paths) and labels is not None:  # else a file was unreadable: the driver reports it
-    yield from _scored_block(block, parts, labels, plan)
+  reference = next((part for part in parts if part[-1] is not None), None)
+  if len(parts) == len(plan.paths) and reference is not None:  # else a file was unreadable: the driver reports it
+    yield from _scored_block(block, parts, reference[-1], reference[-2], plan)
 
 
-def _scored_block(block, parts, labels, plan):
+def _scored_block(block, parts, labels, slice_values, plan):
   beam = import_beam()
   ids = plan.block_ids(block)
   predictions = np.empty((len(plan.paths), len(ids)), np.int32)
   true_prob = np.empty((len(plan.paths), len(ids)), np.float32)
   el2n = np.empty((len(plan.paths), len(ids)), np.float32) if plan.with_logits else None
-  for index, top1, model_true_prob, model_el2n, _ in parts:
+  for index, top1, model_true_prob, model_el2n, _, _ in parts:
     predictions[index], true_prob[index] = top1, model_true_prob
     if el2n is not None:
       el2n[index] = model_el2n
@@ -183,6 +191,7 @@ def _scored_block(block, parts, labels, plan):
       for pair, counts in plan.floor.pie_counts(predictions[plan.pool_rows], plan.num_classes).items()
   }
   pies = np.zeros((len(plan.levels), len(ids)), bool)
+  membership = plan.slices.membership(labels, slice_values)
   for j, level in enumerate(plan.levels):
     pruned = predictions[level.rows]
     stability = None
@@ -210,6 +219,7 @@ def _scored_block(block, parts, labels, plan):
       )
     sums.update({(j, name): value for name, value in ties.items()})
     sums[(j, "num_pies")] = int(pies[j].sum())
+    sums[(j, "slice_pies")] = plan.slices.pie_counts(pies[j], membership)
     if stability is not None:
       sums[(j, "num_pies_stable_90")] = int((table["pie_stability"] >= 0.9).sum())
     dense_modal, pruned_modal, l1_int = significance.exemplar_parts(dense, pruned, plan.num_classes)
@@ -433,6 +443,8 @@ def _collect_sums(plan, index, log):
       raise PieError(f"{path}: the pipeline returned no result for it (a runner problem: rerun)")
     if results["models"][i]["labels_digest"] != results["models"][plan.reference]["labels_digest"]:
       raise PieError(f"{path}: labels differ from those of {index.paths[0]} for the same example ids")
+    if results["models"][i]["slices_digest"] != results["models"][plan.reference]["slices_digest"]:
+      raise PieError(f"{path}: slice feature values differ from those of {index.paths[0]} for the same example ids")
   log(f"beam: {len(results['models'])} prediction files read and checked")
   return results
 
@@ -467,6 +479,8 @@ def analyze_study(
     block_size=DEFAULT_BLOCK_SIZE,
     shard_rows=DEFAULT_SHARD_ROWS,
     noise_floor_splits=analysis.DEFAULT_NOISE_FLOOR_SPLITS,
+    class_groups=None,
+    min_slice_size=slices_lib.DEFAULT_MIN_SLICE_SIZE,
     log=print,
 ):
   """Runs the analysis as a Beam pipeline and writes its tables and summary.json into `out_dir`; returns the summary.
@@ -476,6 +490,7 @@ def analyze_study(
   exemplar_scores.csv. Both sizes change how the work is cut, never the outputs.
   """
   analysis.check_options(alpha, normalization, bootstrap_resamples, noise_floor_splits)
+  min_slice_size = slices_lib.check_min_slice_size(min_slice_size)
   if out_dir is None:
     raise PieError("give an output folder (out_dir)", parameter="out_dir")
   if block_size < 1 or shard_rows < 1:
@@ -508,7 +523,17 @@ def analyze_study(
   work_dir = os.path.join(out_dir, f".beam-work-{uuid.uuid4().hex[:8]}")
   floor = analysis.FloorPlan(index.populations, compressed, noise_floor_splits, seed)
   plan = _Plan(
-      index, models, levels, with_method, seed, block_size, shard_rows, work_dir, floor, floor.pool_rows(row_of_key)
+      index,
+      models,
+      levels,
+      with_method,
+      seed,
+      block_size,
+      shard_rows,
+      work_dir,
+      floor,
+      floor.pool_rows(row_of_key),
+      slices_lib.study_plan(index, class_groups),
   )
   runner = options.get_all_options()["runner"]
   log(
@@ -523,7 +548,9 @@ def analyze_study(
     pipeline.run().wait_until_finish()
     log(f"beam: pipeline finished in {time.time() - start:.1f}s")
     results = _collect_sums(plan, index, log)
-    summary, tables = _tables(plan, index, results, alpha, seed, normalization, bootstrap_resamples, power_effect, log)
+    summary, tables = _tables(
+        plan, index, results, alpha, seed, normalization, bootstrap_resamples, power_effect, min_slice_size, log
+    )
     shards = -(-plan.num_examples // shard_rows)
     for name, paths in (
         (outputs.PIES_CSV, [plan.pies_shard(j, b) for j in range(len(levels)) for b in range(plan.num_blocks)]),
@@ -561,6 +588,8 @@ def run(
     block_size=DEFAULT_BLOCK_SIZE,
     shard_rows=DEFAULT_SHARD_ROWS,
     noise_floor_splits=analysis.DEFAULT_NOISE_FLOOR_SPLITS,
+    class_groups=None,
+    min_slice_size=slices_lib.DEFAULT_MIN_SLICE_SIZE,
     log=print,
 ):
   """`pie.analysis.run` with Beam: validation first, then `analyze_study`; returns (out_dir, summary)."""
@@ -582,21 +611,31 @@ def run(
       block_size=block_size,
       shard_rows=shard_rows,
       noise_floor_splits=noise_floor_splits,
+      class_groups=class_groups,
+      min_slice_size=min_slice_size,
       log=log,
   )
   return out_dir, summary
 
 
-def _tables(plan, index, results, alpha, seed, normalization, bootstrap_resamples, power_effect, log):
-  """summary.json and the tables made from sums (class_stats.csv, pie_accuracy.csv), by pie.analysis's functions."""
+def _tables(plan, index, results, alpha, seed, normalization, bootstrap_resamples, power_effect, min_slice_size, log):
+  """summary.json and the tables made from sums (class_stats.csv, pie_accuracy.csv, difficulty.csv,
+  slice_stats.csv), by pie.analysis's functions."""
   hits = np.stack([results["models"][i]["hits"] for i in range(len(plan.paths))])
+  slice_hits = np.stack([results["models"][i]["slice_hits"] for i in range(len(plan.paths))])
+  slice_sizes = results["models"][plan.reference]["slice_sizes"]
   class_count = results["models"][plan.reference]["class_count"]
   sums, accuracy = results["sums"], results["accuracy"]
   num_examples = plan.num_examples
   dense_hits = hits[plan.dense]
   dense_models = index.populations[variants.DENSE_KEY]
   levels = [analysis.level_entry(variants.DENSE_KEY, dense_models, analysis.top1_from_hits(dense_hits, num_examples))]
-  parts = {outputs.CLASS_STATS_CSV: [], outputs.PIE_ACCURACY_CSV: [], outputs.DIFFICULTY_CSV: []}
+  parts = {
+      outputs.CLASS_STATS_CSV: [],
+      outputs.PIE_ACCURACY_CSV: [],
+      outputs.DIFFICULTY_CSV: [],
+      outputs.SLICE_STATS_CSV: [],
+  }
   blocks = [results["difficulty"][block] for block in range(plan.num_blocks)]
   scores = pd.concat([b["scores"] for b in blocks], ignore_index=True)
   true_prob = scores["dense_true_prob"].to_numpy()
@@ -667,6 +706,21 @@ def _tables(plan, index, results, alpha, seed, normalization, bootstrap_resample
             n_pruned,
         ),
     }
+    if len(plan.slices):
+      frames[outputs.SLICE_STATS_CSV] = analysis.slice_table(
+          entry,
+          plan.slices,
+          level.sparsity,
+          slice_hits[plan.dense],
+          slice_hits[level.rows],
+          slice_sizes,
+          analysis.top1_from_hits(dense_hits, num_examples),
+          analysis.top1_from_hits(pruned_hits, num_examples),
+          sums[(j, "slice_pies")],
+          alpha,
+          normalization,
+          min_slice_size,
+      )
     analysis.harm_sources(entry, scores, pies, classes, index.train_class_counts)
     for name, frame in frames.items():
       if plan.with_method:
@@ -701,7 +755,16 @@ def _tables(plan, index, results, alpha, seed, normalization, bootstrap_resample
   )
   analysis.log_mitigations(log, mitigations)
   summary = analysis.study_summary(
-      index, levels, alpha, seed, normalization, bootstrap_resamples, floor, plan.design, mitigations
+      index,
+      levels,
+      alpha,
+      seed,
+      normalization,
+      bootstrap_resamples,
+      floor,
+      plan.design,
+      mitigations,
+      slices_summary=plan.slices.summary(min_slice_size),
   )
   return summary, {
       name: (pd.concat(frames, ignore_index=True) if frames else analysis.empty_table(name, plan.with_method))

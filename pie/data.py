@@ -19,6 +19,7 @@ from typing import Optional, Sequence
 import numpy as np
 import tensorflow as tf
 
+from pie import features as features_lib
 from pie import preprocess
 from pie.errors import PieError
 
@@ -307,6 +308,35 @@ class Dataset(abc.ABC):
     """The eval split's raw examples {"image": uint8, "label": int64} in their fixed order (position = example_id)."""
     return self._eval_records().map(self._decode) if self.encoded else self._eval_records()
 
+  def slice_specs(self, paths):
+    """The `features.SliceFeature` of each path of config.slice_features; a PieError for a feature the dataset lacks.
+
+    Datasets held as arrays have an image and a label per example and nothing else.
+    """
+    paths = features_lib.check_paths(paths)
+    if paths:
+      raise PieError(
+          f"dataset {self.info.name!r} has no feature {paths[0]!r} (config.slice_features): its examples have an "
+          "image and a label only; slice features need a TFDS dataset that has them (e.g. celeb_a's attributes)",
+          parameter="slice_features",
+      )
+    return []
+
+  def _slice_columns(self, specs):
+    """Raw values of each slice feature over the eval split, in example order (a list of numpy arrays)."""
+    del specs
+    return []
+
+  def eval_slices(self, paths):
+    """The eval examples' slice feature codes, exported beside the predictions: (metadata list, int64 [n, features]).
+
+    Read in a pass of its own (the values belong to the eval split, not to a model), without decoding images.
+    """
+    specs = self.slice_specs(paths)
+    if not specs:
+      return [], None
+    return features_lib.encode(specs, self._slice_columns(specs))
+
   def eval_display_images(self, example_ids):
     """uint8 images as a model sees them at eval (resized and cropped, not normalized), keyed by example_id."""
     wanted = np.unique(np.asarray(example_ids, np.int64))
@@ -487,12 +517,17 @@ class TfdsDataset(Dataset):
     info = self._builder.info
     features = info.features
     image_key, label_key = data_config.get("image_key", "image"), data_config.get("label_key", "label")
-    if image_key not in features or label_key not in features:
+    # config.data.label_feature: any scalar feature by path (e.g. CelebA's attributes/Blond_Hair), label_key's stead.
+    self._label_path = data_config.get("label_feature") or label_key
+    if image_key not in features or (not data_config.get("label_feature") and label_key not in features):
       raise PieError(
           f"dataset {name!r} has features {sorted(features.keys())}: no {image_key!r}/{label_key!r} "
-          "image classification pair (set config.data.image_key / label_key)"
+          "image classification pair (set config.data.image_key / label_key, or label_feature)"
       )
-    label_feature = features[label_key]
+    label_spec = features_lib.describe(
+        features_lib.resolve(features, self._label_path, name, "label_feature"), self._label_path, name, "label_feature"
+    )
+    class_names = features_lib.label_names(label_spec, data_config.get("class_names"), name)
     splits = info.splits
 
     def split_size(split):
@@ -503,8 +538,8 @@ class TfdsDataset(Dataset):
 
     self.info = DatasetInfo(
         name=name,
-        num_classes=label_feature.num_classes,
-        class_names=list(label_feature.names),
+        num_classes=len(class_names),
+        class_names=list(class_names),
         image_shape=tuple(features[image_key].shape),
         num_train=split_size(data_config.train_split),
         num_eval=split_size(data_config.eval_split),
@@ -520,10 +555,11 @@ class TfdsDataset(Dataset):
 
   encoded = True  # images are read as their stored JPEG/PNG bytes and decoded after the shuffle
 
-  def _read(self, split, shuffle_files, read_config):
-    """The split's records with the image left encoded: {"image": string, "label": int64}."""
+  def _read(self, split, shuffle_files, read_config, whole_examples=False):
+    """The split's records with the image left encoded: {"image": string, "label": int64}; with `whole_examples`,
+    TFDS's examples with every feature (the slice features' source), the image still encoded."""
     cfg = self.config
-    image_key, label_key = cfg.get("image_key", "image"), cfg.get("label_key", "label")
+    image_key = cfg.get("image_key", "image")
     try:
       ds = self._builder.as_dataset(
           split=split,
@@ -546,7 +582,29 @@ class TfdsDataset(Dataset):
           f"{read_config.input_context.num_input_pipelines} hosts: each host reads whole files, and the split has "
           f"fewer. TFDS said: {str(e).splitlines()[0]}"
       ) from None
-    return ds.map(lambda ex: {"image": ex[image_key], "label": tf.cast(ex[label_key], tf.int64)})
+    if whole_examples:
+      return ds
+    label_path = self._label_path
+    return ds.map(
+        lambda ex: {"image": ex[image_key], "label": tf.cast(features_lib.value_at(ex, label_path), tf.int64)}
+    )
+
+  def slice_specs(self, paths):
+    features = self._builder.info.features
+    return [
+        features_lib.describe(features_lib.resolve(features, path, self.info.name), path, self.info.name)
+        for path in features_lib.check_paths(paths)
+    ]
+
+  def _slice_columns(self, specs):
+    read_config = self._tfds.ReadConfig(interleave_cycle_length=1)
+    ds = self._read(self.config.eval_split, shuffle_files=False, read_config=read_config, whole_examples=True)
+    ds = ds.map(lambda ex: tuple(features_lib.value_at(ex, spec.name) for spec in specs)).batch(4096)
+    parts = [[] for _ in specs]
+    for batch in ds.as_numpy_iterator():
+      for j, values in enumerate(batch):
+        parts[j].append(values)
+    return [np.concatenate(p) if p else np.zeros(0) for p in parts]
 
   def _train_records(self, seed, epoch_seed, input_context):
     """This host's files of the training split, in an order shuffled per epoch, read 16 files at a time.

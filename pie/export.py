@@ -76,10 +76,23 @@ def _in_id_order(parts):
 
 
 def export_predictions(
-    model, dataset, path, metadata, batch_size=256, top_k=5, with_logits=False, log=print, strategy=None
+    model,
+    dataset,
+    path,
+    metadata,
+    batch_size=256,
+    top_k=5,
+    with_logits=False,
+    log=print,
+    strategy=None,
+    slice_features=(),
 ):
   """Predicts the eval split (under `strategy`, by default the host) and writes `path` (.tfrecord) and its metadata
-  JSON; returns (metadata, top-1 arrays)."""
+  JSON; returns (metadata, top-1 arrays).
+
+  `slice_features` (config.slice_features) are exported beside the predictions (`Dataset.eval_slices`).
+  """
+  slices = dataset.eval_slices(slice_features)  # before predicting: a feature the dataset lacks fails at once
   arrays = predict_eval(model, dataset, batch_size, top_k=top_k, with_logits=with_logits, log=log, strategy=strategy)
   metadata = predictions_lib.write_predictions(
       path,
@@ -89,6 +102,8 @@ def export_predictions(
       arrays["top_k_probs"],
       metadata,
       logits=arrays["logits"],
+      slice_features=slices[0],
+      slice_values=slices[1],
   )
   return metadata, arrays
 

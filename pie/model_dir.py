@@ -250,8 +250,11 @@ def eval_metrics(arrays, num_classes):
   }
 
 
-def write_outputs(paths, arrays, metadata, metrics):
-  """metrics.json, then the predictions: their metadata JSON, written last, marks the model as finished."""
+def write_outputs(paths, arrays, metadata, metrics, slices=([], None)):
+  """metrics.json, then the predictions: their metadata JSON, written last, marks the model as finished.
+
+  `slices` is `Dataset.eval_slices(config.slice_features)`: the slice features exported beside the predictions.
+  """
   io_utils.write_json(paths["metrics"], metrics)
   predictions_lib.write_predictions(
       paths["predictions"],
@@ -261,4 +264,6 @@ def write_outputs(paths, arrays, metadata, metrics):
       arrays["top_k_probs"],
       metadata,
       logits=arrays["logits"],
+      slice_features=slices[0],
+      slice_values=slices[1],
   )

@@ -119,7 +119,34 @@ def resnet50(input_shape, num_classes, weight_decay=1e-4, bn_momentum=0.9, bn_ep
   return keras.Model(inputs, outputs, name="resnet50")
 
 
-MODELS = {"small_cnn": small_cnn, "cifar_resnet": cifar_resnet, "resnet50": resnet50}
+def resnet18(input_shape, num_classes, width=64, weight_decay=1e-4, bn_momentum=0.9, bn_epsilon=1e-5):
+  """ResNet-18 (He et al. 2016): a 7x7 stem, four stages of two basic blocks (3x3-3x3) with `width` x 1, 2, 4, 8
+  filters, 1x1 projection shortcuts where the shape changes, zero-init gamma per block; the model of the CelebA study
+  of Hooker et al. 2020 (configs/celeba_blond.py)."""
+  inputs = keras.Input(shape=input_shape, name="image")
+  x = _conv(width, 7, 2, weight_decay, "stem_conv")(inputs)
+  x = keras.layers.ReLU(name="stem_relu")(_bn("stem_bn", bn_momentum, bn_epsilon)(x))
+  x = keras.layers.MaxPooling2D(3, strides=2, padding="same", name="stem_pool")(x)
+  for stage in range(4):
+    filters = width * 2**stage
+    for block in range(2):
+      name = f"stage{stage + 1}_block{block + 1}"
+      strides = 2 if stage > 0 and block == 0 else 1
+      shortcut = x
+      if strides != 1 or x.shape[-1] != filters:
+        shortcut = _conv(filters, 1, strides, weight_decay, f"{name}_proj")(x)
+        shortcut = _bn(f"{name}_proj_bn", bn_momentum, bn_epsilon)(shortcut)
+      y = _conv(filters, 3, strides, weight_decay, f"{name}_conv1")(x)
+      y = keras.layers.ReLU(name=f"{name}_relu1")(_bn(f"{name}_bn1", bn_momentum, bn_epsilon)(y))
+      y = _conv(filters, 3, 1, weight_decay, f"{name}_conv2")(y)
+      y = _bn(f"{name}_bn2", bn_momentum, bn_epsilon, zero_gamma=True)(y)
+      x = keras.layers.ReLU(name=f"{name}_out")(keras.layers.Add(name=f"{name}_add")([shortcut, y]))
+  x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+  outputs = keras.layers.Dense(num_classes, kernel_regularizer=_l2(weight_decay), name=CLASSIFIER)(x)
+  return keras.Model(inputs, outputs, name="resnet18")
+
+
+MODELS = {"small_cnn": small_cnn, "cifar_resnet": cifar_resnet, "resnet18": resnet18, "resnet50": resnet50}
 
 
 def build_model(model_config, input_shape, num_classes):

@@ -27,6 +27,7 @@ CLASS_STATS_CSV = "class_stats.csv"
 EXEMPLAR_SCORES_CSV = "exemplar_scores.csv"
 PIE_ACCURACY_CSV = "pie_accuracy.csv"
 DIFFICULTY_CSV = "difficulty.csv"
+SLICE_STATS_CSV = "slice_stats.csv"
 SUMMARY_JSON = "summary.json"
 PIES_TFRECORD = "pies.tfrecord"
 REPORT_HTML = "report.html"
@@ -44,6 +45,7 @@ ANALYSIS_FILES = (
     EXEMPLAR_SCORES_CSV,
     PIE_ACCURACY_CSV,
     DIFFICULTY_CSV,
+    SLICE_STATS_CSV,
     SUMMARY_JSON,
     PIES_TFRECORD,
     REPORT_HTML,
@@ -225,6 +227,37 @@ DIFFICULTY = Table(
     ),
 )
 
+# slice_stats.csv's slice_kind: a value of a slice feature, a pair of values of two, a group of classes (pie.slices).
+SLICE_KINDS = ("feature", "intersection", "class_group")
+# One row per slice per compared population (pie.slices): a value of a slice feature, an intersection of two, a group
+# of classes. The statistics of class_stats.csv on the slice's accuracy, and its PIEs. Header only without slices.
+SLICE_STATS = Table(
+    SLICE_STATS_CSV,
+    required=(
+        ("sparsity", FLOAT),
+        ("slice_kind", STR),
+        ("slice_name", STR),
+        ("slice_value", STR),
+        ("num_examples", INT),
+        ("dense_accuracy_mean", FLOAT),
+        ("pruned_accuracy_mean", FLOAT),
+        ("accuracy_change", FLOAT),
+        ("normalized_change", FLOAT),
+        ("t_statistic", FLOAT),
+        ("p_value", FLOAT),
+        ("significant", BOOL),
+        ("q_value", FLOAT),
+        ("significant_fdr", BOOL),
+        ("ci_low", FLOAT),
+        ("ci_high", FLOAT),
+        ("hedges_g", FLOAT),
+        ("df", FLOAT),
+        ("note", STR),
+        ("num_pies", INT),
+        ("pie_rate", FLOAT),
+    ),
+)
+
 # The values of pie_accuracy.csv's `subset` and `population` columns, in row order (populations outer).
 SUBSETS = ("pie", "random", "non_pie")
 POPULATIONS = (variants.DENSE, "pruned")
@@ -271,7 +304,7 @@ ROBUSTNESS_MODELS = Table(
 )
 
 # The tables of `pie.analysis`, in the order it computes them.
-ANALYSIS_TABLES = (PIES, CLASS_STATS, EXEMPLAR_SCORES, PIE_ACCURACY, DIFFICULTY)
+ANALYSIS_TABLES = (PIES, CLASS_STATS, EXEMPLAR_SCORES, PIE_ACCURACY, DIFFICULTY, SLICE_STATS)
 
 # One model against its compressed versions (pie.comparison): one row per candidate per class, and one per candidate
 # per example whose top-1 changed. Probabilities are those each model gives its own top-1 (empty when unknown).
@@ -393,11 +426,13 @@ TRIAGE_FIELDS = (
 
 # summary.json: the keys a reader may rely on, and those it uses when present (files of earlier versions lack them).
 SUMMARY_KEYS = ("study", "alpha", "tie_rule", "levels")
-SUMMARY_OPTIONAL = ("normalization", "normalization_warning", "noise_floor", "design", "mitigations")
+SUMMARY_OPTIONAL = ("normalization", "normalization_warning", "noise_floor", "design", "mitigations", "slices")
 # summary.json `design`: how the compressed models relate to the dense ones.
 INDEPENDENT_DESIGN = "independent"  # trained from scratch with their own seeds: populations compared as samples
 PAIRED_DESIGN = "paired"  # each started from the finished dense model of its seed (config.init_from_dense)
 DESIGNS = (INDEPENDENT_DESIGN, PAIRED_DESIGN)
+# summary.json `slices` (None without slices): the slice features, the class groups, how many slices, the minimum size.
+SLICES_KEYS = ("features", "class_groups", "num_slices", "min_slice_size")
 STUDY_KEYS = (
     "name",
     "dataset",
@@ -482,6 +517,8 @@ MITIGATION_KEYS = (
 )
 # A compared level: where its harm comes from (pie.difficulty), from the dense population alone.
 LEVEL_DIFFICULTY_KEYS = ("risk", "class_difficulty_spearman", "train_frequency_spearman")
+# A compared level's slices (pie.slices): tested (big enough, not unchanged), at p < alpha, after BH.
+LEVEL_SLICE_KEYS = ("num_slices_tested", "num_significant_slices", "num_significant_slices_fdr")
 ROLES = (variants.DENSE, variants.COMPRESSED_ROLE, variants.CONTROL_ROLE)
 # summary.json `noise_floor` (None when the floor was not measured) and its `half_splits` (None without A/A splits).
 NOISE_FLOOR_KEYS = (

@@ -9,6 +9,11 @@ Each record is a `tf.train.Example` for one eval example:
   top_k_classes  int64 list    the k most probable classes, best first (k = 5 by default)
   top_k_probs    float list    their softmax probabilities, same order
   logits         float list    optional, num_classes values
+  slice_values   int64 list    optional (schema version 2): one code per slice feature of the metadata's
+                               `slice_features`, the index of the example's value in that feature's `values`
+
+Schema versions: 1 had no slice features; 2 adds `slice_values` and the metadata's `slice_features`. Files of version 1
+read as version 2 files without slice features.
 """
 
 import collections
@@ -24,7 +29,7 @@ from pie import names
 from pie import records
 from pie.errors import PieError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _READ_BUFFER_BYTES = 4 << 20
 REQUIRED_METADATA = (
     "dataset",
@@ -48,7 +53,7 @@ def _float(values):
   return tf.train.Feature(float_list=tf.train.FloatList(value=values))
 
 
-def serialize_example(example_id, label, top_k_classes, top_k_probs, logits=None):
+def serialize_example(example_id, label, top_k_classes, top_k_probs, logits=None, slice_values=None):
   features = {
       "example_id": _int64([int(example_id)]),
       "label": _int64([int(label)]),
@@ -57,6 +62,8 @@ def serialize_example(example_id, label, top_k_classes, top_k_probs, logits=None
   }
   if logits is not None:
     features["logits"] = _float(logits)
+  if slice_values is not None:
+    features["slice_values"] = _int64([int(v) for v in slice_values])
   return tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString()
 
 
@@ -66,15 +73,26 @@ def metadata_path(tfrecord_path):
   return tfrecord_path[: -len(".tfrecord")] + ".json"
 
 
-def write_predictions(path, example_ids, labels, top_k_classes, top_k_probs, metadata, logits=None):
-  """Writes `<name>.tfrecord` then `<name>.json`, each atomically. Arrays are [n] or [n, k] / [n, num_classes]."""
+def write_predictions(
+    path, example_ids, labels, top_k_classes, top_k_probs, metadata, logits=None, slice_values=None, slice_features=None
+):
+  """Writes `<name>.tfrecord` then `<name>.json`, each atomically. Arrays are [n] or [n, k] / [n, num_classes].
+
+  `slice_features` (the metadata's list of {"name", "kind", "values"}) and `slice_values` (int codes [n, features])
+  come together: the eval examples' values of the dataset features named by config.slice_features (pie.features).
+  """
   example_ids = np.asarray(example_ids, np.int64)
+  slice_features = list(slice_features or [])
+  if slice_features:
+    slice_values = np.asarray(slice_values, np.int64).reshape(len(example_ids), len(slice_features))
+  else:
+    slice_values = None
   top_k_probs = np.asarray(top_k_probs, np.float32)
   if not np.all(np.isfinite(top_k_probs)) or (logits is not None and not np.all(np.isfinite(logits))):
     raise PieError(f"{path}: the model produced NaN or infinite outputs; refusing to export them")
   with io_utils.atomic_path(path) as tmp:
     with tf.io.TFRecordWriter(tmp) as writer:
-      records.write_examples(writer, example_ids, labels, top_k_classes, top_k_probs, logits)
+      records.write_examples(writer, example_ids, labels, top_k_classes, top_k_probs, logits, slice_values=slice_values)
     with tf.io.gfile.GFile(tmp, "rb") as f:
       data = f.read()
   metadata = dict(
@@ -82,6 +100,7 @@ def write_predictions(path, example_ids, labels, top_k_classes, top_k_probs, met
       num_examples=int(len(example_ids)),
       top_k=int(np.shape(top_k_classes)[1]),
       has_logits=logits is not None,
+      slice_features=slice_features,
       schema_version=SCHEMA_VERSION,
       file_bytes=len(data),
       file_crc32c=records.file_crc32c(data),
@@ -101,10 +120,16 @@ class Predictions:
   top_k_classes: np.ndarray  # int64 [n, k]
   top_k_probs: np.ndarray  # float32 [n, k]
   logits: Optional[np.ndarray] = None  # float32 [n, num_classes]
+  slice_values: Optional[np.ndarray] = None  # int64 [n, len(slice_features)]; [n, 0] without slice features
 
   @property
   def top1(self):
     return self.top_k_classes[:, 0]
+
+  @property
+  def slice_features(self):
+    """The metadata's slice features ({"name", "kind", "values"} each); [] for files without (schema version 1)."""
+    return list(self.metadata.get("slice_features") or [])
 
 
 def _is_int(value):
@@ -149,7 +174,13 @@ def _metadata_problem(metadata):
     return f"file_crc32c must be an integer in [0, 2**32), got {names.shown(metadata['file_crc32c'])}"
   if "has_logits" in metadata and not isinstance(metadata["has_logits"], bool):
     return f"has_logits must be true or false, got {names.shown(metadata['has_logits'])}"
-  return _name_problem(metadata)
+  version = metadata.get("schema_version", 1)
+  if not _is_int(version) or not 1 <= version <= SCHEMA_VERSION:
+    return (
+        f"schema_version {names.shown(version)} is not one this reader knows (1 to {SCHEMA_VERSION}): update pie to "
+        "read it"
+    )
+  return _name_problem(metadata) or _slice_features_problem(metadata.get("slice_features"))
 
 
 def _name_problem(metadata):
@@ -177,6 +208,29 @@ def _name_problem(metadata):
     return f"config.model must be an object, got {type(model).__name__}"
   if model.get("name") is not None and names.text_problem(model["name"]):
     return f"config.model.name {names.text_problem(model['name'])}"
+  return None
+
+
+def _slice_features_problem(features):
+  """What is wrong with the metadata's slice_features (None: absent, as in version 1), or None."""
+  if features is None:
+    return None
+  if not isinstance(features, list):
+    return f"slice_features must be a list, got {names.shown(features)}"
+  seen = []
+  for feature in features:
+    if (
+        not isinstance(feature, dict)
+        or not isinstance(feature.get("name"), str)
+        or not feature["name"]
+        or not isinstance(feature.get("values"), list)
+        or not all(isinstance(v, str) for v in feature["values"])
+    ):
+      shape = "{'name': str, 'kind': str, 'values': [str, ...]}"
+      return f"slice_features entries must be {shape}, got {names.shown(feature)}"
+    seen.append(feature["name"])
+  if len(set(seen)) != len(seen):
+    return f"slice_features names a feature twice: {seen}"
   return None
 
 
@@ -224,6 +278,9 @@ def read_predictions(path, with_logits=False, batch_size=4096):
     if not metadata.get("has_logits"):
       raise PieError(f"{path}: logits were requested but this export has none (config.export_logits)")
     spec["logits"] = tf.io.FixedLenFeature([num_classes], tf.float32)
+  num_slice_features = len(metadata.get("slice_features") or [])
+  if num_slice_features:
+    spec["slice_values"] = tf.io.FixedLenFeature([num_slice_features], tf.int64)
   parts = {key: [] for key in spec}
   try:
     for serialized in _record_batches(path, metadata, batch_size):
@@ -308,6 +365,14 @@ def _checked(path, metadata, arrays):
   probs = arrays["top_k_probs"]
   if probs.size and (probs.min() < 0 or probs.max() > 1 + 1e-6):
     raise PieError(f"{path}: top_k_probs outside [0, 1] (not softmax probabilities)")
+  slice_features = metadata.get("slice_features") or []
+  slice_values = arrays.get("slice_values", np.zeros((n, 0), np.int64))
+  for j, feature in enumerate(slice_features):
+    codes = slice_values[:, j]
+    if codes.size and (codes.min() < 0 or codes.max() >= len(feature["values"])):
+      raise PieError(
+          f"{path}: slice_values of {feature['name']!r} outside [0, {len(feature['values'])}) (its number of values)"
+      )
   return Predictions(
       path=path,
       metadata=metadata,
@@ -316,4 +381,5 @@ def _checked(path, metadata, arrays):
       top_k_classes=arrays["top_k_classes"],
       top_k_probs=arrays["top_k_probs"],
       logits=arrays.get("logits"),
+      slice_values=slice_values,
   )

@@ -98,6 +98,29 @@ def imagenet_display(image, image_size):
   return _imagenet_eval_uint8(image, image_size)
 
 
+def _celeba_eval_uint8(image, image_size):
+  """CelebA's aligned faces (218x178): the central square (178x178 for the aligned set), resized to image_size."""
+  shape = tf.shape(image)
+  side = tf.minimum(shape[0], shape[1])
+  image = tf.image.crop_to_bounding_box(image, (shape[0] - side) // 2, (shape[1] - side) // 2, side, side)
+  if image_size:
+    image = tf.image.resize(image, [image_size, image_size], method="bilinear", antialias=True)
+  return tf.cast(tf.clip_by_value(tf.math.round(image), 0, 255), tf.uint8)
+
+
+def celeba(image, training, seed, image_size):
+  """CelebA faces: the central square resized to image_size; a horizontal flip for training (faces are symmetric
+  enough, hair and age are not changed by it); ImageNet's standardization."""
+  image = _celeba_eval_uint8(image, image_size)
+  if training:
+    image = tf.image.stateless_random_flip_left_right(image, seed)
+  return _normalize(image, _IMAGENET_MEAN, _IMAGENET_STD)
+
+
+def celeba_display(image, image_size):
+  return _celeba_eval_uint8(image, image_size)
+
+
 def normalize_display(name, images):
   """Model inputs from display images (the uint8 eval images that `get_display(name)` returns).
 
@@ -108,7 +131,7 @@ def normalize_display(name, images):
     return tf.cast(images, tf.float32) / 255.0
   if name == "cifar":
     return _normalize(images, _CIFAR_MEAN, _CIFAR_STD)
-  if name == "imagenet":
+  if name in ("imagenet", "celeba"):
     return _normalize(images, _IMAGENET_MEAN, _IMAGENET_STD)
   _lookup(name)  # raises the clear error for an unknown name
   raise PieError(f"preprocessing {name!r} has no display normalization")
@@ -120,6 +143,7 @@ _PREPROCESS = {
     "unit_scale": (digits, digits_display),
     "cifar": (cifar, cifar_display),
     "imagenet": (imagenet, imagenet_display),
+    "celeba": (celeba, celeba_display),
 }
 
 

@@ -93,7 +93,7 @@ def derive_ptq(config, source_dir, workdir, representative=None, dataset=None, l
       "config_hash": metadata["config_hash"],
       "seed": int(job.seed),
   }
-  model_dir.write_outputs(paths, arrays, metadata, metrics)
+  model_dir.write_outputs(paths, arrays, metadata, metrics, dataset.eval_slices(config.get("slice_features")))
   log(
       f"{job.name}: top-1 {metrics['top1']:.4f}, {extra['bits_per_weight']:.2f} bits/weight, "
       f"{extra['compressed_bytes']} bytes gzip, {metrics['wall_seconds']:.1f}s"

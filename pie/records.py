@@ -79,7 +79,7 @@ def _float_values(values):
   return raw, np.ones(raw.shape, bool)
 
 
-def encode_examples(example_ids, labels, top_k_classes, top_k_probs, logits=None):
+def encode_examples(example_ids, labels, top_k_classes, top_k_probs, logits=None, slice_values=None):
   """Serialized tf.train.Examples of the export schema for a batch: (buffer bytes, int64 offsets [n + 1]).
 
   Record i is buffer[offsets[i]:offsets[i + 1]]; parsing it gives the values `predictions.serialize_example` would
@@ -96,6 +96,10 @@ def encode_examples(example_ids, labels, top_k_classes, top_k_probs, logits=None
   ]
   if logits is not None:
     entries.append(_feature_entry("logits", _float_values(np.asarray(logits, np.float32).reshape(n, -1)), 0x12))
+  if slice_values is not None:
+    entries.append(
+        _feature_entry("slice_values", _int64_values(np.asarray(slice_values, np.int64).reshape(n, -1)), 0x1A)
+    )
   entries += [
       _feature_entry("top_k_classes", _int64_values(top_k_classes), 0x1A),
       _feature_entry("top_k_probs", _float_values(top_k_probs), 0x12),
@@ -106,7 +110,7 @@ def encode_examples(example_ids, labels, top_k_classes, top_k_probs, logits=None
   return matrix[mask].tobytes(), offsets
 
 
-def write_examples(writer, example_ids, labels, top_k_classes, top_k_probs, logits=None, chunk=8192):
+def write_examples(writer, example_ids, labels, top_k_classes, top_k_probs, logits=None, chunk=8192, slice_values=None):
   """Writes the records of `encode_examples` to an open tf.io.TFRecordWriter, `chunk` rows at a time.
 
   Chunks bound the encoder's byte matrices (rows x widest record), which matters with logits.
@@ -119,6 +123,7 @@ def write_examples(writer, example_ids, labels, top_k_classes, top_k_probs, logi
         top_k_classes[start:stop],
         top_k_probs[start:stop],
         None if logits is None else logits[start:stop],
+        None if slice_values is None else slice_values[start:stop],
     )
     view = memoryview(buffer)
     for i in range(len(offsets) - 1):

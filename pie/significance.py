@@ -63,6 +63,9 @@ __all__ = [
     "NOTE_PRUNED_CONSTANT",
     "NOTE_NO_VARIANCE",
     "NOTE_OVER_CAP",
+    "NOTE_EMPTY_SUBSET",
+    "NOTE_SMALL_SUBSET",
+    "NOTE_SUBSET_UNCHANGED",
     "WelchResult",
     "ModalVotes",
     "SortedVotes",
@@ -76,6 +79,8 @@ __all__ = [
     "class_hits",
     "normalized_recall_from_hits",
     "class_tests",
+    "subset_hits",
+    "subset_tests",
     "welch_power",
     "models_needed",
     "bootstrap_stability",
@@ -148,6 +153,13 @@ NOTE_DENSE_CONSTANT = "dense population constant: Welch df comes from the pruned
 NOTE_PRUNED_CONSTANT = "pruned population constant: Welch df comes from the dense population alone"
 NOTE_NO_VARIANCE = "no variance in either population: sample size cannot be planned"
 NOTE_OVER_CAP = "more models needed than max_models"
+# Notes of subset_tests (slices of the eval split: attribute values, their intersections, class groups).
+NOTE_EMPTY_SUBSET = "no example in the eval split: not tested"
+NOTE_SMALL_SUBSET = "fewer than {min_size} examples (the minimum slice size): not tested, never significant"
+NOTE_SUBSET_UNCHANGED = (
+    "accuracy identical in every model of both populations: nothing slice-specific changed, not tested (never "
+    "significant)"
+)
 
 # Case codes of ``WelchResult.case``, one per row of the degenerate-case table of docs/statistics.md.
 CASE_REGULAR = 0  # a Welch test (one population may be constant: see WelchResult.note)
@@ -737,6 +749,116 @@ def class_tests(
       index=pd.RangeIndex(w.case.shape[0], name="class_id"),
   )
   return frame
+
+
+def subset_hits(predictions, labels, membership) -> np.ndarray:
+  """Correct predictions per model on each subset of the examples, int64 [n_models, n_subsets].
+
+  ``membership`` is bool [n_examples, n_subsets] (subsets may overlap: an attribute value, an intersection of two,
+  a group of classes).  With the subset sizes (``membership.sum(axis=0)``) and each model's top-1 these counts are
+  all ``subset_tests`` needs, and they add up over disjoint blocks of examples, like ``class_hits``.
+  """
+  predictions = _check_predictions(predictions, "predictions")
+  labels = _check_labels(labels, predictions.shape[1])
+  membership = np.asarray(membership)
+  if membership.dtype != np.bool_ or membership.ndim != 2 or membership.shape[0] != predictions.shape[1]:
+    raise ValueError(
+        f"membership must be a bool array [n_examples ({predictions.shape[1]}), n_subsets], got "
+        f"{membership.dtype} of shape {membership.shape}"
+    )
+  correct = (predictions == labels[None, :]).astype(np.int64)
+  return correct @ membership.astype(np.int64)
+
+
+def subset_tests(
+    dense_hits,
+    pruned_hits,
+    sizes,
+    dense_top1,
+    pruned_top1,
+    alpha: float = 0.05,
+    normalization: str = DEFAULT_NORMALIZATION,
+    min_size: int = 1,
+    confidence=None,
+) -> pd.DataFrame:
+  """Per-subset Welch test of normalized accuracy, dense vs pruned: the class test for any subset of the examples.
+
+  ``*_hits`` are ``subset_hits`` [n_models, n_subsets], ``sizes`` the subsets' sizes [n_subsets] and ``*_top1``
+  each model's top-1 on the whole eval split [n_models].  A model's normalized accuracy on a subset is its accuracy
+  there minus its own top-1 (``per_model``) or minus its population's mean top-1 (``population``), so the null is
+  the paper's: the subset moves by as much as top-1.  The test, interval, Hedges' g and their degenerate cases are
+  those of ``class_tests`` on these values; besides, a subset with no example (``NOTE_EMPTY_SUBSET``) or fewer than
+  ``min_size`` (``NOTE_SMALL_SUBSET``) and one whose accuracy is the same in every model of both populations
+  (``NOTE_SUBSET_UNCHANGED``) is reported, not tested, never significant, and not counted by Benjamini-Hochberg,
+  whose family is every tested subset given.  With the classes as subsets the statistics are those of
+  ``class_tests`` (tests/test_slices.py checks it).
+
+  Returns one row per subset: num_examples, dense_accuracy_mean, pruned_accuracy_mean, accuracy_change (pruned -
+  dense), normalized_change, t_statistic, p_value, significant, q_value, significant_fdr, ci_low, ci_high, hedges_g,
+  df, note (the columns of ``class_tests`` under the names of slice_stats.csv).
+  """
+  alpha = _check_probability(alpha, "alpha")
+  confidence = 1.0 - alpha if confidence is None else _check_probability(confidence, "confidence")
+  normalization = _check_normalization(normalization)
+  min_size = _check_int(min_size, "min_size", 1)
+  dense_hits, pruned_hits = np.asarray(dense_hits, np.int64), np.asarray(pruned_hits, np.int64)
+  sizes = np.asarray(sizes, np.int64)
+  dense_top1, pruned_top1 = np.asarray(dense_top1, np.float64), np.asarray(pruned_top1, np.float64)
+  if (
+      dense_hits.ndim != 2
+      or pruned_hits.ndim != 2
+      or dense_hits.shape[1:] != sizes.shape
+      or pruned_hits.shape[1:] != sizes.shape
+      or dense_top1.shape != dense_hits.shape[:1]
+      or pruned_top1.shape != pruned_hits.shape[:1]
+  ):
+    raise ValueError(
+        f"hits must be [n_models, n_subsets], sizes [n_subsets] and top-1 [n_models], got {dense_hits.shape}, "
+        f"{pruned_hits.shape}, {sizes.shape}, {dense_top1.shape}, {pruned_top1.shape}"
+    )
+  present = sizes > 0
+  dense_acc = np.where(present, dense_hits / np.maximum(sizes, 1), np.nan)
+  pruned_acc = np.where(present, pruned_hits / np.maximum(sizes, 1), np.nan)
+  dense_x = _normalize(dense_acc, dense_top1, normalization)
+  pruned_x = _normalize(pruned_acc, pruned_top1, normalization)
+  small = present & (sizes < min_size)
+  # Subsets too small to test go to the kernel as absent ones (NaN), then get a note of their own.
+  unchanged = unchanged_classes(dense_acc, pruned_acc) & ~small
+  w = _welch(
+      np.where(small, np.nan, dense_x),
+      np.where(small, np.nan, pruned_x),
+      unchanged=unchanged,
+      exchangeable=normalization == "per_model",
+  )
+  ci_low, ci_high = welch_confidence_interval(w, confidence)
+  q = bh_q_values(w.p)
+  note = w.note
+  note[~present] = NOTE_EMPTY_SUBSET
+  note[small] = NOTE_SMALL_SUBSET.format(min_size=min_size)
+  note[w.case == CASE_UNCHANGED] = NOTE_SUBSET_UNCHANGED
+  with np.errstate(invalid="ignore"):
+    dense_mean, pruned_mean = dense_acc.mean(axis=0), pruned_acc.mean(axis=0)
+    # A small subset is not tested, but its change is shown: the estimate a tested one gets.
+    normalized = np.where(small, pruned_x.mean(axis=0) - dense_x.mean(axis=0), w.difference)
+  return pd.DataFrame(
+      {
+          "num_examples": sizes,
+          "dense_accuracy_mean": dense_mean,
+          "pruned_accuracy_mean": pruned_mean,
+          "accuracy_change": pruned_mean - dense_mean,
+          "normalized_change": normalized,
+          "t_statistic": w.t,
+          "p_value": w.p,
+          "significant": w.significant(alpha),
+          "q_value": q,
+          "significant_fdr": bh_rejections(q, alpha),
+          "ci_low": ci_low,
+          "ci_high": ci_high,
+          "hedges_g": hedges_g(w),
+          "df": w.df,
+          "note": note,
+      }
+  )
 
 
 # --------------------------------------------------------------------------------------------------

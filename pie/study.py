@@ -67,6 +67,10 @@ class Study:
   populations: Dict[Tuple[str, float], List[ModelRecord]] = dataclasses.field(default_factory=dict)
   # Training examples per class, when the exports record them (config.data.train_class_fraction makes them unequal).
   train_class_counts: Optional[List[int]] = None
+  # The slice features exported beside the predictions (config.slice_features: {"name", "kind", "values"} each) and
+  # every eval example's value codes, int64 [n_examples, len(slice_features)] (the same in every file: checked).
+  slice_features: List[dict] = dataclasses.field(default_factory=list)
+  slice_values: Optional[np.ndarray] = None
 
   @property
   def num_examples(self):
@@ -140,6 +144,16 @@ def _check_fields(path, meta, reference):
           f"{path}: {field} is {meta[field]!r} but {ref_path} has {ref_meta[field]!r}; "
           "a study must predict one eval split of one dataset"
       )
+
+
+def _check_slice_features(path, meta, reference):
+  """Every file must describe the same slice features (a study slices one eval split one way)."""
+  ref_path, ref_meta = reference
+  if (meta.get("slice_features") or []) != (ref_meta.get("slice_features") or []):
+    raise PieError(
+        f"{path}: its slice features differ from those of {ref_path} (config.slice_features, or their values): "
+        "export every model of a study with the same slice features"
+    )
 
 
 def _check_config(path, meta, reference, allow_mixed_configs):
@@ -229,11 +243,14 @@ def load_study(study_dir=None, prediction_files=None, allow_mixed_configs=False,
   for i, pred in enumerate(predictions_lib.read_many(ready, workers=read_workers, with_logits=with_logits)):
     path, meta = pred.path, pred.metadata
     if reference is None:
-      reference, labels = (path, meta), pred.labels
+      reference, labels, slice_values = (path, meta), pred.labels, pred.slice_values
     else:
       _check_fields(path, meta, reference)
       if not np.array_equal(pred.labels, labels):
         raise PieError(f"{path}: labels differ from those of {reference[0]} for the same example ids")
+      _check_slice_features(path, meta, reference)
+      if not np.array_equal(pred.slice_values, slice_values):
+        raise PieError(f"{path}: slice feature values differ from those of {reference[0]} for the same example ids")
       _check_config(path, meta, reference, allow_mixed_configs)
     records.append(_model_record(path, meta, pred.top1.astype(np.int32), *difficulty_parts(pred)))
     if (i + 1) % 20 == 0 or i + 1 == len(ready):
@@ -255,6 +272,8 @@ def load_study(study_dir=None, prediction_files=None, allow_mixed_configs=False,
       incomplete=incomplete,
       populations=populations,
       train_class_counts=ref_meta.get("train_class_counts"),
+      slice_features=list(ref_meta.get("slice_features") or []),
+      slice_values=slice_values,
   )
 
 
@@ -279,6 +298,7 @@ class StudyIndex:
   populations: Dict[Tuple[str, float], List[ModelRecord]]
   paths: List[str]
   train_class_counts: Optional[List[int]] = None
+  slice_features: List[dict] = dataclasses.field(default_factory=list)
 
 
 def scan_study(study_dir=None, prediction_files=None, allow_mixed_configs=False, log=print):
@@ -296,6 +316,7 @@ def scan_study(study_dir=None, prediction_files=None, allow_mixed_configs=False,
       reference = (path, meta)
     else:
       _check_fields(path, meta, reference)
+      _check_slice_features(path, meta, reference)
       _check_config(path, meta, reference, allow_mixed_configs)
     records.append(_model_record(path, meta, None))
   log(f"read the metadata of {len(ready)} prediction files")
@@ -314,4 +335,5 @@ def scan_study(study_dir=None, prediction_files=None, allow_mixed_configs=False,
       populations=populations,
       paths=list(ready),
       train_class_counts=ref_meta.get("train_class_counts"),
+      slice_features=list(ref_meta.get("slice_features") or []),
   )

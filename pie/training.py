@@ -202,6 +202,7 @@ def export_from_model_file(config, model_path, out_path, dataset=None, extra_met
       top_k=config.get("top_k", 5),
       with_logits=config.get("export_logits", False),
       log=log,
+      slice_features=config.get("slice_features"),
   )
   return metadata
 
@@ -244,6 +245,7 @@ def train_and_export(config, workdir, strategy=None, log=print, reuse_traced=Fal
   start_time = time.time()
   seed_and_determinism(config, job)
   dataset = data_lib.load_dataset(config.data)
+  dataset.slice_specs(config.get("slice_features"))  # a slice feature the dataset lacks fails before training
   context = _MitigationContext(config, job, dataset, study_dir, log)
   with devices.precision(config.get("mixed_precision")):
     run = _build_run(config, job, dataset, strategy, reuse_traced, trained, context)
@@ -675,7 +677,7 @@ def _export(
       "bits_per_weight": compression["bits_per_weight"],
       "compressed_bytes": compression["compressed_bytes"],
   }
-  model_dir.write_outputs(paths, arrays, metadata, metrics)
+  model_dir.write_outputs(paths, arrays, metadata, metrics, dataset.eval_slices(config.get("slice_features")))
   log(
       f"{job.name}: top-1 {metrics['top1']:.4f}, sparsity {sparsity_report['overall']:.4f}, "
       f"{metrics['wall_seconds']:.1f}s"
@@ -773,6 +775,7 @@ def export_from_checkpoint(config, checkpoint_dir, out_path, dataset=None, log=p
   metadata = model_dir.prediction_metadata(
       config, dataset.info, sparsity_report, {"checkpoint": checkpoint, "epoch": epoch}, job=job
   )
+  slice_features, slice_values = dataset.eval_slices(config.get("slice_features"))
   arrays = predict_deployed(run.variant, stripped, dataset, config, log)
   return predictions_lib.write_predictions(
       out_path,
@@ -782,4 +785,6 @@ def export_from_checkpoint(config, checkpoint_dir, out_path, dataset=None, log=p
       arrays["top_k_probs"],
       metadata,
       logits=arrays["logits"],
+      slice_features=slice_features,
+      slice_values=slice_values,
   )

@@ -38,8 +38,12 @@ def fake_metadata(sparsity, seed, num_classes, num_examples, **overrides):
   return metadata
 
 
-def write_model(study_dir, sparsity, seed, top1, labels, num_classes, k=3, method=None, **metadata_overrides):
+def write_model(
+    study_dir, sparsity, seed, top1, labels, num_classes, k=3, method=None, slices=None, **metadata_overrides
+):
   """Writes <study_dir>/<name>/<name>.tfrecord (+ .json) whose top-1 is `top1`; returns the tfrecord path.
+
+  `slices`, when given, is (slice_features metadata list, int codes [n, features]), exported beside the predictions.
 
   `method` (a compression method or control of pie/variants.py) is recorded in the metadata and names the model as
   the launcher would; without it the export is dense or magnitude-pruned, as before methods existed.
@@ -55,8 +59,16 @@ def write_model(study_dir, sparsity, seed, top1, labels, num_classes, k=3, metho
     name = variants.model_name(method, sparsity, seed)
     metadata_overrides = {"method": method, "name": name, **metadata_overrides}
   path = os.path.join(study_dir, name, f"{name}.tfrecord")
+  slice_features, slice_values = slices or ([], None)
   predictions_lib.write_predictions(
-      path, np.arange(n), labels, classes, probs, fake_metadata(sparsity, seed, num_classes, n, **metadata_overrides)
+      path,
+      np.arange(n),
+      labels,
+      classes,
+      probs,
+      fake_metadata(sparsity, seed, num_classes, n, **metadata_overrides),
+      slice_features=slice_features,
+      slice_values=slice_values,
   )
   return path
 
@@ -76,8 +88,11 @@ def rewrite_records(path, serialized):
   json.dump(meta, open(meta_path, "w"))
 
 
-def write_study(study_dir, levels=(0.0, 0.5), seeds=3, num_examples=60, num_classes=4, flip=0.1, seed=0):
-  """A study whose models are noisy copies of the labels (more noise at higher sparsity)."""
+def write_study(
+    study_dir, levels=(0.0, 0.5), seeds=3, num_examples=60, num_classes=4, flip=0.1, seed=0, slices=None, **metadata
+):
+  """A study whose models are noisy copies of the labels (more noise at higher sparsity); `slices` as for
+  `write_model`, `metadata` overrides in every file."""
   rng = np.random.default_rng(seed)
   labels = np.arange(num_examples) % num_classes
   paths = []
@@ -85,5 +100,5 @@ def write_study(study_dir, levels=(0.0, 0.5), seeds=3, num_examples=60, num_clas
     for s in range(seeds):
       noise = rng.random(num_examples) < flip * (1 + 3 * sparsity)
       top1 = np.where(noise, rng.integers(0, num_classes, num_examples), labels)
-      paths.append(write_model(study_dir, sparsity, s, top1, labels, num_classes))
+      paths.append(write_model(study_dir, sparsity, s, top1, labels, num_classes, slices=slices, **metadata))
   return labels, paths

@@ -13,6 +13,12 @@ the examples are planted PIEs. The simulated examples of each class are put at e
 gallery shows digits under their labels, except for the few the class sizes leave over (the simulation's classes have
 50 examples each, the split's 46 to 51).
 
+Subgroups (slice_stats.csv): every file exports two slice features measured on the eval images themselves, `ink`
+(heavy or light: total intensity above or below the split's median) and `weight` (top or bottom: the half of the
+image with more ink), and the study config names the shipped `digits` class grouping (loops 0, 6, 8, 9; straight
+strokes 1, 4, 7; open curves 2, 3, 5): the planted class 3 makes "open curves" lose more than the rest (class 8 is
+diluted among the four loops).
+
 The analysis runs once per test process; each call copies its folder.
 """
 
@@ -60,8 +66,14 @@ _SIMULATION = dict(
     hard_accuracy=0.15,
     seed=SEED,
 )
+SLICE_FEATURES = [
+    {"name": "ink", "kind": "str", "values": ["heavy", "light"]},
+    {"name": "weight", "kind": "str", "values": ["bottom", "top"]},
+]
+CLASS_GROUPS = "digits"
 _CONFIG = {
     "name": "simulated-digits",
+    "class_groups": CLASS_GROUPS,
     "model": {"name": "small_cnn"},
     "data": {
         "name": "digits",
@@ -128,6 +140,7 @@ def _write_study(study_dir, levels):
   """Writes the prediction files of the dense and replicate populations and of each pruned level; returns the order
   of the simulated examples in the study (`_example_order`)."""
   dense = order = None
+  slices = (SLICE_FEATURES, slice_codes())
   for sparsity in levels or (None,):
     # One call per level with the same seed and settings but the level's effects: the labels, the planted PIEs and
     # the dense predictions depend only on the shared settings, so every level is compared with the same dense models.
@@ -153,18 +166,30 @@ def _write_study(study_dir, levels):
       )
     if sparsity is not None:
       for seed, top1 in enumerate(sim.pruned_predictions[:, order]):
-        _write_model(study_dir, sparsity, seed, top1, labels)
+        _write_model(study_dir, sparsity, seed, top1, labels, slices)
   # The first half of the simulated dense models is the dense population, the second its replicate (other seeds).
   for seed, top1 in enumerate(dense):
     method = None if seed < NUM_MODELS else variants.DENSE_REPLICATE
-    _write_model(study_dir, 0.0, seed, top1, labels, method=method)
+    _write_model(study_dir, 0.0, seed, top1, labels, slices, method=method)
   return order
+
+
+def slice_codes():
+  """The eval images' `ink` and `weight` codes (SLICE_FEATURES' value indices), int64 [500, 2]."""
+  images = _digits_eval()[0].reshape(NUM_EXAMPLES, 8, 8).astype(np.float64)
+  ink = images.sum(axis=(1, 2))
+  top = images[:, :4].sum(axis=(1, 2)) > images[:, 4:].sum(axis=(1, 2))
+  return np.stack([ink <= np.median(ink), top], axis=1).astype(np.int64)
+
+
+def _digits_eval():
+  return data_lib.load_dataset(ml_collections.ConfigDict(_CONFIG["data"])).eval_arrays()
 
 
 def _example_order(simulated_labels):
   """`order` such that example i of the study is simulated example order[i], of the class of eval image i where the
   class sizes allow. Reordering examples changes no statistic: each example's predictions travel with it."""
-  digits = data_lib.load_dataset(ml_collections.ConfigDict(_CONFIG["data"])).eval_arrays()[1]
+  digits = _digits_eval()[1]
   order = np.empty(NUM_EXAMPLES, np.int64)
   unmatched_images, unmatched_examples = [], []
   for label in range(len(CLASS_NAMES)):
@@ -177,7 +202,7 @@ def _example_order(simulated_labels):
   return order
 
 
-def _write_model(study_dir, sparsity, seed, top1, labels, method=None):
+def _write_model(study_dir, sparsity, seed, top1, labels, slices, method=None):
   fake_study.write_model(
       str(study_dir),
       sparsity,
@@ -186,6 +211,7 @@ def _write_model(study_dir, sparsity, seed, top1, labels, method=None):
       labels.astype(np.int64),
       len(CLASS_NAMES),
       method=method,
+      slices=slices,
       class_names=CLASS_NAMES,
       config=_CONFIG,
   )

@@ -24,7 +24,15 @@ from pie.errors import PieError
 from tests import fake_study
 from tests.conftest import run_binary
 
-OUTPUTS = ("pies.csv", "class_stats.csv", "exemplar_scores.csv", "pie_accuracy.csv", "difficulty.csv", "summary.json")
+OUTPUTS = (
+    "pies.csv",
+    "class_stats.csv",
+    "exemplar_scores.csv",
+    "pie_accuracy.csv",
+    "difficulty.csv",
+    "slice_stats.csv",
+    "summary.json",
+)
 RUNNER = ("--runner=FnApiRunner",)
 
 
@@ -91,7 +99,18 @@ def test_matches_the_in_memory_analysis_on_the_digits_study(tiny_study, tmp_path
 
 @pytest.mark.parametrize(
     "case",
-    ["levels", "ties", "methods", "absent_class", "controls", "dense_only", "logits", "paired", "mitigations"],
+    [
+        "levels",
+        "ties",
+        "methods",
+        "absent_class",
+        "controls",
+        "dense_only",
+        "logits",
+        "paired",
+        "mitigations",
+        "slices",
+    ],
 )
 def test_matches_the_in_memory_analysis_on_fake_studies(case, tmp_path):
   study_dir = str(tmp_path / "study")
@@ -151,6 +170,24 @@ def test_matches_the_in_memory_analysis_on_fake_studies(case, tmp_path):
     for method, sparsity, flip in (("dense", 0.0, 0.2), ("magnitude", 0.9, 0.5)):
       _write_population(study_dir, method, sparsity, 4, labels, 6, flip, rng, logits=True)
     options = dict(bootstrap_resamples=5)
+  elif case == "slices":  # two slice features (one value without examples), their pairs, overlapping class groups
+    rng_slices = np.random.default_rng(11)
+    codes = np.stack([rng_slices.integers(0, 2, 130), rng_slices.integers(0, 2, 130) * 2], axis=1)
+    features = [
+        {"name": "attributes/Male", "kind": "bool", "values": ["false", "true"]},
+        {"name": "age", "kind": "int", "values": ["20", "40", "60"]},
+    ]
+    fake_study.write_study(
+        study_dir,
+        levels=(0.0, 0.5, 0.9),
+        seeds=4,
+        num_examples=130,
+        num_classes=5,
+        flip=0.2,
+        slices=(features, codes),
+        config={"name": "fake", "class_groups": {"low": [0, 1], "high": [3, 4], "ends": [0, 4]}},
+    )
+    options = dict(bootstrap_resamples=5, min_slice_size=20)
   elif case == "dense_only":  # nothing compared: the tables are headers, the summary holds the floor
     labels = np.arange(50) % 5
     _write_population(study_dir, "dense", 0.0, 6, labels, 5, 0.3, rng)
@@ -185,6 +222,12 @@ def test_matches_the_in_memory_analysis_on_fake_studies(case, tmp_path):
     for level in summary["levels"][1:]:
       assert "num_pairs" not in level
       assert level["single_pair"]["test"].startswith("one model against the dense model of its seed")
+  if case == "slices":
+    slices = pd.read_csv(tmp_path / "beam" / "slice_stats.csv", keep_default_na=False)
+    # 2 levels x (2 + 3 feature values, 2 x 3 pairs, 3 groups); "40" has no example, small pairs are not tested.
+    assert len(slices) == 2 * (5 + 6 + 3)
+    assert summary["slices"]["features"] == ["attributes/Male", "age"] and summary["slices"]["num_slices"] == 14
+    assert (slices.loc[slices["slice_value"] == "40", "num_examples"] == 0).all()
 
 
 def test_the_binary_matches_the_analysis_binary(tiny_study, tmp_path):

@@ -5,6 +5,7 @@ The analysis folders are written by the real analysis (tests/report_fixture.py);
 
 import base64
 import dataclasses
+import html
 import io
 import json
 import os
@@ -316,12 +317,22 @@ def test_navigation_links_exactly_the_sections_on_the_page(full_dir, minimal_dir
           "overview",
           "pairs",
           "classes",
+          "subgroups",
           "gallery",
           "pie-accuracy",
           "harm-sources",
           "robustness",
       ],
-      minimal_dir: ["findings", "populations", "overview", "classes", "gallery", "pie-accuracy", "harm-sources"],
+      minimal_dir: [
+          "findings",
+          "populations",
+          "overview",
+          "classes",
+          "subgroups",
+          "gallery",
+          "pie-accuracy",
+          "harm-sources",
+      ],
       # No pruned level: no PIE accuracy to show, so no section and no link to one.
       dense_only: ["findings", "populations", "overview", "classes", "gallery"],
   }
@@ -535,6 +546,58 @@ def test_triage_removes_images_of_an_earlier_run(full_dir):
   report.write_triage(full_dir)
   assert not stale.exists()
   assert len(list((full_dir / "triage" / "images").glob("*.png"))) == len(_csv(full_dir, "pies.csv"))
+
+
+# --- subgroups ------------------------------------------------------------------------------------------------------
+
+
+def test_subgroups_section_lists_every_slice_of_slice_stats(full_dir, full_data):
+  """One table per pruned level with every row of slice_stats.csv, its figure drawing the slices with examples, and
+  the class group of the planted class 3 ("open curves") hurt at 90%."""
+  page = (full_dir / "report.html").read_text(encoding="utf-8")
+  section = re.search(r"<section id='subgroups'>(.*?)</section>", page, re.S).group(1)
+  stats = _csv(full_dir, "slice_stats.csv")
+  assert set(stats["slice_kind"]) == {"feature", "intersection", "class_group"}
+  for sparsity in full_data.pruned_sparsities:
+    key = report.level_key(sparsity)
+    rows = stats.loc[np.isclose(stats["sparsity"], sparsity)]
+    assert len(rows) == 2 + 2 + 4 + 3  # ink, weight, their pairs, the digits grouping
+    table = re.search(rf"<table class='data sortable' id='slices-{key}'>(.*?)</table>", section, re.S).group(1)
+    assert table.count("<tr") == 1 + len(rows)
+    for row in rows.itertuples(index=False):
+      assert f"<td data-v='{html.escape(row.slice_value)}'>{html.escape(row.slice_value)}</td>" in table
+    series = report.figures.slice_impact_series(full_data.slice_stats, sparsity)
+    assert len(series) == rows["normalized_change"].notna().sum()
+    assert (full_dir / "figures" / f"slice_impact_{key}.svg").exists()
+  top_sparsity = max(full_data.pruned_sparsities)
+  top = stats.loc[np.isclose(stats["sparsity"], top_sparsity)].set_index("slice_value")
+  top_table = re.search(rf"id='slices-{report.level_key(top_sparsity)}'>(.*?)</table>", section, re.S).group(1)
+  assert next(r for r in top_table.split("<tr")[1:] if ">open curves</td>" in r).startswith(" class='hurt'>")
+  assert top.loc["open curves", "significant_fdr"] and top.loc["open curves", "ci_high"] < 0
+  assert top.loc["loops", "normalized_change"] < 0 and top.loc["straight strokes", "normalized_change"] > 0
+  assert report.figures.slice_label("intersection", "ink & weight", "heavy & top") == "ink = heavy & weight = top"
+  assert report.figures.slice_label("class_group", "class_group", "loops") == "loops (class group)"
+  summary = _summary(full_dir)
+  assert f"fewer than {summary['slices']['min_slice_size']} examples" in section
+  assert "<code>ink</code>, <code>weight</code>" in section and "3 class groups" in section
+
+
+def test_no_subgroups_section_without_slices(tmp_path):
+  directory = write_analysis_fixture(tmp_path / "a", images=False, robustness=False)
+  (directory / "slice_stats.csv").unlink()
+  page = report.write_report(directory).read_text(encoding="utf-8")
+  assert "id='subgroups'" not in page and "href='#subgroups'" not in page
+  assert report.load_analysis(directory).slice_stats is None
+  assert not list((directory / "figures").glob("slice_impact_*"))
+
+
+def test_a_bad_slice_kind_is_named(scratch_dir):
+  path = scratch_dir / "slice_stats.csv"
+  table = pd.read_csv(path, dtype=str, keep_default_na=False)
+  table.loc[0, "slice_kind"] = "attribute"
+  table.to_csv(path, index=False)
+  with pytest.raises(ValueError, match="slice_stats.csv column slice_kind: 'attribute' is not one of"):
+    report.load_analysis(scratch_dir)
 
 
 # --- optional inputs -------------------------------------------------------------------------------------------------

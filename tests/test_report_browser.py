@@ -239,3 +239,39 @@ def test_harm_sources_section_matches_the_summary(page, study):
   for level in pruned:
     auroc = level["risk"]["dense_true_prob"]["auroc"]
     assert shown[report.level_label(level["sparsity"])].startswith(f"{auroc:.2f}")
+
+
+def test_subgroups_section_sorts_and_filters(page, study):
+  """The "Subgroups" section: linked from the navigation, open at the highest level with its figure, its table of
+  every slice of slice_stats.csv sorted by a click on a header and filtered by a slice's name or value."""
+  link = page.locator("nav a[href='#subgroups']")
+  assert link.count() == 1
+  link.click()
+  assert page.evaluate("window.location.hash") == "#subgroups"
+  top = study["levels"][-1]
+  key = report.level_key(top)
+  stats = reported_rows(pd.read_csv(study["dir"] / "slice_stats.csv", keep_default_na=False, na_values=[""]))
+  rows = stats.loc[np.isclose(stats["sparsity"], top)]
+  assert page.locator(f"#subgroups-{key} > figure svg").is_visible()
+  table = f"#slices-{key}"
+  assert page.locator(f"{table} tbody tr").count() == len(rows) > 0
+  page.locator(f"{table} thead th", has_text="Examples").click()
+  sizes = page.eval_on_selector_all(f"{table} tbody tr", "rs => rs.map(r => Number(r.cells[3].dataset.v))")
+  assert sizes == sorted(rows["num_examples"])
+  search = page.locator(f"input[data-table='slices-{key}']")
+
+  def shown():
+    return page.eval_on_selector_all(
+        f"{table} tbody tr:not([hidden])", "rs => rs.map(r => [r.cells[1].textContent, r.cells[2].textContent])"
+    )
+
+  search.fill("loops")
+  assert shown() == [["class_group", "loops"]]
+  search.fill("ink")  # the feature's two values and its four intersections with `width`
+  assert sorted(shown()) == sorted(
+      map(list, rows.loc[rows["slice_name"].str.contains("ink"), ["slice_name", "slice_value"]].to_numpy())
+  )
+  assert len(shown()) == 6
+  search.fill("")
+  assert len(shown()) == len(rows)
+  assert page.errors == []

@@ -356,6 +356,9 @@ def test_the_analysis_runs_on_every_variant(trained):
     assert level["bits_per_weight"] > 0 and level["compressed_bytes"] > 0
   for name, frame in tables.items():
     assert frame.columns[-1] == "method", name
+    if name == "slice_stats.csv":  # no slice features, no class groups: the header only
+      assert frame.empty, name
+      continue
     assert set(frame["method"]) == {m for m in methods if m != "dense"}, name
   classes = tables["class_stats.csv"]
   for level in summary["levels"][1:]:

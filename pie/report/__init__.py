@@ -1,8 +1,8 @@
 """Turn an analysis folder into one self-contained HTML report, its figures and a triage export.
 
 The analysis writes a folder whose files follow the output contract (pie/outputs.py: summary.json, pies.csv,
-class_stats.csv, pie_accuracy.csv, optional pies.tfrecord and robustness.csv). This package reads only those files
-and writes, beside them:
+class_stats.csv, pie_accuracy.csv, optional pies.tfrecord, slice_stats.csv and robustness.csv). This package reads
+only those files and writes, beside them:
 
 - `report.html`: one file that opens offline and can be mailed: figures are inline SVG, PIE images are `data:` URIs,
   CSS and JavaScript (report.css, report.js in this package) are inline, nothing is fetched from the network.

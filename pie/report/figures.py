@@ -36,6 +36,7 @@ FIGURE_PREFIXES = (
     "robustness_",
     "methods_vs_size",
     "difficulty_deciles",
+    "slice_impact_",
 )
 
 
@@ -119,6 +120,45 @@ def class_impact_series(class_stats, sparsity, top_n=25):
   if "significant_fdr" in rows:
     columns.append("significant_fdr")
   return rows[columns].reset_index(drop=True)
+
+
+def slice_label(kind, name, value):
+  """How the report names a slice: "attributes/Male = true", "Male = true & Young = false", "footwear (class group)"."""
+  if kind == outputs.SLICE_KINDS[2]:
+    return f"{value} (class group)"
+  names, values = name.split(" & "), value.split(" & ")
+  if len(names) != len(values):  # a value holding the separator itself: show it as it is
+    return f"{name} = {value}"
+  return " & ".join(f"{n} = {v}" for n, v in zip(names, values))
+
+
+def slice_impact_series(slice_stats, sparsity, top_n=25):
+  """The slices the subgroup chart of one level shows, most hurt first, in the columns `plot_class_impact` draws.
+
+  Slices without examples have no change to draw and are left out; the others are ranked by normalized change (the
+  slice's accuracy change minus the change in overall top-1), with at most top_n at each end as for classes.
+  `class_name` is the slice's label (`slice_label`) with its size, `recall_change` its accuracy change.
+  """
+  rows = slice_stats.loc[(slice_stats["sparsity"] == sparsity) & slice_stats["normalized_change"].notna()]
+  rows = rows.sort_values("normalized_change", kind="stable")
+  if len(rows) > 2 * top_n:
+    rows = pd.concat(
+        [rows.loc[rows["normalized_change"] < 0].head(top_n), rows.loc[rows["normalized_change"] > 0].tail(top_n)]
+    )
+  labels = [
+      f"{slice_label(k, n, v)} (n={int(size)})"
+      for k, n, v, size in zip(rows["slice_kind"], rows["slice_name"], rows["slice_value"], rows["num_examples"])
+  ]
+  return pd.DataFrame(
+      {
+          "class_name": labels,
+          "recall_change": rows["accuracy_change"].to_numpy(dtype=float),
+          "normalized_change": rows["normalized_change"].to_numpy(dtype=float),
+          "significant": rows["significant"].to_numpy(dtype=bool),
+          "significant_fdr": rows["significant_fdr"].to_numpy(dtype=bool),
+          "p_value": rows["p_value"].to_numpy(dtype=float),
+      }
+  )
 
 
 def pie_accuracy_series(pie_accuracy, sparsity):
@@ -353,10 +393,11 @@ def plot_pies(series, floor=None):
   return figure
 
 
-def plot_class_impact(series, title, num_total=None):
+def plot_class_impact(series, title, num_total=None, measure="recall", items="classes"):
   """Per class: change in recall as bars, normalized change as markers, significant classes coloured.
 
-  `num_total` is the number of classes at the level; when the series shows fewer, a line marks the gap.
+  `num_total` is the number of classes at the level; when the series shows fewer, a line marks the gap. The subgroup
+  chart draws slices with it (`slice_impact_series`): `measure` and `items` name what the bars and rows are.
   """
   from matplotlib.lines import Line2D  # pylint: disable=import-outside-toplevel
   from matplotlib.patches import Patch  # pylint: disable=import-outside-toplevel
@@ -393,7 +434,7 @@ def plot_class_impact(series, title, num_total=None):
     split = int((normalized < 0).sum())
     ax.axhline(split - 0.5, color="#888888", linewidth=0.8, linestyle=":")
     ax.annotate(
-        f"{hidden} less affected classes not shown",
+        f"{hidden} less affected {items} not shown",
         (1.0, split - 0.5),
         xycoords=("axes fraction", "data"),
         xytext=(-4, 3),
@@ -411,9 +452,9 @@ def plot_class_impact(series, title, num_total=None):
   ax.spines["top"].set_visible(False)
   ax.spines["right"].set_visible(False)
   handles = [
-      Patch(color=COLOR_HURT, label="recall change, significantly hurt"),
-      Patch(color=COLOR_HELPED, label="recall change, significantly helped"),
-      Patch(color=COLOR_NEUTRAL, label="recall change, not significant"),
+      Patch(color=COLOR_HURT, label=f"{measure} change, significantly hurt"),
+      Patch(color=COLOR_HELPED, label=f"{measure} change, significantly helped"),
+      Patch(color=COLOR_NEUTRAL, label=f"{measure} change, not significant"),
       Line2D([], [], marker="D", linestyle="none", color="#111111", label="normalized change (vs overall top-1)"),
       Line2D([], [], linestyle="--", color="#555555", label=f"change in overall top-1 ({overall:+.1f})"),
   ]

@@ -95,6 +95,7 @@ class AnalysisData:
   # mitigations compared read their keys.
   compared_levels: tuple = ()
   difficulty: pd.DataFrame | None = None  # difficulty.csv of the per-level view (None in an older analysis)
+  slice_stats: pd.DataFrame | None = None  # slice_stats.csv of the per-level view (None in an older analysis)
 
   @property
   def design(self):
@@ -167,6 +168,14 @@ def load_analysis(analysis_dir):
     difficulty = _only_view(_read_table(directory, outputs.DIFFICULTY), methods)
     difficulty["sparsity"] = _canonical_sparsity(difficulty["sparsity"], pruned, outputs.DIFFICULTY_CSV)
 
+  slice_stats = None
+  if (directory / outputs.SLICE_STATS_CSV).exists():
+    # A tested slice has no note, and a text feature may have the empty text as a value.
+    slice_stats = _read_table(directory, outputs.SLICE_STATS, may_be_empty=("slice_name", "slice_value", "note"))
+    _check_values(slice_stats["slice_kind"], outputs.SLICE_KINDS, f"{outputs.SLICE_STATS_CSV} column slice_kind")
+    slice_stats = _only_view(slice_stats, methods)
+    slice_stats["sparsity"] = _canonical_sparsity(slice_stats["sparsity"], pruned, outputs.SLICE_STATS_CSV)
+
   robustness = None
   if (directory / outputs.ROBUSTNESS_CSV).exists():
     robustness = _read_table(directory, outputs.ROBUSTNESS, with_method=False)
@@ -191,6 +200,7 @@ def load_analysis(analysis_dir):
       control_class_stats=control_class_stats,
       compared_levels=tuple(level for level in full_summary["levels"] if level["role"] == variants.COMPRESSED_ROLE),
       difficulty=difficulty,
+      slice_stats=slice_stats,
   )
 
 
@@ -294,9 +304,10 @@ def _levels_frame(summary):
   return levels
 
 
-def _read_table(directory, table, optional=(), with_method=True):
+def _read_table(directory, table, optional=(), with_method=True, may_be_empty=()):
   """A table of the contract: its required columns, the given optional ones and (with_method) the method column
-  when the file has them, each parsed as its kind."""
+  when the file has them, each parsed as its kind. Required text columns must not be empty, except `may_be_empty`
+  (read as "")."""
   path = directory / table.name
   if not path.exists():
     raise PieError(f"{path} is missing: is this the output folder of the analysis?")
@@ -322,6 +333,8 @@ def _read_table(directory, table, optional=(), with_method=True):
       frame[column] = values.astype(float)
     elif kind == outputs.BOOL:
       frame[column] = _as_bool(frame[column], f"{path.name} column {column}")
+    elif column in may_be_empty:
+      frame[column] = frame[column].fillna("")
     elif column in table.required_names and frame[column].isna().any():
       raise PieError(f"{path.name}: column {column} has empty values")
   return frame

@@ -71,4 +71,5 @@ def asset(name):
 
 def _inputs_present(data):
   names = [outputs.SUMMARY_JSON, outputs.PIES_CSV, outputs.CLASS_STATS_CSV, outputs.PIE_ACCURACY_CSV]
-  return names + [n for n in (outputs.PIES_TFRECORD, outputs.ROBUSTNESS_CSV) if (data.directory / n).exists()]
+  optional = (outputs.SLICE_STATS_CSV, outputs.PIES_TFRECORD, outputs.ROBUSTNESS_CSV)
+  return names + [n for n in optional if (data.directory / n).exists()]

@@ -39,7 +39,15 @@
     input.addEventListener("input", function () {
       const q = input.value.trim().toLowerCase();
       const table = document.getElementById(input.dataset.table);
+      // data-columns (e.g. "0,1,2"): match the query in any of those cells; else the class name, or the exact id.
+      const columns = input.dataset.columns ? input.dataset.columns.split(",").map(Number) : null;
       Array.from(table.tBodies[0].rows).forEach(function (r) {
+        if (columns) {
+          r.hidden = q !== "" && !columns.some(function (c) {
+            return r.cells[c].textContent.toLowerCase().indexOf(q) >= 0;
+          });
+          return;
+        }
         r.hidden = q !== "" && r.cells[1].textContent.toLowerCase().indexOf(q) < 0 &&
                    r.cells[0].textContent !== q;
       });

@@ -45,6 +45,7 @@ def build_sections(data, figure_folder, top_n, page_size, max_image_bytes):
       pairs_section(data),
       mitigations_section(data),
       classes_section(data, figure_folder, top_n),
+      subgroups_section(data, figure_folder, top_n),
       gallery_section(data, page_size, max_image_bytes),
       pie_accuracy_section(data, figure_folder),
       harm_sources_section(data, figure_folder),
@@ -537,6 +538,117 @@ def _class_table(stats, table_id):
   return (
       f"<input type='search' class='table-filter' data-table='{table_id}' placeholder='filter classes…' "
       f"aria-label='filter classes'>"
+      f"<div class='scroll'><table class='data sortable' id='{table_id}'><thead><tr>{head}</tr></thead>"
+      f"<tbody>{''.join(body)}</tbody></table></div>"
+  )
+
+
+def subgroups_section(data, figure_folder, top_n):
+  """Slices beyond classes (slice_stats.csv): attribute values, their pairs and class groups, per pruned level, the
+  highest open; None for an analysis without slices."""
+  stats = data.slice_stats
+  if stats is None or stats.empty:
+    return None
+  sparsities = [s for s in reversed(data.pruned_sparsities) if (stats["sparsity"] == s).any()]
+  if not sparsities:
+    return None
+  settings = data.summary.get("slices") or {}
+  described = []
+  if settings.get("features"):
+    described.append("the slice features " + ", ".join(f"<code>{esc(f)}</code>" for f in settings["features"]))
+  if settings.get("class_groups"):
+    described.append(f"{len(settings['class_groups'])} class groups")
+  minimum = settings.get("min_slice_size")
+  parts = [
+      _subgroups_level(stats.loc[stats["sparsity"] == sparsity], figure_folder, sparsity, top_n, is_open=i == 0)
+      for i, sparsity in enumerate(sparsities)
+  ]
+  return Section(
+      "subgroups",
+      "Subgroups",
+      (
+          "<section id='subgroups'><h2>Subgroups: slices beyond classes</h2><p class='note'>A slice is a subset of "
+          "the evaluation set: the examples with one value of a slice feature exported with the predictions, with "
+          "one value of each of two features (their intersection), or of a group of classes"
+          + (f" (this study: {'; '.join(described)})" if described else "")
+          + ". Each slice gets the class test: its accuracy change (bars) minus the change in overall top-1 "
+          "(diamonds), Welch's t-test over the models, Benjamini–Hochberg over the slices of a level. "
+          + (
+              f"Slices with fewer than {int(minimum)} examples are listed but not tested (--min_slice_size). "
+              if minimum
+              else ""
+          )
+          + "PIE rate: the share of the slice's examples that are PIEs.</p>"
+          + "".join(parts)
+          + "</section>"
+      ),
+  )
+
+
+def _subgroups_level(stats, figure_folder, sparsity, top_n, is_open):
+  key, label = load.level_key(sparsity), esc(load.level_label(sparsity))
+  series = figures.slice_impact_series(stats, sparsity, top_n)
+  tested = int(stats["p_value"].notna().sum())
+  hurt = int((stats["significant_fdr"] & (stats["normalized_change"] < 0)).sum())
+  helped = int((stats["significant_fdr"] & (stats["normalized_change"] > 0)).sum())
+  figure = ""
+  if len(series):
+    svg = figure_folder.save(
+        figures.plot_class_impact(
+            series,
+            f"{load.level_label(sparsity)} sparsity: {len(series)} of {len(stats)} slices",
+            num_total=int(stats["normalized_change"].notna().sum()),
+            measure="accuracy",
+            items="slices",
+        ),
+        f"slice_impact_{key}",
+    )
+    figure = f"<figure>{svg}</figure>"
+  return (
+      f"<details class='level'{' open' if is_open else ''} id='subgroups-{key}'><summary><b>{label} sparsity</b>: "
+      f"{tested} of {len(stats)} slices tested, {hurt} significantly hurt and {helped} significantly helped after "
+      f"FDR</summary>{figure}<details class='table'{' open' if is_open else ''}><summary>All {len(stats)} slices "
+      f"(sortable table)</summary>{_slice_table(stats, f'slices-{key}')}</details></details>"
+  )
+
+
+# The columns of the slice table: (slice_stats.csv column, header, format).
+_SLICE_TABLE_COLUMNS = (
+    ("slice_kind", "Kind", None),
+    ("slice_name", "Slice", None),
+    ("slice_value", "Value", None),
+    ("num_examples", "Examples", None),
+    ("dense_accuracy_mean", "Dense accuracy", "pct"),
+    ("pruned_accuracy_mean", "Pruned accuracy", "pct"),
+    ("accuracy_change", "Change (pts)", "pp"),
+    ("normalized_change", "Normalized (pts)", "pp"),
+    ("p_value", "p", "p"),
+    ("q_value", "q (FDR)", "p"),
+    ("significant", "Significant", "bool"),
+    ("significant_fdr", "Significant (FDR)", "bool"),
+    ("ci_low", "CI low (pts)", "pp"),
+    ("ci_high", "CI high (pts)", "pp"),
+    ("hedges_g", "Hedges g", "f2"),
+    ("num_pies", "PIEs", None),
+    ("pie_rate", "PIE rate", "pct"),
+    ("note", "Note", None),
+)
+
+
+def _slice_table(stats, table_id):
+  """Every slice of one level in slice_stats.csv's order, sortable and filterable (report.js)."""
+  body = []
+  for row in stats.itertuples(index=False):
+    values = row._asdict()
+    cls = ""
+    if values["significant"]:
+      cls = " class='hurt'" if values["normalized_change"] < 0 else " class='helped'"
+    body.append(f"<tr{cls}>" + "".join(cell(values[c], fmt) for c, _, fmt in _SLICE_TABLE_COLUMNS) + "</tr>")
+  head = "".join(f"<th scope='col' tabindex='0'>{esc(title)}</th>" for _, title, _ in _SLICE_TABLE_COLUMNS)
+  return (
+      f"<input type='search' class='table-filter' data-table='{table_id}' data-columns='0,1,2' "
+      "placeholder='filter slices…' "
+      f"aria-label='filter slices'>"
       f"<div class='scroll'><table class='data sortable' id='{table_id}'><thead><tr>{head}</tr></thead>"
       f"<tbody>{''.join(body)}</tbody></table></div>"
   )
