@@ -1,0 +1,32 @@
+r"""The mitigations of configs/digits_mitigation.py on Fashion-MNIST: each a population against the same dense one.
+
+The whole study end to end (dense models first: the distillation teachers and the class weights come from them),
+analysis and report with its "Mitigations compared" section (60 models; see the README for the measured wall time):
+
+  python -m train.population --config=configs/fashion_mnist_mitigation.py \
+      --workdir=studies/fashion_mnist_mitigation --analyze
+
+The models, data and training are configs/fashion_mnist.py's; the levels (dense and 90%), the variants (magnitude
+as it is, `+distill`, `+class_reweight`, `+equalized_loss`) and the mitigation parameters are
+configs/digits_mitigation.py's, so the two studies differ only in the dataset and its model.
+"""
+
+import importlib.util
+import os
+
+
+def _sibling(name):
+  # Loaded by path: config files are read by path too, with or without the repository on sys.path.
+  spec = importlib.util.spec_from_file_location(name, os.path.join(os.path.dirname(__file__), f"{name}.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def get_config():
+  config = _sibling("fashion_mnist").get_config()
+  mitigation_study = _sibling("digits_mitigation").get_config()
+  config.name = "fashion_mnist_mitigation"
+  for field in ("sparsity_levels", "variants", "mitigation", "mitigation_params"):
+    config[field] = mitigation_study[field]
+  return config
