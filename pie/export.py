@@ -94,17 +94,7 @@ def export_predictions(
   """
   slices = dataset.eval_slices(slice_features)  # before predicting: a feature the dataset lacks fails at once
   arrays = predict_eval(model, dataset, batch_size, top_k=top_k, with_logits=with_logits, log=log, strategy=strategy)
-  metadata = predictions_lib.write_predictions(
-      path,
-      arrays["example_ids"],
-      arrays["labels"],
-      arrays["top_k_classes"],
-      arrays["top_k_probs"],
-      metadata,
-      logits=arrays["logits"],
-      slice_features=slices[0],
-      slice_values=slices[1],
-  )
+  metadata = predictions_lib.write_arrays(path, arrays, metadata, slices)
   return metadata, arrays
 
 

@@ -256,14 +256,4 @@ def write_outputs(paths, arrays, metadata, metrics, slices=([], None)):
   `slices` is `Dataset.eval_slices(config.slice_features)`: the slice features exported beside the predictions.
   """
   io_utils.write_json(paths["metrics"], metrics)
-  predictions_lib.write_predictions(
-      paths["predictions"],
-      arrays["example_ids"],
-      arrays["labels"],
-      arrays["top_k_classes"],
-      arrays["top_k_probs"],
-      metadata,
-      logits=arrays["logits"],
-      slice_features=slices[0],
-      slice_values=slices[1],
-  )
+  predictions_lib.write_arrays(paths["predictions"], arrays, metadata, slices)

@@ -109,6 +109,22 @@ def write_predictions(
   return metadata
 
 
+def write_arrays(path, arrays, metadata, slices=((), None)):
+  """`write_predictions` of the arrays dict the predictors return (example_ids, labels, top_k_classes, top_k_probs,
+  logits or None); `slices` is `Dataset.eval_slices(config.slice_features)`, (features, values)."""
+  return write_predictions(
+      path,
+      arrays["example_ids"],
+      arrays["labels"],
+      arrays["top_k_classes"],
+      arrays["top_k_probs"],
+      metadata,
+      logits=arrays["logits"],
+      slice_features=slices[0],
+      slice_values=slices[1],
+  )
+
+
 @dataclasses.dataclass
 class Predictions:
   """One model's predictions, sorted by example_id."""

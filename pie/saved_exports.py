@@ -441,19 +441,9 @@ def _export_run(config, run, predictions_dir, log=print):
     extra["epoch"] = run.epoch
   metadata = model_dir.prediction_metadata(config, info, report, extra, job=run.job)
   log(f"{name}: exporting {run.source} ({run.kind}), measured sparsity {report['overall']:.4f}")
-  slice_features, slice_values = dataset.eval_slices(config.get("slice_features"))  # config.slice_features
+  slices = dataset.eval_slices(config.get("slice_features"))  # config.slice_features
   arrays = training.predict_deployed(variant, logits_model(model), dataset, config, log)
-  predictions_lib.write_predictions(
-      path,
-      arrays["example_ids"],
-      arrays["labels"],
-      arrays["top_k_classes"],
-      arrays["top_k_probs"],
-      metadata,
-      logits=arrays["logits"],
-      slice_features=slice_features,
-      slice_values=slice_values,
-  )
+  predictions_lib.write_arrays(path, arrays, metadata, slices)
 
 
 def export_runs(config, patterns, out_dir, num_workers=None, strict=True, log=print):

@@ -775,16 +775,6 @@ def export_from_checkpoint(config, checkpoint_dir, out_path, dataset=None, log=p
   metadata = model_dir.prediction_metadata(
       config, dataset.info, sparsity_report, {"checkpoint": checkpoint, "epoch": epoch}, job=job
   )
-  slice_features, slice_values = dataset.eval_slices(config.get("slice_features"))
+  slices = dataset.eval_slices(config.get("slice_features"))
   arrays = predict_deployed(run.variant, stripped, dataset, config, log)
-  return predictions_lib.write_predictions(
-      out_path,
-      arrays["example_ids"],
-      arrays["labels"],
-      arrays["top_k_classes"],
-      arrays["top_k_probs"],
-      metadata,
-      logits=arrays["logits"],
-      slice_features=slice_features,
-      slice_values=slice_values,
-  )
+  return predictions_lib.write_arrays(out_path, arrays, metadata, slices)
