@@ -160,13 +160,7 @@ def _populations_table(data):
           )
           for control in data.controls
       ]
-  return (
-      "<table class='data'><thead><tr>"
-      + "".join(f"<th scope='col'>{h}</th>" for h in head)
-      + "</tr></thead><tbody>"
-      + "".join(rows)
-      + "</tbody></table>"
-  )
+  return _table("class='data'", head, rows)
 
 
 def _population_row(header, level, compared, has_fdr, attributes=""):
@@ -263,15 +257,9 @@ def methods_section(data, figure_folder):
         str(int(row.harm_rank)),
         hurt,
     ]
-    body.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    body.append(_row(cells))
   dense_kb = "–" if pd.isna(dense["compressed_bytes"]) else f"{dense['compressed_bytes'] / 1024:.1f} KB"
-  table = (
-      "<table id='methods-table'><thead><tr>"
-      + "".join(f"<th scope='col'>{h}</th>" for h in head)
-      + "</tr></thead><tbody>"
-      + "".join(body)
-      + "</tbody></table>"
-  )
+  table = _table("id='methods-table'", head, body)
   return Section(
       "methods",
       "Methods compared",
@@ -328,14 +316,8 @@ def pairs_section(data):
         count(level.get("num_hurt_classes_paired_fdr")),
         harm_text,
     ]
-    body.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
-  table = (
-      "<table class='data' id='pairs-table'><thead><tr>"
-      + "".join(f"<th scope='col'>{h}</th>" for h in head)
-      + "</tr></thead><tbody>"
-      + "".join(body)
-      + "</tbody></table>"
-  )
+    body.append(_row(cells))
+  table = _table("class='data' id='pairs-table'", head, body)
   return Section(
       "pairs",
       "One pair vs population",
@@ -383,13 +365,13 @@ def mitigations_section(data):
     rows = [(by_key.get((method, sparsity)), "unmitigated")] + [
         (by_key.get((c["population"], sparsity)), c["verdict"]) for c in group
     ]
-    body = "".join(_mitigation_row(level, verdict) for level, verdict in rows if level is not None)
+    body = [_mitigation_row(level, verdict) for level, verdict in rows if level is not None]
     sentences = "".join(f"<li>{esc(c['sentence'])}</li>" for c in group)
+    table = _table("class='data mitigations'", head, body)
     parts.append(
         f"<h3>{esc(_population_name(by_key.get((method, sparsity)) or {'method': method, 'sparsity': sparsity}))}"
-        "</h3><div class='scroll'><table class='data mitigations'><thead><tr>"
-        + "".join(f"<th scope='col'>{h}</th>" for h in head)
-        + f"</tr></thead><tbody>{body}</tbody></table></div><ul class='verdicts'>{sentences}</ul>"
+        f"</h3><div class='scroll'>{table}</div>"
+        f"<ul class='verdicts'>{sentences}</ul>"
     )
   return Section(
       "mitigations",
@@ -433,7 +415,7 @@ def _mitigation_row(level, verdict):
       f"{pp(harm.get('ci_high'))})",
       esc(verdict),
   ]
-  return "<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>"
+  return _row(cells)
 
 
 def _population_name(level):
@@ -527,20 +509,39 @@ _CLASS_TABLE_COLUMNS = (
 def _class_table(stats, table_id):
   """Every class of one level, most hurt first, sortable (report.js) by the raw value in each cell's data-v."""
   columns = [c for c in _CLASS_TABLE_COLUMNS if c[0] in stats]
+  return _sortable_table(stats.sort_values("normalized_change", kind="stable"), columns, table_id, "classes")
+
+
+def _sortable_table(stats, columns, table_id, items, filter_columns=None):
+  """A table of `stats` rows (the significant ones marked hurt or helped) that report.js sorts by each cell's data-v
+  and filters through its search box: on every column, or on `filter_columns` ("0,1,2")."""
   body = []
-  for row in stats.sort_values("normalized_change", kind="stable").itertuples(index=False):
+  for row in stats.itertuples(index=False):
     values = row._asdict()
     cls = ""
     if values["significant"]:
       cls = " class='hurt'" if values["normalized_change"] < 0 else " class='helped'"
     body.append(f"<tr{cls}>" + "".join(cell(values[c], fmt) for c, _, fmt in columns) + "</tr>")
-  head = "".join(f"<th scope='col' tabindex='0'>{esc(title)}</th>" for _, title, _ in columns)
+  head = [esc(title) for _, title, _ in columns]
+  filtered = f" data-columns='{filter_columns}'" if filter_columns else ""
   return (
-      f"<input type='search' class='table-filter' data-table='{table_id}' placeholder='filter classes…' "
-      f"aria-label='filter classes'>"
-      f"<div class='scroll'><table class='data sortable' id='{table_id}'><thead><tr>{head}</tr></thead>"
-      f"<tbody>{''.join(body)}</tbody></table></div>"
+      f"<input type='search' class='table-filter' data-table='{table_id}'{filtered} placeholder='filter {items}…' "
+      f"aria-label='filter {items}'>"
+      + "<div class='scroll'>"
+      + _table(f"class='data sortable' id='{table_id}'", head, body, sortable=True)
+      + "</div>"
   )
+
+
+def _table(attributes, head, rows, sortable=False):
+  """<table attributes> with the column headers `head` (HTML; focusable when report.js sorts it) and `rows`."""
+  focus = " tabindex='0'" if sortable else ""
+  header = "".join(f"<th scope='col'{focus}>{h}</th>" for h in head)
+  return f"<table {attributes}><thead><tr>{header}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+
+
+def _row(cells):
+  return "<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>"
 
 
 def subgroups_section(data, figure_folder, top_n):
@@ -636,22 +637,8 @@ _SLICE_TABLE_COLUMNS = (
 
 
 def _slice_table(stats, table_id):
-  """Every slice of one level in slice_stats.csv's order, sortable and filterable (report.js)."""
-  body = []
-  for row in stats.itertuples(index=False):
-    values = row._asdict()
-    cls = ""
-    if values["significant"]:
-      cls = " class='hurt'" if values["normalized_change"] < 0 else " class='helped'"
-    body.append(f"<tr{cls}>" + "".join(cell(values[c], fmt) for c, _, fmt in _SLICE_TABLE_COLUMNS) + "</tr>")
-  head = "".join(f"<th scope='col' tabindex='0'>{esc(title)}</th>" for _, title, _ in _SLICE_TABLE_COLUMNS)
-  return (
-      f"<input type='search' class='table-filter' data-table='{table_id}' data-columns='0,1,2' "
-      "placeholder='filter slices…' "
-      f"aria-label='filter slices'>"
-      f"<div class='scroll'><table class='data sortable' id='{table_id}'><thead><tr>{head}</tr></thead>"
-      f"<tbody>{''.join(body)}</tbody></table></div>"
-  )
+  """Every slice of one level in slice_stats.csv's order, sortable and filterable by kind, name and value."""
+  return _sortable_table(stats, _SLICE_TABLE_COLUMNS, table_id, "slices", filter_columns="0,1,2")
 
 
 def gallery_section(data, page_size, max_image_bytes):
@@ -742,13 +729,7 @@ def harm_sources_section(data, figure_folder):
         + "</tr>"
     )
   head = ["Level", "1 − true-label prob.", "Disagreement", "EL2N", "Class recall vs harm", "Class frequency vs harm"]
-  table = (
-      "<table class='data' id='risk-table'><thead><tr>"
-      + "".join(f"<th scope='col'>{h}</th>" for h in head)
-      + "</tr></thead><tbody>"
-      + "".join(rows)
-      + "</tbody></table>"
-  )
+  table = _table("class='data' id='risk-table'", head, rows)
   return Section(
       "harm-sources",
       "Where harm comes from",
@@ -834,9 +815,4 @@ def _robustness_table(rows, table_id):
     ]
     cls = " class='hurt'" if r.significant else ""
     body.append(f"<tr{cls}>" + "".join(f"<td data-v='{esc(v)}'>{s}</td>" for v, s in cells) + "</tr>")
-  return (
-      f"<div class='scroll'><table class='data sortable' id='{table_id}'><thead><tr>"
-      + "".join(f"<th scope='col' tabindex='0'>{h}</th>" for h in head)
-      + f"</tr></thead><tbody>{''.join(body)}"
-      "</tbody></table></div>"
-  )
+  return "<div class='scroll'>" + _table(f"class='data sortable' id='{table_id}'", head, body, sortable=True) + "</div>"
