@@ -58,6 +58,33 @@ def _conv(filters, kernel, strides, weight_decay, name):
   )
 
 
+def _basic_block(x, filters, strides, name, weight_decay, bn_momentum, bn_epsilon):
+  """He et al.'s basic block (3x3-3x3), a 1x1 projection shortcut where the shape changes, zero-init last gamma."""
+  shortcut = x
+  if strides != 1 or x.shape[-1] != filters:
+    shortcut = _conv(filters, 1, strides, weight_decay, f"{name}_proj")(x)
+    shortcut = _bn(f"{name}_proj_bn", bn_momentum, bn_epsilon)(shortcut)
+  y = _conv(filters, 3, strides, weight_decay, f"{name}_conv1")(x)
+  y = keras.layers.ReLU(name=f"{name}_relu1")(_bn(f"{name}_bn1", bn_momentum, bn_epsilon)(y))
+  y = _conv(filters, 3, 1, weight_decay, f"{name}_conv2")(y)
+  y = _bn(f"{name}_bn2", bn_momentum, bn_epsilon, zero_gamma=True)(y)
+  return keras.layers.ReLU(name=f"{name}_out")(keras.layers.Add(name=f"{name}_add")([shortcut, y]))
+
+
+def _pooled_classifier(x, num_classes, weight_decay, **dense_kwargs):
+  """Global average pooling and the classifier, whose logits stay float32 under a mixed-precision policy."""
+  x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+  return keras.layers.Dense(
+      num_classes, kernel_regularizer=_l2(weight_decay), name=CLASSIFIER, dtype="float32", **dense_kwargs
+  )(x)
+
+
+def _stem(inputs, filters, kernel, strides, weight_decay, bn_momentum, bn_epsilon, pool):
+  x = _conv(filters, kernel, strides, weight_decay, "stem_conv")(inputs)
+  x = keras.layers.ReLU(name="stem_relu")(_bn("stem_bn", bn_momentum, bn_epsilon)(x))
+  return keras.layers.MaxPooling2D(3, strides=2, padding="same", name="stem_pool")(x) if pool else x
+
+
 def cifar_resnet(input_shape, num_classes, depth=20, width=1, weight_decay=5e-4, bn_momentum=0.9, bn_epsilon=1e-5):
   """He et al.'s CIFAR ResNet (depth 6n+2: 20, 32, 56, ...), widened by `width` (a wide ResNet when > 1).
 
@@ -67,32 +94,19 @@ def cifar_resnet(input_shape, num_classes, depth=20, width=1, weight_decay=5e-4,
     raise PieError(f"cifar_resnet depth must be 6n+2 (20, 32, 44, 56, ...), got {depth}")
   blocks = (depth - 2) // 6
   inputs = keras.Input(shape=input_shape, name="image")
-  x = _conv(16 * width, 3, 1, weight_decay, "stem_conv")(inputs)
-  x = keras.layers.ReLU(name="stem_relu")(_bn("stem_bn", bn_momentum, bn_epsilon)(x))
+  x = _stem(inputs, 16 * width, 3, 1, weight_decay, bn_momentum, bn_epsilon, pool=False)
   for stage, filters in enumerate((16 * width, 32 * width, 64 * width)):
     for block in range(blocks):
-      name = f"stage{stage + 1}_block{block + 1}"
       strides = 2 if stage > 0 and block == 0 else 1
-      shortcut = x
-      if strides != 1 or x.shape[-1] != filters:
-        shortcut = _conv(filters, 1, strides, weight_decay, f"{name}_proj")(x)
-        shortcut = _bn(f"{name}_proj_bn", bn_momentum, bn_epsilon)(shortcut)
-      y = _conv(filters, 3, strides, weight_decay, f"{name}_conv1")(x)
-      y = keras.layers.ReLU(name=f"{name}_relu1")(_bn(f"{name}_bn1", bn_momentum, bn_epsilon)(y))
-      y = _conv(filters, 3, 1, weight_decay, f"{name}_conv2")(y)
-      y = _bn(f"{name}_bn2", bn_momentum, bn_epsilon, zero_gamma=True)(y)
-      x = keras.layers.ReLU(name=f"{name}_out")(keras.layers.Add(name=f"{name}_add")([shortcut, y]))
-  x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
-  outputs = keras.layers.Dense(num_classes, kernel_regularizer=_l2(weight_decay), name=CLASSIFIER, dtype="float32")(x)
+      x = _basic_block(x, filters, strides, f"stage{stage + 1}_block{block + 1}", weight_decay, bn_momentum, bn_epsilon)
+  outputs = _pooled_classifier(x, num_classes, weight_decay)
   return keras.Model(inputs, outputs, name=f"resnet{depth}x{width}")
 
 
 def resnet50(input_shape, num_classes, weight_decay=1e-4, bn_momentum=0.9, bn_epsilon=1e-5):
   """ResNet-50 (v1.5: stride in the 3x3 conv) with the paper's BN settings and zero-init gamma per block."""
   inputs = keras.Input(shape=input_shape, name="image")
-  x = _conv(64, 7, 2, weight_decay, "stem_conv")(inputs)
-  x = keras.layers.ReLU(name="stem_relu")(_bn("stem_bn", bn_momentum, bn_epsilon)(x))
-  x = keras.layers.MaxPooling2D(3, strides=2, padding="same", name="stem_pool")(x)
+  x = _stem(inputs, 64, 7, 2, weight_decay, bn_momentum, bn_epsilon, pool=True)
   for stage, (filters, blocks) in enumerate(((64, 3), (128, 4), (256, 6), (512, 3))):
     for block in range(blocks):
       name = f"stage{stage + 1}_block{block + 1}"
@@ -108,14 +122,9 @@ def resnet50(input_shape, num_classes, weight_decay=1e-4, bn_momentum=0.9, bn_ep
       y = _conv(filters * 4, 1, 1, weight_decay, f"{name}_conv3")(y)
       y = _bn(f"{name}_bn3", bn_momentum, bn_epsilon, zero_gamma=True)(y)
       x = keras.layers.ReLU(name=f"{name}_out")(keras.layers.Add(name=f"{name}_add")([shortcut, y]))
-  x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
-  outputs = keras.layers.Dense(
-      num_classes,
-      kernel_initializer=keras.initializers.RandomNormal(stddev=0.01),
-      kernel_regularizer=_l2(weight_decay),
-      name=CLASSIFIER,
-      dtype="float32",
-  )(x)
+  outputs = _pooled_classifier(
+      x, num_classes, weight_decay, kernel_initializer=keras.initializers.RandomNormal(stddev=0.01)
+  )
   return keras.Model(inputs, outputs, name="resnet50")
 
 
@@ -124,25 +133,14 @@ def resnet18(input_shape, num_classes, width=64, weight_decay=1e-4, bn_momentum=
   filters, 1x1 projection shortcuts where the shape changes, zero-init gamma per block; the model of the CelebA study
   of Hooker et al. 2020 (configs/celeba_blond.py)."""
   inputs = keras.Input(shape=input_shape, name="image")
-  x = _conv(width, 7, 2, weight_decay, "stem_conv")(inputs)
-  x = keras.layers.ReLU(name="stem_relu")(_bn("stem_bn", bn_momentum, bn_epsilon)(x))
-  x = keras.layers.MaxPooling2D(3, strides=2, padding="same", name="stem_pool")(x)
+  x = _stem(inputs, width, 7, 2, weight_decay, bn_momentum, bn_epsilon, pool=True)
   for stage in range(4):
-    filters = width * 2**stage
     for block in range(2):
-      name = f"stage{stage + 1}_block{block + 1}"
       strides = 2 if stage > 0 and block == 0 else 1
-      shortcut = x
-      if strides != 1 or x.shape[-1] != filters:
-        shortcut = _conv(filters, 1, strides, weight_decay, f"{name}_proj")(x)
-        shortcut = _bn(f"{name}_proj_bn", bn_momentum, bn_epsilon)(shortcut)
-      y = _conv(filters, 3, strides, weight_decay, f"{name}_conv1")(x)
-      y = keras.layers.ReLU(name=f"{name}_relu1")(_bn(f"{name}_bn1", bn_momentum, bn_epsilon)(y))
-      y = _conv(filters, 3, 1, weight_decay, f"{name}_conv2")(y)
-      y = _bn(f"{name}_bn2", bn_momentum, bn_epsilon, zero_gamma=True)(y)
-      x = keras.layers.ReLU(name=f"{name}_out")(keras.layers.Add(name=f"{name}_add")([shortcut, y]))
-  x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
-  outputs = keras.layers.Dense(num_classes, kernel_regularizer=_l2(weight_decay), name=CLASSIFIER)(x)
+      x = _basic_block(
+          x, width * 2**stage, strides, f"stage{stage + 1}_block{block + 1}", weight_decay, bn_momentum, bn_epsilon
+      )
+  outputs = _pooled_classifier(x, num_classes, weight_decay)
   return keras.Model(inputs, outputs, name="resnet18")
 
 
