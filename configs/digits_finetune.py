@@ -19,20 +19,11 @@ other seeds (the noise floor of PIEs) and the sham, the dense twins fine-tuned t
 negligible sparsity (what fine-tuning alone does).
 """
 
-import importlib.util
-import os
-
-
-def _digits():
-  # Loaded by path: config files are read by path too, with or without the repository on sys.path.
-  spec = importlib.util.spec_from_file_location("digits", os.path.join(os.path.dirname(__file__), "digits.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+from pie import config_files
 
 
 def get_config():
-  config = _digits().get_config()
+  config = config_files.sibling(__file__, "digits")
   config.name = "digits_finetune"
   # The paired design: compressed models (and the sham) start from the finished dense model of their seed.
   config.init_from_dense = True

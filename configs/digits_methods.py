@@ -13,20 +13,11 @@ compressed size each reaches. Add "random" (a random-pruning control at the magn
 to `variants` to compare those too (see docs/compression_methods.md).
 """
 
-import importlib.util
-import os
-
-
-def _digits():
-  # Loaded by path: config files are read by path too, with or without the repository on sys.path.
-  spec = importlib.util.spec_from_file_location("digits", os.path.join(os.path.dirname(__file__), "digits.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+from pie import config_files
 
 
 def get_config():
-  config = _digits().get_config()
+  config = config_files.sibling(__file__, "digits")
   config.name = "digits_methods"
   config.sparsity_levels = (0.0, 0.5, 0.9)
   config.num_seeds = 10

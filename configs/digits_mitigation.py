@@ -17,22 +17,13 @@ training error (`class_reweight`), and with the per-class loss-equalizing penalt
 for each whether it helped, hurt or made no measurable difference, judged by intervals.
 """
 
-import importlib.util
-import os
-
 import ml_collections
 
-
-def _digits():
-  # Loaded by path: config files are read by path too, with or without the repository on sys.path.
-  spec = importlib.util.spec_from_file_location("digits", os.path.join(os.path.dirname(__file__), "digits.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+from pie import config_files
 
 
 def get_config():
-  config = _digits().get_config()
+  config = config_files.sibling(__file__, "digits")
   config.name = "digits_mitigation"
   config.sparsity_levels = (0.0, 0.9)
   config.variants = ("magnitude", "magnitude+distill", "magnitude+class_reweight", "magnitude+equalized_loss")

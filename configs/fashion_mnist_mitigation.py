@@ -11,21 +11,12 @@ as it is, `+distill`, `+class_reweight`, `+equalized_loss`) and the mitigation p
 configs/digits_mitigation.py's, so the two studies differ only in the dataset and its model.
 """
 
-import importlib.util
-import os
-
-
-def _sibling(name):
-  # Loaded by path: config files are read by path too, with or without the repository on sys.path.
-  spec = importlib.util.spec_from_file_location(name, os.path.join(os.path.dirname(__file__), f"{name}.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+from pie import config_files
 
 
 def get_config():
-  config = _sibling("fashion_mnist").get_config()
-  mitigation_study = _sibling("digits_mitigation").get_config()
+  config = config_files.sibling(__file__, "fashion_mnist")
+  mitigation_study = config_files.sibling(__file__, "digits_mitigation")
   config.name = "fashion_mnist_mitigation"
   for field in ("sparsity_levels", "variants", "mitigation", "mitigation_params"):
     config[field] = mitigation_study[field]

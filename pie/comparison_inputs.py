@@ -92,20 +92,9 @@ def load_config(config):
   """A ConfigDict, or the path of a config file whose get_config() returns one (as the binaries' --config)."""
   if config is None or not isinstance(config, (str, os.PathLike)):
     return config
-  import importlib.util  # pylint: disable=import-outside-toplevel
+  from pie import config_files  # pylint: disable=import-outside-toplevel
 
-  path = os.fspath(config)
-  if not os.path.isfile(path):
-    raise PieError(f"{path}: no such config file", parameter="config")
-  spec = importlib.util.spec_from_file_location(f"pie_config_{abs(hash(path))}", path)
-  module = importlib.util.module_from_spec(spec)
-  try:
-    spec.loader.exec_module(module)
-  except Exception as e:  # pylint: disable=broad-exception-caught  (a user's file: any error is a bad config)
-    raise PieError(f"{path}: the config file fails to load ({type(e).__name__}: {e})", parameter="config") from None
-  if not hasattr(module, "get_config"):
-    raise PieError(f"{path}: a config file must define get_config()", parameter="config")
-  return module.get_config()
+  return config_files.load(config)
 
 
 def eval_split(config=None, labels=None, class_names=None, batch_size=None):
