@@ -955,43 +955,64 @@ def models_needed(
   Unplannable classes (NaN): absent from the eval split, a population with < 2 models (no variance
   estimate), or zero variance in both populations.  Classes needing more than ``max_models`` get inf.
   """
+  dense, pruned, effect, alpha, power, max_models = _plan_inputs(
+      dense_norm, pruned_norm, effect, alpha, power, max_models
+  )
+  w = _welch(dense, pruned)
+  var_d, var_p = w.var_dense, w.var_pruned
+  return _plan(
+      lambda idx, n_dense, n_pruned: welch_power(var_d[idx], var_p[idx], n_dense, n_pruned, effect[idx], alpha),
+      (w.n_dense, w.n_pruned),
+      w.case,
+      var_d + var_p,
+      {"dense_var": var_d, "pruned_var": var_p},
+      NOTE_SINGLE_MODEL,
+      effect,
+      alpha,
+      power,
+      max_models,
+  )
+
+
+def _plan_inputs(dense_norm, pruned_norm, effect, alpha, power, max_models):
+  """The checked inputs of a sample-size plan, `effect` broadcast to one positive value per class."""
   alpha = _check_probability(alpha, "alpha")
   power = _check_probability(power, "power")
   max_models = _check_int(max_models, "max_models", 2)
   dense, pruned = _check_recall_pair(dense_norm, pruned_norm)
-  num_classes = dense.shape[1]
-  effect = np.broadcast_to(np.abs(np.asarray(effect, dtype=np.float64)), (num_classes,)).copy()
+  effect = np.broadcast_to(np.abs(np.asarray(effect, dtype=np.float64)), (dense.shape[1],)).copy()
   if not np.all(np.isfinite(effect)) or np.any(effect == 0):
     raise ValueError("effect must be finite and non-zero (a zero effect needs infinitely many models)")
+  return dense, pruned, effect, alpha, power, max_models
 
-  w = _welch(dense, pruned)
-  var_d, var_p = w.var_dense, w.var_pruned
-  plannable = (w.case != CASE_ABSENT) & (w.case != CASE_SINGLE_MODEL) & ((var_d + var_p) > 0)
 
+def _plan(
+    power_at, current_models, case, variance, variance_columns, few_models_note, effect, alpha, power, max_models
+):
+  """A SampleSizePlan from `power_at(classes, n_dense, n_pruned)`, the power of the design's test for those classes
+  (an index array) at those population sizes; `variance` > 0 marks the classes with something to plan from, and
+  `variance_columns` are the per-class variances the plan reports."""
+  num_classes = len(effect)
+  plannable = (case != CASE_ABSENT) & (case != CASE_SINGLE_MODEL) & (variance > 0)
   current = np.full(num_classes, np.nan)
   needed = np.full(num_classes, np.nan)
   achieved = np.full(num_classes, np.nan)
   idx = np.flatnonzero(plannable)
   if idx.size:
-    vd, vp, eff = var_d[idx], var_p[idx], effect[idx]
-    current[idx] = welch_power(vd, vp, w.n_dense, w.n_pruned, eff, alpha)
-
-    found, over = _smallest_sufficient_size(
-        lambda n: welch_power(vd, vp, n, n, eff, alpha), idx.size, power, max_models
-    )
+    current[idx] = power_at(idx, *current_models)
+    found, over = _smallest_sufficient_size(lambda n: power_at(idx, n, n), idx.size, power, max_models)
     needed[idx] = np.where(over, np.inf, found.astype(np.float64))
-    achieved[idx] = np.where(over, np.nan, welch_power(vd, vp, found, found, eff, alpha))
+    achieved[idx] = np.where(over, np.nan, power_at(idx, found, found))
 
   notes = np.full(num_classes, "", dtype=object)
-  notes[~plannable & (w.case != CASE_ABSENT) & (w.case != CASE_SINGLE_MODEL)] = NOTE_NO_VARIANCE
-  notes[w.case == CASE_SINGLE_MODEL] = NOTE_SINGLE_MODEL
-  notes[w.case == CASE_ABSENT] = NOTE_ABSENT
+  notes[~plannable & (case != CASE_ABSENT) & (case != CASE_SINGLE_MODEL)] = NOTE_NO_VARIANCE
+  notes[case == CASE_SINGLE_MODEL] = few_models_note
+  notes[case == CASE_ABSENT] = NOTE_ABSENT
   notes[np.isinf(needed)] = NOTE_OVER_CAP
 
   per_class = pd.DataFrame(
       {
-          "dense_var": var_d,
-          "pruned_var": var_p,
+          **variance_columns,
           "effect": effect,
           "current_power": current,
           "models_needed": needed,
@@ -1000,9 +1021,7 @@ def models_needed(
       },
       index=pd.RangeIndex(num_classes, name="class_id"),
   )
-  return SampleSizePlan(
-      per_class=per_class, summary=_plan_summary(needed, effect, alpha, power, (w.n_dense, w.n_pruned))
-  )
+  return SampleSizePlan(per_class=per_class, summary=_plan_summary(needed, effect, alpha, power, current_models))
 
 
 def _plan_summary(needed, effect, alpha, power, current_models):
@@ -1282,44 +1301,23 @@ def pairs_needed(
   pair differences (rows of the two matrices are the pairs).  The result has the fields of ``models_needed``'s;
   ``per_class`` holds ``difference_var`` in place of the two variances, and a pair costs one model per population.
   """
-  alpha = _check_probability(alpha, "alpha")
-  power = _check_probability(power, "power")
-  max_models = _check_int(max_models, "max_models", 2)
-  dense, pruned = _check_recall_pair(dense_norm, pruned_norm)
-  num_classes = dense.shape[1]
-  effect = np.broadcast_to(np.abs(np.asarray(effect, dtype=np.float64)), (num_classes,)).copy()
-  if not np.all(np.isfinite(effect)) or np.any(effect == 0):
-    raise ValueError("effect must be finite and non-zero (a zero effect needs infinitely many models)")
+  dense, pruned, effect, alpha, power, max_models = _plan_inputs(
+      dense_norm, pruned_norm, effect, alpha, power, max_models
+  )
   result = _paired(dense, pruned)
   var = result.var_difference
-  plannable = (result.case != CASE_ABSENT) & (result.case != CASE_SINGLE_MODEL) & (var > 0)
-  current = np.full(num_classes, np.nan)
-  needed = np.full(num_classes, np.nan)
-  achieved = np.full(num_classes, np.nan)
-  idx = np.flatnonzero(plannable)
-  if idx.size:
-    v, eff = var[idx], effect[idx]
-    current[idx] = paired_power(v, result.n_pairs, eff, alpha)
-    found, over = _smallest_sufficient_size(lambda n: paired_power(v, n, eff, alpha), idx.size, power, max_models)
-    needed[idx] = np.where(over, np.inf, found.astype(np.float64))
-    achieved[idx] = np.where(over, np.nan, paired_power(v, found, eff, alpha))
-  notes = np.full(num_classes, "", dtype=object)
-  notes[~plannable & (result.case != CASE_ABSENT) & (result.case != CASE_SINGLE_MODEL)] = NOTE_NO_VARIANCE
-  notes[result.case == CASE_SINGLE_MODEL] = NOTE_FEW_PAIRS
-  notes[result.case == CASE_ABSENT] = NOTE_ABSENT
-  notes[np.isinf(needed)] = NOTE_OVER_CAP
-  per_class = pd.DataFrame(
-      {
-          "difference_var": var,
-          "effect": effect,
-          "current_power": current,
-          "models_needed": needed,
-          "power_at_needed": achieved,
-          "note": notes,
-      },
-      index=pd.RangeIndex(num_classes, name="class_id"),
+  return _plan(
+      lambda idx, n_pairs, _: paired_power(var[idx], n_pairs, effect[idx], alpha),  # a pair: one model of each
+      (result.n_pairs,) * 2,
+      result.case,
+      var,
+      {"difference_var": var},
+      NOTE_FEW_PAIRS,
+      effect,
+      alpha,
+      power,
+      max_models,
   )
-  return SampleSizePlan(per_class=per_class, summary=_plan_summary(needed, effect, alpha, power, (result.n_pairs,) * 2))
 
 
 def pair_discordance(dense_predictions, pruned_predictions, labels, num_classes: int) -> np.ndarray:
