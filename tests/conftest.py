@@ -32,6 +32,14 @@ def run_binary(module, *args, check=True, timeout=600, env=None):
   return proc
 
 
+@pytest.fixture(scope="module")
+def browser():
+  """Headless Chromium (tests/browser.py), one per test module; skips (or fails under CI) without it."""
+  from tests import browser as browser_lib  # pylint: disable=import-outside-toplevel
+
+  yield from browser_lib.launch()
+
+
 @pytest.fixture(scope="session")
 def tiny_study(tmp_path_factory):
   """A study trained and analysed by the real binaries, shared by the tests that only read it."""

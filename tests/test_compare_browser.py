@@ -2,7 +2,7 @@
 changed examples (filters by candidate, class and direction; pages) show what compare_examples.csv holds.
 
 The comparison is of arrays planted on the digits eval split (no training), written with the split's images. Drives
-Debian's /usr/bin/chromium with playwright, skipped or failed like tests/test_report_browser.py when it is missing.
+Debian's /usr/bin/chromium with playwright (tests/browser.py: skipped without it, failed under CI).
 """
 
 import os
@@ -13,15 +13,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-# Importing the report's browser test skips this module (or fails it under CI) when the browser is missing.
-from tests.test_report_browser import CHROMIUM
-from tests.test_report_browser import CHROMIUM_ARGS
+import pie  # noqa: F401
+from pie import outputs
+from tests import browser as browser_lib
+from tests.conftest import digits_config
 
-from playwright.sync_api import sync_playwright  # noqa: E402
-
-import pie  # noqa: E402
-from pie import outputs  # noqa: E402
-from tests.conftest import digits_config  # noqa: E402
+browser_lib.require_chromium()
 
 PAGE_SIZE = 10
 DIRECTIONS = ("correct_to_wrong", "wrong_to_correct", "wrong_to_wrong")
@@ -62,25 +59,10 @@ def written(tmp_path_factory):
   return {"dir": out, "url": (out / outputs.COMPARE_HTML).resolve().as_uri(), "examples": examples, "result": result}
 
 
-@pytest.fixture(scope="module")
-def browser():
-  with sync_playwright() as playwright:
-    instance = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-    yield instance
-    instance.close()
-
-
 @pytest.fixture()
 def page(browser, written):
-  """A fresh page on compare.html, recording console errors, page errors and every request."""
-  context = browser.new_context(viewport={"width": 1280, "height": 900})
-  context.route("http*://**", lambda route: route.abort())
-  tab = context.new_page()
-  tab.errors, tab.requests = [], []
-  tab.on("console", lambda m: tab.errors.append(m.text) if m.type in ("error", "warning") else None)
-  tab.on("pageerror", lambda e: tab.errors.append(str(e)))
-  tab.on("request", lambda r: tab.requests.append(r.url))
-  tab.goto(written["url"])
+  """A fresh page on compare.html, recording its problems (dialogs, errors, warnings) and every request."""
+  context, tab = browser_lib.open_page(browser, written["url"], viewport={"width": 1280, "height": 900})
   tab.wait_for_selector("#flip-grid .card")
   yield tab
   context.close()
@@ -100,7 +82,7 @@ def _of(written, candidate):
 
 
 def test_loads_offline_without_errors(page, written):
-  assert page.errors == []
+  assert page.problems == []
   assert page.requests == [written["url"]]
   assert page.title().startswith("Compression compared")
   assert "Gate failed" in page.inner_text("#verdict") and "pruned" in page.inner_text("#verdict")
@@ -193,6 +175,6 @@ def test_screenshot_is_written(page, written, tmp_path):
   artifacts.mkdir(parents=True, exist_ok=True)
   shot = artifacts / "compare_full.png"
   page.screenshot(path=str(shot), full_page=True)
-  assert shot.stat().st_size > 20_000 and page.errors == []
+  assert shot.stat().st_size > 20_000 and page.problems == []
   if folder:
     shutil.copy(written["dir"] / outputs.COMPARE_HTML, artifacts / "compare.html")

@@ -44,6 +44,7 @@ from pie import predictions as predictions_lib
 from pie import robustness
 from pie import validate
 from pie.errors import PieError
+from tests import browser as browser_lib
 from tests import fake_study
 
 NUM_CLASSES, NUM_EXAMPLES = 3, 36
@@ -351,17 +352,7 @@ def _check_compare_files(directory, values):
 
 
 def _open(browser, path):
-  """A page on `path`, recording dialogs, page errors, console errors and every request (network requests fail)."""
-  context = browser.new_context()
-  context.route("http*://**", lambda route: route.abort())
-  tab = context.new_page()
-  tab.problems, tab.requests = [], []
-  tab.on("dialog", lambda d: (tab.problems.append(f"dialog: {d.message}"), d.dismiss()))
-  tab.on("pageerror", lambda e: tab.problems.append(f"page error: {e}"))
-  tab.on("console", lambda m: tab.problems.append(f"console: {m.text}") if m.type == "error" else None)
-  tab.on("request", lambda r: tab.requests.append(r.url))
-  tab.goto(path.resolve().as_uri())
-  return context, tab
+  return browser_lib.open_page(browser, path.resolve().as_uri())
 
 
 def _texts(tab, selector, script="e => e.textContent"):
@@ -402,20 +393,6 @@ def _check_compare_page(browser, directory, values):
     assert tab.problems == [] and tab.requests == [(directory / outputs.COMPARE_HTML).resolve().as_uri()]
   finally:
     context.close()
-
-
-@pytest.fixture(scope="module")
-def browser():
-  """Headless Chromium, shared by every example (one page load per page per example)."""
-  from tests import test_report_browser  # pylint: disable=import-outside-toplevel  (skips, or fails under CI, without Chromium)
-  from playwright.sync_api import sync_playwright  # pylint: disable=import-outside-toplevel
-
-  with sync_playwright() as playwright:
-    instance = playwright.chromium.launch(
-        executable_path=test_report_browser.CHROMIUM, args=test_report_browser.CHROMIUM_ARGS
-    )
-    yield instance
-    instance.close()
 
 
 def test_the_detector_sees_an_injection(browser, tmp_path):

@@ -1,9 +1,8 @@
 """The report in a real headless browser: it loads offline without errors, and the PIE gallery's filters and pages work.
 
-Drives Debian's /usr/bin/chromium with the playwright package (its own browser download is never used). Without
-either, the tests are skipped on a developer machine and fail under CI (CI=true), where
-.ci/install_debian_packages.sh must have installed Chromium. Screenshots go to $PIE_TEST_ARTIFACTS (default: a
-pytest temporary folder).
+Drives Debian's /usr/bin/chromium with the playwright package (tests/browser.py: skipped on a developer machine without
+either, failed under CI, where .ci/install_debian_packages.sh must have installed Chromium). Screenshots go to
+$PIE_TEST_ARTIFACTS (default: a pytest temporary folder).
 """
 
 import json
@@ -15,41 +14,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
+import pie  # noqa: F401  (sets the TensorFlow environment first)
+from pie import report
+from tests import browser as browser_lib
+from tests.report_fixture import reported_rows
+from tests.report_fixture import write_analysis_fixture
+
+browser_lib.require_chromium()
+
 PAGE_SIZE = 10  # small, so that the fixture's levels span several gallery pages
-
-
-def _browser_missing_reason():
-  if not os.path.exists(CHROMIUM):
-    return f"{CHROMIUM} is missing (run .ci/install_debian_packages.sh as root)"
-  try:
-    import playwright.sync_api  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
-  except ImportError:
-    return "the playwright Python package is missing (pip install playwright; never `playwright install`)"
-  return None
-
-
-_MISSING = _browser_missing_reason()
-if _MISSING:
-  if os.environ.get("CI"):
-    pytest.fail(f"browser test cannot run under CI: {_MISSING}", pytrace=False)
-  pytest.skip(f"browser test skipped: {_MISSING}", allow_module_level=True)
-
-from playwright.sync_api import sync_playwright  # noqa: E402
-
-import pie  # noqa: E402,F401  (sets the TensorFlow environment first)
-from pie import report  # noqa: E402
-from tests.report_fixture import reported_rows  # noqa: E402
-from tests.report_fixture import write_analysis_fixture  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -72,26 +45,11 @@ def study(tmp_path_factory):
   return {"dir": directory, "url": path.resolve().as_uri(), "pies": pies, "levels": levels}
 
 
-@pytest.fixture(scope="module")
-def browser():
-  with sync_playwright() as playwright:
-    instance = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-    yield instance
-    instance.close()
-
-
 @pytest.fixture()
 def page(browser, study):
-  """A fresh page on the report, recording console errors, page errors and every request."""
-  context = browser.new_context(viewport={"width": 1280, "height": 900})
+  """A fresh page on the report, recording its problems (dialogs, errors, warnings) and every request."""
   # Anything that tries the network is blocked and recorded; the report must not try.
-  context.route("http*://**", lambda route: route.abort())
-  tab = context.new_page()
-  tab.errors, tab.requests = [], []
-  tab.on("console", lambda m: tab.errors.append(m.text) if m.type in ("error", "warning") else None)
-  tab.on("pageerror", lambda e: tab.errors.append(str(e)))
-  tab.on("request", lambda r: tab.requests.append(r.url))
-  tab.goto(study["url"])
+  context, tab = browser_lib.open_page(browser, study["url"], viewport={"width": 1280, "height": 900})
   tab.wait_for_selector("#gal-grid .card")
   yield tab
   context.close()
@@ -113,7 +71,7 @@ def _at_level(study, sparsity):
 
 
 def test_loads_offline_without_errors(page, study):
-  assert page.errors == []
+  assert page.problems == []
   assert page.requests == [study["url"]]
   assert page.title().startswith("Pruning impact")
 
@@ -220,7 +178,7 @@ def test_screenshot_is_written(page, study, artifacts):
   page.locator("#gallery").screenshot(path=str(gallery))
   for shot in (full, gallery):
     assert shot.stat().st_size > 20_000
-  assert page.errors == []
+  assert page.problems == []
   if os.environ.get("PIE_TEST_ARTIFACTS"):
     shutil.copy(study["dir"] / "report.html", artifacts / "report.html")
 
@@ -274,4 +232,4 @@ def test_subgroups_section_sorts_and_filters(page, study):
   assert len(shown()) == 6
   search.fill("")
   assert len(shown()) == len(rows)
-  assert page.errors == []
+  assert page.problems == []
