@@ -1,13 +1,8 @@
 (function () {
   "use strict";
   // compare.html: the class view's candidate select, and the gallery of changed examples (filters and pages).
-  function el(tag, cls, text) {
-    const e = document.createElement(tag);
-    if (cls) e.className = cls;
-    if (text !== undefined) e.textContent = text;
-    return e;
-  }
-  function option(value, text) { const o = el("option", null, text); o.value = value; return o; }
+  const gallery = window.pieGallery;  // report.js, which runs first
+  const el = gallery.el, option = gallery.option, countBy = gallery.countBy;
   function pct(x) { return (x === null || x === undefined) ? "" : " · " + Math.round(100 * x) + "%"; }
 
   const classSelect = document.getElementById("cls-candidate");
@@ -25,20 +20,9 @@
   const candSel = document.getElementById("flip-candidate");
   const classSel = document.getElementById("flip-class");
   const dirSel = document.getElementById("flip-direction");
-  const grid = document.getElementById("flip-grid");
-  const status = document.getElementById("flip-status");
-  const pageInfo = document.getElementById("flip-page");
-  const prev = document.getElementById("flip-prev");
-  const next = document.getElementById("flip-next");
   const directionLabel = {};
   data.directions.forEach(function (d) { directionLabel[d[0]] = d[1]; });
-  let page = 0;
 
-  function countBy(items, key) {
-    const counts = {};
-    items.forEach(function (f) { counts[f[key]] = (counts[f[key]] || 0) + 1; });
-    return counts;
-  }
   const perCandidate = countBy(data.flips, "c");
   candSel.appendChild(option("all", "All candidates (" + data.flips.length + ")"));
   data.candidates.forEach(function (name, i) {
@@ -59,18 +43,7 @@
     return ofClass(ofCandidate()).filter(function (f) { return d === "all" || f.d === d; });
   }
   // The class and direction lists count what the filters before them leave, and keep a choice that matches nothing.
-  function fillClasses(keep) {
-    const items = ofCandidate();
-    const counts = countBy(items, "y");
-    classSel.textContent = "";
-    classSel.appendChild(option("all", "All classes (" + items.length + ")"));
-    Object.keys(counts).map(Number).sort(function (a, b) { return counts[b] - counts[a] || a - b; })
-      .forEach(function (y) { classSel.appendChild(option(String(y), data.class_names[y] + " (" + counts[y] + ")")); });
-    if (keep !== "all" && !(keep in counts)) {
-      classSel.appendChild(option(keep, data.class_names[Number(keep)] + " (0)"));
-    }
-    classSel.value = keep;
-  }
+  function fillClasses(keep) { gallery.fillClasses(classSel, ofCandidate(), data.class_names, keep); }
   function fillDirections(keep) {
     const items = ofClass(ofCandidate());
     const counts = countBy(items, "d");
@@ -115,30 +88,15 @@
     c.appendChild(el("div", "dir " + f.d, directionLabel[f.d]));
     return c;
   }
-  function render() {
-    const items = selected();
-    const pages = Math.max(1, Math.ceil(items.length / data.page_size));
-    page = Math.min(Math.max(page, 0), pages - 1);
-    const start = page * data.page_size;
-    const shown = items.slice(start, start + data.page_size);
-    grid.textContent = "";
-    const frag = document.createDocumentFragment();
-    shown.forEach(function (f) { frag.appendChild(card(f)); });
-    grid.appendChild(frag);
-    pageInfo.textContent = "Page " + (page + 1) + " of " + pages;
-    status.textContent = items.length ? ("Showing " + (start + 1) + "–" + (start + shown.length) + " of " +
-                                         items.length + " changed examples") : "No changed example matches these filters";
-    prev.disabled = page === 0;
-    next.disabled = page >= pages - 1;
-  }
+  const pages = gallery.pager(
+    { grid: "flip-grid", status: "flip-status", page: "flip-page", prev: "flip-prev", next: "flip-next" },
+    data.page_size, selected, card, ["changed examples", "No changed example matches these filters"]);
   candSel.addEventListener("change", function () {
-    page = 0; fillClasses(classSel.value || "all"); fillDirections(dirSel.value || "all"); render();
+    fillClasses(classSel.value || "all"); fillDirections(dirSel.value || "all"); pages.first();
   });
-  classSel.addEventListener("change", function () { page = 0; fillDirections(dirSel.value || "all"); render(); });
-  dirSel.addEventListener("change", function () { page = 0; render(); });
-  prev.addEventListener("click", function () { page -= 1; render(); });
-  next.addEventListener("click", function () { page += 1; render(); });
+  classSel.addEventListener("change", function () { fillDirections(dirSel.value || "all"); pages.first(); });
+  dirSel.addEventListener("change", pages.first);
   fillClasses("all");
   fillDirections("all");
-  render();
+  pages.render();
 })();

@@ -1,4 +1,5 @@
-(function () {
+// What the galleries of report.html and compare.html share (compare.html runs this script before compare.js).
+window.pieGallery = (function () {
   "use strict";
   function el(tag, cls, text) {
     const e = document.createElement(tag);
@@ -6,6 +7,58 @@
     if (text !== undefined) e.textContent = text;
     return e;
   }
+  function option(value, text) { const o = el("option", null, text); o.value = value; return o; }
+  function countBy(items, key) {
+    const counts = {};
+    items.forEach(function (item) { counts[item[key]] = (counts[item[key]] || 0) + 1; });
+    return counts;
+  }
+  // The class select: "All classes (n)", then each class with items, most first; a kept choice that matches nothing
+  // stays, with (0).
+  function fillClasses(select, items, classNames, keep) {
+    const counts = countBy(items, "y");
+    select.textContent = "";
+    select.appendChild(option("all", "All classes (" + items.length + ")"));
+    Object.keys(counts).map(Number).sort(function (a, b) { return counts[b] - counts[a] || a - b; })
+      .forEach(function (y) { select.appendChild(option(String(y), classNames[y] + " (" + counts[y] + ")")); });
+    if (keep !== "all" && !(keep in counts)) select.appendChild(option(keep, classNames[Number(keep)] + " (0)"));
+    select.value = keep;
+  }
+  // Pages of cards: `selected()` gives the items, `card(item)` draws one; ids name the grid, page line, status and
+  // buttons; `what` is [plural noun, text when nothing matches].
+  function pager(ids, pageSize, selected, card, what) {
+    const grid = document.getElementById(ids.grid);
+    const status = document.getElementById(ids.status);
+    const pageInfo = document.getElementById(ids.page);
+    const prev = document.getElementById(ids.prev);
+    const next = document.getElementById(ids.next);
+    let page = 0;
+    function render() {
+      const items = selected();
+      const pages = Math.max(1, Math.ceil(items.length / pageSize));
+      page = Math.min(Math.max(page, 0), pages - 1);
+      const start = page * pageSize;
+      const shown = items.slice(start, start + pageSize);
+      grid.textContent = "";
+      const frag = document.createDocumentFragment();
+      shown.forEach(function (item) { frag.appendChild(card(item)); });
+      grid.appendChild(frag);
+      pageInfo.textContent = "Page " + (page + 1) + " of " + pages;
+      status.textContent = items.length ? ("Showing " + (start + 1) + "–" + (start + shown.length) + " of " +
+                                           items.length + " " + what[0]) : what[1];
+      prev.disabled = page === 0;
+      next.disabled = page >= pages - 1;
+    }
+    prev.addEventListener("click", function () { page -= 1; render(); });
+    next.addEventListener("click", function () { page += 1; render(); });
+    return { render: render, first: function () { page = 0; render(); } };
+  }
+  return { el: el, option: option, countBy: countBy, fillClasses: fillClasses, pager: pager };
+})();
+
+(function () {
+  "use strict";
+  const el = window.pieGallery.el, option = window.pieGallery.option;
   function pct(x) { return (x === null || x === undefined) ? "–" : Math.round(100 * x) + "%"; }
 
   // Sortable tables: click a header to sort by that column (numbers numerically), again to reverse.
@@ -60,15 +113,8 @@
   const data = JSON.parse(dataEl.textContent);
   const levelSel = document.getElementById("gal-level");
   const classSel = document.getElementById("gal-class");
-  const grid = document.getElementById("gal-grid");
-  const status = document.getElementById("gal-status");
-  const pageInfo = document.getElementById("gal-page");
-  const prev = document.getElementById("gal-prev");
-  const next = document.getElementById("gal-next");
   const levelLabel = {};
-  let page = 0;
 
-  function option(value, text) { const o = el("option", null, text); o.value = value; return o; }
   levelSel.appendChild(option("all", "All levels (" + data.pies.length + ")"));
   data.levels.forEach(function (l) {
     levelLabel[l.key] = l.label;
@@ -80,22 +126,7 @@
     const lv = levelSel.value;
     return data.pies.filter(function (p) { return lv === "all" || p.level === lv; });
   }
-  function fillClasses(keep) {
-    const counts = {};
-    inLevel().forEach(function (p) { counts[p.y] = (counts[p.y] || 0) + 1; });
-    classSel.textContent = "";
-    let total = 0;
-    Object.keys(counts).forEach(function (k) { total += counts[k]; });
-    classSel.appendChild(option("all", "All classes (" + total + ")"));
-    Object.keys(counts).map(Number).sort(function (a, b) { return counts[b] - counts[a] || a - b; })
-      .forEach(function (y) {
-        classSel.appendChild(option(String(y), data.class_names[y] + " (" + counts[y] + ")"));
-      });
-    if (keep !== "all" && !(keep in counts)) {
-      classSel.appendChild(option(keep, data.class_names[Number(keep)] + " (0)"));
-    }
-    classSel.value = keep;
-  }
+  function fillClasses(keep) { window.pieGallery.fillClasses(classSel, inLevel(), data.class_names, keep); }
   function selected() {
     const cl = classSel.value;
     return inLevel().filter(function (p) { return cl === "all" || String(p.y) === cl; });
@@ -138,35 +169,19 @@
     }
     return c;
   }
-  function render() {
-    const items = selected();
-    const pages = Math.max(1, Math.ceil(items.length / data.page_size));
-    page = Math.min(Math.max(page, 0), pages - 1);
-    const start = page * data.page_size;
-    const shown = items.slice(start, start + data.page_size);
-    grid.textContent = "";
-    const frag = document.createDocumentFragment();
-    shown.forEach(function (p) { frag.appendChild(card(p)); });
-    grid.appendChild(frag);
-    pageInfo.textContent = "Page " + (page + 1) + " of " + pages;
-    status.textContent = items.length ? ("Showing " + (start + 1) + "–" + (start + shown.length) + " of " +
-                                         items.length + " PIEs") : "No PIEs match these filters";
-    prev.disabled = page === 0;
-    next.disabled = page >= pages - 1;
-  }
-  levelSel.addEventListener("change", function () { page = 0; fillClasses(classSel.value || "all"); render(); });
+  const pages = window.pieGallery.pager(
+    { grid: "gal-grid", status: "gal-status", page: "gal-page", prev: "gal-prev", next: "gal-next" },
+    data.page_size, selected, card, ["PIEs", "No PIEs match these filters"]);
+  levelSel.addEventListener("change", function () { fillClasses(classSel.value || "all"); pages.first(); });
   // Class names in the findings open the gallery on that class's PIEs.
   document.querySelectorAll("a.to-gallery").forEach(function (a) {
     a.addEventListener("click", function () {
       levelSel.value = a.dataset.level;
       fillClasses(a.dataset.class);
-      page = 0;
-      render();
+      pages.first();
     });
   });
-  classSel.addEventListener("change", function () { page = 0; render(); });
-  prev.addEventListener("click", function () { page -= 1; render(); });
-  next.addEventListener("click", function () { page += 1; render(); });
+  classSel.addEventListener("change", pages.first);
   fillClasses("all");
-  render();
+  pages.render();
 })();
