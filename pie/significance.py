@@ -440,8 +440,21 @@ def normalized_recall_from_hits(hits, class_count, normalization: str = DEFAULT_
 # --------------------------------------------------------------------------------------------------
 
 
+class _ColumnTests:
+  """What a result of one test per column (its `p` array, NaN where the test is undefined) answers."""
+
+  @property
+  def tested(self) -> np.ndarray:
+    """Columns with a defined p-value: those a multiple-testing correction counts."""
+    return ~np.isnan(self.p)
+
+  def significant(self, alpha: float) -> np.ndarray:
+    """``p < alpha``; an undefined test is never significant."""
+    return self.tested & (self.p < alpha)
+
+
 @dataclasses.dataclass(frozen=True, eq=False)  # eq=False: arrays have no single truth value to compare
-class WelchResult:
+class WelchResult(_ColumnTests):
   """Result of ``welch_test``: one two-sided Welch test per column.
 
   Every array has the shape [..., n_columns] of the tests (the samples' shape without the models axis).
@@ -473,15 +486,6 @@ class WelchResult:
   def difference(self) -> np.ndarray:
     """``mean_pruned - mean_dense`` (negative: the pruned population is lower)."""
     return self.mean_pruned - self.mean_dense
-
-  @property
-  def tested(self) -> np.ndarray:
-    """Columns with a defined p-value: those a multiple-testing correction counts."""
-    return ~np.isnan(self.p)
-
-  def significant(self, alpha: float) -> np.ndarray:
-    """``p < alpha``; an undefined test is never significant."""
-    return self.tested & (self.p < alpha)
 
   @property
   def note(self) -> np.ndarray:
@@ -1047,7 +1051,7 @@ def _plan_summary(needed, effect, alpha, power, current_models):
 
 
 @dataclasses.dataclass(frozen=True, eq=False)  # eq=False: arrays have no single truth value to compare
-class PairedResult:
+class PairedResult(_ColumnTests):
   """Result of ``paired_test``: one two-sided one-sample t-test of the per-pair differences, per column.
 
   Every array has the shape [..., n_columns] of the tests (the samples' shape without the pairs axis).
@@ -1070,15 +1074,6 @@ class PairedResult:
   df: np.ndarray
   p: np.ndarray
   case: np.ndarray
-
-  @property
-  def tested(self) -> np.ndarray:
-    """Columns with a defined p-value: those a multiple-testing correction counts."""
-    return ~np.isnan(self.p)
-
-  def significant(self, alpha: float) -> np.ndarray:
-    """``p < alpha``; an undefined test is never significant."""
-    return self.tested & (self.p < alpha)
 
   @property
   def note(self) -> np.ndarray:
