@@ -1,7 +1,8 @@
 r"""The mitigations of configs/digits_mitigation.py on Fashion-MNIST: each a population against the same dense one.
 
 The whole study end to end (dense models first: the distillation teachers and the class weights come from them),
-analysis and report with its "Mitigations compared" section (60 models; see the README for the measured wall time):
+analysis and report with its "Mitigations compared" section (60 models; measured: 23 min of training with 2
+workers on a 2-core CPU machine, 10 s of analysis):
 
   python -m train.population --config=configs/fashion_mnist_mitigation.py \
       --workdir=studies/fashion_mnist_mitigation --analyze
