@@ -258,19 +258,29 @@ def _start(args, out):
   )
 
 
+@pytest.fixture(scope="module")
+def dense_population(tmp_path_factory):
+  """The two dense models the mitigated models need (teacher, class weights), trained once for the module."""
+  folder = tmp_path_factory.mktemp("dense_population")
+  for seed in (0, 1):
+    run_binary(
+        "train.train",
+        *TRAIN_FLAGS,
+        "--config.sparsity=0.0",
+        f"--config.seed={seed}",
+        f"--workdir={folder}/sparsity0_seed{seed}",
+    )
+  return folder
+
+
 @pytest.mark.parametrize("mitigation_name", ["distill", "class_reweight"])
-def test_a_mitigated_model_resumes_after_a_kill_with_identical_predictions(mitigation_name, tmp_path):
+def test_a_mitigated_model_resumes_after_a_kill_with_identical_predictions(mitigation_name, dense_population, tmp_path):
   """SIGKILL a mitigated model after a checkpoint; resumed, it ends with the predictions of an uninterrupted run (the
   teacher restored, the per-epoch class weights recomputed from the restored model)."""
-  dense = [
-      ("--config.sparsity=0.0", f"--config.seed={s}", f"--workdir={tmp_path}/{{study}}/sparsity0_seed{s}")
-      for s in (0, 1)
-  ]
   model = ("--config.sparsity=0.9", "--config.seed=0", f"--config.mitigation={mitigation_name}")
   name = variants.model_name(f"magnitude+{mitigation_name}", 0.9, 0)
-  for study in ("a", "b"):
-    for args in dense:
-      run_binary("train.train", *TRAIN_FLAGS, *(a.format(study=study) for a in args))
+  for study in ("a", "b"):  # each run its own copy of the finished dense models
+    shutil.copytree(dense_population, tmp_path / study)
   uninterrupted = _start((*model, f"--workdir={tmp_path}/a/{name}"), tmp_path / "a.out")
   killed = _start((*model, f"--workdir={tmp_path}/b/{name}"), tmp_path / "b1.out")
   state = tmp_path / "b" / name / "checkpoints" / "checkpoint"
@@ -306,6 +316,7 @@ def test_a_mitigation_study_through_the_launcher(tmp_path):
       "--config=configs/digits_mitigation.py",
       "--config.num_seeds=3",
       "--config.num_epochs=2",
+      "--config.steps_per_epoch=10",
       "--config.pruning.end_fraction=0.5",
       f"--workdir={study_dir}",
       "--num_workers=2",

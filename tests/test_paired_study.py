@@ -4,6 +4,7 @@ twin (recorded as `init_from`), the paired analysis, the dry run's order, and re
 import glob
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -120,9 +121,14 @@ def test_dry_run_prints_the_dense_commands_first_and_marks_the_dependency(tmp_pa
 
 
 def test_a_killed_launcher_resumes_to_the_same_predictions(paired_study, tmp_path):
-  """SIGKILL the launcher while a fine-tuned model trains (after its first checkpoint); the rerun finishes the study
-  and every model's predictions equal those of the uninterrupted study."""
+  """SIGKILL the launcher while a fine-tuned model trains (after its first checkpoint); the rerun finishes it, with
+  the predictions of the uninterrupted study. The other models are the uninterrupted study's, copied: what is resumed
+  is one model's fine-tuning from its twin (tests/test_reliability.py kills models trained from scratch)."""
   study_dir = str(tmp_path / "study")
+  resumed_name = "sparsity90_seed0"
+  for name in DENSE + FINE_TUNED + REPLICATES:
+    if name != resumed_name:
+      shutil.copytree(os.path.join(paired_study["dir"], name), os.path.join(study_dir, name))
   launcher = subprocess.Popen(
       [sys.executable, "-m", "train.population", *FLAGS, f"--workdir={study_dir}", "--num_workers=2"],
       cwd=REPO,
@@ -130,7 +136,7 @@ def test_a_killed_launcher_resumes_to_the_same_predictions(paired_study, tmp_pat
       stderr=subprocess.STDOUT,
       start_new_session=True,
   )
-  checkpoint = os.path.join(study_dir, "sparsity90_seed0", "checkpoints", "checkpoint")
+  checkpoint = os.path.join(study_dir, resumed_name, "checkpoints", "checkpoint")
   deadline = time.time() + 600
   while not os.path.exists(checkpoint):
     assert launcher.poll() is None, (tmp_path / "run1.out").read_text()[-3000:]
@@ -138,7 +144,7 @@ def test_a_killed_launcher_resumes_to_the_same_predictions(paired_study, tmp_pat
     time.sleep(0.01)
   os.killpg(launcher.pid, signal.SIGKILL)
   launcher.wait()
-  assert not model_dir.is_finished(os.path.join(study_dir, "sparsity90_seed0"), "sparsity90_seed0")
+  assert not model_dir.is_finished(os.path.join(study_dir, resumed_name), resumed_name)
   for path in glob.glob(f"{study_dir}/*/{population.CLAIM_FILE}"):  # the killed worker's claims are stale
     pid = int(open(path).read().split()[1])
     while population._pid_alive(pid):  # pylint: disable=protected-access
@@ -146,12 +152,13 @@ def test_a_killed_launcher_resumes_to_the_same_predictions(paired_study, tmp_pat
   # The same number of workers as the reference: a worker's TensorFlow threads (cores / workers) change the floats.
   proc = run_binary("train.population", *FLAGS, f"--workdir={study_dir}", "--num_workers=2")
   assert "FAILED" not in proc.stdout
-  log = open(os.path.join(study_dir, "sparsity90_seed0", "train.log")).read()
+  assert "training 1 of 12 models" in proc.stdout and "(11 already finished)" in proc.stdout
+  log = open(os.path.join(study_dir, resumed_name, "train.log")).read()
   assert "resumed from" in log
-  for name in DENSE + FINE_TUNED + REPLICATES:
-    reference, resumed = _predictions(paired_study["dir"], name), _predictions(study_dir, name)
-    np.testing.assert_array_equal(resumed.top_k_classes, reference.top_k_classes, err_msg=name)
-    np.testing.assert_array_equal(resumed.top_k_probs, reference.top_k_probs, err_msg=name)
+  reference, resumed = _predictions(paired_study["dir"], resumed_name), _predictions(study_dir, resumed_name)
+  np.testing.assert_array_equal(resumed.top_k_classes, reference.top_k_classes)
+  np.testing.assert_array_equal(resumed.top_k_probs, reference.top_k_probs)
+  assert resumed.metadata["init_from"] == "sparsity0_seed0"
 
 
 def test_train_one_model_refuses_an_unfinished_twin(tmp_path):
