@@ -474,11 +474,22 @@ def _class_impact_level(data, figure_folder, sparsity, top_n, is_open):
   )
   hurt = int((stats["significant"] & (stats["normalized_change"] < 0)).sum())
   helped = int((stats["significant"] & (stats["normalized_change"] > 0)).sum())
+  return _level_details(
+      f"impact-{key}",
+      is_open,
+      f"<b>{label} sparsity</b>: {hurt} of {len(stats)} classes significantly hurt, {helped} significantly helped",
+      f"<figure>{svg}</figure>",
+      f"All {len(stats)} classes (sortable table)",
+      _class_table(stats, f"classes-{key}"),
+  )
+
+
+def _level_details(element_id, is_open, summary, figure, table_summary, table, table_open=False):
+  """One level of a per-level section: a <details> with its summary line and figure, and its table folded inside."""
   return (
-      f"<details class='level'{' open' if is_open else ''} id='impact-{key}'><summary><b>{label} "
-      f"sparsity</b>: {hurt} of {len(stats)} classes significantly hurt, {helped} significantly helped"
-      f"</summary><figure>{svg}</figure><details class='table'><summary>All {len(stats)} classes (sortable "
-      f"table)</summary>{_class_table(stats, f'classes-{key}')}</details></details>"
+      f"<details class='level'{' open' if is_open else ''} id='{element_id}'><summary>{summary}</summary>{figure}"
+      f"<details class='table'{' open' if table_open else ''}><summary>{table_summary}</summary>{table}</details>"
+      "</details>"
   )
 
 
@@ -605,11 +616,15 @@ def _subgroups_level(stats, figure_folder, sparsity, top_n, is_open):
         f"slice_impact_{key}",
     )
     figure = f"<figure>{svg}</figure>"
-  return (
-      f"<details class='level'{' open' if is_open else ''} id='subgroups-{key}'><summary><b>{label} sparsity</b>: "
-      f"{tested} of {len(stats)} slices tested, {hurt} significantly hurt and {helped} significantly helped after "
-      f"FDR</summary>{figure}<details class='table'{' open' if is_open else ''}><summary>All {len(stats)} slices "
-      f"(sortable table)</summary>{_slice_table(stats, f'slices-{key}')}</details></details>"
+  return _level_details(
+      f"subgroups-{key}",
+      is_open,
+      f"<b>{label} sparsity</b>: {tested} of {len(stats)} slices tested, {hurt} significantly hurt and {helped} "
+      "significantly helped after FDR",
+      figure,
+      f"All {len(stats)} slices (sortable table)",
+      _slice_table(stats, f"slices-{key}"),
+      table_open=is_open,
   )
 
 
@@ -765,11 +780,15 @@ def robustness_section(data, figure_folder):
     )
     rows = data.robustness.loc[data.robustness["sparsity"] == sparsity]
     parts.append(
-        f"<details class='level'{' open' if sparsity == levels[-1] else ''} id='robustness-{key}'><summary>"
-        f"<b>{esc(label)} sparsity</b>: {int(rows['significant'].sum())} of {len(rows)} corruption × "
-        f"severity pairs differ significantly</summary><figure>{svg}</figure><details class='table'>"
-        f"<summary>All rows</summary>{_robustness_table(rows, f'robustness-table-{key}')}</details>"
-        "</details>"
+        _level_details(
+            f"robustness-{key}",
+            sparsity == levels[-1],
+            f"<b>{esc(label)} sparsity</b>: {int(rows['significant'].sum())} of {len(rows)} corruption × severity "
+            "pairs differ significantly",
+            f"<figure>{svg}</figure>",
+            "All rows",
+            _robustness_table(rows, f"robustness-table-{key}"),
+        )
     )
   return Section(
       "robustness",
