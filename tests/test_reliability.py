@@ -10,6 +10,7 @@ import json
 import multiprocessing
 import os
 import random
+import re
 import shutil
 import signal
 import socket
@@ -113,6 +114,10 @@ def test_killed_training_resumes_to_the_predictions_of_an_uninterrupted_run(tmp_
   assert not (tmp_path / "b" / "sparsity50_seed7.json").exists(), "the run finished before it was killed"
   saved = sorted(int(p.split("ckpt-")[1].split(".")[0]) for p in glob.glob(f"{tmp_path}/b/checkpoints/ckpt-*.index"))
   assert saved and saved[-1] < 3, saved
+  # The resume point is the checkpoint the state file names: a kill can land after a checkpoint's files are written
+  # and before the state file commits it, and then the one before is the last complete one.
+  committed = int(re.search(r'^model_checkpoint_path: "ckpt-(\d+)"', state.read_text(), re.M).group(1))
+  assert committed in saved[-2:], (committed, saved)
 
   # Resume it, and in parallel train the same model from scratch once more (reproducibility of two clean runs).
   resumed = _start("train.train", *TRAIN_FLAGS, f"--workdir={tmp_path}/b", out=tmp_path / "b2.out")
@@ -120,8 +125,8 @@ def test_killed_training_resumes_to_the_predictions_of_an_uninterrupted_run(tmp_
   for proc, out in ((uninterrupted, "a.out"), (resumed, "b2.out"), (again, "c.out")):
     assert proc.wait(timeout=600) == 0, (tmp_path / out).read_text()[-3000:]
   output = (tmp_path / "b2.out").read_text()
-  assert f"resumed from {tmp_path}/b/checkpoints/ckpt-{saved[-1]} (epoch {saved[-1]})" in output, output[-3000:]
-  assert f"epoch {saved[-1]}/3 " not in output and "epoch 3/3 " in output  # only the remaining epochs ran
+  assert f"resumed from {tmp_path}/b/checkpoints/ckpt-{committed} (epoch {committed})" in output, output[-3000:]
+  assert f"epoch {committed}/3 " not in output and "epoch 3/3 " in output  # only the remaining epochs ran
 
   reference = predictions_lib.read_predictions(str(tmp_path / "a" / "sparsity50_seed7.tfrecord"))
   assert reference.metadata["measured_sparsity"] == pytest.approx(0.5, abs=0.005)
