@@ -18,6 +18,7 @@ Importing this module costs no TensorFlow: the pies.tfrecord writer and reader l
 
 import dataclasses
 
+from pie import significance
 from pie import variants
 from pie.errors import PieError
 
@@ -171,18 +172,7 @@ CLASS_STATS = Table(
         ("paired_note", STR),
     ),
     bootstrap=("significant_stability", "significance_replicability"),
-    paired=(
-        "paired_change",
-        "paired_t_statistic",
-        "paired_p_value",
-        "paired_significant",
-        "paired_q_value",
-        "paired_significant_fdr",
-        "paired_ci_low",
-        "paired_ci_high",
-        "num_pairs",
-        "paired_note",
-    ),
+    paired=significance.PAIRED_COLUMNS,
 )
 
 EXEMPLAR_SCORES = Table(
