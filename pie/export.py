@@ -14,6 +14,16 @@ from pie import predictions as predictions_lib
 from pie.errors import PieError
 
 
+def export_settings(config):
+  """The config's export settings as keyword arguments of `predict_eval`, `predict_tflite` and `export_predictions`:
+  eval batch size (default 256), top-k (5), and whether the logits are exported (no)."""
+  return {
+      "batch_size": config.get("eval_batch_size", 256),
+      "top_k": config.get("top_k", 5),
+      "with_logits": config.get("export_logits", False),
+  }
+
+
 def predict_eval(
     model, dataset, batch_size, top_k=5, with_logits=False, log=print, strategy=None, image_dtype=tf.float32
 ):

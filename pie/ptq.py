@@ -64,9 +64,7 @@ def derive_ptq(config, source_dir, workdir, representative=None, dataset=None, l
   arrays = export_lib.predict_tflite(
       tflite_bytes,
       dataset,
-      config.get("eval_batch_size", 256),
-      top_k=config.get("top_k", 5),
-      with_logits=config.get("export_logits", False),
+      **export_lib.export_settings(config),
       log=lambda m: log(f"{job.name}: {m}"),
   )
   scope = config.pruning.get("scope", "all_but_classifier")

@@ -198,9 +198,7 @@ def export_from_model_file(config, model_path, out_path, dataset=None, extra_met
       dataset,
       out_path,
       metadata,
-      batch_size=config.get("eval_batch_size", 256),
-      top_k=config.get("top_k", 5),
-      with_logits=config.get("export_logits", False),
+      **export_lib.export_settings(config),
       log=log,
       slice_features=config.get("slice_features"),
   )
@@ -262,9 +260,7 @@ def train_and_export(config, workdir, strategy=None, log=print, reuse_traced=Fal
       predictions = export_lib.predict_eval(
           stripped,
           dataset,
-          config.get("eval_batch_size", 256),
-          top_k=config.get("top_k", 5),
-          with_logits=config.get("export_logits", False),
+          **export_lib.export_settings(config),
           log=log,
           strategy=strategy,
           image_dtype=devices.input_dtype(config.get("mixed_precision")),
@@ -692,13 +688,7 @@ def _predict(model, tflite_bytes, dataset, config, log):
       if tflite_bytes is not None
       else functools.partial(export_lib.predict_eval, model)
   )
-  return predict(
-      dataset,
-      config.get("eval_batch_size", 256),
-      top_k=config.get("top_k", 5),
-      with_logits=config.get("export_logits", False),
-      log=log,
-  )
+  return predict(dataset, **export_lib.export_settings(config), log=log)
 
 
 def predict_deployed(variant, model, dataset, config, log=print):
