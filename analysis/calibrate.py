@@ -16,6 +16,7 @@ import numpy as np
 
 import pie  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from pie import analysis
+from pie import builder
 from pie import cli
 from pie import io_utils
 from pie import significance
@@ -32,7 +33,7 @@ flags.mark_flags_as_required(["study_dir"])
 def run(study_dir, out_dir=None, num_splits=200, alpha=0.05, seed=0, log=print):
   """The A/A calibration table of a study's dense models (see the module docstring); writes calibration.csv."""
   study = study_lib.load_study(study_dir, log=log)
-  plan = analysis.FloorPlan(study.populations, [], 0, seed)
+  plan = builder.FloorPlan(study.populations, [], 0, seed)
   pool = np.stack([m.top1 for k in plan.pool_keys for m in study.populations[k]])
   sizes = plan.reference
   if min(sizes) < 2:

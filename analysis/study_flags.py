@@ -64,20 +64,27 @@ MIN_SLICE_SIZE = flags.DEFINE_integer(
 FLAG_NAMES = {"validate_first": "validate"}
 
 
+def options():
+  """The statistics' flags as one `pie.analysis.AnalysisOptions`, checked once (a bad value names its flag)."""
+  return analysis.AnalysisOptions(
+      alpha=ALPHA.value,
+      seed=SEED.value,
+      normalization=NORMALIZATION.value,
+      bootstrap_resamples=BOOTSTRAP.value,
+      power_effect=POWER_EFFECT.value,
+      noise_floor_splits=NOISE_FLOOR_SPLITS.value,
+      class_groups=CLASS_GROUPS.value,
+      min_slice_size=MIN_SLICE_SIZE.value,
+  )
+
+
 def arguments():
   """The shared flags as keyword arguments of pie.analysis.run / pie.beam_analysis.run."""
   return {
       "study_dir": STUDY_DIR.value,
       "predictions": PREDICTIONS.value,
       "out_dir": OUT_DIR.value,
-      "alpha": ALPHA.value,
-      "seed": SEED.value,
       "allow_mixed_configs": ALLOW_MIXED.value,
-      "normalization": NORMALIZATION.value,
-      "bootstrap_resamples": BOOTSTRAP.value,
-      "power_effect": POWER_EFFECT.value,
       "validate_first": VALIDATE.value,
-      "noise_floor_splits": NOISE_FLOOR_SPLITS.value,
-      "class_groups": CLASS_GROUPS.value,
-      "min_slice_size": MIN_SLICE_SIZE.value,
+      "options": options(),
   }

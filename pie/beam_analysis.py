@@ -36,6 +36,7 @@ import pandas as pd
 import tensorflow as tf
 
 from pie import analysis
+from pie import builder
 from pie import difficulty
 from pie import io_utils
 from pie import outputs
@@ -53,6 +54,14 @@ DEFAULT_BLOCK_SIZE = 20_000  # examples per block: a worker holds models x block
 DEFAULT_SHARD_ROWS = 200_000  # rows per shard of exemplar_scores.csv
 # Outputs of pie.analysis this pipeline does not write: an earlier run's copies would not match the new tables.
 _STALE = (outputs.PIES_TFRECORD, outputs.REPORT_HTML)
+# The tie counts of `analysis.pie_rows`, summed over blocks.
+_TIE_COUNTS = (
+    "num_ties_dense",
+    "num_ties_pruned",
+    "num_pies_with_tie",
+    "num_pies_largest_id_rule",
+    "num_pies_tie_dependent",
+)
 
 
 def import_beam():
@@ -66,7 +75,7 @@ def import_beam():
 
 class _Level:
   """One compared population: its rows in the block's model matrix, its bootstrap resamples (or None) and, in the
-  paired design, its pairs with their dense twins (`analysis.Pairs`, rows within each population; or None)."""
+  paired design, its pairs with their dense twins (`builder.Pairs`, rows within each population; or None)."""
 
   def __init__(self, method, sparsity, rows, dense_resamples=None, pruned_resamples=None, pairs=None):
     self.method, self.sparsity, self.rows = method, sparsity, rows
@@ -89,7 +98,6 @@ class _Plan:
     self.dense = slice(0, len(index.populations[variants.DENSE_KEY]))
     self.levels, self.with_method, self.seed = levels, with_method, seed
     self.block_size, self.shard_rows, self.work_dir = block_size, shard_rows, work_dir
-    self.design = analysis.study_design(index.populations)
     # Logits give the EL2N difficulty score; read only when every export has them, as load_study does.
     self.with_logits = all(m.has_logits for m in models)
 
@@ -465,45 +473,12 @@ def _concatenate(shards, path):
         out.write(body)
 
 
-def analyze_study(
-    study_dir=None,
-    out_dir=None,
-    prediction_files=None,
-    alpha=0.05,
-    seed=0,
-    normalization=significance.DEFAULT_NORMALIZATION,
-    bootstrap_resamples=200,
-    power_effect=analysis.DEFAULT_POWER_EFFECT,
-    allow_mixed_configs=False,
-    pipeline_args=(),
-    block_size=DEFAULT_BLOCK_SIZE,
-    shard_rows=DEFAULT_SHARD_ROWS,
-    noise_floor_splits=analysis.DEFAULT_NOISE_FLOOR_SPLITS,
-    class_groups=None,
-    min_slice_size=slices_lib.DEFAULT_MIN_SLICE_SIZE,
-    log=print,
-):
-  """Runs the analysis as a Beam pipeline and writes its tables and summary.json into `out_dir`; returns the summary.
-
-  Arguments as for `pie.analysis.analyze_study` and `pie.study.load_study`, plus the Beam `pipeline_args`
-  (command-line style), the examples per block a worker scores at once, and the rows per shard of
-  exemplar_scores.csv. Both sizes change how the work is cut, never the outputs.
-  """
-  analysis.check_options(alpha, normalization, bootstrap_resamples, noise_floor_splits)
-  min_slice_size = slices_lib.check_min_slice_size(min_slice_size)
-  if out_dir is None:
-    raise PieError("give an output folder (out_dir)", parameter="out_dir")
-  if block_size < 1 or shard_rows < 1:
-    raise PieError(f"block_size and shard_rows must be >= 1, got {block_size} and {shard_rows}")
-  beam = import_beam()
-  options = pipeline_options(pipeline_args)
-  index = study_lib.scan_study(study_dir, prediction_files, allow_mixed_configs=allow_mixed_configs, log=log)
-  if index.num_examples < 1:
-    raise PieError(f"{index.paths[0]}: the prediction files hold no example")
-  analysis.check_populations(index.populations, study_dir or "the prediction files")
-  compressed, with_method, _ = analysis.compared_populations(index.populations)
+def _make_plan(index, options, block_size, shard_rows, work_dir):
+  """The pipeline's `_Plan`: every compared population's rows in the block matrix, its resamples and pairs."""
+  compressed, with_method, _ = builder.compared_populations(index.populations)
   models = list(index.populations[variants.DENSE_KEY])
   n_dense = len(models)
+  design = builder.study_design(index.populations)
   levels = []
   row_of_key = {variants.DENSE_KEY: slice(0, n_dense)}
   for method, sparsity in compressed:
@@ -511,58 +486,76 @@ def analyze_study(
     rows = slice(len(models), len(models) + len(population))
     row_of_key[(method, sparsity)] = rows
     resamples = (
-        significance.bootstrap_resamples(n_dense, len(population), bootstrap_resamples, seed)
-        if bootstrap_resamples
+        significance.bootstrap_resamples(n_dense, len(population), options.bootstrap_resamples, options.seed)
+        if options.bootstrap_resamples
         else (None, None)
     )
-    pairs = analysis.level_pairs(
-        analysis.study_design(index.populations), index.populations[variants.DENSE_KEY], population
-    )
+    pairs = builder.level_pairs(design, index.populations[variants.DENSE_KEY], population)
     levels.append(_Level(method, sparsity, rows, *resamples, pairs=pairs))
     models += population
-  work_dir = os.path.join(out_dir, f".beam-work-{uuid.uuid4().hex[:8]}")
-  floor = analysis.FloorPlan(index.populations, compressed, noise_floor_splits, seed)
-  plan = _Plan(
+  floor = builder.FloorPlan(index.populations, compressed, options.noise_floor_splits, options.seed)
+  return _Plan(
       index,
       models,
       levels,
       with_method,
-      seed,
+      options.seed,
       block_size,
       shard_rows,
       work_dir,
       floor,
       floor.pool_rows(row_of_key),
-      slices_lib.study_plan(index, class_groups),
+      slices_lib.study_plan(index, options.class_groups),
   )
-  runner = options.get_all_options()["runner"]
+
+
+def analyze_study(
+    study_dir=None,
+    out_dir=None,
+    prediction_files=None,
+    options=None,
+    allow_mixed_configs=False,
+    pipeline_args=(),
+    block_size=DEFAULT_BLOCK_SIZE,
+    shard_rows=DEFAULT_SHARD_ROWS,
+    log=print,
+    **option_fields,
+):
+  """Runs the analysis as a Beam pipeline and writes its tables and summary.json into `out_dir`; returns the summary.
+
+  Arguments as for `pie.analysis.analyze_study` (`options`, or its fields as keywords) and `pie.study.load_study`,
+  plus the Beam `pipeline_args` (command-line style), the examples per block a worker scores at once, and the rows
+  per shard of exemplar_scores.csv. Both sizes change how the work is cut, never the outputs.
+  """
+  options = builder.AnalysisOptions.of(options, **option_fields)
+  if out_dir is None:
+    raise PieError("give an output folder (out_dir)", parameter="out_dir")
+  if block_size < 1 or shard_rows < 1:
+    raise PieError(f"block_size and shard_rows must be >= 1, got {block_size} and {shard_rows}")
+  beam = import_beam()
+  beam_options = pipeline_options(pipeline_args)
+  index = study_lib.scan_study(study_dir, prediction_files, allow_mixed_configs=allow_mixed_configs, log=log)
+  if index.num_examples < 1:
+    raise PieError(f"{index.paths[0]}: the prediction files hold no example")
+  builder.check_populations(index.populations, study_dir or "the prediction files")
+  plan = _make_plan(index, options, block_size, shard_rows, os.path.join(out_dir, f".beam-work-{uuid.uuid4().hex[:8]}"))
   log(
-      f"beam: {len(models)} prediction files, {len(levels)} compared populations, {plan.num_blocks} block(s) of up "
-      f"to {block_size} examples; runner {runner}"
+      f"beam: {len(plan.paths)} prediction files, {len(plan.levels)} compared populations, {plan.num_blocks} block(s) "
+      f"of up to {block_size} examples; runner {beam_options.get_all_options()['runner']}"
   )
   io_utils.makedirs(out_dir)
   try:
     start = time.time()
-    pipeline = beam.Pipeline(options=options)
+    pipeline = beam.Pipeline(options=beam_options)
     _build_pipeline(pipeline, plan)
     pipeline.run().wait_until_finish()
     log(f"beam: pipeline finished in {time.time() - start:.1f}s")
-    results = _collect_sums(plan, index, log)
-    summary, tables = _tables(
-        plan, index, results, alpha, seed, normalization, bootstrap_resamples, power_effect, min_slice_size, log
-    )
-    shards = -(-plan.num_examples // shard_rows)
-    for name, paths in (
-        (outputs.PIES_CSV, [plan.pies_shard(j, b) for j in range(len(levels)) for b in range(plan.num_blocks)]),
-        (outputs.EXEMPLAR_SCORES_CSV, [plan.exemplar_shard(j, s) for j in range(len(levels)) for s in range(shards)]),
-    ):
-      if paths:
-        _concatenate(paths, os.path.join(out_dir, name))
-      else:  # a study of dense models only: no compared population, the header alone
-        io_utils.write_text(os.path.join(out_dir, name), analysis.csv_text(analysis.empty_table(name, with_method)))
+    dense, levels = _sums(plan, index, _collect_sums(plan, index, log))
+    tables, summary = builder.build(index, dense, levels, plan.floor, plan.slices, options, log)
+    _concatenate_per_example_tables(plan, out_dir)
   finally:
-    if tf.io.gfile.exists(work_dir):
-      tf.io.gfile.rmtree(work_dir)
+    if tf.io.gfile.exists(plan.work_dir):
+      tf.io.gfile.rmtree(plan.work_dir)
   for name, frame in tables.items():
     io_utils.write_text(os.path.join(out_dir, name), analysis.csv_text(frame))
   io_utils.write_json(os.path.join(out_dir, outputs.SUMMARY_JSON), summary)
@@ -573,26 +566,35 @@ def analyze_study(
   return summary
 
 
+def _concatenate_per_example_tables(plan, out_dir):
+  """pies.csv and exemplar_scores.csv from the workers' shards (the header alone when nothing is compared)."""
+  levels = range(len(plan.levels))
+  shards = -(-plan.num_examples // plan.shard_rows)
+  for name, paths in (
+      (outputs.PIES_CSV, [plan.pies_shard(j, b) for j in levels for b in range(plan.num_blocks)]),
+      (outputs.EXEMPLAR_SCORES_CSV, [plan.exemplar_shard(j, s) for j in levels for s in range(shards)]),
+  ):
+    if paths:
+      _concatenate(paths, os.path.join(out_dir, name))
+    else:
+      io_utils.write_text(os.path.join(out_dir, name), analysis.csv_text(builder.empty_table(name, plan.with_method)))
+
+
 def run(
     study_dir=None,
     predictions=None,
     out_dir=None,
-    alpha=0.05,
-    seed=0,
+    options=None,
     allow_mixed_configs=False,
-    normalization=significance.DEFAULT_NORMALIZATION,
-    bootstrap_resamples=200,
-    power_effect=analysis.DEFAULT_POWER_EFFECT,
     validate_first=True,
     pipeline_args=(),
     block_size=DEFAULT_BLOCK_SIZE,
     shard_rows=DEFAULT_SHARD_ROWS,
-    noise_floor_splits=analysis.DEFAULT_NOISE_FLOOR_SPLITS,
-    class_groups=None,
-    min_slice_size=slices_lib.DEFAULT_MIN_SLICE_SIZE,
     log=print,
+    **option_fields,
 ):
   """`pie.analysis.run` with Beam: validation first, then `analyze_study`; returns (out_dir, summary)."""
+  options = builder.AnalysisOptions.of(options, **option_fields)
   out_dir = analysis.output_dir(study_dir, predictions, out_dir)
   import_beam()  # a missing extra is reported before any work
   if study_dir and validate_first:
@@ -601,172 +603,57 @@ def run(
       study_dir,
       out_dir,
       prediction_files=predictions,
-      alpha=alpha,
-      seed=seed,
-      normalization=normalization,
-      bootstrap_resamples=bootstrap_resamples,
-      power_effect=power_effect,
+      options=options,
       allow_mixed_configs=allow_mixed_configs,
       pipeline_args=pipeline_args,
       block_size=block_size,
       shard_rows=shard_rows,
-      noise_floor_splits=noise_floor_splits,
-      class_groups=class_groups,
-      min_slice_size=min_slice_size,
       log=log,
   )
   return out_dir, summary
 
 
-def _tables(plan, index, results, alpha, seed, normalization, bootstrap_resamples, power_effect, min_slice_size, log):
-  """summary.json and the tables made from sums (class_stats.csv, pie_accuracy.csv, difficulty.csv,
-  slice_stats.csv), by pie.analysis's functions."""
+def _sums(plan, index, results):
+  """The pipeline's sums as `builder.DenseSums` and one `builder.LevelSums` per compared population."""
   hits = np.stack([results["models"][i]["hits"] for i in range(len(plan.paths))])
   slice_hits = np.stack([results["models"][i]["slice_hits"] for i in range(len(plan.paths))])
-  slice_sizes = results["models"][plan.reference]["slice_sizes"]
-  class_count = results["models"][plan.reference]["class_count"]
   sums, accuracy = results["sums"], results["accuracy"]
-  num_examples = plan.num_examples
-  dense_hits = hits[plan.dense]
-  dense_models = index.populations[variants.DENSE_KEY]
-  levels = [analysis.level_entry(variants.DENSE_KEY, dense_models, analysis.top1_from_hits(dense_hits, num_examples))]
-  parts = {
-      outputs.CLASS_STATS_CSV: [],
-      outputs.PIE_ACCURACY_CSV: [],
-      outputs.DIFFICULTY_CSV: [],
-      outputs.SLICE_STATS_CSV: [],
-  }
   blocks = [results["difficulty"][block] for block in range(plan.num_blocks)]
-  scores = pd.concat([b["scores"] for b in blocks], ignore_index=True)
-  true_prob = scores["dense_true_prob"].to_numpy()
-  bins = difficulty.deciles(true_prob)
-  dense_correct = np.concatenate([b["dense_correct"] for b in blocks])
+  dense = builder.DenseSums(
+      models=index.populations[variants.DENSE_KEY],
+      hits=hits[plan.dense],
+      class_count=results["models"][plan.reference]["class_count"],
+      correct=np.concatenate([b["dense_correct"] for b in blocks]),
+      scores=pd.concat([b["scores"] for b in blocks], ignore_index=True),
+      slice_hits=slice_hits[plan.dense],
+      slice_sizes=results["models"][plan.reference]["slice_sizes"],
+      pool_hits=hits[plan.pool_rows],
+      floor_pie_counts={pair: sums[("floor", pair)] for pair in plan.floor.splits},
+  )
+  levels = []
   for j, level in enumerate(plan.levels):
     key = (level.method, level.sparsity)
-    pruned_hits = hits[level.rows]
-    entry = analysis.level_entry(key, index.populations[key], analysis.top1_from_hits(pruned_hits, num_examples))
-    class_stability = None
-    if bootstrap_resamples:
-      class_stability, _ = significance.bootstrap_class_stability(
-          dense_hits,
-          pruned_hits,
-          class_count,
-          level.dense_resamples,
-          level.pruned_resamples,
-          alpha=alpha,
-          normalization=normalization,
-      )
-    ties = {
-        name: sums[(j, name)]
-        for name in (
-            "num_ties_dense",
-            "num_ties_pruned",
-            "num_pies_with_tie",
-            "num_pies_largest_id_rule",
-            "num_pies_tie_dependent",
-        )
-    }
-    classes = analysis.compare_level(
-        entry,
-        level.sparsity,
-        dense_hits,
-        pruned_hits,
-        class_count,
-        index.class_names,
-        sums[(j, "num_pies")],
-        ties,
-        alpha,
-        normalization,
-        power_effect,
-        class_stability=class_stability,
-        num_pies_stable_90=sums.get((j, "num_pies_stable_90")),
-        pairs=level.pairs,
-        discordance=None
-        if level.pairs is None
-        else sums.get((j, "discordance"), np.zeros((0, plan.num_classes, 2), np.int64)),
-    )
-    sizes = {subset: accuracy[(j, "size", subset)] for subset in outputs.SUBSETS}
-    correct = {
-        population: {subset: accuracy[(j, population, subset)] for subset in outputs.SUBSETS}
-        for population in outputs.POPULATIONS
-    }
-    pies = np.concatenate([b["pies"][j] for b in blocks])
-    n_pruned = level.rows.stop - level.rows.start
-    frames = {
-        outputs.CLASS_STATS_CSV: classes,
-        outputs.PIE_ACCURACY_CSV: analysis.accuracy_rows(level.sparsity, sizes, correct),
-        outputs.DIFFICULTY_CSV: difficulty.difficulty_rows(
+    levels.append(
+        builder.LevelSums(
+            level.method,
             level.sparsity,
-            true_prob,
-            bins,
-            pies,
-            dense_correct,
-            plan.dense.stop,
-            np.concatenate([b["pruned_correct"][j] for b in blocks]),
-            n_pruned,
-        ),
-    }
-    if len(plan.slices):
-      frames[outputs.SLICE_STATS_CSV] = analysis.slice_table(
-          entry,
-          plan.slices,
-          level.sparsity,
-          slice_hits[plan.dense],
-          slice_hits[level.rows],
-          slice_sizes,
-          analysis.top1_from_hits(dense_hits, num_examples),
-          analysis.top1_from_hits(pruned_hits, num_examples),
-          sums[(j, "slice_pies")],
-          alpha,
-          normalization,
-          min_slice_size,
-      )
-    analysis.harm_sources(entry, scores, pies, classes, index.train_class_counts)
-    for name, frame in frames.items():
-      if plan.with_method:
-        frame[outputs.METHOD_COLUMN] = level.method
-      parts[name].append(frame)
-    levels.append(entry)
-    analysis.log_level(log, level.method, level.sparsity, entry)
-  level_counts = {
-      (level.method, level.sparsity): {"bootstrap": sums.get((j, "bootstrap_counts"))}
-      for j, level in enumerate(plan.levels)
-  }
-  floor = analysis.noise_floor(
-      plan.floor,
-      levels,
-      hits[plan.pool_rows],
-      class_count,
-      {pair: sums[("floor", pair)] for pair in plan.floor.splits},
-      level_counts,
-      alpha,
-      normalization,
-  )
-  analysis.log_floor(log, floor, levels)
-  mitigations = analysis.mitigation_comparisons(
-      levels,
-      dense_hits,
-      {(level.method, level.sparsity): hits[level.rows] for level in plan.levels},
-      class_count,
-      index.class_names,
-      {key: counts["bootstrap"] for key, counts in level_counts.items()},
-      alpha,
-      normalization,
-  )
-  analysis.log_mitigations(log, mitigations)
-  summary = analysis.study_summary(
-      index,
-      levels,
-      alpha,
-      seed,
-      normalization,
-      bootstrap_resamples,
-      floor,
-      plan.design,
-      mitigations,
-      slices_summary=plan.slices.summary(min_slice_size),
-  )
-  return summary, {
-      name: (pd.concat(frames, ignore_index=True) if frames else analysis.empty_table(name, plan.with_method))
-      for name, frames in parts.items()
-  }
+            index.populations[key],
+            hits=hits[level.rows],
+            pies=np.concatenate([b["pies"][j] for b in blocks]),
+            correct=np.concatenate([b["pruned_correct"][j] for b in blocks]),
+            ties={name: sums[(j, name)] for name in _TIE_COUNTS},
+            accuracy_sizes={subset: accuracy[(j, "size", subset)] for subset in outputs.SUBSETS},
+            accuracy_correct={
+                population: {subset: accuracy[(j, population, subset)] for subset in outputs.SUBSETS}
+                for population in outputs.POPULATIONS
+            },
+            slice_hits=slice_hits[level.rows],
+            slice_pies=sums[(j, "slice_pies")],
+            pairs=level.pairs,
+            discordance=sums.get((j, "discordance"), np.zeros((0, plan.num_classes, 2), np.int64)),
+            resamples=None if level.dense_resamples is None else (level.dense_resamples, level.pruned_resamples),
+            bootstrap_pie_counts=sums.get((j, "bootstrap_counts")),
+            num_pies_stable_90=sums.get((j, "num_pies_stable_90")),
+        )
+    )
+  return dense, levels

@@ -450,7 +450,7 @@ LEVEL_KEYS = (
 )
 LEVEL_OPTIONAL = ("num_significant_classes_fdr",)
 # A compared population's hurt classes: those significant after FDR with a negative normalized change, and the class
-# that fell most (`pie.analysis.largest_class_harm`: class_id, class_name, normalized_change, ci_low, ci_high, ...).
+# that fell most (`pie.builder.largest_class_harm`: class_id, class_name, normalized_change, ci_low, ci_high, ...).
 LEVEL_HARM_KEYS = ("num_hurt_classes_fdr", "largest_class_harm")
 # A level's population and its measured size (studies comparing compression methods).
 LEVEL_METHOD_KEYS = ("method", "bits_per_weight", "compressed_bytes")
@@ -482,7 +482,7 @@ SINGLE_PAIR_KEYS = (
     "pairs",
 )
 # summary.json `mitigations`: one entry per mitigated population against the unmitigated one of its method and level
-# (pie.analysis.mitigation_comparisons; the rule in docs/statistics.md, "Mitigations compared").
+# (pie.builder.mitigation_comparisons; the rule in docs/statistics.md, "Mitigations compared").
 MITIGATION_KEYS = (
     "population",
     "method",

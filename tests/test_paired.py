@@ -249,7 +249,7 @@ def test_pairs_needed_uses_the_variance_of_the_differences():
 
 
 def test_pairs_of_a_population_by_twin_and_by_seed():
-  from pie import analysis  # pylint: disable=g-import-not-at-top
+  from pie import builder  # pylint: disable=g-import-not-at-top
   from pie import study as study_lib  # pylint: disable=g-import-not-at-top
 
   def record(name, seed, twin=None):
@@ -257,10 +257,10 @@ def test_pairs_of_a_population_by_twin_and_by_seed():
 
   dense = [record(f"sparsity0_seed{s}", s) for s in (0, 1, 2)]
   pruned = [record(f"sparsity90_seed{s}", s, f"sparsity0_seed{s}") for s in (2, 3, 1)]
-  twins = analysis.level_pairs("paired", dense, pruned)
+  twins = builder.level_pairs("paired", dense, pruned)
   assert twins.twins and twins.dense_rows.tolist() == [2, 1] and twins.rows.tolist() == [0, 2]
   assert twins.names == [("sparsity0_seed2", "sparsity90_seed2"), ("sparsity0_seed1", "sparsity90_seed1")]
   scratch = [record(f"sparsity90_seed{s}", s) for s in (2, 3, 1)]
-  assert len(analysis.level_pairs("paired", dense, scratch).rows) == 0  # no twin recorded: no paired test
-  by_seed = analysis.level_pairs("independent", dense, scratch)
+  assert len(builder.level_pairs("paired", dense, scratch).rows) == 0  # no twin recorded: no paired test
+  by_seed = builder.level_pairs("independent", dense, scratch)
   assert not by_seed.twins and by_seed.dense_rows.tolist() == [2, 1] and by_seed.rows.tolist() == [0, 2]

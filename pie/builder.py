@@ -1,0 +1,884 @@
+"""The one builder of the analysis: every table made from sums over examples, the noise floor and summary.json.
+
+The in-memory analysis (`pie.analysis`) and the Beam pipeline (`pie.beam_analysis`) compute the same sums over
+examples in their own way (the prediction matrices in memory; blocks of examples on workers) and hand them here: one
+`DenseSums` for the dense population and one `LevelSums` per compared population. `build` runs the per-level sequence
+(summary entry, class tests, PIE accuracy, difficulty, slices, harm sources, log line) and then what spans the study
+(noise floor, mitigations, summary.json), so a new statistic made from sums is written once, here, for both.
+
+Its settings are one `AnalysisOptions`, checked once when it is made.
+"""
+
+import dataclasses
+from typing import Optional
+
+import numpy as np
+import pandas as pd
+
+from pie import difficulty
+from pie import outputs
+from pie import significance
+from pie import slices as slices_lib
+from pie import stats
+from pie import variants
+from pie.errors import PieError
+
+# The normalized change that the "models needed" plan is sized to detect (5 points of recall beyond the overall
+# change), unless the caller asks for another.
+DEFAULT_POWER_EFFECT = 0.05
+# Random A/A splits of the pooled dense models that measure the noise floor, unless the caller asks for another number.
+DEFAULT_NOISE_FLOOR_SPLITS = 200
+
+
+@dataclasses.dataclass(frozen=True)
+class AnalysisOptions:
+  """The settings of an analysis's statistics, checked when made (a PieError names the field).
+
+  alpha: significance level of every test and 1 - confidence of every interval.
+  seed: seed of the random draws (pie_accuracy.csv's random subset, bootstrap, A/A splits).
+  normalization: how recall is normalized before the class tests (`significance.NORMALIZATIONS`).
+  bootstrap_resamples: resamples of the models for PIE and class replicability (0: none).
+  power_effect: the normalized change summary.json's `models_needed` plan is sized to detect.
+  noise_floor_splits: random A/A splits of the pooled dense models (0: none).
+  class_groups: class groups analysed as slices (a shipped grouping's name, a JSON file, a dict; None: the
+    study config's).
+  min_slice_size: slices with fewer examples are reported, not tested.
+  """
+
+  alpha: float = 0.05
+  seed: int = 0
+  normalization: str = significance.DEFAULT_NORMALIZATION
+  bootstrap_resamples: int = 200
+  power_effect: float = DEFAULT_POWER_EFFECT
+  noise_floor_splits: int = DEFAULT_NOISE_FLOOR_SPLITS
+  class_groups: object = None
+  min_slice_size: int = slices_lib.DEFAULT_MIN_SLICE_SIZE
+
+  def __post_init__(self):
+    if not 0 < self.alpha < 1:
+      raise PieError(f"alpha must be in (0, 1), got {self.alpha}", parameter="alpha")
+    if self.normalization not in significance.NORMALIZATIONS:
+      raise PieError(
+          f"normalization must be one of {significance.NORMALIZATIONS}, got {self.normalization!r}",
+          parameter="normalization",
+      )
+    for name in ("bootstrap_resamples", "noise_floor_splits"):
+      if getattr(self, name) < 0:
+        raise PieError(f"{name} must be >= 0, got {getattr(self, name)}", parameter=name)
+    object.__setattr__(self, "min_slice_size", slices_lib.check_min_slice_size(self.min_slice_size))
+
+  @classmethod
+  def of(cls, options=None, **fields):
+    """`options` (None: the defaults) with the given fields replaced: what the analysis functions accept as keywords
+    (`analyze(study, alpha=0.01)`) becomes one checked record."""
+    unknown = sorted(set(fields) - {field.name for field in dataclasses.fields(cls)})
+    if unknown:
+      raise TypeError(f"unknown analysis option(s) {', '.join(unknown)}")
+    return dataclasses.replace(options or cls(), **fields)
+
+
+def compared_populations(populations):
+  """What the analysis compares with the dense population, given the (method, level) keys of a study.
+
+  Returns (compressed, with_method, primary): the compressed populations in output order (registry order of the
+  method, then level), whether the tables need a `method` column, and the method of the report's per-level view.
+  """
+  compressed = sorted(
+      (k for k in populations if not variants.is_dense(k[0])), key=lambda k: (variants.method_rank(k[0]), k[1])
+  )
+  with_method = outputs.has_method_column(method for method, _ in populations)
+  return compressed, with_method, variants.primary_method(method for method, _ in compressed)
+
+
+class FloorPlan:
+  """The A/A comparisons of the noise floor.
+
+  The pool is the dense population and, when the study has one, the dense replicate (both dense, disjoint seeds).
+  `splits` draw two disjoint populations from the pool, of the sizes of a compared population and the dense one, so
+  that a level's PIEs are set against A/A counts at the same population sizes. `control` is the control compared
+  directly with the dense population: the replicate, else the sham, else None.
+  """
+
+  def __init__(self, populations, compared, num_splits, seed):
+    self.num_splits, self.seed = int(num_splits), int(seed)
+    self.pool_keys = [variants.DENSE_KEY] + [k for k in populations if k[0] == variants.DENSE_REPLICATE]
+    self.pool_size = sum(len(populations[k]) for k in self.pool_keys)
+    controls = sorted((k for k in populations if variants.is_control(k[0])), key=lambda k: variants.method_rank(k[0]))
+    self.control = controls[0] if controls else None
+    self.n_dense = len(populations[variants.DENSE_KEY])
+    if len(self.pool_keys) > 1:
+      self.reference = (self.n_dense, len(populations[self.pool_keys[1]]))
+    else:
+      self.reference = (self.pool_size // 2, self.pool_size // 2)
+    level_pairs = {(self.n_dense, len(populations[k])) for k in compared if not variants.is_control(k[0])}
+    self.splits = {}
+    if self.num_splits:
+      for pair in sorted(level_pairs | ({self.reference} if self.reference[0] >= 2 else set())):
+        if pair[0] + pair[1] <= self.pool_size:
+          self.splits[pair] = significance.half_splits(self.pool_size, *pair, self.num_splits, self.seed)
+
+  def pool_rows(self, row_of_key):
+    """Rows of the pool's models in a matrix whose population `key` starts at `row_of_key[key]` (a slice)."""
+    return np.concatenate([np.arange(row_of_key[k].start, row_of_key[k].stop) for k in self.pool_keys])
+
+  def pie_counts(self, pool_predictions, num_classes):
+    """{size pair: PIE counts per A/A split} over some examples (they add up over blocks of examples)."""
+    return {
+        pair: significance.split_pie_counts(pool_predictions, first, second, num_classes)
+        for pair, (first, second) in self.splits.items()
+    }
+
+
+def _quantiles(values, alpha):
+  return (
+      float(np.quantile(values, alpha / 2, method="inverted_cdf")),
+      float(np.quantile(values, 1 - alpha / 2, method="inverted_cdf")),
+  )
+
+
+def noise_floor(plan, levels, pool_hits, class_count, pie_counts, level_counts, alpha, normalization):
+  """summary.json's `noise_floor`, and each compressed level set against it (in place in `levels`).
+
+  `pie_counts` are `FloorPlan.pie_counts` summed over every example; `level_counts` maps each compared population's
+  (method, sparsity) to {"bootstrap": its PIEs per bootstrap resample, or None}; `levels` are the summary's level
+  entries.
+  """
+  num_examples = int(np.sum(class_count))
+  floor = {
+      "control": None,
+      "control_models": None,
+      "num_pies": None,
+      "pie_fraction": None,
+      "num_significant_classes": None,
+      "num_significant_classes_fdr": None,
+      "half_splits": None,
+  }
+  control_entry = None
+  if plan.control is not None:
+    control_entry = next(e for e in levels if (e["method"], e["sparsity"]) == plan.control)
+    floor.update(
+        control=plan.control[0],
+        control_models=control_entry["num_models"],
+        num_pies=control_entry["num_pies"],
+        pie_fraction=control_entry["pie_fraction"],
+        num_significant_classes=control_entry["num_significant_classes"],
+        num_significant_classes_fdr=control_entry["num_significant_classes_fdr"],
+    )
+  if plan.reference in plan.splits:
+    first, second = plan.splits[plan.reference]
+    tests = significance.split_class_tests(
+        pool_hits, class_count, first, second, alpha=alpha, normalization=normalization
+    )
+    counts = pie_counts[plan.reference]
+    low, high = _quantiles(counts, alpha)
+    spread = (lambda x: float(np.std(x, ddof=1))) if len(counts) > 1 else (lambda x: None)
+    floor["half_splits"] = {
+        "pool": [k[0] for k in plan.pool_keys],
+        "pool_models": plan.pool_size,
+        "sizes": list(plan.reference),
+        "num_splits": plan.num_splits,
+        "seed": plan.seed,
+        "num_pies_mean": float(counts.mean()),
+        "num_pies_std": spread(counts),
+        "num_pies_low": low,
+        "num_pies_high": high,
+        "pie_fraction_mean": float(counts.mean() / num_examples),
+        "num_significant_classes_mean": float(tests["num_significant"].mean()),
+        "num_significant_classes_std": spread(tests["num_significant"]),
+        "num_significant_classes_fdr_mean": float(tests["num_significant_fdr"].mean()),
+        "num_significant_classes_fdr_std": spread(tests["num_significant_fdr"]),
+        "splits_with_fdr_discovery": float(np.mean(tests["num_significant_fdr"] > 0)),
+        "class_tests_significant_rate": (
+            float(tests["num_significant"].sum() / tests["num_tested"].sum()) if tests["num_tested"].sum() else None
+        ),
+    }
+  control_boot = level_counts.get(plan.control, {}).get("bootstrap") if plan.control else None
+  for entry in levels:
+    if entry["role"] != "pruned":
+      continue
+    pair = (plan.n_dense, entry["num_models"])
+    if pair in plan.splits:
+      floor_mean = float(np.mean(pie_counts[pair]))
+    else:  # no A/A split of these sizes: the control's own comparison is the floor
+      floor_mean = None if control_entry is None else float(control_entry["num_pies"])
+    parts = level_counts.get((entry["method"], entry["sparsity"]), {})
+    result = significance.pies_against_floor(entry["num_pies"], floor_mean, parts.get("bootstrap"), control_boot, alpha)
+    entry.update(
+        noise_floor_pies_mean=floor_mean,
+        pies_excess=result["excess"],
+        pies_excess_ci_low=result["ci_low"],
+        pies_excess_ci_high=result["ci_high"],
+        distinguishable_from_noise=result["distinguishable"],
+    )
+  floor["note"] = _floor_note(plan)
+  return floor
+
+
+def _floor_note(plan):
+  if not plan.num_splits:
+    return "no A/A splits were drawn (noise_floor_splits = 0)"
+  text = (
+      "pies_excess: PIEs minus the mean PIEs of two dense populations of the same sizes, with a bootstrap "
+      "interval against the control; distinguishable_from_noise: that interval lies above 0. "
+  )
+  if len(plan.pool_keys) == 1:
+    return text + (
+        "Both need a dense replicate: add config.controls = ('dense_replicate',) (the A/A splits here "
+        "halve the dense models, smaller than the compared populations)"
+    )
+  return text + "The floor comes from A/A splits of the pooled dense and replicate models"
+
+
+def accuracy_rows(sparsity, sizes, correct):
+  """Rows of pie_accuracy.csv from counts: `sizes[subset]` examples, `correct[population][subset]` per model."""
+  rows = []
+  for population in outputs.POPULATIONS:
+    for subset in outputs.SUBSETS:
+      if sizes[subset]:
+        acc = correct[population][subset] / sizes[subset]
+        mean, std = float(acc.mean()), float(acc.std(ddof=1)) if len(acc) > 1 else float("nan")
+      else:
+        mean = std = float("nan")
+      rows.append(
+          {
+              "sparsity": sparsity,
+              "population": population,
+              "subset": subset,
+              "num_examples": int(sizes[subset]),
+              "top1_mean": mean,
+              "top1_std": std,
+          }
+      )
+  return pd.DataFrame(rows)
+
+
+def _mean_or_none(values):
+  values = [v for v in values if v is not None]
+  return float(np.mean(values)) if values else None
+
+
+def level_entry(key, models, top1):
+  """The summary entry of a population: `key` is a sparsity (dense/magnitude) or a (method, level) pair; `top1` the
+  models' top-1 accuracies, in the order of `models`."""
+  method, sparsity = key if isinstance(key, tuple) else (variants.recorded_method(None, key == 0), key)
+  role = variants.role(method)
+  return {
+      "sparsity": sparsity,
+      "role": role,
+      "num_models": len(models),
+      "top1_mean": float(top1.mean()),
+      "top1_std": float(top1.std(ddof=1)),
+      "measured_sparsity_mean": float(np.mean([m.measured_sparsity for m in models])),
+      "num_pies": None,
+      "pie_fraction": None,
+      "num_significant_classes": None,
+      "num_ties_dense": None,
+      "num_ties_pruned": None,
+      "models": [m.name for m in models],
+      "method": method,
+      "bits_per_weight": _mean_or_none([m.bits_per_weight for m in models]),
+      "compressed_bytes": _mean_or_none([m.compressed_bytes for m in models]),
+  }
+
+
+def top1_from_hits(hits, num_examples):
+  """Each model's top-1 accuracy from its correct predictions per class (`significance.class_hits`)."""
+  return np.asarray(hits).sum(axis=1) / num_examples
+
+
+def harm_sources(entry, scores, pies, classes, train_class_counts):
+  """Where a level's harm comes from, into its summary entry: how well each dense-only score predicts its PIEs (risk),
+  and the Spearman correlation of each class's normalized change with its dense recall and its training frequency."""
+  entry["risk"] = difficulty.risk_metrics(scores, pies)
+  entry["class_difficulty_spearman"] = difficulty.spearman(classes["dense_recall_mean"], classes["normalized_change"])
+  entry["train_frequency_spearman"] = (
+      None if train_class_counts is None else difficulty.spearman(train_class_counts, classes["normalized_change"])
+  )
+
+
+def study_design(populations):
+  """summary.json `design`: "paired" when compressed models started from their dense twins (their metadata records
+  `init_from`, config.init_from_dense), else "independent"."""
+  paired = any(m.init_from for models in populations.values() for m in models)
+  return outputs.PAIRED_DESIGN if paired else outputs.INDEPENDENT_DESIGN
+
+
+@dataclasses.dataclass(frozen=True)
+class Pairs:
+  """The model pairs of a compared population: model `rows[i]` of the population and model `dense_rows[i]` of the
+  dense population (`names[i]`: their names, dense first). `twins`: each compressed model was made from its dense
+  model (fine-tuned or derived: the paired design's pairs, which the paired tests use); False for pairs of the same
+  seed trained independently (the independent design), which only the single-pair view uses."""
+
+  dense_rows: np.ndarray
+  rows: np.ndarray
+  names: list
+  twins: bool = True
+
+
+def _pairs(dense_models, models, found, twins):
+  return Pairs(
+      np.array([d for d, _ in found], dtype=np.int64),
+      np.array([j for _, j in found], dtype=np.int64),
+      [(dense_models[d].name, models[j].name) for d, j in found],
+      twins,
+  )
+
+
+def twin_pairs(dense_models, models):
+  """The `Pairs` of a population: each of its models whose dense twin (the model it was fine-tuned or derived from,
+  `ModelRecord.dense_twin`) is in the dense population; the others take no part in the paired tests."""
+  index = {m.name: i for i, m in enumerate(dense_models)}
+  found = [(index[m.dense_twin], j) for j, m in enumerate(models) if m.dense_twin in index]
+  return _pairs(dense_models, models, found, twins=True)
+
+
+def seed_pairs(dense_models, models):
+  """Pairs of a dense and a compressed model with the same seed, trained independently (no pair for a seed that only
+  one population has): what a user comparing one trained model with one compressed model would compare."""
+  index = {m.seed: i for i, m in enumerate(dense_models)}
+  found = [(index[m.seed], j) for j, m in enumerate(models) if m.seed in index]
+  return _pairs(dense_models, models, found, twins=False)
+
+
+def level_pairs(design, dense_models, models):
+  """The `Pairs` of a compared population: its twin pairs in the paired design, its same-seed pairs otherwise."""
+  return twin_pairs(dense_models, models) if design == outputs.PAIRED_DESIGN else seed_pairs(dense_models, models)
+
+
+def single_pair_summary(discordance, class_count, pairs, alpha, class_names):
+  """summary.json's `single_pair` of a level: what each model pair alone says (exact McNemar per class, BH over the
+  classes: `significance.single_pair_tests`, as `pie.compare` tests one candidate), and the medians over the pairs."""
+  tests = significance.single_pair_tests(discordance, class_count, alpha)
+
+  def median(column):
+    return float(np.median(tests[column])) if len(tests) else None
+
+  rows = []
+  for (dense, compressed), row in zip(pairs.names, tests.to_dict("records")):
+    worst = int(row["largest_class_drop_class"])
+    rows.append(
+        {
+            "dense_model": dense,
+            "compressed_model": compressed,
+            **{k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in row.items()},
+            "largest_class_drop_name": class_names[worst] if worst >= 0 else None,
+        }
+    )
+  return {
+      "num_pairs": len(tests),
+      "test": ("one model against its dense twin" if pairs.twins else "one model against the dense model of its seed")
+      + ": exact McNemar test per class, Benjamini-Hochberg over the classes",
+      "classes_flagged_fdr_median": median("classes_flagged_fdr"),
+      "classes_hurt_fdr_median": median("classes_hurt_fdr"),
+      "largest_class_drop_median": median("largest_class_drop"),
+      "largest_normalized_drop_median": median("largest_normalized_drop"),
+      "pairs": rows,
+  }
+
+
+def _plan_dict(plan, alpha, effect):
+  summary = {
+      k: (None if v is None or not np.isfinite(v) else float(v)) if isinstance(v, (float, np.floating)) else v
+      for k, v in plan.summary.items()
+  }
+  return {"effect": effect, "alpha": alpha, "power": 0.8, **summary}
+
+
+def _power_plan(dense_hits, pruned_hits, class_count, normalization, alpha, effect):
+  plan = significance.models_needed(
+      significance.normalized_recall_from_hits(dense_hits, class_count, normalization),
+      significance.normalized_recall_from_hits(pruned_hits, class_count, normalization),
+      effect=effect,
+      alpha=alpha,
+  )
+  return _plan_dict(plan, alpha, effect)
+
+
+def _paired_power_plan(dense_hits, pruned_hits, class_count, pairs, normalization, alpha, effect):
+  """`models_needed` for the paired test: pairs needed (one model per population each), or None under 2 pairs."""
+  if len(pairs.rows) < 2:
+    return None
+  plan = significance.pairs_needed(
+      significance.normalized_recall_from_hits(dense_hits, class_count, normalization)[pairs.dense_rows],
+      significance.normalized_recall_from_hits(pruned_hits, class_count, normalization)[pairs.rows],
+      effect=effect,
+      alpha=alpha,
+  )
+  return _plan_dict(plan, alpha, effect)
+
+
+def compare_level(
+    entry,
+    sparsity,
+    dense_hits,
+    pruned_hits,
+    class_count,
+    class_names,
+    num_pies,
+    ties,
+    alpha,
+    normalization,
+    power_effect,
+    class_stability=None,
+    num_pies_stable_90=None,
+    pairs=None,
+    discordance=None,
+):
+  """class_stats.csv rows of one compared population, and its summary entry completed (in place).
+
+  Everything here comes from sums over examples (correct predictions per model and class, PIE and tie counts), so
+  the in-memory analysis and `pie.beam_analysis` share it. `pairs` (`level_pairs`) and `discordance`
+  (`significance.pair_discordance` of the pairs, summed over every example) add the entry's `single_pair` (what each
+  model pair alone says); twin pairs (the paired design) add the paired columns and the entry's paired keys too.
+  """
+  classes = stats.class_ttest_from_hits(
+      dense_hits, pruned_hits, class_count, alpha=alpha, class_names=class_names, normalization=normalization
+  )
+  classes.insert(0, "sparsity", sparsity)
+  if class_stability is not None:
+    # The share of bootstrap resamples of the models in which p < alpha again: how replicable the uncorrected verdict
+    # is, not the probability that the class is affected (on real A/A splits a false positive replicates 71% of the
+    # time: docs/statistics.md).
+    classes["significant_stability"] = class_stability
+    classes["significance_replicability"] = class_stability
+    entry["num_pies_stable_90"] = int(num_pies_stable_90)
+  num_examples = int(np.sum(class_count))
+  entry.update(
+      ties,
+      num_pies=int(num_pies),
+      pie_fraction=float(num_pies / num_examples),
+      num_significant_classes=int(classes["significant"].sum()),
+      num_significant_classes_fdr=int(classes["significant_fdr"].sum()),
+      models_needed=_power_plan(dense_hits, pruned_hits, class_count, normalization, alpha, power_effect),
+  )
+  if pairs is not None:
+    entry["single_pair"] = single_pair_summary(discordance, class_count, pairs, alpha, class_names)
+  if pairs is not None and pairs.twins:
+    paired = stats.paired_class_ttest_from_hits(
+        dense_hits, pruned_hits, class_count, pairs.dense_rows, pairs.rows, alpha=alpha, normalization=normalization
+    )
+    for column in significance.PAIRED_COLUMNS:
+      classes[column] = paired[column].to_numpy()
+    entry.update(
+        num_pairs=len(pairs.rows),
+        num_significant_classes_paired=int(paired["paired_significant"].sum()),
+        num_significant_classes_paired_fdr=int(paired["paired_significant_fdr"].sum()),
+        paired_models_needed=_paired_power_plan(
+            dense_hits, pruned_hits, class_count, pairs, normalization, alpha, power_effect
+        ),
+        num_hurt_classes_paired_fdr=int((paired["paired_significant_fdr"] & (paired["paired_change"] < 0)).sum()),
+    )
+  entry.update(
+      num_hurt_classes_fdr=int((classes["significant_fdr"] & (classes["normalized_change"] < 0)).sum()),
+      largest_class_harm=largest_class_harm(classes),
+  )
+  return classes
+
+
+# The fields of a level's `largest_class_harm` (summary.json), taken from its class_stats.csv row when it has them.
+HARM_FIELDS = (
+    "class_id",
+    "class_name",
+    "normalized_change",
+    "ci_low",
+    "ci_high",
+    "q_value",
+    "significant_fdr",
+    "paired_change",
+    "paired_ci_low",
+    "paired_ci_high",
+    "paired_q_value",
+    "paired_significant_fdr",
+)
+
+
+def _json_value(value):
+  """A table value as JSON: Python numbers, None for NaN."""
+  if isinstance(value, (bool, np.bool_)):
+    return bool(value)
+  if isinstance(value, (int, np.integer)):
+    return int(value)
+  if isinstance(value, (float, np.floating)):
+    return None if np.isnan(value) else float(value)
+  return value
+
+
+def largest_class_harm(classes):
+  """The class whose normalized recall fell most (the most negative normalized_change), with its interval, q-value
+  and, in the paired design, its paired change and interval; None when no class has a change.
+
+  The interval is the class's own (Welch, and paired): picking the worst of many classes makes the point estimate
+  lean toward harm, so read the interval, and the FDR verdict, rather than the number alone.
+  """
+  change = classes["normalized_change"].to_numpy(dtype=float)
+  if not np.isfinite(change).any():
+    return None
+  row = classes.iloc[int(np.nanargmin(change))]
+  return {field: _json_value(row[field]) for field in HARM_FIELDS if field in classes.columns}
+
+
+def mitigation_comparisons(levels, dense_hits, hits_of, class_count, class_names, boot_counts, alpha, normalization):
+  """summary.json's `mitigations`: every mitigated population against the unmitigated one of its method and level
+  (`significance.mitigation_effect`: intervals of the changes and a verdict), with a sentence a reader can quote.
+
+  `levels` are the summary's level entries; `hits_of` and `boot_counts` map (method, sparsity) to the population's
+  `class_hits` and its bootstrap PIE counts (or None). Populations without an unmitigated counterpart are skipped.
+  """
+  by_key = {(entry["method"], entry["sparsity"]): entry for entry in levels}
+  comparisons = []
+  for (method, sparsity), entry in by_key.items():
+    base = variants.base_method(method)
+    if base == method or (base, sparsity) not in by_key:
+      continue
+    effect = significance.mitigation_effect(
+        dense_hits,
+        hits_of[(base, sparsity)],
+        hits_of[(method, sparsity)],
+        class_count,
+        by_key[(base, sparsity)]["num_pies"],
+        entry["num_pies"],
+        boot_counts.get((base, sparsity)),
+        boot_counts.get((method, sparsity)),
+        alpha=alpha,
+        normalization=normalization,
+    )
+    worst = effect.pop("worst_class")
+    comparison = {
+        "population": method,
+        "method": base,
+        "mitigation": variants.mitigation_of(method),
+        "sparsity": sparsity,
+        "num_models": entry["num_models"],
+        "unmitigated_models": by_key[(base, sparsity)]["num_models"],
+        "worst_class_id": worst,
+        "worst_class_name": None if worst is None else class_names[worst],
+        **effect,
+        "interval_level": 1 - alpha / 2,
+    }
+    comparison["sentence"] = mitigation_sentence(comparison)
+    comparisons.append(comparison)
+  return comparisons
+
+
+def _points(value):
+  return f"{100 * value:+.1f}"
+
+
+def _interval(low, high, scale=100, digits=1):
+  if low is None or high is None:
+    return "no interval"
+  return f"{scale * low:+.{digits}f} to {scale * high:+.{digits}f}"
+
+
+def mitigation_sentence(comparison):
+  """One plain sentence: the verdict and the changes it rests on, each with its interval."""
+  where = f"{comparison['mitigation']} on {comparison['method']}" + (
+      f" at {100 * comparison['sparsity']:.4g}% sparsity" if comparison["sparsity"] else ""
+  )
+  parts = []
+  if comparison["harm_change"] is not None:
+    parts.append(
+        f"the class compression hurts most here (class {comparison['worst_class_name']}) changed by "
+        f"{_points(comparison['harm_change'])} points of normalized recall "
+        f"({_interval(comparison['harm_change_ci_low'], comparison['harm_change_ci_high'])})"
+    )
+  pies_interval = _interval(comparison["pies_change_ci_low"], comparison["pies_change_ci_high"], scale=1, digits=1)
+  parts.append(f"PIEs changed by {comparison['pies_change']:+d} ({pies_interval})")
+  parts.append(
+      f"top-1 by {_points(comparison['top1_change'])} points "
+      f"({_interval(comparison['top1_change_ci_low'], comparison['top1_change_ci_high'])})"
+  )
+  return (
+      f"{where}: {comparison['verdict']} (intervals at {100 * comparison['interval_level']:g}%, mitigated minus "
+      f"unmitigated): " + "; ".join(parts) + "."
+  )
+
+
+def slice_table(entry, plan, sparsity, dense_hits, pruned_hits, sizes, dense_top1, pruned_top1, pies, *options):
+  """slice_stats.csv rows of one compared population (`slices.slice_rows`), its slice counts into its summary entry.
+
+  `options` are alpha, normalization and min_slice_size. From sums over examples, shared with `pie.beam_analysis`.
+  """
+  table = slices_lib.slice_rows(plan, sparsity, dense_hits, pruned_hits, sizes, dense_top1, pruned_top1, pies, *options)
+  entry.update(slices_lib.level_counts(table))
+  return table
+
+
+def log_level(log, method, sparsity, entry):
+  log(
+      f"{'' if variants.named_by_level(method) else method + ' '}level {sparsity:g}: {entry['num_models']} models, "
+      f"top-1 {entry['top1_mean']:.4f}, {entry['num_pies']} PIEs ({entry['pie_fraction']:.2%}), "
+      f"{entry['num_significant_classes']} significant classes ({entry['num_significant_classes_fdr']} after FDR "
+      "control)"
+  )
+
+
+def study_summary(study, levels, options, noise_floor_summary=None, design=None, mitigations=None, slices_summary=None):
+  """summary.json. `study` is a `pie.study.Study` or a `pie.study.StudyIndex` (the same fields)."""
+  summary = {
+      "study": {
+          "name": study.config.get("name", study.dataset),
+          "dataset": study.dataset,
+          "eval_split": study.split,
+          "num_classes": study.num_classes,
+          "class_names": study.class_names,
+          "num_examples": study.num_examples,
+          "model": study.config.get("model", {}).get("name", ""),
+          "config": study.config,
+          "config_hash": study.config_hash,
+          "study_dir": study.study_dir,
+          "incomplete_exports_skipped": study.incomplete,
+      },
+      "alpha": options.alpha,
+      "confidence_level": 1 - options.alpha,
+      "seed": options.seed,
+      "normalization": options.normalization,
+      "bootstrap_resamples": options.bootstrap_resamples,
+      "tie_rule": stats.TIE_RULE,
+      "design": design or outputs.INDEPENDENT_DESIGN,
+      "levels": levels,
+      "noise_floor": noise_floor_summary,
+      "mitigations": mitigations or [],
+      "slices": slices_summary,
+  }
+  if options.normalization == "population":
+    summary["normalization_warning"] = significance.POPULATION_NORMALIZATION_WARNING
+  return summary
+
+
+def check_populations(populations, where):
+  """A study the analysis can compare: a dense population and either another population or enough dense models for
+  an A/A floor (a study of dense models only)."""
+  if len(populations) == 1 and len(populations[variants.DENSE_KEY]) < 4:
+    raise PieError(
+        f"{where}: only {len(populations[variants.DENSE_KEY])} dense models and no other population: a "
+        "study of dense models only needs at least 4 to split them into two A/A populations"
+    )
+
+
+def log_floor(log, floor, levels):
+  """One line for the floor and one for each level within it."""
+  splits = floor["half_splits"]
+  if floor["control"] is not None:
+    log(
+        f"noise floor: {floor['control']} against dense: {floor['num_pies']} PIEs, "
+        f"{floor['num_significant_classes']} significant classes ({floor['num_significant_classes_fdr']} after FDR)"
+    )
+  if splits is not None:
+    log(
+        f"noise floor: A/A splits {splits['sizes'][0]} + {splits['sizes'][1]}: {splits['num_pies_mean']:.1f} PIEs on "
+        f"average (up to {splits['num_pies_high']:g}), {splits['num_significant_classes_mean']:.2f} significant "
+        f"classes, {splits['splits_with_fdr_discovery']:.1%} of splits with an FDR discovery"
+    )
+  within = [f"{e['method']} {e['sparsity']:g}" for e in levels if e.get("distinguishable_from_noise") is False]
+  if within:
+    log(f"within the noise floor (PIEs): {', '.join(within)}")
+
+
+def log_mitigations(log, mitigations):
+  for comparison in mitigations:
+    log(f"mitigation: {comparison['sentence']}")
+
+
+def empty_table(name, with_method=False):
+  """A table with its header and no row (a study of dense models only compares nothing)."""
+  return pd.DataFrame(columns=list(outputs.table(name).columns(method=with_method)))
+
+
+# --- The sums both analyses supply -----------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class DenseSums:
+  """The dense population's sums, which every compared population is set against.
+
+  hits: correct predictions per model and class, [n_dense, n_classes] (`significance.class_hits`).
+  class_count: examples per class.
+  correct: dense models right on each example, [n_examples].
+  scores: `difficulty.example_scores` of the dense population, one row per example in id order.
+  slice_hits, slice_sizes: correct predictions per model and slice, and the slices' sizes (`pie.slices`).
+  pool_hits: `hits` of the noise floor's pool of dense models (`FloorPlan.pool_keys`).
+  floor_pie_counts: `FloorPlan.pie_counts` summed over every example.
+  """
+
+  models: list
+  hits: np.ndarray
+  class_count: np.ndarray
+  correct: np.ndarray
+  scores: pd.DataFrame
+  slice_hits: np.ndarray
+  slice_sizes: np.ndarray
+  pool_hits: np.ndarray
+  floor_pie_counts: dict
+
+
+@dataclasses.dataclass
+class LevelSums:
+  """One compared population's sums over examples.
+
+  hits: correct predictions per model and class; pies: each example's PIE flag (bool [n_examples]); correct: the
+  population's models right on each example; ties: `pie_rows`' tie counts; accuracy_sizes and accuracy_correct: the
+  sizes of pie_accuracy.csv's subsets and each population's correct predictions per model on them; slice_hits and
+  slice_pies: per model and slice, and PIEs per slice; pairs and discordance: its model pairs (`level_pairs`) and
+  their discordant examples per class (`significance.pair_discordance`); resamples: the bootstrap's (dense rows,
+  pruned rows), bootstrap_pie_counts its PIEs per resample and num_pies_stable_90 the PIEs still PIEs in 90% of
+  resamples (all None without a bootstrap).
+  """
+
+  method: str
+  sparsity: float
+  models: list
+  hits: np.ndarray
+  pies: np.ndarray
+  correct: np.ndarray
+  ties: dict
+  accuracy_sizes: dict
+  accuracy_correct: dict
+  slice_hits: np.ndarray
+  slice_pies: np.ndarray
+  pairs: "Pairs"
+  discordance: np.ndarray
+  resamples: Optional[tuple] = None
+  bootstrap_pie_counts: Optional[np.ndarray] = None
+  num_pies_stable_90: Optional[int] = None
+
+  @property
+  def key(self):
+    return (self.method, self.sparsity)
+
+
+def study_populations(study):
+  """Every population of a `pie.study.Study` or `StudyIndex` by (method, level); a Study made by hand with `levels`
+  only holds dense and magnitude models."""
+  return study.populations or {
+      variants.DENSE_KEY: study.levels[0.0],
+      **{(variants.MAGNITUDE, s): study.levels[s] for s in study.pruned_levels},
+  }
+
+
+def build(study, dense, levels, floor_plan, slice_plan, options, log=print):
+  """Every table made from sums, and summary.json, for a study's `DenseSums` and its compared `LevelSums` (in output
+  order).
+
+  Returns (tables, summary): class_stats.csv, pie_accuracy.csv, difficulty.csv and slice_stats.csv as DataFrames (the
+  per-example tables, pies.csv and exemplar_scores.csv, are made block by block by each analysis).
+  """
+  populations = study_populations(study)
+  with_method = outputs.has_method_column(method for method, _ in populations)
+  num_examples = int(np.sum(dense.class_count))
+  entries = [level_entry(variants.DENSE_KEY, dense.models, top1_from_hits(dense.hits, num_examples))]
+  parts = {name: [] for name in (outputs.CLASS_STATS_CSV, outputs.PIE_ACCURACY_CSV, outputs.DIFFICULTY_CSV)}
+  parts[outputs.SLICE_STATS_CSV] = []
+  bins = difficulty.deciles(dense.scores["dense_true_prob"].to_numpy())
+  for level in levels:
+    entry, frames = _level_tables(study, dense, level, bins, slice_plan, options)
+    for name, frame in frames.items():
+      if with_method:
+        frame[outputs.METHOD_COLUMN] = level.method
+      parts[name].append(frame)
+    entries.append(entry)
+    log_level(log, level.method, level.sparsity, entry)
+  if floor_plan.splits:
+    log(f"noise floor: {floor_plan.num_splits} A/A splits of {floor_plan.pool_size} dense models")
+  boot_counts = {level.key: level.bootstrap_pie_counts for level in levels}
+  floor = noise_floor(
+      floor_plan,
+      entries,
+      dense.pool_hits,
+      dense.class_count,
+      dense.floor_pie_counts,
+      {key: {"bootstrap": counts} for key, counts in boot_counts.items()},
+      options.alpha,
+      options.normalization,
+  )
+  log_floor(log, floor, entries)
+  mitigations = mitigation_comparisons(
+      entries,
+      dense.hits,
+      {level.key: level.hits for level in levels},
+      dense.class_count,
+      study.class_names,
+      boot_counts,
+      options.alpha,
+      options.normalization,
+  )
+  log_mitigations(log, mitigations)
+  summary = study_summary(
+      study,
+      entries,
+      options,
+      floor,
+      study_design(populations),
+      mitigations,
+      slices_summary=slice_plan.summary(options.min_slice_size),
+  )
+  tables = {
+      name: (pd.concat(frames, ignore_index=True) if frames else empty_table(name, with_method))
+      for name, frames in parts.items()
+  }
+  return tables, summary
+
+
+def _level_tables(study, dense, level, bins, slice_plan, options):
+  """One compared population's summary entry and its rows of the tables made from sums."""
+  num_examples = int(np.sum(dense.class_count))
+  entry = level_entry(level.key, level.models, top1_from_hits(level.hits, num_examples))
+  class_stability = None
+  if level.resamples is not None:
+    class_stability, _ = significance.bootstrap_class_stability(
+        dense.hits,
+        level.hits,
+        dense.class_count,
+        *level.resamples,
+        alpha=options.alpha,
+        normalization=options.normalization,
+    )
+  classes = compare_level(
+      entry,
+      level.sparsity,
+      dense.hits,
+      level.hits,
+      dense.class_count,
+      study.class_names,
+      int(level.pies.sum()),
+      level.ties,
+      options.alpha,
+      options.normalization,
+      options.power_effect,
+      class_stability=class_stability,
+      num_pies_stable_90=level.num_pies_stable_90,
+      pairs=level.pairs,
+      discordance=level.discordance,
+  )
+  frames = {
+      outputs.CLASS_STATS_CSV: classes,
+      outputs.PIE_ACCURACY_CSV: accuracy_rows(level.sparsity, level.accuracy_sizes, level.accuracy_correct),
+      outputs.DIFFICULTY_CSV: difficulty.difficulty_rows(
+          level.sparsity,
+          dense.scores["dense_true_prob"].to_numpy(),
+          bins,
+          level.pies,
+          dense.correct,
+          len(dense.models),
+          level.correct,
+          len(level.models),
+      ),
+  }
+  if len(slice_plan):
+    frames[outputs.SLICE_STATS_CSV] = slice_table(
+        entry,
+        slice_plan,
+        level.sparsity,
+        dense.slice_hits,
+        level.slice_hits,
+        dense.slice_sizes,
+        top1_from_hits(dense.hits, num_examples),
+        top1_from_hits(level.hits, num_examples),
+        level.slice_pies,
+        options.alpha,
+        options.normalization,
+        options.min_slice_size,
+    )
+  harm_sources(entry, dense.scores, level.pies, classes, study.train_class_counts)
+  return entry, frames
