@@ -60,6 +60,14 @@ MIN_SLICE_SIZE = flags.DEFINE_integer(
     "not tested.",
 )
 
+FDR_SCOPE = flags.DEFINE_enum(
+    "fdr_scope",
+    "level",
+    ["level", "study"],
+    "Benjamini-Hochberg over each compared population's classes (level) or over every class test of every level and "
+    "method together (study); recorded in summary.json.",
+)
+
 # Library arguments whose flag has another name (pie.cli prints the flag with errors about them).
 FLAG_NAMES = {"validate_first": "validate"}
 
@@ -75,6 +83,7 @@ def options():
       noise_floor_splits=NOISE_FLOOR_SPLITS.value,
       class_groups=CLASS_GROUPS.value,
       min_slice_size=MIN_SLICE_SIZE.value,
+      fdr_scope=FDR_SCOPE.value,
   )
 
 

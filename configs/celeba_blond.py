@@ -93,6 +93,9 @@ def get_config():
   # The levels of the CelebA study of Hooker et al. 2020.
   config.sparsity_levels = (0.0, 0.3, 0.5, 0.7, 0.9, 0.95, 0.99)
   config.num_seeds = 10
+  # Every population trains on its own block of seeds (pie/variants.py), so the dense replicate is the null of every
+  # level; "shared" starts model i of every level from dense seed i (its null is then the sham).
+  config.seed_design = "independent"
   config.variants = ("magnitude",)
   config.controls = ("dense_replicate",)
   config.size_report = False

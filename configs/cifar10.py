@@ -61,6 +61,9 @@ def get_config():
   config.method = "magnitude"  # compression method of this model (see pie/variants.py); dense when sparsity is 0
   config.sparsity_levels = (0.0, 0.1, 0.3, 0.5, 0.7, 0.9)
   config.num_seeds = 10
+  # Every population trains on its own block of seeds (pie/variants.py), so the dense replicate is the null of every
+  # level; "shared" starts model i of every level from dense seed i (its null is then the sham).
+  config.seed_design = "independent"
   config.variants = ("magnitude",)  # compression methods of the study, each a population against the dense one
   # Populations for the noise floor (pie/variants.py CONTROLS); none by default at this cost. ("dense_replicate",)
   # trains num_seeds more dense models with other seeds, so that PIEs and hurt classes can be told from seed noise.

@@ -63,6 +63,9 @@ def get_config():
   # The study grid (read by train/population.py).
   config.sparsity_levels = (0.0, 0.1, 0.3, 0.5, 0.7, 0.9)
   config.num_seeds = 10
+  # Every population trains on its own block of seeds (pie/variants.py), so the dense replicate is the null of every
+  # level; "shared" starts model i of every level from dense seed i (its null is then the sham).
+  config.seed_design = "independent"
   config.variants = ("magnitude",)  # compression methods of the study, each a population against the dense one
   # Populations in which nothing is compressed, for the noise floor (pie/variants.py CONTROLS): a second dense
   # population with other seeds; add "sham" for one through the pruning machinery at a negligible target.

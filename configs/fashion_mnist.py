@@ -74,6 +74,9 @@ def get_config(variant=None):
 
   config.sparsity_levels = (0.0, 0.1, 0.3, 0.5, 0.7, 0.9)
   config.num_seeds = 10
+  # Every population trains on its own block of seeds (pie/variants.py), so the dense replicate is the null of every
+  # level; "shared" starts model i of every level from dense seed i (its null is then the sham).
+  config.seed_design = "independent"
   config.variants = ("magnitude",)
   config.controls = ("dense_replicate",)
   config.size_report = False

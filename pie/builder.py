@@ -43,6 +43,8 @@ class AnalysisOptions:
   class_groups: class groups analysed as slices (a shipped grouping's name, a JSON file, a dict; None: the
     study config's).
   min_slice_size: slices with fewer examples are reported, not tested.
+  fdr_scope: "level" (Benjamini-Hochberg over each compared population's classes) or "study" (over every class test
+    of every level and method together: q-values that hold for the whole class_stats.csv).
   """
 
   alpha: float = 0.05
@@ -53,6 +55,7 @@ class AnalysisOptions:
   noise_floor_splits: int = DEFAULT_NOISE_FLOOR_SPLITS
   class_groups: object = None
   min_slice_size: int = slices_lib.DEFAULT_MIN_SLICE_SIZE
+  fdr_scope: str = "level"
 
   def __post_init__(self):
     if not 0 < self.alpha < 1:
@@ -62,6 +65,8 @@ class AnalysisOptions:
           f"normalization must be one of {significance.NORMALIZATIONS}, got {self.normalization!r}",
           parameter="normalization",
       )
+    if self.fdr_scope not in outputs.FDR_SCOPES:
+      raise PieError(f"fdr_scope must be one of {outputs.FDR_SCOPES}, got {self.fdr_scope!r}", parameter="fdr_scope")
     for name in ("bootstrap_resamples", "noise_floor_splits"):
       if getattr(self, name) < 0:
         raise PieError(f"{name} must be >= 0, got {getattr(self, name)}", parameter=name)
@@ -90,13 +95,58 @@ def compared_populations(populations):
   return compressed, with_method, variants.primary_method(method for method, _ in compressed)
 
 
-class FloorPlan:
-  """The A/A comparisons of the noise floor.
+# How a population's models stand to the dense models (`seed_relation`), which decides the control it is read against.
+INDEPENDENT, SHARED, PAIRED, DERIVED, MIXED = outputs.SEED_RELATIONS
 
-  The pool is the dense population and, when the study has one, the dense replicate (both dense, disjoint seeds).
-  `splits` draw two disjoint populations from the pool, of the sizes of a compared population and the dense one, so
-  that a level's PIEs are set against A/A counts at the same population sizes. `control` is the control compared
-  directly with the dense population: the replicate, else the sham, else None.
+
+def seed_relation(models, dense_models):
+  """How a population's models stand to the dense ones: PAIRED (fine-tuned from dense twins, `init_from`), DERIVED
+  (made from dense models without training: post-training quantization), SHARED (trained from scratch on the dense
+  seeds: same initialisation and data order, twins), INDEPENDENT (seeds disjoint from the dense ones), MIXED (none of
+  these for every model)."""
+  if all(m.init_from for m in models):
+    return PAIRED
+  if all(m.dense_twin and not m.init_from for m in models):
+    return DERIVED
+  if any(m.dense_twin for m in models):
+    return MIXED
+  dense_seeds = {m.seed for m in dense_models}
+  shared = [m.seed in dense_seeds for m in models]
+  return SHARED if all(shared) else INDEPENDENT if not any(shared) else MIXED
+
+
+# Why a level has no matched control, by its relation, and the control that would give it one.
+_NO_MATCHED_CONTROL = {
+    INDEPENDENT: "no control trained on seeds of its own: add config.controls = ('dense_replicate',)",
+    SHARED: (
+        "its models start from the dense seeds (twins of the dense models), so the floor of independently seeded "
+        "models is not its null: add config.controls = ('sham',), which shares the dense seeds too, or train with "
+        "config.seed_design = 'independent'"
+    ),
+    PAIRED: (
+        "its models are fine-tuned from their dense twins: its null is the twins fine-tuned alike with nothing pruned; "
+        "add config.controls = ('sham',) (fine-tuned from the twins under config.init_from_dense)"
+    ),
+    DERIVED: (
+        "derived from the dense models without training: no seed noise separates them from the dense population, so "
+        "no control applies and every PIE is a change these very models made"
+    ),
+    MIXED: (
+        "its models stand to the dense ones in different ways (some share their seeds, some do not, or some are "
+        "fine-tuned twins): no control has that relation; train it with one config.seed_design"
+    ),
+}
+
+
+class FloorPlan:
+  """The noise floor: which control each compressed population is read against, and the A/A comparisons.
+
+  Every population's `relations` to the dense one (`seed_relation`); a compressed population's `matched` control is
+  the control with the same relation (the dense replicate before the sham), or None. The pool is the dense population
+  and, when the study has one, the dense replicate (both dense, disjoint seeds). `splits` draw two disjoint
+  populations from the pool, of the sizes of a compared population and the dense one, so that the PIEs of a level
+  whose matched control is independently seeded are set against A/A counts at the same population sizes. `control`
+  is the control of summary.json's `noise_floor`: the replicate, else the sham, else None.
   """
 
   def __init__(self, populations, compared, num_splits, seed):
@@ -105,17 +155,32 @@ class FloorPlan:
     self.pool_size = sum(len(populations[k]) for k in self.pool_keys)
     controls = sorted((k for k in populations if variants.is_control(k[0])), key=lambda k: variants.method_rank(k[0]))
     self.control = controls[0] if controls else None
-    self.n_dense = len(populations[variants.DENSE_KEY])
+    dense_models = populations[variants.DENSE_KEY]
+    self.n_dense = len(dense_models)
+    self.relations = {k: seed_relation(m, dense_models) for k, m in populations.items() if k != variants.DENSE_KEY}
+    self.matched = {
+        k: next((c for c in controls if self.relations[c] == self.relations[k] != DERIVED), None)
+        for k in compared
+        if not variants.is_control(k[0])
+    }
     if len(self.pool_keys) > 1:
       self.reference = (self.n_dense, len(populations[self.pool_keys[1]]))
     else:
       self.reference = (self.pool_size // 2, self.pool_size // 2)
-    level_pairs = {(self.n_dense, len(populations[k])) for k in compared if not variants.is_control(k[0])}
+    level_pairs = {
+        (self.n_dense, len(populations[k]))
+        for k, control in self.matched.items()
+        if control is not None and self.relations[control] == INDEPENDENT
+    }
     self.splits = {}
     if self.num_splits:
       for pair in sorted(level_pairs | ({self.reference} if self.reference[0] >= 2 else set())):
         if pair[0] + pair[1] <= self.pool_size:
           self.splits[pair] = significance.half_splits(self.pool_size, *pair, self.num_splits, self.seed)
+
+  def missing_control_note(self, key):
+    """Why the compressed population `key` has no matched control, and what to add."""
+    return _NO_MATCHED_CONTROL[self.relations[key]]
 
   def pool_rows(self, row_of_key):
     """Rows of the pool's models in a matrix whose population `key` starts at `row_of_key[key]` (a slice)."""
@@ -192,41 +257,56 @@ def noise_floor(plan, levels, pool_hits, class_count, pie_counts, level_counts, 
             float(tests["num_significant"].sum() / tests["num_tested"].sum()) if tests["num_tested"].sum() else None
         ),
     }
-  control_boot = level_counts.get(plan.control, {}).get("bootstrap") if plan.control else None
-  for entry in levels:
-    if entry["role"] != "pruned":
-      continue
-    pair = (plan.n_dense, entry["num_models"])
-    if pair in plan.splits:
-      floor_mean = float(np.mean(pie_counts[pair]))
-    else:  # no A/A split of these sizes: the control's own comparison is the floor
-      floor_mean = None if control_entry is None else float(control_entry["num_pies"])
-    parts = level_counts.get((entry["method"], entry["sparsity"]), {})
-    result = significance.pies_against_floor(entry["num_pies"], floor_mean, parts.get("bootstrap"), control_boot, alpha)
+  by_key = {(e["method"], e["sparsity"]): e for e in levels}
+  for key, control in plan.matched.items():
+    entry = by_key[key]
+    floor_mean = control_boot = None
+    if (
+        control is not None
+        and plan.relations[control] == INDEPENDENT
+        and (plan.n_dense, entry["num_models"]) in (plan.splits)
+    ):
+      floor_mean = float(np.mean(pie_counts[(plan.n_dense, entry["num_models"])]))
+    elif control is not None:  # no A/A split of these sizes, or a control on the dense seeds: its own comparison
+      floor_mean = float(by_key[control]["num_pies"])
+    if control is not None:
+      control_boot = level_counts.get(control, {}).get("bootstrap")
+    result = significance.pies_against_floor(
+        entry["num_pies"], floor_mean, level_counts.get(key, {}).get("bootstrap"), control_boot, alpha
+    )
     entry.update(
         noise_floor_pies_mean=floor_mean,
         pies_excess=result["excess"],
         pies_excess_ci_low=result["ci_low"],
         pies_excess_ci_high=result["ci_high"],
         distinguishable_from_noise=result["distinguishable"],
+        seed_relation=plan.relations[key],
+        floor_control=None if control is None else control[0],
+        floor_note=plan.missing_control_note(key) if control is None else None,
+        # How well the dense-only scores predict the matched control's PIEs (pure seed noise): a level's `risk` is
+        # read against it, since hard examples flip between seeds too.
+        control_risk=None if control is None else by_key[control].get("risk"),
     )
   floor["note"] = _floor_note(plan)
   return floor
 
 
 def _floor_note(plan):
-  if not plan.num_splits:
-    return "no A/A splits were drawn (noise_floor_splits = 0)"
   text = (
-      "pies_excess: PIEs minus the mean PIEs of two dense populations of the same sizes, with a bootstrap "
-      "interval against the control; distinguishable_from_noise: that interval lies above 0. "
+      "Each compressed population is read against its matched control (floor_control: the control whose models stand "
+      "to the dense ones as its own do, seed_relation). pies_excess: its PIEs minus the floor (noise_floor_pies_mean: "
+      "the mean PIEs of A/A splits of the same sizes for an independently seeded control, else the control's own "
+      "PIEs), with a bootstrap interval against that control; distinguishable_from_noise: the interval lies above 0. "
+      "Without a matched control they are null and floor_note says which control to add. "
   )
+  if not plan.num_splits:
+    return text + "No A/A splits were drawn (noise_floor_splits = 0)"
   if len(plan.pool_keys) == 1:
     return text + (
-        "Both need a dense replicate: add config.controls = ('dense_replicate',) (the A/A splits here "
+        "The A/A splits need a dense replicate: add config.controls = ('dense_replicate',) (the splits here "
         "halve the dense models, smaller than the compared populations)"
     )
-  return text + "The floor comes from A/A splits of the pooled dense and replicate models"
+  return text + "The A/A splits are drawn from the pooled dense and replicate models"
 
 
 def accuracy_rows(sparsity, sizes, correct):
@@ -334,10 +414,17 @@ def twin_pairs(dense_models, models):
 
 
 def seed_pairs(dense_models, models):
-  """Pairs of a dense and a compressed model with the same seed, trained independently (no pair for a seed that only
-  one population has): what a user comparing one trained model with one compressed model would compare."""
+  """Pairs of a dense and a compressed model trained independently, model i of each population: the dense model of
+  its recorded `dense_seed`; for exports that record none, the dense model of its own seed when the seeds are shared,
+  else the i-th dense model by seed (the pairing of pie's independent seed blocks). No pair for a model whose partner
+  is absent. What a user comparing one trained model with one compressed model would compare."""
   index = {m.seed: i for i, m in enumerate(dense_models)}
-  found = [(index[m.seed], j) for j, m in enumerate(models) if m.seed in index]
+  if all(m.dense_seed is None for m in models) and not any(m.seed in index for m in models):
+    by_rank = sorted(range(len(dense_models)), key=lambda i: dense_models[i].seed)
+    order = sorted(range(len(models)), key=lambda j: models[j].seed)
+    return _pairs(dense_models, models, list(zip(by_rank, order)), twins=False)
+  partner = [m.seed if m.dense_seed is None else m.dense_seed for m in models]
+  found = [(index[seed], j) for j, seed in enumerate(partner) if seed in index]
   return _pairs(dense_models, models, found, twins=False)
 
 
@@ -408,72 +495,98 @@ def _paired_power_plan(dense_hits, pruned_hits, class_count, pairs, normalizatio
   return _plan_dict(plan, alpha, effect)
 
 
-def compare_level(
-    entry,
-    sparsity,
-    dense_hits,
-    pruned_hits,
-    class_count,
-    class_names,
-    num_pies,
-    ties,
-    alpha,
-    normalization,
-    power_effect,
-    class_stability=None,
-    num_pies_stable_90=None,
-    pairs=None,
-    discordance=None,
-):
-  """class_stats.csv rows of one compared population, and its summary entry completed (in place).
+def compare_level(entry, dense, level, class_names, options, class_stability=None):
+  """class_stats.csv rows of one compared population (`LevelSums`, against the `DenseSums`), and its summary entry
+  completed (in place).
 
   Everything here comes from sums over examples (correct predictions per model and class, PIE and tie counts), so
-  the in-memory analysis and `pie.beam_analysis` share it. `pairs` (`level_pairs`) and `discordance`
-  (`significance.pair_discordance` of the pairs, summed over every example) add the entry's `single_pair` (what each
-  model pair alone says); twin pairs (the paired design) add the paired columns and the entry's paired keys too.
+  the in-memory analysis and `pie.beam_analysis` share it. The level's `pairs` and `discordance` add the entry's
+  `single_pair` (what each model pair alone says); twin pairs (the paired design) add the paired columns and the
+  entry's paired keys too. `class_stability`: the bootstrap replicability of each class's p < alpha, or None.
   """
+  alpha, normalization = options.alpha, options.normalization
   classes = stats.class_ttest_from_hits(
-      dense_hits, pruned_hits, class_count, alpha=alpha, class_names=class_names, normalization=normalization
+      dense.hits, level.hits, dense.class_count, alpha=alpha, class_names=class_names, normalization=normalization
   )
-  classes.insert(0, "sparsity", sparsity)
+  classes.insert(0, "sparsity", level.sparsity)
   if class_stability is not None:
     # The share of bootstrap resamples of the models in which p < alpha again: how replicable the uncorrected verdict
     # is, not the probability that the class is affected (on real A/A splits a false positive replicates 71% of the
     # time: docs/statistics.md).
     classes["significant_stability"] = class_stability
     classes["significance_replicability"] = class_stability
-    entry["num_pies_stable_90"] = int(num_pies_stable_90)
-  num_examples = int(np.sum(class_count))
+    entry["num_pies_stable_90"] = int(level.num_pies_stable_90)
+  num_pies = int(level.pies.sum())
   entry.update(
-      ties,
-      num_pies=int(num_pies),
-      pie_fraction=float(num_pies / num_examples),
-      num_significant_classes=int(classes["significant"].sum()),
-      num_significant_classes_fdr=int(classes["significant_fdr"].sum()),
-      models_needed=_power_plan(dense_hits, pruned_hits, class_count, normalization, alpha, power_effect),
+      level.ties,
+      num_pies=num_pies,
+      pie_fraction=float(num_pies / len(level.pies)),
+      models_needed=_power_plan(dense.hits, level.hits, dense.class_count, normalization, alpha, options.power_effect),
   )
+  pairs = level.pairs
   if pairs is not None:
-    entry["single_pair"] = single_pair_summary(discordance, class_count, pairs, alpha, class_names)
+    entry["single_pair"] = single_pair_summary(level.discordance, dense.class_count, pairs, alpha, class_names)
   if pairs is not None and pairs.twins:
     paired = stats.paired_class_ttest_from_hits(
-        dense_hits, pruned_hits, class_count, pairs.dense_rows, pairs.rows, alpha=alpha, normalization=normalization
+        dense.hits,
+        level.hits,
+        dense.class_count,
+        pairs.dense_rows,
+        pairs.rows,
+        alpha=alpha,
+        normalization=normalization,
     )
     for column in significance.PAIRED_COLUMNS:
       classes[column] = paired[column].to_numpy()
     entry.update(
         num_pairs=len(pairs.rows),
-        num_significant_classes_paired=int(paired["paired_significant"].sum()),
-        num_significant_classes_paired_fdr=int(paired["paired_significant_fdr"].sum()),
         paired_models_needed=_paired_power_plan(
-            dense_hits, pruned_hits, class_count, pairs, normalization, alpha, power_effect
+            dense.hits, level.hits, dense.class_count, pairs, normalization, alpha, options.power_effect
         ),
-        num_hurt_classes_paired_fdr=int((paired["paired_significant_fdr"] & (paired["paired_change"] < 0)).sum()),
     )
-  entry.update(
-      num_hurt_classes_fdr=int((classes["significant_fdr"] & (classes["normalized_change"] < 0)).sum()),
-      largest_class_harm=largest_class_harm(classes),
-  )
+  class_counts(entry, classes)
   return classes
+
+
+def class_counts(entry, classes):
+  """The summary entry's counts of its class_stats.csv rows (in place): classes significant uncorrected (the paper's
+  rule) and after FDR, hurt after FDR, their paired counterparts, and the largest class harm. Recounted when the
+  study's FDR scope redoes the q-values."""
+  entry.update(
+      num_significant_classes=int(classes["significant"].sum()),
+      num_significant_classes_fdr=int(classes["significant_fdr"].sum()),
+      num_hurt_classes_fdr=int((classes["significant_fdr"] & (classes["normalized_change"] < 0)).sum()),
+  )
+  if "paired_significant_fdr" in classes:
+    entry.update(
+        num_significant_classes_paired=int(classes["paired_significant"].sum()),
+        num_significant_classes_paired_fdr=int(classes["paired_significant_fdr"].sum()),
+        num_hurt_classes_paired_fdr=int((classes["paired_significant_fdr"] & (classes["paired_change"] < 0)).sum()),
+    )
+  entry["largest_class_harm"] = largest_class_harm(classes)
+
+
+# The q-value columns of class_stats.csv: (p-value column, q-value column, FDR decision column).
+FDR_COLUMNS = (
+    ("p_value", "q_value", "significant_fdr"),
+    ("paired_p_value", "paired_q_value", "paired_significant_fdr"),
+)
+
+
+def study_wide_fdr(frames, entries, alpha):
+  """fdr_scope "study": Benjamini-Hochberg over every class test of every compared population at once (in place),
+  instead of over each population's classes; the q-values, decisions and the entries' counts redone."""
+  for p_column, q_column, decision in FDR_COLUMNS:
+    holders = [frame for frame in frames if p_column in frame]
+    if not holders:
+      continue
+    q = significance.bh_q_values(np.concatenate([frame[p_column].to_numpy(float) for frame in holders]))
+    bounds = np.cumsum([0] + [len(frame) for frame in holders])
+    for frame, start, stop in zip(holders, bounds[:-1], bounds[1:]):
+      frame[q_column] = q[start:stop]
+      frame[decision] = significance.bh_rejections(q[start:stop], alpha)
+  for entry, frame in zip(entries, frames):
+    class_counts(entry, frame)
 
 
 # The fields of a level's `largest_class_harm` (summary.json), taken from its class_stats.csv row when it has them.
@@ -609,8 +722,8 @@ def log_level(log, method, sparsity, entry):
   log(
       f"{'' if variants.named_by_level(method) else method + ' '}level {sparsity:g}: {entry['num_models']} models, "
       f"top-1 {entry['top1_mean']:.4f}, {entry['num_pies']} PIEs ({entry['pie_fraction']:.2%}), "
-      f"{entry['num_significant_classes']} significant classes ({entry['num_significant_classes_fdr']} after FDR "
-      "control)"
+      f"{entry['num_significant_classes_fdr']} classes significant after FDR ({entry['num_hurt_classes_fdr']} hurt; "
+      f"{entry['num_significant_classes']} at p < alpha uncorrected, the paper's rule)"
   )
 
 
@@ -635,6 +748,7 @@ def study_summary(study, levels, options, noise_floor_summary=None, design=None,
       "seed": options.seed,
       "normalization": options.normalization,
       "bootstrap_resamples": options.bootstrap_resamples,
+      "fdr_scope": options.fdr_scope,
       "tie_rule": stats.TIE_RULE,
       "design": design or outputs.INDEPENDENT_DESIGN,
       "levels": levels,
@@ -663,17 +777,22 @@ def log_floor(log, floor, levels):
   if floor["control"] is not None:
     log(
         f"noise floor: {floor['control']} against dense: {floor['num_pies']} PIEs, "
-        f"{floor['num_significant_classes']} significant classes ({floor['num_significant_classes_fdr']} after FDR)"
+        f"{floor['num_significant_classes_fdr']} classes significant after FDR ({floor['num_significant_classes']} "
+        "uncorrected)"
     )
   if splits is not None:
     log(
         f"noise floor: A/A splits {splits['sizes'][0]} + {splits['sizes'][1]}: {splits['num_pies_mean']:.1f} PIEs on "
-        f"average (up to {splits['num_pies_high']:g}), {splits['num_significant_classes_mean']:.2f} significant "
-        f"classes, {splits['splits_with_fdr_discovery']:.1%} of splits with an FDR discovery"
+        f"average (up to {splits['num_pies_high']:g}), {splits['num_significant_classes_fdr_mean']:.2f} classes "
+        f"significant after FDR ({splits['num_significant_classes_mean']:.2f} uncorrected), "
+        f"{splits['splits_with_fdr_discovery']:.1%} of splits with an FDR discovery"
     )
   within = [f"{e['method']} {e['sparsity']:g}" for e in levels if e.get("distinguishable_from_noise") is False]
   if within:
     log(f"within the noise floor (PIEs): {', '.join(within)}")
+  for entry in levels:
+    if entry.get("floor_note"):
+      log(f"{entry['method']} {entry['sparsity']:g}: no noise floor: {entry['floor_note']}")
 
 
 def log_mitigations(log, mitigations):
@@ -778,6 +897,9 @@ def build(study, dense, levels, floor_plan, slice_plan, options, log=print):
         frame[outputs.METHOD_COLUMN] = level.method
       parts[name].append(frame)
     entries.append(entry)
+  if options.fdr_scope == "study":
+    study_wide_fdr(parts[outputs.CLASS_STATS_CSV], entries[1:], options.alpha)
+  for level, entry in zip(levels, entries[1:]):
     log_level(log, level.method, level.sparsity, entry)
   if floor_plan.splits:
     log(f"noise floor: {floor_plan.num_splits} A/A splits of {floor_plan.pool_size} dense models")
@@ -834,23 +956,7 @@ def _level_tables(study, dense, level, bins, slice_plan, options):
         alpha=options.alpha,
         normalization=options.normalization,
     )
-  classes = compare_level(
-      entry,
-      level.sparsity,
-      dense.hits,
-      level.hits,
-      dense.class_count,
-      study.class_names,
-      int(level.pies.sum()),
-      level.ties,
-      options.alpha,
-      options.normalization,
-      options.power_effect,
-      class_stability=class_stability,
-      num_pies_stable_90=level.num_pies_stable_90,
-      pairs=level.pairs,
-      discordance=level.discordance,
-  )
+  classes = compare_level(entry, dense, level, study.class_names, options, class_stability)
   frames = {
       outputs.CLASS_STATS_CSV: classes,
       outputs.PIE_ACCURACY_CSV: accuracy_rows(level.sparsity, level.accuracy_sizes, level.accuracy_correct),

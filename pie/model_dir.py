@@ -37,7 +37,7 @@ PER_MODEL_FIELDS = ("seed", "sparsity", "method", "mitigation")
 EXECUTION_FIELDS = ("steps_per_execution", "checkpoint_every_epochs")
 # Fields added after studies were trained, at the value that trains as before they existed: left out of config_hash
 # at that value, so that a study begun before them resumes with the same hash (float32 models are unchanged).
-ADDED_FIELDS_AT_OLD_BEHAVIOUR = {"mixed_precision": None}
+ADDED_FIELDS_AT_OLD_BEHAVIOUR = {"mixed_precision": None, "seed_design": "shared"}
 
 
 def config_to_dict(config):
@@ -216,6 +216,8 @@ def prediction_metadata(config, info, sparsity_report, extra=None, job=None):
       "target_sparsity": float(job.sparsity),
       "measured_sparsity": sparsity_report["overall"],
       "seed": int(job.seed),
+      # The dense model this one is paired with (its twin, teacher, single-pair partner): pie.variants.dense_seed.
+      "dense_seed": None if job.dense_seed is None else int(job.dense_seed),
       "config_hash": config_hash(config),
       "model": config.model.name,
       "config": config_to_dict(config),

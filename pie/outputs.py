@@ -416,7 +416,17 @@ TRIAGE_FIELDS = (
 
 # summary.json: the keys a reader may rely on, and those it uses when present (files of earlier versions lack them).
 SUMMARY_KEYS = ("study", "alpha", "tie_rule", "levels")
-SUMMARY_OPTIONAL = ("normalization", "normalization_warning", "noise_floor", "design", "mitigations", "slices")
+SUMMARY_OPTIONAL = (
+    "normalization",
+    "normalization_warning",
+    "noise_floor",
+    "design",
+    "mitigations",
+    "slices",
+    "fdr_scope",
+)
+# summary.json `fdr_scope`: Benjamini-Hochberg over each compared population's classes, or over the whole study.
+FDR_SCOPES = ("level", "study")
 # summary.json `design`: how the compressed models relate to the dense ones.
 INDEPENDENT_DESIGN = "independent"  # trained from scratch with their own seeds: populations compared as samples
 PAIRED_DESIGN = "paired"  # each started from the finished dense model of its seed (config.init_from_dense)
@@ -454,14 +464,21 @@ LEVEL_OPTIONAL = ("num_significant_classes_fdr",)
 LEVEL_HARM_KEYS = ("num_hurt_classes_fdr", "largest_class_harm")
 # A level's population and its measured size (studies comparing compression methods).
 LEVEL_METHOD_KEYS = ("method", "bits_per_weight", "compressed_bytes")
-# A compressed level against the noise floor.
+# A compressed level against the noise floor: read against its matched control (`floor_control`, the control whose
+# models stand to the dense ones as the level's do, `seed_relation`; null with a `floor_note` when there is none).
 LEVEL_FLOOR_KEYS = (
     "distinguishable_from_noise",
     "noise_floor_pies_mean",
     "pies_excess",
     "pies_excess_ci_low",
     "pies_excess_ci_high",
+    "seed_relation",
+    "floor_control",
+    "floor_note",
+    "control_risk",
 )
+# summary.json levels' `seed_relation` (pie.builder.seed_relation).
+SEED_RELATIONS = ("independent", "shared", "paired", "derived", "mixed")
 # A compared population of the paired design: its pairs, its classes under the paired test, the models (pairs) the
 # paired test needs, and what one model pair alone says (`single_pair`, with SINGLE_PAIR_KEYS).
 LEVEL_PAIRED_KEYS = (

@@ -205,14 +205,8 @@ def load_study_config(study_dir):
 
 
 def finished_models(config, study_dir):
-  """The (sparsity, seed) of the magnitude grid whose export is complete."""
-  return [
-      (s, seed)
-      for s, seed in grid(config)
-      if model_dir_lib.is_finished(
-          model_dir(study_dir, s, seed), variants.config_job(model_config(config, s, seed)).name
-      )
-  ]
+  """The (sparsity, seed) of the dense and magnitude models whose export is complete."""
+  return [(job.sparsity, job.seed) for job in finished_jobs(config, study_dir) if variants.named_by_level(job.method)]
 
 
 def finished_jobs(config, study_dir):

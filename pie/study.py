@@ -41,6 +41,9 @@ class ModelRecord:
   # derived from (`source_model`, post-training quantization); None for a model trained from scratch.
   dense_twin: Optional[str] = None
   init_from: Optional[str] = None  # the metadata's `init_from`: set only for a model fine-tuned from its dense twin
+  # The seed of the dense model it is paired with (metadata `dense_seed`, pie.variants.dense_seed); exports written
+  # before seed designs existed, and runs from outside pie, pair by their own seed.
+  dense_seed: Optional[int] = None
   # Per example, for the difficulty scores (pie.difficulty): the probability of the true label from the exported top-k,
   # and, when the export has logits, the EL2N error norm. float32 [n_examples]; None in a StudyIndex.
   true_prob: Optional[np.ndarray] = None
@@ -183,6 +186,7 @@ def _model_record(path, meta, top1, true_prob=None, el2n=None):
       compressed_bytes=meta.get("compressed_bytes"),
       dense_twin=meta.get("init_from") or meta.get("source_model"),
       init_from=meta.get("init_from"),
+      dense_seed=None if meta.get("dense_seed") is None else int(meta["dense_seed"]),
       true_prob=true_prob,
       el2n=el2n,
       has_logits=bool(meta.get("has_logits")),

@@ -291,7 +291,7 @@ def _dense_twin(job, study_dir, source_dir, log):
   if not model_dir.is_finished(source_dir, job.init_from):
     raise PieError(
         f"{job.name} starts from its dense twin {job.init_from} (config.init_from_dense), which is not finished in "
-        f"{source_dir}: train it first (train.train with config.sparsity=0 and config.seed={job.seed}, workdir "
+        f"{source_dir}: train it first (train.train with config.sparsity=0 and config.seed={job.dense_seed}, workdir "
         f"{source_dir}), or let train.population train the study, dense models first",
         parameter="init_from_dense",
     )

@@ -34,8 +34,15 @@ Controls (`config.controls`, see `CONTROLS`) are populations in which nothing is
 any other, to measure what seed noise alone does (an A/A comparison with the dense population):
 
   * "dense_replicate": a second dense population, seeds disjoint from the dense one's (seed + number of seeds).
-  * "sham": the magnitude-pruning wrappers, schedule and callbacks at a negligible target (`SHAM_SPARSITY`), with the
-    dense seeds: separates what the training machinery does from what sparsity does.
+  * "sham": the magnitude-pruning wrappers, schedule and callbacks at a negligible target (`SHAM_SPARSITY`):
+    separates what the training machinery does from what sparsity does. In the paired design its models are the
+    dense twins fine-tuned for the same epochs, nothing (in effect) pruned: what fine-tuning alone does.
+
+Seeds (`config.seed_design`, `SEED_DESIGNS`): "independent" (the default, the paper's design) gives every trained
+population its own disjoint block of seeds, so that the dense replicate is the null of every level; "shared" starts
+model i of every level from dense seed i (same initialisation and data order: twins), and its null is a control with
+the same shared seeds, the sham. Either way model i of a population is paired with dense model i (`Job.dense_seed`:
+its twin in the paired design, its distillation teacher, its partner in the single-pair view).
 
 What an entry knows (`Variant`; one subclass per family of methods): its kind ("dense", "control", "pruning",
 "training", "derived") and fixed level, its model names, how it wraps a model for training and with which callbacks
@@ -78,6 +85,10 @@ M_BY_N = (2, 4)
 SPARSITY_TOLERANCE = 0.005
 # The key of the dense population among a study's (method, level) populations.
 DENSE_KEY = (DENSE, 0.0)
+# config.seed_design: every trained population on its own block of seeds, or every level on the dense seeds.
+INDEPENDENT_SEEDS = "independent"
+SHARED_SEEDS = "shared"
+SEED_DESIGNS = (INDEPENDENT_SEEDS, SHARED_SEEDS)
 # summary.json's `role` of a population: DENSE for the dense one, else one of these.
 CONTROL_ROLE = "control"
 COMPRESSED_ROLE = "pruned"
@@ -436,8 +447,9 @@ class Mitigation:
   def check_params(self, params):
     """Raises PieError for parameters it cannot train with."""
 
-  def requires(self, params, seed, dense_names):  # pylint: disable=unused-argument
-    """The finished models its model needs (besides a dense twin it starts from): none by default."""
+  def requires(self, params, dense_seed, dense_names):  # pylint: disable=unused-argument
+    """The finished models its model needs (besides a dense twin it starts from), given the seed of the dense model
+    it is paired with (`Job.dense_seed`) and the dense population's names: none by default."""
     return ()
 
   def training(self, student, config, params, job, context):
@@ -452,8 +464,8 @@ def _label_smoothing(config):
 
 class Distillation(Mitigation):
   """Knowledge distillation from a dense teacher: (1 - weight) * CE + weight * T^2 * KL(teacher || student) at
-  temperature T (`pie.mitigation.DistillationLoss`). The teacher is the dense twin of the same seed (the paired
-  design's twin), or the dense model named by `teacher`."""
+  temperature T (`pie.mitigation.DistillationLoss`). The teacher is the dense model the student is paired with
+  (`Job.dense_seed`: the paired design's twin), or the dense model named by `teacher`."""
 
   parameters = (("weight", 0.5), ("temperature", 4.0), ("teacher", None))
 
@@ -474,16 +486,16 @@ class Distillation(Mitigation):
           parameter="mitigation_params",
       )
 
-  def teacher(self, params, seed):
-    return params["teacher"] or model_name(DENSE, 0.0, seed)
+  def teacher(self, params, dense_seed):
+    return params["teacher"] or model_name(DENSE, 0.0, dense_seed)
 
-  def requires(self, params, seed, dense_names):
-    return (self.teacher(params, seed),)
+  def requires(self, params, dense_seed, dense_names):
+    return (self.teacher(params, dense_seed),)
 
   def training(self, student, config, params, job, context):
     from pie import mitigation  # pylint: disable=g-import-not-at-top
 
-    teacher = self.teacher(params, job.seed)
+    teacher = self.teacher(params, job.dense_seed)
     num_classes = context.num_classes
     return TrainingSetup(
         model=mitigation.with_teacher(student, context.load_model(teacher)),
@@ -518,7 +530,7 @@ class ClassReweighting(Mitigation):
           parameter="mitigation_params",
       )
 
-  def requires(self, params, seed, dense_names):
+  def requires(self, params, dense_seed, dense_names):
     return tuple(dense_names)
 
   def training(self, student, config, params, job, context):
@@ -931,9 +943,11 @@ class Job:
   The launcher resolves every Job of the grid once (`study_jobs`) and hands each to the worker that trains or derives
   it; a model trained from its config alone gets its Job from `config_job`.
 
-  source: the dense model of the same seed that a derived model is made from, or that a trained model starts from
+  source: the dense model that a derived model is made from, or that a trained model starts from
     (config.init_from_dense: its dense twin); None for a model trained from scratch.
   requires: the models that must be finished before this one can start (the launcher defers it until they are).
+  dense_seed: the seed of the dense model this one is paired with (its twin, teacher or single-pair partner): its own
+    seed in the shared design, seed mod num_seeds in the independent one (`dense_seed`).
   """
 
   method: str  # effective method ("dense" for the baseline)
@@ -943,6 +957,7 @@ class Job:
   kind: str
   source: Optional[str] = None
   requires: tuple = ()
+  dense_seed: Optional[int] = None
 
   @property
   def init_from(self):
@@ -979,22 +994,48 @@ def training_epochs(config, job):
   return finetune_epochs(config) if job.init_from else config.num_epochs
 
 
-def _job(method, sparsity, seed, config=None, dense_seeds=()):
-  """The Job of an effective method at (sparsity, seed). With a config: its models start from their dense twins when
-  config.init_from_dense (every method that can), and a mitigation requires what it needs (a teacher, the dense
-  population of `dense_seeds`)."""
-  dense = model_name(DENSE, 0.0, seed)
+def seed_design(config):
+  """config.seed_design, checked: `INDEPENDENT_SEEDS` (the default) or `SHARED_SEEDS`."""
+  design = config.get("seed_design", None) or INDEPENDENT_SEEDS
+  if design not in SEED_DESIGNS:
+    raise PieError(f"config.seed_design must be one of {SEED_DESIGNS}, got {design!r}", parameter="seed_design")
+  return design
+
+
+def dense_seed(config, seed):
+  """The seed of the dense model that the model of `seed` is paired with: the same seed in the shared design (and for
+  a model without a study grid), seed mod config.num_seeds in the independent one (model i of every block)."""
+  num_seeds = int(config.get("num_seeds", 0) or 0)
+  if seed_design(config) == SHARED_SEEDS or num_seeds < 1:
+    return int(seed)
+  return int(seed) % num_seeds
+
+
+def population_seeds(config, block, seeds):
+  """The seeds of the `block`-th trained population of a study (the dense one is block 0): the dense seeds in the
+  shared design, `block * len(seeds) + seed` in the independent one (disjoint blocks)."""
+  if seed_design(config) == SHARED_SEEDS:
+    return list(seeds)
+  return [block * len(seeds) + seed for seed in seeds]
+
+
+def _job(method, sparsity, seed, config=None, dense_seeds=(), paired_seed=None):
+  """The Job of an effective method at (sparsity, seed), paired with the dense model of `paired_seed` (default: the
+  same seed). With a config: its models start from their dense twins when config.init_from_dense (every method that
+  can), and a mitigation requires what it needs (a teacher, the dense population of `dense_seeds`)."""
+  paired_seed = int(seed) if paired_seed is None else int(paired_seed)
+  dense = model_name(DENSE, 0.0, paired_seed)
   name = model_name(method, sparsity, seed)
   variant = get_variant(method)
   if variant.derived:
-    return Job(method, sparsity, seed, name, "derive", source=dense, requires=(dense,))
+    return Job(method, sparsity, seed, name, "derive", source=dense, requires=(dense,), dense_seed=paired_seed)
   source = dense if config is not None and init_from_dense(config) and variant.fine_tunes_from_dense else None
   requires = (source,) if source else ()
   if variant.mitigation is not None:
     dense_names = [model_name(DENSE, 0.0, s) for s in dense_seeds]
-    extra = variant.mitigation.requires(variant.mitigation_params(config), seed, dense_names)
+    extra = variant.mitigation.requires(variant.mitigation_params(config), paired_seed, dense_names)
     requires += tuple(n for n in extra if n not in requires)
-  return Job(method, sparsity, seed, name, "train", source=source, requires=requires)
+  return Job(method, sparsity, seed, name, "train", source=source, requires=requires, dense_seed=paired_seed)
 
 
 def config_method(config):
@@ -1019,14 +1060,20 @@ def config_job(config):
   (`effective_method`); a mitigation that needs the dense population takes the config's num_seeds dense models."""
   sparsity = float(config.sparsity)
   method = effective_method(config_method(config), sparsity)
-  return _job(method, sparsity, int(config.seed), config, range(int(config.get("num_seeds", 0) or 0)))
+  seed = int(config.seed)
+  paired = seed if method == DENSE else dense_seed(config, seed)
+  return _job(method, sparsity, seed, config, range(int(config.get("num_seeds", 0) or 0)), paired)
 
 
 def study_jobs(config, levels_and_seeds):
   """Every model of a study, dense first, then the controls, then the trained variants, then the derived ones.
 
-  With config.init_from_dense, every model of a method that can (`Variant.fine_tunes_from_dense`: the compressed
-  methods that train, and the sham control) starts from the dense model of its seed: its Job requires it.
+  Seeds (`seed_design`): in the independent design every trained population takes the next block of seeds (dense
+  0..n-1, then n..2n-1 for the first control, and so on in this order); in the shared design every population but
+  the dense replicate (seeds n..2n-1) reuses the dense seeds. Model i of every population is paired with dense model
+  i (`Job.dense_seed`). With config.init_from_dense, every model of a method that can
+  (`Variant.fine_tunes_from_dense`: the compressed methods that train, and the sham control) starts from the dense
+  model it is paired with: its Job requires it.
 
   Args:
     config: the study config (reads config.variants / config.method, config.controls, config.init_from_dense).
@@ -1035,13 +1082,22 @@ def study_jobs(config, levels_and_seeds):
   """
   variants = study_variants(config)
   init_from_dense(config)  # checked once, before any job
+  shared = seed_design(config) == SHARED_SEEDS
   seeds = sorted({seed for _, seed in levels_and_seeds})
   levels = sorted({s for s, _ in levels_and_seeds if s > 0})
   jobs = [_job(DENSE, 0.0, seed) for seed in seeds]
+  blocks = iter(range(1, 1_000_000))  # the next trained population's block of seeds (the dense one is block 0)
+
+  def population(method, level):
+    block = next(blocks)
+    if method == DENSE_REPLICATE and shared:
+      block_seeds = [seed + max(seeds) + 1 for seed in seeds]  # the replicate keeps its own seeds in both designs
+    else:
+      block_seeds = population_seeds(config, block, seeds)
+    return [_job(method, level, s, config, seeds, paired_seed=d) for s, d in zip(block_seeds, seeds)]
+
   for control in study_controls(config):
-    # The replicate's seeds follow the dense ones (disjoint); the sham reuses them, like every pruned level does.
-    control_seeds = [seed + max(seeds) + 1 for seed in seeds] if control == DENSE_REPLICATE else seeds
-    jobs += [_job(control, CONTROLS[control].fixed_level, seed, config, seeds) for seed in control_seeds]
+    jobs += population(control, CONTROLS[control].fixed_level)
   for method in variants:
     variant = get_variant(method)
     if variant.derived:
@@ -1051,10 +1107,11 @@ def study_jobs(config, levels_and_seeds):
       if method == DEFAULT_METHOD:
         continue  # config.sparsity_levels = (0.0,): a study of dense models only (a baseline, or an A/A study)
       raise PieError(f"method {method!r} needs a non-zero level in config.sparsity_levels")
-    jobs += [_job(method, s, seed, config, seeds) for s in method_levels for seed in seeds]
+    for level in method_levels:
+      jobs += population(method, level)
   for method in variants:
     if get_variant(method).derived:
-      jobs += [_job(method, 0.0, seed) for seed in seeds]
+      jobs += [_job(method, 0.0, seed) for seed in seeds]  # derived from each dense model: its seed
   names = [j.name for j in jobs]
   if len(set(names)) != len(names):
     raise PieError(f"two models of the study share a name: {sorted(n for n in names if names.count(n) > 1)}")

@@ -45,8 +45,11 @@ def test_study_runs_and_prints_the_report_path(tiny_study):
 
 def test_every_model_has_its_files(tiny_study):
   names = sorted(d for d in os.listdir(tiny_study["dir"]) if d.startswith(("sparsity", "dense_replicate")))
+  # Independent seeds (the default): dense 0-2, the replicate 3-5, the 90% level 6-8, each paired with dense model i.
   assert names == (
-      [f"dense_replicate_seed{k}" for k in (3, 4, 5)] + [f"sparsity{s}_seed{k}" for s in (0, 90) for k in range(3)]
+      [f"dense_replicate_seed{k}" for k in (3, 4, 5)]
+      + [f"sparsity0_seed{k}" for k in range(3)]
+      + [f"sparsity90_seed{k}" for k in (6, 7, 8)]
   )
   for name in names:
     folder = os.path.join(tiny_study["dir"], name)
@@ -66,6 +69,7 @@ def test_every_model_has_its_files(tiny_study):
     assert metadata["method"] == (
         "dense_replicate" if name.startswith("dense_replicate") else "dense" if target == 0 else "magnitude"
     )
+    assert metadata["dense_seed"] == metadata["seed"] % 3  # model i of every population is paired with dense model i
 
 
 def test_summary(tiny_study):
@@ -92,6 +96,13 @@ def test_summary(tiny_study):
   assert floor["half_splits"]["num_splits"] == 200
   assert pruned["distinguishable_from_noise"] in (True, False)
   assert pruned["pies_excess_ci_low"] <= pruned["num_pies"] - floor["half_splits"]["num_pies_mean"]
+  # Independent seeds: the level is read against the independently seeded replicate, its matched control.
+  assert (pruned["seed_relation"], pruned["floor_control"], pruned["floor_note"]) == (
+      "independent",
+      "dense_replicate",
+      None,
+  )
+  assert pruned["control_risk"] == replicate["risk"] and summary["fdr_scope"] == "level"
   for key in ("num_pies_largest_id_rule", "num_pies_tie_dependent"):
     assert isinstance(pruned[key], int)
   # Where the harm comes from, from the dense population alone.
@@ -138,11 +149,11 @@ def test_output_columns_and_pie_images(tiny_study):
 
 
 def test_rerun_skips_finished_models(tiny_study):
-  folder = os.path.join(tiny_study["dir"], "sparsity90_seed1")
-  before = os.path.getmtime(os.path.join(folder, "sparsity90_seed1.tfrecord"))
+  folder = os.path.join(tiny_study["dir"], "sparsity90_seed7")
+  before = os.path.getmtime(os.path.join(folder, "sparsity90_seed7.tfrecord"))
   proc = run_binary("train.population", *TINY_STUDY_FLAGS, f"--workdir={tiny_study['dir']}", "--num_workers=2")
   assert "all 9 models" in proc.stdout and "are finished" in proc.stdout
-  assert os.path.getmtime(os.path.join(folder, "sparsity90_seed1.tfrecord")) == before
+  assert os.path.getmtime(os.path.join(folder, "sparsity90_seed7.tfrecord")) == before
 
 
 def test_dry_run_prints_one_command_per_model(tmp_path):
@@ -155,8 +166,8 @@ def test_dry_run_prints_one_command_per_model(tmp_path):
   replicates = [c for c in commands if "--config.method=dense_replicate" in c]
   assert len(replicates) == 3 and "--config.sparsity=0.0 --config.seed=5" in replicates[-1]
   assert all("--config.num_epochs=2" in c and "--strategy=tpu --tpu=my-tpu" in c for c in commands)
-  assert "--config.sparsity=0.9 --config.seed=2" in commands[-1]
-  assert f"--workdir={tmp_path}/sparsity90_seed2" in commands[-1]
+  assert "--config.sparsity=0.9 --config.seed=8" in commands[-1]  # the 90% level's own seeds: 6-8
+  assert f"--workdir={tmp_path}/sparsity90_seed8" in commands[-1]
   # The grid is on record for validation and --export_missing, as after a launch.
   study = json.load(open(tmp_path / "study.json"))
   assert len(study["models"]) == 9 and f"--workdir={tmp_path}/{study['models'][-1]}" in commands[-1]
@@ -165,7 +176,7 @@ def test_dry_run_prints_one_command_per_model(tmp_path):
 def test_analysis_of_an_explicit_file_list(tiny_study, tmp_path):
   files = [
       os.path.join(tiny_study["dir"], n, f"{n}.tfrecord")
-      for n in ("sparsity0_seed0", "sparsity0_seed1", "sparsity90_seed0", "sparsity90_seed1")
+      for n in ("sparsity0_seed0", "sparsity0_seed1", "sparsity90_seed6", "sparsity90_seed7")
   ]
   run_binary(
       "analysis.analyze", f"--predictions={','.join(files)}", f"--out_dir={tmp_path}", "--nopie_images", "--noreport"

@@ -1,6 +1,7 @@
 """Mitigations: their losses against hand computations, the class-weight rule, the registry's mitigated populations,
 a distilled student against its teacher, resuming a mitigated model after a kill, and the verdict's calibration."""
 
+import glob
 import json
 import os
 import random
@@ -164,24 +165,32 @@ def test_mitigation_parameters_are_checked_recorded_and_hashed():
   assert model_dir.config_hash(_mitigation_config(mitigation="distill", seed=3)) == base
 
 
+def _jobs_by_pairing(config):
+  """A study's jobs by (method, level, seed of the dense model each is paired with)."""
+  return {(job.method, job.sparsity, job.dense_seed): job for job in population.jobs(config)}
+
+
 def test_jobs_of_a_mitigation_study_require_what_their_mitigation_needs():
   config = _mitigation_config(num_seeds=2)
-  jobs = {job.name: job for job in population.jobs(config)}
-  assert jobs["distill_sparsity90_seed1"].requires == ("sparsity0_seed1",)  # the teacher: the dense twin
-  assert jobs["distill_sparsity90_seed1"].init_from is None  # trained from scratch
-  assert jobs["reweight_sparsity90_seed0"].requires == ("sparsity0_seed0", "sparsity0_seed1")  # the dense population
-  assert jobs["eqloss_sparsity90_seed0"].requires == () and jobs["sparsity90_seed0"].requires == ()
+  jobs = _jobs_by_pairing(config)
+  distill = jobs[("magnitude+distill", 0.9, 1)]
+  assert distill.requires == ("sparsity0_seed1",)  # the teacher: the dense model it is paired with
+  assert distill.init_from is None and distill.seed not in (0, 1)  # trained from scratch on seeds of its own
+  assert jobs[("magnitude+class_reweight", 0.9, 0)].requires == ("sparsity0_seed0", "sparsity0_seed1")  # every dense
+  assert jobs[("magnitude+equalized_loss", 0.9, 0)].requires == () and jobs[("magnitude", 0.9, 0)].requires == ()
   for job in jobs.values():  # one model's config alone gives the launcher's job
     assert variants.config_job(population.job_config(config, job)) == job
-  one = population.model_config(config, 0.9, 1)
+  one = population.model_config(config, 0.9, distill.seed)
   with one.unlocked():
     one.mitigation = "distill"
-  assert variants.config_job(one) == jobs["distill_sparsity90_seed1"]
+  assert variants.config_job(one) == distill
   named = _mitigation_config(num_seeds=2, **{"mitigation_params.teacher": "sparsity0_seed0"})
-  assert {job.name: job for job in population.jobs(named)}["distill_sparsity90_seed1"].requires == ("sparsity0_seed0",)
+  assert _jobs_by_pairing(named)[("magnitude+distill", 0.9, 1)].requires == ("sparsity0_seed0",)
   paired = _mitigation_config(num_seeds=2, init_from_dense=True, finetune_epochs=5)
-  job = {job.name: job for job in population.jobs(paired)}["distill_sparsity90_seed1"]
+  job = _jobs_by_pairing(paired)[("magnitude+distill", 0.9, 1)]
   assert job.init_from == "sparsity0_seed1" and job.requires == ("sparsity0_seed1",)
+  shared = _jobs_by_pairing(_mitigation_config(num_seeds=2, seed_design="shared"))
+  assert shared[("magnitude+distill", 0.9, 1)].name == "distill_sparsity90_seed1"  # the dense seeds themselves
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -324,8 +333,11 @@ def test_a_mitigation_study_through_the_launcher(tmp_path):
   )
   assert "models done 18/18" in proc.stdout and "FAILED" not in proc.stdout
   for prefix, name in (("distill_", "distill"), ("reweight_", "class_reweight"), ("eqloss_", "equalized_loss")):
-    metadata = json.load(open(os.path.join(study_dir, f"{prefix}sparsity90_seed2", f"{prefix}sparsity90_seed2.json")))
+    paths = sorted(glob.glob(os.path.join(study_dir, f"{prefix}sparsity90_seed*", f"{prefix}sparsity90_seed*.json")))
+    assert len(paths) == 3
+    metadata = json.load(open(paths[-1]))
     assert metadata["method"] == f"magnitude+{name}" and metadata["mitigation"] == name
+    assert metadata["seed"] >= 9 and metadata["dense_seed"] in (0, 1, 2)  # a block of seeds of its own
   summary = json.load(open(os.path.join(study_dir, "analysis", "summary.json")))
   assert [c["population"] for c in summary["mitigations"]] == [
       "magnitude+distill",

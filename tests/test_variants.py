@@ -114,16 +114,50 @@ def test_a_config_alone_gives_the_job_the_launcher_would():
     training.train_and_export(cfg, "/nonexistent", job=other, log=lambda m: None)
 
 
-def test_study_jobs_default_is_todays_grid():
-  config = digits_config(controls=())
+def test_shared_seed_design_is_the_grid_of_levels_times_seeds():
+  config = digits_config(controls=(), seed_design="shared")
   jobs = population.jobs(config)
   assert [(j.sparsity, j.seed) for j in jobs] == population.grid(config)
   assert [j.name for j in jobs] == [variants.model_name("magnitude", s, seed) for s, seed in population.grid(config)]
   assert {j.method for j in jobs} == {"dense", "magnitude"}
+  assert [j.dense_seed for j in jobs] == [seed for _, seed in population.grid(config)]
+
+
+def test_independent_seed_design_gives_every_trained_population_its_own_block_of_seeds():
+  config = digits_config(
+      **{"sparsity_levels": (0.0, 0.5, 0.9), "num_seeds": 3, "controls": ("dense_replicate", "sham")}
+  )
+  with config.unlocked():
+    config.variants = ("magnitude", "random", "ptq_dynamic_int8")
+  assert variants.seed_design(config) == "independent"  # the default of the shipped configs
+  jobs = population.jobs(config)
+  by_population = {}
+  for job in jobs:
+    by_population.setdefault((job.method, job.sparsity), []).append(job)
+  trained = {key: [j.seed for j in js] for key, js in by_population.items() if js[0].kind == "train"}
+  assert trained[("dense", 0.0)] == [0, 1, 2]
+  assert trained[("dense_replicate", 0.0)] == [3, 4, 5]  # the replicate's seeds as in the shared design
+  assert trained[("sham", variants.SHAM_SPARSITY)] == [6, 7, 8]
+  assert trained[("magnitude", 0.5)] == [9, 10, 11] and trained[("magnitude", 0.9)] == [12, 13, 14]
+  assert trained[("random", 0.5)] == [15, 16, 17] and trained[("random", 0.9)] == [18, 19, 20]
+  seeds = [seed for block in trained.values() for seed in block]
+  assert len(seeds) == len(set(seeds))  # disjoint blocks
+  # Model i of every population is paired with dense model i; a derived model is made from the dense model itself.
+  assert all([j.dense_seed for j in js] == [0, 1, 2] for js in by_population.values())
+  assert [j.source for j in by_population[("ptq_dynamic_int8", 0.0)]] == [
+      "sparsity0_seed0",
+      "sparsity0_seed1",
+      "sparsity0_seed2",
+  ]
+  assert by_population[("magnitude", 0.9)][2].name == "sparsity90_seed14"
+  with pytest.raises(PieError, match="config.seed_design must be one of"):
+    population.jobs(digits_config(seed_design="paired"))
 
 
 def test_study_jobs_with_controls():
-  config = digits_config(**{"sparsity_levels": (0.0, 0.9), "num_seeds": 3, "controls": ("dense_replicate", "sham")})
+  config = digits_config(
+      **{"sparsity_levels": (0.0, 0.9), "num_seeds": 3, "controls": ("dense_replicate", "sham")}, seed_design="shared"
+  )
   jobs = population.jobs(config)
   assert [j.name for j in jobs] == [
       "sparsity0_seed0",
@@ -134,7 +168,7 @@ def test_study_jobs_with_controls():
       "dense_replicate_seed5",  # seeds disjoint from the dense ones
       "sham_seed0",
       "sham_seed1",
-      "sham_seed2",  # the dense seeds, like every pruned level
+      "sham_seed2",  # the dense seeds, like every pruned level in the shared design
       "sparsity90_seed0",
       "sparsity90_seed1",
       "sparsity90_seed2",
@@ -161,7 +195,7 @@ def test_a_study_of_dense_models_only():
 
 
 def test_study_jobs_with_variants():
-  config = digits_config(**{"sparsity_levels": (0.0, 0.9), "num_seeds": 2, "controls": ()})
+  config = digits_config(**{"sparsity_levels": (0.0, 0.9), "num_seeds": 2, "controls": ()}, seed_design="shared")
   with config.unlocked():
     config.variants = ("random", "2:4", "ptq_dynamic_int8")
   jobs = population.jobs(config)
@@ -385,27 +419,27 @@ def test_study_with_variants_end_to_end(tmp_path):
   proc = run_binary("train.population", *flags, f"--workdir={study_dir}", "--num_workers=2", "--analyze")
   assert "models done 8/8" in proc.stdout
   names = sorted(d for d in os.listdir(study_dir) if os.path.isdir(os.path.join(study_dir, d)) and d != "analysis")
-  assert names == [
-      "2of4_sparsity50_seed0",
-      "2of4_sparsity50_seed1",
+  assert names == [  # independent seeds: a block of its own for every trained population; PTQ is derived
+      "2of4_sparsity50_seed4",
+      "2of4_sparsity50_seed5",
       "ptq_dynamic_int8_seed0",
       "ptq_dynamic_int8_seed1",
-      "sham_seed0",
-      "sham_seed1",
+      "sham_seed2",
+      "sham_seed3",
       "sparsity0_seed0",
       "sparsity0_seed1",
   ]
   # The sham control: trained through the pruning wrappers and schedule, at a negligible target, measured.
-  sham = json.load(open(os.path.join(study_dir, "sham_seed0", "sham_seed0.json")))
+  sham = json.load(open(os.path.join(study_dir, "sham_seed2", "sham_seed2.json")))
   assert sham["method"] == "sham" and sham["target_sparsity"] == variants.SHAM_SPARSITY
   assert abs(sham["measured_sparsity"] - variants.SHAM_SPARSITY) < 0.005
   # 2:4: the pattern holds in every block of the layers with >= 4 input channels; conv1 (1 channel) stays dense.
-  model = model_dir.load_model(os.path.join(study_dir, "2of4_sparsity50_seed0", "model.h5"))
+  model = model_dir.load_model(os.path.join(study_dir, "2of4_sparsity50_seed4", "model.h5"))
   for name in ("conv2", "hidden"):
     report = variants.m_by_n_report(model.get_layer(name).kernel.numpy())
     assert report["applies"] and report["blocks_violating"] == 0 and report["sparsity"] == pytest.approx(0.5)
   assert variants.m_by_n_report(model.get_layer("conv1").kernel.numpy())["sparsity"] == 0.0
-  meta = json.load(open(os.path.join(study_dir, "2of4_sparsity50_seed0", "2of4_sparsity50_seed0.json")))
+  meta = json.load(open(os.path.join(study_dir, "2of4_sparsity50_seed4", "2of4_sparsity50_seed4.json")))
   assert meta["method"] == "2:4" and meta["structure"]["layers_left_dense_or_partly"] == ["conv1"]
   assert 0.45 < meta["measured_sparsity"] < 0.5  # below 0.5 because conv1 is dense: measured, not assumed
 
@@ -438,8 +472,8 @@ def test_study_with_variants_end_to_end(tmp_path):
     for file in files:
       before[os.path.relpath(os.path.join(root, file), out)] = open(os.path.join(root, file), "rb").read()
   for name, files in (
-      ("2of4_sparsity50_seed1", ()),
-      ("sham_seed0", ("model.h5",)),
+      ("2of4_sparsity50_seed5", ()),
+      ("sham_seed2", ("model.h5",)),
       ("sparsity0_seed1", ("model.h5", "metrics.json")),
       ("ptq_dynamic_int8_seed1", ("model.tflite",)),
   ):
