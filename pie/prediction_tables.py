@@ -692,7 +692,7 @@ def _classified_tasks(parts, labels, log):
   complete = ~pd.isna(labels)
   for part in parts:
     complete &= part[PREDICTION].notna().to_numpy()
-  frame = pd.DataFrame({TASK: tasks, "complete": complete, "any": ~pd.isna(labels)})
+  frame = pd.DataFrame({TASK: tasks, "complete": complete})
   per_task = frame.groupby(TASK, sort=True).agg(complete=("complete", "all"), partial=("complete", "any"))
   for task, row in per_task.iterrows():
     if not row["complete"] and row["partial"]:
