@@ -744,6 +744,32 @@ def test_correctness_only_populations_find_examples_whose_modal_correctness_flip
   assert summary["levels"][1]["num_pies"] == int((modal_dense != modal_replica).sum())
 
 
+def test_lm_eval_runs_declared_by_pie_run_json_make_populations(tmp_path):
+  """Sampling runs of two models (seeds in pie_run.json) are populations; their examples' modal correctness decides
+  the PIEs of the correctness-only tasks."""
+  from pie import analysis  # pylint: disable=import-outside-toplevel
+
+  runs = []
+  for method, lost in (("bf16", 0.0), ("int4", 0.5)):
+    for seed in range(3):
+      run = write_lm_eval_run(str(tmp_path / f"{method}_{seed}"), lm_eval_right(seed, lost), seed=seed, extra=False)
+      with open(os.path.join(run, "pie_run.json"), "w", encoding="utf-8") as f:
+        json.dump({"method": method, "seed": seed}, f)
+      runs.append(run)
+  sources = pt.expand_patterns(str(tmp_path / "*"))
+  assert sources == sorted(runs)
+  tables = pt.load_prediction_tables(sources, ["subject"], **QUIET)
+  study = tables.study(dense_method="bf16")
+  assert sorted(study.populations) == [("dense", 0.0), ("int4", 0.0)]
+  assert [m.seed for m in study.populations[("int4", 0.0)]] == [0, 1, 2]
+  gsm = (tables.examples["task"] == "gsm8k").to_numpy()
+  right = np.stack([m.correct for m in tables.models])
+  modal = right[:3].sum(0) >= 2, right[3:].sum(0) >= 2
+  result, _, _ = analysis.analyze(study, bootstrap_resamples=0, noise_floor_splits=0, **QUIET)
+  pies = set(result[outputs.PIES_CSV]["example_id"])
+  assert {i for i in np.flatnonzero(gsm)} & pies == set(np.flatnonzero(gsm & (modal[0] != modal[1])))
+
+
 def test_a_population_of_one_model_and_a_missing_dense_one_are_refused(tmp_path):
   data = np.load(REAL)
   top1, labels = data["top1"][:3].astype(np.int64), data["labels"].astype(np.int64)
