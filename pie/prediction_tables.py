@@ -593,12 +593,13 @@ def read_sources(sources, group_by=(), *, format=AUTO, lm_eval_metric=None, lm_e
   if not sources:
     raise PieError("give at least one prediction table", parameter="prediction_tables")
   cache, out = {}, []
-  for source in sources:
+  for number, source in enumerate(sources, 1):
     path, selected = split_selection(source)
     if path not in cache:
       cache[path] = read_prediction_table(
           path, group_by, format=format, lm_eval_metric=lm_eval_metric, lm_eval_filter=lm_eval_filter, log=log
       )
+      log(f"read {number}/{len(sources)}: {path} ({cache[path][MODEL].nunique()} model(s), {len(cache[path])} rows)")
     frame = cache[path]
     models = list(dict.fromkeys(frame[MODEL]))
     if selected is not None and selected not in models:

@@ -55,7 +55,7 @@ def render(result, images=None, page_size=60, max_image_bytes=20 * 2**20, top_n=
   summary = result.summary
   dataset, reference = summary["dataset"], summary["reference"]
   sections = [
-      _howto(summary),
+      _howto(summary, "images" if result.example_table is None else "examples"),
       _summary_section(summary),
       _classes_section(result, top_n) if dataset["num_classes"] else None,
       _groups_section(result, top_n) if result.groups is not None and len(result.groups) else None,
@@ -91,7 +91,7 @@ every number of this page.</footer>
 """
 
 
-def _howto(summary):
+def _howto(summary, items="images"):
   settings = summary["settings"]
   level = pct(settings["confidence_level"], 0)
   return (
@@ -99,8 +99,8 @@ def _howto(summary):
       None,
       f"""<section id="howto" class="howto"><h2>How to read this</h2>
 <p>The reference model and each candidate (a compressed version of it) predicted the same
-{int(summary['dataset']['num_examples'])} evaluation images, so every image says whether the compression changed the
-answer: <b>correct → wrong</b> (lost), <b>wrong → correct</b> (gained), or one wrong answer for another.</p>
+{int(summary['dataset']['num_examples'])} evaluation {items}, so every {items[:-1]} says whether the compression
+changed the answer: <b>correct → wrong</b> (lost), <b>wrong → correct</b> (gained), or one wrong answer for another.</p>
 <ul>
 <li><b>Excess change</b> of a class: the change in its recall minus the change in overall top-1, i.e. how much more
 (negative) or less the class lost than the model as a whole. Its {level} interval comes from a Bayesian bootstrap of
