@@ -34,6 +34,8 @@ setuptools.setup(
         "numpy>=1.26",
         "scipy>=1.11",  # stats.false_discovery_control
         "pandas>=2.0",
+        # Parquet prediction tables (pie.prediction_tables); tensorflow-datasets installs it too.
+        "pyarrow>=14",
         "scikit-learn",  # the embedded digits dataset (load_digits)
         "matplotlib",
         "pillow",

@@ -44,6 +44,10 @@ _LAZY = {
     "TFLiteClassifier": "pie.quantization",
     "compare": "pie.comparison",
     "Comparison": "pie.comparison",
+    "read_prediction_table": "pie.prediction_tables",
+    "load_prediction_tables": "pie.prediction_tables",
+    "compare_tables": "pie.prediction_tables",
+    "PredictionTables": "pie.prediction_tables",
 }
 _SUBMODULES = (
     "analysis",
@@ -56,6 +60,8 @@ _SUBMODULES = (
     "models",
     "outputs",
     "predictions",
+    "prediction_tables",
+    "lm_eval_samples",
     "pruning",
     "ptq",
     "report",

@@ -90,6 +90,10 @@ class Comparison:
   examples: pd.DataFrame
   summary: dict
   split: object = dataclasses.field(default=None, repr=False, compare=False)  # comparison_inputs.EvalSplit
+  # compare_groups.csv (pie.outputs.COMPARE_GROUPS), when groups were compared (prediction tables' task and group_by).
+  groups: pd.DataFrame | None = None
+  # table_examples.csv (pie.outputs.TABLE_EXAMPLES): what each example_id is in the prediction tables compared.
+  example_table: pd.DataFrame | None = dataclasses.field(default=None, repr=False)
 
   @property
   def candidates(self):
@@ -113,7 +117,8 @@ class Comparison:
     return f"gate failed ({', '.join(bounds)}): " + " | ".join(parts)
 
   def write(self, out_dir, images=True, page_size=60, log=print):
-    """Writes the four files into out_dir, each atomically, once all of them are ready (an error writes none).
+    """Writes the four files into out_dir, each atomically, once all of them are ready (an error writes none), and
+    compare_groups.csv and table_examples.csv when the comparison has them (prediction tables).
 
     images: the changed examples' images for compare.html's gallery, from the eval split (`eval_display_images`);
       False, or a comparison of arrays without a dataset, shows labels only. A dict {example_id: uint8 [H, W, C]}
@@ -137,6 +142,10 @@ class Comparison:
         outputs.COMPARE_EXAMPLES_CSV: analysis.csv_text(self.examples),
         outputs.COMPARE_HTML: compare_page.render(self, found, page_size=page_size),
     }
+    if self.groups is not None:
+      texts[outputs.COMPARE_GROUPS_CSV] = analysis.csv_text(self.groups)
+    if self.example_table is not None:
+      texts[outputs.TABLE_EXAMPLES_CSV] = analysis.csv_text(self.example_table)
     io_utils.makedirs(out_dir)
     for name, text in texts.items():
       io_utils.write_text(os.path.join(out_dir, name), text)
@@ -156,20 +165,46 @@ def mcnemar_p_values(lost, gained):
   )
 
 
+def correctness(labels, outputs):
+  """bool [n_examples]: which examples a model (ModelOutputs) got right: its `correct` when a metric decides (prediction
+  tables), else its top-1 against the label."""
+  if outputs.correct is not None:
+    return np.asarray(outputs.correct, bool)
+  return np.asarray(outputs.top1, np.int64) == np.asarray(labels, np.int64)
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcomes:
+  """The paired outcomes counted per unit (a class, or a value of a group column): examples, reference hits,
+  candidate hits, lost (right -> wrong) and gained (wrong -> right)."""
+
+  sizes: np.ndarray
+  reference_hits: np.ndarray
+  candidate_hits: np.ndarray
+  lost: np.ndarray
+  gained: np.ndarray
+
+  @classmethod
+  def count(cls, units, num_units, reference_right, candidate_right):
+    """Counts over examples whose unit is `units[i]` (examples with unit -1, e.g. without a class, count nowhere)."""
+    units = np.asarray(units, np.int64)
+    ref, cand = np.asarray(reference_right, bool), np.asarray(candidate_right, bool)
+    valid = units >= 0
+
+    def count(mask):
+      return np.bincount(units[mask & valid], minlength=num_units)
+
+    return cls(count(valid), count(ref), count(cand), count(ref & ~cand), count(~ref & cand))
+
+  def plus(self, other):
+    """These units followed by `other`'s."""
+    return Outcomes(*(np.concatenate([a, b]) for a, b in zip(dataclasses.astuple(self), dataclasses.astuple(other))))
+
+
 def flip_counts(labels, reference, candidate, num_classes):
   """Per class: examples, reference hits, candidate hits, lost (right -> wrong), gained (wrong -> right)."""
-  ref_right, cand_right = reference == labels, candidate == labels
-
-  def count(mask):
-    return np.bincount(labels[mask], minlength=num_classes)
-
-  return (
-      np.bincount(labels, minlength=num_classes),
-      count(ref_right),
-      count(cand_right),
-      count(ref_right & ~cand_right),
-      count(~ref_right & cand_right),
-  )
+  labels = np.asarray(labels, np.int64)
+  return dataclasses.astuple(Outcomes.count(labels, num_classes, reference == labels, candidate == labels))
 
 
 def bootstrap_changes(sizes, lost, gained, num_resamples, seed=0):
@@ -214,6 +249,39 @@ def _quantiles(draws, confidence, axis=0):
   return low, high
 
 
+def unit_statistics(counts, rest, top1_change, alpha, num_resamples, seed):
+  """The statistics of compare_classes.csv for any partition of the examples into units (classes, or the values of a
+  group column): per unit, both models' rate of right answers, its change, the excess over `top1_change`, the
+  interval of the excess (`bootstrap_changes` over the units and `rest`, the Outcomes of the examples in no unit, as
+  one more stratum, None when every example has a unit), the exact McNemar p-value and the BH q-value over the units.
+
+  Returns ({name: array over the units}, the bootstrap draws of the overall change).
+  """
+  present = counts.sizes > 0
+  with np.errstate(invalid="ignore", divide="ignore"):
+    ref_rate = np.where(present, counts.reference_hits / np.maximum(counts.sizes, 1), np.nan)
+    cand_rate = np.where(present, counts.candidate_hits / np.maximum(counts.sizes, 1), np.nan)
+  strata = counts if rest is None else counts.plus(rest)
+  draws, overall = bootstrap_changes(strata.sizes, strata.lost, strata.gained, num_resamples, seed)
+  low, high = _quantiles(draws[:, : len(present)][:, present] - overall[:, None], 1 - alpha)
+  ci_low, ci_high = np.full(len(present), np.nan), np.full(len(present), np.nan)
+  ci_low[present], ci_high[present] = low, high
+  p = np.where(present, mcnemar_p_values(counts.lost, counts.gained), np.nan)
+  q = significance.bh_q_values(p)
+  change = cand_rate - ref_rate
+  return {
+      "reference_rate": ref_rate,
+      "candidate_rate": cand_rate,
+      "change": change,
+      "excess": change - top1_change,
+      "ci_low": ci_low,
+      "ci_high": ci_high,
+      "p_value": p,
+      "q_value": q,
+      "significant_fdr": significance.bh_rejections(q, alpha),
+  }, overall
+
+
 def compare_pair(
     labels, reference, candidate, class_names, alpha=0.05, num_resamples=DEFAULT_BOOTSTRAP, seed=0, gate=None
 ):
@@ -227,28 +295,23 @@ def compare_pair(
         f"{candidate.name}: {cand.shape[0]} predictions, {reference.name}: {ref.shape[0]}, for "
         f"{labels.shape[0]} labels: the models must score the same eval split"
     )
-  sizes, ref_hits, cand_hits, lost, gained = flip_counts(labels, ref, cand, num_classes)
-  present = sizes > 0
-  with np.errstate(invalid="ignore", divide="ignore"):
-    ref_recall = np.where(present, ref_hits / np.maximum(sizes, 1), np.nan)
-    cand_recall = np.where(present, cand_hits / np.maximum(sizes, 1), np.nan)
+  ref_right, cand_right = correctness(labels, reference), correctness(labels, candidate)
+  counts = Outcomes.count(labels, num_classes, ref_right, cand_right)
+  unclassed = labels < 0  # examples scored by a metric alone (prediction tables): in top-1, in no class
+  rest = Outcomes.count(np.zeros(unclassed.sum(), np.int64), 1, ref_right[unclassed], cand_right[unclassed])
   n = len(labels)
-  top1_change = (cand_hits.sum() - ref_hits.sum()) / n if n else 0.0
-  recall_change = cand_recall - ref_recall
-  excess = recall_change - top1_change
-  class_change, overall = bootstrap_changes(sizes, lost, gained, num_resamples, seed)
-  confidence = 1 - alpha
-  low, high = _quantiles(class_change[:, present] - overall[:, None], confidence)
-  ci_low, ci_high = np.full(num_classes, np.nan), np.full(num_classes, np.nan)
-  ci_low[present], ci_high[present] = low, high
-  p = np.where(present, mcnemar_p_values(lost, gained), np.nan)
-  q = significance.bh_q_values(p)
+  top1_change = (cand_right.sum() - ref_right.sum()) / n if n else 0.0
+  units, overall = unit_statistics(counts, rest if unclassed.any() else None, top1_change, alpha, num_resamples, seed)
+  ref_recall, cand_recall = units["reference_rate"], units["candidate_rate"]
+  recall_change, excess, ci_low, ci_high = units["change"], units["excess"], units["ci_low"], units["ci_high"]
+  p, q = units["p_value"], units["q_value"]
+  lost, gained = int((ref_right & ~cand_right).sum()), int((~ref_right & cand_right).sum())
   classes = pd.DataFrame(
       {
           "candidate": candidate.name,
           "class_id": np.arange(num_classes),
           "class_name": [str(c) for c in class_names],
-          "num_examples": sizes,
+          "num_examples": counts.sizes,
           "reference_recall": ref_recall,
           "candidate_recall": cand_recall,
           "recall_change": recall_change,
@@ -257,11 +320,11 @@ def compare_pair(
           "ci_high": ci_high,
           "p_value": p,
           "q_value": q,
-          "significant_fdr": significance.bh_rejections(q, alpha),
+          "significant_fdr": units["significant_fdr"],
       },
       columns=list(outputs.COMPARE_CLASSES.columns()),
   )
-  changed = np.flatnonzero(ref != cand)
+  changed = np.flatnonzero((ref != cand) | (ref_right != cand_right))
   examples = pd.DataFrame(
       {
           "candidate": candidate.name,
@@ -271,29 +334,29 @@ def compare_pair(
           "candidate_pred": cand[changed],
           "reference_prob": np.asarray(reference.prob, np.float64)[changed],
           "candidate_prob": np.asarray(candidate.prob, np.float64)[changed],
-          "reference_correct": ref[changed] == labels[changed],
-          "candidate_correct": cand[changed] == labels[changed],
+          "reference_correct": ref_right[changed],
+          "candidate_correct": cand_right[changed],
       },
       columns=list(outputs.COMPARE_EXAMPLES.columns()),
   )
-  top1_low, top1_high = _quantiles(overall, confidence) if n else (0.0, 0.0)
+  top1_low, top1_high = _quantiles(overall, 1 - alpha) if n else (0.0, 0.0)
   summary = {
       "name": candidate.name,
       "source": candidate.source,
       "kind": candidate.kind,
-      "reference_top1": float(np.mean(ref == labels)) if n else None,
-      "candidate_top1": float(np.mean(cand == labels)) if n else None,
+      "reference_top1": float(np.mean(ref_right)) if n else None,
+      "candidate_top1": float(np.mean(cand_right)) if n else None,
       "top1_change": float(top1_change),
       "top1_change_ci_low": float(top1_low),
       "top1_change_ci_high": float(top1_high),
-      "agreement": float(np.mean(ref == cand)) if n else None,
+      "agreement": (n - len(changed)) / n if n else None,
       "num_changed": int(len(changed)),
-      "flips_correct_to_wrong": int(lost.sum()),
-      "flips_wrong_to_correct": int(gained.sum()),
-      "flips_wrong_to_wrong": int(len(changed) - lost.sum() - gained.sum()),
+      "flips_correct_to_wrong": lost,
+      "flips_wrong_to_correct": gained,
+      "flips_wrong_to_wrong": int(len(changed) - lost - gained),
       **_significant(classes),
       "largest_harm": _largest_harm(classes),
-      **_intensification(classes, float(np.mean(ref == labels)) if n else None),
+      **_intensification(classes, float(np.mean(ref_right)) if n else None),
       "size": candidate.size,
       "gate": _gate(classes, -float(top1_low), gate),
   }
@@ -361,6 +424,87 @@ def _gate(classes, top1_drop_high, gate):
   }
 
 
+@dataclasses.dataclass(frozen=True)
+class Groups:
+  """Partitions of the examples compared besides the classes (the task and group columns of prediction tables): for
+  each column, every example's value as a code into `values[column index]`."""
+
+  columns: tuple
+  codes: np.ndarray  # int64 [n_examples, len(columns)]
+  values: tuple  # per column, the names of its values
+
+  def __len__(self):
+    return len(self.columns)
+
+
+def group_rows(groups, labels, reference, candidate, alpha, num_resamples, seed):
+  """compare_groups.csv rows of one candidate (pie/outputs.py COMPARE_GROUPS): for each group column, the statistics
+  of compare_classes.csv with its values in the place of the classes and right answers (a metric's, or top-1 against
+  the label) in the place of recall. The values of one column partition the examples, so each column is its own
+  bootstrap and its own Benjamini-Hochberg family."""
+  ref_right, cand_right = correctness(labels, reference), correctness(labels, candidate)
+  n = len(ref_right)
+  top1_change = (cand_right.sum() - ref_right.sum()) / n if n else 0.0
+  frames = []
+  for j, column in enumerate(groups.columns):
+    counts = Outcomes.count(groups.codes[:, j], len(groups.values[j]), ref_right, cand_right)
+    units, _ = unit_statistics(counts, None, top1_change, alpha, num_resamples, seed)
+    frames.append(
+        pd.DataFrame(
+            {
+                "candidate": candidate.name,
+                "group_column": column,
+                "group_value": [str(v) for v in groups.values[j]],
+                "num_examples": counts.sizes,
+                "reference_accuracy": units["reference_rate"],
+                "candidate_accuracy": units["candidate_rate"],
+                "accuracy_change": units["change"],
+                "excess_change": units["excess"],
+                "ci_low": units["ci_low"],
+                "ci_high": units["ci_high"],
+                "flips_correct_to_wrong": counts.lost,
+                "flips_wrong_to_correct": counts.gained,
+                "p_value": units["p_value"],
+                "q_value": units["q_value"],
+                "significant_fdr": units["significant_fdr"],
+            },
+            columns=list(outputs.COMPARE_GROUPS.columns()),
+        )
+    )
+  return pd.concat(frames, ignore_index=True) if frames else empty_groups()
+
+
+def empty_groups():
+  return pd.DataFrame(columns=list(outputs.COMPARE_GROUPS.columns()))
+
+
+def _group_summary(rows, entry, gate):
+  """A candidate's group keys of compare_summary.json (None and [] without groups), and the groups its gate fails."""
+  present = rows.loc[rows["num_examples"] > 0]
+  significant = present.loc[present["significant_fdr"].astype(bool)]
+  entry["num_significant_groups_fdr"] = int(len(significant)) if len(rows) else None
+  entry["significant_groups_fdr"] = [[str(r.group_column), str(r.group_value)] for r in significant.itertuples()]
+  entry["largest_group_harm"] = None
+  if len(present):
+    worst = present.loc[present["excess_change"].astype(float).idxmin()]
+    entry["largest_group_harm"] = {
+        "group_column": str(worst["group_column"]),
+        "group_value": str(worst["group_value"]),
+        "excess_change": float(worst["excess_change"]),
+        "ci_low": float(worst["ci_low"]),
+        "ci_high": float(worst["ci_high"]),
+    }
+  failing = []
+  if gate.max_excess_drop is not None and len(present):
+    over = present.loc[-present["ci_low"].astype(float) > gate.max_excess_drop].sort_values("ci_low", kind="stable")
+    failing = [[str(r.group_column), str(r.group_value)] for r in over.itertuples()]
+    if failing:
+      worst = ", ".join(f"{r.group_column} = {r.group_value} ({-r.ci_low:.3f})" for r in over.itertuples())
+      entry["gate"]["failures"].append(f"group harm may exceed {gate.max_excess_drop:g}: {worst}")
+      entry["gate"]["passed"] = False
+  entry["gate"]["failing_groups"] = failing
+
+
 def compare_outputs(
     labels,
     reference,
@@ -371,8 +515,13 @@ def compare_outputs(
     seed=0,
     gate=None,
     dataset_fields=None,
+    groups=None,
 ):
-  """Every candidate (ModelOutputs) against the reference: a `Comparison`, tables concatenated in candidate order."""
+  """Every candidate (ModelOutputs) against the reference: a `Comparison`, tables concatenated in candidate order.
+
+  groups: a `Groups` of the examples: each candidate is also compared per value of each group column
+  (Comparison.groups, compare_groups.csv), and the gate's max_excess_drop applies to those values too.
+  """
   _check_settings(alpha, bootstrap_resamples)
   if not candidates:
     raise PieError("give at least one candidate to compare with the reference", parameter="candidates")
@@ -383,12 +532,19 @@ def compare_outputs(
   gate = gate or Gate()
   parts = [compare_pair(labels, reference, c, class_names, alpha, bootstrap_resamples, seed, gate) for c in candidates]
   labels = np.asarray(labels)
+  group_frames = []
+  for candidate, part in zip(candidates, parts):
+    rows = (
+        group_rows(groups, labels, reference, candidate, alpha, bootstrap_resamples, seed) if groups else empty_groups()
+    )
+    _group_summary(rows, part[2], gate)
+    group_frames.append(rows)
   summary = {
       "reference": {
           "name": reference.name,
           "source": reference.source,
           "kind": reference.kind,
-          "top1": float(np.mean(reference.top1 == labels)) if len(labels) else None,
+          "top1": float(np.mean(correctness(labels, reference))) if len(labels) else None,
           "size": reference.size,
       },
       "dataset": {
@@ -407,6 +563,7 @@ def compare_outputs(
           "interval": "stratified Bayesian bootstrap over examples, Jeffreys prior on the directions of change present",
           "max_excess_drop": gate.max_excess_drop,
           "max_top1_drop": gate.max_top1_drop,
+          "group_by": list(groups.columns) if groups else [],
       },
       "candidates": [p[2] for p in parts],
   }
@@ -419,6 +576,7 @@ def compare_outputs(
       classes=pd.concat([p[0] for p in parts], ignore_index=True),
       examples=pd.concat([p[1] for p in parts], ignore_index=True),
       summary=summary,
+      groups=pd.concat(group_frames, ignore_index=True) if groups else None,
   )
 
 

@@ -43,6 +43,9 @@ class ModelOutputs:
 
   `prob` is the probability the model gives its top-1 (NaN when unknown, e.g. top-1 arrays). `size` is the model's
   measured storage (`pie.quantization` size-report fields) or None when it is not a model file or object.
+  `correct` says which examples the model got right when a metric decides it rather than top-1 against the label
+  (prediction tables and lm-eval samples, pie.prediction_tables: their examples without a class have top-1 and
+  label -1); None: top-1 equals the label.
   """
 
   name: str
@@ -51,6 +54,7 @@ class ModelOutputs:
   source: str = "in memory"
   kind: str = ARRAY
   size: dict | None = None
+  correct: np.ndarray | None = None  # bool [n_examples]
 
 
 @dataclasses.dataclass

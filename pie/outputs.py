@@ -58,6 +58,11 @@ COMPARE_EXAMPLES_CSV = "compare_examples.csv"
 COMPARE_SUMMARY_JSON = "compare_summary.json"
 COMPARE_HTML = "compare.html"
 COMPARE_FILES = (COMPARE_CLASSES_CSV, COMPARE_EXAMPLES_CSV, COMPARE_SUMMARY_JSON, COMPARE_HTML)
+# Written besides those when the models come from prediction tables or lm-eval samples (pie.prediction_tables):
+# compare_groups.csv (the task and group columns; by compare), and table_examples.csv (what each example_id is in the
+# tables; by compare and by the analysis of tables).
+COMPARE_GROUPS_CSV = "compare_groups.csv"
+TABLE_EXAMPLES_CSV = "table_examples.csv"
 
 # Kinds of values a column holds, as readers parse them.
 INT, FLOAT, BOOL, STR, BYTES = "int", "float", "bool", "str", "bytes"
@@ -330,7 +335,40 @@ COMPARE_EXAMPLES = Table(
         ("candidate_correct", BOOL),
     ),
 )
-COMPARE_TABLES = (COMPARE_CLASSES, COMPARE_EXAMPLES)
+COMPARE_GROUPS = Table(
+    COMPARE_GROUPS_CSV,
+    required=(
+        ("candidate", STR),
+        ("group_column", STR),
+        ("group_value", STR),
+        ("num_examples", INT),
+        ("reference_accuracy", FLOAT),
+        ("candidate_accuracy", FLOAT),
+        ("accuracy_change", FLOAT),
+        ("excess_change", FLOAT),
+        ("ci_low", FLOAT),
+        ("ci_high", FLOAT),
+        ("flips_correct_to_wrong", INT),
+        ("flips_wrong_to_correct", INT),
+        ("p_value", FLOAT),
+        ("q_value", FLOAT),
+        ("significant_fdr", BOOL),
+    ),
+)
+# table_examples.csv: one row per example in example_id order; after these columns, one per group column (named as
+# in the tables, `task` excepted: it is a column here). `label` is -1 and `label_name` the label's text (or empty)
+# for an example scored by its `correct` alone.
+TABLE_EXAMPLES = Table(
+    TABLE_EXAMPLES_CSV,
+    required=(
+        ("example_id", INT),
+        ("source_id", STR),
+        ("task", STR),
+        ("label", INT),
+        ("label_name", STR),
+    ),
+)
+COMPARE_TABLES = (COMPARE_CLASSES, COMPARE_EXAMPLES, COMPARE_GROUPS, TABLE_EXAMPLES)
 # compare_summary.json: the reference, the eval split, the settings (gate bounds included), one entry per candidate,
 # and `passed` (every candidate passes the gate; true without a gate).
 COMPARE_SUMMARY_KEYS = ("reference", "dataset", "settings", "candidates", "passed")
@@ -344,6 +382,7 @@ COMPARE_SETTINGS_KEYS = (
     "interval",
     "max_excess_drop",
     "max_top1_drop",
+    "group_by",
 )
 COMPARE_CANDIDATE_KEYS = (
     "name",
@@ -368,10 +407,14 @@ COMPARE_CANDIDATE_KEYS = (
     "size",
     "size_ratio",
     "gate",
+    "num_significant_groups_fdr",
+    "significant_groups_fdr",
+    "largest_group_harm",
 )
 # A candidate's `largest_harm` (None without examples), its `size` and the reference's (None when not a model: the
 # measured storage of pie.quantization's size reports, or what its prediction file's metadata records), its `gate`.
 COMPARE_HARM_KEYS = ("class_id", "class_name", "excess_change", "ci_low", "ci_high")
+COMPARE_GROUP_HARM_KEYS = ("group_column", "group_value", "excess_change", "ci_low", "ci_high")
 COMPARE_SIZE_KEYS = ("source", "format", "raw_bytes", "gzip_bytes", "bits_per_weight")
 COMPARE_GATE_KEYS = (
     "max_excess_drop",
@@ -381,6 +424,7 @@ COMPARE_GATE_KEYS = (
     "failing_classes",
     "top1_failed",
     "failures",
+    "failing_groups",
 )
 
 

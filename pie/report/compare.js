@@ -5,14 +5,16 @@
   const el = gallery.el, option = gallery.option, countBy = gallery.countBy;
   function pct(x) { return (x === null || x === undefined) ? "" : " · " + Math.round(100 * x) + "%"; }
 
-  const classSelect = document.getElementById("cls-candidate");
-  if (classSelect) {
-    classSelect.addEventListener("change", function () {
-      document.querySelectorAll("#classes .cand-block").forEach(function (block) {
-        block.hidden = block.dataset.candidate !== classSelect.value;
+  // The class and group views' candidate selects.
+  [["cls-candidate", "#classes"], ["grp-candidate", "#groups"]].forEach(function (view) {
+    const select = document.getElementById(view[0]);
+    if (!select) return;
+    select.addEventListener("change", function () {
+      document.querySelectorAll(view[1] + " .cand-block").forEach(function (block) {
+        block.hidden = block.dataset.candidate !== select.value;
       });
     });
-  }
+  });
 
   const dataEl = document.getElementById("flip-data");
   if (!dataEl) return;
@@ -79,12 +81,14 @@
     }
     c.appendChild(pic);
     const head = el("div", "head");
-    head.appendChild(el("span", null, "#" + f.id));
+    head.appendChild(el("span", null, f.h === undefined ? "#" + f.id : f.h));
     head.appendChild(el("span", null, data.candidates[f.c]));
     c.appendChild(head);
     c.appendChild(labelRow("true", "lab-true", data.class_names[f.y]));
-    c.appendChild(labelRow("reference", "lab-reference", data.class_names[f.r], f.rp, f.r === f.y));
-    c.appendChild(labelRow("candidate", "lab-candidate", data.class_names[f.k], f.kp, f.k === f.y));
+    // Right and wrong as the comparison counted them (a metric's verdict for examples scored by correctness).
+    const refRight = f.rc === undefined ? f.r === f.y : f.rc, candRight = f.kc === undefined ? f.k === f.y : f.kc;
+    c.appendChild(labelRow("reference", "lab-reference", data.class_names[f.r], f.rp, refRight));
+    c.appendChild(labelRow("candidate", "lab-candidate", data.class_names[f.k], f.kp, candRight));
     c.appendChild(el("div", "dir " + f.d, directionLabel[f.d]));
     return c;
   }

@@ -27,6 +27,8 @@ from pie.report.markup import pp
 # columns), with their labels.
 LOST, GAINED, OTHER = "correct_to_wrong", "wrong_to_correct", "wrong_to_wrong"
 DIRECTION_LABELS = {LOST: "correct → wrong", GAINED: "wrong → correct", OTHER: "wrong → other wrong"}
+# The gallery's names for the label and the answers of an example scored by correctness alone (no class).
+UNCLASSED_NAMES = ("(scored by correctness)", "right", "wrong")
 _CLASS_COLUMNS = (
     ("class_id", "Id", None),
     ("class_name", "Class", None),
@@ -53,11 +55,13 @@ def render(result, images=None, page_size=60, max_image_bytes=20 * 2**20, top_n=
   summary = result.summary
   dataset, reference = summary["dataset"], summary["reference"]
   sections = [
-      _howto(summary),
+      _howto(summary, "images" if result.example_table is None else "examples"),
       _summary_section(summary),
-      _classes_section(result, top_n),
+      _classes_section(result, top_n) if dataset["num_classes"] else None,
+      _groups_section(result, top_n) if result.groups is not None and len(result.groups) else None,
       _gallery_section(result, images, page_size, max_image_bytes),
   ]
+  sections = [section for section in sections if section is not None]
   nav = " ".join(f"<a href='#{sid}'>{title}</a>" for sid, title, _ in sections if title)
   title = f"{reference['name']} against {', '.join(c['name'] for c in result.candidates)}"
   return f"""<!DOCTYPE html>
@@ -87,7 +91,7 @@ every number of this page.</footer>
 """
 
 
-def _howto(summary):
+def _howto(summary, items="images"):
   settings = summary["settings"]
   level = pct(settings["confidence_level"], 0)
   return (
@@ -95,8 +99,8 @@ def _howto(summary):
       None,
       f"""<section id="howto" class="howto"><h2>How to read this</h2>
 <p>The reference model and each candidate (a compressed version of it) predicted the same
-{int(summary['dataset']['num_examples'])} evaluation images, so every image says whether the compression changed the
-answer: <b>correct → wrong</b> (lost), <b>wrong → correct</b> (gained), or one wrong answer for another.</p>
+{int(summary['dataset']['num_examples'])} evaluation {items}, so every {items[:-1]} says whether the compression
+changed the answer: <b>correct → wrong</b> (lost), <b>wrong → correct</b> (gained), or one wrong answer for another.</p>
 <ul>
 <li><b>Excess change</b> of a class: the change in its recall minus the change in overall top-1, i.e. how much more
 (negative) or less the class lost than the model as a whole. Its {level} interval comes from a Bayesian bootstrap of
@@ -105,8 +109,20 @@ the examples; a class whose interval lies left of 0 loses more than the model do
 examples), after Benjamini-Hochberg correction over the classes at q ≤ {settings['alpha']:g}.</li>
 <li><b>Gate</b>: a candidate fails when the upper end of some class's harm (minus the interval's low end) exceeds
 max_excess_drop, or the upper end of its top-1 drop exceeds max_top1_drop.</li>
-</ul></section>
+{_groups_howto(summary)}</ul></section>
 """,
+  )
+
+
+def _groups_howto(summary):
+  groups = summary["settings"].get("group_by") or []
+  if not groups:
+    return ""
+  return (
+      f"<li><b>Groups</b> ({esc(', '.join(groups))}): each value of a group column is compared like a class, on the "
+      "share of its examples each model gets right (a metric's verdict where the tables give one); the gate's "
+      "max_excess_drop applies to them too. Examples without a class (scored by correctness alone) count in top-1 "
+      "and in the groups, in no class.</li>\n"
   )
 
 
@@ -125,6 +141,19 @@ def _harm_text(harm):
   if harm is None:
     return "–"
   return f"{esc(harm['class_name'])}: {pp(harm['excess_change'])} pts " f"[{pp(harm['ci_low'])}, {pp(harm['ci_high'])}]"
+
+
+def _group_cells(candidate):
+  significant = ", ".join(f"{column} = {value}" for column, value in candidate["significant_groups_fdr"])
+  harm = candidate["largest_group_harm"]
+  harm_text = "–"
+  if harm is not None:
+    harm_text = (
+        f"{esc(harm['group_column'])} = {esc(harm['group_value'])}: {pp(harm['excess_change'])} pts "
+        f"[{pp(harm['ci_low'])}, {pp(harm['ci_high'])}]"
+    )
+  count = candidate["num_significant_groups_fdr"]
+  return f"<td>{count}{': ' + esc(significant) if significant else ''}</td><td>{harm_text}</td>"
 
 
 def _gate_text(gate):
@@ -150,9 +179,14 @@ def _summary_section(summary):
       "Intensification ratio",
       "Gate",
   )
+  with_groups = bool(summary["settings"].get("group_by"))
+  if with_groups:
+    head = head[:-1] + ("Significant groups (FDR)", "Largest group harm: excess (pts) [interval]", "Gate")
   rows = [
       f"<tr><td><b>{esc(reference['name'])}</b> (reference)</td><td>{esc(reference['kind'])}</td>"
-      f"<td>{_size_text(reference['size'])}</td><td>{pct(reference['top1'], 2)}</td>" + "<td>–</td>" * 7 + "</tr>"
+      f"<td>{_size_text(reference['size'])}</td><td>{pct(reference['top1'], 2)}</td>"
+      + "<td>–</td>" * (len(head) - 4)
+      + "</tr>"
   ]
   for c in summary["candidates"]:
     significant = ", ".join(c["significant_classes_fdr"])
@@ -164,7 +198,9 @@ def _summary_section(summary):
         f"<td>{pct(c['agreement'], 1)}</td><td>{c['num_changed']}: {c['flips_correct_to_wrong']} / "
         f"{c['flips_wrong_to_correct']} / {c['flips_wrong_to_wrong']}</td>"
         f"<td>{c['num_significant_classes_fdr']}{': ' + esc(significant) if significant else ''}</td>"
-        f"<td>{_harm_text(c['largest_harm'])}</td><td>{intensification}</td>{_gate_text(c['gate'])}</tr>"
+        f"<td>{_harm_text(c['largest_harm'])}</td><td>{intensification}</td>"
+        + (_group_cells(c) if with_groups else "")
+        + f"{_gate_text(c['gate'])}</tr>"
     )
   header = "".join(f"<th scope='col'>{esc(h)}</th>" for h in head)
   return (
@@ -206,11 +242,13 @@ def excess_series(classes, candidate, top_n=25):
   return rows.reset_index(drop=True)
 
 
-def plot_excess(series, title, max_excess_drop=None, num_total=None):
-  """Per class: excess change (points) with its interval; significant classes (FDR) coloured by the sign of their
-  recall change; the gate's bound on harm as a dashed line."""
+def plot_excess(series, title, max_excess_drop=None, num_total=None, unit="class"):
+  """Per class (or group value, `unit`="group"; its rows named in class_name): excess change (points) with its
+  interval; significant ones (FDR) coloured by the sign of their recall (accuracy) change; the gate's bound on harm as
+  a dashed line."""
   from matplotlib.lines import Line2D  # pylint: disable=import-outside-toplevel
 
+  rate = "recall" if unit == "class" else "accuracy"
   n = len(series)
   figure = figures.new_figure(7.0, 1.4 + 0.26 * max(n, 1))
   ax = figure.add_subplot()
@@ -225,8 +263,8 @@ def plot_excess(series, title, max_excess_drop=None, num_total=None):
   ax.scatter(excess, y, color=colors, marker="D", s=24, zorder=3)
   ax.axvline(0, color="#555555", linewidth=0.8)
   handles = [
-      Line2D([], [], marker="D", linestyle="none", color=figures.COLOR_HURT, label="significant (FDR), recall fell"),
-      Line2D([], [], marker="D", linestyle="none", color=figures.COLOR_HELPED, label="significant (FDR), recall rose"),
+      Line2D([], [], marker="D", linestyle="none", color=figures.COLOR_HURT, label=f"significant (FDR), {rate} fell"),
+      Line2D([], [], marker="D", linestyle="none", color=figures.COLOR_HELPED, label=f"significant (FDR), {rate} rose"),
       Line2D([], [], marker="D", linestyle="none", color="#555555", label="not significant"),
       Line2D([], [], color=figures.COLOR_NEUTRAL, linewidth=3, label="interval of the excess change"),
   ]
@@ -242,7 +280,7 @@ def plot_excess(series, title, max_excess_drop=None, num_total=None):
       label.set_fontweight("bold")
   if num_total is not None and num_total > n:
     ax.annotate(
-        f"{num_total - n} less affected classes not shown",
+        f"{num_total - n} less affected {unit}s not shown",
         (1.0, n / 2 - 0.5),
         xycoords=("axes fraction", "data"),
         ha="right",
@@ -250,7 +288,7 @@ def plot_excess(series, title, max_excess_drop=None, num_total=None):
         color="#555555",
     )
   ax.set_ylim(n - 0.5, -0.5)
-  ax.set_xlabel("excess change: class recall change minus top-1 change (percentage points)")
+  ax.set_xlabel(f"excess change: {unit} {rate} change minus top-1 change (percentage points)")
   ax.set_title(title, fontsize=11)
   ax.grid(True, axis="x", color="#e6e6e6", linewidth=0.8)
   ax.set_axisbelow(True)
@@ -290,18 +328,81 @@ def _classes_section(result, top_n):
   )
 
 
+_GROUP_COLUMNS = (
+    ("group_column", "Column", None),
+    ("group_value", "Value", None),
+    ("num_examples", "Examples", None),
+    ("reference_accuracy", "Reference accuracy", "pct"),
+    ("candidate_accuracy", "Candidate accuracy", "pct"),
+    ("accuracy_change", "Change (pts)", "pp"),
+    ("excess_change", "Excess (pts)", "pp"),
+    ("ci_low", "CI low (pts)", "pp"),
+    ("ci_high", "CI high (pts)", "pp"),
+    ("flips_correct_to_wrong", "Lost", None),
+    ("flips_wrong_to_correct", "Gained", None),
+    ("p_value", "p (McNemar)", "p"),
+    ("q_value", "q (FDR)", "p"),
+    ("significant_fdr", "Significant (FDR)", "bool"),
+)
+
+
+def _groups_section(result, top_n):
+  """compare_groups.csv per candidate: the chart of the classes, with group values, and a sortable table."""
+  settings = result.summary["settings"]
+  groups = result.groups.assign(
+      class_name=[f"{c} = {v}" for c, v in zip(result.groups["group_column"], result.groups["group_value"])],
+      recall_change=result.groups["accuracy_change"],
+      class_id=np.arange(len(result.groups)),
+  )
+  options, blocks = [], []
+  for index, candidate in enumerate(result.candidates):
+    name = candidate["name"]
+    rows = groups.loc[groups["candidate"] == name]
+    series = excess_series(groups, name, top_n)
+    figure = plot_excess(
+        series,
+        f"{figures.plain_text(name)}: groups ({100 * candidate['top1_change']:+.1f} points overall)",
+        settings["max_excess_drop"],
+        num_total=int((rows["num_examples"] > 0).sum()),
+        unit="group",
+    )
+    svg = figures.inline_svg(figures.encode(figure, "svg").decode("utf-8"), prefix=f"groups-{index}")
+    options.append(f"<option value='{index}'>{esc(name)}</option>")
+    blocks.append(
+        f"<div class='cand-block' data-candidate='{index}'{'' if index == 0 else ' hidden'}><figure>{svg}</figure>"
+        f"<details class='table' open><summary>All {len(rows)} group values of {esc(name)} (sortable table)"
+        f"</summary>{_rows_table(rows, f'groups-{index}', _GROUP_COLUMNS, 'group values')}</details></div>"
+    )
+  return (
+      "groups",
+      "Groups",
+      "<section id='groups'><h2>Which groups the compression hurts</h2><p class='note'>Each value of a group column "
+      f"({esc(', '.join(settings['group_by']))}) compared like a class: diamonds, its excess change (its accuracy "
+      "change minus the change in top-1), most harmed on top; bars, its interval. Coloured and bold: its accuracy "
+      "changed significantly (McNemar, FDR over the values of its column).</p>"
+      "<div class='controls'><label>Candidate <select id='grp-candidate'>"
+      f"{''.join(options)}</select></label></div>{''.join(blocks)}</section>",
+  )
+
+
 def _class_table(rows, table_id):
+  return _rows_table(rows, table_id, _CLASS_COLUMNS, "classes")
+
+
+def _rows_table(rows, table_id, columns, what):
   body = []
-  for row in rows.sort_values(["excess_change", "class_id"], kind="stable").itertuples(index=False):
+  change = "recall_change" if "recall_change" in rows else "accuracy_change"
+  order = ["excess_change", "class_id"] if "class_id" in rows else ["excess_change", "group_column", "group_value"]
+  for row in rows.sort_values(order, kind="stable").itertuples(index=False):
     values = row._asdict()
     cls = ""
     if values["significant_fdr"]:
-      cls = " class='hurt'" if values["recall_change"] < 0 else " class='helped'"
-    body.append(f"<tr{cls}>" + "".join(cell(values[c], fmt) for c, _, fmt in _CLASS_COLUMNS) + "</tr>")
-  head = "".join(f"<th scope='col' tabindex='0'>{esc(title)}</th>" for _, title, _ in _CLASS_COLUMNS)
+      cls = " class='hurt'" if values[change] < 0 else " class='helped'"
+    body.append(f"<tr{cls}>" + "".join(cell(values[c], fmt) for c, _, fmt in columns) + "</tr>")
+  head = "".join(f"<th scope='col' tabindex='0'>{esc(title)}</th>" for _, title, _ in columns)
   return (
-      f"<input type='search' class='table-filter' data-table='{table_id}' placeholder='filter classes…' "
-      f"aria-label='filter classes'><div class='scroll'><table class='data sortable' id='{table_id}'><thead><tr>"
+      f"<input type='search' class='table-filter' data-table='{table_id}' placeholder='filter {what}…' "
+      f"aria-label='filter {what}'><div class='scroll'><table class='data sortable' id='{table_id}'><thead><tr>"
       f"{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>"
   )
 
@@ -321,32 +422,54 @@ def gallery_payload(result, images=None, page_size=60, max_image_bytes=20 * 2**2
   index = {name: i for i, name in enumerate(names)}
   examples = result.examples.sort_values(["candidate", "label", "example_id"], kind="stable")
   examples = examples.iloc[np.argsort([index[c] for c in examples["candidate"]], kind="stable")]
+  class_names = list(result.summary["dataset"]["class_names"])
+  # Examples scored by correctness alone (prediction tables) have no class: label and answers -1, shown under one
+  # more name; their right and wrong come from the correctness columns, as every example's do.
+  unclassed = len(class_names)
+
+  def answer(prediction, right):
+    return int(prediction) if prediction >= 0 else unclassed + (1 if right else 2)
+
   flips = []
   for row in examples.itertuples(index=False):
     flips.append(
         {
             "c": index[row.candidate],
             "id": int(row.example_id),
-            "y": int(row.label),
-            "r": int(row.reference_pred),
+            "y": int(row.label) if row.label >= 0 else unclassed,
+            "r": answer(row.reference_pred, row.reference_correct),
             "rp": None if np.isnan(row.reference_prob) else round(float(row.reference_prob), 4),
-            "k": int(row.candidate_pred),
+            "k": answer(row.candidate_pred, row.candidate_correct),
             "kp": None if np.isnan(row.candidate_prob) else round(float(row.candidate_prob), 4),
+            "rc": bool(row.reference_correct),
+            "kc": bool(row.candidate_correct),
             "d": direction(bool(row.reference_correct), bool(row.candidate_correct)),
         }
     )
+  _add_source_ids(flips, result.example_table)
   pictures, omitted = _pictures(examples, images, max_image_bytes)
   return {
       "page_size": int(page_size),
       "tile_px": gallery.GALLERY_TILE_PX,
       "has_images": images is not None,
       "omitted_images": omitted,
-      "class_names": list(result.summary["dataset"]["class_names"]),
+      "class_names": class_names + (list(UNCLASSED_NAMES) if (examples["label"] < 0).any() else []),
       "candidates": names,
       "directions": [[key, label] for key, label in DIRECTION_LABELS.items()],
       "flips": flips,
       "images": pictures,
   }
+
+
+def _add_source_ids(flips, example_table):
+  """Each card's heading for examples from prediction tables: the tables' own id (and task), not the position."""
+  if example_table is None:
+    return
+  ids = example_table["source_id"].tolist()
+  tasks = example_table["task"].tolist()
+  for flip in flips:
+    task, source_id = tasks[flip["id"]], ids[flip["id"]]
+    flip["h"] = f"{task} #{source_id}" if task else f"#{source_id}"
 
 
 def _pictures(examples, images, max_image_bytes):
