@@ -27,6 +27,12 @@ these; this module imports neither.
   paired_test -> PairedResult         paired t-test of each compressed model against its dense twin (paired design)
   pair_discordance, mcnemar_exact     one model pair alone: discordant examples per class, exact McNemar
   mitigation_effect                   a mitigated population against the unmitigated one: intervals and a verdict
+  exchange_arrangements, exchange_pie_counts, pies_excess_test -> PiesExcessResult
+                                      a level's PIEs against its matched control's: conditional permutation test
+  dense_count_histograms, uniform_shift_tests -> UniformShiftResult
+                                      each class's change beyond a uniform shift of every example's margin
+  class_correlation_test -> CorrelationResult
+                                      Spearman of class harm with a class property, p-values from the models
 
 The formulas, the degenerate-case table and the references are in ``docs/statistics.md``.
 """
@@ -1933,7 +1939,8 @@ def pies_against_floor(
   The interval is ``excess`` plus the alpha/2 and 1 - alpha/2 quantiles of the centred differences (``level -
   control`` minus its mean): the spread of the excess when the models are redrawn, with the dense population's own
   luck shared by both terms. ``distinguishable`` is ``ci_low > 0``. On real models where nothing differs it was true
-  in 2 of 150 draws (docs/statistics.md): conservative. All None without a floor, a control or resamples.
+  in 1 of 150 draws (10/10/10, docs/statistics.md): conservative, and with little power at unequal sizes
+  (``pies_excess_test`` is the test against the matched control). All None without a floor, a control or resamples.
 
   (A permutation test that pools the dense and compressed models was tried and dropped: when the two populations
   disagree strongly on some examples, random mixtures of them disagree on those examples too, so the test loses its
