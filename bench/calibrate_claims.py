@@ -353,7 +353,7 @@ def shift_study(scenario, seed, alpha=0.05, permutations=0):
     row["correlation"] = sig.class_correlation_test(dense_hits, level_hits, sizes, first, second, histograms=histograms)
     row["true_shift_rho"] = float(
         stats.spearmanr(
-            study.expected_recall["dense"], study.uniform_shift_recall["level"] - study.expected_recall["dense"]
+            study.dense_expected_recall, study.uniform_shift_recall["level"] - study.dense_expected_recall
         ).statistic
     )
   return row

@@ -584,7 +584,8 @@ class MarginStudy:
   margins: [n_examples] the dense population's margin of every example (probit units, before the noise).
   dense_predictions: int [n_dense, n_examples]; predictions: {name: int [n_models, n_examples]} of the other
     populations; twins: {name: int [n_models]} the dense row each model shares its seed with (-1: none).
-  expected_recall: {"dense" and every name: [num_classes]} exact expected recall (over models, skills and noise).
+  dense_expected_recall, expected_recall: [num_classes] and {name: [num_classes]}: the exact expected recall of the
+    dense population and of the others (over models, skills and noise).
   uniform_shift_recall: {name: [num_classes]} the expected recall of a population shifted uniformly to the same
     expected top-1 as the named one; ``expected_recall[name] - uniform_shift_recall[name]`` is the class's true
     change beyond a uniform shift (0 everywhere when the population has no class or example shifts).
@@ -596,6 +597,7 @@ class MarginStudy:
   dense_predictions: np.ndarray
   predictions: dict
   twins: dict
+  dense_expected_recall: np.ndarray
   expected_recall: dict
   uniform_shift_recall: dict
   num_classes: int
@@ -680,7 +682,6 @@ def simulate_margins(model: MarginModel, num_dense: int, populations: dict, seed
     return np.bincount(labels, weights=p_right, minlength=num_classes) / class_size
 
   out = {"predictions": {}, "twins": {}, "expected_recall": {}, "uniform_shift_recall": {}}
-  out["expected_recall"]["dense"] = class_recall(_expected_correct(margins, 0.0, model.skill_sd))
   for name, population in populations.items():
     n = significance._check_int(population.num_models, f"{name}.num_models", 1)
     rho = float(population.seed_correlation)
@@ -701,6 +702,7 @@ def simulate_margins(model: MarginModel, num_dense: int, populations: dict, seed
       confusers=confusers.astype(dtype),
       margins=margins,
       dense_predictions=dense,
+      dense_expected_recall=class_recall(_expected_correct(margins, 0.0, model.skill_sd)),
       num_classes=num_classes,
       seed=seed,
       **out,

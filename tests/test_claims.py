@@ -38,6 +38,31 @@ def _outside(flags, alpha, z=3.29):
 
 
 # ---------------------------------------------------------------------------------------------------------------------
+# The margin simulator
+
+
+def test_margin_simulator_twins_agree_more_and_expectations_hold():
+  model = sim.MarginModel(num_examples=3000, num_classes=10, base_accuracy=0.85, margin_sd=1.5, skill_sd=0.2)
+  study = sim.simulate_margins(
+      model,
+      60,
+      {"twin": sim.MarginPopulation(60, seed_correlation=0.6), "shifted": sim.MarginPopulation(60, shift=-0.4)},
+      seed=4,
+  )
+  dense, labels = study.dense_predictions, study.labels
+  twin = study.predictions["twin"]
+  np.testing.assert_array_equal(study.twins["twin"], np.arange(60))
+  assert (twin != dense).mean() < 0.8 * (twin[1:] != dense[:-1]).mean()  # twins agree more than other seeds
+  for name, expected in (("dense", study.dense_expected_recall), ("shifted", study.expected_recall["shifted"])):
+    predictions = dense if name == "dense" else study.predictions[name]
+    measured = sig.class_hits(predictions, labels, 10).mean(axis=0) / np.bincount(labels, minlength=10)
+    np.testing.assert_allclose(measured, expected, atol=0.03)
+  # Only a uniform shift: the true change beyond it is 0 in every class.
+  np.testing.assert_allclose(study.expected_recall["shifted"], study.uniform_shift_recall["shifted"], atol=1e-9)
+  assert abs(np.mean(dense == labels) - 0.85) < 0.03
+
+
+# ---------------------------------------------------------------------------------------------------------------------
 # PIE excess: exchange_arrangements, exchange_pie_counts, pies_excess_test
 
 
@@ -268,7 +293,7 @@ def test_the_predicted_change_is_the_uniform_shift_s_change():
   """With many dense models the fitted margins are those of the simulator: the predicted class changes match the
   exact expected ones (a drop of 3-4 points of top-1 that easy classes feel less than hard ones)."""
   study, result = _shift_study(0, shift=-0.4, n_dense=40, n_level=40)
-  truth = study.expected_recall["level"] - study.expected_recall["dense"]
+  truth = study.expected_recall["level"] - study.dense_expected_recall
   assert np.ptp(truth) > 0.02  # classes differ: the point of the model
   np.testing.assert_allclose(result.uniform_shift_change, truth, atol=0.004)
   assert result.level_shift < result.dense_shift
