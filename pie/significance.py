@@ -2161,8 +2161,8 @@ def pies_excess_test(counts, plan: ExchangePlan, alpha: float = 0.05) -> PiesExc
       exact=plan.exact,
       num_arrangements=int(arrangements.size),
       standard_error=standard_error,
-      ci_low=excess - half_width,
-      ci_high=excess + half_width,
+      ci_low=float(excess - half_width),
+      ci_high=float(excess + half_width),
       alpha=alpha,
   )
 
