@@ -27,6 +27,12 @@ these; this module imports neither.
   paired_test -> PairedResult         paired t-test of each compressed model against its dense twin (paired design)
   pair_discordance, mcnemar_exact     one model pair alone: discordant examples per class, exact McNemar
   mitigation_effect                   a mitigated population against the unmitigated one: intervals and a verdict
+  exchange_arrangements, exchange_pie_counts, pies_excess_test -> PiesExcessResult
+                                      a level's PIEs against its matched control's: conditional permutation test
+  dense_count_histograms, uniform_shift_tests -> UniformShiftResult
+                                      each class's change beyond a uniform shift of every example's margin
+  class_correlation_test -> CorrelationResult
+                                      Spearman of class harm with a class property, p-values from the models
 
 The formulas, the degenerate-case table and the references are in ``docs/statistics.md``.
 """
@@ -34,6 +40,7 @@ The formulas, the degenerate-case table and the references are in ``docs/statist
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 
 import numpy as np
@@ -94,6 +101,16 @@ __all__ = [
     "split_pie_counts",
     "split_class_tests",
     "pies_against_floor",
+    "ExchangePlan",
+    "exchange_arrangements",
+    "exchange_pie_counts",
+    "PiesExcessResult",
+    "pies_excess_test",
+    "dense_count_histograms",
+    "UniformShiftResult",
+    "uniform_shift_tests",
+    "CorrelationResult",
+    "class_correlation_test",
     "aa_calibration",
     "exemplar_scores",
     "exemplar_parts",
@@ -1361,8 +1378,9 @@ def single_pair_tests(discordance, class_count, alpha: float = 0.05) -> pd.DataF
   pair with: classes_flagged_fdr (classes whose McNemar q <= alpha, either direction), classes_hurt_fdr (of those,
   the ones the compressed model lost more examples on than it gained), largest_class_drop (the largest fall of a
   class's recall, dense minus compressed, a fraction), largest_class_drop_class (its class id), and
-  largest_normalized_drop (the largest fall beyond the pair's fall in top-1).  A class without discordant examples
-  has no test; a pair without any has 0 classes flagged.
+  largest_normalized_drop (the largest fall beyond the pair's fall in top-1).  A class of the eval split without a
+  discordant example gets p = 1 and counts among the Benjamini-Hochberg family, as in ``pie.compare`` (nothing flipped:
+  no evidence of a change); a pair without any has 0 classes flagged.
   """
   alpha = _check_probability(alpha, "alpha")
   counts = np.asarray(discordance, dtype=np.int64)
@@ -1373,8 +1391,8 @@ def single_pair_tests(discordance, class_count, alpha: float = 0.05) -> pd.DataF
         f"{counts.shape}"
     )
   lost, gained = counts[..., 0], counts[..., 1]
-  p = mcnemar_exact(lost, gained)
   present = class_count > 0
+  p = np.where(present, np.nan_to_num(mcnemar_exact(lost, gained), nan=1.0), np.nan)
   with np.errstate(invalid="ignore", divide="ignore"):
     drop = np.where(present, (lost - gained) / np.where(present, class_count, 1), np.nan)
   top1_drop = (lost - gained).sum(axis=1) / class_count.sum()
@@ -1921,7 +1939,8 @@ def pies_against_floor(
   The interval is ``excess`` plus the alpha/2 and 1 - alpha/2 quantiles of the centred differences (``level -
   control`` minus its mean): the spread of the excess when the models are redrawn, with the dense population's own
   luck shared by both terms. ``distinguishable`` is ``ci_low > 0``. On real models where nothing differs it was true
-  in 2 of 150 draws (docs/statistics.md): conservative. All None without a floor, a control or resamples.
+  in 1 of 150 draws (10/10/10, docs/statistics.md): conservative, and with little power at unequal sizes
+  (``pies_excess_test`` is the test against the matched control). All None without a floor, a control or resamples.
 
   (A permutation test that pools the dense and compressed models was tried and dropped: when the two populations
   disagree strongly on some examples, random mixtures of them disagree on those examples too, so the test loses its
@@ -1938,6 +1957,565 @@ def pies_against_floor(
     out.update(ci_low=out["excess"] + float(low), ci_high=out["excess"] + float(high))
     out["distinguishable"] = bool(out["ci_low"] > 0)
   return out
+
+
+# --------------------------------------------------------------------------------------------------
+# PIE excess: a conditional permutation test of a level against its matched control
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class ExchangePlan:
+  """The arrangements of ``pies_excess_test``: which models of the pool play the level in each.
+
+  The pool is the level's models (rows ``0 .. n_level - 1``) followed by its matched control's.
+  rows: int [num_rows, n_level] pool rows of the level in every arrangement: row 0 is the observed level, rows
+    ``1 .. num_arrangement_rows - 1`` the exchanged arrangements, the remaining rows subsets of the control alone of
+    the level's size (what a level with no effect would show; none when the control is too small).
+  num_arrangement_rows: rows 0 to this (exclusive) are the observed level and its arrangements.
+  exact: True when the rows hold every distinct arrangement (the p-value is then exact), False when they are
+    ``num_permutations`` draws.
+  num_distinct: how many distinct arrangements the strata allow.
+  fresh_variance_factor: how much larger the variance of a fresh level's PIEs is than their variance over the
+    arrangements: ``n_level / sum_s l_s (N_s - l_s) / N_s`` over the strata (``N_s`` pool models, ``l_s`` of the
+    level), the finite-population correction of drawing without replacement.
+  control_variance_share: the variance of the control-only mean relative to one level's: ``n_level`` over the control
+    models of the level's strata (the mean over subsets of a larger control varies less); NaN without such subsets.
+  """
+
+  rows: np.ndarray
+  num_arrangement_rows: int
+  exact: bool
+  num_distinct: int
+  seed: int
+  fresh_variance_factor: float = 1.0
+  control_variance_share: float = math.nan
+
+  @property
+  def arrangement_rows(self) -> np.ndarray:
+    return self.rows[: self.num_arrangement_rows]
+
+  @property
+  def control_rows(self) -> np.ndarray:
+    return self.rows[self.num_arrangement_rows :]
+
+
+def _stratum_members(n_level: int, n_control: int, strata):
+  """[(level pool rows, control pool rows)] per stratum: the models that may take each other's place."""
+  if strata is None:
+    return [(np.arange(n_level), np.arange(n_level, n_level + n_control))]
+  strata = np.asarray(strata)
+  if strata.shape != (n_level + n_control,):
+    raise ValueError(
+        f"strata must give one stratum per pool model (the level's {n_level}, then the control's {n_control}), got "
+        f"shape {strata.shape}"
+    )
+  members = []
+  for value in np.unique(strata):
+    rows = np.flatnonzero(strata == value)
+    members.append((rows[rows < n_level], rows[rows >= n_level]))
+  return members
+
+
+def _subsets(groups, rng, num_draws, enumerate_all):
+  """Subsets with ``size`` rows taken from each group's ``rows``: all of them in order, or ``num_draws`` uniform."""
+  if enumerate_all:
+    choices = [list(itertools.combinations(rows, size)) for rows, size in groups]
+    return np.array([np.concatenate(pick) for pick in itertools.product(*choices)], dtype=np.int64).reshape(
+        -1, sum(size for _, size in groups)
+    )
+  parts = [np.stack([rng.permutation(rows)[:size] for _ in range(num_draws)]) for rows, size in groups]
+  return np.concatenate(parts, axis=1).astype(np.int64)
+
+
+def exchange_arrangements(n_level: int, n_control: int, strata=None, num_permutations: int = 999, seed=0):
+  """The arrangements of a level's and its matched control's models for ``pies_excess_test``: an ``ExchangePlan``.
+
+  Under the null the level's models are exchangeable with the control's: both populations bear the same relation to
+  the dense population (both trained from seeds of their own, or both from the dense seeds). ``strata`` (one value
+  per pool model, the level's first) restricts the exchanges to models of the same stratum: with shared seeds, the
+  dense seed a model starts from, so that a level model only trades places with the control model of its own seed.
+  Every arrangement keeps the level's number of models in each stratum. When the strata allow at most
+  ``num_permutations + 1`` arrangements, all are enumerated (an exact test); otherwise ``num_permutations`` are drawn
+  uniformly (``np.random.default_rng(seed)``) after the observed one. The control-only subsets of the level's size
+  (enumerated up to ``num_permutations``, else drawn) give the PIEs a level with no effect would have.
+  """
+  n_level = _check_int(n_level, "n_level", 1)
+  n_control = _check_int(n_control, "n_control", 1)
+  num_permutations = _check_int(num_permutations, "num_permutations", 1)
+  members = _stratum_members(n_level, n_control, strata)
+  rng = np.random.default_rng(seed)
+  pooled = [(np.concatenate([lvl, ctl]), lvl.size) for lvl, ctl in members if lvl.size]
+  num_distinct = math.prod(math.comb(rows.size, size) for rows, size in pooled)
+  observed = np.concatenate([lvl for lvl, _ in members if lvl.size])[None, :]
+  exact = num_distinct <= num_permutations + 1
+  arrangements = _subsets(pooled, rng, num_permutations, exact)
+  if exact:  # the observed arrangement first, then the others
+    arrangements = arrangements[~(np.sort(arrangements, axis=1) == np.sort(observed, axis=1)).all(axis=1)]
+  arrangements = np.concatenate([observed, arrangements])
+  control_groups = [(ctl, lvl.size) for lvl, ctl in members if lvl.size]
+  share = math.nan
+  if all(ctl.size >= size for ctl, size in control_groups):
+    num_control = math.prod(math.comb(ctl.size, size) for ctl, size in control_groups)
+    controls = _subsets(control_groups, rng, num_permutations, num_control <= num_permutations)
+    share = n_level / sum(ctl.size for ctl, _ in control_groups)
+  else:
+    controls = np.zeros((0, n_level), dtype=np.int64)
+  spread = sum(size * (rows.size - size) / rows.size for rows, size in pooled)
+  return ExchangePlan(
+      rows=np.concatenate([arrangements, controls]),
+      num_arrangement_rows=len(arrangements),
+      exact=bool(exact),
+      num_distinct=int(num_distinct),
+      seed=seed,
+      fresh_variance_factor=n_level / spread if spread else math.nan,
+      control_variance_share=share,
+  )
+
+
+def exchange_pie_counts(dense_predictions, pool_predictions, rows, num_classes: int) -> np.ndarray:
+  """PIEs between the dense population and each arrangement of the pool, int64 [len(rows)].
+
+  ``pool_predictions`` is int [n_level + n_control, n_examples] (the level's models, then the control's); ``rows``
+  is ``ExchangePlan.rows``. The dense population is the same in every row (the test is conditional on it). Each
+  example counts on its own, so blocks of examples may be counted apart and the counts added; this is
+  ``split_pie_counts`` on the dense models stacked over the pool.
+  """
+  num_classes = _check_num_classes(num_classes)
+  dense = _check_predictions(dense_predictions, "dense_predictions", num_classes)
+  pool = _check_predictions(pool_predictions, "pool_predictions", num_classes)
+  _check_same_examples(dense, pool, "dense_predictions", "pool_predictions")
+  rows = np.asarray(rows, dtype=np.int64)
+  if rows.ndim != 2 or (rows.size and (rows.min() < 0 or rows.max() >= len(pool))):
+    raise ValueError(f"rows must be [num_rows, n_level] rows of the {len(pool)}-model pool, got shape {rows.shape}")
+  dense_rows = np.broadcast_to(np.arange(len(dense)), (len(rows), len(dense)))
+  return split_pie_counts(np.concatenate([dense, pool]), dense_rows, rows + len(dense), num_classes)
+
+
+@dataclasses.dataclass(frozen=True)
+class PiesExcessResult:
+  """Result of ``pies_excess_test``.
+
+  observed: the level's PIEs against the dense population.
+  control_mean: the mean PIEs of the control's models at the level's size (a level with no effect); None when the
+    control has fewer models than the level in some stratum.
+  excess: ``observed - control_mean`` (``observed - null_mean`` without control subsets).
+  null_mean: the mean PIEs over the arrangements (the observed one included).
+  p_value: one-sided, ``P(arrangement PIEs >= observed)`` over the arrangements, the observed one included: exact
+    when ``exact``, else ``(1 + #{draws >= observed}) / (1 + num_permutations)``. Small: more PIEs than noise.
+  standard_error: of ``excess`` when the level and the control are redrawn given the dense population: the
+    arrangements' variance of the PIEs times ``plan.fresh_variance_factor``, times ``1 + control_variance_share``
+    (NaN without control subsets).
+  ci_low, ci_high: ``excess -+ z_{1 - alpha / 2} standard_error``, an interval at level ``1 - alpha`` of the excess
+    given the dense population (coverage measured in docs/statistics.md).
+  num_arrangements: arrangements the p-value rests on (the observed one included); exact: every one.
+  """
+
+  observed: int
+  control_mean: float | None
+  excess: float
+  null_mean: float
+  p_value: float
+  exact: bool
+  num_arrangements: int
+  standard_error: float
+  ci_low: float
+  ci_high: float
+  alpha: float
+
+  @property
+  def distinguishable(self) -> bool:
+    """More PIEs than noise: ``p_value <= alpha``."""
+    return bool(self.p_value <= self.alpha)
+
+
+def pies_excess_test(counts, plan: ExchangePlan, alpha: float = 0.05) -> PiesExcessResult:
+  """Does a level have more PIEs than its matched control would? A conditional permutation test.
+
+  ``counts`` are ``exchange_pie_counts`` of ``plan.rows`` (summed over blocks of examples). The dense population is
+  fixed and the level's models are exchanged with its matched control's (``exchange_arrangements``): under the null
+  that the level behaves like the control, every arrangement was as likely to be the observed one, so the share of
+  arrangements with at least the observed PIEs is a valid one-sided p-value (exact under enumeration, valid
+  Monte Carlo otherwise). Conditioning on the dense population removes its own luck, which a bootstrap of all
+  populations spends as noise.
+  """
+  alpha = _check_probability(alpha, "alpha")
+  counts = np.asarray(counts, dtype=np.int64)
+  if counts.shape != (len(plan.rows),):
+    raise ValueError(f"counts must hold one PIE count per row of the plan ({len(plan.rows)}), got {counts.shape}")
+  arrangements = counts[: plan.num_arrangement_rows].astype(np.float64)
+  controls = counts[plan.num_arrangement_rows :].astype(np.float64)
+  observed = int(counts[0])
+  null_mean = float(arrangements.mean())
+  control_mean = float(controls.mean()) if controls.size else None
+  excess = observed - (null_mean if control_mean is None else control_mean)
+  fresh_variance = arrangements.var(ddof=1) * plan.fresh_variance_factor if arrangements.size > 1 else math.nan
+  standard_error = math.sqrt(fresh_variance * (1.0 + plan.control_variance_share))
+  half_width = stats.norm.isf(alpha / 2) * standard_error
+  return PiesExcessResult(
+      observed=observed,
+      control_mean=control_mean,
+      excess=excess,
+      null_mean=null_mean,
+      p_value=float(np.count_nonzero(arrangements >= observed) / arrangements.size),
+      exact=plan.exact,
+      num_arrangements=int(arrangements.size),
+      standard_error=standard_error,
+      ci_low=float(excess - half_width),
+      ci_high=float(excess + half_width),
+      alpha=alpha,
+  )
+
+
+# --------------------------------------------------------------------------------------------------
+# Harm beyond a uniform shift of every example's margin
+# --------------------------------------------------------------------------------------------------
+
+
+def dense_count_histograms(dense_predictions, labels, num_classes: int):
+  """The dense population's correct counts, binned per class: what ``uniform_shift_tests`` needs of the examples.
+
+  Returns ``(by_class [C, n + 1], by_model [n, C, n + 1])``, int64: ``by_class[c, k]`` examples of class c that
+  exactly k of the n dense models get right; ``by_model[j, c, k]`` those of them that dense model j gets right. Both
+  add up over disjoint blocks of examples.
+  """
+  num_classes = _check_num_classes(num_classes)
+  dense = _check_predictions(dense_predictions, "dense_predictions", num_classes)
+  labels = _check_labels(labels, dense.shape[1], num_classes).astype(np.int64)
+  n = dense.shape[0]
+  right = dense == labels[None, :]
+  cell = labels * (n + 1) + right.sum(axis=0)
+  size = num_classes * (n + 1)
+  by_class = np.bincount(cell, minlength=size).reshape(num_classes, n + 1)
+  by_model = np.stack([np.bincount(cell[r], minlength=size) for r in right]).reshape(n, num_classes, n + 1)
+  return by_class.astype(np.int64), by_model.astype(np.int64)
+
+
+def _leave_one_out_histograms(by_class, by_model):
+  """Per dense model j, the class x count histogram of the other n - 1 models' counts: [n, C, n]."""
+  wrong = by_class[None, :, :-1] - by_model[:, :, :-1]  # j wrong: the others' count is k
+  return wrong + by_model[:, :, 1:]  # j right: the others' count is k - 1
+
+
+# Weight, in examples, of the whole split's moments in each class's (a class whose examples every model gets right
+# would otherwise get infinite margins, and no uniform shift could move it).
+_SHIFT_PRIOR_EXAMPLES = 1.0
+
+
+def _probit_normal_fit(histogram):
+  """Per class, the probit-normal margin model matching the first two factorial moments of its counts.
+
+  ``histogram`` [..., C, m + 1]: examples of each class that k of m models get right. A margin mu ~ N(mean, sd^2)
+  with P(right | mu) = Phi(mu) gives E[p] = Phi(a) and E[p^2] = Phi_2(a, a; rho), ``a = mean / sqrt(1 + sd^2)``,
+  ``rho = sd^2 / (1 + sd^2)``; k (k - 1) / (m (m - 1)) is unbiased for p^2. A shift delta of every margin moves the
+  class's recall to ``Phi(a + delta sqrt(1 - rho))``. Returns (size [..., C], a [..., C], sqrt(1 - rho) [..., C]).
+  """
+  m = histogram.shape[-1] - 1
+  k = np.arange(m + 1)
+  size = histogram.sum(axis=-1)
+  first = histogram @ (k / m)
+  second = histogram @ (k * (k - 1) / (m * (m - 1)))
+  total = size.sum(axis=-1, keepdims=True)
+  weight = _SHIFT_PRIOR_EXAMPLES / np.maximum(total, 1.0)
+  with np.errstate(invalid="ignore", divide="ignore"):
+    mean1 = (first + weight * first.sum(axis=-1, keepdims=True)) / (size + _SHIFT_PRIOR_EXAMPLES)
+    mean2 = (second + weight * second.sum(axis=-1, keepdims=True)) / (size + _SHIFT_PRIOR_EXAMPLES)
+  mean1 = np.clip(mean1, 1e-9, 1 - 1e-9)
+  a = special.ndtri(mean1)
+  low, high = np.zeros_like(a), np.full_like(a, 1.0 - 1e-9)
+  for _ in range(50):  # Phi_2(a, a; rho) = Phi(a) - 2 T(a, sqrt((1 - rho) / (1 + rho))) rises with rho
+    mid = 0.5 * (low + high)
+    above = mean1 - 2.0 * special.owens_t(a, np.sqrt((1.0 - mid) / (1.0 + mid))) > mean2
+    high, low = np.where(above, mid, high), np.where(above, low, mid)
+  return size, a, np.sqrt(1.0 - 0.5 * (low + high))
+
+
+def _fit_shifts(size, a, slope, target):
+  """Shifts delta [...] with ``sum_c size_c Phi(a_c + delta slope_c) = target`` (bisection)."""
+  low, high = np.full(np.shape(target), -40.0), np.full(np.shape(target), 40.0)
+  for _ in range(60):
+    mid = 0.5 * (low + high)
+    above = (size * special.ndtr(a + mid[..., None] * slope)).sum(axis=-1) > target
+    high, low = np.where(above, mid, high), np.where(above, low, mid)
+  return 0.5 * (low + high)
+
+
+def _shift_change(fit, dense_hits, level_hits):
+  """The (dense, level) shifts fitted to the populations' mean hits and the change of every class's expected hits."""
+  size, a, slope = fit
+  dense_shift = _fit_shifts(size, a, slope, dense_hits)
+  level_shift = _fit_shifts(size, a, slope, level_hits)
+  change = size * (special.ndtr(a + level_shift[..., None] * slope) - special.ndtr(a + dense_shift[..., None] * slope))
+  return dense_shift, level_shift, change
+
+
+@dataclasses.dataclass(frozen=True)
+class UniformShiftResult:
+  """Result of ``uniform_shift_tests``, one entry per class (fractions of the class's examples).
+
+  uniform_shift_change: the recall change (level minus dense) that a uniform shift of every example's margin
+    predicts, the shift fitted to the change in mean top-1.
+  beyond_uniform_shift: the observed change of the mean recall minus ``uniform_shift_change`` (negative: the class
+    lost more than a uniform shift explains).
+  standard_error: of ``beyond_uniform_shift``: the jackknife over the dense models (their recall and the margins
+    they give, refitted) plus the level models' spread around their own shifts' predictions.
+  t, df, p_value: ``beyond / standard_error`` against Student's t with Welch-Satterthwaite degrees of freedom
+    (``n_dense - 1`` and ``n_level - 1``), two-sided; NaN where not tested.
+  tested: False for a class absent from the eval split, one whose raw recall is the same in every model of both
+    populations (``unchanged_classes``), or one without variance.
+  q_value (Benjamini-Hochberg over the tested classes), significant_fdr (q <= alpha).
+  dense_shift, level_shift: the fitted shifts, probit units; level_shift - dense_shift is the uniform shift.
+  """
+
+  uniform_shift_change: np.ndarray
+  beyond_uniform_shift: np.ndarray
+  standard_error: np.ndarray
+  t: np.ndarray
+  df: np.ndarray
+  p_value: np.ndarray
+  tested: np.ndarray
+  q_value: np.ndarray
+  significant_fdr: np.ndarray
+  dense_shift: float
+  level_shift: float
+  alpha: float
+
+  @property
+  def num_significant_fdr(self) -> int:
+    return int(np.count_nonzero(self.significant_fdr))
+
+
+def _check_shift_inputs(histograms, dense_hits, level_hits, class_count):
+  by_class, by_model = (np.asarray(h, dtype=np.float64) for h in histograms)
+  dense_hits, level_hits = np.asarray(dense_hits, np.float64), np.asarray(level_hits, np.float64)
+  class_count = np.asarray(class_count, np.float64)
+  n_dense, num_classes = by_model.shape[0], by_class.shape[0]
+  if (
+      n_dense < 3
+      or by_class.shape != (num_classes, n_dense + 1)
+      or by_model.shape != (n_dense, num_classes, n_dense + 1)
+      or dense_hits.shape != (n_dense, num_classes)
+      or level_hits.ndim != 2
+      or level_hits.shape[0] < 2
+      or level_hits.shape[1] != num_classes
+      or class_count.shape != (num_classes,)
+  ):
+    raise ValueError(
+        "uniform_shift_tests needs dense_count_histograms of at least 3 dense models, dense_hits [n_dense, C] and "
+        f"level_hits [n_level >= 2, C] of the same classes, got histograms {by_class.shape} and {by_model.shape}, "
+        f"dense_hits {dense_hits.shape}, level_hits {level_hits.shape}, class_count {class_count.shape}"
+    )
+  return by_class, by_model, dense_hits, level_hits, class_count
+
+
+def uniform_shift_tests(histograms, dense_hits, level_hits, class_count, alpha: float = 0.05) -> UniformShiftResult:
+  """Which classes change more (or less) than a uniform shift of every example's margin predicts?
+
+  The model: an example's margin mu is its probit-scale ease for the dense population (P(a dense model is right) =
+  Phi(mu)); a uniform shift moves every margin by one amount delta, the same for every example and class. Each
+  class's margins are taken as normal, their mean and spread fitted to the first two moments of its examples' dense
+  correct counts (``k`` of the n dense models right: unbiased for the mean and the square of each example's rate); a
+  shift delta then moves the class's recall to ``Phi(a_c + delta sqrt(1 - rho_c))``. One delta is fitted to the
+  dense population's mean top-1 and one to the level's, and ``uniform_shift_change`` is the difference of the
+  class recalls they predict: what a compression that hurts every example alike would do to the class. Easy classes
+  (near the ceiling) lose less than top-1 under a uniform shift alone, hard ones more: harm that "follows
+  difficulty" may be nothing else. ``beyond_uniform_shift`` is what is left.
+
+  Why moments and not each example's smoothed rate ``Phi^-1((k + 1/2) / (n + 1))``: examples every dense model gets
+  right all get the same margin whatever their true ease, and how far above the line they lie decides how much a
+  shift moves them; the error depends on the class, so that in simulated uniform shifts 26% of classes came out
+  "beyond" at p < 0.05 (docs/statistics.md). The probit-normal shape extrapolates from the class's spread instead;
+  each class's moments borrow one example's worth of the whole split's, so that a class every model gets right
+  still has finite margins.
+
+  The test: the dense models make both the dense recall and the margins, so their luck enters twice; the standard
+  error is the delete-one jackknife over the dense models (each replicate refits the margins and both shifts on the
+  other n - 1 models) plus the variance of the level models' residuals (each model's recall minus the recall its own
+  fitted shift predicts) over ``n_level``. Welch-Satterthwaite degrees of freedom; Benjamini-Hochberg over the
+  tested classes. With the same fit for both populations, a dense model's own votes in the margins bias nothing:
+  no dense model is scored against its own margins. Calibration: docs/statistics.md.
+
+  Args:
+    histograms: ``dense_count_histograms`` of the dense population (summed over blocks of examples).
+    dense_hits, level_hits: ``class_hits`` of both populations, [n_dense, C] and [n_level, C]; class_count: [C].
+    alpha: the FDR level.
+  """
+  alpha = _check_probability(alpha, "alpha")
+  by_class, by_model, dense_hits, level_hits, class_count = _check_shift_inputs(
+      histograms, dense_hits, level_hits, class_count
+  )
+  n_dense, n_level = len(dense_hits), len(level_hits)
+  fit = _probit_normal_fit(by_class)
+  mean_dense, mean_level = dense_hits.mean(axis=0), level_hits.mean(axis=0)
+  dense_shift, level_shift, change = _shift_change(fit, mean_dense.sum(), mean_level.sum())
+  beyond = (mean_level - mean_dense) - change
+  # Jackknife over the dense models: replicate d drops model d from the recall and from the margins.
+  replicate_dense = (dense_hits.sum(axis=0) - dense_hits) / (n_dense - 1)
+  _, _, replicate_change = _shift_change(
+      _probit_normal_fit(_leave_one_out_histograms(by_class, by_model)),
+      replicate_dense.sum(axis=1),
+      np.full(n_dense, mean_level.sum()),
+  )
+  replicates = (mean_level - replicate_dense) - replicate_change
+  var_dense = (n_dense - 1) / n_dense * ((replicates - replicates.mean(axis=0)) ** 2).sum(axis=0)
+  # The level models around their own shifts' predictions (their skill drops out, as in the per-model normalization).
+  size, a, slope = fit
+  own_shift = _fit_shifts(size, a, slope, level_hits.sum(axis=1))
+  residuals = level_hits - size * special.ndtr(a + own_shift[:, None] * slope)
+  var_level = residuals.var(axis=0, ddof=1) / n_level
+  with np.errstate(invalid="ignore", divide="ignore"):
+    classes = np.where(class_count > 0, class_count, np.nan)
+    variance = var_dense + var_level
+    tested = (class_count > 0) & ~unchanged_classes(dense_hits / classes, level_hits / classes) & (variance > 0)
+    standard_error = np.sqrt(variance) / classes
+    t = np.where(tested, beyond / classes / standard_error, np.nan)
+    df = np.where(tested, variance**2 / (var_dense**2 / (n_dense - 1) + var_level**2 / (n_level - 1)), np.nan)
+  p = np.where(tested, 2.0 * stats.t.sf(np.abs(t), df), np.nan)
+  q = bh_q_values(p)
+  return UniformShiftResult(
+      uniform_shift_change=change / classes,
+      beyond_uniform_shift=beyond / classes,
+      standard_error=np.where(tested, standard_error, np.nan),
+      t=t,
+      df=df,
+      p_value=p,
+      tested=tested,
+      q_value=q,
+      significant_fdr=bh_rejections(q, alpha),
+      dense_shift=float(dense_shift),
+      level_shift=float(level_shift),
+      alpha=alpha,
+  )
+
+
+# --------------------------------------------------------------------------------------------------
+# Correlations of class harm with class properties, with p-values that respect each model's shared luck
+# --------------------------------------------------------------------------------------------------
+
+
+def _spearman_rows(x, y):
+  """Spearman's rho of each row pair of x, y [..., C] over the columns where both are finite (NaN when fewer than 3
+  or one of them constant)."""
+  x, y = np.broadcast_arrays(np.asarray(x, np.float64), np.asarray(y, np.float64))
+  keep = np.isfinite(x) & np.isfinite(y)
+  if not keep.all():  # the same classes in every row: absent classes are NaN in every model
+    columns = keep.reshape(-1, keep.shape[-1]).all(axis=0)
+    x, y = x[..., columns], y[..., columns]
+  if x.shape[-1] < 3:
+    return np.full(x.shape[:-1], np.nan)
+  rx, ry = stats.rankdata(x, axis=-1), stats.rankdata(y, axis=-1)
+  rx -= rx.mean(axis=-1, keepdims=True)
+  ry -= ry.mean(axis=-1, keepdims=True)
+  with np.errstate(invalid="ignore", divide="ignore"):
+    return (rx * ry).sum(axis=-1) / np.sqrt((rx**2).sum(axis=-1) * (ry**2).sum(axis=-1))
+
+
+@dataclasses.dataclass(frozen=True)
+class CorrelationResult:
+  """Result of ``class_correlation_test``.
+
+  rho: Spearman's rho between the class property and the normalized change (level minus dense, per-model
+    normalization) over the classes present.
+  p_value: two-sided, from the models: the share of ``num_permutations`` reassignments of the pooled models to the two
+    populations (and the observed one) whose |rho| is at least the observed. Its null is "the level is one more
+    dense population"; it counts each model's luck once, however many classes it touches.
+  p_value_independent_classes: ``scipy.stats.spearmanr``'s, which treats the classes as independent (they are not:
+    the models' luck is shared by all their classes).
+  uniform_shift_rho: the rho a uniform shift of every margin would give (``uniform_shift_tests``' predicted changes
+    minus the predicted top-1 change); NaN without histograms.
+  beyond_uniform_shift_rho, beyond_uniform_shift_p_value: rho between the property and ``beyond_uniform_shift``,
+    and its p-value from the same reassignments, each with its own shifts fitted on the dense population's margins
+    (a reassignment's models differ in skill, and a shift takes that up as it does for the real populations); NaN
+    without histograms.
+  num_classes: classes in the correlation.
+  """
+
+  rho: float
+  p_value: float
+  p_value_independent_classes: float
+  uniform_shift_rho: float
+  beyond_uniform_shift_rho: float
+  beyond_uniform_shift_p_value: float
+  num_classes: int
+  num_permutations: int
+
+
+def _normalized_change(dense_hits, level_hits, class_count):
+  """Per-model normalized recall change of each class, level minus dense: [..., C] from hits [..., n, C]."""
+  size = np.where(class_count > 0, class_count, np.nan)
+
+  def mean_normalized(hits):
+    return (hits / size - (hits.sum(axis=-1, keepdims=True) / class_count.sum())).mean(axis=-2)
+
+  return mean_normalized(level_hits) - mean_normalized(dense_hits)
+
+
+def class_correlation_test(
+    dense_hits, level_hits, class_count, first_rows, second_rows, class_property=None, histograms=None
+) -> CorrelationResult:
+  """Does class harm follow a class property, beyond the models' shared luck and beyond a uniform shift?
+
+  The statistic is Spearman's rho between the property (``class_property`` [C], e.g. the training set's class
+  counts; by default the dense population's mean recall of the class, its difficulty, recomputed for every
+  reassignment) and the class's normalized change. Its p-value comes from reassigning the models: the pool is the
+  dense models then the level's (``class_hits`` rows), and ``first_rows`` / ``second_rows`` [num_permutations,
+  n_dense] / [..., n_level] say which pool rows play the dense and the level population in each reassignment
+  (``half_splits(n_dense + n_level, n_dense, n_level, ...)`` for independent seeds; with shared seeds, exchanges
+  between twins only, e.g. from ``exchange_arrangements`` with the seeds as strata).
+
+  A uniform shift of every example's margin alone makes harm follow difficulty (classes near the ceiling lose
+  less), so a small p-value does not say that compression singles out hard classes: ``uniform_shift_rho`` is what
+  the shift alone gives, and ``beyond_uniform_shift_rho`` the correlation with what is left. Pass
+  ``dense_count_histograms`` of the dense population as ``histograms`` to get them.
+  """
+  dense_hits, level_hits = np.asarray(dense_hits, np.float64), np.asarray(level_hits, np.float64)
+  class_count = np.asarray(class_count, np.float64)
+  first_rows, second_rows = np.asarray(first_rows, np.int64), np.asarray(second_rows, np.int64)
+  pool = np.concatenate([dense_hits, level_hits])
+  if first_rows.ndim != 2 or second_rows.ndim != 2 or len(first_rows) != len(second_rows):
+    raise ValueError("first_rows and second_rows must be [num_permutations, n] rows of the pooled models")
+  size = np.where(class_count > 0, class_count, np.nan)
+
+  def property_of(dense):
+    if class_property is not None:
+      return np.asarray(class_property, np.float64)
+    return (dense / size).mean(axis=-2)
+
+  change = _normalized_change(dense_hits, level_hits, class_count)
+  prop = property_of(dense_hits)
+  rho = float(_spearman_rows(prop, change))
+  permuted = _spearman_rows(
+      property_of(pool[first_rows]), _normalized_change(pool[first_rows], pool[second_rows], class_count)
+  )
+
+  def p_of(value, null):
+    null = null[np.isfinite(null)]
+    if not np.isfinite(value):
+      return math.nan
+    return float((1 + np.count_nonzero(np.abs(null) >= abs(value) - 1e-12)) / (1 + null.size))
+
+  keep = np.isfinite(prop) & np.isfinite(change)
+  independent = stats.spearmanr(prop[keep], change[keep]).pvalue if keep.sum() >= 3 else math.nan
+  shift_rho = beyond_rho = beyond_p = math.nan
+  if histograms is not None:
+    shift = uniform_shift_tests(histograms, dense_hits, level_hits, class_count)
+    predicted_top1 = np.nansum(shift.uniform_shift_change * class_count) / class_count.sum()
+    shift_rho = float(_spearman_rows(prop, shift.uniform_shift_change - predicted_top1))
+    beyond_rho = float(_spearman_rows(prop, shift.beyond_uniform_shift))
+    dense_mean, level_mean = pool[first_rows].mean(axis=1), pool[second_rows].mean(axis=1)
+    fit = _probit_normal_fit(np.asarray(histograms[0], np.float64))
+    _, _, predicted = _shift_change(fit, dense_mean.sum(axis=1), level_mean.sum(axis=1))
+    beyond_p = p_of(beyond_rho, _spearman_rows(prop, (level_mean - dense_mean - predicted) / size))
+  return CorrelationResult(
+      rho=rho,
+      p_value=p_of(rho, permuted),
+      p_value_independent_classes=float(independent),
+      uniform_shift_rho=shift_rho,
+      beyond_uniform_shift_rho=beyond_rho,
+      beyond_uniform_shift_p_value=beyond_p,
+      num_classes=int(keep.sum()),
+      num_permutations=int(len(first_rows)),
+  )
 
 
 # --------------------------------------------------------------------------------------------------

@@ -74,7 +74,14 @@ from scipy import stats
 
 from pie import significance
 
-__all__ = ["SimulatedStudy", "simulate_populations"]
+__all__ = [
+    "SimulatedStudy",
+    "simulate_populations",
+    "MarginModel",
+    "MarginPopulation",
+    "MarginStudy",
+    "simulate_margins",
+]
 
 _BISECTION_STEPS = 64
 
@@ -516,4 +523,187 @@ def simulate_populations(
       dense_skill=np.zeros(n_d) if skill_d is None else skill_d,
       pruned_skill=np.zeros(n_p) if skill_p is None else skill_p,
       seed=seed,
+  )
+
+
+# --------------------------------------------------------------------------------------------------
+# Margin model: populations that share seeds, uniform shifts and class-specific effects
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class MarginModel:
+  """The eval split and the dense population of ``simulate_margins`` (a probit margin model).
+
+  num_examples, num_classes: balanced labels, as ``simulate_populations``.
+  base_accuracy: the dense population's expected top-1 (the class means are shifted together to reach it).
+  class_spread: standard deviation of the class means of the margins (classes differ in difficulty).
+  margin_sd: standard deviation of the examples' margins around their class's mean.
+  skill_sd: standard deviation of a model's skill, added to every margin of the model.
+  hard_share: the mean share of *hard* examples, whose margins lie ``hard_offset`` lower than their class's others
+    (a skewed, two-humped margin distribution, as real classes with a few ambiguous or mislabeled images have);
+    each class's share is uniform in [0, 2 hard_share]. 0: normal margins within every class.
+  hard_offset: how much lower the hard examples' margins are.
+  """
+
+  num_examples: int = 2000
+  num_classes: int = 10
+  base_accuracy: float = 0.9
+  class_spread: float = 0.6
+  margin_sd: float = 1.5
+  skill_sd: float = 0.0
+  hard_share: float = 0.0
+  hard_offset: float = 4.0
+
+
+@dataclasses.dataclass(frozen=True)
+class MarginPopulation:
+  """A population of ``simulate_margins`` besides the dense one.
+
+  num_models: its size.
+  shift: probit shift of every example's margin (the same for all: a uniform shift; negative = harder).
+  class_shifts: optional extra shift per class [num_classes] (class-specific effects).
+  example_shifts: optional extra shift per example [num_examples] (e.g. a few examples pushed across the line: PIEs).
+  seed_correlation: 0 for independent seeds; otherwise model m shares dense model m's seed (``num_models`` <= the
+    dense population's) and its latent noise and skill correlate with that model's by this amount (a sham or a
+    level trained from the dense seeds).
+  """
+
+  num_models: int
+  shift: float = 0.0
+  class_shifts: object = None
+  example_shifts: object = None
+  seed_correlation: float = 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class MarginStudy:
+  """What ``simulate_margins`` returns.
+
+  labels, confusers: int [n_examples] (every wrong vote of an example goes to its confuser).
+  margins: [n_examples] the dense population's margin of every example (probit units, before the noise).
+  dense_predictions: int [n_dense, n_examples]; predictions: {name: int [n_models, n_examples]} of the other
+    populations; twins: {name: int [n_models]} the dense row each model shares its seed with (-1: none).
+  dense_expected_recall, expected_recall: [num_classes] and {name: [num_classes]}: the exact expected recall of the
+    dense population and of the others (over models, skills and noise).
+  uniform_shift_recall: {name: [num_classes]} the expected recall of a population shifted uniformly to the same
+    expected top-1 as the named one; ``expected_recall[name] - uniform_shift_recall[name]`` is the class's true
+    change beyond a uniform shift (0 everywhere when the population has no class or example shifts).
+  """
+
+  labels: np.ndarray
+  confusers: np.ndarray
+  margins: np.ndarray
+  dense_predictions: np.ndarray
+  predictions: dict
+  twins: dict
+  dense_expected_recall: np.ndarray
+  expected_recall: dict
+  uniform_shift_recall: dict
+  num_classes: int
+  seed: int
+
+
+def _expected_correct(margins, shifts, skill_sd):
+  """P(right) per example for margins + shifts, marginal over a N(0, skill_sd^2) skill and N(0, 1) noise."""
+  return stats.norm.cdf((margins + shifts) / np.sqrt(1.0 + skill_sd**2))
+
+
+def _uniform_equivalent(margins, target_top1, skill_sd):
+  """The uniform shift whose expected top-1 over ``margins`` is ``target_top1`` (bisection)."""
+  lo, hi = -20.0, 20.0
+  for _ in range(_BISECTION_STEPS):
+    mid = 0.5 * (lo + hi)
+    if _expected_correct(margins, mid, skill_sd).mean() > target_top1:
+      hi = mid
+    else:
+      lo = mid
+  return 0.5 * (lo + hi)
+
+
+def _population_shifts(population: MarginPopulation, labels, num_classes):
+  shifts = np.full(labels.shape, float(population.shift))
+  if population.class_shifts is not None:
+    class_shifts = np.asarray(population.class_shifts, np.float64)
+    if class_shifts.shape != (num_classes,):
+      raise ValueError(f"class_shifts must have one value per class ({num_classes}), got shape {class_shifts.shape}")
+    shifts += class_shifts[labels]
+  if population.example_shifts is not None:
+    example_shifts = np.asarray(population.example_shifts, np.float64)
+    if example_shifts.shape != labels.shape:
+      raise ValueError(f"example_shifts must have one value per example ({labels.size}), got {example_shifts.shape}")
+    shifts += example_shifts
+  return shifts
+
+
+def simulate_margins(model: MarginModel, num_dense: int, populations: dict, seed: int = 0) -> MarginStudy:
+  """A dense population and others on one eval split, from a probit margin model with optional shared seeds.
+
+  Example i has a margin ``mu_i`` (its class's mean plus ``N(0, margin_sd^2)``); model m of a population is right on
+  it when ``mu_i + shift_i + skill_m + noise_mi > 0`` (``noise ~ N(0, 1)``, ``skill ~ N(0, skill_sd^2)``), where
+  ``shift_i`` is the population's uniform shift plus its class and example shifts (0 for the dense population), and
+  otherwise votes for the example's confuser. A population with ``seed_correlation`` rho shares the dense seeds:
+  its model m's noise and skill are ``rho`` times dense model m's plus ``sqrt(1 - rho^2)`` times its own, so that
+  twins agree more often than models of independent seeds (as models trained from the same initialization and data
+  order do) while every model keeps the marginal law of its population.
+
+  Used for the calibration of the PIE-excess permutation test (a sham and a level sharing the dense seeds), of the
+  harm beyond a uniform shift and of the correlations with difficulty (``pie.significance``).
+  """
+  # pylint: disable=protected-access  (pie.significance's checks, shared on purpose)
+  num_classes = significance._check_int(model.num_classes, "num_classes", 2)
+  num_examples = significance._check_int(model.num_examples, "num_examples", num_classes)
+  num_dense = significance._check_int(num_dense, "num_dense", 1)
+  significance._check_probability(model.base_accuracy, "base_accuracy")
+  rng = np.random.default_rng(seed)
+  labels = rng.permutation(np.arange(num_examples) % num_classes)
+  confusers = (labels + rng.integers(1, num_classes, size=num_examples)) % num_classes
+  class_means = model.class_spread * rng.standard_normal(num_classes)
+  margins = class_means[labels] + model.margin_sd * rng.standard_normal(num_examples)
+  if model.hard_share:  # drawn only when asked for: the stream of normal margins stays as it was
+    class_hard_share = rng.uniform(0.0, 2.0 * model.hard_share, num_classes)
+    margins -= model.hard_offset * (rng.random(num_examples) < class_hard_share[labels])
+  margins += _uniform_equivalent(margins, model.base_accuracy, model.skill_sd)
+  dtype = np.int16 if num_classes <= np.iinfo(np.int16).max else np.int32
+
+  def draw(n, shifts, base_noise=None, base_skill=None, rho=0.0):
+    noise = rng.standard_normal((n, num_examples))
+    skill = model.skill_sd * rng.standard_normal(n)
+    if base_noise is not None:
+      noise = rho * base_noise[:n] + np.sqrt(1.0 - rho**2) * noise
+      skill = rho * base_skill[:n] + np.sqrt(1.0 - rho**2) * skill
+    right = margins[None, :] + shifts[None, :] + skill[:, None] + noise > 0
+    return np.where(right, labels[None, :], confusers[None, :]).astype(dtype), noise, skill
+
+  dense, dense_noise, dense_skill = draw(num_dense, np.zeros(num_examples))
+  class_size = np.bincount(labels, minlength=num_classes)
+
+  def class_recall(p_right):
+    return np.bincount(labels, weights=p_right, minlength=num_classes) / class_size
+
+  out = {"predictions": {}, "twins": {}, "expected_recall": {}, "uniform_shift_recall": {}}
+  for name, population in populations.items():
+    n = significance._check_int(population.num_models, f"{name}.num_models", 1)
+    rho = float(population.seed_correlation)
+    if not 0.0 <= rho < 1.0:
+      raise ValueError(f"{name}.seed_correlation must be in [0, 1), got {rho}")
+    if rho and n > num_dense:
+      raise ValueError(f"{name}: {n} models cannot share the seeds of {num_dense} dense models")
+    shifts = _population_shifts(population, labels, num_classes)
+    predictions, _, _ = draw(n, shifts, dense_noise if rho else None, dense_skill if rho else None, rho)
+    out["predictions"][name] = predictions
+    out["twins"][name] = np.arange(n) if rho else np.full(n, -1)
+    p_right = _expected_correct(margins, shifts, model.skill_sd)
+    out["expected_recall"][name] = class_recall(p_right)
+    equivalent = _uniform_equivalent(margins, p_right.mean(), model.skill_sd)
+    out["uniform_shift_recall"][name] = class_recall(_expected_correct(margins, equivalent, model.skill_sd))
+  return MarginStudy(
+      labels=labels.astype(dtype),
+      confusers=confusers.astype(dtype),
+      margins=margins,
+      dense_predictions=dense,
+      dense_expected_recall=class_recall(_expected_correct(margins, 0.0, model.skill_sd)),
+      num_classes=num_classes,
+      seed=seed,
+      **out,
   )
