@@ -68,6 +68,13 @@ FDR_SCOPE = flags.DEFINE_enum(
     "method together (study); recorded in summary.json.",
 )
 
+EXCESS_PERMUTATIONS = flags.DEFINE_integer(
+    "excess_permutations",
+    analysis.DEFAULT_EXCESS_PERMUTATIONS,
+    "Arrangements the PIE-excess test and the correlation tests draw when they cannot enumerate every one "
+    "(0: no PIE-excess test).",
+)
+
 # Library arguments whose flag has another name (pie.cli prints the flag with errors about them).
 FLAG_NAMES = {"validate_first": "validate"}
 
@@ -84,6 +91,7 @@ def options():
       class_groups=CLASS_GROUPS.value,
       min_slice_size=MIN_SLICE_SIZE.value,
       fdr_scope=FDR_SCOPE.value,
+      excess_permutations=EXCESS_PERMUTATIONS.value,
   )
 
 

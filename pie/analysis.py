@@ -55,6 +55,7 @@ AnalysisOptions = builder.AnalysisOptions
 # Defaults of the options, where scripts and the flags read them.
 DEFAULT_POWER_EFFECT = builder.DEFAULT_POWER_EFFECT
 DEFAULT_NOISE_FLOOR_SPLITS = builder.DEFAULT_NOISE_FLOOR_SPLITS
+DEFAULT_EXCESS_PERMUTATIONS = builder.DEFAULT_EXCESS_PERMUTATIONS
 
 
 def _names(class_names, ids):
@@ -327,7 +328,9 @@ def analyze(study, options=None, log=print, **option_fields):
   compressed, with_method, primary = builder.compared_populations(populations)
   labels, num_classes = study.labels, study.num_classes
   dense = _Dense(populations[variants.DENSE_KEY], labels, num_classes)
-  plan = builder.FloorPlan(populations, compressed, options.noise_floor_splits, options.seed)
+  plan = builder.FloorPlan(
+      populations, compressed, options.noise_floor_splits, options.seed, options.excess_permutations
+  )
   slice_plan = slices_lib.study_plan(study, options.class_groups)
   membership = slice_plan.membership(labels, study.slice_values)
   pool = np.concatenate([np.stack([m.top1 for m in populations[k]]) for k in plan.pool_keys])
@@ -341,6 +344,10 @@ def analyze(study, options=None, log=print, **option_fields):
       slice_sizes=membership.sum(axis=0),
       pool_hits=significance.class_hits(pool, labels, num_classes),
       floor_pie_counts=plan.pie_counts(pool, num_classes),
+      exchange_counts=plan.exchange_counts(
+          dense.predictions, lambda key: np.stack([m.top1 for m in populations[key]]), num_classes
+      ),
+      count_histograms=significance.dense_count_histograms(dense.predictions, labels, num_classes),
   )
   rng = np.random.default_rng(options.seed)
   design = builder.study_design(populations)

@@ -97,6 +97,7 @@ class _Plan:
     self.class_names = index.class_names
     self.dense = slice(0, len(index.populations[variants.DENSE_KEY]))
     self.levels, self.with_method, self.seed = levels, with_method, seed
+    self.rows_of = {(level.method, level.sparsity): level.rows for level in levels}  # each population's model rows
     self.block_size, self.shard_rows, self.work_dir = block_size, shard_rows, work_dir
     # Logits give the EL2N difficulty score; read only when every export has them, as load_study does.
     self.with_logits = all(m.has_logits for m in models)
@@ -198,6 +199,11 @@ def _scored_block(block, parts, labels, slice_values, plan):
       ("floor", pair): counts
       for pair, counts in plan.floor.pie_counts(predictions[plan.pool_rows], plan.num_classes).items()
   }
+  exchanges = plan.floor.exchange_counts(dense, lambda key: predictions[plan.rows_of[key]], plan.num_classes)
+  sums.update({("exchange", key): counts for key, counts in exchanges.items()})
+  sums[("histograms", "by_class")], sums[("histograms", "by_model")] = significance.dense_count_histograms(
+      dense, labels, plan.num_classes
+  )
   pies = np.zeros((len(plan.levels), len(ids)), bool)
   membership = plan.slices.membership(labels, slice_values)
   for j, level in enumerate(plan.levels):
@@ -493,7 +499,9 @@ def _make_plan(index, options, block_size, shard_rows, work_dir):
     pairs = builder.level_pairs(design, index.populations[variants.DENSE_KEY], population)
     levels.append(_Level(method, sparsity, rows, *resamples, pairs=pairs))
     models += population
-  floor = builder.FloorPlan(index.populations, compressed, options.noise_floor_splits, options.seed)
+  floor = builder.FloorPlan(
+      index.populations, compressed, options.noise_floor_splits, options.seed, options.excess_permutations
+  )
   return _Plan(
       index,
       models,
@@ -629,6 +637,8 @@ def _sums(plan, index, results):
       slice_sizes=results["models"][plan.reference]["slice_sizes"],
       pool_hits=hits[plan.pool_rows],
       floor_pie_counts={pair: sums[("floor", pair)] for pair in plan.floor.splits},
+      exchange_counts={key: sums[("exchange", key)] for key in plan.floor.exchanges},
+      count_histograms=(sums[("histograms", "by_class")], sums[("histograms", "by_model")]),
   )
   levels = []
   for j, level in enumerate(plan.levels):

@@ -28,6 +28,8 @@ from pie.errors import PieError
 DEFAULT_POWER_EFFECT = 0.05
 # Random A/A splits of the pooled dense models that measure the noise floor, unless the caller asks for another number.
 DEFAULT_NOISE_FLOOR_SPLITS = 200
+# Arrangements drawn by the PIE-excess test (and the correlations' reassignments) when they cannot all be enumerated.
+DEFAULT_EXCESS_PERMUTATIONS = 999
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +47,8 @@ class AnalysisOptions:
   min_slice_size: slices with fewer examples are reported, not tested.
   fdr_scope: "level" (Benjamini-Hochberg over each compared population's classes) or "study" (over every class test
     of every level and method together: q-values that hold for the whole class_stats.csv).
+  excess_permutations: arrangements the PIE-excess test and the correlation tests draw when they cannot enumerate
+    every one (0: no PIE-excess test).
   """
 
   alpha: float = 0.05
@@ -56,6 +60,7 @@ class AnalysisOptions:
   class_groups: object = None
   min_slice_size: int = slices_lib.DEFAULT_MIN_SLICE_SIZE
   fdr_scope: str = "level"
+  excess_permutations: int = DEFAULT_EXCESS_PERMUTATIONS
 
   def __post_init__(self):
     if not 0 < self.alpha < 1:
@@ -67,7 +72,7 @@ class AnalysisOptions:
       )
     if self.fdr_scope not in outputs.FDR_SCOPES:
       raise PieError(f"fdr_scope must be one of {outputs.FDR_SCOPES}, got {self.fdr_scope!r}", parameter="fdr_scope")
-    for name in ("bootstrap_resamples", "noise_floor_splits"):
+    for name in ("bootstrap_resamples", "noise_floor_splits", "excess_permutations"):
       if getattr(self, name) < 0:
         raise PieError(f"{name} must be >= 0, got {getattr(self, name)}", parameter=name)
     object.__setattr__(self, "min_slice_size", slices_lib.check_min_slice_size(self.min_slice_size))
@@ -142,15 +147,17 @@ class FloorPlan:
   """The noise floor: which control each compressed population is read against, and the A/A comparisons.
 
   Every population's `relations` to the dense one (`seed_relation`); a compressed population's `matched` control is
-  the control with the same relation (the dense replicate before the sham), or None. The pool is the dense population
-  and, when the study has one, the dense replicate (both dense, disjoint seeds). `splits` draw two disjoint
-  populations from the pool, of the sizes of a compared population and the dense one, so that the PIEs of a level
-  whose matched control is independently seeded are set against A/A counts at the same population sizes. `control`
-  is the control of summary.json's `noise_floor`: the replicate, else the sham, else None.
+  the control with the same relation (the dense replicate before the sham), or None. Each matched pair gets the
+  arrangements of the PIE-excess test (`exchanges`: `significance.exchange_arrangements`, exchanges between twins
+  only when the models share the dense seeds), whose PIE counts the analyses sum over examples (`exchange_counts`).
+  The pool of the A/A splits is the dense population and, when the study has one, the dense replicate (both dense,
+  disjoint seeds); `splits` draw two disjoint populations from it, of the sizes of the dense population and the
+  replicate, for summary.json's `noise_floor.half_splits`. `control` is the control of summary.json's `noise_floor`:
+  the replicate, else the sham, else None.
   """
 
-  def __init__(self, populations, compared, num_splits, seed):
-    self.num_splits, self.seed = int(num_splits), int(seed)
+  def __init__(self, populations, compared, num_splits, seed, num_permutations=DEFAULT_EXCESS_PERMUTATIONS):
+    self.num_splits, self.seed, self.num_permutations = int(num_splits), int(seed), int(num_permutations)
     self.pool_keys = [variants.DENSE_KEY] + [k for k in populations if k[0] == variants.DENSE_REPLICATE]
     self.pool_size = sum(len(populations[k]) for k in self.pool_keys)
     controls = sorted((k for k in populations if variants.is_control(k[0])), key=lambda k: variants.method_rank(k[0]))
@@ -163,23 +170,29 @@ class FloorPlan:
         for k in compared
         if not variants.is_control(k[0])
     }
+    self.exchanges = {}
+    for key, control in self.matched.items():
+      if control is not None and self.num_permutations:
+        level, other = populations[key], populations[control]
+        strata = None if self.relations[key] == INDEPENDENT else [_twin_of(m) for m in level + other]
+        self.exchanges[key] = (
+            control,
+            significance.exchange_arrangements(len(level), len(other), strata, self.num_permutations, self.seed),
+        )
     if len(self.pool_keys) > 1:
       self.reference = (self.n_dense, len(populations[self.pool_keys[1]]))
     else:
       self.reference = (self.pool_size // 2, self.pool_size // 2)
-    level_pairs = {
-        (self.n_dense, len(populations[k]))
-        for k, control in self.matched.items()
-        if control is not None and self.relations[control] == INDEPENDENT
-    }
     self.splits = {}
-    if self.num_splits:
-      for pair in sorted(level_pairs | ({self.reference} if self.reference[0] >= 2 else set())):
-        if pair[0] + pair[1] <= self.pool_size:
-          self.splits[pair] = significance.half_splits(self.pool_size, *pair, self.num_splits, self.seed)
+    if self.num_splits and self.reference[0] >= 2 and sum(self.reference) <= self.pool_size:
+      self.splits[self.reference] = significance.half_splits(
+          self.pool_size, *self.reference, self.num_splits, self.seed
+      )
 
   def missing_control_note(self, key):
-    """Why the compressed population `key` has no matched control, and what to add."""
+    """Why the compressed population `key` has no PIE-excess test, and what to do."""
+    if self.matched[key] is not None:
+      return "no exchange test was run (excess_permutations = 0)"
     return _NO_MATCHED_CONTROL[self.relations[key]]
 
   def pool_rows(self, row_of_key):
@@ -193,6 +206,24 @@ class FloorPlan:
         for pair, (first, second) in self.splits.items()
     }
 
+  def exchange_counts(self, dense_predictions, predictions_of, num_classes):
+    """{compressed population: PIEs of every arrangement of its exchange test} over some examples (they add up over
+    blocks); `predictions_of(key)` gives a population's predictions of those examples."""
+    return {
+        key: significance.exchange_pie_counts(
+            dense_predictions, np.concatenate([predictions_of(key), predictions_of(control)]), plan.rows, num_classes
+        )
+        for key, (control, plan) in self.exchanges.items()
+    }
+
+
+def _twin_of(model):
+  """The stratum of a compressed or control model in an exchange between twins: the dense model it was made from or
+  is paired with."""
+  if model.dense_twin:
+    return model.dense_twin
+  return variants.model_name(variants.DENSE, 0.0, model.seed if model.dense_seed is None else model.dense_seed)
+
 
 def _quantiles(values, alpha):
   return (
@@ -201,14 +232,10 @@ def _quantiles(values, alpha):
   )
 
 
-def noise_floor(plan, levels, pool_hits, class_count, pie_counts, level_counts, alpha, normalization):
-  """summary.json's `noise_floor`, and each compressed level set against it (in place in `levels`).
-
-  `pie_counts` are `FloorPlan.pie_counts` summed over every example; `level_counts` maps each compared population's
-  (method, sparsity) to {"bootstrap": its PIEs per bootstrap resample, or None}; `levels` are the summary's level
-  entries.
-  """
-  num_examples = int(np.sum(class_count))
+def noise_floor(plan, levels, dense, options):
+  """summary.json's `noise_floor`, and each compressed level set against its matched control (in place in `levels`,
+  the summary's level entries): the PIE-excess test (`significance.pies_excess_test`) on `dense.exchange_counts`."""
+  num_examples = int(np.sum(dense.class_count))
   floor = {
       "control": None,
       "control_models": None,
@@ -218,9 +245,9 @@ def noise_floor(plan, levels, pool_hits, class_count, pie_counts, level_counts, 
       "num_significant_classes_fdr": None,
       "half_splits": None,
   }
-  control_entry = None
+  by_key = {(e["method"], e["sparsity"]): e for e in levels}
   if plan.control is not None:
-    control_entry = next(e for e in levels if (e["method"], e["sparsity"]) == plan.control)
+    control_entry = by_key[plan.control]
     floor.update(
         control=plan.control[0],
         control_models=control_entry["num_models"],
@@ -230,59 +257,22 @@ def noise_floor(plan, levels, pool_hits, class_count, pie_counts, level_counts, 
         num_significant_classes_fdr=control_entry["num_significant_classes_fdr"],
     )
   if plan.reference in plan.splits:
-    first, second = plan.splits[plan.reference]
-    tests = significance.split_class_tests(
-        pool_hits, class_count, first, second, alpha=alpha, normalization=normalization
-    )
-    counts = pie_counts[plan.reference]
-    low, high = _quantiles(counts, alpha)
-    spread = (lambda x: float(np.std(x, ddof=1))) if len(counts) > 1 else (lambda x: None)
-    floor["half_splits"] = {
-        "pool": [k[0] for k in plan.pool_keys],
-        "pool_models": plan.pool_size,
-        "sizes": list(plan.reference),
-        "num_splits": plan.num_splits,
-        "seed": plan.seed,
-        "num_pies_mean": float(counts.mean()),
-        "num_pies_std": spread(counts),
-        "num_pies_low": low,
-        "num_pies_high": high,
-        "pie_fraction_mean": float(counts.mean() / num_examples),
-        "num_significant_classes_mean": float(tests["num_significant"].mean()),
-        "num_significant_classes_std": spread(tests["num_significant"]),
-        "num_significant_classes_fdr_mean": float(tests["num_significant_fdr"].mean()),
-        "num_significant_classes_fdr_std": spread(tests["num_significant_fdr"]),
-        "splits_with_fdr_discovery": float(np.mean(tests["num_significant_fdr"] > 0)),
-        "class_tests_significant_rate": (
-            float(tests["num_significant"].sum() / tests["num_tested"].sum()) if tests["num_tested"].sum() else None
-        ),
-    }
-  by_key = {(e["method"], e["sparsity"]): e for e in levels}
+    floor["half_splits"] = _half_splits(plan, dense, num_examples, options)
   for key, control in plan.matched.items():
-    entry = by_key[key]
-    floor_mean = control_boot = None
-    if (
-        control is not None
-        and plan.relations[control] == INDEPENDENT
-        and (plan.n_dense, entry["num_models"]) in (plan.splits)
-    ):
-      floor_mean = float(np.mean(pie_counts[(plan.n_dense, entry["num_models"])]))
-    elif control is not None:  # no A/A split of these sizes, or a control on the dense seeds: its own comparison
-      floor_mean = float(by_key[control]["num_pies"])
-    if control is not None:
-      control_boot = level_counts.get(control, {}).get("bootstrap")
-    result = significance.pies_against_floor(
-        entry["num_pies"], floor_mean, level_counts.get(key, {}).get("bootstrap"), control_boot, alpha
-    )
-    entry.update(
-        noise_floor_pies_mean=floor_mean,
-        pies_excess=result["excess"],
-        pies_excess_ci_low=result["ci_low"],
-        pies_excess_ci_high=result["ci_high"],
-        distinguishable_from_noise=result["distinguishable"],
+    result = None
+    if key in plan.exchanges:
+      result = significance.pies_excess_test(dense.exchange_counts[key], plan.exchanges[key][1], options.alpha)
+    by_key[key].update(
+        noise_floor_pies_mean=None if result is None else _or(result.control_mean, result.null_mean),
+        pies_excess=None if result is None else float(result.excess),
+        pies_excess_ci_low=None if result is None else _finite_or_none(result.ci_low),
+        pies_excess_ci_high=None if result is None else _finite_or_none(result.ci_high),
+        pies_excess_p_value=None if result is None else result.p_value,
+        pies_excess_permutations=None if result is None else result.num_arrangements,
+        distinguishable_from_noise=None if result is None else result.distinguishable,
         seed_relation=plan.relations[key],
         floor_control=None if control is None else control[0],
-        floor_note=plan.missing_control_note(key) if control is None else None,
+        floor_note=None if result is not None else plan.missing_control_note(key),
         # How well the dense-only scores predict the matched control's PIEs (pure seed noise): a level's `risk` is
         # read against it, since hard examples flip between seeds too.
         control_risk=None if control is None else by_key[control].get("risk"),
@@ -291,22 +281,60 @@ def noise_floor(plan, levels, pool_hits, class_count, pie_counts, level_counts, 
   return floor
 
 
+def _or(value, default):
+  return default if value is None else float(value)
+
+
+def _finite_or_none(value):
+  return float(value) if value is not None and np.isfinite(value) else None
+
+
+def _half_splits(plan, dense, num_examples, options):
+  """summary.json's `noise_floor.half_splits`: A/A splits of the pooled dense and replicate models."""
+  first, second = plan.splits[plan.reference]
+  tests = significance.split_class_tests(
+      dense.pool_hits, dense.class_count, first, second, alpha=options.alpha, normalization=options.normalization
+  )
+  counts = dense.floor_pie_counts[plan.reference]
+  low, high = _quantiles(counts, options.alpha)
+  spread = (lambda x: float(np.std(x, ddof=1))) if len(counts) > 1 else (lambda x: None)
+  return {
+      "pool": [k[0] for k in plan.pool_keys],
+      "pool_models": plan.pool_size,
+      "sizes": list(plan.reference),
+      "num_splits": plan.num_splits,
+      "seed": plan.seed,
+      "num_pies_mean": float(counts.mean()),
+      "num_pies_std": spread(counts),
+      "num_pies_low": low,
+      "num_pies_high": high,
+      "pie_fraction_mean": float(counts.mean() / num_examples),
+      "num_significant_classes_mean": float(tests["num_significant"].mean()),
+      "num_significant_classes_std": spread(tests["num_significant"]),
+      "num_significant_classes_fdr_mean": float(tests["num_significant_fdr"].mean()),
+      "num_significant_classes_fdr_std": spread(tests["num_significant_fdr"]),
+      "splits_with_fdr_discovery": float(np.mean(tests["num_significant_fdr"] > 0)),
+      "class_tests_significant_rate": (
+          float(tests["num_significant"].sum() / tests["num_tested"].sum()) if tests["num_tested"].sum() else None
+      ),
+  }
+
+
 def _floor_note(plan):
   text = (
       "Each compressed population is read against its matched control (floor_control: the control whose models stand "
-      "to the dense ones as its own do, seed_relation). pies_excess: its PIEs minus the floor (noise_floor_pies_mean: "
-      "the mean PIEs of A/A splits of the same sizes for an independently seeded control, else the control's own "
-      "PIEs), with a bootstrap interval against that control; distinguishable_from_noise: the interval lies above 0. "
-      "Without a matched control they are null and floor_note says which control to add. "
+      "to the dense ones as its own do, seed_relation). pies_excess: its PIEs minus those of the control's models at "
+      "its size (noise_floor_pies_mean); pies_excess_p_value: a conditional permutation test (the dense population "
+      "fixed, the level's and the control's models exchanged, between twins only when they share the dense seeds; "
+      "exact when the arrangements are few, else excess_permutations draws), one-sided; distinguishable_from_noise: "
+      "p <= alpha; pies_excess_ci_low/_high: an interval of the excess given the dense population. Without a matched "
+      "control they are null and floor_note says which control to add. "
   )
   if not plan.num_splits:
     return text + "No A/A splits were drawn (noise_floor_splits = 0)"
   if len(plan.pool_keys) == 1:
-    return text + (
-        "The A/A splits need a dense replicate: add config.controls = ('dense_replicate',) (the splits here "
-        "halve the dense models, smaller than the compared populations)"
-    )
-  return text + "The A/A splits are drawn from the pooled dense and replicate models"
+    return text + "half_splits halve the dense models: add config.controls = ('dense_replicate',) for a replicate"
+  return text + "half_splits are drawn from the pooled dense and replicate models"
 
 
 def accuracy_rows(sparsity, sizes, correct):
@@ -366,14 +394,44 @@ def top1_from_hits(hits, num_examples):
   return np.asarray(hits).sum(axis=1) / num_examples
 
 
-def harm_sources(entry, scores, pies, classes, train_class_counts):
+def harm_sources(entry, dense, level, relation, train_class_counts, options):
   """Where a level's harm comes from, into its summary entry: how well each dense-only score predicts its PIEs (risk),
-  and the Spearman correlation of each class's normalized change with its dense recall and its training frequency."""
-  entry["risk"] = difficulty.risk_metrics(scores, pies)
-  entry["class_difficulty_spearman"] = difficulty.spearman(classes["dense_recall_mean"], classes["normalized_change"])
-  entry["train_frequency_spearman"] = (
-      None if train_class_counts is None else difficulty.spearman(train_class_counts, classes["normalized_change"])
-  )
+  and the Spearman correlation of each class's normalized change with its dense recall and with its training
+  frequency, with p-values from reassigning the models (`significance.class_correlation_test`) and what a uniform
+  shift of every example's margin would give."""
+  entry["risk"] = difficulty.risk_metrics(dense.scores, level.pies)
+  first, second = _reassignments(dense.models, level.models, relation, options)
+  for key, class_property in (("class_difficulty_spearman", None), ("train_frequency_spearman", train_class_counts)):
+    if key == "train_frequency_spearman" and train_class_counts is None:
+      entry[key] = None
+      continue
+    histograms = dense.count_histograms if _shift_testable(dense, level) else None
+    result = significance.class_correlation_test(
+        dense.hits, level.hits, dense.class_count, first, second, class_property, histograms
+    )
+    entry[key] = {
+        **{field: _json_value(getattr(result, field)) for field in outputs.CORRELATION_KEYS[:-1]},
+        "num_permutations": len(first),
+    }
+
+
+def _reassignments(dense_models, models, relation, options):
+  """Which of the pooled dense and level models play the dense population and the level in each of the correlation
+  test's reassignments: any split for independently seeded models, exchanges between twins for models that share
+  the dense seeds or were made from the dense models."""
+  n_dense, n_level = len(dense_models), len(models)
+  permutations = max(options.excess_permutations, 1)
+  if relation in (INDEPENDENT, MIXED):
+    return significance.half_splits(n_dense + n_level, n_dense, n_level, permutations, options.seed)
+  dense_seed = {m.name: m.seed for m in dense_models}
+  strata = [f"seed{m.seed}" for m in dense_models] + [
+      f"seed{dense_seed.get(m.dense_twin, m.seed if m.dense_seed is None else m.dense_seed)}" for m in models
+  ]
+  plan = significance.exchange_arrangements(n_dense, n_level, strata, permutations, options.seed)
+  first = plan.arrangement_rows[1:]  # the observed arrangement is the test's own
+  pool = np.arange(n_dense + n_level)
+  second = np.stack([np.setdiff1d(pool, row) for row in first]) if len(first) else np.zeros((0, n_level), np.int64)
+  return first, second
 
 
 def study_design(populations):
@@ -544,14 +602,42 @@ def compare_level(entry, dense, level, class_names, options, class_stability=Non
             dense.hits, level.hits, dense.class_count, pairs, normalization, alpha, options.power_effect
         ),
     )
+  _beyond_uniform_shift(classes, dense, level, alpha)
   class_counts(entry, classes)
   return classes
 
 
+def _shift_testable(dense, level):
+  """The uniform-shift fit's jackknife needs 3 dense models and 2 of the level's."""
+  return len(dense.models) >= 3 and len(level.models) >= 2
+
+
+def _beyond_uniform_shift(classes, dense, level, alpha):
+  """class_stats.csv's uniform-shift columns (`significance.uniform_shift_tests`); not tested (NaN, never significant)
+  with fewer than 3 dense models or 2 of the level's, which its jackknife needs."""
+  columns = (
+      "uniform_shift_change",
+      "beyond_uniform_shift",
+      "beyond_uniform_shift_p_value",
+      "beyond_uniform_shift_q_value",
+  )
+  if not _shift_testable(dense, level):
+    for column in columns:
+      classes[column] = np.nan
+    classes["beyond_uniform_shift_significant_fdr"] = False
+    return
+  shift = significance.uniform_shift_tests(dense.count_histograms, dense.hits, level.hits, dense.class_count, alpha)
+  for column, values in zip(
+      columns, (shift.uniform_shift_change, shift.beyond_uniform_shift, shift.p_value, shift.q_value)
+  ):
+    classes[column] = values
+  classes["beyond_uniform_shift_significant_fdr"] = shift.significant_fdr
+
+
 def class_counts(entry, classes):
   """The summary entry's counts of its class_stats.csv rows (in place): classes significant uncorrected (the paper's
-  rule) and after FDR, hurt after FDR, their paired counterparts, and the largest class harm. Recounted when the
-  study's FDR scope redoes the q-values."""
+  rule) and after FDR, hurt after FDR, their paired counterparts, the largest class harm, and the classes that
+  changed beyond a uniform shift after FDR. Recounted when the study's FDR scope redoes the q-values."""
   entry.update(
       num_significant_classes=int(classes["significant"].sum()),
       num_significant_classes_fdr=int(classes["significant_fdr"].sum()),
@@ -564,6 +650,11 @@ def class_counts(entry, classes):
         num_hurt_classes_paired_fdr=int((classes["paired_significant_fdr"] & (classes["paired_change"] < 0)).sum()),
     )
   entry["largest_class_harm"] = largest_class_harm(classes)
+  beyond = classes["beyond_uniform_shift_significant_fdr"].to_numpy(bool)
+  entry.update(
+      num_classes_beyond_uniform_shift_fdr=int(beyond.sum()),
+      num_hurt_classes_beyond_uniform_shift_fdr=int((beyond & (classes["beyond_uniform_shift"] < 0)).sum()),
+  )
 
 
 # The q-value columns of class_stats.csv: (p-value column, q-value column, FDR decision column).
@@ -603,6 +694,10 @@ HARM_FIELDS = (
     "paired_ci_high",
     "paired_q_value",
     "paired_significant_fdr",
+    "uniform_shift_change",
+    "beyond_uniform_shift",
+    "beyond_uniform_shift_q_value",
+    "beyond_uniform_shift_significant_fdr",
 )
 
 
@@ -819,6 +914,8 @@ class DenseSums:
   slice_hits, slice_sizes: correct predictions per model and slice, and the slices' sizes (`pie.slices`).
   pool_hits: `hits` of the noise floor's pool of dense models (`FloorPlan.pool_keys`).
   floor_pie_counts: `FloorPlan.pie_counts` summed over every example.
+  exchange_counts: `FloorPlan.exchange_counts` summed over every example (the PIE-excess tests).
+  count_histograms: `significance.dense_count_histograms` summed over every example (the uniform-shift tests).
   """
 
   models: list
@@ -830,6 +927,8 @@ class DenseSums:
   slice_sizes: np.ndarray
   pool_hits: np.ndarray
   floor_pie_counts: dict
+  exchange_counts: dict
+  count_histograms: tuple
 
 
 @dataclasses.dataclass
@@ -891,7 +990,7 @@ def build(study, dense, levels, floor_plan, slice_plan, options, log=print):
   parts[outputs.SLICE_STATS_CSV] = []
   bins = difficulty.deciles(dense.scores["dense_true_prob"].to_numpy())
   for level in levels:
-    entry, frames = _level_tables(study, dense, level, bins, slice_plan, options)
+    entry, frames = _level_tables(study, dense, level, bins, slice_plan, floor_plan.relations[level.key], options)
     for name, frame in frames.items():
       if with_method:
         frame[outputs.METHOD_COLUMN] = level.method
@@ -904,16 +1003,7 @@ def build(study, dense, levels, floor_plan, slice_plan, options, log=print):
   if floor_plan.splits:
     log(f"noise floor: {floor_plan.num_splits} A/A splits of {floor_plan.pool_size} dense models")
   boot_counts = {level.key: level.bootstrap_pie_counts for level in levels}
-  floor = noise_floor(
-      floor_plan,
-      entries,
-      dense.pool_hits,
-      dense.class_count,
-      dense.floor_pie_counts,
-      {key: {"bootstrap": counts} for key, counts in boot_counts.items()},
-      options.alpha,
-      options.normalization,
-  )
+  floor = noise_floor(floor_plan, entries, dense, options)
   log_floor(log, floor, entries)
   mitigations = mitigation_comparisons(
       entries,
@@ -942,7 +1032,7 @@ def build(study, dense, levels, floor_plan, slice_plan, options, log=print):
   return tables, summary
 
 
-def _level_tables(study, dense, level, bins, slice_plan, options):
+def _level_tables(study, dense, level, bins, slice_plan, relation, options):
   """One compared population's summary entry and its rows of the tables made from sums."""
   num_examples = int(np.sum(dense.class_count))
   entry = level_entry(level.key, level.models, top1_from_hits(level.hits, num_examples))
@@ -986,5 +1076,5 @@ def _level_tables(study, dense, level, bins, slice_plan, options):
         options.normalization,
         options.min_slice_size,
     )
-  harm_sources(entry, dense.scores, level.pies, classes, study.train_class_counts)
+  harm_sources(entry, dense, level, relation, study.train_class_counts, options)
   return entry, frames

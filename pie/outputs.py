@@ -175,6 +175,12 @@ CLASS_STATS = Table(
         ("paired_ci_high", FLOAT),
         ("num_pairs", INT),
         ("paired_note", STR),
+        # Harm beyond a uniform shift of every example's margin (pie.significance.uniform_shift_tests).
+        ("uniform_shift_change", FLOAT),
+        ("beyond_uniform_shift", FLOAT),
+        ("beyond_uniform_shift_p_value", FLOAT),
+        ("beyond_uniform_shift_q_value", FLOAT),
+        ("beyond_uniform_shift_significant_fdr", BOOL),
     ),
     bootstrap=("significant_stability", "significance_replicability"),
     paired=significance.PAIRED_COLUMNS,
@@ -505,7 +511,12 @@ LEVEL_KEYS = (
 LEVEL_OPTIONAL = ("num_significant_classes_fdr",)
 # A compared population's hurt classes: those significant after FDR with a negative normalized change, and the class
 # that fell most (`pie.builder.largest_class_harm`: class_id, class_name, normalized_change, ci_low, ci_high, ...).
-LEVEL_HARM_KEYS = ("num_hurt_classes_fdr", "largest_class_harm")
+LEVEL_HARM_KEYS = (
+    "num_hurt_classes_fdr",
+    "largest_class_harm",
+    "num_classes_beyond_uniform_shift_fdr",
+    "num_hurt_classes_beyond_uniform_shift_fdr",
+)
 # A level's population and its measured size (studies comparing compression methods).
 LEVEL_METHOD_KEYS = ("method", "bits_per_weight", "compressed_bytes")
 # A compressed level against the noise floor: read against its matched control (`floor_control`, the control whose
@@ -516,6 +527,8 @@ LEVEL_FLOOR_KEYS = (
     "pies_excess",
     "pies_excess_ci_low",
     "pies_excess_ci_high",
+    "pies_excess_p_value",
+    "pies_excess_permutations",
     "seed_relation",
     "floor_control",
     "floor_note",
@@ -568,6 +581,19 @@ MITIGATION_KEYS = (
 )
 # A compared level: where its harm comes from (pie.difficulty), from the dense population alone.
 LEVEL_DIFFICULTY_KEYS = ("risk", "class_difficulty_spearman", "train_frequency_spearman")
+# The fields of `class_difficulty_spearman` and `train_frequency_spearman` (pie.significance.class_correlation_test):
+# p_value from reassigning the models (their luck is shared by every class), scipy's beside it, and what a uniform
+# shift of every example's margin would give.
+CORRELATION_KEYS = (
+    "rho",
+    "p_value",
+    "p_value_independent_classes",
+    "uniform_shift_rho",
+    "beyond_uniform_shift_rho",
+    "beyond_uniform_shift_p_value",
+    "num_classes",
+    "num_permutations",
+)
 # A compared level's slices (pie.slices): tested (big enough, not unchanged), at p < alpha, after BH.
 LEVEL_SLICE_KEYS = ("num_slices_tested", "num_significant_slices", "num_significant_slices_fdr")
 ROLES = (variants.DENSE, variants.COMPRESSED_ROLE, variants.CONTROL_ROLE)
