@@ -2,8 +2,9 @@
 
 Every model of a study is scored on corrupted copies of its eval split, and the populations are compared per
 sparsity level, corruption and severity: how much top-1 each population loses (the drop), whether the pruned
-models lose significantly more than the dense ones (Welch t-test of the per-model drops), how many examples change
-their modal label under the corruption (PIEs of the corrupted set), and an mCE-style summary per level.
+models lose significantly more than the dense ones (Welch t-test of the per-model drops, Benjamini-Hochberg over a
+level's sets), how many examples change their modal label under the corruption (PIEs of the corrupted set), and an
+mCE-style summary per level.
 
 Where the corrupted images come from (`source`):
   * "on_the_fly": the study's eval split as the model sees it (its display images: resized and cropped, uint8,
