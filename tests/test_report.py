@@ -433,6 +433,11 @@ def test_also_in_the_control_is_the_levels_matched_control_after_fdr(tmp_path):
   explanation = "where nothing was pruned, differs from the dense population on that class in the same direction"
 
   # Without `floor_control` (an analysis written before it): the noise floor's control, after FDR.
+  summary = _summary(directory)
+  for level in summary["levels"]:
+    for key in ("floor_control", "floor_note"):
+      level.pop(key, None)
+  (directory / "summary.json").write_text(json.dumps(summary), encoding="utf-8")
   report.write_report(directory)
   page = (directory / "report.html").read_text(encoding="utf-8")
   for sparsity in (low, top):
@@ -444,7 +449,6 @@ def test_also_in_the_control_is_the_levels_matched_control_after_fdr(tmp_path):
   assert page.count(explanation) == 1 and "the level's control (dense replicate)" in page
 
   # `floor_control` per level: the sham at the top level, none at the other.
-  summary = _summary(directory)
   for level in summary["levels"]:
     if level["role"] == "pruned":
       level["floor_control"] = "sham" if np.isclose(level["sparsity"], top) else None
@@ -473,6 +477,23 @@ def test_q_values_a_file_lacks_are_the_analysis_benjamini_hochberg_per_level(tmp
   assert data.fdr_computed == ("robustness.csv",)
   np.testing.assert_allclose(data.robustness["q_value"], written["q_value"], rtol=1e-5)  # the file has 6 digits
   np.testing.assert_array_equal(data.robustness["significant_fdr"], written["significant_fdr"])
+
+
+def test_a_level_without_a_matched_control_says_why_once(tmp_path):
+  """The fixture's levels share the dense seeds and the study has no sham: the analysis writes no floor for them,
+  with a `floor_note`; the findings say so in each bullet and give the note once."""
+  directory = write_analysis_fixture(tmp_path / "analysis", images=False, robustness=False)
+  report.write_report(directory)
+  page = (directory / "report.html").read_text(encoding="utf-8")
+  levels = [l for l in _summary(directory)["levels"] if l["role"] == "pruned"]
+  notes = {l["floor_note"] for l in levels}
+  assert len(notes) == 1 and all(l["floor_control"] is None and l["pies_excess"] is None for l in levels)
+  for level in levels:
+    bullet = _findings_bullet(page, level["sparsity"])
+    assert "not read against a noise floor (no matched control)" in bullet and "over the noise floor" not in bullet
+  assert page.count(html.escape(notes.pop())) == 1
+  labels = ", ".join(report.level_label(l["sparsity"]) for l in sorted(levels, key=lambda l: -l["sparsity"]))
+  assert f"<b>No matched control</b> ({labels}): " in page
 
 
 def test_floor_control_falls_back_to_the_noise_floor_control():

@@ -6,6 +6,8 @@ paper's uncorrected count (p < alpha) may follow, labelled as such. Each term is
 (`finding_terms`), so that a level's bullet says only what differs between levels.
 """
 
+import dataclasses
+
 import pandas as pd
 
 from pie import variants
@@ -57,6 +59,17 @@ def _classes(number):
   return f"{count(number)} class{'' if number == 1 else 'es'}"
 
 
+@dataclasses.dataclass
+class TermsUsed:
+  """What the level bullets use that `finding_terms` explains once: the controls of the levels that marked a class
+  "also in the control", whether a bullet reads the paired test, and the levels without a noise floor by the note
+  that says why (summary.json `floor_note`)."""
+
+  marked_controls: set = dataclasses.field(default_factory=set)
+  paired: bool = False
+  no_floor: dict = dataclasses.field(default_factory=dict)
+
+
 def hurt_in_control(data, control):
   """Class ids on which the control population `control` differs from the dense one in the "hurt" direction after
   FDR (q <= alpha); the empty set without that control's rows."""
@@ -70,7 +83,7 @@ def hurt_in_control(data, control):
 def _level_floor_text(summary_level):
   distinguishable = summary_level.get("distinguishable_from_noise")
   if distinguishable is None:
-    return ""
+    return ", not read against a noise floor (no matched control). " if summary_level.get("floor_note") else ""
   excess = (
       f"{summary_level['pies_excess']:+.1f} (interval {summary_level['pies_excess_ci_low']:+.1f} to "
       f"{summary_level['pies_excess_ci_high']:+.1f})"
@@ -99,8 +112,8 @@ def _class_link(row, sparsity, marked):
   )
 
 
-def _level_finding(data, dense, sparsity, summary_level, max_names):
-  """One level's bullet, and whether it marked a class "also in the control" and read the paired test."""
+def _level_finding(data, dense, sparsity, summary_level, max_names, used):
+  """One level's bullet; records in `used` (TermsUsed) the terms it uses."""
   level = data.levels.loc[data.levels["sparsity"] == sparsity].iloc[0]
   hurt, spared, (hurt_uncorrected, spared_uncorrected) = _class_counts(
       data.class_stats.loc[data.class_stats["sparsity"] == sparsity]
@@ -112,8 +125,12 @@ def _level_finding(data, dense, sparsity, summary_level, max_names):
   if not pd.isna(level.num_pies):
     floor = _level_floor_text(summary_level)
     text += f"{count(level.num_pies)} PIEs ({pct(level.pie_fraction, 2)}){floor or '. '}"
-  in_control = hurt_in_control(data, load.floor_control(summary_level, data.noise_floor))
-  marked = any(int(r.class_id) in in_control for r in hurt.itertuples(index=False))
+  if summary_level.get("floor_note") and summary_level.get("distinguishable_from_noise") is None:
+    used.no_floor.setdefault(summary_level["floor_note"], []).append(load.level_label(sparsity))
+  control = load.floor_control(summary_level, data.noise_floor)
+  in_control = hurt_in_control(data, control)
+  if any(int(r.class_id) in in_control for r in hurt.head(max_names).itertuples(index=False)):
+    used.marked_controls.add(control)
   if hurt.empty:
     text += "No class significantly hurt" + (" or spared" if spared.empty else "")
   else:
@@ -129,12 +146,14 @@ def _level_finding(data, dense, sparsity, summary_level, max_names):
   paired = summary_level.get("num_hurt_classes_paired_fdr")
   if paired is not None:
     text += f"; paired test: {_classes(paired)} hurt"
-  return text + ".", marked, paired is not None
+    used.paired = True
+  return text + "."
 
 
-def finding_terms(data, marked=False, paired=False):
-  """The terms the level bullets use, each explained once (HTML sentences): the counting rule, and "also in the
-  control" and the paired test when a bullet uses them."""
+def finding_terms(data, used=None):
+  """The terms the level bullets use, each explained once (HTML sentences): the counting rule, and, when a bullet
+  uses them (`used`, a TermsUsed), "also in the control", the paired test and why a level has no noise floor."""
+  used = used or TermsUsed()
   alpha = data.alpha
   terms = [
       f"<b>Significantly hurt</b> and <b>spared</b>: the class's recall changed more (hurt) or less (spared) than "
@@ -147,22 +166,17 @@ def finding_terms(data, marked=False, paired=False):
         "This analysis predates q-values: the report computed them from the p-values of "
         f"{', '.join(data.fdr_computed)} (Benjamini–Hochberg per level)."
     )
-  if marked:
-    controls = sorted(
-        {
-            load.floor_control(level, data.noise_floor)
-            for level in data.summary["levels"]
-            if level["role"] == "pruned" and load.floor_control(level, data.noise_floor)
-        }
-    )
-    names = " or ".join(esc(c.replace("_", " ")) for c in controls)
+  if used.marked_controls:
+    names = " or ".join(esc(c.replace("_", " ")) for c in sorted(used.marked_controls))
     terms.append(
         f"<b>{ALSO_IN_CONTROL.capitalize()}</b>: the level's control ({names}), where nothing was pruned, differs from "
         "the dense population on that class in the same direction after FDR, so the dense population itself may be "
         "what is unusual."
     )
-  if paired:
+  if used.paired:
     terms.append("<b>Paired test</b>: each compressed model against its own dense twin, hurt after FDR.")
+  for note, labels in used.no_floor.items():
+    terms.append(f"<b>No matched control</b> ({', '.join(esc(label) for label in labels)}): {esc(note)}.")
   return terms
 
 
@@ -170,12 +184,12 @@ def level_findings(data, max_names=5):
   """Per pruned level, highest first, its bullet; and the terms those bullets use (`finding_terms`)."""
   dense = data.levels.loc[data.levels["role"] == variants.DENSE].iloc[0]
   by_sparsity = {float(level["sparsity"]): level for level in data.summary["levels"] if level["role"] == "pruned"}
-  bullets, any_marked, any_paired = [], False, False
-  for sparsity in reversed(data.pruned_sparsities):
-    text, marked, paired = _level_finding(data, dense, sparsity, by_sparsity.get(sparsity, {}), max_names)
-    bullets.append(text)
-    any_marked, any_paired = any_marked or marked, any_paired or paired
-  return bullets, finding_terms(data, any_marked, any_paired)
+  used = TermsUsed()
+  bullets = [
+      _level_finding(data, dense, sparsity, by_sparsity.get(sparsity, {}), max_names, used)
+      for sparsity in reversed(data.pruned_sparsities)
+  ]
+  return bullets, finding_terms(data, used)
 
 
 def findings_and_terms(data, max_names=5):
