@@ -45,7 +45,9 @@ _SOURCE = flags.DEFINE_enum(
 _IMAGENET_A = flags.DEFINE_bool("imagenet_a", False, "Also score TFDS imagenet_a, restricted to its 200 classes.")
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data_dir (default: the study's config.data.data_dir).")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the on-the-fly corruptions.")
-_ALPHA = flags.DEFINE_float("alpha", 0.05, "Significance level of the dense vs pruned tests.")
+_ALPHA = flags.DEFINE_float(
+    "alpha", 0.05, "Level of the dense vs pruned tests: a row is significant when q <= alpha (Benjamini-Hochberg)."
+)
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", None, "Inference batch size (default: the study's).")
 _MEMORY_LIMIT = flags.DEFINE_integer(
     "memory_limit_mb",

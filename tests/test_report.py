@@ -14,6 +14,7 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.stats
 from PIL import Image
 
 import pie  # noqa: F401  (sets the TensorFlow environment first)
@@ -103,15 +104,27 @@ def test_significance_series_and_plot_match_summary(full_dir, full_data, minimal
   series = report.significance_series(full_data.levels)
   np.testing.assert_allclose(series["num_significant"], [l["num_significant_classes"] for l in pruned])
   np.testing.assert_allclose(series["num_significant_fdr"], [l["num_significant_classes_fdr"] for l in pruned])
-  lines = report.plot_significance(series, 0.05).axes[0].get_lines()
+  axes = report.plot_significance(series, 0.05).axes[0]
+  lines = axes.get_lines()
   assert len(lines) == 2
-  np.testing.assert_allclose(lines[0].get_ydata(), [l["num_significant_classes"] for l in pruned])
-  np.testing.assert_allclose(lines[1].get_ydata(), [l["num_significant_classes_fdr"] for l in pruned])
+  # The significant count (FDR) is the chart's first, solid line and its title; the paper's uncorrected one follows.
+  np.testing.assert_allclose(lines[0].get_ydata(), [l["num_significant_classes_fdr"] for l in pruned])
+  np.testing.assert_allclose(lines[1].get_ydata(), [l["num_significant_classes"] for l in pruned])
+  assert "FDR" in lines[0].get_label() and "uncorrected" in lines[1].get_label() and "FDR" in axes.get_title()
 
-  # Without FDR counts the chart has only the uncorrected line.
-  minimal = report.significance_series(report.load_analysis(minimal_dir).levels)
-  assert minimal["num_significant_fdr"].isna().all()
-  assert len(report.plot_significance(minimal, 0.05).axes[0].get_lines()) == 1
+  # An analysis without FDR counts (the minimal folder) gets them from BH over each level's p-values.
+  minimal_data = report.load_analysis(minimal_dir)
+  minimal = report.significance_series(minimal_data.levels)
+  stats = _csv(minimal_dir, "class_stats.csv")
+  expected = [
+      int((scipy.stats.false_discovery_control(stats.loc[np.isclose(stats["sparsity"], s), "p_value"]) <= 0.05).sum())
+      for s in minimal["sparsity"]
+  ]
+  np.testing.assert_array_equal(minimal["num_significant_fdr"], expected)
+  assert minimal_data.fdr_computed == ("class_stats.csv",)
+  # A series without FDR counts draws only the uncorrected line, titled as such.
+  axes = report.plot_significance(minimal.assign(num_significant_fdr=np.nan), 0.05).axes[0]
+  assert len(axes.get_lines()) == 1 and "uncorrected" in axes.get_title()
 
 
 def test_class_impact_series_shows_every_class_of_a_small_study_sorted_by_effect(full_dir, full_data):
@@ -135,8 +148,13 @@ def test_class_impact_plot_draws_the_series(full_data):
   np.testing.assert_allclose(ax.collections[0].get_offsets()[:, 0], 100 * series["normalized_change"])
   assert [t.get_text() for t in ax.get_yticklabels()] == list(series["class_name"])
   grey = np.array(Image.new("RGB", (1, 1), report.COLOR_NEUTRAL).getpixel((0, 0))) / 255
-  for bar, significant in zip(bars, series["significant"]):
-    assert np.allclose(bar.get_facecolor()[:3], grey) != bool(significant)
+  for sparsity in full_data.pruned_sparsities:
+    series = report.class_impact_series(full_data.class_stats, sparsity)
+    bars = report.plot_class_impact(series, "t").axes[0].patches[: len(series)]
+    # Coloured: significant after FDR; outlined only: at p < alpha without the correction.
+    for bar, fdr, uncorrected in zip(bars, series["significant_fdr"], series["significant"]):
+      assert np.allclose(bar.get_facecolor()[:3], grey) != bool(fdr)
+      assert (bar.get_linewidth() > 0) == bool(uncorrected and not fdr)
 
 
 def test_class_impact_series_keeps_the_most_impacted_of_many_classes():
@@ -205,7 +223,8 @@ def test_robustness_series_match_csv(full_dir, full_data):
       at = rows.loc[rows["severity"] == r.severity]
       assert r.dense_top1 == pytest.approx(at["dense_top1_mean"].mean())
       assert r.pruned_top1 == pytest.approx(at["pruned_top1_mean"].mean())
-      assert r.num_significant == int(at["significant"].sum())
+      assert r.num_significant == int(at["significant_fdr"].sum())
+      assert r.num_significant_uncorrected == int(at["significant"].sum())
       assert r.num_corruptions == at["corruption"].nunique()
     drop = report.robustness_drop_series(full_data.robustness, sparsity)
     assert sorted(drop["corruption"]) == sorted(rows["corruption"].unique())
@@ -213,7 +232,8 @@ def test_robustness_series_match_csv(full_dir, full_data):
       at = rows.loc[rows["corruption"] == r.corruption]
       assert r.dense_drop == pytest.approx(at["dense_drop"].mean())
       assert r.pruned_drop == pytest.approx(at["pruned_drop"].mean())
-      assert r.num_significant == int(at["significant"].sum())
+      assert r.num_significant == int(at["significant_fdr"].sum())
+      assert r.num_significant_uncorrected == int(at["significant"].sum())
     assert (np.diff(drop["extra_drop"]) <= 0).all()
     ax = report.plot_robustness_drop(drop, "t").axes[0]
     np.testing.assert_allclose(
@@ -269,7 +289,7 @@ def test_report_header_and_tables_show_the_summary(full_dir):
       assert f"{level['num_pies']} ({100 * level['pie_fraction']:.2f}%)" in page
   stats = _csv(full_dir, "class_stats.csv")
   top = max(l["sparsity"] for l in summary["levels"])
-  hurt = stats.loc[np.isclose(stats["sparsity"], top) & stats["significant"] & (stats["normalized_change"] < 0)]
+  hurt = stats.loc[np.isclose(stats["sparsity"], top) & stats["significant_fdr"] & (stats["normalized_change"] < 0)]
   assert len(hurt) > 0, "fixture should have significantly hurt classes"
   findings = re.search(r"<section id=\"findings\">(.*?)</section>", page, re.S).group(1)
   for name in hurt["class_name"]:
@@ -279,6 +299,209 @@ def test_report_header_and_tables_show_the_summary(full_dir):
     key = report.level_key(sparsity)
     table = re.search(rf"<table class='data sortable' id='classes-{key}'>(.*?)</table>", page, re.S).group(1)
     assert table.count("<tr") == 1 + int(np.isclose(stats["sparsity"], sparsity).sum())
+
+
+# --- what the page calls significant: q <= alpha (FDR); the uncorrected count labelled as such -----------------------
+
+
+def _with_class_rows(directory, change):
+  """Rewrites class_stats.csv as `change(table)` returns it (the table as written, every method's rows)."""
+  path = directory / "class_stats.csv"
+  table = pd.read_csv(path, dtype={"class_name": str}, keep_default_na=False, na_values=[""])
+  change(table).to_csv(path, index=False)
+
+
+def _findings_bullet(page, sparsity):
+  label = report.level_label(sparsity)
+  return re.search(rf"<li><b>{re.escape(label)} sparsity:</b>(.*?)</li>", page, re.S).group(1)
+
+
+def _hurt_names(bullet):
+  """The class names a findings bullet lists as significantly hurt, with the mark each carries."""
+  return dict(re.findall(r"<b>([^<]+)</b></a> \(([^)]*)\)", bullet))
+
+
+def test_headlines_count_the_fdr_columns_not_the_uncorrected_rule(tmp_path):
+  directory = write_analysis_fixture(tmp_path / "analysis", images=False)
+  top = max(report.load_analysis(directory).pruned_sparsities)
+  # One more class of the top level hurt at p < alpha that BH does not keep (p = 0.01, q = 0.2), as on a real study:
+  # the uncorrected and FDR counts of hurt classes then differ at that level (the 50% level differs in spared ones).
+  planted = {}
+
+  def plant(table):
+    at_top = (table["method"] == "magnitude") & np.isclose(table["sparsity"], top)
+    i = table.loc[at_top & ~table["significant"]].index[0]
+    planted["name"] = table.at[i, "class_name"]
+    for column, value in dict(normalized_change=-0.03, p_value=0.01, q_value=0.2, significant=True).items():
+      table.at[i, column] = value
+    table.at[i, "significant_fdr"] = False
+    return table
+
+  _with_class_rows(directory, plant)
+  report.write_report(directory)
+  page = (directory / "report.html").read_text(encoding="utf-8")
+  stats = _csv(directory, "class_stats.csv")
+  summary = _summary(directory)
+  differ = 0
+  for sparsity in report.load_analysis(directory).pruned_sparsities:
+    rows = stats.loc[np.isclose(stats["sparsity"], sparsity)]
+    counts = {
+        column: (
+            int((rows[column] & (rows["normalized_change"] < 0)).sum()),
+            int((rows[column] & (rows["normalized_change"] > 0)).sum()),
+        )
+        for column in ("significant_fdr", "significant")
+    }
+    differ += counts["significant_fdr"] != counts["significant"]
+    (hurt, spared), (hurt_raw, spared_raw) = counts["significant_fdr"], counts["significant"]
+    key = report.level_key(sparsity)
+    headline = re.search(rf"id='impact-{key}'><summary>(.*?)</summary>", page).group(1)
+    assert headline.endswith(
+        f"{hurt} of {len(rows)} classes significantly hurt and {spared} significantly spared after FDR; "
+        f"uncorrected (the paper's rule): {hurt_raw} hurt, {spared_raw} spared"
+    )
+    # The class table marks the rows significant after FDR.
+    table = re.search(rf"id='classes-{key}'>(.*?)</table>", page, re.S).group(1)
+    assert table.count("<tr class='hurt'>") == hurt and table.count("<tr class='helped'>") == spared
+    # The key findings list exactly the classes hurt after FDR.
+    bullet = _findings_bullet(page, sparsity)
+    names = rows.loc[rows["significant_fdr"] & (rows["normalized_change"] < 0), "class_name"]
+    assert sorted(_hurt_names(bullet)) == sorted(names)
+    # The populations table gives the FDR count first, the uncorrected one after it.
+    level = next(l for l in summary["levels"] if l["role"] == "pruned" and np.isclose(l["sparsity"], sparsity))
+    assert (
+        f"<td>{level['num_significant_classes_fdr']}</td><td>{level['num_significant_classes']}</td><td>"
+        f"{level['num_ties_dense']} / " in page
+    )
+  assert differ == 2, "the fixture should separate the two rules at every level"
+  assert f"<b>{planted['name']}</b>" not in _findings_bullet(page, top)
+  assert f"(at p &lt; α uncorrected, the paper's rule: {hurt_raw} hurt" in _findings_bullet(page, top)
+
+  # Robustness: the headline and the marked rows of each level are the FDR ones (the fixture's 90% level has 9 rows
+  # at p < alpha and 8 after FDR).
+  robust = pd.read_csv(directory / "robustness.csv")
+  differ = 0
+  for sparsity in report.load_analysis(directory).pruned_sparsities:
+    rows = robust.loc[np.isclose(robust["sparsity"], sparsity)]
+    fdr, worse = rows["significant_fdr"], rows["pruned_drop"] > rows["dense_drop"]
+    differ += int(fdr.sum() != rows["significant"].sum())
+    key = report.level_key(sparsity)
+    headline = re.search(rf"id='robustness-{key}'><summary>(.*?)</summary>", page).group(1)
+    assert headline.endswith(
+        f"{int(fdr.sum())} of {len(rows)} corruption × severity pairs differ significantly after FDR (pruned drops "
+        f"more in {int((fdr & worse).sum())}, less in {int((fdr & ~worse).sum())}); uncorrected (the paper's rule): "
+        f"{int(rows['significant'].sum())}"
+    )
+    table = re.search(rf"id='robustness-table-{key}'>(.*?)</table>", page, re.S).group(1)
+    assert table.count("<tr class='hurt'>") == int((fdr & worse).sum())
+  assert differ == 1
+
+
+def test_also_in_the_control_is_the_levels_matched_control_after_fdr(tmp_path):
+  directory = write_analysis_fixture(tmp_path / "analysis", images=False, robustness=False)
+  data = report.load_analysis(directory)
+  stats = data.class_stats
+  hurt = {
+      s: list(
+          stats.loc[
+              np.isclose(stats["sparsity"], s) & stats["significant_fdr"] & (stats["normalized_change"] < 0)
+          ].sort_values("normalized_change")["class_id"]
+      )
+      for s in data.pruned_sparsities
+  }
+  low, top = data.pruned_sparsities
+  shared = [c for c in hurt[top] if c in hurt[low]]
+  assert shared and len(hurt[top]) >= 2, "the fixture should hurt a class at both levels and two at the top one"
+  a = shared[0]
+  b = next(c for c in hurt[top] if c != a)
+  names = dict(zip(stats["class_id"], stats["class_name"]))
+  control = data.noise_floor["control"]
+
+  def mark(table):
+    # In the replicate: class a differs after FDR (hurt); class b only at p < alpha. A sham control, the reverse.
+    rows = table["method"] == control
+    for cls, after_fdr in ((a, True), (b, False)):
+      row = rows & (table["class_id"] == cls)
+      table.loc[row, "normalized_change"] = -0.1
+      table.loc[row, "significant"] = True
+      table.loc[row, "significant_fdr"] = after_fdr
+    sham = table.loc[rows].assign(method="sham", sparsity=0.001)
+    sham["significant_fdr"] = sham["class_id"] == b
+    return pd.concat([table, sham], ignore_index=True)
+
+  _with_class_rows(directory, mark)
+  explanation = "where nothing was pruned, differs from the dense population on that class in the same direction"
+
+  # Without `floor_control` (an analysis written before it): the noise floor's control, after FDR.
+  summary = _summary(directory)
+  for level in summary["levels"]:
+    for key in ("floor_control", "floor_note"):
+      level.pop(key, None)
+  (directory / "summary.json").write_text(json.dumps(summary), encoding="utf-8")
+  report.write_report(directory)
+  page = (directory / "report.html").read_text(encoding="utf-8")
+  for sparsity in (low, top):
+    marks = _hurt_names(_findings_bullet(page, sparsity))
+    assert marks[names[a]].endswith("; also in the control")
+    if sparsity == top:
+      assert "also in the control" not in marks[names[b]]  # p < alpha in the control, not after FDR
+  # The term is explained once, under the findings, although two levels use it.
+  assert page.count(explanation) == 1 and "the level's control (dense replicate)" in page
+
+  # `floor_control` per level: the sham at the top level, none at the other.
+  for level in summary["levels"]:
+    if level["role"] == "pruned":
+      level["floor_control"] = "sham" if np.isclose(level["sparsity"], top) else None
+  (directory / "summary.json").write_text(json.dumps(summary), encoding="utf-8")
+  report.write_report(directory)
+  page = (directory / "report.html").read_text(encoding="utf-8")
+  marks = _hurt_names(_findings_bullet(page, top))
+  assert marks[names[b]].endswith("; also in the control") and "also in the control" not in marks[names[a]]
+  assert "also in the control" not in _findings_bullet(page, low)
+  assert page.count(explanation) == 1 and "the level's control (sham)" in page
+
+  # No level marked: no explanation.
+  for level in summary["levels"]:
+    level["floor_control"] = None
+  (directory / "summary.json").write_text(json.dumps(summary), encoding="utf-8")
+  report.write_report(directory)
+  page = (directory / "report.html").read_text(encoding="utf-8")
+  assert "also in the control" not in page.lower().split('<section id="findings">')[1].split("</section>")[0]
+
+
+def test_q_values_a_file_lacks_are_the_analysis_benjamini_hochberg_per_level(tmp_path):
+  directory = write_analysis_fixture(tmp_path / "analysis", images=False)
+  written = pd.read_csv(directory / "robustness.csv")
+  written.drop(columns=["q_value", "significant_fdr"]).to_csv(directory / "robustness.csv", index=False)
+  data = report.load_analysis(directory)
+  assert data.fdr_computed == ("robustness.csv",)
+  np.testing.assert_allclose(data.robustness["q_value"], written["q_value"], rtol=1e-5)  # the file has 6 digits
+  np.testing.assert_array_equal(data.robustness["significant_fdr"], written["significant_fdr"])
+
+
+def test_a_level_without_a_matched_control_says_why_once(tmp_path):
+  """The fixture's levels share the dense seeds and the study has no sham: the analysis writes no floor for them,
+  with a `floor_note`; the findings say so in each bullet and give the note once."""
+  directory = write_analysis_fixture(tmp_path / "analysis", images=False, robustness=False)
+  report.write_report(directory)
+  page = (directory / "report.html").read_text(encoding="utf-8")
+  levels = [l for l in _summary(directory)["levels"] if l["role"] == "pruned"]
+  notes = {l["floor_note"] for l in levels}
+  assert len(notes) == 1 and all(l["floor_control"] is None and l["pies_excess"] is None for l in levels)
+  for level in levels:
+    bullet = _findings_bullet(page, level["sparsity"])
+    assert "not read against a noise floor (no matched control)" in bullet and "over the noise floor" not in bullet
+  assert page.count(html.escape(notes.pop())) == 1
+  labels = ", ".join(report.level_label(l["sparsity"]) for l in sorted(levels, key=lambda l: -l["sparsity"]))
+  assert f"<b>No matched control</b> ({labels}): " in page
+
+
+def test_floor_control_falls_back_to_the_noise_floor_control():
+  floor = {"control": "dense_replicate"}
+  assert report.load.floor_control({}, floor) == "dense_replicate"
+  assert report.load.floor_control({"floor_control": "sham"}, floor) == "sham"
+  assert report.load.floor_control({"floor_control": None}, floor) is None
+  assert report.load.floor_control({}, None) is None
 
 
 def test_controls_are_the_noise_floor_not_a_level(full_dir, full_data):
@@ -607,7 +830,9 @@ def test_missing_optional_files_and_columns(minimal_dir):
   page = (minimal_dir / "report.html").read_text(encoding="utf-8")
   assert "id='gallery-noimages'" in page and "run without images" in page
   assert "<section id='robustness'>" not in page and "href='#robustness'" not in page
-  assert "Significant classes (FDR)" not in page
+  # Its class_stats.csv has no q-values: the report computes them (BH per level) and says so.
+  assert "Significant classes (FDR)" in page
+  assert "the report computed them from the p-values of class_stats.csv" in page
   payload = _gallery_json(page)
   assert payload["has_images"] is False
   assert all(e["img"] is None and "st" not in e for e in payload["pies"])

@@ -3,6 +3,7 @@ computed once, the display -> model input path, ImageNet-A's 200-class scoring a
 """
 
 import json
+import types
 import os
 import shutil
 
@@ -531,3 +532,43 @@ def test_bad_corruption_and_severity_are_refused(tiny_study, tmp_path):
     robustness.plan_sets([], [1], "on_the_fly")
   with pytest.raises(PieError, match="source must be one of"):
     robustness.plan_sets(["fog"], [1], "disk")
+
+
+def test_summary_and_printed_headline_call_significant_only_what_survives_fdr():
+  """On sets where 3 corruptions hurt the pruned models at p < alpha and 1 after FDR, the summary's counts and the
+  printed line call only the FDR one significant; the uncorrected ones follow, labelled."""
+  rng = np.random.default_rng(0)
+  labels = np.arange(100) % 5
+  clean = {0.0: np.full(8, 0.9), 0.9: np.full(8, 0.9)}
+  results = []
+  for j, effect in enumerate(np.linspace(0, 0.05, 10)):
+    dense = rng.integers(78, 90, size=8) / 100
+    pruned = np.clip(np.round(rng.integers(78, 90, size=8) / 100 - effect, 2), 0, 1)
+    results.append(_set_result(f"set_{j}", labels, {0.0: dense, 0.9: pruned}))
+  table = robustness.robustness_table(results, clean)
+  worse = table[table["pruned_drop"] > table["dense_drop"]]
+  fdr = sorted(worse.loc[worse["significant_fdr"], "corruption"])
+  uncorrected_only = sorted(set(worse.loc[worse["significant"], "corruption"]) - set(fdr))
+  assert len(fdr) == 1 and len(uncorrected_only) == 2, "the planted sets should separate the two rules"
+
+  model = types.SimpleNamespace(name="m")
+  study = types.SimpleNamespace(
+      levels={0.0: [model] * 8, 0.9: [model] * 8},
+      dataset="d",
+      split="test",
+      num_classes=5,
+      num_examples=100,
+      study_dir="s",
+      config_hash="h",
+  )
+  summary = robustness.summarize(study, results, table, clean, 0.05, {})
+  entry = next(level for level in summary["levels"] if level["sparsity"] == 0.9)
+  assert entry["num_hurt_more_fdr"] == 1 and entry["corruptions_hurt_more_fdr"] == fdr
+  assert entry["num_hurt_more"] == 3 and entry["corruptions_hurt_more"] == sorted(fdr + uncorrected_only)
+  assert {row["corruption"] for row in entry["hurt_more_than_dense"] if row["significant_fdr"]} == set(fdr)
+
+  line = robustness.level_headline(entry, 0.05)
+  significant, uncorrected = line.split("uncorrected")
+  assert "significantly hurt more than dense (q <= 0.05 after FDR): " + fdr[0] + ";" in significant
+  assert not any(name in significant for name in uncorrected_only)
+  assert all(name in uncorrected for name in uncorrected_only) and "the paper's rule" in uncorrected

@@ -52,7 +52,8 @@ def accuracy_series(levels):
 
 
 def significance_series(levels):
-  """Number of significantly changed classes per pruned level, uncorrected and FDR (NaN where not reported)."""
+  """Number of changed classes per pruned level: at p < alpha uncorrected (`num_significant`, the paper's rule) and
+  after FDR (`num_significant_fdr`, what the report calls significant; NaN where not reported)."""
   pruned = levels.loc[levels["role"] == "pruned"]
   return pd.DataFrame(
       {
@@ -187,7 +188,8 @@ def pie_accuracy_series(pie_accuracy, sparsity):
 
 
 def robustness_severity_series(robustness, sparsity):
-  """Mean top-1 over corruptions for each severity, both populations, and how many corruptions differ significantly."""
+  """Mean top-1 over corruptions for each severity, both populations, and how many corruptions differ significantly
+  (`num_significant`: q <= alpha after FDR; `num_significant_uncorrected`: p < alpha, the paper's rule)."""
   rows = robustness.loc[robustness["sparsity"] == sparsity]
   grouped = rows.groupby("severity", sort=True)
   return pd.DataFrame(
@@ -195,14 +197,16 @@ def robustness_severity_series(robustness, sparsity):
           "severity": list(grouped.groups),
           "dense_top1": grouped["dense_top1_mean"].mean().to_numpy(),
           "pruned_top1": grouped["pruned_top1_mean"].mean().to_numpy(),
-          "num_significant": grouped["significant"].sum().to_numpy().astype(int),
+          "num_significant": grouped["significant_fdr"].sum().to_numpy().astype(int),
+          "num_significant_uncorrected": grouped["significant"].sum().to_numpy().astype(int),
           "num_corruptions": grouped["corruption"].nunique().to_numpy().astype(int),
       }
   )
 
 
 def robustness_drop_series(robustness, sparsity):
-  """Mean accuracy drop over severities for each corruption, both populations, largest extra pruned drop first."""
+  """Mean accuracy drop over severities for each corruption, both populations, largest extra pruned drop first, and
+  at how many severities the drops differ (`num_significant`: after FDR; `num_significant_uncorrected`: p < alpha)."""
   rows = robustness.loc[robustness["sparsity"] == sparsity]
   grouped = rows.groupby("corruption", sort=True)
   out = pd.DataFrame(
@@ -210,7 +214,8 @@ def robustness_drop_series(robustness, sparsity):
           "corruption": list(grouped.groups),
           "dense_drop": grouped["dense_drop"].mean().to_numpy(),
           "pruned_drop": grouped["pruned_drop"].mean().to_numpy(),
-          "num_significant": grouped["significant"].sum().to_numpy().astype(int),
+          "num_significant": grouped["significant_fdr"].sum().to_numpy().astype(int),
+          "num_significant_uncorrected": grouped["significant"].sum().to_numpy().astype(int),
           "num_severities": grouped["severity"].nunique().to_numpy().astype(int),
       }
   )
@@ -222,10 +227,10 @@ def methods_series(methods, method_class_stats, max_classes=3):
   """One row per compressed population, smallest compressed model first, with what it costs (the methods section).
 
   Columns: method, sparsity, num_models, bits_per_weight, compressed_bytes, size_ratio (compressed size over the
-  dense model's), top1_mean, top1_std, top1_change (vs dense), num_significant_classes, num_significant_classes_fdr,
-  num_pies (the CIEs), pie_fraction, harm_rank (1 = most harm: most CIEs, then most significant classes, then the
-  largest top-1 loss) and hurt_classes: up to `max_classes` (name, normalized change) of the classes it hurts
-  significantly, most hurt first.
+  dense model's), top1_mean, top1_std, top1_change (vs dense), num_significant_classes (p < alpha, uncorrected),
+  num_significant_classes_fdr, num_pies (the CIEs), pie_fraction, harm_rank (1 = most harm: most CIEs, then most
+  classes significant after FDR, then the largest top-1 loss) and hurt_classes: up to `max_classes` (name, normalized
+  change) of the classes it hurts significantly (after FDR), most hurt first.
   """
   dense = methods.loc[methods["method"] == variants.DENSE]
   if len(dense) != 1:
@@ -235,7 +240,7 @@ def methods_series(methods, method_class_stats, max_classes=3):
   rows["size_ratio"] = rows["compressed_bytes"] / dense["compressed_bytes"]
   rows["top1_change"] = rows["top1_mean"] - dense["top1_mean"]
   order = rows.sort_values(
-      ["num_pies", "num_significant_classes", "top1_change"], ascending=[False, False, True], kind="stable"
+      ["num_pies", "num_significant_classes_fdr", "top1_change"], ascending=[False, False, True], kind="stable"
   )
   rows["harm_rank"] = pd.Series(np.arange(1, len(order) + 1), index=order.index)
   hurt = []
@@ -245,7 +250,7 @@ def methods_series(methods, method_class_stats, max_classes=3):
       classes = method_class_stats.loc[
           (method_class_stats["method"] == row.method)
           & ((method_class_stats["sparsity"] - row.sparsity).abs() < SPARSITY_TOLERANCE)
-          & method_class_stats["significant"]
+          & method_class_stats["significant_fdr"]
           & (method_class_stats["normalized_change"] < 0)
       ]
     classes = classes.sort_values("normalized_change", kind="stable").head(max_classes)
@@ -323,38 +328,51 @@ def plot_accuracy(series):
 
 
 def plot_significance(series, alpha, floor=None):
-  """Number of classes whose normalized recall changed significantly, vs sparsity; with the A/A noise floor."""
+  """Number of classes whose normalized recall changed significantly (q <= alpha after FDR; solid) and at p < alpha
+  uncorrected (the paper's rule; dashed), vs sparsity; with the A/A noise floor. Without FDR counts, only the
+  uncorrected line, titled as such."""
   figure = new_figure(5.2, 3.4)
   ax = figure.add_subplot()
   x = 100 * series["sparsity"].to_numpy()
-  ax.plot(x, series["num_significant"].to_numpy(), marker="o", color=COLOR_HURT, label=f"p < {alpha:g} (uncorrected)")
-  if series["num_significant_fdr"].notna().any():
+  has_fdr = bool(series["num_significant_fdr"].notna().any())
+  if has_fdr:
     ax.plot(
         x,
         series["num_significant_fdr"].to_numpy(),
-        marker="s",
-        linestyle="--",
-        color="#555555",
-        label=f"q ≤ {alpha:g} (FDR-corrected)",
+        marker="o",
+        color=COLOR_HURT,
+        label=f"significant: q ≤ {alpha:g} (FDR)",
     )
+  ax.plot(
+      x,
+      series["num_significant"].to_numpy(),
+      marker="s",
+      linestyle="--",
+      color="#555555",
+      label=f"p < {alpha:g}, uncorrected (the paper's rule)",
+  )
   if floor is not None:
+    if has_fdr:
+      ax.axhline(
+          floor["num_significant_fdr_mean"],
+          color=COLOR_HURT,
+          linestyle=":",
+          linewidth=1.2,
+          label="noise floor (A/A mean, FDR)",
+      )
     ax.axhline(
         floor["num_significant_mean"],
-        color=COLOR_HURT,
+        color="#555555",
         linestyle=":",
         linewidth=1.2,
         label="noise floor (A/A mean, uncorrected)",
     )
-    ax.axhline(
-        floor["num_significant_fdr_mean"],
-        color="#555555",
-        linestyle=":",
-        linewidth=1.2,
-        label="noise floor (A/A mean, FDR)",
-    )
   ax.set_xlabel("sparsity (% of weights removed)")
   ax.set_ylabel("classes")
-  ax.set_title("Classes significantly changed by pruning", fontsize=11)
+  title = (
+      "Classes significantly changed by pruning (FDR)" if has_fdr else f"Classes changed at p < {alpha:g} (uncorrected)"
+  )
+  ax.set_title(title, fontsize=11)
   ax.set_xticks(x)
   ax.set_xticklabels([f"{v:.4g}" for v in x])
   ax.set_ylim(bottom=0)
@@ -396,6 +414,9 @@ def plot_pies(series, floor=None):
 def plot_class_impact(series, title, num_total=None, measure="recall", items="classes"):
   """Per class: change in recall as bars, normalized change as markers, significant classes coloured.
 
+  Significant is `significant_fdr` (q <= alpha): coloured bar, bold name; a class at p < alpha only without the
+  correction (`significant`, the paper's rule) is a grey bar with a coloured outline. A series without
+  `significant_fdr` is coloured by `significant` and its legend says uncorrected.
   `num_total` is the number of classes at the level; when the series shows fewer, a line marks the gap. The subgroup
   chart draws slices with it (`slice_impact_series`): `measure` and `items` name what the bars and rows are.
   """
@@ -406,17 +427,20 @@ def plot_class_impact(series, title, num_total=None, measure="recall", items="cl
   figure = new_figure(7.0, 1.3 + 0.26 * n)
   ax = figure.add_subplot()
   y = np.arange(n)
-  significant = series["significant"].to_numpy(dtype=bool)
+  has_fdr = "significant_fdr" in series
+  uncorrected = series["significant"].to_numpy(dtype=bool)
+  significant = series["significant_fdr"].to_numpy(dtype=bool) if has_fdr else uncorrected
   normalized = 100 * series["normalized_change"].to_numpy()
-  colors = np.where(~significant, COLOR_NEUTRAL, np.where(normalized < 0, COLOR_HURT, COLOR_HELPED))
-  fdr = series["significant_fdr"].to_numpy(dtype=bool) if "significant_fdr" in series else np.zeros(n, dtype=bool)
+  direction = np.where(normalized < 0, COLOR_HURT, COLOR_HELPED)
+  colors = np.where(significant, direction, COLOR_NEUTRAL)
+  outlined = uncorrected & ~significant
   ax.barh(
       y,
       100 * series["recall_change"].to_numpy(),
       color=colors,
       height=0.7,
-      edgecolor=np.where(fdr, "#111111", "none"),
-      linewidth=np.where(fdr, 1.2, 0.0),
+      edgecolor=np.where(outlined, direction, "none"),
+      linewidth=np.where(outlined, 1.5, 0.0),
   )
   ax.scatter(normalized, y, marker="D", s=22, color="#111111", zorder=3)
   ax.axvline(0, color="#555555", linewidth=0.8)
@@ -451,15 +475,18 @@ def plot_class_impact(series, title, num_total=None, measure="recall", items="cl
   ax.set_axisbelow(True)
   ax.spines["top"].set_visible(False)
   ax.spines["right"].set_visible(False)
+  rule = "after FDR" if has_fdr else "at p < α, uncorrected"
   handles = [
-      Patch(color=COLOR_HURT, label=f"{measure} change, significantly hurt"),
-      Patch(color=COLOR_HELPED, label=f"{measure} change, significantly helped"),
+      Patch(color=COLOR_HURT, label=f"{measure} change, significantly hurt {rule}"),
+      Patch(color=COLOR_HELPED, label=f"{measure} change, significantly spared {rule}"),
       Patch(color=COLOR_NEUTRAL, label=f"{measure} change, not significant"),
       Line2D([], [], marker="D", linestyle="none", color="#111111", label="normalized change (vs overall top-1)"),
       Line2D([], [], linestyle="--", color="#555555", label=f"change in overall top-1 ({overall:+.1f})"),
   ]
-  if fdr.any() or "significant_fdr" in series:
-    handles.append(Patch(facecolor="white", edgecolor="#111111", label="outlined: significant after FDR"))
+  if has_fdr:
+    handles.append(
+        Patch(facecolor=COLOR_NEUTRAL, edgecolor=COLOR_HURT, label="outlined: p < α only, uncorrected (paper's rule)")
+    )
   figure.legend(handles=handles, loc="outside lower center", ncol=2, frameon=False, fontsize=8)
   return figure
 
@@ -550,7 +577,8 @@ def plot_robustness_severity(series_by_level):
 
 
 def plot_robustness_drop(series, title):
-  """Mean accuracy drop per corruption for both populations; corruptions with a significant difference starred."""
+  """Mean accuracy drop per corruption for both populations; corruptions with a significant difference (after FDR) at
+  some severity starred."""
   n = len(series)
   figure = new_figure(6.4, 1.4 + 0.42 * n)
   ax = figure.add_subplot()
@@ -564,7 +592,7 @@ def plot_robustness_drop(series, title):
       series["num_severities"],
   ):
     ax.annotate(
-        f"{k}/{total} severities significant",
+        f"{k}/{total} severities significant (FDR)",
         (max(drop, 0), yi),
         textcoords="offset points",
         xytext=(4, 0),
@@ -604,7 +632,7 @@ def plot_methods(series, dense):
   palette = ("#d9822b", "#8e44ad", "#27ae60", "#c0392b", "#16a085", "#7f8c8d", "#2c3e50", "#b7950b")
   panels = (
       ("top1_mean", "top-1 (%)", 100.0, dense["top1_mean"]),
-      ("num_significant_classes", "significantly changed classes", 1.0, 0.0),
+      ("num_significant_classes_fdr", "classes significantly changed (FDR)", 1.0, 0.0),
       ("num_pies", "CIEs (examples)", 1.0, 0.0),
   )
   positive = bool((series["compressed_bytes"] > 0).all()) and np.isfinite(dense["compressed_bytes"])

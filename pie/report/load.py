@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from pie import outputs
+from pie import significance
 from pie import variants
 from pie.errors import PieError
 
@@ -96,6 +97,13 @@ class AnalysisData:
   compared_levels: tuple = ()
   difficulty: pd.DataFrame | None = None  # difficulty.csv of the per-level view (None in an older analysis)
   slice_stats: pd.DataFrame | None = None  # slice_stats.csv of the per-level view (None in an older analysis)
+  # The tables whose q-values the report computed (Benjamini-Hochberg per level, `with_fdr`) because the analysis that
+  # wrote them predates q-values: the page says so.
+  fdr_computed: tuple = ()
+
+  @property
+  def alpha(self):
+    return float(self.summary["alpha"])
 
   @property
   def design(self):
@@ -120,6 +128,39 @@ def level_label(sparsity):
 def level_key(sparsity):
   """A short stable text key for a level, used in file names and the gallery's filter: 0.5 -> 's0p5'."""
   return "s" + f"{sparsity:g}".replace(".", "p").replace("-", "m")
+
+
+def floor_control(summary_level, noise_floor):
+  """The method name of the control whose relation to the dense population is this level's own, or None.
+
+  summary.json names it per level (`floor_control`; null: the study has no matched control for the level). An analysis
+  written before that key compared every level with one control, `noise_floor.control`, which is read instead.
+  """
+  if "floor_control" in summary_level:
+    return summary_level["floor_control"]
+  return (noise_floor or {}).get("control")
+
+
+def fdr_scope_text(summary):
+  """Over which tests Benjamini-Hochberg ran (summary.json `fdr_scope`; per level before the key existed)."""
+  if summary.get("fdr_scope") == "study":
+    return "Benjamini–Hochberg over every class test of every level and method of the study"
+  return "Benjamini–Hochberg over the classes of each level"
+
+
+def with_fdr(table, alpha, groups):
+  """`table` with `q_value` and `significant_fdr` (q <= alpha): as the analysis wrote them, or, for a file written
+  before it did, Benjamini-Hochberg over the p-values of each group of rows (a level: the analysis's own rule).
+  Returns (table, whether they were computed here)."""
+  if "significant_fdr" in table and "q_value" in table:
+    return table, False
+  table = table.copy()
+  q_values = pd.Series(np.nan, index=table.index)
+  for _, rows in table.groupby(list(groups), sort=False):
+    q_values[rows.index] = significance.bh_q_values(rows["p_value"].to_numpy(dtype=float))
+  table["q_value"] = q_values.astype(float)
+  table["significant_fdr"] = significance.bh_rejections(table["q_value"].to_numpy(), alpha)
+  return table, True
 
 
 def load_analysis(analysis_dir):
@@ -148,7 +189,12 @@ def load_analysis(analysis_dir):
         f"{outputs.PIES_CSV}: example {int(row['example_id'])} is listed twice at sparsity " f"{row['sparsity']:g}"
     )
 
+  alpha = float(summary["alpha"])
   class_stats = _read_table(directory, outputs.CLASS_STATS, CLASS_STATS_OPTIONAL)
+  has_method = outputs.METHOD_COLUMN in class_stats
+  class_stats, class_fdr_computed = with_fdr(
+      class_stats, alpha, (outputs.METHOD_COLUMN, "sparsity") if has_method else ("sparsity",)
+  )
   method_class_stats = class_stats if methods is not None and outputs.METHOD_COLUMN in class_stats else None
   control_class_stats = None
   if outputs.METHOD_COLUMN in class_stats:
@@ -157,6 +203,7 @@ def load_analysis(analysis_dir):
   class_stats = _only_view(class_stats, methods)
   class_stats["sparsity"] = _canonical_sparsity(class_stats["sparsity"], pruned, outputs.CLASS_STATS_CSV)
   _check_class_ids(class_stats["class_id"], num_classes, f"{outputs.CLASS_STATS_CSV} column class_id")
+  _count_fdr_classes(levels, class_stats)
 
   pie_accuracy = _only_view(_read_table(directory, outputs.PIE_ACCURACY), methods)
   pie_accuracy["sparsity"] = _canonical_sparsity(pie_accuracy["sparsity"], pruned, outputs.PIE_ACCURACY_CSV)
@@ -176,10 +223,11 @@ def load_analysis(analysis_dir):
     slice_stats = _only_view(slice_stats, methods)
     slice_stats["sparsity"] = _canonical_sparsity(slice_stats["sparsity"], pruned, outputs.SLICE_STATS_CSV)
 
-  robustness = None
+  robustness, robustness_fdr_computed = None, False
   if (directory / outputs.ROBUSTNESS_CSV).exists():
     robustness = _read_table(directory, outputs.ROBUSTNESS, with_method=False)
     robustness["sparsity"] = _canonical_sparsity(robustness["sparsity"], pruned, outputs.ROBUSTNESS_CSV)
+    robustness, robustness_fdr_computed = with_fdr(robustness, alpha, ("sparsity",))
 
   images = None
   if (directory / outputs.PIES_TFRECORD).exists():
@@ -201,7 +249,23 @@ def load_analysis(analysis_dir):
       compared_levels=tuple(level for level in full_summary["levels"] if level["role"] == variants.COMPRESSED_ROLE),
       difficulty=difficulty,
       slice_stats=slice_stats,
+      fdr_computed=tuple(
+          name
+          for name, computed in (
+              (outputs.CLASS_STATS_CSV, class_fdr_computed),
+              (outputs.ROBUSTNESS_CSV, robustness_fdr_computed),
+          )
+          if computed
+      ),
   )
+
+
+def _count_fdr_classes(levels, class_stats):
+  """Fills `num_significant_classes_fdr` of the levels whose summary entry lacks it (an older analysis) from the
+  class table's `significant_fdr`, so that every level has the count the report calls significant."""
+  for i in levels.index[(levels["role"] == "pruned") & levels["num_significant_classes_fdr"].isna()]:
+    rows = class_stats.loc[class_stats["sparsity"] == levels.at[i, "sparsity"], "significant_fdr"]
+    levels.at[i, "num_significant_classes_fdr"] = float(rows.sum())
 
 
 def _level_method(level):

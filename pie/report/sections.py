@@ -69,7 +69,9 @@ def howto_section(data):
 overall accuracy, but the cost is not shared equally.</p>
 <ul>
 <li><b>Hurt classes.</b> For each class, the change in recall is compared with the change in overall accuracy. A class
-is <i>hurt</i> when it loses significantly more than the model as a whole (red in the class charts).</li>
+is <i>hurt</i> when it loses significantly more than the model as a whole (red in the class charts), <i>spared</i> when
+it loses significantly less. Significant means after the Benjamini–Hochberg correction for testing every class
+(q ≤ {data.alpha:g}); counts at p &lt; {data.alpha:g} without it, the paper's rule, are labelled uncorrected.</li>
 <li><b>PIEs</b> (pruning-identified exemplars) are evaluation images on which the pruned population's most common
 answer differs from the dense population's, whatever the true label. They are where pruning changes behaviour; many
 are unusual, ambiguous or wrongly labelled, so they deserve a human look (the gallery, and the triage export in
@@ -82,11 +84,14 @@ then the gallery.</p></section>
 
 
 def findings_section(data):
-  items = "".join(f"<li>{finding}</li>" for finding in findings.key_findings(data))
+  """The key findings, then the terms they use, each explained once (findings.finding_terms)."""
+  found, terms = findings.findings_and_terms(data)
+  items = "".join(f"<li>{finding}</li>" for finding in found)
   return Section(
       "findings",
       "Findings",
-      f'<section id="findings"><h2>Key findings</h2><ul class="findings">{items}</ul></section>\n',
+      f'<section id="findings"><h2>Key findings</h2><ul class="findings">{items}</ul>'
+      f"<p class='note' id='findings-terms'>{' '.join(terms)}</p></section>\n",
   )
 
 
@@ -137,17 +142,10 @@ def _normalization_text(summary):
 def _populations_table(data):
   """One row per level of the per-level view, the controls right after the dense row."""
   has_fdr = data.levels["num_significant_classes_fdr"].notna().any()
-  head = [
-      "Level",
-      "Models",
-      "Top-1 (mean ± std)",
-      "Measured sparsity",
-      "PIEs (fraction of eval set)",
-      f"Significant classes (p &lt; {data.summary['alpha']:g})",
-  ]
+  head = ["Level", "Models", "Top-1 (mean ± std)", "Measured sparsity", "PIEs (fraction of eval set)"]
   if has_fdr:
     head.append("Significant classes (FDR)")
-  head.append("Modal ties (dense / pruned)")
+  head += [f"Classes at p &lt; {data.alpha:g} (uncorrected, the paper's rule)", "Modal ties (dense / pruned)"]
   rows = []
   for level in data.levels.itertuples(index=False):
     rows.append(
@@ -171,10 +169,13 @@ def _population_row(header, level, compared, has_fdr, attributes=""):
       pct(level["measured_sparsity_mean"], 1),
   ]
   if compared:
-    cells += [f"{count(level['num_pies'])} ({pct(level['pie_fraction'], 2)})", count(level["num_significant_classes"])]
+    cells.append(f"{count(level['num_pies'])} ({pct(level['pie_fraction'], 2)})")
     if has_fdr:
       cells.append(count(level.get("num_significant_classes_fdr")))
-    cells.append(f"{count(level['num_ties_dense'])} / {count(level['num_ties_pruned'])}")
+    cells += [
+        count(level["num_significant_classes"]),
+        f"{count(level['num_ties_dense'])} / {count(level['num_ties_pruned'])}",
+    ]
   else:
     cells += ["–"] * (4 if has_fdr else 3)
   return f"<tr{attributes}><th scope='row'>{header}</th>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>"
@@ -209,9 +210,9 @@ def overview_section(data, figure_folder):
           "<section id='overview'><h2>Accuracy, PIEs and significant classes</h2>"
           "<p class='note'>Left: mean top-1 of each population, error bars one standard deviation over its models. "
           "Middle: PIEs per level. Right: how many classes' recall changed significantly more or less than overall "
-          "top-1 "
-          f"(two-sided Welch t-test over the models, α = {alpha:g}); the FDR line corrects for testing every class "
-          f"(Benjamini–Hochberg).{floor_text}</p>"
+          f"top-1 (two-sided Welch t-test over the models, q ≤ {alpha:g} after {load.fdr_scope_text(data.summary)}); "
+          f"the dashed line counts p &lt; {alpha:g} without that correction (uncorrected, the paper's rule)."
+          f"{floor_text}</p>"
           f"<div class='figrow'><figure>{accuracy_svg}</figure><figure>{pies_svg}</figure>"
           f"<figure>{significance_svg}</figure></div></section>"
       ),
@@ -242,7 +243,7 @@ def methods_section(data, figure_folder):
   body = []
   for row in series.itertuples(index=False):
     hurt = ", ".join(f"{esc(name)} ({100 * change:+.1f})" for name, change in row.hurt_classes) or "none significant"
-    fdr = "" if pd.isna(row.num_significant_classes_fdr) else f" ({int(row.num_significant_classes_fdr)})"
+    fdr = "–" if pd.isna(row.num_significant_classes_fdr) else str(int(row.num_significant_classes_fdr))
     cells = [
         esc(row.method),
         esc(f"{100 * row.sparsity:.4g}%"),
@@ -252,7 +253,7 @@ def methods_section(data, figure_folder):
         "–" if pd.isna(row.size_ratio) else f"{row.size_ratio:.2f}×",
         pct(row.top1_mean, 2),
         pp(row.top1_change, 2),
-        f"{int(row.num_significant_classes)}{fdr}",
+        f"{fdr} ({int(row.num_significant_classes)} uncorrected)",
         f"{int(row.num_pies)} ({pct(row.pie_fraction, 2)})",
         str(int(row.harm_rank)),
         hurt,
@@ -268,9 +269,10 @@ def methods_section(data, figure_folder):
           f"same dense population (top-1 {pct(dense['top1_mean'], 2)}, {dense_kb} compressed). Compressed size: gzip "
           "of the exported TFLite model (sparse storage for pruned ones), measured per model and averaged. CIEs "
           "(compression-identified exemplars) are the PIEs of each method: examples whose modal prediction differs "
-          "from the dense population's. Rows run from the smallest model to the largest; the harm rank orders the "
-          "methods by CIEs, then significantly changed classes, then top-1 loss (1 = most harm). Most hurt classes: "
-          "significantly hurt, most negative change in recall beyond the overall change.</p>"
+          "from the dense population's. Significant classes: q ≤ α after Benjamini–Hochberg, with the count at "
+          "p &lt; α uncorrected (the paper's rule) beside it. Rows run from the smallest model to the largest; the "
+          "harm rank orders the methods by CIEs, then significantly changed classes, then top-1 loss (1 = most harm). "
+          "Most hurt classes: significantly hurt, most negative change in recall beyond the overall change.</p>"
           f"<figure>{svg}</figure><div class='scroll'>{table}</div></section>"
       ),
   )
@@ -444,7 +446,9 @@ def classes_section(data, figure_folder, top_n):
           "(pruned minus dense, percentage points). Diamonds: the same change minus the change in overall top-1, i.e. "
           "how "
           "much worse (left) or better (right) the class fares than the model as a whole. Coloured bars and bold names "
-          "are statistically significant. "
+          f"are significant after {load.fdr_scope_text(data.summary)} (q ≤ {data.alpha:g}); a grey bar with a "
+          f"coloured outline is at p &lt; {data.alpha:g} only without that correction (uncorrected, the paper's "
+          "rule). "
           + (
               f"With {num_classes} classes only the most affected are drawn; open the table for the rest."
               if num_classes > 2 * top_n
@@ -472,15 +476,30 @@ def _class_impact_level(data, figure_folder, sparsity, top_n, is_open):
       figures.plot_class_impact(series, f"{load.level_label(sparsity)} sparsity: {shown}", num_total=len(stats)),
       f"class_impact_{key}",
   )
-  hurt = int((stats["significant"] & (stats["normalized_change"] < 0)).sum())
-  helped = int((stats["significant"] & (stats["normalized_change"] > 0)).sum())
   return _level_details(
       f"impact-{key}",
       is_open,
-      f"<b>{label} sparsity</b>: {hurt} of {len(stats)} classes significantly hurt, {helped} significantly helped",
+      f"<b>{label} sparsity</b>: {impact_headline(stats, len(stats), 'classes')}",
       f"<figure>{svg}</figure>",
       f"All {len(stats)} classes (sortable table)",
       _class_table(stats, f"classes-{key}"),
+  )
+
+
+def impact_headline(stats, total, items):
+  """ "N of C <items> significantly hurt and M significantly spared after FDR", then the uncorrected counts; `stats`
+  has class_stats.csv's (or slice_stats.csv's) normalized_change, significant and significant_fdr."""
+  counts = {}
+  for column in ("significant_fdr", "significant"):
+    counts[column] = (
+        int((stats[column] & (stats["normalized_change"] < 0)).sum()),
+        int((stats[column] & (stats["normalized_change"] > 0)).sum()),
+    )
+  hurt, spared = counts["significant_fdr"]
+  hurt_uncorrected, spared_uncorrected = counts["significant"]
+  return (
+      f"{hurt} of {total} {items} significantly hurt and {spared} significantly spared after FDR; uncorrected (the "
+      f"paper's rule): {hurt_uncorrected} hurt, {spared_uncorrected} spared"
   )
 
 
@@ -505,8 +524,8 @@ _CLASS_TABLE_COLUMNS = (
     ("t_statistic", "t", "f2"),
     ("p_value", "p", "p"),
     ("q_value", "q (FDR)", "p"),
-    ("significant", "Significant", "bool"),
     ("significant_fdr", "Significant (FDR)", "bool"),
+    ("significant", "p < α (uncorrected)", "bool"),
     ("ci_low", "CI low (pts)", "pp"),
     ("ci_high", "CI high (pts)", "pp"),
     ("hedges_g", "Hedges g", "f2"),
@@ -524,13 +543,13 @@ def _class_table(stats, table_id):
 
 
 def _sortable_table(stats, columns, table_id, items, filter_columns=None):
-  """A table of `stats` rows (the significant ones marked hurt or helped) that report.js sorts by each cell's data-v
-  and filters through its search box: on every column, or on `filter_columns` ("0,1,2")."""
+  """A table of `stats` rows (those significant after FDR marked hurt or helped) that report.js sorts by each cell's
+  data-v and filters through its search box: on every column, or on `filter_columns` ("0,1,2")."""
   body = []
   for row in stats.itertuples(index=False):
     values = row._asdict()
     cls = ""
-    if values["significant"]:
+    if values["significant_fdr"]:
       cls = " class='hurt'" if values["normalized_change"] < 0 else " class='helped'"
     body.append(f"<tr{cls}>" + "".join(cell(values[c], fmt) for c, _, fmt in columns) + "</tr>")
   head = [esc(title) for _, title, _ in columns]
@@ -601,8 +620,6 @@ def _subgroups_level(stats, figure_folder, sparsity, top_n, is_open):
   key, label = load.level_key(sparsity), esc(load.level_label(sparsity))
   series = figures.slice_impact_series(stats, sparsity, top_n)
   tested = int(stats["p_value"].notna().sum())
-  hurt = int((stats["significant_fdr"] & (stats["normalized_change"] < 0)).sum())
-  helped = int((stats["significant_fdr"] & (stats["normalized_change"] > 0)).sum())
   figure = ""
   if len(series):
     svg = figure_folder.save(
@@ -619,8 +636,7 @@ def _subgroups_level(stats, figure_folder, sparsity, top_n, is_open):
   return _level_details(
       f"subgroups-{key}",
       is_open,
-      f"<b>{label} sparsity</b>: {tested} of {len(stats)} slices tested, {hurt} significantly hurt and {helped} "
-      "significantly helped after FDR",
+      f"<b>{label} sparsity</b>: {tested} of {len(stats)} slices tested; {impact_headline(stats, tested, 'slices')}",
       figure,
       f"All {len(stats)} slices (sortable table)",
       _slice_table(stats, f"slices-{key}"),
@@ -640,8 +656,8 @@ _SLICE_TABLE_COLUMNS = (
     ("normalized_change", "Normalized (pts)", "pp"),
     ("p_value", "p", "p"),
     ("q_value", "q (FDR)", "p"),
-    ("significant", "Significant", "bool"),
     ("significant_fdr", "Significant (FDR)", "bool"),
+    ("significant", "p < α (uncorrected)", "bool"),
     ("ci_low", "CI low (pts)", "pp"),
     ("ci_high", "CI high (pts)", "pp"),
     ("hedges_g", "Hedges g", "f2"),
@@ -783,8 +799,7 @@ def robustness_section(data, figure_folder):
         _level_details(
             f"robustness-{key}",
             sparsity == levels[-1],
-            f"<b>{esc(label)} sparsity</b>: {int(rows['significant'].sum())} of {len(rows)} corruption × severity "
-            "pairs differ significantly",
+            f"<b>{esc(label)} sparsity</b>: {robustness_headline(rows)}",
             f"<figure>{svg}</figure>",
             "All rows",
             _robustness_table(rows, f"robustness-table-{key}"),
@@ -796,10 +811,24 @@ def robustness_section(data, figure_folder):
       (
           "<section id='robustness'><h2>Robustness to corrupted images</h2><p class='note'>Top-1 on corrupted "
           "copies of the evaluation set. Left: mean over corruptions per severity; the numbers under the pruned line "
-          "count the corruptions where dense and pruned differ significantly. Per level: the drop from clean accuracy "
-          f"per corruption; * marks corruptions with a significant difference at some severity.</p>"
+          "count the corruptions where the dense and pruned drops differ significantly (Welch t-test of the "
+          f"per-model drops, q ≤ {data.alpha:g} after Benjamini–Hochberg over the corruption × severity pairs of the "
+          "level). Per level: the drop from clean accuracy per corruption; * marks corruptions with a significant "
+          "difference at some severity.</p>"
           f"<figure>{severity_svg}</figure>{''.join(parts)}</section>"
       ),
+  )
+
+
+def robustness_headline(rows):
+  """A level's robustness headline from robustness.csv's rows: pairs that differ after FDR (those where the pruned
+  models lose more, and less), then the uncorrected count."""
+  fdr = rows["significant_fdr"].to_numpy(dtype=bool)
+  worse = rows["pruned_drop"].to_numpy() > rows["dense_drop"].to_numpy()
+  return (
+      f"{int(fdr.sum())} of {len(rows)} corruption × severity pairs differ significantly after FDR (pruned drops more "
+      f"in {int((fdr & worse).sum())}, less in {int((fdr & ~worse).sum())}); uncorrected (the paper's rule): "
+      f"{int(rows['significant'].sum())}"
   )
 
 
@@ -815,7 +844,9 @@ def _robustness_table(rows, table_id):
       "Relative drop pruned",
       "t",
       "p",
-      "Significant",
+      "q (FDR)",
+      "Significant (FDR)",
+      "p < α (uncorrected)",
   ]
   body = []
   for r in rows.sort_values(["corruption", "severity"]).itertuples(index=False):
@@ -830,8 +861,12 @@ def _robustness_table(rows, table_id):
         (r.relative_drop_pruned, pct(r.relative_drop_pruned)),
         (r.t_statistic, f"{r.t_statistic:.2f}"),
         (r.p_value, f"{r.p_value:.3g}"),
+        (r.q_value, f"{r.q_value:.3g}"),
+        (int(r.significant_fdr), "yes" if r.significant_fdr else ""),
         (int(r.significant), "yes" if r.significant else ""),
     ]
-    cls = " class='hurt'" if r.significant else ""
+    cls = ""
+    if r.significant_fdr:
+      cls = " class='hurt'" if r.pruned_drop > r.dense_drop else " class='helped'"
     body.append(f"<tr{cls}>" + "".join(f"<td data-v='{esc(v)}'>{s}</td>" for v, s in cells) + "</tr>")
   return "<div class='scroll'>" + _table(f"class='data sortable' id='{table_id}'", head, body, sortable=True) + "</div>"
