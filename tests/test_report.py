@@ -274,8 +274,10 @@ def test_report_header_and_tables_show_the_summary(full_dir):
       summary["study"]["config_hash"],
   ):
     assert value in page
-  # The design is stated; an independent study's single-pair view pairs the models of the same seed.
-  assert summary["design"] == "independent" and "<b>Design: independent.</b>" in page
+  # The design is stated (this study's levels share the dense seeds); its single-pair view pairs the models of the
+  # same seed.
+  assert {level.get("seed_relation") for level in summary["levels"][1:]} == {"shared", None}
+  assert summary["design"] == "independent" and "<b>Design: independent, shared seeds.</b>" in page
   pairs = re.search(r"<section id='pairs'>(.*?)</section>", page, re.S).group(1)
   assert "the dense model of its seed (trained independently" in pairs
   for level in summary["levels"]:

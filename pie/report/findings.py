@@ -67,6 +67,7 @@ class TermsUsed:
 
   marked_controls: set = dataclasses.field(default_factory=set)
   paired: bool = False
+  uniform_shift: bool = False
   no_floor: dict = dataclasses.field(default_factory=dict)
 
 
@@ -84,13 +85,14 @@ def _level_floor_text(summary_level):
   distinguishable = summary_level.get("distinguishable_from_noise")
   if distinguishable is None:
     return ", not read against a noise floor (no matched control). " if summary_level.get("floor_note") else ""
-  excess = (
-      f"{summary_level['pies_excess']:+.1f} (interval {summary_level['pies_excess_ci_low']:+.1f} to "
-      f"{summary_level['pies_excess_ci_high']:+.1f})"
-  )
+  low, high = summary_level.get("pies_excess_ci_low"), summary_level.get("pies_excess_ci_high")
+  interval = "" if low is None or high is None else f", interval {low:+.1f} to {high:+.1f}"
+  p_value = summary_level.get("pies_excess_p_value")
+  test = "" if p_value is None else f"; exchange test p = {p_value:.2g}"
+  excess = f"{summary_level['pies_excess']:+.1f} over its control's{interval}{test}"
   if distinguishable:
-    return f", {excess} over the noise floor: more than seed noise gives. "
-  return f", <b>within the noise floor</b>: {excess} over it, so they may be seed noise. "
+    return f", {excess}: more than seed noise gives. "
+  return f", <b>within the noise floor</b> ({excess}): they may be seed noise. "
 
 
 def _class_counts(stats):
@@ -105,11 +107,32 @@ def _class_counts(stats):
 
 
 def _class_link(row, sparsity, marked):
+  notes = [pp(row.recall_change)]
+  shift = _uniform_shift_note(row)
+  if shift:
+    notes.append(shift)
+  if marked:
+    notes.append(ALSO_IN_CONTROL)
   return (
       f"<a href='#gallery' class='to-gallery' data-level='{load.level_key(sparsity)}' "
       f"data-class='{int(row.class_id)}' title='show its PIEs'><b>{esc(row.class_name)}</b></a> "
-      f"({pp(row.recall_change)}{'; ' + ALSO_IN_CONTROL if marked else ''})"
+      f"({'; '.join(notes)})"
   )
+
+
+BEYOND_SHIFT = "beyond a uniform shift"
+EXPLAINED_BY_SHIFT = "a uniform shift explains it"
+
+
+def _uniform_shift_note(row):
+  """Whether a uniform shift of every example's margin explains a hurt class (class_stats.csv's uniform-shift
+  columns), or "" when the analysis has none for it."""
+  beyond = getattr(row, "beyond_uniform_shift", None)
+  if beyond is None or pd.isna(beyond):
+    return ""
+  if bool(row.beyond_uniform_shift_significant_fdr) and beyond < 0:
+    return f"{BEYOND_SHIFT}: {pp(beyond)}"
+  return EXPLAINED_BY_SHIFT
 
 
 def _level_finding(data, dense, sparsity, summary_level, max_names, used):
@@ -131,6 +154,8 @@ def _level_finding(data, dense, sparsity, summary_level, max_names, used):
   in_control = hurt_in_control(data, control)
   if any(int(r.class_id) in in_control for r in hurt.head(max_names).itertuples(index=False)):
     used.marked_controls.add(control)
+  if any(_uniform_shift_note(r) for r in hurt.head(max_names).itertuples(index=False)):
+    used.uniform_shift = True
   if hurt.empty:
     text += "No class significantly hurt" + (" or spared" if spared.empty else "")
   else:
@@ -175,6 +200,13 @@ def finding_terms(data, used=None):
     )
   if used.paired:
     terms.append("<b>Paired test</b>: each compressed model against its own dense twin, hurt after FDR.")
+  if used.uniform_shift:
+    terms.append(
+        f"<b>{BEYOND_SHIFT.capitalize()}</b>: compression that hurt every example alike (a uniform shift of every "
+        "example's margin, fitted to the level's top-1) would still hurt hard classes more than easy ones; a class "
+        f"marked {BEYOND_SHIFT} lost that many points more than such a shift predicts, after FDR; for a class marked "
+        f"<i>{EXPLAINED_BY_SHIFT}</i>, what it lost is within what the shift predicts."
+    )
   for note, labels in used.no_floor.items():
     terms.append(f"<b>No matched control</b> ({', '.join(esc(label) for label in labels)}): {esc(note)}.")
   return terms

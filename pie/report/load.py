@@ -33,6 +33,10 @@ CLASS_STATS_OPTIONAL = (
     "paired_ci_low",
     "paired_ci_high",
     "num_pairs",
+    "uniform_shift_change",
+    "beyond_uniform_shift",
+    "beyond_uniform_shift_q_value",
+    "beyond_uniform_shift_significant_fdr",
 )
 
 # Two sparsities closer than this are the same level: pies.tfrecord stores float32, the CSVs and JSON float64.

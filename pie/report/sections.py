@@ -124,6 +124,14 @@ def design_text(data):
         "Welch test compares the two populations as samples; the paired t-test compares each model with its own "
         "twin, which removes what a pair shares."
     )
+  relations = {level.get("seed_relation") for level in data.summary["levels"] if level.get("seed_relation")}
+  if relations == {"shared"}:
+    return (
+        "<b>Design: independent, shared seeds.</b> Each compressed model was trained from scratch, model i of every "
+        "level from the seed of dense model i (same initialisation and data order: twins of the dense models); the "
+        "populations are compared as independent samples (Welch test per class), and each level's PIEs only against "
+        "a control on the same seeds."
+    )
   return (
       "<b>Design: independent.</b> Each compressed model was trained from scratch with its own seed; the populations "
       "are compared as independent samples (Welch test per class)."
@@ -532,6 +540,10 @@ _CLASS_TABLE_COLUMNS = (
     ("paired_change", "Paired change (pts)", "pp"),
     ("paired_q_value", "Paired q (FDR)", "p"),
     ("paired_significant_fdr", "Paired significant (FDR)", "bool"),
+    ("uniform_shift_change", "Uniform shift predicts (pts)", "pp"),
+    ("beyond_uniform_shift", "Beyond the shift (pts)", "pp"),
+    ("beyond_uniform_shift_q_value", "Beyond: q (FDR)", "p"),
+    ("beyond_uniform_shift_significant_fdr", "Beyond the shift (FDR)", "bool"),
     ("note", "Note", None),
 )
 
@@ -733,9 +745,15 @@ def _risk_cell(level, score):
 
 
 def _spearman_cell(value):
+  """rho with its p-value from reassigning the models, and what a uniform shift alone would give."""
   if not value or value.get("rho") is None:
     return "–"
-  return f"{value['rho']:+.2f} (p = {value['p_value']:.2g})"
+  text = f"{value['rho']:+.2f} (p = {value['p_value']:.2g})"
+  if value.get("uniform_shift_rho") is not None:
+    text += f"; shift alone {value['uniform_shift_rho']:+.2f}"
+  if value.get("beyond_uniform_shift_rho") is not None:
+    text += f"; beyond it {value['beyond_uniform_shift_rho']:+.2f} (p = {value['beyond_uniform_shift_p_value']:.2g})"
+  return text
 
 
 def harm_sources_section(data, figure_folder):
@@ -750,6 +768,7 @@ def harm_sources_section(data, figure_folder):
   for sparsity in sparsities:
     level = by_sparsity.get(sparsity, {})
     cells = [_risk_cell(level, score) for score in ("dense_true_prob", "dense_disagreement", "dense_el2n")]
+    cells.append(_risk_cell({"risk": level.get("control_risk")}, "dense_true_prob"))
     cells += [
         _spearman_cell(level.get("class_difficulty_spearman")),
         _spearman_cell(level.get("train_frequency_spearman")),
@@ -759,7 +778,15 @@ def harm_sources_section(data, figure_folder):
         + "".join(f"<td>{c}</td>" for c in cells)
         + "</tr>"
     )
-  head = ["Level", "1 − true-label prob.", "Disagreement", "EL2N", "Class recall vs harm", "Class frequency vs harm"]
+  head = [
+      "Level",
+      "1 − true-label prob.",
+      "Disagreement",
+      "EL2N",
+      "Control (1 − true-label prob.)",
+      "Class recall vs harm",
+      "Class frequency vs harm",
+  ]
   table = _table("class='data' id='risk-table'", head, rows)
   return Section(
       "harm-sources",
@@ -769,9 +796,14 @@ def harm_sources_section(data, figure_folder):
           "population alone, before compressing. Left: the share of PIEs in each tenth of the evaluation set, from "
           "the hardest examples for the dense models (lowest mean probability of the true label) to the easiest. "
           "Table: how well each dense-only score predicts which examples become PIEs (AUROC: 0.5 is chance; and the "
-          "share of PIEs among the examples it ranks most at risk, as many as there are PIEs), and the Spearman "
-          "correlation of each class's normalized change with its dense recall and its number of training examples "
-          f"(positive: easier or more frequent classes fare better).</p><figure>{svg}</figure>{table}</section>"
+          "share of PIEs among the examples it ranks most at risk, as many as there are PIEs); beside them, the same "
+          "for the level's matched control, whose PIEs are seed noise alone (hard examples flip between seeds too, so "
+          "a level's AUROC says something only where it exceeds the control's); and the Spearman correlation of each "
+          "class's normalized change with its dense recall and its number of training examples (positive: easier or "
+          "more frequent classes fare better), its p-value from reassigning the models between the two populations "
+          "(each model's luck is shared by all its classes), the correlation a uniform shift of every example's "
+          "margin alone would give (it makes hard classes lose more), and the correlation with what is left beyond "
+          f"that shift.</p><figure>{svg}</figure>{table}</section>"
       ),
   )
 
