@@ -661,6 +661,7 @@ def class_counts(entry, classes):
 FDR_COLUMNS = (
     ("p_value", "q_value", "significant_fdr"),
     ("paired_p_value", "paired_q_value", "paired_significant_fdr"),
+    ("beyond_uniform_shift_p_value", "beyond_uniform_shift_q_value", "beyond_uniform_shift_significant_fdr"),
 )
 
 
