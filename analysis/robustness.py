@@ -6,19 +6,16 @@ r"""Robustness of a study's dense and pruned populations to common corruptions (
   python -m analysis.robustness --study_dir=studies/imagenet --source=tfds --imagenet_a --data_dir=/path/to/tfds
 
 Writes robustness.csv, robustness_models.csv and robustness_summary.json into --out_dir (default
-<study_dir>/analysis); docs/robustness.md describes them.
+<study_dir>/analysis); docs/robustness.md describes them. The work is `pie.robustness.run`; this binary only reads
+flags.
 """
-
-import os
 
 from absl import app
 from absl import flags
 
 import pie  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from pie import cli
-from pie import names
 from pie import robustness
-from pie import study as study_lib
 from pie.errors import PieError
 
 _STUDY_DIR = flags.DEFINE_string("study_dir", None, "Study directory written by train/population.py.")
@@ -67,33 +64,6 @@ def _severities(values):
     raise PieError(f"--severities must be integers in 1..5, got {','.join(values)}") from None
 
 
-def run(
-    study_dir,
-    out_dir=None,
-    corruptions=None,
-    severities=(1, 2, 3, 4, 5),
-    allow_mixed_configs=False,
-    log=print,
-    **kwargs,
-):
-  """Loads the study and writes the robustness analysis; returns (out_dir, summary)."""
-  out_dir = (
-      names.resolve_path(out_dir, "out_dir")
-      if out_dir
-      else os.path.join(names.resolve_path(study_dir, "study_dir"), "analysis")
-  )
-  study = study_lib.load_study(study_dir, allow_mixed_configs=allow_mixed_configs, log=log)
-  summary = robustness.run_robustness(
-      study, out_dir, corruption_names=corruptions, severities=severities, log=log, **kwargs
-  )
-  if os.path.exists(os.path.join(out_dir, "summary.json")):
-    # The analysis has run: rebuild its report so that it gains the robustness section.
-    from pie import report  # pylint: disable=g-import-not-at-top
-
-    log(f"report: {report.write_report(out_dir)}")
-  return out_dir, summary
-
-
 @cli.main_with_errors
 def main(argv):
   if len(argv) > 1:
@@ -101,13 +71,9 @@ def main(argv):
   corruptions = _CORRUPTIONS.value
   if corruptions is not None:
     corruptions = [c.strip() for c in corruptions if c.strip()]
-  out_dir, _ = run(
-      _STUDY_DIR.value,
-      _OUT_DIR.value,
-      corruptions=corruptions,
-      severities=_severities(_SEVERITIES.value),
-      allow_mixed_configs=_ALLOW_MIXED.value,
-      log=lambda m: print(m, flush=True),
+  options = robustness.RobustnessOptions(
+      corruption_names=corruptions,
+      severities=tuple(_severities(_SEVERITIES.value)),
       source=_SOURCE.value,
       imagenet_a=_IMAGENET_A.value,
       include_extra=_EXTRA.value,
@@ -118,6 +84,13 @@ def main(argv):
       memory_limit_mb=_MEMORY_LIMIT.value,
       cache_dir=_CACHE_DIR.value,
       keep_cache=_KEEP_CACHE.value,
+  )
+  out_dir, _ = robustness.run(
+      _STUDY_DIR.value,
+      _OUT_DIR.value,
+      options,
+      allow_mixed_configs=_ALLOW_MIXED.value,
+      log=lambda m: print(m, flush=True),
   )
   print(f"robustness written to {out_dir}", flush=True)
 

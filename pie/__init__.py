@@ -51,6 +51,8 @@ _LAZY = {
 }
 _SUBMODULES = (
     "analysis",
+    "builder",
+    "calibration",
     "comparison",
     "data",
     "devices",

@@ -52,6 +52,8 @@ ANALYSIS_FILES = (
     REPORT_HTML,
 )
 ROBUSTNESS_FILES = (ROBUSTNESS_CSV, ROBUSTNESS_MODELS_CSV, ROBUSTNESS_SUMMARY_JSON)
+# The A/A calibration of the class test on a study's dense models (pie.calibration, `python -m analysis.calibrate`).
+CALIBRATION_CSV = "calibration.csv"
 # Written by `python -m analysis.compare` / `pie.compare(...).write` (pie.comparison), into a folder of their own.
 COMPARE_CLASSES_CSV = "compare_classes.csv"
 COMPARE_EXAMPLES_CSV = "compare_examples.csv"
@@ -304,6 +306,29 @@ ROBUSTNESS_MODELS = Table(
     ),
 )
 
+# One row per normalization (pie.significance.aa_calibration): the share of class tests at p < alpha over random A/A
+# splits of the dense models, with its binomial interval, and the share of splits with a BH discovery, with its own.
+CALIBRATION = Table(
+    CALIBRATION_CSV,
+    required=(
+        ("normalization", STR),
+        ("pool_models", INT),
+        ("n_first", INT),
+        ("n_second", INT),
+        ("num_splits", INT),
+        ("alpha", FLOAT),
+        ("num_tests", INT),
+        ("rate_significant", FLOAT),
+        ("rate_ci_low", FLOAT),
+        ("rate_ci_high", FLOAT),
+        ("splits_with_fdr_discovery", FLOAT),
+        ("fdr_splits_ci_low", FLOAT),
+        ("fdr_splits_ci_high", FLOAT),
+        ("rate_consistent_with_alpha", BOOL),
+        ("fdr_splits_at_most_alpha", BOOL),
+    ),
+)
+
 # The tables of `pie.analysis`, in the order it computes them.
 ANALYSIS_TABLES = (PIES, CLASS_STATS, EXEMPLAR_SCORES, PIE_ACCURACY, DIFFICULTY, SLICE_STATS)
 
@@ -435,8 +460,8 @@ COMPARE_GATE_KEYS = (
 
 
 def table(name):
-  """The Table of a CSV file name of the analysis, the robustness analysis or the comparison."""
-  for candidate in ANALYSIS_TABLES + (ROBUSTNESS, ROBUSTNESS_MODELS) + COMPARE_TABLES:
+  """The Table of a CSV file name of the analysis, the robustness analysis, the calibration or the comparison."""
+  for candidate in ANALYSIS_TABLES + (ROBUSTNESS, ROBUSTNESS_MODELS, CALIBRATION) + COMPARE_TABLES:
     if candidate.name == name:
       return candidate
   raise KeyError(f"{name!r} is not a table of the analysis output contract")

@@ -53,6 +53,7 @@ from pie import outputs
 from pie import preprocess
 from pie import significance
 from pie import stats
+from pie import study as study_lib
 from pie import training
 from pie import variants
 from pie.errors import PieError
@@ -962,70 +963,104 @@ def default_cache_dir(out_dir):
   return os.path.join(out_dir, "corrupted_cache")
 
 
-def run_robustness(
-    study,
-    out_dir,
-    corruption_names=None,
-    severities=corruptions.SEVERITIES,
-    source="on_the_fly",
-    imagenet_a=False,
-    include_extra=False,
-    seed=0,
-    alpha=0.05,
-    data_dir=None,
-    batch_size=None,
-    memory_limit_mb=DEFAULT_MEMORY_LIMIT_MB,
-    cache_dir=None,
-    keep_cache=False,
-    log=print,
-):
-  """Evaluates every model of `study` on the chosen sets and writes `outputs.ROBUSTNESS_FILES` into `out_dir`.
+@dataclasses.dataclass(frozen=True)
+class RobustnessOptions:
+  """The settings of a robustness analysis, checked when made (a PieError names the field).
 
-  Args:
-    study: a loaded pie.study.Study whose model folders hold model.h5.
-    out_dir: output folder (local or any tf.io.gfile path).
-    corruption_names: names from pie.corruptions; None = every applicable one (the 15 benchmark corruptions, plus
-      the 4 extra ones with include_extra); [] = none (e.g. only ImageNet-A).
-    severities: subset of 1..5.
-    source: "on_the_fly" (pie.corruptions on the display images) or "tfds" (pre-built sets in data_dir).
-    imagenet_a: also score TFDS imagenet_a (ImageNet studies only), restricted to its 200 classes.
-    seed: seed of the on-the-fly corruptions (with each example's position).
-    alpha: significance level.
-    data_dir: TFDS data_dir to read from (default: the study's config.data.data_dir).
-    batch_size: inference batch size (default: the study's eval_batch_size).
-    memory_limit_mb: image sets are kept in memory up to this total; further ones are memory-mapped files.
-    cache_dir: where those files go (default: default_cache_dir(out_dir)); removed at the end unless keep_cache.
-    log: progress printer.
-
-  Returns:
-    The summary dict (also written as robustness_summary.json).
+  corruption_names: names from pie.corruptions; None = every applicable one (the 15 benchmark corruptions, plus the
+    4 extra ones with include_extra); [] = none (e.g. only ImageNet-A).
+  severities: subset of 1..5.
+  source: "on_the_fly" (pie.corruptions on the display images) or "tfds" (pre-built sets in data_dir).
+  imagenet_a: also score TFDS imagenet_a (ImageNet studies only), restricted to its 200 classes.
+  seed: seed of the on-the-fly corruptions (with each example's position).
+  alpha: significance level (a row is significant when q <= alpha).
+  data_dir: TFDS data_dir to read from (default: the study's config.data.data_dir).
+  batch_size: inference batch size (default: the study's eval_batch_size).
+  memory_limit_mb: image sets are kept in memory up to this total; further ones are memory-mapped files.
+  cache_dir: where those files go (default: default_cache_dir(out_dir)); removed at the end unless keep_cache.
   """
-  start = time.time()
-  out_dir = names_lib.resolve_path(out_dir, "out_dir")
-  cache_dir = names_lib.resolve_path(cache_dir, "cache_dir") if cache_dir else None
-  if not 0 < alpha < 1:
-    raise PieError(f"alpha must be in (0, 1), got {alpha}", parameter="alpha")
-  if isinstance(seed, bool) or int(seed) != seed or seed < 0:
-    raise PieError(f"seed must be a non-negative integer, got {seed}", parameter="seed")
-  if memory_limit_mb < 0:
-    raise PieError(f"memory_limit_mb must be >= 0, got {memory_limit_mb}", parameter="memory_limit_mb")
-  files = model_files(study)  # fail before any expensive work
-  batch_size = int(batch_size or study.config.get("eval_batch_size", 256))
-  if batch_size < 1:
-    raise PieError(f"batch_size must be positive, got {batch_size}", parameter="batch_size")
-  data_config = _data_config(study, data_dir)
-  channels = 3 if data_config.preprocess == "imagenet" else training.load_model(files[0][3]).input_shape[-1]
-  names = select_corruptions(corruption_names, channels, include_extra=include_extra)
-  specs = plan_sets(names, severities, source, imagenet_a=imagenet_a)
-  log(
-      f"robustness: {len(files)} models x {len(specs)} sets ({source}; corruptions: {', '.join(names) or 'none'}; "
-      f"severities: {', '.join(map(str, sorted(severities))) if names else '-'}"
-      f"{'; imagenet_a' if imagenet_a else ''})"
+
+  corruption_names: object = None
+  severities: tuple = tuple(corruptions.SEVERITIES)
+  source: str = "on_the_fly"
+  imagenet_a: bool = False
+  include_extra: bool = False
+  seed: int = 0
+  alpha: float = 0.05
+  data_dir: object = None
+  batch_size: object = None
+  memory_limit_mb: int = DEFAULT_MEMORY_LIMIT_MB
+  cache_dir: object = None
+  keep_cache: bool = False
+
+  def __post_init__(self):
+    if not 0 < self.alpha < 1:
+      raise PieError(f"alpha must be in (0, 1), got {self.alpha}", parameter="alpha")
+    if isinstance(self.seed, bool) or int(self.seed) != self.seed or self.seed < 0:
+      raise PieError(f"seed must be a non-negative integer, got {self.seed}", parameter="seed")
+    if self.memory_limit_mb < 0:
+      raise PieError(f"memory_limit_mb must be >= 0, got {self.memory_limit_mb}", parameter="memory_limit_mb")
+    if self.batch_size is not None and int(self.batch_size) < 1:
+      raise PieError(f"batch_size must be positive, got {self.batch_size}", parameter="batch_size")
+
+  @classmethod
+  def of(cls, options=None, **fields):
+    """`options` (None: the defaults) with the given fields replaced (`run_robustness(study, out, seed=3)`)."""
+    unknown = sorted(set(fields) - {field.name for field in dataclasses.fields(cls)})
+    if unknown:
+      raise TypeError(f"unknown robustness option(s) {', '.join(unknown)}")
+    return dataclasses.replace(options or cls(), **fields)
+
+
+def run(study_dir, out_dir=None, options=None, allow_mixed_configs=False, log=print, **fields):
+  """The robustness analysis of a study directory (what `python -m analysis.robustness` runs): loads the study, writes
+  `outputs.ROBUSTNESS_FILES` into `out_dir` (default <study_dir>/analysis) and, when the analysis has run there,
+  rebuilds its report with the robustness section. Returns (out_dir, summary)."""
+  options = RobustnessOptions.of(options, **fields)
+  out_dir = (
+      names_lib.resolve_path(out_dir, "out_dir")
+      if out_dir
+      else os.path.join(names_lib.resolve_path(study_dir, "study_dir"), "analysis")
   )
-  store = ImageStore(cache_dir or default_cache_dir(out_dir), int(memory_limit_mb * 2**20))
+  study = study_lib.load_study(study_dir, allow_mixed_configs=allow_mixed_configs, log=log)
+  summary = run_robustness(study, out_dir, options, log=log)
+  if tf.io.gfile.exists(os.path.join(out_dir, outputs.SUMMARY_JSON)):
+    from pie import report  # pylint: disable=g-import-not-at-top
+
+    log(f"report: {report.write_report(out_dir)}")
+  return out_dir, summary
+
+
+def run_robustness(study, out_dir, options=None, log=print, **fields):
+  """Evaluates every model of `study` (a loaded pie.study.Study whose model folders hold model.h5) on the sets the
+  `RobustnessOptions` name (or its fields as keywords) and writes `outputs.ROBUSTNESS_FILES` into `out_dir` (local or
+  any tf.io.gfile path). Returns the summary dict (also written as robustness_summary.json)."""
+  start = time.time()
+  options = RobustnessOptions.of(options, **fields)
+  out_dir = names_lib.resolve_path(out_dir, "out_dir")
+  cache_dir = names_lib.resolve_path(options.cache_dir, "cache_dir") if options.cache_dir else None
+  files = model_files(study)  # fail before any expensive work
+  batch_size = int(options.batch_size or study.config.get("eval_batch_size", 256))
+  data_config = _data_config(study, options.data_dir)
+  channels = 3 if data_config.preprocess == "imagenet" else training.load_model(files[0][3]).input_shape[-1]
+  names = select_corruptions(options.corruption_names, channels, include_extra=options.include_extra)
+  specs = plan_sets(names, options.severities, options.source, imagenet_a=options.imagenet_a)
+  log(
+      f"robustness: {len(files)} models x {len(specs)} sets ({options.source}; corruptions: "
+      f"{', '.join(names) or 'none'}; severities: {', '.join(map(str, sorted(options.severities))) if names else '-'}"
+      f"{'; imagenet_a' if options.imagenet_a else ''})"
+  )
+  store = ImageStore(cache_dir or default_cache_dir(out_dir), int(options.memory_limit_mb * 2**20))
   try:
     labels = build_sets(
-        study, specs, store, source=source, seed=int(seed), data_dir=data_dir, batch_size=batch_size, log=log
+        study,
+        specs,
+        store,
+        source=options.source,
+        seed=int(options.seed),
+        data_dir=options.data_dir,
+        batch_size=batch_size,
+        log=log,
     )
     results, agreement = evaluate_models(study, specs, store, labels, batch_size=batch_size, log=log)
     cache = {
@@ -1036,7 +1071,24 @@ def run_robustness(
         "cache_dir": store.cache_dir if store.disk_bytes else None,
     }
   finally:
-    store.close(remove_files=not keep_cache)
+    store.close(remove_files=not options.keep_cache)
+  settings = {
+      "source": options.source,
+      "seed": int(options.seed),
+      "severities": sorted(int(s) for s in options.severities),
+      "corruptions": names,
+      "imagenet_a": bool(options.imagenet_a),
+      "imagenet_a_class_ids": "IMAGENET_A_CLASS_IDS of pie.robustness (200 ids)" if options.imagenet_a else None,
+      "cache": cache,
+      "batch_size": batch_size,
+  }
+  summary = _summarize_and_write(study, out_dir, results, agreement, settings, options.alpha, start, log)
+  log(f"robustness: done in {time.time() - start:.1f}s")
+  return summary
+
+
+def _summarize_and_write(study, out_dir, results, agreement, settings, alpha, start, log):
+  """The tables and robustness_summary.json of the evaluated models, written; each level's headline logged."""
   low = {name: a for name, a in agreement.items() if a < CLEAN_AGREEMENT_WARNING}
   for name, a in sorted(low.items()):
     log(
@@ -1046,14 +1098,7 @@ def run_robustness(
   clean_top1 = {s: np.array([np.mean(m.top1 == study.labels) for m in study.levels[s]]) for s in study.levels}
   table = robustness_table(results, clean_top1, alpha=alpha)
   settings = {
-      "source": source,
-      "seed": int(seed),
-      "severities": sorted(int(s) for s in severities),
-      "corruptions": names,
-      "imagenet_a": bool(imagenet_a),
-      "imagenet_a_class_ids": "IMAGENET_A_CLASS_IDS of pie.robustness (200 ids)" if imagenet_a else None,
-      "cache": cache,
-      "batch_size": batch_size,
+      **settings,
       "clean_check": {"min_agreement": min(agreement.values()), "models_below_warning": sorted(low)}
       if agreement
       else None,
@@ -1064,7 +1109,6 @@ def run_robustness(
   for entry in summary["levels"]:
     if entry["sparsity"] > 0:
       log(level_headline(entry, alpha))
-  log(f"robustness: done in {time.time() - start:.1f}s")
   return summary
 
 

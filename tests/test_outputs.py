@@ -133,7 +133,8 @@ def test_every_column_and_feature_is_documented():
     columns = table.columns(bootstrap=True, method=True, paired=True)
     assert [c for c in columns if f"`{c}`" not in section] == [], table.name
   keys = outputs.LEVEL_PAIRED_KEYS + outputs.LEVEL_HARM_KEYS + outputs.SINGLE_PAIR_KEYS + outputs.MITIGATION_KEYS
-  keys += ("design", "mitigations")
+  keys += outputs.LEVEL_FLOOR_KEYS + outputs.CORRELATION_KEYS + ("design", "mitigations", "fdr_scope")
+  assert [c for c in outputs.CALIBRATION.columns() if f"`{c}`" not in section] == [], outputs.CALIBRATION_CSV
   assert [k for k in keys if f"`{k}`" not in section] == []
   assert [name for name, _ in outputs.PIE_IMAGE_FEATURES if f"`{name}`" not in section] == []
   docs = open(os.path.join(REPO, "docs", "robustness.md"), encoding="utf-8").read()
@@ -227,3 +228,14 @@ def test_damaged_pie_images_are_named(tmp_path):
     writer.write(tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString())
   with pytest.raises(PieError, match=f"{other}: record 0 has no feature 'example_id'"):
     outputs.read_pie_records(other)
+
+
+def test_the_calibration_binary_writes_the_declared_table(tmp_path):
+  from pie import calibration  # pylint: disable=import-outside-toplevel
+
+  fake_study.write_study(str(tmp_path / "study"), levels=(0.0,), seeds=6, num_examples=80)
+  table = calibration.run(str(tmp_path / "study"), str(tmp_path / "out"), num_splits=20, log=lambda m: None)
+  written = pd.read_csv(tmp_path / "out" / outputs.CALIBRATION_CSV)
+  assert list(written.columns) == list(outputs.CALIBRATION.columns()) == list(table.columns)
+  assert sorted(written["normalization"]) == ["per_model", "population"]
+  assert (written["n_first"] == 3).all() and (written["num_splits"] == 20).all()
