@@ -36,7 +36,6 @@ import os
 import ml_collections
 import numpy as np
 import pandas as pd
-import tensorflow as tf
 
 from pie import difficulty
 from pie import io_utils
@@ -1165,8 +1164,8 @@ def analyze_study(
       primary = variants.primary_method(pies[outputs.METHOD_COLUMN].unique())
       pies = pies.loc[pies[outputs.METHOD_COLUMN] == primary]
     outputs.write_pie_images(os.path.join(out_dir, outputs.PIES_TFRECORD), pies, found)
-  elif tf.io.gfile.exists(os.path.join(out_dir, outputs.PIES_TFRECORD)):
-    tf.io.gfile.remove(os.path.join(out_dir, outputs.PIES_TFRECORD))  # an earlier run's images would not match
+  elif io_utils.exists(os.path.join(out_dir, outputs.PIES_TFRECORD)):
+    io_utils.remove(os.path.join(out_dir, outputs.PIES_TFRECORD))  # an earlier run's images would not match
   for name, frame in tables.items():
     io_utils.write_text(os.path.join(out_dir, name), csv_text(frame))
   io_utils.write_json(os.path.join(out_dir, outputs.SUMMARY_JSON), summary)
