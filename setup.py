@@ -35,6 +35,7 @@ setuptools.setup(
         "scipy>=1.11",  # stats.false_discovery_control
         "pandas>=2.0",
         "scikit-learn",  # the embedded digits dataset (load_digits)
+        "threadpoolctl",  # BLAS on one thread in the modal-label kernels (significance.modal_disagreements)
         "matplotlib",
         "pillow",
     ],
