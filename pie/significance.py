@@ -1469,8 +1469,13 @@ class SortedVotes:
     n_models, n_examples = predictions.shape
     self.shape = (n_models, n_examples)
     self.num_classes = num_classes
-    self.order = np.argsort(predictions, axis=0, kind="stable").astype(np.intp)
-    sorted_labels = np.take_along_axis(predictions, self.order, axis=0)
+    # The stable argsort of each column, as one sort of the keys label * n_models + model along contiguous rows of
+    # the transpose (every key distinct, so any sort is stable): several times faster than argsort along axis 0.
+    key_type = np.int32 if num_classes * n_models < np.iinfo(np.int32).max else np.int64
+    keys = predictions.T.astype(key_type) * key_type(n_models) + np.arange(n_models, dtype=key_type)
+    keys.sort(axis=1)
+    self.order = np.ascontiguousarray((keys % n_models).T).astype(np.intp)
+    sorted_labels = np.ascontiguousarray((keys // n_models).T)
     # same_run[j] = 1 when sorted position j continues the run of position j - 1.
     same_run = np.zeros((n_models, n_examples), dtype=np.int64)
     same_run[1:] = sorted_labels[1:] == sorted_labels[:-1]
