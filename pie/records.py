@@ -9,6 +9,7 @@ record, more than parsing costs; a file whose CRC-32C is known (the export recor
 in one call, so its per-record checksums need not be.
 """
 
+import functools
 import struct
 
 import google_crc32c
@@ -243,25 +244,124 @@ def _masked(crc):
   return ((rotated + np.uint64(_MASK_DELTA)) & np.uint64(0xFFFFFFFF)).astype(np.uint32)
 
 
-def check_record_crcs(data, starts, lengths):
+def _unmasked(masked):
+  """The CRC-32Cs whose masked values (`_masked`) are given."""
+  rotated = (masked.astype(np.uint64) - np.uint64(_MASK_DELTA)) & np.uint64(0xFFFFFFFF)
+  return (((rotated >> np.uint64(17)) | (rotated << np.uint64(15))) & np.uint64(0xFFFFFFFF)).astype(np.uint32)
+
+
+# --- CRC-32C arithmetic for checking many records in one call ----------------------------------------------------
+# Without the CRC register's initial and final inversions, CRC-32C is linear over GF(2): with lin(X) the register
+# after X from 0, lin(X || Y) = adv_|Y|(lin(X)) xor lin(Y), where adv_m is the linear map of m zero bytes on the
+# register, and crc32c(X) = lin(X) xor crc32c(zeros(|X|)). A linear map of the 32-bit register is held as its 32
+# column images (the images of 1 << b), and applied to many registers at once through four 256-entry tables.
+
+
+def _crc_table():
+  table = np.arange(256, dtype=np.uint32)
+  for _ in range(8):
+    table = np.where(table & 1, (table >> np.uint32(1)) ^ np.uint32(0x82F63B78), table >> np.uint32(1))
+  return table.astype(np.uint32)
+
+
+_CRC_TABLE = _crc_table()
+_BITS = (np.uint32(1) << np.arange(32, dtype=np.uint32)).astype(np.uint32)
+
+
+def _byte_tables(columns):
+  """[4, 256] tables of a linear map given by its column images: map(v) = xor of table[k][byte k of v]."""
+  bits = (np.arange(256)[:, None] >> np.arange(8)) & 1  # [byte value, bit]
+  tables = np.zeros((4, 256), dtype=np.uint32)
+  for k in range(4):
+    for bit in range(8):
+      tables[k] ^= np.where(bits[:, bit] == 1, columns[8 * k + bit], np.uint32(0)).astype(np.uint32)
+  return tables
+
+
+def _apply(tables, values):
+  values = values.astype(np.uint32)
+  out = tables[0][values & 0xFF]
+  for k in range(1, 4):
+    out ^= tables[k][(values >> np.uint32(8 * k)) & 0xFF]
+  return out
+
+
+def _zero_bytes_map(count):
+  """Column images of adv_count (the register after `count` zero bytes), by squaring the map of one byte."""
+  step = (_CRC_TABLE[_BITS & 0xFF] ^ (_BITS >> np.uint32(8))).astype(np.uint32)  # one zero byte
+  result = _BITS.copy()  # the identity
+  while count:
+    if count & 1:
+      result = _apply(_byte_tables(step), result)
+    step = _apply(_byte_tables(step), step)
+    count >>= 1
+  return result
+
+
+@functools.lru_cache(maxsize=16)
+def _combination_tables(width, levels):
+  """The byte tables of adv_width^(2^k) for k < levels: the shifts of the combination tree of `_records_agree`."""
+  shift, tables = _zero_bytes_map(width), []
+  for _ in range(levels):
+    tables.append(_byte_tables(shift))
+    shift = _apply(tables[-1], shift)
+  return tables
+
+
+def _records_agree(padded, claimed, width):
+  """Whether lin of every row of `padded` ([n, width] bytes, each a record's data after leading zeros) is the
+  corresponding `claimed` value, checked at once: the CRC of all rows together must equal the claims combined as the
+  CRC combines its parts (a tree of pairwise combinations, adv_width^(2^k) at level k). One record that does not match
+  always fails it (adv is invertible); several could cancel by chance as in any 32-bit checksum."""
+  n = len(claimed)
+  padded.setflags(write=False)  # google_crc32c reads read-only buffers in place
+  together = google_crc32c.value(padded) ^ google_crc32c.value(bytes(n * width))
+  levels = max(n - 1, 0).bit_length()
+  combined = np.zeros(1 << levels, dtype=np.uint32)
+  combined[len(combined) - n :] = claimed  # leading zeros change nothing
+  for tables in _combination_tables(width, levels):
+    combined = _apply(tables, combined[0::2]) ^ combined[1::2]
+  return int(combined[0]) == together
+
+
+def check_record_crcs(data, starts, lengths, chunk_bytes=16 << 20):
   """Checks every record's two CRC-32Cs (of its length header and of its data), as tf.data does; ValueError naming
-  the first record whose bytes do not match. For files whose metadata records no whole-file CRC-32C."""
+  the first record whose bytes do not match. For files whose metadata records no whole-file CRC-32C.
+
+  The data CRCs are checked a chunk of records at a time (`_records_agree`); only a chunk that fails is checked record
+  by record, to name the record.
+  """
   buf = np.frombuffer(data, np.uint8)
   if not len(starts):
     return
-  stored_length_crc = buf[starts[:, None] + np.arange(8, 12)].view("<u4")[:, 0]
+  words = _sliding(buf, "<u4")
+  stored_length_crc = words[starts + 8]
   distinct, inverse = np.unique(lengths, return_inverse=True)
   length_crc = np.array([google_crc32c.value(_HEADER.pack(int(v))) for v in distinct], np.uint32)
   bad = _masked(length_crc)[inverse] != stored_length_crc
-  ends = starts + 12 + lengths
-  stored_data_crc = buf[ends[:, None] + np.arange(4)].view("<u4")[:, 0]
-  value = google_crc32c.value
-  data_crc = np.fromiter(
-      (value(data[s:e]) for s, e in zip((starts + 12).tolist(), ends.tolist())), np.uint32, count=len(starts)
-  )
-  bad |= _masked(data_crc) != stored_data_crc
   if bad.any():
-    raise ValueError(f"the CRC-32C of record {int(np.argmax(bad))} does not match its bytes")
+    raise ValueError(f"the CRC-32C of the length of record {int(np.argmax(bad))} does not match its bytes")
+  ends = starts + 12 + lengths
+  claimed = _unmasked(words[ends])
+  zeros_crc = np.array([google_crc32c.value(bytes(int(v))) for v in distinct], np.uint32)
+  claimed ^= zeros_crc[inverse]  # lin of each record's data, as its stored CRC claims it
+  width = int(lengths.max())
+  # Row i: the `width` bytes that end where record i's data ends (a sliding view of the bytes after `width` zeros),
+  # then the bytes before the record's data zeroed.
+  front = np.zeros(width + len(buf), dtype=np.uint8)
+  front[width:] = buf
+  windows = np.lib.stride_tricks.as_strided(front, (len(buf) + 1, width), (1, 1), writeable=False)
+  per_chunk = max(1, chunk_bytes // max(width, 1))
+  for start in range(0, len(starts), per_chunk):
+    stop = min(start + per_chunk, len(starts))
+    padded = windows[ends[start:stop]]
+    for length in distinct[distinct < width]:  # the bytes before each record's data, a few distinct lengths
+      padded[lengths[start:stop] == length, : width - length] = 0
+    if not _records_agree(padded, claimed[start:stop], width):
+      value = google_crc32c.value
+      for i in range(start, stop):
+        if _masked(np.array([value(data[starts[i] + 12 : ends[i]])])) != buf[ends[i] : ends[i] + 4].view("<u4"):
+          raise ValueError(f"the CRC-32C of record {i} does not match its bytes")
 
 
 class _NotOurLayout(Exception):
