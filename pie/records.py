@@ -489,8 +489,57 @@ def _packed_values(cursor, end, kind, width, chunk=2048):
   return values.view(np.int64)
 
 
+def _short_entry(cursor, data_end, features):
+  """An entry whose lengths are all one byte in every record (every entry but logits), checked in a few 8-byte reads:
+  [0x0A, entry length, 0x0A, key length, key, 0x12, feature length, list tag, list length, 0x0A, packed length], each
+  length following from the entry's. Returns (key, values or None) or None when some length is longer (then
+  `_entry` reads it field by field)."""
+  buf, pos = cursor.buf, cursor.pos
+  first = int(pos[0])
+  if first + 4 > len(buf) or buf[first] != 0x0A or buf[first + 2] != 0x0A or buf[first + 3] >= 0x80:
+    return None
+  key = buf[first + 4 : first + 4 + int(buf[first + 3])].tobytes()
+  name = key.decode("utf-8", "replace")
+  entry = buf[pos + 1].astype(np.int64)  # each record's entry length
+  if entry.max() >= 0x80:
+    return None
+  entry_end = pos + 2 + entry
+  if np.any(entry_end > data_end):
+    raise _NotOurLayout
+  # The header's bytes: constants, and the lengths that follow from the entry's (byte offset, value per record).
+  template = bytearray([0x0A, 0, 0x0A, len(key)]) + key
+  lengths = [(1, entry)]
+  if name in features:
+    packed = entry - len(key) - 8  # the bytes of the packed values
+    if packed.min() < 0:
+      raise _NotOurLayout
+    tag = len(template)
+    template += bytes([0x12, 0, features[name][0][0], 0, 0x0A, 0])
+    lengths += [(tag + 1, packed + 4), (tag + 3, packed + 2), (tag + 5, packed)]
+  for offset in range(0, len(template), 8):
+    chunk = template[offset : offset + 8]
+    expected = np.full(len(pos), int.from_bytes(chunk, "little"), dtype=np.uint64)
+    for at, value in lengths:
+      if offset <= at < offset + 8:
+        expected |= value.astype(np.uint64) << np.uint64(8 * (at - offset))
+    mask = np.uint64((1 << (8 * len(chunk))) - 1)
+    if not np.array_equal(cursor.words[pos + offset] & mask, expected):
+      raise _NotOurLayout
+  if name not in features:
+    cursor.pos = entry_end
+    return key, None
+  cursor.pos = pos + len(template)
+  kind, width = features[name]
+  return key, _packed_values(cursor, entry_end, kind, width)
+
+
 def _entry(cursor, data_end, features, previous):
   """Reads one map entry of Features.feature: (its key, its values or None for a key not asked for)."""
+  short = _short_entry(cursor, data_end, features)
+  if short is not None:
+    if short[0] <= previous:
+      raise _NotOurLayout  # keys out of order or repeated: not pie's writer
+    return short
   entry_end = cursor.tag_and_length(0x0A, data_end)  # Features.feature, one map entry
   head = cursor.buf[cursor.pos[0] : cursor.pos[0] + 2]
   if len(head) < 2 or head[0] != 0x0A or head[1] >= 0x80:
