@@ -568,11 +568,18 @@ def welch_test(dense, pruned, unchanged=None, exchangeable: bool = True) -> Welc
   return _welch(dense, pruned, unchanged, bool(exchangeable))
 
 
-def _welch(dense: np.ndarray, pruned: np.ndarray, unchanged=None, exchangeable: bool = True) -> WelchResult:
+def _welch(
+    dense: np.ndarray, pruned: np.ndarray, unchanged=None, exchangeable: bool = True, below: float | None = None
+) -> WelchResult:
   """``welch_test`` on samples already checked (float64, the shapes of ``_check_samples``).
 
   The callers in this module check their inputs once (predictions, hits, recall matrices) and then test many
   resamples or splits of them, so the per-call checks are skipped there.
+
+  ``below``: for callers that only ask which p-values are below it (resamples and A/A splits: ``p < alpha`` and
+  Benjamini-Hochberg at alpha), the t tail is evaluated only where |t| reaches the normal quantile of ``below / 2``;
+  elsewhere p is certainly above ``below`` (a t tail is heavier than the normal one) and is set to 1. The decisions
+  at ``below`` are those of the exact p-values; the p-values themselves are not.
   """
   n_d, n_p = dense.shape[-2], pruned.shape[-2]
   absent = np.isnan(dense).all(axis=-2) | np.isnan(pruned).all(axis=-2)
@@ -592,7 +599,14 @@ def _welch(dense: np.ndarray, pruned: np.ndarray, unchanged=None, exchangeable: 
     diff = mean_d - mean_p
     t = diff / np.sqrt(se2)
     df = se2**2 / (se_d**2 / (n_d - 1) + se_p**2 / (n_p - 1)) if min(n_d, n_p) >= 2 else nan.copy()
-    p = 2.0 * stats.t.sf(np.abs(t), df)
+    if below is None:
+      p = 2.0 * stats.t.sf(np.abs(t), df)
+    else:
+      # 1 - 1e-7: a margin far above the rounding of the computed tail, so that no p-value left out could be computed
+      # below `below`.
+      near = ~(np.abs(t) < special.ndtri(1 - below / 2) * (1 - 1e-7))
+      p = np.ones(np.shape(t))
+      p[near] = 2.0 * stats.t.sf(np.abs(t[near]), np.broadcast_to(df, np.shape(t))[near])
 
   case = np.full(mean_d.shape, CASE_REGULAR, dtype=np.int8)
   both_constant = (se2 == 0) & ~absent
@@ -1859,6 +1873,7 @@ def bootstrap_class_stability(
         _resampled_normalized(recall_p, top1_p, rows_p, normalization),
         unchanged=unchanged_classes(recall_d[rows_d], recall_p[rows_p]),
         exchangeable=exchangeable,
+        below=alpha,
     )
     hits += res.significant(alpha).sum(axis=0)
   return np.where(observed.tested, hits / num_resamples, np.nan), observed_significant
@@ -2069,6 +2084,7 @@ def split_class_tests(
         _resampled_normalized(recall, top1, rows_b, normalization),
         unchanged=unchanged_classes(recall[rows_a], recall[rows_b]),
         exchangeable=normalization == "per_model",
+        below=alpha,  # the counts below need which p-values are below alpha, and BH at alpha: the same decisions
     )
     tested, significant = res.tested, res.significant(alpha)
     for i, p in enumerate(res.p):

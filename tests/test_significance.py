@@ -1007,3 +1007,28 @@ def test_bootstrap_pie_stability_reuses_no_other_populations_codes():
     expected_stability, expected_counts = loop(d, pruned, rows, pruned_rows)
     np.testing.assert_array_equal(stability, expected_stability)
     np.testing.assert_array_equal(counts, expected_counts)
+
+
+def test_welch_below_alpha_makes_the_decisions_of_the_exact_p_values():
+  """Resamples and A/A splits evaluate the t tail only where |t| reaches the normal quantile: p < alpha and the BH
+  rejections at alpha are those of the exact p-values, including t statistics at the threshold itself."""
+  rng = np.random.default_rng(15)
+  alpha = 0.05
+  z = special.ndtri(1 - alpha / 2)
+  for n_d, n_p in ((2, 2), (3, 8), (30, 30)):
+    dense = rng.normal(size=(40, n_d, 300))
+    pruned = rng.normal(size=(40, n_p, 300)) + rng.choice([0.0, 0.3, 1.0, 3.0], size=(40, 1, 300))
+    exact = sig._welch(dense, pruned)
+    # Shift some columns so that their t sits right at, just under and just over the normal quantile.
+    target = z * np.array([1 - 1e-6, 1 - 1e-9, 1.0, 1 + 1e-9])
+    scale = np.sqrt(exact.var_dense / n_d + exact.var_pruned / n_p)
+    pruned[:, :, :4] += (exact.difference[:, :4] + target * scale[:, :4])[:, None, :]
+    exact = sig._welch(dense, pruned)
+    quick = sig._welch(dense, pruned, below=alpha)
+    np.testing.assert_array_equal(quick.significant(alpha), exact.significant(alpha))
+    np.testing.assert_array_equal(quick.tested, exact.tested)
+    for p_quick, p_exact in zip(quick.p, exact.p):
+      np.testing.assert_array_equal(
+          sig.bh_rejections(sig.bh_q_values(p_quick), alpha), sig.bh_rejections(sig.bh_q_values(p_exact), alpha)
+      )
+    assert np.all(quick.p[~quick.significant(alpha) & quick.tested] >= alpha)
