@@ -37,6 +37,7 @@ import collections
 import dataclasses
 import hashlib
 import math
+import threading
 
 import numpy as np
 import pandas as pd
@@ -355,10 +356,11 @@ def _check_recall_pair(dense_norm, pruned_norm) -> tuple[np.ndarray, np.ndarray]
 
 
 def _class_hits(predictions: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
-  n_models = predictions.shape[0]
-  correct = predictions == labels[None, :]
-  cells = (np.arange(n_models)[:, None] * num_classes + labels[None, :])[correct]
-  return np.bincount(cells, minlength=n_models * num_classes).reshape(n_models, num_classes)
+  hits = np.empty((predictions.shape[0], num_classes), dtype=np.int64)
+  labels = np.asarray(labels, dtype=np.intp)
+  for model, row in enumerate(predictions):  # a model's correct predictions as weights: counts, exact in float64
+    hits[model] = np.bincount(labels, weights=row == labels, minlength=num_classes)
+  return hits
 
 
 def class_hits(predictions, labels, num_classes: int) -> np.ndarray:
@@ -1721,6 +1723,46 @@ class SortedVotes:
     return result
 
 
+_CACHE_LOCK = threading.Lock()  # the caches below may be used from several threads (Beam's DirectRunner)
+
+
+def _cached(cache, key):
+  with _CACHE_LOCK:
+    if key not in cache:
+      return None
+    cache.move_to_end(key)
+    return cache[key]
+
+
+def _cache(cache, key, value, size):
+  with _CACHE_LOCK:
+    cache[key] = value
+    while len(cache) > size:
+      cache.popitem(last=False)
+
+
+# The last populations sorted by ``shared_votes``: the analysis asks for the modal labels of the dense population under
+# both tie rules, for its difficulty and against every level, and for each level's several times. Keyed by a digest of
+# the predictions; a few entries of a few [n_models, n_examples] arrays each.
+_SHARED_VOTES = collections.OrderedDict()
+
+
+def shared_votes(predictions, num_classes=None) -> SortedVotes:
+  """``SortedVotes(predictions, num_classes)``, the same object for the same predictions (by content) while it is
+  among the last three asked for: sorting is most of the cost of a population's modal labels."""
+  predictions = np.ascontiguousarray(predictions)
+  if predictions.ndim != 2 or predictions.dtype.kind not in "iu":
+    return SortedVotes(predictions, num_classes)  # which refuses them with the reason
+  if num_classes is not None:
+    num_classes = _check_num_classes(num_classes)
+  key = (predictions.shape, predictions.dtype.str, num_classes, hashlib.blake2b(predictions.view(np.uint8)).digest())
+  votes = _cached(_SHARED_VOTES, key)
+  if votes is None:
+    votes = SortedVotes(predictions, num_classes)
+    _cache(_SHARED_VOTES, key, votes, 3)
+  return votes
+
+
 def modal_votes(predictions, num_classes=None, weights=None, tie_break: str = "smallest") -> ModalVotes:
   """Modal label of every example over a population's (weighted) models, with its share and the tie mask.
 
@@ -1736,7 +1778,7 @@ def modal_votes(predictions, num_classes=None, weights=None, tie_break: str = "s
     ``ModalVotes``.  ``pie.stats.modal_labels`` is this with unit weights.  To tally many weightings of one
     population, sort it once with ``SortedVotes``.
   """
-  return SortedVotes(predictions, num_classes).votes(weights, tie_break)
+  return shared_votes(predictions, num_classes).votes(weights, tie_break)
 
 
 def _one_blas_thread():
@@ -1898,9 +1940,9 @@ def _resampled_codes(preds: np.ndarray, rows: np.ndarray, num_classes: int):
       hashlib.blake2b(preds.view(np.uint8)).digest(),
       hashlib.blake2b(rows.view(np.uint8)).digest(),
   )
-  if key in _RESAMPLED_CODES:
-    _RESAMPLED_CODES.move_to_end(key)
-    return _RESAMPLED_CODES[key]
+  cached = _cached(_RESAMPLED_CODES, key)
+  if cached is not None:
+    return cached
   n_models, n_examples = preds.shape
   dtype = np.uint16 if num_classes <= 2**16 else np.int64
   observed = (num_classes - 1 - preds[0].astype(np.int64)).astype(dtype)  # exact where the population is unanimous
@@ -1912,9 +1954,7 @@ def _resampled_codes(preds: np.ndarray, rows: np.ndarray, num_classes: int):
     if len(rows):
       with _one_blas_thread():
         codes[contested] = np.concatenate(list(votes._code_blocks(resample_weights(rows, n_models), "smallest")))
-  _RESAMPLED_CODES[key] = (codes, observed)
-  while len(_RESAMPLED_CODES) > 2:
-    _RESAMPLED_CODES.popitem(last=False)
+  _cache(_RESAMPLED_CODES, key, (codes, observed), 2)
   return codes, observed
 
 
@@ -2321,8 +2361,8 @@ def exemplar_parts(baseline_preds, compressed_preds, num_classes: int):
   compressed = _check_predictions(compressed_preds, "compressed_preds", num_classes)
   _check_same_examples(baseline, compressed, "baseline_preds", "compressed_preds")
   n_b, n_c = baseline.shape[0], compressed.shape[0]
-  baseline_modal = SortedVotes(baseline, num_classes).modal()
-  compressed_modal = SortedVotes(compressed, num_classes).modal()
+  baseline_modal = shared_votes(baseline, num_classes).modal()
+  compressed_modal = shared_votes(compressed, num_classes).modal()
 
   common = np.result_type(baseline.dtype, compressed.dtype)
   votes = SortedVotes(np.concatenate([baseline.astype(common), compressed.astype(common)]), num_classes)

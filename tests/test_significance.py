@@ -1032,3 +1032,18 @@ def test_welch_below_alpha_makes_the_decisions_of_the_exact_p_values():
           sig.bh_rejections(sig.bh_q_values(p_quick), alpha), sig.bh_rejections(sig.bh_q_values(p_exact), alpha)
       )
     assert np.all(quick.p[~quick.significant(alpha) & quick.tested] >= alpha)
+
+
+def test_shared_votes_follow_the_predictions_content():
+  """Populations sorted once are reused for the same predictions only: an array changed in place, or another one of
+  the same shape, is sorted anew."""
+  rng = np.random.default_rng(16)
+  preds = rng.integers(0, 3, (5, 200))
+  first = pie_stats.modal_labels(preds)
+  assert sig.shared_votes(preds) is sig.shared_votes(preds.copy())
+  preds[:, :50] = 2  # changed in place: every model votes 2 on the first 50 examples
+  again = pie_stats.modal_labels(preds)
+  np.testing.assert_array_equal(again, sig.SortedVotes(preds).modal())
+  assert np.all(again[:50] == 2) and not np.all(first[:50] == 2)
+  other = rng.integers(0, 3, (5, 200))
+  np.testing.assert_array_equal(pie_stats.modal_labels(other), sig.SortedVotes(other).modal())
