@@ -946,13 +946,15 @@ class SampleSizePlan:
 
 
 def _smallest_sufficient_size(power_at, num_classes, power, max_models):
-  """Per class, the smallest n >= 2 with power_at(n) >= power (power grows with n): doubling, then bisection.
+  """Per class, the smallest n >= 2 with power_at(classes, n) >= power (power grows with n): doubling, then
+  bisection. ``power_at(classes, n)`` is the power of those classes (indices) at sizes n, one per class: each step
+  evaluates only the classes still searching.
 
   Returns (n [num_classes] int64, over [num_classes] bool: not reached by max_models).
   """
   lo = np.full(num_classes, 2, dtype=np.int64)
   hi = np.full(num_classes, 2, dtype=np.int64)
-  done = power_at(hi) >= power
+  done = power_at(np.arange(num_classes), hi) >= power
   # Invariant for unfinished classes: power(lo) < target; grow hi until power(hi) >= target.
   while not done.all():
     grow = ~done & (hi < max_models)
@@ -960,14 +962,15 @@ def _smallest_sufficient_size(power_at, num_classes, power, max_models):
       break
     lo = np.where(grow, hi, lo)
     hi = np.where(grow, np.minimum(hi * 2, max_models), hi)
-    done = done | (grow & (power_at(hi) >= power))
+    growing = np.flatnonzero(grow)
+    done[growing] = power_at(growing, hi[growing]) >= power
   lo = np.where(done & (hi > 2), lo, hi)
   while np.any(hi - lo > 1):
     mid = (lo + hi) // 2
-    open_ = hi - lo > 1
-    ok = power_at(mid) >= power
-    hi = np.where(open_ & ok, mid, hi)
-    lo = np.where(open_ & ~ok, mid, lo)
+    open_ = np.flatnonzero(hi - lo > 1)
+    ok = power_at(open_, mid[open_]) >= power
+    hi[open_] = np.where(ok, mid[open_], hi[open_])
+    lo[open_] = np.where(ok, lo[open_], mid[open_])
   return hi, ~done
 
 
@@ -1034,7 +1037,7 @@ def _plan(
   idx = np.flatnonzero(plannable)
   if idx.size:
     current[idx] = power_at(idx, *current_models)
-    found, over = _smallest_sufficient_size(lambda n: power_at(idx, n, n), idx.size, power, max_models)
+    found, over = _smallest_sufficient_size(lambda which, n: power_at(idx[which], n, n), idx.size, power, max_models)
     needed[idx] = np.where(over, np.inf, found.astype(np.float64))
     achieved[idx] = np.where(over, np.nan, power_at(idx, found, found))
 
