@@ -405,33 +405,39 @@ class _Cursors:
     return end
 
   def varints(self, count):
-    """`count` consecutive varints per record (each under 2**56: pie writes no negative value), uint64 [n, count]."""
+    """`count` consecutive varints per record (each under 2**49, at most 7 bytes: pie writes no negative or larger
+    value), uint64 [n, count]."""
     first = self.buf[self.pos]
     if count == 1 and not np.any(first & 0x80):  # one byte each: lengths, small values
       self.pos = self.pos + 1
       return first.astype(np.uint64)[:, None]
-    # Two words hold 16 bytes from the cursor; each varint is taken from the low word, then the words shift down.
-    low, high = self.words[self.pos], self.words[self.pos + 8]
+    # A window of 8 bytes (one varint) or 16 (several) from the cursor; each varint is taken from the low word, then
+    # the window shifts down, and is read again once some record has used more than 8 of its bytes.
+    low = self.words[self.pos]
+    high = self.words[self.pos + 8] if count > 1 else None
     values = np.empty((len(self.pos), count), np.uint64)
     consumed = np.zeros(len(self.pos), np.int64)
     for j in range(count):
       stops = ~low & _HIGH_BITS  # the high bit of each byte that ends a varint
-      if not np.all(stops):
-        raise _NotOurLayout  # a varint of more than 8 bytes
       mask = ((stops & (~stops + np.uint64(1))) << np.uint64(1)) - np.uint64(1)  # up to its lowest stop: one varint
       width = np.bitwise_count(mask) >> 3
+      longest = int(width.max())
+      if longest > 7 or not np.all(stops):
+        raise _NotOurLayout  # a varint of 8 bytes or more
       word = low & mask
       value = word & np.uint64(0x7F)
-      for group in range(1, int(width.max())):  # 7 bits per byte, gathered down
+      for group in range(1, longest):  # 7 bits per byte, gathered down
         value |= (word >> np.uint64(group)) & np.uint64(0x7F << (7 * group))
       values[:, j] = value
       consumed += width
-      if np.any(consumed > 8) and j + 1 < count:  # the next varints may start in the high word: reload
+      if j + 1 == count:
+        break
+      if consumed.max() > 8:  # the next varints may start in the high word: read the window again
         low, high = self.words[self.pos + consumed], self.words[self.pos + consumed + 8]
-      elif j + 1 < count:
+      else:
         bits = width.astype(np.uint64) << np.uint64(3)
-        low = np.where(width == 8, high, (low >> bits) | (high << (np.uint64(64) - bits)))
-        high = np.where(width == 8, np.uint64(0), high >> bits)
+        low = (low >> bits) | (high << (np.uint64(64) - bits))
+        high = high >> bits
     self.pos = self.pos + consumed
     return values
 
@@ -483,7 +489,7 @@ def _packed_values(cursor, end, kind, width, chunk=2048):
       values[start : start + chunk] = floats[cursor.pos[start : start + chunk, None] + offsets]
     cursor.pos = end
     return values
-  values = np.concatenate([cursor.varints(min(4, width - j)) for j in range(0, width, 4)], axis=1)
+  values = np.concatenate([cursor.varints(min(8, width - j)) for j in range(0, width, 8)], axis=1)
   if not np.array_equal(cursor.pos, end):
     raise _NotOurLayout
   return values.view(np.int64)
@@ -518,12 +524,12 @@ def _short_entry(cursor, data_end, features):
     lengths += [(tag + 1, packed + 4), (tag + 3, packed + 2), (tag + 5, packed)]
   for offset in range(0, len(template), 8):
     chunk = template[offset : offset + 8]
-    expected = np.full(len(pos), int.from_bytes(chunk, "little"), dtype=np.uint64)
+    expected = np.uint64(int.from_bytes(chunk, "little"))
     for at, value in lengths:
       if offset <= at < offset + 8:
-        expected |= value.astype(np.uint64) << np.uint64(8 * (at - offset))
+        expected = expected | (value.astype(np.uint64) << np.uint64(8 * (at - offset)))
     mask = np.uint64((1 << (8 * len(chunk))) - 1)
-    if not np.array_equal(cursor.words[pos + offset] & mask, expected):
+    if not np.all((cursor.words[pos + offset] & mask) == expected):
       raise _NotOurLayout
   if name not in features:
     cursor.pos = entry_end
