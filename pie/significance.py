@@ -33,9 +33,7 @@ The formulas, the degenerate-case table and the references are in ``docs/statist
 
 from __future__ import annotations
 
-import collections
 import dataclasses
-import hashlib
 import math
 import threading
 
@@ -1726,28 +1724,33 @@ class SortedVotes:
     return result
 
 
-_CACHE_LOCK = threading.Lock()  # the caches below may be used from several threads (Beam's DirectRunner)
+class _ContentCache:
+  """The last few values computed from some arrays, found again by the arrays' content (compared, not hashed: no
+  collision can return another population's value). Locked: Beam's DirectRunner may call from several threads."""
 
+  def __init__(self, size: int):
+    self.size, self.entries, self.lock = size, [], threading.Lock()
 
-def _cached(cache, key):
-  with _CACHE_LOCK:
-    if key not in cache:
-      return None
-    cache.move_to_end(key)
-    return cache[key]
+  def get(self, extra, arrays):
+    with self.lock:
+      for i, (key, stored, value) in enumerate(self.entries):
+        if key == extra and all(
+            a.shape == b.shape and a.dtype == b.dtype and np.array_equal(a, b) for a, b in zip(stored, arrays)
+        ):
+          self.entries.append(self.entries.pop(i))
+          return value
+    return None
 
-
-def _cache(cache, key, value, size):
-  with _CACHE_LOCK:
-    cache[key] = value
-    while len(cache) > size:
-      cache.popitem(last=False)
+  def put(self, extra, arrays, value):
+    with self.lock:
+      self.entries.append((extra, tuple(np.array(a, copy=True) for a in arrays), value))
+      del self.entries[: -self.size]
 
 
 # The last populations sorted by ``shared_votes``: the analysis asks for the modal labels of the dense population under
-# both tie rules, for its difficulty and against every level, and for each level's several times. Keyed by a digest of
-# the predictions; a few entries of a few [n_models, n_examples] arrays each.
-_SHARED_VOTES = collections.OrderedDict()
+# both tie rules, for its difficulty and against every level, and for each level's several times. Three entries of a
+# few [n_models, n_examples] arrays each.
+_SHARED_VOTES = _ContentCache(3)
 
 
 def shared_votes(predictions, num_classes=None) -> SortedVotes:
@@ -1758,11 +1761,10 @@ def shared_votes(predictions, num_classes=None) -> SortedVotes:
     return SortedVotes(predictions, num_classes)  # which refuses them with the reason
   if num_classes is not None:
     num_classes = _check_num_classes(num_classes)
-  key = (predictions.shape, predictions.dtype.str, num_classes, hashlib.blake2b(predictions.view(np.uint8)).digest())
-  votes = _cached(_SHARED_VOTES, key)
+  votes = _SHARED_VOTES.get(num_classes, (predictions,))
   if votes is None:
     votes = SortedVotes(predictions, num_classes)
-    _cache(_SHARED_VOTES, key, votes, 3)
+    _SHARED_VOTES.put(num_classes, (predictions,), votes)
   return votes
 
 
@@ -1925,9 +1927,9 @@ def bootstrap_class_stability(
 
 
 # The last two populations' resampled modal codes: the analysis resamples the dense population alike for every
-# compared level (same seed, same size), so its codes are computed once. Keyed by a digest of the predictions and the
-# resampled rows; two entries of [n_examples, num_resamples] codes (uint16 for up to 65,536 classes).
-_RESAMPLED_CODES = collections.OrderedDict()
+# compared level (same seed, same size), so its codes are computed once. Found by the predictions and the resampled
+# rows; two entries of [n_examples, num_resamples] codes (uint16 for up to 65,536 classes).
+_RESAMPLED_CODES = _ContentCache(2)
 
 
 def _resampled_codes(preds: np.ndarray, rows: np.ndarray, num_classes: int):
@@ -1935,15 +1937,7 @@ def _resampled_codes(preds: np.ndarray, rows: np.ndarray, num_classes: int):
   population's own modal codes [n_examples]), ``SortedVotes.modal`` with each resample's multiplicities as weights."""
   preds = np.ascontiguousarray(preds)
   rows = np.ascontiguousarray(rows, dtype=np.int64)
-  key = (
-      preds.shape,
-      preds.dtype.str,
-      rows.shape,
-      int(num_classes),
-      hashlib.blake2b(preds.view(np.uint8)).digest(),
-      hashlib.blake2b(rows.view(np.uint8)).digest(),
-  )
-  cached = _cached(_RESAMPLED_CODES, key)
+  cached = _RESAMPLED_CODES.get(int(num_classes), (preds, rows))
   if cached is not None:
     return cached
   n_models, n_examples = preds.shape
@@ -1957,7 +1951,7 @@ def _resampled_codes(preds: np.ndarray, rows: np.ndarray, num_classes: int):
     if len(rows):
       with _one_blas_thread():
         codes[contested] = np.concatenate(list(votes._code_blocks(resample_weights(rows, n_models), "smallest")))
-  _cache(_RESAMPLED_CODES, key, (codes, observed), 2)
+  _RESAMPLED_CODES.put(int(num_classes), (preds, rows), (codes, observed))
   return codes, observed
 
 
