@@ -37,6 +37,7 @@ setuptools.setup(
         # Parquet prediction tables (pie.prediction_tables); tensorflow-datasets installs it too.
         "pyarrow>=14",
         "scikit-learn",  # the embedded digits dataset (load_digits)
+        "threadpoolctl",  # BLAS on one thread in the modal-label kernels (significance.modal_disagreements)
         "matplotlib",
         "pillow",
     ],

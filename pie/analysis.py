@@ -35,7 +35,6 @@ import os
 import ml_collections
 import numpy as np
 import pandas as pd
-import tensorflow as tf
 
 from pie import builder
 from pie import difficulty
@@ -370,14 +369,47 @@ def analyze(study, options=None, log=print, **option_fields):
   return {table.name: tables[table.name] for table in outputs.ANALYSIS_TABLES}, summary, pie_ids
 
 
+def _float_texts(values):
+  """repr of every float (the shortest text that reads back to the same float), "" for NaN: each distinct bit
+  pattern formatted once (the exemplar table repeats the same scores for every level)."""
+  bits = np.ascontiguousarray(values, dtype=np.float64).view(np.uint64)
+  distinct, inverse = np.unique(bits, return_inverse=True)
+  texts = np.array(["" if v != v else repr(v) for v in distinct.view(np.float64).tolist()], dtype=object)
+  return texts[inverse.reshape(-1)]
+
+
+def _numeric_csv(frame):
+  """The text `frame.to_csv(index=False)` writes for a table of numbers and booleans only (with the floats formatted
+  as `csv_text` formats them), joined directly: no field of such a table needs quoting. None for other tables."""
+  if len(frame.columns) < 2 or any(frame[name].dtype.kind not in "biuf" for name in frame.columns):
+    return None
+  if any(not isinstance(name, str) or any(c in name for c in ',"\r\n') for name in frame.columns):
+    return None
+  fields = []
+  for name in frame.columns:
+    values = frame[name].to_numpy()
+    kind = values.dtype.kind
+    if kind == "f":
+      fields.append(_float_texts(values).tolist())
+    elif kind == "b":
+      fields.append(np.where(values, "True", "False").tolist())
+    else:
+      fields.append(list(map(str, values.tolist())))
+  end = os.linesep
+  return ",".join(frame.columns) + end + "".join(",".join(row) + end for row in zip(*fields))
+
+
 def csv_text(frame):
   """The text of an output table (pie.beam_analysis writes its shards with it too, so the files match)."""
   # Floats are written as Python's shortest text that reads back to the same float (repr), so a reader can recompute
   # every statistic exactly; NaN is an empty field. Formatting the lists here is far faster than to_csv's per-value
-  # formatter on the 250,000-row exemplar table.
+  # formatter on the 250,000-row exemplar table, and a table of numbers alone is joined here too.
+  text = _numeric_csv(frame)
+  if text is not None:
+    return text
   frame = frame.assign(
       **{
-          name: ["" if v != v else repr(v) for v in frame[name].tolist()]
+          name: pd.Series(_float_texts(frame[name].to_numpy()), index=frame.index, dtype=object)
           for name in frame.columns
           if frame[name].dtype.kind == "f"
       }
@@ -429,8 +461,8 @@ def analyze_study(study, out_dir, options=None, images=True, report=True, log=pr
       primary = variants.primary_method(pies[outputs.METHOD_COLUMN].unique())
       pies = pies.loc[pies[outputs.METHOD_COLUMN] == primary]
     outputs.write_pie_images(os.path.join(out_dir, outputs.PIES_TFRECORD), pies, found)
-  elif tf.io.gfile.exists(os.path.join(out_dir, outputs.PIES_TFRECORD)):
-    tf.io.gfile.remove(os.path.join(out_dir, outputs.PIES_TFRECORD))  # an earlier run's images would not match
+  elif io_utils.exists(os.path.join(out_dir, outputs.PIES_TFRECORD)):
+    io_utils.remove(os.path.join(out_dir, outputs.PIES_TFRECORD))  # an earlier run's images would not match
   for name, frame in tables.items():
     io_utils.write_text(os.path.join(out_dir, name), csv_text(frame))
   io_utils.write_json(os.path.join(out_dir, outputs.SUMMARY_JSON), summary)

@@ -22,8 +22,6 @@ import tempfile
 import warnings
 from typing import Optional
 
-import tensorflow as tf
-
 from pie import io_utils
 from pie import predictions as predictions_lib
 from pie import stats
@@ -87,7 +85,7 @@ def is_finished(workdir, name):
     metadata = predictions_lib.read_metadata(path)
   except PieError:
     return False
-  return tf.io.gfile.exists(path) and tf.io.gfile.stat(path).length == metadata.get("file_bytes")
+  return io_utils.exists(path) and io_utils.file_size(path) == metadata.get("file_bytes")
 
 
 # The variable of training checkpoints that records the epochs done (pie.training's tf.train.Checkpoint(epoch=...)).
@@ -97,6 +95,8 @@ CHECKPOINT_EPOCH_KEY = "epoch/.ATTRIBUTES/VARIABLE_VALUE"
 def latest_checkpoint(path):
   """The latest TF checkpoint under `path` (a checkpoint directory, a model folder with `checkpoints/`, or a checkpoint
   prefix such as .../ckpt-20), or None."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
   for directory in (path, os.path.join(path, "checkpoints")):
     latest = tf.train.latest_checkpoint(directory)
     if latest:
@@ -110,6 +110,8 @@ def checkpoint_reader(checkpoint):
   Opened by its prefix: tf.train.load_variable and list_variables first ask whether the path is a directory, which a
   filesystem that lists keys by prefix (TF's ram://) answers yes for `.../ckpt-2` beside `.../ckpt-2.index`.
   """
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
   try:
     return tf.compat.v1.train.NewCheckpointReader(checkpoint)
   except (tf.errors.OpError, ValueError) as e:
@@ -163,6 +165,8 @@ class TrainingState:
 
 def training_state(workdir, num_epochs, tflite=False):
   """The `TrainingState` of the model folder `workdir` (`tflite`: the method saves model.tflite, not model.h5)."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
   paths = model_paths(workdir, "")
   saved = paths["tflite" if tflite else "model"]
   checkpoint = tf.train.latest_checkpoint(paths["checkpoints"])
@@ -176,6 +180,8 @@ def training_state(workdir, num_epochs, tflite=False):
 
 def save_model(model, path):
   """Saves a Keras model as HDF5 atomically (via a local temporary file, so `path` may be remote)."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
   with tempfile.TemporaryDirectory() as tmpdir:
     local = os.path.join(tmpdir, "model.h5")
     with warnings.catch_warnings():
@@ -188,6 +194,8 @@ def save_model(model, path):
 def load_model(path):
   """Loads a Keras model: an HDF5 or .keras file (copied to a local temporary file first, so `path` may be remote),
   or a Keras SavedModel directory; as saved (a model saved by `save_model` is stripped: plain Keras layers)."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
   import tf_keras as keras  # pylint: disable=g-import-not-at-top
 
   if not tf.io.gfile.exists(path):

@@ -22,7 +22,6 @@ import dataclasses
 from typing import Optional
 
 import numpy as np
-import tensorflow as tf
 
 from pie import io_utils
 from pie import names
@@ -30,7 +29,6 @@ from pie import records
 from pie.errors import PieError
 
 SCHEMA_VERSION = 2
-_READ_BUFFER_BYTES = 4 << 20
 REQUIRED_METADATA = (
     "dataset",
     "split",
@@ -45,15 +43,25 @@ REQUIRED_METADATA = (
 )
 
 
+def _tf():
+  """TensorFlow, for writing and for records of another layout; reading pie's own files does not load it."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
+  return tf
+
+
 def _int64(values):
+  tf = _tf()
   return tf.train.Feature(int64_list=tf.train.Int64List(value=values))
 
 
 def _float(values):
+  tf = _tf()
   return tf.train.Feature(float_list=tf.train.FloatList(value=values))
 
 
 def serialize_example(example_id, label, top_k_classes, top_k_probs, logits=None, slice_values=None):
+  tf = _tf()
   features = {
       "example_id": _int64([int(example_id)]),
       "label": _int64([int(label)]),
@@ -91,9 +99,9 @@ def write_predictions(
   if not np.all(np.isfinite(top_k_probs)) or (logits is not None and not np.all(np.isfinite(logits))):
     raise PieError(f"{path}: the model produced NaN or infinite outputs; refusing to export them")
   with io_utils.atomic_path(path) as tmp:
-    with tf.io.TFRecordWriter(tmp) as writer:
+    with _tf().io.TFRecordWriter(tmp) as writer:
       records.write_examples(writer, example_ids, labels, top_k_classes, top_k_probs, logits, slice_values=slice_values)
-    with tf.io.gfile.GFile(tmp, "rb") as f:
+    with io_utils.open_file(tmp, "rb") as f:
       data = f.read()
   metadata = dict(
       metadata,
@@ -253,7 +261,7 @@ def _slice_features_problem(features):
 def read_metadata(path):
   """The JSON beside a prediction file, checked for the required fields and their types."""
   meta_path = metadata_path(path)
-  if not tf.io.gfile.exists(meta_path):
+  if not io_utils.exists(meta_path):
     raise PieError(f"{path}: no metadata file {meta_path} beside it (an unfinished export?)")
   try:
     metadata = io_utils.read_json(meta_path)
@@ -273,9 +281,9 @@ def read_metadata(path):
 def read_predictions(path, with_logits=False, batch_size=4096):
   """Reads and checks one prediction file; every problem is a PieError naming the file."""
   metadata = read_metadata(path)
-  if not tf.io.gfile.exists(path):
+  if not io_utils.exists(path):
     raise PieError(f"{path}: prediction file missing (its metadata {metadata_path(path)} exists)")
-  size = tf.io.gfile.stat(path).length
+  size = io_utils.file_size(path)
   if "file_bytes" in metadata and size != metadata["file_bytes"]:
     # Checked before parsing: a file cut at a record boundary, or with records appended, parses cleanly.
     raise PieError(
@@ -284,62 +292,66 @@ def read_predictions(path, with_logits=False, batch_size=4096):
     )
   k = int(metadata["top_k"])
   num_classes = int(metadata["num_classes"])
-  spec = {
-      "example_id": tf.io.FixedLenFeature([], tf.int64),
-      "label": tf.io.FixedLenFeature([], tf.int64),
-      "top_k_classes": tf.io.FixedLenFeature([k], tf.int64),
-      "top_k_probs": tf.io.FixedLenFeature([k], tf.float32),
-  }
+  features = {"example_id": (records.INT64, 1), "label": (records.INT64, 1), "top_k_classes": (records.INT64, k)}
+  features["top_k_probs"] = (records.FLOAT, k)
   if with_logits:
     if not metadata.get("has_logits"):
       raise PieError(f"{path}: logits were requested but this export has none (config.export_logits)")
-    spec["logits"] = tf.io.FixedLenFeature([num_classes], tf.float32)
+    features["logits"] = (records.FLOAT, num_classes)
   num_slice_features = len(metadata.get("slice_features") or [])
   if num_slice_features:
-    spec["slice_values"] = tf.io.FixedLenFeature([num_slice_features], tf.int64)
-  parts = {key: [] for key in spec}
-  try:
-    for serialized in _record_batches(path, metadata, batch_size):
-      for key, value in tf.io.parse_example(serialized, spec).items():
-        parts[key].append(value.numpy())
-  except tf.errors.DataLossError:
-    raise PieError(f"{path}: truncated or corrupt TFRecord") from None
-  except tf.errors.InvalidArgumentError as e:
-    raise PieError(f"{path}: records do not match the prediction schema ({e.message.splitlines()[0]})") from None
-  except UnicodeDecodeError:
-    # TensorFlow quotes the unparsable bytes in its error message and then fails to decode that message.
-    raise PieError(f"{path}: records do not match the prediction schema (not tf.train.Example records)") from None
-  arrays = {
-      key: (np.concatenate(v) if v else np.zeros((0,) + tuple(spec[key].shape), spec[key].dtype.as_numpy_dtype))
-      for key, v in parts.items()
-  }
+    features["slice_values"] = (records.INT64, num_slice_features)
+  data, starts, lengths = _checked_records(path, metadata)
+  arrays = records.decode_examples(data, starts, lengths, features)
+  if arrays is None:  # records laid out otherwise than pie writes them: TensorFlow parses them
+    arrays = _parse_with_tensorflow(path, data, starts, lengths, features, batch_size)
+  for key in ("example_id", "label"):
+    arrays[key] = arrays[key][:, 0]
   return _checked(path, metadata, arrays)
 
 
-def _record_batches(path, metadata, batch_size):
-  """Batches of serialized records (string tensors) of a prediction file.
-
-  With the file's CRC-32C in its metadata the whole file is read, checked in one call and split in memory: several
-  times faster than tf.data, which pays a few microseconds per record. Otherwise tf.data reads it and checks every
-  record's own CRC. Batches are parsed eagerly by the caller: a traced map function per file cost more than the
-  parsing.
-  """
-  if "file_crc32c" not in metadata:
-    yield from tf.data.TFRecordDataset(path, buffer_size=_READ_BUFFER_BYTES).batch(batch_size).prefetch(1)
-    return
-  with tf.io.gfile.GFile(path, "rb") as f:
+def _checked_records(path, metadata):
+  """(the file's bytes, record starts, record lengths), every byte checked: against the whole file's CRC-32C when the
+  metadata records it, else against each record's own two CRCs (as tf.data checks them)."""
+  with io_utils.open_file(path, "rb") as f:
     data = f.read()
-  if records.file_crc32c(data) != metadata["file_crc32c"]:
+  if "file_crc32c" in metadata and records.file_crc32c(data) != metadata["file_crc32c"]:
     raise PieError(
         f"{path}: truncated or corrupt TFRecord (its CRC-32C differs from the one in "
         f"{metadata_path(path)}; rerun the launcher or the export to redo this model)"
     )
   try:
-    serialized = records.split_records(data)
+    starts, lengths = records.record_offsets(data)
+    if "file_crc32c" not in metadata:
+      records.check_record_crcs(data, starts, lengths)
   except ValueError as e:
     raise PieError(f"{path}: truncated or corrupt TFRecord ({e})") from None
-  for start in range(0, len(serialized), batch_size):
-    yield tf.constant(serialized[start : start + batch_size])
+  return data, starts, lengths
+
+
+def _parse_with_tensorflow(path, data, starts, lengths, features, batch_size):
+  """tf.io.parse_example of the records, `batch_size` at a time: for records pie's decoder does not know the layout
+  of (another writer's field order or encoding); the same arrays, or the schema's error."""
+  tf = _tf()
+  spec = {
+      key: tf.io.FixedLenFeature([width], tf.int64 if kind == records.INT64 else tf.float32)
+      for key, (kind, width) in features.items()
+  }
+  parts = {key: [] for key in spec}
+  serialized = [data[s + 12 : s + 12 + n] for s, n in zip(starts.tolist(), lengths.tolist())]
+  try:
+    for start in range(0, len(serialized), batch_size):
+      for key, value in tf.io.parse_example(tf.constant(serialized[start : start + batch_size]), spec).items():
+        parts[key].append(value.numpy())
+  except tf.errors.InvalidArgumentError as e:
+    raise PieError(f"{path}: records do not match the prediction schema ({e.message.splitlines()[0]})") from None
+  except UnicodeDecodeError:
+    # TensorFlow quotes the unparsable bytes in its error message and then fails to decode that message.
+    raise PieError(f"{path}: records do not match the prediction schema (not tf.train.Example records)") from None
+  return {
+      key: (np.concatenate(v) if v else np.zeros((0,) + tuple(spec[key].shape), spec[key].dtype.as_numpy_dtype))
+      for key, v in parts.items()
+  }
 
 
 def read_many(paths, workers=2, **kwargs):

@@ -30,8 +30,6 @@ import os
 import time
 from typing import Optional
 
-import tensorflow as tf
-
 from pie import io_utils
 from pie import model_dir
 from pie import population
@@ -193,6 +191,8 @@ def _call(function, kwargs, log=_print):
 
 def _start_worker(threads):
   """A worker's TensorFlow: quiet, and its share of the cores (several workers must not oversubscribe them)."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
   from pie import devices  # pylint: disable=g-import-not-at-top
 
   tf.get_logger().setLevel("ERROR")
@@ -261,6 +261,8 @@ class Run:
 
 def declared_job(config, run_dir):
   """(Job, what declared it) of a run directory: its pie_run.json, else its name or its parent's (the name rule)."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
   spec_path = os.path.join(run_dir, RUN_FILE)
   if tf.io.gfile.exists(spec_path):
     try:
@@ -308,6 +310,8 @@ def declared_job(config, run_dir):
 
 def _model_source(directory):
   """(kind, path) of the model in a run directory: a SavedModel, one Keras file, else a TF checkpoint."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
   if tf.io.gfile.exists(os.path.join(directory, "saved_model.pb")):
     return "saved_model", directory
   keras_files = sorted(f for suffix in KERAS_SUFFIXES for f in tf.io.gfile.glob(os.path.join(directory, "*" + suffix)))
@@ -334,6 +338,8 @@ def _model_source(directory):
 
 def read_run(config, path):
   """The `Run` of a matched path: a run directory, or a Keras file (its directory is then the run's)."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
   if tf.io.gfile.isdir(path):
     run_dir, (kind, source) = path, _model_source(path)
   else:
@@ -345,6 +351,8 @@ def read_run(config, path):
 
 def find_runs(config, patterns, log=print):
   """The runs matched by glob patterns (tf.io.gfile.glob): directories and Keras files; other files are skipped."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
   patterns = [patterns] if isinstance(patterns, str) else list(patterns)
   matched = sorted({p.rstrip("/") for pattern in patterns for p in tf.io.gfile.glob(pattern)})
   paths = [p for p in matched if p.endswith(KERAS_SUFFIXES) or tf.io.gfile.isdir(p)]

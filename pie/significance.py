@@ -42,6 +42,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+import threading
 
 import numpy as np
 import pandas as pd
@@ -305,6 +306,18 @@ def _check_weights(weights, n_models: int, signed: bool = False) -> np.ndarray:
   return arr.astype(np.int64, copy=False)
 
 
+def _check_weight_rows(weights, n_models: int) -> np.ndarray:
+  """Many weightings of a population's models, int64 [n_weightings, n_models], each as ``_check_weights`` requires."""
+  arr = np.asarray(weights)
+  if arr.ndim != 2 or arr.shape[1] != n_models:
+    raise ValueError(f"weights must be an array [n_weightings, n_models] ({n_models} models), got shape {arr.shape}")
+  if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.integer):
+    raise ValueError(f"weights must hold integer vote counts, got dtype {arr.dtype}")
+  if arr.size and (arr.min() < 0 or not arr.any(axis=1).all()):
+    raise ValueError("weights must be >= 0 with at least one positive weight in every weighting")
+  return arr.astype(np.int64, copy=False)
+
+
 def _check_samples(dense, pruned, dense_name: str, pruned_name: str, matrix: bool = False):
   """The two samples of a Welch test, float64 arrays [..., n_models, n_columns] (exactly 2-D when ``matrix``).
 
@@ -358,10 +371,11 @@ def _check_recall_pair(dense_norm, pruned_norm) -> tuple[np.ndarray, np.ndarray]
 
 
 def _class_hits(predictions: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
-  n_models = predictions.shape[0]
-  correct = predictions == labels[None, :]
-  cells = (np.arange(n_models)[:, None] * num_classes + labels[None, :])[correct]
-  return np.bincount(cells, minlength=n_models * num_classes).reshape(n_models, num_classes)
+  hits = np.empty((predictions.shape[0], num_classes), dtype=np.int64)
+  labels = np.asarray(labels, dtype=np.intp)
+  for model, row in enumerate(predictions):  # a model's correct predictions as weights: counts, exact in float64
+    hits[model] = np.bincount(labels, weights=row == labels, minlength=num_classes)
+  return hits
 
 
 def class_hits(predictions, labels, num_classes: int) -> np.ndarray:
@@ -571,11 +585,18 @@ def welch_test(dense, pruned, unchanged=None, exchangeable: bool = True) -> Welc
   return _welch(dense, pruned, unchanged, bool(exchangeable))
 
 
-def _welch(dense: np.ndarray, pruned: np.ndarray, unchanged=None, exchangeable: bool = True) -> WelchResult:
+def _welch(
+    dense: np.ndarray, pruned: np.ndarray, unchanged=None, exchangeable: bool = True, below: float | None = None
+) -> WelchResult:
   """``welch_test`` on samples already checked (float64, the shapes of ``_check_samples``).
 
   The callers in this module check their inputs once (predictions, hits, recall matrices) and then test many
   resamples or splits of them, so the per-call checks are skipped there.
+
+  ``below``: for callers that only ask which p-values are below it (resamples and A/A splits: ``p < alpha`` and
+  Benjamini-Hochberg at alpha), the t tail is evaluated only where |t| reaches the normal quantile of ``below / 2``;
+  elsewhere p is certainly above ``below`` (a t tail is heavier than the normal one) and is set to 1. The decisions
+  at ``below`` are those of the exact p-values; the p-values themselves are not.
   """
   n_d, n_p = dense.shape[-2], pruned.shape[-2]
   absent = np.isnan(dense).all(axis=-2) | np.isnan(pruned).all(axis=-2)
@@ -595,7 +616,14 @@ def _welch(dense: np.ndarray, pruned: np.ndarray, unchanged=None, exchangeable: 
     diff = mean_d - mean_p
     t = diff / np.sqrt(se2)
     df = se2**2 / (se_d**2 / (n_d - 1) + se_p**2 / (n_p - 1)) if min(n_d, n_p) >= 2 else nan.copy()
-    p = 2.0 * stats.t.sf(np.abs(t), df)
+    if below is None:
+      p = 2.0 * stats.t.sf(np.abs(t), df)
+    else:
+      # 1 - 1e-7: a margin far above the rounding of the computed tail, so that no p-value left out could be computed
+      # below `below`.
+      near = ~(np.abs(t) < special.ndtri(1 - below / 2) * (1 - 1e-7))
+      p = np.ones(np.shape(t))
+      p[near] = 2.0 * stats.t.sf(np.abs(t[near]), np.broadcast_to(df, np.shape(t))[near])
 
   case = np.full(mean_d.shape, CASE_REGULAR, dtype=np.int8)
   both_constant = (se2 == 0) & ~absent
@@ -933,13 +961,15 @@ class SampleSizePlan:
 
 
 def _smallest_sufficient_size(power_at, num_classes, power, max_models):
-  """Per class, the smallest n >= 2 with power_at(n) >= power (power grows with n): doubling, then bisection.
+  """Per class, the smallest n >= 2 with power_at(classes, n) >= power (power grows with n): doubling, then
+  bisection. ``power_at(classes, n)`` is the power of those classes (indices) at sizes n, one per class: each step
+  evaluates only the classes still searching.
 
   Returns (n [num_classes] int64, over [num_classes] bool: not reached by max_models).
   """
   lo = np.full(num_classes, 2, dtype=np.int64)
   hi = np.full(num_classes, 2, dtype=np.int64)
-  done = power_at(hi) >= power
+  done = power_at(np.arange(num_classes), hi) >= power
   # Invariant for unfinished classes: power(lo) < target; grow hi until power(hi) >= target.
   while not done.all():
     grow = ~done & (hi < max_models)
@@ -947,14 +977,15 @@ def _smallest_sufficient_size(power_at, num_classes, power, max_models):
       break
     lo = np.where(grow, hi, lo)
     hi = np.where(grow, np.minimum(hi * 2, max_models), hi)
-    done = done | (grow & (power_at(hi) >= power))
+    growing = np.flatnonzero(grow)
+    done[growing] = power_at(growing, hi[growing]) >= power
   lo = np.where(done & (hi > 2), lo, hi)
   while np.any(hi - lo > 1):
     mid = (lo + hi) // 2
-    open_ = hi - lo > 1
-    ok = power_at(mid) >= power
-    hi = np.where(open_ & ok, mid, hi)
-    lo = np.where(open_ & ~ok, mid, lo)
+    open_ = np.flatnonzero(hi - lo > 1)
+    ok = power_at(open_, mid[open_]) >= power
+    hi[open_] = np.where(ok, mid[open_], hi[open_])
+    lo[open_] = np.where(ok, lo[open_], mid[open_])
   return hi, ~done
 
 
@@ -1021,7 +1052,7 @@ def _plan(
   idx = np.flatnonzero(plannable)
   if idx.size:
     current[idx] = power_at(idx, *current_models)
-    found, over = _smallest_sufficient_size(lambda n: power_at(idx, n, n), idx.size, power, max_models)
+    found, over = _smallest_sufficient_size(lambda which, n: power_at(idx[which], n, n), idx.size, power, max_models)
     needed[idx] = np.where(over, np.inf, found.astype(np.float64))
     achieved[idx] = np.where(over, np.nan, power_at(idx, found, found))
 
@@ -1473,8 +1504,13 @@ class SortedVotes:
     n_models, n_examples = predictions.shape
     self.shape = (n_models, n_examples)
     self.num_classes = num_classes
-    self.order = np.argsort(predictions, axis=0, kind="stable").astype(np.intp)
-    sorted_labels = np.take_along_axis(predictions, self.order, axis=0)
+    # The stable argsort of each column, as one sort of the keys label * n_models + model along contiguous rows of
+    # the transpose (every key distinct, so any sort is stable): several times faster than argsort along axis 0.
+    key_type = np.int32 if num_classes * n_models < np.iinfo(np.int32).max else np.int64
+    keys = predictions.T.astype(key_type) * key_type(n_models) + np.arange(n_models, dtype=key_type)
+    keys.sort(axis=1)
+    self.order = np.ascontiguousarray((keys % n_models).T).astype(np.intp)
+    sorted_labels = np.ascontiguousarray((keys // n_models).T)
     # same_run[j] = 1 when sorted position j continues the run of position j - 1.
     same_run = np.zeros((n_models, n_examples), dtype=np.int64)
     same_run[1:] = sorted_labels[1:] == sorted_labels[:-1]
@@ -1551,6 +1587,132 @@ class SortedVotes:
         tie_break=tie_break,
     )
 
+  def _runs(self):
+    """The runs as a matrix product: (membership float32 [n_models, n_runs], label code of each run [n_runs],
+    first run of each example [n_examples]), runs ordered by example. Built once, on first use."""
+    if getattr(self, "_run_table", None) is None:
+      n_models, n_examples = self.shape
+      run_start = np.ones(self.shape, dtype=bool)
+      run_start[1:] = self.same_run[1:] == 0
+      runs_per_example = run_start.sum(axis=0)
+      first_run = np.zeros(n_examples, dtype=np.int64)
+      np.cumsum(runs_per_example[:-1], out=first_run[1:])
+      run_id = np.cumsum(run_start, axis=0) - 1 + first_run  # [n_models, n_examples]: the run of each sorted vote
+      membership = np.zeros((n_models, int(runs_per_example.sum())), dtype=np.float32)
+      membership[self.order, run_id] = 1.0
+      code = np.empty(membership.shape[1], dtype=np.int64)
+      code[run_id[run_start]] = self._smallest_code[run_start]
+      self._run_table = (membership, code, first_run)
+    return self._run_table
+
+  def _leaders(self):
+    """Each example's two largest runs and the size of its third: (membership of the largest [n_examples, n_models],
+    of the second (zeros for an example with one run), their label codes (-1 for none), the third run's size (0 for
+    none)). Built once, on first use."""
+    if getattr(self, "_leader_table", None) is None:
+      n_models, n_examples = self.shape
+      run_start = np.ones(self.shape, dtype=bool)
+      run_start[1:] = self.same_run[1:] == 0
+      local_run = np.cumsum(run_start, axis=0) - 1  # each sorted vote's run, numbered within its example
+      columns = np.arange(n_examples)
+      flat = np.bincount((local_run * n_examples + columns).ravel(), minlength=n_models * n_examples)
+      sizes = flat.reshape(n_models, n_examples)  # [run number, example]
+      codes = np.full((n_models, n_examples), -1, dtype=np.int64)
+      codes[local_run[run_start], np.nonzero(run_start)[1]] = self._smallest_code[run_start]
+      model_run = np.empty_like(local_run)
+      np.put_along_axis(model_run, self.order, local_run, axis=0)  # each model's run
+      leaders = []
+      for _ in range(3):  # the three largest runs, by turns
+        run = np.argmax(sizes, axis=0)
+        leaders.append((run, sizes[run, columns].copy()))
+        sizes[run, columns] = 0
+      (first, _), (second, second_size), (_, third_size) = leaders
+      self._leader_table = (
+          (model_run == first).T.astype(np.float32),
+          ((model_run == second) & (second_size > 0)).T.astype(np.float32),
+          codes[first, columns],
+          np.where(second_size > 0, codes[second, columns], -1),
+          third_size,
+      )
+    return self._leader_table
+
+  def _columns(self, columns) -> "SortedVotes":
+    """The same votes restricted to some examples (no re-sorting)."""
+    sub = object.__new__(SortedVotes)
+    sub.shape = (self.shape[0], len(columns))
+    sub.num_classes, sub.key_dtype = self.num_classes, self.key_dtype
+    sub.order, sub.run_end = self.order[:, columns], self.run_end[:, columns]
+    sub.same_run, sub._smallest_code = self.same_run[:, columns], self._smallest_code[:, columns]
+    return sub
+
+  def _all_run_codes(self, scaled, tie_break, dtype):
+    """Modal codes [n_examples, rows] of some weightings (``scaled``: float [n_models, rows], the weights times C),
+    every run of every example tallied."""
+    membership, smallest_code, first_run = self._runs()
+    run_code = smallest_code if tie_break == "smallest" else self.num_classes - 1 - smallest_code
+    keys = np.ascontiguousarray(membership.T, dtype=dtype) @ scaled
+    keys += run_code.astype(dtype)[:, None]
+    best = np.maximum.reduceat(keys, first_run, axis=0) if len(first_run) else keys[:0]
+    return (best.astype(np.int64) % self.num_classes).astype(dtype)
+
+  def _code_blocks(self, weights, tie_break, block: int = 512):
+    """The modal label codes of many weightings, by blocks of examples: yields float [block, n_weightings] (exact
+    integers: C - 1 - label for ties toward the smallest label, label for the largest) for consecutive blocks of
+    ``block`` examples. See ``modal_many``."""
+    tie_break = _check_tie_break(tie_break)
+    weights = _check_weight_rows(weights, self.shape[0])
+    first, second, code_first, code_second, third_size = self._leaders()
+    if tie_break != "smallest":
+      flip = self.num_classes - 1
+      code_first, code_second = flip - code_first, np.where(code_second >= 0, flip - code_second, -1)
+    num_classes = self.num_classes
+    # float32 holds every key exactly while it is below 2**24; larger totals use float64.
+    most = (int(weights.sum(axis=1).max(initial=0)) + 1) * num_classes
+    dtype = np.float32 if most < 2**24 else np.float64
+    # [examples, models + 1] x [models + 1, weightings]: the weights times C, then a row of ones that adds each run's
+    # label code, so that one product gives every key votes * C + code.
+    scaled = np.ones((self.shape[0] + 1, len(weights)), dtype=dtype)
+    scaled[:-1] = weights.T * num_classes
+    first = np.concatenate([first, code_first[:, None]], axis=1).astype(dtype)
+    second = np.concatenate([second, code_second[:, None]], axis=1).astype(dtype)
+    # top_sums[w, s]: the sum of weighting w's s largest weights, the most votes a run of s models can get.
+    top_sums = np.zeros((len(weights), self.shape[0] + 1), dtype=np.int64)
+    np.cumsum(-np.sort(-weights, axis=1), axis=1, out=top_sums[:, 1:])
+    largest = int(top_sums[:, 1].max(initial=0))
+    for start in range(0, self.shape[1], block):
+      stop = min(start + block, self.shape[1])
+      key_first, key_second = first[start:stop] @ scaled, second[start:stop] @ scaled
+      codes = np.where(key_second > key_first, second[start:stop, -1:], first[start:stop, -1:])
+      np.maximum(key_first, key_second, out=key_first)
+      # A smaller run cannot reach the leader's votes when the leader's key reaches (bound + 1) * C + C - 1, the bound
+      # being the third run's size times the largest weight of all weightings, then per weighting the sum of its s
+      # largest weights; where even that does not exclude a smaller run, every run of the example is tallied.
+      weakest = key_first.min(axis=1)
+      check = np.flatnonzero(weakest < (third_size[start:stop] * largest + 2) * num_classes - 1)
+      if check.size:
+        bound = top_sums[:, third_size[start + check]].T
+        uncertain = check[((bound + 2) * num_classes - 1 > key_first[check]).any(axis=1)]
+        if uncertain.size:
+          codes[uncertain] = self._columns(start + uncertain)._all_run_codes(scaled[:-1], tie_break, dtype)
+      yield codes
+
+  def modal_many(self, weights, tie_break: str = "smallest") -> np.ndarray:
+    """Modal labels of many weightings of the models at once, int64 [n_weightings, n_examples]: row i is
+    ``modal(weights[i], tie_break)``, for ``weights`` int [n_weightings, n_models] (non-negative, one positive per
+    row).
+
+    Computed as matrix products over blocks of examples: each example's two largest runs (the labels most models
+    voted for) get their weighted votes * C + label code from one product, and the larger key is the modal one
+    unless a smaller run could reach as many votes (a run of s models gets at most the weighting's s largest weights
+    summed); only those examples are tallied over all their runs.
+    """
+    with _one_blas_thread():
+      blocks = list(self._code_blocks(weights, tie_break))
+    if not blocks:
+      return np.zeros((len(weights), 0), dtype=np.int64)
+    codes = np.concatenate(blocks, axis=0).T.astype(np.int64)
+    return self.num_classes - 1 - codes if tie_break == "smallest" else codes
+
   def _run_sums(self, weights):
     """Yields (j, the signed int64 running total at sorted position j), row by row, in O(n_examples) memory."""
     weights = (
@@ -1580,6 +1742,50 @@ class SortedVotes:
     return result
 
 
+class _ContentCache:
+  """The last few values computed from some arrays, found again by the arrays' content (compared, not hashed: no
+  collision can return another population's value). Locked: Beam's DirectRunner may call from several threads."""
+
+  def __init__(self, size: int):
+    self.size, self.entries, self.lock = size, [], threading.Lock()
+
+  def get(self, extra, arrays):
+    with self.lock:
+      for i, (key, stored, value) in enumerate(self.entries):
+        if key == extra and all(
+            a.shape == b.shape and a.dtype == b.dtype and np.array_equal(a, b) for a, b in zip(stored, arrays)
+        ):
+          self.entries.append(self.entries.pop(i))
+          return value
+    return None
+
+  def put(self, extra, arrays, value):
+    with self.lock:
+      self.entries.append((extra, tuple(np.array(a, copy=True) for a in arrays), value))
+      del self.entries[: -self.size]
+
+
+# The last populations sorted by ``shared_votes``: the analysis asks for the modal labels of the dense population under
+# both tie rules, for its difficulty and against every level, and for each level's several times. Three entries of a
+# few [n_models, n_examples] arrays each.
+_SHARED_VOTES = _ContentCache(3)
+
+
+def shared_votes(predictions, num_classes=None) -> SortedVotes:
+  """``SortedVotes(predictions, num_classes)``, the same object for the same predictions (by content) while it is
+  among the last three asked for: sorting is most of the cost of a population's modal labels."""
+  predictions = np.ascontiguousarray(predictions)
+  if predictions.ndim != 2 or predictions.dtype.kind not in "iu":
+    return SortedVotes(predictions, num_classes)  # which refuses them with the reason
+  if num_classes is not None:
+    num_classes = _check_num_classes(num_classes)
+  votes = _SHARED_VOTES.get(num_classes, (predictions,))
+  if votes is None:
+    votes = SortedVotes(predictions, num_classes)
+    _SHARED_VOTES.put(num_classes, (predictions,), votes)
+  return votes
+
+
 def modal_votes(predictions, num_classes=None, weights=None, tie_break: str = "smallest") -> ModalVotes:
   """Modal label of every example over a population's (weighted) models, with its share and the tie mask.
 
@@ -1595,7 +1801,54 @@ def modal_votes(predictions, num_classes=None, weights=None, tie_break: str = "s
     ``ModalVotes``.  ``pie.stats.modal_labels`` is this with unit weights.  To tally many weightings of one
     population, sort it once with ``SortedVotes``.
   """
-  return SortedVotes(predictions, num_classes).votes(weights, tie_break)
+  return shared_votes(predictions, num_classes).votes(weights, tie_break)
+
+
+def _one_blas_thread():
+  """BLAS on one thread while many small products run (the modal kernels): a thread pool synchronising on products
+  of a fraction of a millisecond cost several times the work on a busy machine, and the analysis reads with threads
+  of its own."""
+  import threadpoolctl  # pylint: disable=g-import-not-at-top  (loaded only where the kernels run)
+
+  return threadpoolctl.threadpool_limits(limits=1, user_api="blas")
+
+
+def resample_weights(rows, n_models: int) -> np.ndarray:
+  """Each resample's multiplicity of every model, int64 [num_resamples, n_models], from its drawn model indices
+  [num_resamples, draws] (``np.bincount(rows[b], minlength=n_models)`` for every b)."""
+  rows = np.asarray(rows, dtype=np.int64)
+  flat = (rows + n_models * np.arange(len(rows))[:, None]).ravel()
+  return np.bincount(flat, minlength=len(rows) * n_models).reshape(len(rows), n_models)
+
+
+def modal_disagreements(votes_a, weights_a, votes_b, weights_b, tie_break: str = "smallest"):
+  """Where the modal labels of two weighted populations differ, for many pairs of weightings at once.
+
+  ``votes_a`` and ``votes_b`` are ``SortedVotes`` of the same examples (two populations, or one pool twice);
+  ``weights_a`` and ``weights_b`` are int [n_pairs, n_models] of each (resampling multiplicities, 0/1 memberships
+  of A/A splits or permutations). Row i of both is one comparison: population A weighted by ``weights_a[i]`` against
+  B weighted by ``weights_b[i]``.
+
+  Returns (per_pair int64 [n_pairs]: the examples whose modal labels differ in each comparison, i.e. its PIEs;
+  per_example int64 [n_examples]: in how many comparisons each example's modal labels differ). Computed by blocks
+  of examples as ``SortedVotes.modal_many`` computes the labels: memory grows with n_pairs x the block, not with
+  n_pairs x n_examples.
+  """
+  weights_a, weights_b = np.asarray(weights_a), np.asarray(weights_b)
+  if len(weights_a) != len(weights_b):
+    raise ValueError(f"weights_a and weights_b must have as many rows, got {len(weights_a)} and {len(weights_b)}")
+  if votes_a.shape[1] != votes_b.shape[1]:
+    raise ValueError(f"the populations must vote on the same examples, got {votes_a.shape[1]} and {votes_b.shape[1]}")
+  per_pair = np.zeros(len(weights_a), dtype=np.int64)
+  per_example = []
+  blocks = zip(votes_a._code_blocks(weights_a, tie_break), votes_b._code_blocks(weights_b, tie_break))
+  with _one_blas_thread():
+    for codes_a, codes_b in blocks:  # [block of examples, n_pairs] each
+      differ = codes_a != codes_b
+      per_pair += np.count_nonzero(differ, axis=0)
+      per_example.append(np.count_nonzero(differ, axis=1))
+  per_example = np.concatenate(per_example).astype(np.int64) if per_example else np.zeros(0, dtype=np.int64)
+  return per_pair, per_example
 
 
 # --------------------------------------------------------------------------------------------------
@@ -1685,9 +1938,39 @@ def bootstrap_class_stability(
         _resampled_normalized(recall_p, top1_p, rows_p, normalization),
         unchanged=unchanged_classes(recall_d[rows_d], recall_p[rows_p]),
         exchangeable=exchangeable,
+        below=alpha,
     )
     hits += res.significant(alpha).sum(axis=0)
   return np.where(observed.tested, hits / num_resamples, np.nan), observed_significant
+
+
+# The last two populations' resampled modal codes: the analysis resamples the dense population alike for every
+# compared level (same seed, same size), so its codes are computed once. Found by the predictions and the resampled
+# rows; two entries of [n_examples, num_resamples] codes (uint16 for up to 65,536 classes).
+_RESAMPLED_CODES = _ContentCache(2)
+
+
+def _resampled_codes(preds: np.ndarray, rows: np.ndarray, num_classes: int):
+  """(The modal label code ``C - 1 - label`` of every example in every resample [n_examples, num_resamples], the
+  population's own modal codes [n_examples]), ``SortedVotes.modal`` with each resample's multiplicities as weights."""
+  preds = np.ascontiguousarray(preds)
+  rows = np.ascontiguousarray(rows, dtype=np.int64)
+  cached = _RESAMPLED_CODES.get(int(num_classes), (preds, rows))
+  if cached is not None:
+    return cached
+  n_models, n_examples = preds.shape
+  dtype = np.uint16 if num_classes <= 2**16 else np.int64
+  observed = (num_classes - 1 - preds[0].astype(np.int64)).astype(dtype)  # exact where the population is unanimous
+  codes = np.repeat(observed[:, None], len(rows), axis=1)
+  contested = np.flatnonzero(~(preds == preds[0]).all(axis=0)) if n_models else np.zeros(0, dtype=np.int64)
+  if contested.size:
+    votes = SortedVotes(preds[:, contested], num_classes)
+    observed[contested] = num_classes - 1 - votes.modal()
+    if len(rows):
+      with _one_blas_thread():
+        codes[contested] = np.concatenate(list(votes._code_blocks(resample_weights(rows, n_models), "smallest")))
+  _RESAMPLED_CODES.put(int(num_classes), (preds, rows), (codes, observed))
+  return codes, observed
 
 
 def bootstrap_pie_stability(
@@ -1698,27 +1981,17 @@ def bootstrap_pie_stability(
   With ``return_counts``, also the number of PIEs in every resample, int64 [num_resamples].  Each
   example's result depends on its own column of predictions only, so the examples may be split into
   blocks, the blocks' per-example results concatenated and their counts added.
+
+  Each population's modal labels in all resamples come from ``SortedVotes.modal_many``'s kernel (matrix products
+  over the examples where its models disagree); those of a population resampled as in the previous call (the dense
+  one, from one level to the next) are reused.
   """
-  dense_preds = np.asarray(dense_preds)
-  pruned_preds = np.asarray(pruned_preds)
-  n_d, n_p = dense_preds.shape[0], pruned_preds.shape[0]
-  observed_pie = SortedVotes(dense_preds, num_classes).modal() != SortedVotes(pruned_preds, num_classes).modal()
-  unanimous = (dense_preds == dense_preds[0]).all(axis=0) & (pruned_preds == pruned_preds[0]).all(axis=0)
-  pie_stability = observed_pie.astype(np.float64)  # exact for unanimous examples
-  contested = np.flatnonzero(~unanimous)
-  num_resamples = len(dense_rows)
-  counts = np.full(num_resamples, np.count_nonzero(observed_pie[unanimous]), dtype=np.int64)
-  if contested.size:
-    votes_d = SortedVotes(dense_preds[:, contested], num_classes)
-    votes_p = SortedVotes(pruned_preds[:, contested], num_classes)
-    pie_count = np.zeros(contested.size, dtype=np.int64)
-    for b in range(num_resamples):
-      w_d = np.bincount(dense_rows[b], minlength=n_d)
-      w_p = np.bincount(pruned_rows[b], minlength=n_p)
-      resampled_pie = votes_d.modal(w_d) != votes_p.modal(w_p)
-      pie_count += resampled_pie
-      counts[b] += np.count_nonzero(resampled_pie)
-    pie_stability[contested] = pie_count / num_resamples
+  dense_codes, dense_observed = _resampled_codes(np.asarray(dense_preds), dense_rows, num_classes)
+  pruned_codes, pruned_observed = _resampled_codes(np.asarray(pruned_preds), pruned_rows, num_classes)
+  observed_pie = dense_observed != pruned_observed
+  differ = dense_codes != pruned_codes  # [n_examples, num_resamples]
+  pie_stability = np.count_nonzero(differ, axis=1) / len(dense_rows)
+  counts = np.count_nonzero(differ, axis=0).astype(np.int64)
   if return_counts:
     return pie_stability, observed_pie, counts
   return pie_stability, observed_pie
@@ -1812,9 +2085,11 @@ def half_splits(pool_size: int, n_first: int, n_second: int, num_splits: int, se
   return order[:, :n_first], order[:, n_first : n_first + n_second]
 
 
-def _split_weights(rows: np.ndarray, pool_size: int) -> np.ndarray:
-  weights = np.zeros(pool_size, dtype=np.int64)
-  weights[rows] = 1
+def _split_weight_rows(rows: np.ndarray, pool_size: int) -> np.ndarray:
+  """0/1 weights [num_splits, pool_size]: 1 for the pool's models in each split's population."""
+  rows = np.asarray(rows)
+  weights = np.zeros((len(rows), pool_size), dtype=np.int64)
+  np.put_along_axis(weights, rows, 1, axis=1)
   return weights
 
 
@@ -1830,13 +2105,11 @@ def split_pie_counts(pool_predictions, first_rows, second_rows, num_classes: int
   first_rows, second_rows = np.asarray(first_rows), np.asarray(second_rows)
   counts = np.zeros(len(first_rows), dtype=np.int64)
   contested = np.flatnonzero(~(pool == pool[0]).all(axis=0))
-  if contested.size:
+  if contested.size and len(first_rows):
     votes = SortedVotes(pool[:, contested], num_classes)
-    for s in range(len(first_rows)):
-      counts[s] = np.count_nonzero(
-          votes.modal(_split_weights(first_rows[s], len(pool)))
-          != votes.modal(_split_weights(second_rows[s], len(pool)))
-      )
+    counts, _ = modal_disagreements(
+        votes, _split_weight_rows(first_rows, len(pool)), votes, _split_weight_rows(second_rows, len(pool))
+    )
   return counts
 
 
@@ -1866,6 +2139,7 @@ def split_class_tests(
         _resampled_normalized(recall, top1, rows_b, normalization),
         unchanged=unchanged_classes(recall[rows_a], recall[rows_b]),
         exchangeable=normalization == "per_model",
+        below=alpha,  # the counts below need which p-values are below alpha, and BH at alpha: the same decisions
     )
     tested, significant = res.tested, res.significant(alpha)
     for i, p in enumerate(res.p):
@@ -2662,8 +2936,8 @@ def exemplar_parts(baseline_preds, compressed_preds, num_classes: int):
   compressed = _check_predictions(compressed_preds, "compressed_preds", num_classes)
   _check_same_examples(baseline, compressed, "baseline_preds", "compressed_preds")
   n_b, n_c = baseline.shape[0], compressed.shape[0]
-  baseline_modal = SortedVotes(baseline, num_classes).modal()
-  compressed_modal = SortedVotes(compressed, num_classes).modal()
+  baseline_modal = shared_votes(baseline, num_classes).modal()
+  compressed_modal = shared_votes(compressed, num_classes).modal()
 
   common = np.result_type(baseline.dtype, compressed.dtype)
   votes = SortedVotes(np.concatenate([baseline.astype(common), compressed.astype(common)]), num_classes)

@@ -51,7 +51,7 @@ def modal_labels(predictions, return_details=False, tie_break="smallest"):
     models voting for the modal label, tied = another label had as many votes.
   """
   significance._check_tie_break(tie_break)
-  votes = significance.SortedVotes(predictions)
+  votes = significance.shared_votes(predictions)
   if not return_details:
     return votes.modal(tie_break=tie_break)
   result = votes.votes(tie_break=tie_break)

@@ -16,9 +16,9 @@ import time
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
-import tensorflow as tf
 
 from pie import difficulty
+from pie import io_utils
 from pie import predictions as predictions_lib
 from pie import variants
 from pie.errors import PieError
@@ -107,14 +107,14 @@ def find_prediction_files(study_dir):
 
   Other TFRecords below the study (e.g. the analysis folder's pies.tfrecord) are not predictions and are ignored.
   """
-  if not tf.io.gfile.isdir(study_dir):
+  if not io_utils.isdir(study_dir):
     raise PieError(f"{study_dir}: no such study directory", parameter="study_dir")
   in_model_dirs = [
       f
-      for f in tf.io.gfile.glob(os.path.join(study_dir, "*", "*.tfrecord"))
+      for f in io_utils.glob(os.path.join(study_dir, "*", "*.tfrecord"))
       if os.path.basename(f)[: -len(".tfrecord")] == os.path.basename(os.path.dirname(f))
   ]
-  files = sorted(set(in_model_dirs + tf.io.gfile.glob(os.path.join(study_dir, "*.tfrecord"))))
+  files = sorted(set(in_model_dirs + io_utils.glob(os.path.join(study_dir, "*.tfrecord"))))
   return [f for f in files if ".tmp-" not in os.path.basename(f)]
 
 
@@ -128,7 +128,7 @@ def _finished_files(study_dir, prediction_files, log):
     raise PieError(f"{study_dir}: no prediction files (*.tfrecord) found")
   incomplete, ready = [], []
   for path in prediction_files:
-    if tf.io.gfile.exists(predictions_lib.metadata_path(path)):
+    if io_utils.exists(predictions_lib.metadata_path(path)):
       ready.append(path)
     else:
       incomplete.append(path)

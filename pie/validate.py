@@ -22,7 +22,6 @@ import os
 from typing import List, Optional
 
 import numpy as np
-import tensorflow as tf
 
 from pie import io_utils
 from pie import names as names_lib
@@ -110,7 +109,7 @@ def _model_name_of(path):
 
 def _read_study_file(study_dir, problems):
   path = os.path.join(study_dir, population.STUDY_FILE)
-  if not tf.io.gfile.exists(path):
+  if not io_utils.exists(path):
     return None, None
   try:
     study = io_utils.read_json(path)
@@ -159,8 +158,8 @@ def _check_model(name, path, read_records=True, state_of=lambda name: None):
   export, to name the remedy.
   """
   check = ModelCheck(name=name, path=path, status=OK)
-  has_record = tf.io.gfile.exists(path)
-  has_metadata = tf.io.gfile.exists(predictions_lib.metadata_path(path))
+  has_record = io_utils.exists(path)
+  has_metadata = io_utils.exists(predictions_lib.metadata_path(path))
   if not has_record and not has_metadata:
     return _unexported(name, path, state_of(name)), None
   if not has_metadata:
@@ -184,7 +183,7 @@ def _check_model(name, path, read_records=True, state_of=lambda name: None):
     check.status = INCOMPLETE
     check.problems.append(f"{path}: missing, but its metadata exists; {_redo_remedy(path, state_of(name))}")
     return check, None
-  size = tf.io.gfile.stat(path).length
+  size = io_utils.file_size(path)
   if "file_bytes" in metadata and size != metadata["file_bytes"]:
     check.status = INCOMPLETE
     check.problems.append(
@@ -267,7 +266,7 @@ def _model_names(study_dir, expected):
   """The models to check, study.json's first, and {name: prediction file} of those with any file."""
   found = {_model_name_of(p): p for p in study_lib.find_prediction_files(study_dir)}
   # Exports still being written (or abandoned): `<name>/<name>.json` without its TFRecord.
-  for meta in tf.io.gfile.glob(os.path.join(study_dir, "*", "*.json")):
+  for meta in io_utils.glob(os.path.join(study_dir, "*", "*.json")):
     name = os.path.basename(meta)[: -len(".json")]
     if name == os.path.basename(os.path.dirname(meta)) and name not in found:
       found[name] = meta[: -len(".json")] + ".tfrecord"

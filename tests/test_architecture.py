@@ -219,3 +219,23 @@ def f(method, level):
       (6, "dense"),
       (9, "ptq_full_int8"),
   ]
+
+
+def test_the_analysis_of_local_files_loads_no_tensorflow(tmp_path):
+  """The analysis binary reads pie's prediction files with numpy and writes with the os module: TensorFlow's seconds
+  of start-up and hundreds of MiB are paid only for remote paths, records of another layout, images and exports."""
+  from tests import fake_study  # pylint: disable=import-outside-toplevel
+
+  fake_study.write_study(str(tmp_path / "study"), levels=(0.0, 0.5), seeds=3, num_examples=60, num_classes=5)
+  code = (
+      "import sys\n"
+      "import analysis.analyze\n"
+      "from pie import analysis\n"
+      f"analysis.run(study_dir={str(tmp_path / 'study')!r}, images=False, report=False, bootstrap_resamples=5, "
+      "log=lambda m: None)\n"
+      "loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'tf_keras', "
+      "'tensorflow_model_optimization'))\n"
+      "assert not loaded, loaded\n"
+  )
+  subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, capture_output=True)
+  assert (tmp_path / "study" / "analysis" / "summary.json").exists()

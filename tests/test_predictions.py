@@ -165,3 +165,165 @@ def test_class_out_of_range(tmp_path):
   predictions_lib.write_predictions(path, [0], [7], [[0]], [[1.0]], fake_study.fake_metadata(0, 0, 2, 1))
   with pytest.raises(PieError, match=r"label outside \[0, 2\)"):
     pie.read_predictions(path)
+
+
+# --- The numpy reader: the same arrays as TensorFlow's parser, every damaged record caught ------------------------
+
+
+def _tensorflow_arrays(path, with_logits=False):
+  """What tf.io.parse_example makes of a file's records (the reader's fallback), sorted by example id."""
+  meta = predictions_lib.read_metadata(path)
+  data, starts, lengths = predictions_lib._checked_records(path, meta)
+  features = {
+      "example_id": (records.INT64, 1),
+      "label": (records.INT64, 1),
+      "top_k_classes": (records.INT64, meta["top_k"]),
+      "top_k_probs": (records.FLOAT, meta["top_k"]),
+  }
+  if with_logits:
+    features["logits"] = (records.FLOAT, meta["num_classes"])
+  if meta.get("slice_features"):
+    features["slice_values"] = (records.INT64, len(meta["slice_features"]))
+  arrays = predictions_lib._parse_with_tensorflow(path, data, starts, lengths, features, batch_size=7)
+  order = np.argsort(arrays["example_id"][:, 0])
+  return {key: value[order] for key, value in arrays.items()}
+
+
+@pytest.mark.parametrize("logits", [False, True])
+def test_numpy_decoder_matches_tensorflow(tmp_path, logits):
+  """Varints of one to five bytes (ids, labels, classes), 1,000 classes with logits (entries longer than 127 bytes),
+  slice features: the decoder reads what TensorFlow parses, and reads it itself (no fallback)."""
+  rng = np.random.default_rng(5)
+  n, k, num_classes = 300, 5, 1000
+  ids = rng.permutation(n) * 4001  # up to 1.2 million: three-byte varints
+  labels = rng.integers(0, num_classes, n)
+  classes = rng.integers(0, num_classes, (n, k))
+  probs = rng.random((n, k)).astype(np.float32)
+  path = str(tmp_path / "m.tfrecord")
+  meta = dict(fake_study.fake_metadata(0.5, 1, num_classes, n), num_examples=n)
+  slice_features = [
+      {"name": "a", "kind": "int", "values": ["x", "y", "z"]},
+      {"name": "b", "kind": "int", "values": ["u", "v"]},
+  ]
+  with tf.io.TFRecordWriter(path) as writer:
+    records.write_examples(
+        writer,
+        ids,
+        labels,
+        classes,
+        probs,
+        rng.normal(size=(n, num_classes)).astype(np.float32) if logits else None,
+        slice_values=rng.integers(0, 2, (n, 2)),
+    )
+  data = open(path, "rb").read()
+  meta.update(top_k=k, has_logits=logits, slice_features=slice_features, schema_version=2, file_bytes=len(data))
+  json.dump(meta, open(str(tmp_path / "m.json"), "w"))
+  starts, lengths = records.record_offsets(data)
+  wanted = {
+      "example_id": (records.INT64, 1),
+      "label": (records.INT64, 1),
+      "top_k_classes": (records.INT64, k),
+      "top_k_probs": (records.FLOAT, k),
+      "slice_values": (records.INT64, 2),
+  }
+  if logits:
+    wanted["logits"] = (records.FLOAT, num_classes)
+  decoded = records.decode_examples(data, starts, lengths, wanted)
+  assert decoded is not None  # pie's own layout is decoded by numpy
+  expected = _tensorflow_arrays(path, with_logits=logits)
+  order = np.argsort(decoded["example_id"][:, 0])
+  for key, value in expected.items():
+    assert decoded[key].dtype == value.dtype and decoded[key].shape == value.shape, key
+    np.testing.assert_array_equal(decoded[key][order], value, err_msg=key)
+
+
+def _entry(name, setter):
+  """The bytes of one entry of Features.feature (tag, length, key and value), as the proto serializer writes it."""
+  example = tf.train.Example()
+  setter(example.features.feature[name])
+  data = example.SerializeToString()
+  return data[2:] if data[1] < 0x80 else data[3:]  # after the Example's own tag and length
+
+
+def _varint(value):
+  out = bytearray()
+  while True:
+    out.append((value & 0x7F) | (0x80 if value > 0x7F else 0))
+    value >>= 7
+    if not value:
+      return bytes(out)
+
+
+def test_records_of_another_layout_are_parsed_by_tensorflow(tmp_path):
+  """Keys in another order than pie's writer's, and an extra feature: the decoder declines, TensorFlow parses, and
+  the arrays are the ones written."""
+  path = str(tmp_path / "o.tfrecord")
+  rng = np.random.default_rng(2)
+  n = 40
+  labels, classes = rng.integers(0, 4, n), rng.integers(0, 4, (n, 2))
+  probs = rng.random((n, 2)).astype(np.float32)
+  serialized = []
+  for i in range(n):
+    entries = [
+        _entry("top_k_probs", lambda f, i=i: f.float_list.value.extend(probs[i].tolist())),
+        _entry("zz_extra", lambda f: f.bytes_list.value.append(b"ignored")),
+        _entry("label", lambda f, i=i: f.int64_list.value.append(int(labels[i]))),
+        _entry("top_k_classes", lambda f, i=i: f.int64_list.value.extend(classes[i].tolist())),
+        _entry("example_id", lambda f, i=i: f.int64_list.value.append(i)),
+    ]
+    features = b"".join(entries)
+    serialized.append(b"\x0a" + _varint(len(features)) + features)
+  with tf.io.TFRecordWriter(path) as writer:
+    for record in serialized:
+      writer.write(record)
+  assert tf.train.Example.FromString(serialized[3]).features.feature["label"].int64_list.value[0] == labels[3]
+  data = open(path, "rb").read()
+  starts, lengths = records.record_offsets(data)
+  assert records.decode_examples(data, starts, lengths, {"label": (records.INT64, 1)}) is None
+  json.dump(dict(fake_study.fake_metadata(0, 0, 4, n), num_examples=n, top_k=2), open(str(tmp_path / "o.json"), "w"))
+  pred = pie.read_predictions(path)
+  np.testing.assert_array_equal(pred.labels, labels)
+  np.testing.assert_array_equal(pred.top_k_classes, classes)
+  np.testing.assert_array_equal(pred.top_k_probs, probs)
+
+
+def test_record_offsets_find_what_walking_the_headers_finds(tmp_path):
+  path, *_ = _write(tmp_path, n=500, logits=False)
+  data = open(path, "rb").read()
+  starts, lengths = records.record_offsets(data)
+  walked = records._walk_offsets(data)
+  np.testing.assert_array_equal(starts, walked)
+  assert [data[s + 12 : s + 12 + n] for s, n in zip(starts, lengths)] == records.split_records(data)
+  # The first key's bytes inside a value break the chain of candidates: the headers are then walked.
+  trap = records._FIRST_KEY + b"\x00" * 4
+  with_trap = bytearray(data)
+  first = int(starts[1]) + 12 + int(lengths[1]) - 4 * 3 - len(trap)  # inside the last record's probabilities... of #1
+  with_trap[first : first + len(trap)] = trap
+  starts2, _ = records.record_offsets(bytes(with_trap))
+  np.testing.assert_array_equal(starts2, walked)
+  with pytest.raises(ValueError, match="stray bytes"):
+    records.record_offsets(data + b"\x00" * 5)
+
+
+def test_every_damaged_record_is_caught_without_the_file_checksum(tmp_path):
+  """Files without file_crc32c: a flipped bit in any record's length, data or CRC is refused, naming the record."""
+  path, *_ = _write(tmp_path, n=200, logits=True)
+  meta_path = predictions_lib.metadata_path(path)
+  meta = json.load(open(meta_path))
+  del meta["file_crc32c"]
+  json.dump(meta, open(meta_path, "w"))
+  data = open(path, "rb").read()
+  starts, lengths = records.record_offsets(data)
+  records.check_record_crcs(data, starts, lengths)  # intact: no error
+  for record in (0, 77, 199):
+    # The length's CRC, the data's first and middle byte, the data's CRC; a length itself breaks the framing.
+    for offset in (9, 12, 12 + int(lengths[record]) // 2, 12 + int(lengths[record]) + 2, 3):
+      damaged = bytearray(data)
+      damaged[int(starts[record]) + offset] ^= 0x04
+      with pytest.raises(ValueError, match=f"record {record} " if offset != 3 else "record"):
+        records.check_record_crcs(bytes(damaged), *records.record_offsets(bytes(damaged)))
+  damaged = bytearray(data)
+  damaged[int(starts[120]) + 20] ^= 0x01
+  open(path, "wb").write(bytes(damaged))
+  with pytest.raises(PieError, match=r"m\.tfrecord: truncated or corrupt TFRecord"):
+    pie.read_predictions(path, with_logits=True)

@@ -927,3 +927,123 @@ def test_bootstrap_pie_counts_are_the_pies_of_each_resample():
       for part in (slice(0, 77), slice(77, 200))
   ]
   np.testing.assert_array_equal(cut[0] + cut[1], counts)  # counts of blocks add up
+
+
+# --- Modal labels of many weightings at once (bootstrap, A/A splits, permutations) ------------------------------
+
+
+def _populations(rng, trials):
+  """Small populations from unanimous to uniform, the weightings of resamples, splits and large integer weights."""
+  for trial in range(trials):
+    n_models, n_examples, num_classes = int(rng.integers(1, 12)), int(rng.integers(1, 1500)), int(rng.integers(2, 9))
+    agreement = rng.random()
+    preds = np.where(
+        rng.random((n_models, n_examples)) < agreement,
+        rng.integers(0, num_classes, (1, n_examples)),
+        rng.integers(0, num_classes, (n_models, n_examples)),
+    )
+    top = [1, 2, 5, 10**6][trial % 4]  # 10**6: keys beyond float32's exact integers
+    weights = rng.integers(0, top + 1, (int(rng.integers(1, 25)), n_models))
+    weights[weights.sum(axis=1) == 0, 0] = 1
+    yield preds, num_classes, weights
+
+
+def test_modal_many_is_modal_for_every_weighting():
+  rng = np.random.default_rng(11)
+  for preds, num_classes, weights in _populations(rng, 120):
+    votes = sig.SortedVotes(preds, num_classes)
+    for tie_break in sig.TIE_BREAKS:
+      expected = np.stack([votes.modal(w, tie_break) for w in weights])
+      np.testing.assert_array_equal(votes.modal_many(weights, tie_break), expected)
+
+
+def test_modal_disagreements_count_the_pies_of_every_pair():
+  rng = np.random.default_rng(12)
+  for preds, num_classes, weights in _populations(rng, 60):
+    other = np.where(rng.random(preds.shape) < 0.2, rng.integers(0, num_classes, preds.shape), preds)
+    votes_a, votes_b = sig.SortedVotes(preds, num_classes), sig.SortedVotes(other, num_classes)
+    weights_b = rng.permutation(weights, axis=1)
+    per_pair, per_example = sig.modal_disagreements(votes_a, weights, votes_b, weights_b)
+    differ = np.stack([votes_a.modal(a) != votes_b.modal(b) for a, b in zip(weights, weights_b)])
+    np.testing.assert_array_equal(per_pair, differ.sum(axis=1))
+    np.testing.assert_array_equal(per_example, differ.sum(axis=0))
+  with pytest.raises(ValueError, match="as many rows"):
+    sig.modal_disagreements(votes_a, weights, votes_b, weights[:0])
+
+
+def test_split_pie_counts_are_those_of_each_split():
+  rng = np.random.default_rng(13)
+  pool = np.where(rng.random((12, 400)) < 0.6, rng.integers(0, 5, (1, 400)), rng.integers(0, 5, (12, 400)))
+  first, second = sig.half_splits(12, 5, 6, 40, seed=3)
+  votes = sig.SortedVotes(pool, 5)
+  expected = []
+  for a, b in zip(first, second):
+    wa, wb = np.zeros(12, np.int64), np.zeros(12, np.int64)
+    wa[a], wb[b] = 1, 1
+    expected.append(np.count_nonzero(votes.modal(wa) != votes.modal(wb)))
+  np.testing.assert_array_equal(sig.split_pie_counts(pool, first, second, 5), expected)
+
+
+def test_bootstrap_pie_stability_reuses_no_other_populations_codes():
+  """The resampled codes are reused for the same predictions and resamples only: another population of the same
+  shape, or other resamples, get their own."""
+  rng = np.random.default_rng(14)
+  dense, other = rng.integers(0, 4, (6, 300)), rng.integers(0, 4, (6, 300))
+  pruned = np.where(rng.random((5, 300)) < 0.7, dense[:5], rng.integers(0, 4, (5, 300)))
+  dense_rows, pruned_rows = sig.bootstrap_resamples(6, 5, 50, seed=1)
+
+  def loop(d, p, d_rows, p_rows):
+    votes_d, votes_p = sig.SortedVotes(d, 4), sig.SortedVotes(p, 4)
+    differ = np.stack(
+        [
+            votes_d.modal(np.bincount(a, minlength=len(d))) != votes_p.modal(np.bincount(b, minlength=len(p)))
+            for a, b in zip(d_rows, p_rows)
+        ]
+    )
+    return differ.mean(axis=0), differ.sum(axis=1)
+
+  for d, rows in ((dense, dense_rows), (other, dense_rows), (dense, sig.bootstrap_resamples(6, 5, 50, seed=2)[0])):
+    stability, _, counts = sig.bootstrap_pie_stability(d, pruned, 4, rows, pruned_rows, return_counts=True)
+    expected_stability, expected_counts = loop(d, pruned, rows, pruned_rows)
+    np.testing.assert_array_equal(stability, expected_stability)
+    np.testing.assert_array_equal(counts, expected_counts)
+
+
+def test_welch_below_alpha_makes_the_decisions_of_the_exact_p_values():
+  """Resamples and A/A splits evaluate the t tail only where |t| reaches the normal quantile: p < alpha and the BH
+  rejections at alpha are those of the exact p-values, including t statistics at the threshold itself."""
+  rng = np.random.default_rng(15)
+  alpha = 0.05
+  z = special.ndtri(1 - alpha / 2)
+  for n_d, n_p in ((2, 2), (3, 8), (30, 30)):
+    dense = rng.normal(size=(40, n_d, 300))
+    pruned = rng.normal(size=(40, n_p, 300)) + rng.choice([0.0, 0.3, 1.0, 3.0], size=(40, 1, 300))
+    exact = sig._welch(dense, pruned)
+    # Shift some columns so that their t sits right at, just under and just over the normal quantile.
+    target = z * np.array([1 - 1e-6, 1 - 1e-9, 1.0, 1 + 1e-9])
+    scale = np.sqrt(exact.var_dense / n_d + exact.var_pruned / n_p)
+    pruned[:, :, :4] += (exact.difference[:, :4] + target * scale[:, :4])[:, None, :]
+    exact = sig._welch(dense, pruned)
+    quick = sig._welch(dense, pruned, below=alpha)
+    np.testing.assert_array_equal(quick.significant(alpha), exact.significant(alpha))
+    np.testing.assert_array_equal(quick.tested, exact.tested)
+    for p_quick, p_exact in zip(quick.p, exact.p):
+      np.testing.assert_array_equal(
+          sig.bh_rejections(sig.bh_q_values(p_quick), alpha), sig.bh_rejections(sig.bh_q_values(p_exact), alpha)
+      )
+    assert np.all(quick.p[~quick.significant(alpha) & quick.tested] >= alpha)
+
+
+def test_shared_votes_follow_the_predictions_content():
+  """Populations sorted once are reused for the same predictions only: an array changed in place, or another one of
+  the same shape, is sorted anew."""
+  rng = np.random.default_rng(16)
+  preds = rng.integers(0, 3, (5, 200))
+  first = pie_stats.modal_labels(preds)
+  assert sig.shared_votes(preds) is sig.shared_votes(preds.copy())
+  preds[:, :50] = 2  # changed in place: every model votes 2 on the first 50 examples
+  again = pie_stats.modal_labels(preds)
+  np.testing.assert_array_equal(again, sig.SortedVotes(preds).modal())
+  assert np.all(again[:50] == 2) and not np.all(first[:50] == 2)
+  other = rng.integers(0, 3, (5, 200))
+  np.testing.assert_array_equal(pie_stats.modal_labels(other), sig.SortedVotes(other).modal())

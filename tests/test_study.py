@@ -167,3 +167,32 @@ def test_tie_sensitivity_counts():
   np.testing.assert_array_equal(pies, [False, False, False, True])
   assert ties["num_pies_largest_id_rule"] == 2 and ties["num_pies_tie_dependent"] == 1
   assert ties["num_ties_dense"] == 2 and ties["num_ties_pruned"] == 1 and ties["num_pies_with_tie"] == 0
+
+
+def test_csv_text_is_pandas_text():
+  """Tables of numbers alone are joined directly: the same text as pandas writes (floats as repr, NaN empty), for
+  negative zero, infinities, big integers, booleans and small integer types; tables with text go through pandas."""
+  rng = np.random.default_rng(4)
+
+  def pandas_text(frame):
+    frame = frame.assign(
+        **{
+            name: ["" if v != v else repr(v) for v in frame[name].tolist()]
+            for name in frame.columns
+            if frame[name].dtype.kind == "f"
+        }
+    )
+    return frame.to_csv(index=False)
+
+  kinds = {
+      "f": lambda n: rng.choice([0.0, -0.0, np.nan, np.inf, -np.inf, 1e-300, 0.1, 1 / 3, 1e22, -2.5], n),
+      "i": lambda n: rng.integers(-(10**15), 10**15, n),
+      "b": lambda n: rng.random(n) < 0.5,
+      "u": lambda n: rng.integers(0, 200, n).astype(np.uint8),
+      "s": lambda n: rng.choice(["a", "b,c", 'q"x', "", "=1+2"], n),
+  }
+  for trial in range(60):
+    n = int(rng.integers(0, 40))
+    columns = rng.choice(list(kinds) if trial % 2 else ["f", "i", "b", "u"], int(rng.integers(1, 6)))
+    frame = pd.DataFrame({f"{kind}{j}": kinds[kind](n) for j, kind in enumerate(columns)})
+    assert analysis.csv_text(frame) == pandas_text(frame), (trial, list(frame.columns))
