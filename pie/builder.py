@@ -394,25 +394,31 @@ def top1_from_hits(hits, num_examples):
   return np.asarray(hits).sum(axis=1) / num_examples
 
 
-def harm_sources(entry, dense, level, relation, train_class_counts, options):
+def harm_sources(entry, dense, level, relation, train_class_counts, options, shift=None):
   """Where a level's harm comes from, into its summary entry: how well each dense-only score predicts its PIEs (risk),
   and the Spearman correlation of each class's normalized change with its dense recall and with its training
   frequency, with p-values from reassigning the models (`significance.class_correlation_test`) and what a uniform
   shift of every example's margin would give."""
   entry["risk"] = difficulty.risk_metrics(dense.scores, level.pies)
   first, second = _reassignments(dense.models, level.models, relation, options)
-  for key, class_property in (("class_difficulty_spearman", None), ("train_frequency_spearman", train_class_counts)):
-    if key == "train_frequency_spearman" and train_class_counts is None:
-      entry[key] = None
-      continue
-    histograms = dense.count_histograms if _shift_testable(dense, level) else None
-    result = significance.class_correlation_test(
-        dense.hits, level.hits, dense.class_count, first, second, class_property, histograms
+  properties = {"class_difficulty_spearman": None}
+  if train_class_counts is not None:
+    properties["train_frequency_spearman"] = train_class_counts
+  results = significance.class_correlation_tests(
+      dense.hits,
+      level.hits,
+      dense.class_count,
+      first,
+      second,
+      properties,
+      None if shift is None else dense.count_histograms,
+      shift,
+  )
+  for key in ("class_difficulty_spearman", "train_frequency_spearman"):
+    result = results.get(key)
+    entry[key] = (
+        None if result is None else {field: _json_value(getattr(result, field)) for field in outputs.CORRELATION_KEYS}
     )
-    entry[key] = {
-        **{field: _json_value(getattr(result, field)) for field in outputs.CORRELATION_KEYS[:-1]},
-        "num_permutations": len(first),
-    }
 
 
 def _reassignments(dense_models, models, relation, options):
@@ -553,14 +559,15 @@ def _paired_power_plan(dense_hits, pruned_hits, class_count, pairs, normalizatio
   return _plan_dict(plan, alpha, effect)
 
 
-def compare_level(entry, dense, level, class_names, options, class_stability=None):
+def compare_level(entry, dense, level, class_names, options, class_stability=None, shift=None):
   """class_stats.csv rows of one compared population (`LevelSums`, against the `DenseSums`), and its summary entry
   completed (in place).
 
   Everything here comes from sums over examples (correct predictions per model and class, PIE and tie counts), so
   the in-memory analysis and `pie.beam_analysis` share it. The level's `pairs` and `discordance` add the entry's
   `single_pair` (what each model pair alone says); twin pairs (the paired design) add the paired columns and the
-  entry's paired keys too. `class_stability`: the bootstrap replicability of each class's p < alpha, or None.
+  entry's paired keys too. `class_stability`: the bootstrap replicability of each class's p < alpha, or None;
+  `shift`: the level's `uniform_shift` (None: not tested).
   """
   alpha, normalization = options.alpha, options.normalization
   classes = stats.class_ttest_from_hits(
@@ -602,7 +609,7 @@ def compare_level(entry, dense, level, class_names, options, class_stability=Non
             dense.hits, level.hits, dense.class_count, pairs, normalization, alpha, options.power_effect
         ),
     )
-  _beyond_uniform_shift(classes, dense, level, alpha)
+  _beyond_uniform_shift(classes, shift)
   class_counts(entry, classes)
   return classes
 
@@ -612,21 +619,27 @@ def _shift_testable(dense, level):
   return len(dense.models) >= 3 and len(level.models) >= 2
 
 
-def _beyond_uniform_shift(classes, dense, level, alpha):
-  """class_stats.csv's uniform-shift columns (`significance.uniform_shift_tests`); not tested (NaN, never significant)
-  with fewer than 3 dense models or 2 of the level's, which its jackknife needs."""
+def uniform_shift(dense, level, alpha):
+  """`significance.uniform_shift_tests` of a level, or None with fewer than 3 dense models or 2 of the level's, which
+  its jackknife needs."""
+  if not _shift_testable(dense, level):
+    return None
+  return significance.uniform_shift_tests(dense.count_histograms, dense.hits, level.hits, dense.class_count, alpha)
+
+
+def _beyond_uniform_shift(classes, shift):
+  """class_stats.csv's uniform-shift columns from the level's `uniform_shift` (not tested: NaN, never significant)."""
   columns = (
       "uniform_shift_change",
       "beyond_uniform_shift",
       "beyond_uniform_shift_p_value",
       "beyond_uniform_shift_q_value",
   )
-  if not _shift_testable(dense, level):
+  if shift is None:
     for column in columns:
       classes[column] = np.nan
     classes["beyond_uniform_shift_significant_fdr"] = False
     return
-  shift = significance.uniform_shift_tests(dense.count_histograms, dense.hits, level.hits, dense.class_count, alpha)
   for column, values in zip(
       columns, (shift.uniform_shift_change, shift.beyond_uniform_shift, shift.p_value, shift.q_value)
   ):
@@ -1047,7 +1060,8 @@ def _level_tables(study, dense, level, bins, slice_plan, relation, options):
         alpha=options.alpha,
         normalization=options.normalization,
     )
-  classes = compare_level(entry, dense, level, study.class_names, options, class_stability)
+  shift = uniform_shift(dense, level, options.alpha)
+  classes = compare_level(entry, dense, level, study.class_names, options, class_stability, shift)
   frames = {
       outputs.CLASS_STATS_CSV: classes,
       outputs.PIE_ACCURACY_CSV: accuracy_rows(level.sparsity, level.accuracy_sizes, level.accuracy_correct),
@@ -1077,5 +1091,5 @@ def _level_tables(study, dense, level, bins, slice_plan, relation, options):
         options.normalization,
         options.min_slice_size,
     )
-  harm_sources(entry, dense, level, relation, study.train_class_counts, options)
+  harm_sources(entry, dense, level, relation, study.train_class_counts, options, shift)
   return entry, frames

@@ -112,6 +112,7 @@ __all__ = [
     "uniform_shift_tests",
     "CorrelationResult",
     "class_correlation_test",
+    "class_correlation_tests",
     "aa_calibration",
     "exemplar_scores",
     "exemplar_parts",
@@ -2496,22 +2497,51 @@ def _probit_normal_fit(histogram):
     mean2 = (second + weight * second.sum(axis=-1, keepdims=True)) / (size + _SHIFT_PRIOR_EXAMPLES)
   mean1 = np.clip(mean1, 1e-9, 1 - 1e-9)
   a = special.ndtri(mean1)
+  return size, a, np.sqrt(1.0 - _solve_rho(a, mean1, mean2))
+
+
+def _solve_rho(a, mean1, mean2):
+  """rho in [0, 1) with Phi_2(a, a; rho) = mean2, where Phi_2(a, a; rho) = Phi(a) - 2 T(a, sqrt((1 - rho) / (1 + rho)))
+  rises with rho at the rate of the bivariate normal density phi_2(a, a; rho): Newton's method inside a shrinking
+  bracket (a bisection step wherever Newton would leave it), to machine precision."""
   low, high = np.zeros_like(a), np.full_like(a, 1.0 - 1e-9)
-  for _ in range(50):  # Phi_2(a, a; rho) = Phi(a) - 2 T(a, sqrt((1 - rho) / (1 + rho))) rises with rho
-    mid = 0.5 * (low + high)
-    above = mean1 - 2.0 * special.owens_t(a, np.sqrt((1.0 - mid) / (1.0 + mid))) > mean2
-    high, low = np.where(above, mid, high), np.where(above, low, mid)
-  return size, a, np.sqrt(1.0 - 0.5 * (low + high))
+  rho = np.full_like(a, 0.5)
+  for _ in range(200):
+    value = mean1 - 2.0 * special.owens_t(a, np.sqrt((1.0 - rho) / (1.0 + rho))) - mean2
+    above = value > 0
+    high, low = np.where(above, rho, high), np.where(above, low, rho)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+      density = np.exp(-a * a / (1.0 + rho)) / (2.0 * math.pi * np.sqrt(1.0 - rho * rho))
+      step = rho - value / density
+    step = np.where(np.isfinite(step) & (step >= low) & (step <= high), step, 0.5 * (low + high))
+    converged = (np.abs(step - rho) <= 1e-13) | ~np.isfinite(value)
+    rho = step
+    if converged.all():
+      break
+  return rho
 
 
 def _fit_shifts(size, a, slope, target):
-  """Shifts delta [...] with ``sum_c size_c Phi(a_c + delta slope_c) = target`` (bisection)."""
-  low, high = np.full(np.shape(target), -40.0), np.full(np.shape(target), 40.0)
-  for _ in range(60):
-    mid = 0.5 * (low + high)
-    above = (size * special.ndtr(a + mid[..., None] * slope)).sum(axis=-1) > target
-    high, low = np.where(above, mid, high), np.where(above, low, mid)
-  return 0.5 * (low + high)
+  """Shifts delta [...] with ``sum_c size_c Phi(a_c + delta slope_c) = target``: Newton's method inside a shrinking
+  bracket [-40, 40] (a bisection step wherever Newton would leave it), to machine precision. The left side rises with
+  delta, so the root is unique; a target out of reach ends at the bracket's edge."""
+  target = np.asarray(target, np.float64)
+  low, high = np.full(target.shape, -40.0), np.full(target.shape, 40.0)
+  delta = np.zeros(target.shape)
+  for _ in range(200):
+    z = a + delta[..., None] * slope
+    value = (size * special.ndtr(z)).sum(axis=-1) - target
+    above = value > 0
+    high, low = np.where(above, delta, high), np.where(above, low, delta)
+    slope_sum = (size * slope * np.exp(-0.5 * z * z)).sum(axis=-1) / math.sqrt(2.0 * math.pi)
+    with np.errstate(invalid="ignore", divide="ignore"):
+      step = delta - value / slope_sum
+    step = np.where(np.isfinite(step) & (step >= low) & (step <= high), step, 0.5 * (low + high))
+    converged = np.abs(step - delta) <= 1e-12 * (1.0 + np.abs(delta))
+    delta = step
+    if converged.all():
+      break
+  return delta
 
 
 def _shift_change(fit, dense_hits, level_hits):
@@ -2670,16 +2700,18 @@ def uniform_shift_tests(histograms, dense_hits, level_hits, class_count, alpha: 
 def _spearman_rows(x, y):
   """Spearman's rho of each row pair of x, y [..., C] over the columns where both are finite (NaN when fewer than 3
   or one of them constant)."""
-  x, y = np.broadcast_arrays(np.asarray(x, np.float64), np.asarray(y, np.float64))
-  keep = np.isfinite(x) & np.isfinite(y)
+  x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+  shape = np.broadcast_shapes(x.shape, y.shape)
+  keep = np.broadcast_to(np.isfinite(x), shape) & np.broadcast_to(np.isfinite(y), shape)
   if not keep.all():  # the same classes in every row: absent classes are NaN in every model
     columns = keep.reshape(-1, keep.shape[-1]).all(axis=0)
     x, y = x[..., columns], y[..., columns]
   if x.shape[-1] < 3:
-    return np.full(x.shape[:-1], np.nan)
+    return np.full(shape[:-1], np.nan)
+  # A property shared by every row (1-D) is ranked once; the rows broadcast against it.
   rx, ry = stats.rankdata(x, axis=-1), stats.rankdata(y, axis=-1)
-  rx -= rx.mean(axis=-1, keepdims=True)
-  ry -= ry.mean(axis=-1, keepdims=True)
+  rx = rx - rx.mean(axis=-1, keepdims=True)
+  ry = ry - ry.mean(axis=-1, keepdims=True)
   with np.errstate(invalid="ignore", divide="ignore"):
     return (rx * ry).sum(axis=-1) / np.sqrt((rx**2).sum(axis=-1) * (ry**2).sum(axis=-1))
 
@@ -2724,6 +2756,21 @@ def _normalized_change(dense_hits, level_hits, class_count):
   return mean_normalized(level_hits) - mean_normalized(dense_hits)
 
 
+def _row_means(values, rows):
+  """The mean of `values` [n, C] over the rows each row of `rows` [B, k] picks, [B, C]: one matrix product."""
+  weights = np.zeros((len(rows), len(values)))
+  np.put_along_axis(weights, rows, 1.0 / rows.shape[1], axis=1)
+  return weights @ values
+
+
+def _p_from_reassignments(value, null):
+  """Two-sided p-value of `value` among the reassignments' `null` values (the observed one counted)."""
+  null = null[np.isfinite(null)]
+  if not np.isfinite(value):
+    return math.nan
+  return float((1 + np.count_nonzero(np.abs(null) >= abs(value) - 1e-12)) / (1 + null.size))
+
+
 def class_correlation_test(
     dense_hits, level_hits, class_count, first_rows, second_rows, class_property=None, histograms=None
 ) -> CorrelationResult:
@@ -2740,56 +2787,64 @@ def class_correlation_test(
   A uniform shift of every example's margin alone makes harm follow difficulty (classes near the ceiling lose
   less), so a small p-value does not say that compression singles out hard classes: ``uniform_shift_rho`` is what
   the shift alone gives, and ``beyond_uniform_shift_rho`` the correlation with what is left. Pass
-  ``dense_count_histograms`` of the dense population as ``histograms`` to get them.
+  ``dense_count_histograms`` of the dense population as ``histograms`` to get them. ``class_correlation_tests``
+  tests several properties on the same reassignments at the cost of one.
   """
+  return class_correlation_tests(
+      dense_hits, level_hits, class_count, first_rows, second_rows, {"property": class_property}, histograms
+  )["property"]
+
+
+def class_correlation_tests(
+    dense_hits, level_hits, class_count, first_rows, second_rows, class_properties, histograms=None, shift=None
+) -> dict:
+  """``class_correlation_test`` of each property of ``class_properties`` ({name: [C] values, or None for the dense
+  recall}), the reassignments' changes and shift fits computed once: {name: CorrelationResult}. ``shift``: the
+  level's ``uniform_shift_tests`` result when the caller has it (computed from ``histograms`` otherwise)."""
   dense_hits, level_hits = np.asarray(dense_hits, np.float64), np.asarray(level_hits, np.float64)
   class_count = np.asarray(class_count, np.float64)
   first_rows, second_rows = np.asarray(first_rows, np.int64), np.asarray(second_rows, np.int64)
-  pool = np.concatenate([dense_hits, level_hits])
   if first_rows.ndim != 2 or second_rows.ndim != 2 or len(first_rows) != len(second_rows):
     raise ValueError("first_rows and second_rows must be [num_permutations, n] rows of the pooled models")
+  pool = np.concatenate([dense_hits, level_hits])
   size = np.where(class_count > 0, class_count, np.nan)
-
-  def property_of(dense):
-    if class_property is not None:
-      return np.asarray(class_property, np.float64)
-    return (dense / size).mean(axis=-2)
-
+  recall = pool / size  # per model and class
+  normalized = recall - pool.sum(axis=1, keepdims=True) / class_count.sum()
   change = _normalized_change(dense_hits, level_hits, class_count)
-  prop = property_of(dense_hits)
-  rho = float(_spearman_rows(prop, change))
-  permuted = _spearman_rows(
-      property_of(pool[first_rows]), _normalized_change(pool[first_rows], pool[second_rows], class_count)
-  )
-
-  def p_of(value, null):
-    null = null[np.isfinite(null)]
-    if not np.isfinite(value):
-      return math.nan
-    return float((1 + np.count_nonzero(np.abs(null) >= abs(value) - 1e-12)) / (1 + null.size))
-
-  keep = np.isfinite(prop) & np.isfinite(change)
-  independent = stats.spearmanr(prop[keep], change[keep]).pvalue if keep.sum() >= 3 else math.nan
-  shift_rho = beyond_rho = beyond_p = math.nan
+  permuted_change = _row_means(normalized, second_rows) - _row_means(normalized, first_rows)
+  dense_recall, permuted_recall = recall[: len(dense_hits)].mean(axis=0), _row_means(recall, first_rows)
+  beyond_null = None
   if histograms is not None:
-    shift = uniform_shift_tests(histograms, dense_hits, level_hits, class_count)
-    predicted_top1 = np.nansum(shift.uniform_shift_change * class_count) / class_count.sum()
-    shift_rho = float(_spearman_rows(prop, shift.uniform_shift_change - predicted_top1))
-    beyond_rho = float(_spearman_rows(prop, shift.beyond_uniform_shift))
-    dense_mean, level_mean = pool[first_rows].mean(axis=1), pool[second_rows].mean(axis=1)
+    shift = shift or uniform_shift_tests(histograms, dense_hits, level_hits, class_count)
+    dense_mean, level_mean = _row_means(pool, first_rows), _row_means(pool, second_rows)
     fit = _probit_normal_fit(np.asarray(histograms[0], np.float64))
     _, _, predicted = _shift_change(fit, dense_mean.sum(axis=1), level_mean.sum(axis=1))
-    beyond_p = p_of(beyond_rho, _spearman_rows(prop, (level_mean - dense_mean - predicted) / size))
-  return CorrelationResult(
-      rho=rho,
-      p_value=p_of(rho, permuted),
-      p_value_independent_classes=float(independent),
-      uniform_shift_rho=shift_rho,
-      beyond_uniform_shift_rho=beyond_rho,
-      beyond_uniform_shift_p_value=beyond_p,
-      num_classes=int(keep.sum()),
-      num_permutations=int(len(first_rows)),
-  )
+    beyond_null = (level_mean - dense_mean - predicted) / size
+  results = {}
+  for name, class_property in class_properties.items():
+    fixed = class_property is not None
+    prop = np.asarray(class_property, np.float64) if fixed else dense_recall
+    rho = float(_spearman_rows(prop, change))
+    permuted = _spearman_rows(prop if fixed else permuted_recall, permuted_change)
+    keep = np.isfinite(prop) & np.isfinite(change)
+    independent = stats.spearmanr(prop[keep], change[keep]).pvalue if keep.sum() >= 3 else math.nan
+    shift_rho = beyond_rho = beyond_p = math.nan
+    if beyond_null is not None:
+      predicted_top1 = np.nansum(shift.uniform_shift_change * class_count) / class_count.sum()
+      shift_rho = float(_spearman_rows(prop, shift.uniform_shift_change - predicted_top1))
+      beyond_rho = float(_spearman_rows(prop, shift.beyond_uniform_shift))
+      beyond_p = _p_from_reassignments(beyond_rho, _spearman_rows(prop, beyond_null))
+    results[name] = CorrelationResult(
+        rho=rho,
+        p_value=_p_from_reassignments(rho, permuted),
+        p_value_independent_classes=float(independent),
+        uniform_shift_rho=shift_rho,
+        beyond_uniform_shift_rho=beyond_rho,
+        beyond_uniform_shift_p_value=beyond_p,
+        num_classes=int(keep.sum()),
+        num_permutations=int(len(first_rows)),
+    )
+  return results
 
 
 # --------------------------------------------------------------------------------------------------
