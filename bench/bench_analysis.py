@@ -16,7 +16,7 @@ machine inflates less than the wall time. Every run is repeated --repeats times 
 targets; the script exits with status 1 when one is missed.
 
 --profile runs the analysis once more in a fresh process with a timer around each stage (start-up, read, tables,
-noise floor splits, difficulty, bootstrap, writing) and prints each stage's wall and CPU seconds (CPU of the whole
+difficulty, bootstrap, noise floor splits, the PIE-excess test, the uniform shift, the correlations, writing) and prints each stage's wall and CPU seconds (CPU of the whole
 process while the stage ran, reader threads included). A stage's time excludes the stages nested in it.
 
 The synthetic populations look like ImageNet ones: per-example difficulty, a per-example confusable class that wrong
@@ -77,10 +77,15 @@ STAGES = {
     "read": [("pie.study", "load_study")],
     "difficulty": [("pie.study", "difficulty_parts"), ("pie.analysis", "dense_difficulty"),
                    ("pie.difficulty", "difficulty_rows"), ("pie.difficulty", "deciles"),
-                   ("pie.analysis", "harm_sources")],
-    "bootstrap": [("pie.significance", "bootstrap_stability")],
-    "noise floor splits": [("pie.analysis", "FloorPlan.pie_counts"), ("pie.significance", "split_class_tests"),
+                   ("pie.difficulty", "risk_metrics")],
+    "bootstrap": [("pie.significance", "bootstrap_stability"), ("pie.significance", "bootstrap_pie_stability"),
+                  ("pie.significance", "bootstrap_class_stability")],
+    "noise floor splits": [("pie.builder", "FloorPlan.pie_counts"), ("pie.significance", "split_class_tests"),
                            ("pie.significance", "half_splits")],
+    "PIE-excess test": [("pie.builder", "FloorPlan.exchange_counts"), ("pie.significance", "exchange_arrangements"),
+                        ("pie.significance", "pies_excess_test")],
+    "uniform shift": [("pie.builder", "uniform_shift")],
+    "correlations": [("pie.significance", "class_correlation_tests")],
     "writing": [("pie.analysis", "csv_text"), ("pie.io_utils", "write_text"), ("pie.io_utils", "write_json")],
 }
 totals = {name: [0.0, 0.0] for name in ["start-up", "read", "tables", *STAGES]}
@@ -318,7 +323,8 @@ def main(argv=None) -> int:
   for level in summary["levels"][1:]:
     print(
         f"  level {level['sparsity']:g}: {level['num_pies']} PIEs ({level['pie_fraction']:.2%}), "
-        f"{level['num_significant_classes']} significant classes"
+        f"{level['num_significant_classes_fdr']} classes significant after FDR ({level['num_significant_classes']} at "
+        "p < 0.05 uncorrected)"
     )
   if args.profile:
     print_profile(*profile(data_dir, os.path.join(scratch, "analysis-profile")))

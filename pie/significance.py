@@ -2763,6 +2763,30 @@ def _row_means(values, rows):
   return weights @ values
 
 
+class _CentredRanks:
+  """Spearman's rho of arrays over a fixed set of class columns, each distinct array ranked once (the reassignments'
+  [num_permutations, C] arrays are shared by every property tested)."""
+
+  def __init__(self, columns):
+    self.columns = columns
+    self._ranked = {}
+
+  def centred(self, values):
+    key = id(values)
+    if key not in self._ranked:
+      ranked = stats.rankdata(values[..., self.columns], axis=-1)
+      # Keeps `values` alive beside its ranks, so that its id cannot be reused by another array meanwhile.
+      self._ranked[key] = (values, ranked - ranked.mean(axis=-1, keepdims=True))
+    return self._ranked[key][1]
+
+  def rho(self, x, y):
+    if self.columns.sum() < 3:
+      return np.full(np.broadcast_shapes(np.shape(x)[:-1], np.shape(y)[:-1]), np.nan)
+    rx, ry = self.centred(x), self.centred(y)
+    with np.errstate(invalid="ignore", divide="ignore"):
+      return (rx * ry).sum(axis=-1) / np.sqrt((rx**2).sum(axis=-1) * (ry**2).sum(axis=-1))
+
+
 def _p_from_reassignments(value, null):
   """Two-sided p-value of `value` among the reassignments' `null` values (the observed one counted)."""
   null = null[np.isfinite(null)]
@@ -2820,26 +2844,31 @@ def class_correlation_tests(
     fit = _probit_normal_fit(np.asarray(histograms[0], np.float64))
     _, _, predicted = _shift_change(fit, dense_mean.sum(axis=1), level_mean.sum(axis=1))
     beyond_null = (level_mean - dense_mean - predicted) / size
+  # Spearman's rho over the classes every array has (absent classes are NaN everywhere), each array ranked once.
+  fixed = {name: np.asarray(p, np.float64) for name, p in class_properties.items() if p is not None}
+  columns = np.isfinite(change) & np.isfinite(dense_recall)
+  for values in fixed.values():
+    columns &= np.isfinite(values)
+  ranks = _CentredRanks(columns)
   results = {}
-  for name, class_property in class_properties.items():
-    fixed = class_property is not None
-    prop = np.asarray(class_property, np.float64) if fixed else dense_recall
-    rho = float(_spearman_rows(prop, change))
-    permuted = _spearman_rows(prop if fixed else permuted_recall, permuted_change)
+  for name in class_properties:
+    prop = fixed.get(name, dense_recall)
+    rho = ranks.rho(prop, change)
+    permuted = ranks.rho(prop if name in fixed else permuted_recall, permuted_change)
     keep = np.isfinite(prop) & np.isfinite(change)
     independent = stats.spearmanr(prop[keep], change[keep]).pvalue if keep.sum() >= 3 else math.nan
     shift_rho = beyond_rho = beyond_p = math.nan
     if beyond_null is not None:
       predicted_top1 = np.nansum(shift.uniform_shift_change * class_count) / class_count.sum()
-      shift_rho = float(_spearman_rows(prop, shift.uniform_shift_change - predicted_top1))
-      beyond_rho = float(_spearman_rows(prop, shift.beyond_uniform_shift))
-      beyond_p = _p_from_reassignments(beyond_rho, _spearman_rows(prop, beyond_null))
+      shift_rho = ranks.rho(prop, shift.uniform_shift_change - predicted_top1)
+      beyond_rho = ranks.rho(prop, shift.beyond_uniform_shift)
+      beyond_p = _p_from_reassignments(beyond_rho, ranks.rho(prop, beyond_null))
     results[name] = CorrelationResult(
-        rho=rho,
+        rho=float(rho),
         p_value=_p_from_reassignments(rho, permuted),
         p_value_independent_classes=float(independent),
-        uniform_shift_rho=shift_rho,
-        beyond_uniform_shift_rho=beyond_rho,
+        uniform_shift_rho=float(shift_rho),
+        beyond_uniform_shift_rho=float(beyond_rho),
         beyond_uniform_shift_p_value=beyond_p,
         num_classes=int(keep.sum()),
         num_permutations=int(len(first_rows)),
