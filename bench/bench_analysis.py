@@ -16,8 +16,9 @@ machine inflates less than the wall time. Every run is repeated --repeats times 
 targets; the script exits with status 1 when one is missed.
 
 --profile runs the analysis once more in a fresh process with a timer around each stage (start-up, read, tables,
-difficulty, bootstrap, noise floor splits, the PIE-excess test, the uniform shift, the correlations, writing) and prints each stage's wall and CPU seconds (CPU of the whole
-process while the stage ran, reader threads included). A stage's time excludes the stages nested in it.
+difficulty, bootstrap, noise floor splits, the PIE-excess test, the uniform shift, the correlations, writing) and
+prints each stage's wall and CPU seconds (CPU of the whole process while the stage ran, reader threads included). A
+stage's time excludes the stages nested in it.
 
 The synthetic populations look like ImageNet ones: per-example difficulty, a per-example confusable class that wrong
 models tend to agree on, dense top-1 near 76% and a drop growing with sparsity.
