@@ -12,6 +12,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from pie import variants
 from tests.conftest import REPO
 
@@ -176,6 +178,7 @@ def test_the_statistics_import_only_the_statistics():
     assert graph[module] <= stats_modules, (module, graph[module] - stats_modules)
 
 
+@pytest.mark.slow
 def test_import_pie_and_the_registry_load_no_tensorflow():
   code = (
       "import sys, pie, pie.variants, pie.stats, pie.significance, pie.simulate\n"
@@ -221,6 +224,7 @@ def f(method, level):
   ]
 
 
+@pytest.mark.slow
 def test_the_analysis_of_local_files_loads_no_tensorflow(tmp_path):
   """The analysis binary reads pie's prediction files with numpy and writes with the os module: TensorFlow's seconds
   of start-up and hundreds of MiB are paid only for remote paths, records of another layout, images and exports."""

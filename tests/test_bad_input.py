@@ -21,6 +21,7 @@ def _fails(module, *args, match):
   return proc
 
 
+@pytest.mark.slow
 def test_unknown_dataset(tmp_path):
   _fails(
       "train.train",
@@ -31,6 +32,7 @@ def test_unknown_dataset(tmp_path):
   )
 
 
+@pytest.mark.slow
 def test_missing_data_dir(tmp_path):
   _fails(
       "train.train",
@@ -42,6 +44,7 @@ def test_missing_data_dir(tmp_path):
   assert not os.path.exists(tmp_path / "m" / "model.h5")
 
 
+@pytest.mark.slow
 def test_study_without_dense_population(tmp_path):
   fake_study.write_study(str(tmp_path), levels=(0.5, 0.9))
   _fails("analysis.analyze", f"--study_dir={tmp_path}", match="no usable dense model")
@@ -50,6 +53,7 @@ def test_study_without_dense_population(tmp_path):
   assert not os.path.exists(tmp_path / "analysis")
 
 
+@pytest.mark.slow
 def test_truncated_record_and_nan(tmp_path):
   _, paths = fake_study.write_study(str(tmp_path / "a"), seeds=2)
   data = open(paths[1], "rb").read()
@@ -75,18 +79,21 @@ def test_truncated_record_and_nan(tmp_path):
   _fails("analysis.analyze", f"--study_dir={tmp_path}/b", match=f"{bad}: NaN or infinite values in top_k_probs")
 
 
+@pytest.mark.slow
 def test_mismatched_num_classes(tmp_path):
   labels, _ = fake_study.write_study(str(tmp_path), seeds=2)
   bad = fake_study.write_model(str(tmp_path), 0.5, 9, labels, labels, 7)
   _fails("analysis.analyze", f"--study_dir={tmp_path}", match=f"{bad}: num_classes is 7")
 
 
+@pytest.mark.slow
 def test_level_with_a_single_model(tmp_path):
   fake_study.write_study(str(tmp_path), levels=(0.0, 0.5), seeds=2)
   shutil.rmtree(tmp_path / "sparsity50_seed1")
   _fails("analysis.analyze", f"--study_dir={tmp_path}", match="level 0.5 has 1 usable model")
 
 
+@pytest.mark.slow
 def test_a_library_error_names_its_flag(tmp_path):
   fake_study.write_study(str(tmp_path), seeds=2)
   proc = _fails("analysis.analyze", f"--study_dir={tmp_path}", "--alpha=1.5", match="alpha must be in (0, 1), got 1.5")

@@ -89,6 +89,7 @@ def _write_population(
     )
 
 
+@pytest.mark.slow
 def test_matches_the_in_memory_analysis_on_the_digits_study(tiny_study, tmp_path):
   _in_memory(tiny_study["dir"], str(tmp_path / "memory"))
   summary = _beam(tiny_study["dir"], str(tmp_path / "beam"), block_size=128, shard_rows=150)
@@ -230,6 +231,7 @@ def test_matches_the_in_memory_analysis_on_fake_studies(case, tmp_path):
     assert (slices.loc[slices["slice_value"] == "40", "num_examples"] == 0).all()
 
 
+@pytest.mark.slow
 def test_the_binary_matches_the_analysis_binary(tiny_study, tmp_path):
   # The tiny study was analysed by analysis.analyze (train.population --analyze) with the default options.
   out_dir = str(tmp_path / "beam")

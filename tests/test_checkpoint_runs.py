@@ -115,6 +115,7 @@ def analysed(runs, tmp_path_factory):
   return {"out": out, "stdout": proc.stdout}
 
 
+@pytest.mark.slow
 def test_a_folder_of_tfmot_runs_is_analysed_with_one_command(runs, analysed):
   out = analysed["out"]
   assert "exported 6/6" in analysed["stdout"] and "ETA" in analysed["stdout"], analysed["stdout"]
@@ -145,6 +146,7 @@ def test_a_folder_of_tfmot_runs_is_analysed_with_one_command(runs, analysed):
     assert metadata["method"] == ("magnitude" if sparsity else "dense")
 
 
+@pytest.mark.slow
 def test_the_exported_predictions_are_the_models_own(runs, analysed):
   """The script's model ends in a softmax: pie reads its logits before it, and the probabilities are the model's."""
   import tf_keras as keras  # pylint: disable=g-import-not-at-top
@@ -160,6 +162,7 @@ def test_the_exported_predictions_are_the_models_own(runs, analysed):
   np.testing.assert_array_equal(exported.labels, digits.target[-500:])
 
 
+@pytest.mark.slow
 def test_a_rerun_exports_nothing_again_and_a_contradicted_level_is_reported(runs, analysed, tmp_path):
   bad = tmp_path / "bad" / "mislabelled"
   bad.mkdir(parents=True)
@@ -200,6 +203,7 @@ print(json.dumps({f: tf.io.gfile.GFile(f, "rb").read().hex() for f in files}))
 """
 
 
+@pytest.mark.slow
 def test_runs_on_another_filesystem(runs, analysed):
   """Through tf.io.gfile only: TF's in-memory filesystem stands in for gs:// (the pattern matches the Keras files:
   that filesystem lists files, not folders)."""

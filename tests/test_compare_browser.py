@@ -81,6 +81,7 @@ def _of(written, candidate):
   return examples.loc[examples["candidate"] == candidate]
 
 
+@pytest.mark.slow
 def test_loads_offline_without_errors(page, written):
   assert page.problems == []
   assert page.requests == [written["url"]]
@@ -88,6 +89,7 @@ def test_loads_offline_without_errors(page, written):
   assert "Gate failed" in page.inner_text("#verdict") and "pruned" in page.inner_text("#verdict")
 
 
+@pytest.mark.slow
 def test_gallery_starts_on_the_first_candidate_with_its_images(page, written):
   expected = _of(written, "int8")
   cards = _cards(page)
@@ -99,6 +101,7 @@ def test_gallery_starts_on_the_first_candidate_with_its_images(page, written):
   assert loaded == [8] * len(cards)
 
 
+@pytest.mark.slow
 def test_candidate_filter(page, written):
   page.select_option("#flip-candidate", "1")
   expected = _of(written, "pruned")
@@ -109,6 +112,7 @@ def test_candidate_filter(page, written):
   assert page.inner_text("#flip-status").endswith(f"of {len(written['examples'])} changed examples")
 
 
+@pytest.mark.slow
 def test_class_filter(page, written):
   page.select_option("#flip-candidate", "1")
   expected = _of(written, "pruned")
@@ -120,6 +124,7 @@ def test_class_filter(page, written):
   assert page.inner_text("#flip-status").endswith(f"of {len(mine)} changed examples")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("direction", DIRECTIONS)
 def test_direction_filter(page, written, direction):
   page.select_option("#flip-candidate", "1")
@@ -133,6 +138,7 @@ def test_direction_filter(page, written, direction):
   assert status.endswith(f"of {len(expected)} changed examples") if len(expected) else status.startswith("No changed")
 
 
+@pytest.mark.slow
 def test_a_card_shows_the_true_label_and_both_predictions(page, written):
   row = _of(written, "int8").sort_values(["label", "example_id"]).iloc[0]
   card = page.locator(f".card[data-candidate='0'][data-example-id='{int(row['example_id'])}']")
@@ -144,6 +150,7 @@ def test_a_card_shows_the_true_label_and_both_predictions(page, written):
   assert ("right" if row["candidate_correct"] else "wrong") in card.locator(".lab-candidate").get_attribute("class")
 
 
+@pytest.mark.slow
 def test_paging_walks_through_every_changed_example_once(page, written):
   page.select_option("#flip-candidate", "1")
   expected = _of(written, "pruned")
@@ -159,6 +166,7 @@ def test_paging_walks_through_every_changed_example_once(page, written):
   assert sorted(seen) == sorted(expected["example_id"])
 
 
+@pytest.mark.slow
 def test_class_view_follows_its_candidate_select(page, written):
   blocks = "#classes .cand-block"
   assert page.eval_on_selector_all(blocks, "bs => bs.map(b => b.hidden)") == [False, True]
@@ -169,6 +177,7 @@ def test_class_view_follows_its_candidate_select(page, written):
   assert page.locator("#classes-1 tbody tr").first.get_attribute("class") == "hurt"
 
 
+@pytest.mark.slow
 def test_screenshot_is_written(page, written, tmp_path):
   folder = os.environ.get("PIE_TEST_ARTIFACTS")
   artifacts = Path(folder) if folder else tmp_path

@@ -179,6 +179,7 @@ def test_intensification_ratio_counts_classes_moved_away_from_top1():
   assert summary["intensification_ratio"] == 0.5
 
 
+@pytest.mark.slow
 def test_arrays_are_compared_without_tensorflow():
   code = (
       "import sys, numpy as np, pie\n"
@@ -279,6 +280,7 @@ def _read_outputs(out_dir):
   return classes, examples, summary
 
 
+@pytest.mark.slow
 def test_the_gate_fails_on_a_broken_candidate_with_exit_status_3(models, tmp_path):
   paths = models["paths"]
   out = tmp_path / "out"
@@ -317,6 +319,7 @@ def test_the_gate_fails_on_a_broken_candidate_with_exit_status_3(models, tmp_pat
   assert entries["int8"]["size_ratio"] < 0.5 and summary["reference"]["size"]["bits_per_weight"] == 32.0
 
 
+@pytest.mark.slow
 def test_the_reference_against_itself_passes_with_exit_status_0(models, tmp_path):
   paths = models["paths"]
   proc = run_binary(
@@ -336,6 +339,7 @@ def test_the_reference_against_itself_passes_with_exit_status_0(models, tmp_path
   assert summary["passed"] and summary["candidates"][0]["num_significant_classes_fdr"] == 0
 
 
+@pytest.mark.slow
 def test_tflite_prediction_file_and_objects_in_memory(models, tmp_path):
   paths = models["paths"]
   config = digits_config()
@@ -384,6 +388,7 @@ def test_tflite_prediction_file_and_objects_in_memory(models, tmp_path):
         ("missing", "no such file or folder"),
     ],
 )
+@pytest.mark.slow
 def test_bad_candidates_are_named_and_nothing_is_written(models, tmp_path, key, message):
   path = models["paths"].get(key, str(tmp_path / "missing.h5"))
   out = tmp_path / "out"
@@ -394,6 +399,7 @@ def test_bad_candidates_are_named_and_nothing_is_written(models, tmp_path, key, 
   assert not out.exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("key", ["seven_classes", "not_flatbuffer", "missing"])
 def test_the_binary_prints_one_error_line_and_exits_1(models, tmp_path, key):
   path = models["paths"].get(key, str(tmp_path / "missing.tflite"))
@@ -412,6 +418,7 @@ def test_the_binary_prints_one_error_line_and_exits_1(models, tmp_path, key):
   assert "Traceback" not in proc.stderr and not out.exists()
 
 
+@pytest.mark.slow
 def test_colliding_names_need_names(models, tmp_path):
   paths = models["paths"]
   with pytest.raises(PieError, match=r"candidates share the names \['int8'\]") as error:
@@ -440,6 +447,7 @@ def test_the_readme_documents_the_comparison():
   assert "exit status 3" in section and "pie.compare(" in section
 
 
+@pytest.mark.slow
 def test_keras_files_and_savedmodel_folders_give_the_same_answers(models, tmp_path):
   dense = model_dir.load_model(models["paths"]["dense"])
   dense.save(str(tmp_path / "dense.keras"))

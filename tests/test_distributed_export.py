@@ -141,6 +141,7 @@ def test_default_strategy_export_is_the_host_export(tmp_path):
   assert read.logits.shape == (CIFAR_EXAMPLES, 10)
 
 
+@pytest.mark.slow
 def test_mirrored_two_replica_export_is_the_host_export(tmp_path):
   proc = subprocess.run(
       [sys.executable, "-m", "tests.test_distributed_export", str(tmp_path)],

@@ -5,6 +5,7 @@ import os
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from pie import analysis
 from tests.conftest import TINY_STUDY_FLAGS, run_binary
@@ -36,6 +37,7 @@ def _analysis_dir(tiny_study):
   return os.path.join(tiny_study["dir"], "analysis")
 
 
+@pytest.mark.slow
 def test_study_runs_and_prints_the_report_path(tiny_study):
   assert "models done 9/9" in tiny_study["stdout"]  # 3 dense, 3 dense replicates (the default control), 3 pruned
   report = os.path.join(_analysis_dir(tiny_study), "report.html")
@@ -43,6 +45,7 @@ def test_study_runs_and_prints_the_report_path(tiny_study):
   assert os.path.getsize(report) > 1000
 
 
+@pytest.mark.slow
 def test_every_model_has_its_files(tiny_study):
   names = sorted(d for d in os.listdir(tiny_study["dir"]) if d.startswith(("sparsity", "dense_replicate")))
   # Independent seeds (the default): dense 0-2, the replicate 3-5, the 90% level 6-8, each paired with dense model i.
@@ -72,6 +75,7 @@ def test_every_model_has_its_files(tiny_study):
     assert metadata["dense_seed"] == metadata["seed"] % 3  # model i of every population is paired with dense model i
 
 
+@pytest.mark.slow
 def test_summary(tiny_study):
   summary = json.load(open(os.path.join(_analysis_dir(tiny_study), "summary.json")))
   dense, replicate, pruned = summary["levels"]
@@ -115,6 +119,7 @@ def test_summary(tiny_study):
   assert at_90["pie_rate"].iloc[0] >= at_90["pie_rate"].iloc[-1]
 
 
+@pytest.mark.slow
 def test_output_columns_and_pie_images(tiny_study):
   out = _analysis_dir(tiny_study)
   pies = pd.read_csv(os.path.join(out, "pies.csv"))
@@ -148,6 +153,7 @@ def test_output_columns_and_pie_images(tiny_study):
     )
 
 
+@pytest.mark.slow
 def test_rerun_skips_finished_models(tiny_study):
   folder = os.path.join(tiny_study["dir"], "sparsity90_seed7")
   before = os.path.getmtime(os.path.join(folder, "sparsity90_seed7.tfrecord"))
@@ -156,6 +162,7 @@ def test_rerun_skips_finished_models(tiny_study):
   assert os.path.getmtime(os.path.join(folder, "sparsity90_seed7.tfrecord")) == before
 
 
+@pytest.mark.slow
 def test_dry_run_prints_one_command_per_model(tmp_path):
   proc = run_binary(
       "train.population", *TINY_STUDY_FLAGS, f"--workdir={tmp_path}", "--dry_run", "--strategy=tpu", "--tpu=my-tpu"
@@ -173,6 +180,7 @@ def test_dry_run_prints_one_command_per_model(tmp_path):
   assert len(study["models"]) == 9 and f"--workdir={tmp_path}/{study['models'][-1]}" in commands[-1]
 
 
+@pytest.mark.slow
 def test_analysis_of_an_explicit_file_list(tiny_study, tmp_path):
   files = [
       os.path.join(tiny_study["dir"], n, f"{n}.tfrecord")

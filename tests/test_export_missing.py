@@ -82,6 +82,7 @@ def _check_exported(study, name, source):
   assert again.metadata["exported_from"].startswith(os.path.join(study["dir"], name, source))
 
 
+@pytest.mark.slow
 def test_export_missing_from_the_saved_model_gives_the_same_analysis(study):
   name = "sparsity90_seed4"
   _remove(study["dir"], name, f"{name}.tfrecord", f"{name}.json")
@@ -99,6 +100,7 @@ def test_export_missing_from_the_saved_model_gives_the_same_analysis(study):
   _check_exported(study, name, "model.h5")
 
 
+@pytest.mark.slow
 def test_export_missing_from_the_final_checkpoint_gives_the_same_analysis(study):
   # sparsity0_seed0 is the first model read: the study's config in summary.json comes from its metadata.
   names = ("sparsity0_seed0", "sparsity90_seed5")
@@ -125,6 +127,7 @@ def test_export_missing_from_the_final_checkpoint_gives_the_same_analysis(study)
   assert logs == [f"{study['dir']}: no trained model is missing its predictions"]
 
 
+@pytest.mark.slow
 def test_unfinished_training_is_listed_not_exported(study, tmp_path):
   study_dir = str(tmp_path / "study")
   shutil.copytree(study["dir"], study_dir, ignore=shutil.ignore_patterns("analysis"))
@@ -180,6 +183,7 @@ def test_unfinished_training_is_listed_not_exported(study, tmp_path):
   assert not os.path.exists(os.path.join(study_dir, broken, population.CLAIM_FILE))
 
 
+@pytest.mark.slow
 def test_model_states_of_a_study(study, tmp_path):
   config, states = saved_exports.study_states(study["dir"])
   assert [s.job.name for s in states] == MODELS and {s.status for s in states} == {saved_exports.FINISHED}
@@ -197,6 +201,7 @@ def test_model_states_of_a_study(study, tmp_path):
   assert error.value.parameter == "export_missing"
 
 
+@pytest.mark.slow
 def test_the_study_checkpoints_analysed_as_runs(study, tmp_path):
   """A study's checkpoint folders, given as runs (the name rule reads the model folder's name), give its predictions."""
   flags = [f for f in STUDY_FLAGS if f.startswith(("--config=", "--config.pruning", "--config.num_epochs"))]
@@ -249,6 +254,7 @@ print(json.dumps({name: tf.io.gfile.GFile(remote + "/analysis/" + name, "rb").re
 """
 
 
+@pytest.mark.slow
 def test_a_study_on_another_filesystem_is_exported_in_place(study):
   """Through tf.io.gfile only: TF's in-memory filesystem stands in for gs:// (it lives in one process)."""
   proc = subprocess.run(
@@ -264,6 +270,7 @@ def test_a_study_on_another_filesystem_is_exported_in_place(study):
   assert summary == reference
 
 
+@pytest.mark.slow
 def test_train_export_from_a_checkpoint(study, tmp_path):
   out = str(tmp_path / "sparsity90_seed3.tfrecord")
   checkpoints = os.path.join(study["dir"], "sparsity90_seed3", "checkpoints")
@@ -282,6 +289,7 @@ def test_train_export_from_a_checkpoint(study, tmp_path):
     assert exported.metadata[key] == trained.metadata[key], key
 
 
+@pytest.mark.slow
 def test_a_qat_model_is_exported_from_its_checkpoint_or_its_tflite(tmp_path):
   """A method deployed as TFLite: from the final checkpoint (converted again), else from model.tflite."""
   workdir = str(tmp_path / "qat_seed0")

@@ -134,6 +134,7 @@ def test_long_tailed_training_set(tmp_path):
     data.load_dataset(_config(str(tmp_path), train_class_fraction=(0.5, 1.0)))
 
 
+@pytest.mark.slow
 @_REAL
 def test_the_config_trains_on_the_real_files(tmp_path):
   # The study's config, cut to 30 training steps: the model learns (the full config reaches about 91%, see the README).

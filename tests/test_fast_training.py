@@ -26,6 +26,7 @@ def _train(root, tag, sparsity, seed, reuse):
   return metrics, predictions_lib.read_predictions(os.path.join(workdir, f"{name}.tfrecord"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sparsity", [0.0, 0.5])
 def test_reused_model_trains_exactly_like_a_fresh_one(tmp_path, sparsity):
   training.drop_reused()
@@ -38,6 +39,7 @@ def test_reused_model_trains_exactly_like_a_fresh_one(tmp_path, sparsity):
   assert metrics["measured_sparsity"] == pytest.approx(sparsity, abs=variants.SPARSITY_TOLERANCE)
 
 
+@pytest.mark.slow
 def test_only_same_level_and_method_share_a_model(tmp_path):
   training.drop_reused()
   _train(str(tmp_path), "a", 0.5, 0, reuse=True)

@@ -395,6 +395,7 @@ def _check_compare_page(browser, directory, values):
     context.close()
 
 
+@pytest.mark.slow
 def test_the_detector_sees_an_injection(browser, tmp_path):
   """The harness would catch an unescaped name: the same CSP as the pages, a name written raw, a dialog recorded."""
   page = tmp_path / "raw.html"
@@ -428,6 +429,7 @@ HOSTILE = settings(
         corruption="<b onmouseover=alert(7)>fog</b>",
     )
 )
+@pytest.mark.slow
 def test_hostile_names_stay_inert_everywhere(browser, values):
   event(f"spoiled: {values.spoil}")
   with tempfile.TemporaryDirectory(prefix="pie-hostile-") as tmp:

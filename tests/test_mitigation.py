@@ -197,6 +197,7 @@ def test_jobs_of_a_mitigation_study_require_what_their_mitigation_needs():
 # Training with a mitigation.
 
 
+@pytest.mark.slow
 def test_a_student_distilled_with_weight_1_matches_its_teacher(tmp_path):
   """A magnitude-pruned student trained on the teacher's outputs alone (w = 1, T = 1) predicts what the teacher
   predicts more often, and is closer to its output distribution, than the same student trained on the labels."""
@@ -282,6 +283,7 @@ def dense_population(tmp_path_factory):
   return folder
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mitigation_name", ["distill", "class_reweight"])
 def test_a_mitigated_model_resumes_after_a_kill_with_identical_predictions(mitigation_name, dense_population, tmp_path):
   """SIGKILL a mitigated model after a checkpoint; resumed, it ends with the predictions of an uninterrupted run (the
@@ -318,6 +320,7 @@ def test_a_mitigated_model_resumes_after_a_kill_with_identical_predictions(mitig
   shutil.rmtree(tmp_path / "a")
 
 
+@pytest.mark.slow
 def test_a_mitigation_study_through_the_launcher(tmp_path):
   study_dir = str(tmp_path / "study")
   proc = run_binary(

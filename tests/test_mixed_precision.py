@@ -45,6 +45,7 @@ def _train(tmp_path, monkeypatch, precision):
   return metrics, model, predictions_lib.read_predictions(str(workdir / f"{name}.tfrecord")), workdir, config
 
 
+@pytest.mark.slow
 def test_bfloat16_pruning_reaches_the_float32_sparsity(tmp_path, monkeypatch):
   metrics32, model32, preds32, _, _ = _train(tmp_path, monkeypatch, None)
   metrics16, model16, preds16, workdir, config16 = _train(tmp_path, monkeypatch, "bfloat16")

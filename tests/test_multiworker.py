@@ -17,6 +17,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 import pie  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from pie import predictions as predictions_lib
@@ -81,6 +82,7 @@ def _run_workers(commands, timeout=240):
   return outputs
 
 
+@pytest.mark.slow
 def test_two_local_workers(tmp_path):
   workdirs = [tmp_path / "chief", tmp_path / "worker1"]
   _run_workers(
@@ -95,6 +97,7 @@ def test_two_local_workers(tmp_path):
   assert not written, f"the non-chief worker wrote into its workdir: {written}"
 
 
+@pytest.mark.slow
 def test_mirrored_two_cpu_replicas(tmp_path):
   proc = subprocess.run(
       [
@@ -121,6 +124,7 @@ def test_mirrored_two_cpu_replicas(tmp_path):
 INPUT_TRAIN, INPUT_SHARDS, INPUT_BATCH, INPUT_EPOCHS = 64, 4, 8, 2
 
 
+@pytest.mark.slow
 def test_two_workers_read_disjoint_files_and_the_configured_global_batch(tmp_path):
   data_dir = tmp_path / "tfds"
   images = tfds_files.jpegs([(40, 32), (32, 48)], seed=2)

@@ -67,6 +67,7 @@ def paired_study(tmp_path_factory):
   return {"dir": study_dir, "stdout": proc.stdout}
 
 
+@pytest.mark.slow
 def test_compressed_models_start_from_their_finished_dense_twins(paired_study):
   study_dir = paired_study["dir"]
   assert "models done 12/12" in paired_study["stdout"] and "FAILED" not in paired_study["stdout"]
@@ -89,6 +90,7 @@ def test_compressed_models_start_from_their_finished_dense_twins(paired_study):
   assert len({_metadata(study_dir, n)["config_hash"] for n in DENSE + FINE_TUNED + REPLICATES}) == 1
 
 
+@pytest.mark.slow
 def test_the_analysis_of_a_paired_study(paired_study):
   out = os.path.join(paired_study["dir"], "analysis")
   summary = json.load(open(os.path.join(out, "summary.json")))
@@ -112,6 +114,7 @@ def test_the_analysis_of_a_paired_study(paired_study):
   assert "Design: paired." in report and "id='pairs-table'" in report
 
 
+@pytest.mark.slow
 def test_dry_run_prints_the_dense_commands_first_and_marks_the_dependency(tmp_path):
   proc = run_binary("train.population", *FLAGS, f"--workdir={tmp_path}", "--dry_run")
   lines = proc.stdout.strip().splitlines()
@@ -123,6 +126,7 @@ def test_dry_run_prints_the_dense_commands_first_and_marks_the_dependency(tmp_pa
   assert all("--config.sparsity=0.9" in line or "--config.method=2:4" in line for line in after)
 
 
+@pytest.mark.slow
 def test_a_killed_launcher_resumes_to_the_same_predictions(paired_study, tmp_path):
   """SIGKILL the launcher while a fine-tuned model trains (after its first checkpoint); the rerun finishes it, with
   the predictions of the uninterrupted study. The other models are the uninterrupted study's, copied: what is resumed
@@ -163,6 +167,7 @@ def test_a_killed_launcher_resumes_to_the_same_predictions(paired_study, tmp_pat
   assert resumed.metadata["init_from"] == "sparsity0_seed0"
 
 
+@pytest.mark.slow
 def test_train_one_model_refuses_an_unfinished_twin(tmp_path):
   proc = run_binary(
       "train.train",

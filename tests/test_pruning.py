@@ -52,6 +52,7 @@ def test_wrapping_only_in_scope():
   assert kinds["classifier"] == "Dense"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sparsity", [0.5, 0.9])
 def test_training_reaches_target_sparsity_per_layer(tmp_path, sparsity):
   config = digits_config(**{"num_epochs": 2, "sparsity": sparsity, "seed": 0, "pruning.end_fraction": 0.5})
@@ -67,6 +68,7 @@ def test_training_reaches_target_sparsity_per_layer(tmp_path, sparsity):
   assert report["overall"] == pytest.approx(metrics["measured_sparsity"])
 
 
+@pytest.mark.slow
 def test_pruning_window_past_training_is_refused(tmp_path):
   config = digits_config(**{"num_epochs": 1, "sparsity": 0.5, "pruning.end_step": 10_000})
   with pytest.raises(PieError, match="pruning window"):

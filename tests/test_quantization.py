@@ -70,6 +70,7 @@ def _kernel_and_bias_counts(model):
   return kernels, model.count_params() - kernels
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", q.QUANTIZATION_MODES)
 def test_quantized_predictor_agrees_with_keras(mode, trained, converted, digits):
   x_test = digits[2]
@@ -85,6 +86,7 @@ def test_quantized_predictor_agrees_with_keras(mode, trained, converted, digits)
   np.testing.assert_array_equal(classifier.predict_labels(x_test), logits.argmax(1))
 
 
+@pytest.mark.slow
 def test_float16_is_close_and_batching_does_not_change_logits(trained, converted, digits):
   x_test = digits[2][:200]
   classifier = q.TFLiteClassifier(converted["float16"])
@@ -95,6 +97,7 @@ def test_float16_is_close_and_batching_does_not_change_logits(trained, converted
   assert classifier.predict_logits(x_test[:0]).shape == (0, 10)
 
 
+@pytest.mark.slow
 def test_size_reports_match_the_model_weights(trained, converted, keras_report):
   kernels, biases = _kernel_and_bias_counts(trained)
   assert keras_report["format"] == "tflite_float32"
@@ -124,6 +127,7 @@ def test_size_reports_match_the_model_weights(trained, converted, keras_report):
   assert full["weight_bytes"] < f16["weight_bytes"] < keras_report["weight_bytes"]
 
 
+@pytest.mark.slow
 def test_full_int8_requires_representative_images(trained):
   with pytest.raises(ValueError, match="representative_images"):
     q.quantize_model(trained, "full_int8")
@@ -135,6 +139,7 @@ def test_full_int8_requires_representative_images(trained):
     q.quantize_model(trained, "full_int8", representative_images=np.full((2, 8, 8, 1), np.nan, np.float32))
 
 
+@pytest.mark.slow
 def test_bad_inputs_raise_clear_errors(trained, converted):
   with pytest.raises(ValueError, match="unknown quantization mode 'int4'"):
     q.quantize_model(trained, "int4")
@@ -159,6 +164,7 @@ def test_bad_inputs_raise_clear_errors(trained, converted):
     "backend",
     ["tflite", pytest.param("litert", marks=pytest.mark.skipif(not HAS_LITERT, reason="ai-edge-litert not installed"))],
 )
+@pytest.mark.slow
 def test_backends_run_the_same_flatbuffer(backend, converted, digits):
   x_test = digits[2][:64]
   classifier = q.TFLiteClassifier(converted["full_int8"], backend=backend)
@@ -167,6 +173,7 @@ def test_backends_run_the_same_flatbuffer(backend, converted, digits):
   np.testing.assert_allclose(classifier.predict_logits(x_test), reference, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_pruned_model_converts_sparse_and_runs(trained, digits):
   import tensorflow_model_optimization as tfmot  # pylint: disable=g-import-not-at-top
 

@@ -105,6 +105,7 @@ def _tfrecord(study_dir, name):
   return os.path.join(study_dir, name, f"{name}.tfrecord")
 
 
+@pytest.mark.slow
 def test_killed_training_resumes_to_the_predictions_of_an_uninterrupted_run(tmp_path):
   """SIGKILL after a checkpoint, mid-epoch; the rerun resumes and ends where an uninterrupted run ends, exactly."""
   uninterrupted = _start("train.train", *TRAIN_FLAGS, f"--workdir={tmp_path}/a", out=tmp_path / "a.out")
@@ -142,6 +143,7 @@ def test_killed_training_resumes_to_the_predictions_of_an_uninterrupted_run(tmp_
     assert other.metadata["config_hash"] == reference.metadata["config_hash"]
 
 
+@pytest.mark.slow
 def test_killed_launcher_rerun_trains_only_what_is_missing(tmp_path):
   """SIGKILL the launcher and its worker mid-grid; damage two finished models; each rerun redoes only the rest."""
   study_dir = str(tmp_path / "study")
@@ -210,6 +212,7 @@ def test_killed_launcher_rerun_trains_only_what_is_missing(tmp_path):
   assert report.ok, report.table()
 
 
+@pytest.mark.slow
 def test_two_launchers_at_once_train_every_model_exactly_once(tmp_path):
   """Two launchers on one study directory, and a stale claim left by a dead process: each model trained once."""
   study_dir = str(tmp_path / "study")
@@ -258,6 +261,7 @@ def _claim_with_a_slow_judgment(directory, barrier, results):
   barrier.wait()  # stay alive until every process has tried: a winner that exits leaves a stale claim itself
 
 
+@pytest.mark.slow
 def test_a_stale_claim_is_taken_over_by_exactly_one_process(tmp_path):
   dead = subprocess.Popen([sys.executable, "-c", "pass"])
   dead.wait()
@@ -298,6 +302,7 @@ def _snapshot(out_dir):
   }
 
 
+@pytest.mark.slow
 def test_killing_the_analysis_never_leaves_a_partial_output(tmp_path):
   """SIGKILL the analysis at random moments while it writes: every output is the old complete file or the new one."""
   study_dir, out_dir = str(tmp_path / "study"), str(tmp_path / "study" / "analysis")

@@ -70,12 +70,14 @@ def _at_level(study, sparsity):
   return study["pies"].loc[np.isclose(study["pies"]["sparsity"], sparsity)]
 
 
+@pytest.mark.slow
 def test_loads_offline_without_errors(page, study):
   assert page.problems == []
   assert page.requests == [study["url"]]
   assert page.title().startswith("Pruning impact")
 
 
+@pytest.mark.slow
 def test_gallery_starts_on_the_highest_level(page, study):
   top = study["levels"][-1]
   expected = _at_level(study, top)
@@ -89,6 +91,7 @@ def test_gallery_starts_on_the_highest_level(page, study):
   assert rendering == "pixelated"
 
 
+@pytest.mark.slow
 def test_known_example_shows_its_three_labels_and_shares(page, study):
   top = study["levels"][-1]
   row = _at_level(study, top).iloc[-1]
@@ -103,6 +106,7 @@ def test_known_example_shows_its_three_labels_and_shares(page, study):
   assert "wrong" in card.locator(".lab-pruned").get_attribute("class") or row["pruned_modal"] == row["label"]
 
 
+@pytest.mark.slow
 def test_level_filter_changes_what_is_shown(page, study):
   low = study["levels"][0]
   expected = _at_level(study, low)
@@ -115,6 +119,7 @@ def test_level_filter_changes_what_is_shown(page, study):
   assert page.inner_text("#gal-status").endswith(f"of {len(study['pies'])} PIEs")
 
 
+@pytest.mark.slow
 def test_class_filter_shows_only_that_class(page, study):
   top = study["levels"][-1]
   at_top = _at_level(study, top)
@@ -127,6 +132,7 @@ def test_class_filter_shows_only_that_class(page, study):
   assert page.inner_text("#gal-status").endswith(f"of {len(expected)} PIEs")
 
 
+@pytest.mark.slow
 def test_class_link_in_findings_opens_its_pies(page, study):
   link = page.locator("#findings a.to-gallery").first
   level, label = link.get_attribute("data-level"), int(link.get_attribute("data-class"))
@@ -142,6 +148,7 @@ def test_class_link_in_findings_opens_its_pies(page, study):
   assert page.evaluate("window.location.hash") == "#gallery"
 
 
+@pytest.mark.slow
 def test_paging_walks_through_every_pie_once(page, study):
   top = study["levels"][-1]
   expected = _at_level(study, top)
@@ -159,6 +166,7 @@ def test_paging_walks_through_every_pie_once(page, study):
   assert page.inner_text("#gal-page") == f"Page {pages - 1} of {pages}"
 
 
+@pytest.mark.slow
 def test_class_table_sorts_on_click(page, study):
   key = report.level_key(study["levels"][-1])
   page.click(f"#impact-{key} details.table > summary")
@@ -171,6 +179,7 @@ def test_class_table_sorts_on_click(page, study):
   assert names == sorted(names, reverse=True)
 
 
+@pytest.mark.slow
 def test_screenshot_is_written(page, study, artifacts):
   full = artifacts / "report_full.png"
   gallery = artifacts / "report_gallery.png"
@@ -183,6 +192,7 @@ def test_screenshot_is_written(page, study, artifacts):
     shutil.copy(study["dir"] / "report.html", artifacts / "report.html")
 
 
+@pytest.mark.slow
 def test_harm_sources_section_matches_the_summary(page, study):
   """The "Where the harm comes from" section: linked from the navigation, its figure drawn, and per level the risk
   AUROC of the dense-only score that the summary holds."""
@@ -199,6 +209,7 @@ def test_harm_sources_section_matches_the_summary(page, study):
     assert shown[report.level_label(level["sparsity"])].startswith(f"{auroc:.2f}")
 
 
+@pytest.mark.slow
 def test_subgroups_section_sorts_and_filters(page, study):
   """The "Subgroups" section: linked from the navigation, open at the highest level with its figure, its table of
   every slice of slice_stats.csv sorted by a click on a header and filtered by a slice's name or value."""

@@ -70,6 +70,7 @@ def binary_run(tiny_study, tmp_path_factory):
   }
 
 
+@pytest.mark.slow
 def test_binary_writes_the_tables_with_the_required_columns(binary_run):
   table = binary_run["table"]
   assert list(table.columns[: len(REQUIRED_COLUMNS)]) == REQUIRED_COLUMNS
@@ -91,6 +92,7 @@ def test_binary_writes_the_tables_with_the_required_columns(binary_run):
   assert binary_run["summary"]["clean_check"]["min_agreement"] == 1.0
 
 
+@pytest.mark.slow
 def test_accuracy_falls_with_severity_on_average(binary_run):
   table = binary_run["table"]
   by_severity = table.groupby("severity")[["dense_top1_mean", "pruned_top1_mean"]].mean()
@@ -98,6 +100,7 @@ def test_accuracy_falls_with_severity_on_average(binary_run):
   assert table.groupby("severity")["dense_drop"].mean().loc[5] > 0
 
 
+@pytest.mark.slow
 def test_statistics_match_scipy_on_the_per_model_accuracies(binary_run):
   table, models = binary_run["table"], binary_run["models"]
   clean = models[models["corruption"] == "clean"].set_index("model")["top1"]
@@ -124,6 +127,7 @@ def test_statistics_match_scipy_on_the_per_model_accuracies(binary_run):
   np.testing.assert_allclose(level["q_value"], scipy.stats.false_discovery_control(level["p_value"]), rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_summary_mce_matches_the_per_model_accuracies(binary_run):
   models, summary = binary_run["models"], binary_run["summary"]
   mean_top1 = models.groupby(["sparsity", "corruption", "severity"])["top1"].mean()
@@ -144,6 +148,7 @@ def test_summary_mce_matches_the_per_model_accuracies(binary_run):
   assert levels[0.9]["corruptions_hurt_more"] == sorted(set(worse["corruption"]))
 
 
+@pytest.mark.slow
 def test_each_corrupted_set_is_computed_once_and_disk_cache_gives_the_same_results(tiny_study, tmp_path, monkeypatch):
   study = study_lib.load_study(tiny_study["dir"], log=lambda m: None)
   calls = []
@@ -500,6 +505,7 @@ def test_imagenet2012_corrupted_crops_are_resized_to_the_study_image_size(tmp_pa
   np.testing.assert_array_equal(labels["zoom_blur_2"], raw["label"].numpy())
 
 
+@pytest.mark.slow
 def test_study_without_saved_models_names_the_folder(tiny_study, tmp_path):
   study_dir = tmp_path / "predictions_only"
   for name in os.listdir(tiny_study["dir"]):
@@ -516,6 +522,7 @@ def test_study_without_saved_models_names_the_folder(tiny_study, tmp_path):
   assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_bad_corruption_and_severity_are_refused(tiny_study, tmp_path):
   study = study_lib.load_study(tiny_study["dir"], log=lambda m: None)
   with pytest.raises(PieError, match=r"unknown corruption\(s\) \['fogg'\]") as error:

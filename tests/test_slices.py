@@ -382,6 +382,7 @@ def test_the_class_groups_of_the_config_are_used_unless_the_analysis_names_other
   assert "second" in set(table["slice_value"]) and "first" not in set(table["slice_value"])
 
 
+@pytest.mark.slow
 def test_bad_analysis_options_are_one_error_line(tmp_path):
   fake_study.write_study(str(tmp_path / "study"), seeds=2)
   study = pie.load_study(str(tmp_path / "study"), log=_quiet)
@@ -453,6 +454,7 @@ def _noisy_population(study_dir, sparsity, seeds, labels, flip, num_classes, rng
     fake_study.write_model(study_dir, sparsity, seed, top1, labels, num_classes, **metadata)
 
 
+@pytest.mark.slow
 def test_digits_class_groups_through_the_analysis_binary(tmp_path):
   """--class_groups=digits and --min_slice_size on the digits eval labels: pruning hurts 8 and 9, so "loops" (0, 6, 8,
   9) loses more than top-1; groups smaller than the minimum are reported with a note, and the report shows them."""
@@ -576,6 +578,7 @@ def test_an_empty_slice_is_a_note_not_a_crash(tmp_path):
   assert "0 of 3 slices tested" in page
 
 
+@pytest.mark.slow
 def test_a_slice_feature_the_dataset_lacks_fails_before_training(tmp_path):
   config = digits_config(slice_features=("attributes/Male",))
   with pytest.raises(PieError, match=r"dataset 'digits' has no feature 'attributes/Male' \(config.slice_features\)"):
@@ -626,6 +629,7 @@ def _mock_celeba_columns(data_dir):
   return np.array(rows, np.int64).T
 
 
+@pytest.mark.slow
 def test_a_celeba_study_on_mock_data(tmp_path):
   """The CelebA config end to end on random faces: Blond_Hair as the label, Male and Young exported beside every
   model's predictions, slice_stats.csv with each attribute value and the four gender x age cells, the report's

@@ -69,6 +69,7 @@ def _conv_names(model):
   return {layer.name for layer in model.layers if isinstance(layer, keras.layers.Conv2D)}
 
 
+@pytest.mark.slow
 def test_cifar10_config_trains_prunes_and_exports(tmp_path):
   num_examples = 11  # eval batches of 4: two full ones and a short one
   config = _config(
@@ -109,6 +110,7 @@ def test_cifar10_config_trains_prunes_and_exports(tmp_path):
   assert abs(pruning.measure_sparsity(model, sorted(convs))["overall"] - 0.5) <= variants.SPARSITY_TOLERANCE
 
 
+@pytest.mark.slow
 def test_imagenet_resnet50_config_prunes_every_conv_and_exports(tmp_path, monkeypatch):
   num_examples = 5
   config = _config(

@@ -102,6 +102,7 @@ def test_registry_entries_carry_their_behaviour():
     variants.check_variants(["dense"])
 
 
+@pytest.mark.slow
 def test_a_config_alone_gives_the_job_the_launcher_would():
   config = digits_config(**{"sparsity_levels": (0.0, 0.9), "num_seeds": 2, "controls": ("dense_replicate", "sham")})
   with config.unlocked():
@@ -291,6 +292,7 @@ def _metadata(workdir):
   return predictions_lib.read_predictions(os.path.join(workdir, f"{name}.tfrecord"))
 
 
+@pytest.mark.slow
 def test_every_variant_exports_the_schema_with_its_method(trained):
   for (method, seed), (_, workdir) in trained["models"].items():
     pred = _metadata(workdir)
@@ -302,6 +304,7 @@ def test_every_variant_exports_the_schema_with_its_method(trained):
     assert meta["config_hash"] == _metadata(trained["models"][("dense", 0)][1]).metadata["config_hash"]
 
 
+@pytest.mark.slow
 def test_random_pruning_zeros_are_real_and_random(trained):
   config, workdir = trained["models"][("random", 0)]
   model = model_dir.load_model(os.path.join(workdir, "model.h5"))
@@ -318,6 +321,7 @@ def test_random_pruning_zeros_are_real_and_random(trained):
   assert meta["compressed_bytes"] < 0.5 * dense_bytes
 
 
+@pytest.mark.slow
 def test_cluster_kernels_hold_at_most_16_values(trained):
   _, workdir = trained["models"][("cluster", 0)]
   model = model_dir.load_model(os.path.join(workdir, "model.h5"))
@@ -337,6 +341,7 @@ def _tensor_types(tflite_bytes):
 @pytest.mark.parametrize(
     "method,int8_weights", [("qat", True), ("ptq_full_int8", True), ("ptq_dynamic_int8", True), ("ptq_float16", False)]
 )
+@pytest.mark.slow
 def test_quantized_variants_hold_what_they_claim(trained, method, int8_weights):
   _, workdir = trained["models"][(method, 0)]
   with open(os.path.join(workdir, "model.tflite"), "rb") as f:
@@ -352,6 +357,7 @@ def test_quantized_variants_hold_what_they_claim(trained, method, int8_weights):
   assert meta["bits_per_weight"] < (17 if method == "ptq_float16" else 12)
 
 
+@pytest.mark.slow
 def test_ptq_predictions_come_from_the_quantized_model(trained):
   _, dense_dir = trained["models"][("dense", 0)]
   _, ptq_dir = trained["models"][("ptq_float16", 0)]
@@ -362,6 +368,7 @@ def test_ptq_predictions_come_from_the_quantized_model(trained):
   assert not np.array_equal(dense.top_k_probs, ptq.top_k_probs)
 
 
+@pytest.mark.slow
 def test_rerunning_a_derivation_reuses_it(trained):
   config, workdir = trained["models"][("ptq_dynamic_int8", 1)]
   path = os.path.join(workdir, f"{os.path.basename(workdir)}.tfrecord")
@@ -370,6 +377,7 @@ def test_rerunning_a_derivation_reuses_it(trained):
   assert os.path.getmtime(path) == before
 
 
+@pytest.mark.slow
 def test_the_analysis_runs_on_every_variant(trained):
   study = study_lib.load_study(trained["root"], log=lambda m: None)
   expected = {
@@ -404,6 +412,7 @@ def test_the_analysis_runs_on_every_variant(trained):
 # Two variants through the real binaries.
 
 
+@pytest.mark.slow
 def test_study_with_variants_end_to_end(tmp_path):
   study_dir = str(tmp_path / "study")
   flags = [
